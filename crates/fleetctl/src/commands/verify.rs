@@ -1,0 +1,71 @@
+//! `fleetctl verify UNIT...`: fleet 1.0 only printed a deprecation notice. Ours checks each
+//! unit file as the cluster would: the file parses, the name (mangled as for `submit`) is
+//! valid, and the `[X-Fleet]` requirements can be met. Every problem is listed with its line.
+
+use std::io;
+
+use fleet_unit::name::{mangle, validate_name};
+use fleet_unit::parse::{parse, Severity};
+use fleet_unit::requirements::{validate_requirements, Requirements};
+use fleet_unit::UnitFile;
+
+use crate::Io;
+
+pub fn run(args: &[String], io: &mut Io<'_>) -> io::Result<i32> {
+    if args.is_empty() {
+        writeln!(io.err, "No units given")?;
+        return Ok(2);
+    }
+    let mut failed = false;
+    for path in args {
+        failed |= !verify_file(path, io)?;
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// Reports the problems of one file; returns whether it is valid.
+fn verify_file(path: &str, io: &mut Io<'_>) -> io::Result<bool> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            writeln!(io.err, "{path}: error: unable to read file: {e}")?;
+            return Ok(false);
+        }
+    };
+    let name = mangle(path);
+    let mut valid = true;
+    if let Err(e) = validate_name(name.as_bytes()) {
+        writeln!(io.err, "{path}: error: unit name {name:?}: {e}")?;
+        valid = false;
+    }
+    let parsed = parse(&bytes);
+    for problem in &parsed.problems {
+        writeln!(
+            io.err,
+            "{path}:{}: {}: {}",
+            problem.line,
+            level(problem.severity),
+            problem.kind
+        )?;
+        valid &= problem.severity != Severity::Error;
+    }
+    if parsed.has_errors() {
+        return Ok(false);
+    }
+    let unit = UnitFile::from_options(parsed.options);
+    for warning in Requirements::raw(&unit).unknown_keys() {
+        writeln!(io.err, "{path}: warning: {warning}")?;
+    }
+    if let Err(e) = validate_requirements(&unit) {
+        writeln!(io.err, "{path}: error: {e}")?;
+        valid = false;
+    }
+    Ok(valid)
+}
+
+fn level(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    }
+}
