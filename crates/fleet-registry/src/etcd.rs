@@ -1,0 +1,489 @@
+//! The etcd v3 backend, through `etcd-client`. Every key is stored under the configured
+//! prefix; every request is bounded by the request timeout; connection failures surface as
+//! [`RegistryError::Unavailable`] so callers retry with backoff (the channel reconnects by
+//! itself).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Certificate, Client, CompareOp, ConnectOptions, EventType, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use tokio::sync::{mpsc, Mutex};
+
+use crate::error::{RegistryError, Result};
+use crate::kv::{
+    check_txn, Compare, Event, EventKind, KeyValue, KvStore, LeaseId, Op, Revision, TxnOutcome,
+    Watch, WatchBatch,
+};
+
+#[derive(Clone)]
+pub struct EtcdConfig {
+    /// `http://host:port` or `https://host:port` URLs.
+    pub endpoints: Vec<String>,
+    /// Prepended to every key, e.g. `/fleet-rs/`.
+    pub key_prefix: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The bound on every request.
+    pub request_timeout: Duration,
+}
+
+impl EtcdConfig {
+    pub fn new(endpoints: Vec<String>, key_prefix: impl Into<String>) -> EtcdConfig {
+        EtcdConfig {
+            endpoints,
+            key_prefix: key_prefix.into(),
+            username: None,
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            request_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Secrets never reach logs: the password is shown as set or not.
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("key_prefix", &self.key_prefix)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+    keepers: Mutex<HashMap<LeaseId, LeaseStream>>,
+}
+
+struct LeaseStream {
+    keeper: etcd_client::LeaseKeeper,
+    responses: etcd_client::LeaseKeepAliveStream,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Unavailable(e.to_string())
+}
+
+/// Maps etcd's errors onto ours, so that callers can tell an outage from a refusal.
+/// A missing lease maps to `LeaseNotFound(0)`: the caller knows which lease it asked about.
+fn map_error(e: etcd_client::Error) -> RegistryError {
+    let text = e.to_string();
+    if text.contains("lease not found") {
+        return RegistryError::LeaseNotFound(0);
+    }
+    if let etcd_client::Error::GRpcStatus(status) = &e {
+        let message = status.message();
+        if message.contains("too many operations in txn")
+            || message.contains("duplicate key given in txn")
+        {
+            return RegistryError::Invalid(message.to_owned());
+        }
+        if message.contains("request is too large") {
+            return RegistryError::Invalid(message.to_owned());
+        }
+        use tonic_code::*;
+        if matches!(
+            status.code() as i32,
+            UNAVAILABLE | DEADLINE_EXCEEDED | CANCELLED | UNKNOWN
+        ) {
+            return unavailable(text);
+        }
+        return RegistryError::Invalid(text);
+    }
+    unavailable(text)
+}
+
+/// gRPC status codes we look at (as numbers, to avoid depending on tonic directly).
+mod tonic_code {
+    pub const CANCELLED: i32 = 1;
+    pub const UNKNOWN: i32 = 2;
+    pub const DEADLINE_EXCEEDED: i32 = 4;
+    pub const UNAVAILABLE: i32 = 14;
+}
+
+fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        RegistryError::Invalid(format!("cannot read etcd {what} {}: {e}", path.display()))
+    })
+}
+
+impl EtcdStore {
+    /// Connects to etcd. Fails with `Unavailable` when no endpoint answers within the request
+    /// timeout; callers that must wait for etcd retry with backoff.
+    pub async fn connect(config: &EtcdConfig) -> Result<EtcdStore> {
+        if config.endpoints.is_empty() {
+            return Err(RegistryError::Invalid(
+                "no etcd endpoints configured".into(),
+            ));
+        }
+        let mut options = ConnectOptions::new()
+            .with_timeout(config.request_timeout)
+            .with_connect_timeout(config.request_timeout)
+            .with_keep_alive(Duration::from_secs(5), config.request_timeout);
+        if let (Some(user), Some(password)) = (&config.username, &config.password) {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        if config.ca_file.is_some() || config.cert_file.is_some() {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &config.ca_file {
+                tls = tls.ca_certificate(Certificate::from_pem(read_file(ca, "CA file")?));
+            }
+            match (&config.cert_file, &config.key_file) {
+                (Some(cert), Some(key)) => {
+                    tls = tls.identity(Identity::from_pem(
+                        read_file(cert, "certificate file")?,
+                        read_file(key, "key file")?,
+                    ));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(RegistryError::Invalid(
+                        "etcd TLS needs both a certificate file and a key file".into(),
+                    ))
+                }
+            }
+            options = options.with_tls(tls);
+        }
+        let connect = Client::connect(&config.endpoints, Some(options));
+        let client = tokio::time::timeout(config.request_timeout, connect)
+            .await
+            .map_err(|_| {
+                unavailable(format!(
+                    "no answer from {} within {:?}",
+                    config.endpoints.join(","),
+                    config.request_timeout
+                ))
+            })?
+            .map_err(map_error)?;
+        let store = EtcdStore {
+            client,
+            prefix: config.key_prefix.clone(),
+            timeout: config.request_timeout,
+            keepers: Mutex::new(HashMap::new()),
+        };
+        // A cheap request, so that a wrong endpoint or bad credentials fail here, not later.
+        store.get("\u{0}probe").await?;
+        Ok(store)
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn convert(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue> {
+        let key = std::str::from_utf8(kv.key())
+            .ok()
+            .and_then(|k| k.strip_prefix(&self.prefix))
+            .ok_or_else(|| RegistryError::Corrupt {
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                reason: "key outside the registry's prefix or not UTF-8".into(),
+            })?;
+        Ok(KeyValue {
+            key: key.to_owned(),
+            value: kv.value().to_vec(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+            lease: kv.lease(),
+        })
+    }
+
+    /// Runs one request future under the request timeout.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        request: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(result) => result.map_err(map_error),
+            Err(_) => Err(unavailable(format!(
+                "{what}: no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl KvStore for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let mut client = self.client.clone();
+        let response = self
+            .bounded("get", client.get(self.full_key(key), None))
+            .await?;
+        response
+            .kvs()
+            .first()
+            .map(|kv| self.convert(kv))
+            .transpose()
+    }
+
+    async fn range(&self, prefixes: &[&str]) -> Result<(Vec<Vec<KeyValue>>, Revision)> {
+        // One transaction of ranges: every range is read at the same revision.
+        let ops: Vec<TxnOp> = prefixes
+            .iter()
+            .map(|p| TxnOp::get(self.full_key(p), Some(GetOptions::new().with_prefix())))
+            .collect();
+        let mut client = self.client.clone();
+        let response = self
+            .bounded("range", client.txn(Txn::new().and_then(ops)))
+            .await?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        let mut ranges = Vec::with_capacity(prefixes.len());
+        for op in response.op_responses() {
+            let TxnOpResponse::Get(get) = op else {
+                return Err(unavailable("etcd answered a range with another operation"));
+            };
+            let kvs = get
+                .kvs()
+                .iter()
+                .map(|kv| self.convert(kv))
+                .collect::<Result<Vec<_>>>()?;
+            ranges.push(kvs);
+        }
+        Ok((ranges, revision))
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<TxnOutcome> {
+        check_txn(&compares, &ops)?;
+        let compares: Vec<etcd_client::Compare> = compares
+            .iter()
+            .map(|c| {
+                let key = self.full_key(c.key());
+                match c {
+                    Compare::Absent(_) => etcd_client::Compare::version(key, CompareOp::Equal, 0),
+                    Compare::ModRevision(_, rev) => {
+                        etcd_client::Compare::mod_revision(key, CompareOp::Equal, *rev)
+                    }
+                    Compare::CreateRevision(_, rev) => {
+                        etcd_client::Compare::create_revision(key, CompareOp::Equal, *rev)
+                    }
+                    Compare::Value(_, value) => {
+                        etcd_client::Compare::value(key, CompareOp::Equal, value.clone())
+                    }
+                }
+            })
+            .collect();
+        let leases: Vec<LeaseId> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Put {
+                    lease: Some(lease), ..
+                } => Some(*lease),
+                _ => None,
+            })
+            .collect();
+        let ops: Vec<TxnOp> = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { key, value, lease } => {
+                    let options = lease.map(|l| PutOptions::new().with_lease(l));
+                    TxnOp::put(self.full_key(&key), value, options)
+                }
+                Op::Delete { key } => TxnOp::delete(self.full_key(&key), None),
+                Op::DeletePrefix { prefix } => TxnOp::delete(
+                    self.full_key(&prefix),
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                ),
+            })
+            .collect();
+        let mut client = self.client.clone();
+        let result = self
+            .bounded("txn", client.txn(Txn::new().when(compares).and_then(ops)))
+            .await;
+        let response = match result {
+            Err(RegistryError::LeaseNotFound(_)) => {
+                return Err(RegistryError::LeaseNotFound(
+                    leases.first().copied().unwrap_or(0),
+                ));
+            }
+            other => other?,
+        };
+        Ok(TxnOutcome {
+            succeeded: response.succeeded(),
+            revision: response.header().map_or(0, |h| h.revision()),
+        })
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+        let seconds = ttl.as_secs_f64().ceil() as i64;
+        if seconds <= 0 {
+            return Err(RegistryError::Invalid(
+                "a lease needs a TTL above zero".into(),
+            ));
+        }
+        let mut client = self.client.clone();
+        let response = self
+            .bounded("lease grant", client.lease_grant(seconds, None))
+            .await?;
+        Ok(response.id())
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        let mut keepers = self.keepers.lock().await;
+        let stream = match keepers.entry(lease) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let mut client = self.client.clone();
+                let opened = self
+                    .bounded("lease keep-alive", client.lease_keep_alive(lease))
+                    .await;
+                let (keeper, responses) = match opened {
+                    Err(RegistryError::LeaseNotFound(_)) => return Ok(None),
+                    other => other?,
+                };
+                entry.insert(LeaseStream { keeper, responses })
+            }
+        };
+        let renewal = async {
+            stream.keeper.keep_alive().await?;
+            stream.responses.message().await
+        };
+        match tokio::time::timeout(self.timeout, renewal).await {
+            Ok(Ok(Some(response))) if response.ttl() > 0 => {
+                Ok(Some(Duration::from_secs(response.ttl() as u64)))
+            }
+            Ok(Ok(_)) => {
+                keepers.remove(&lease);
+                Ok(None)
+            }
+            Ok(Err(e)) => {
+                keepers.remove(&lease);
+                match map_error(e) {
+                    RegistryError::LeaseNotFound(_) => Ok(None),
+                    other => Err(other),
+                }
+            }
+            Err(_) => {
+                keepers.remove(&lease);
+                Err(unavailable(format!(
+                    "lease keep-alive: no answer within {:?}",
+                    self.timeout
+                )))
+            }
+        }
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+        self.keepers.lock().await.remove(&lease);
+        let mut client = self.client.clone();
+        match self
+            .bounded("lease revoke", client.lease_revoke(lease))
+            .await
+        {
+            Err(RegistryError::LeaseNotFound(_)) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    async fn lease_ttl(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        let mut client = self.client.clone();
+        let response = self
+            .bounded("lease ttl", client.lease_time_to_live(lease, None))
+            .await?;
+        Ok((response.ttl() > 0).then(|| Duration::from_secs(response.ttl() as u64)))
+    }
+
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<Watch> {
+        let mut options = WatchOptions::new().with_prefix();
+        if from > 0 {
+            options = options.with_start_revision(from);
+        }
+        let mut client = self.client.clone();
+        let mut stream = self
+            .bounded("watch", client.watch(self.full_key(prefix), Some(options)))
+            .await?;
+        let (sender, receiver) = mpsc::channel(1024);
+        let prefix_len = self.prefix.len();
+        let task = tokio::spawn(async move {
+            loop {
+                let message = match stream.message().await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => {
+                        let _ = sender.send(Err(unavailable("etcd ended the watch"))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = sender.send(Err(map_error(e))).await;
+                        return;
+                    }
+                };
+                if message.canceled() {
+                    let error = if message.compact_revision() > 0 {
+                        RegistryError::Compacted {
+                            requested: from,
+                            compacted: message.compact_revision(),
+                        }
+                    } else {
+                        unavailable(format!(
+                            "etcd cancelled the watch: {}",
+                            message.cancel_reason()
+                        ))
+                    };
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+                let mut batches: Vec<WatchBatch> = Vec::new();
+                for event in message.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let key = String::from_utf8_lossy(kv.key())
+                        .get(prefix_len..)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let kind = match event.event_type() {
+                        EventType::Put => EventKind::Put,
+                        EventType::Delete => EventKind::Delete,
+                    };
+                    let kv = KeyValue {
+                        key,
+                        value: kv.value().to_vec(),
+                        create_revision: kv.create_revision(),
+                        mod_revision: kv.mod_revision(),
+                        lease: kv.lease(),
+                    };
+                    let revision = kv.mod_revision;
+                    match batches.last_mut() {
+                        Some(batch) if batch.revision == revision => {
+                            batch.events.push(Event { kind, kv })
+                        }
+                        _ => batches.push(WatchBatch {
+                            revision,
+                            events: vec![Event { kind, kv }],
+                        }),
+                    }
+                }
+                for batch in batches {
+                    if sender.send(Ok(batch)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Watch::new(receiver, Box::new(AbortOnDrop(task))))
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

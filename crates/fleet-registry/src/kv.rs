@@ -1,0 +1,225 @@
+//! The contract every backend implements: a small, etcd-v3-shaped key-value store with
+//! revisions, atomic conditional transactions, leases and resumable prefix watches. The typed
+//! registry ([`crate::Registry`]) is written once on top of it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::error::Result;
+
+/// The store's logical clock: every committed change gets the next revision.
+pub type Revision = i64;
+/// A lease: keys attached to it vanish together when it expires or is revoked.
+pub type LeaseId = i64;
+
+/// The most operations (or compares) one transaction may hold: etcd's default `--max-txn-ops`.
+pub const MAX_TXN_OPS: usize = 128;
+/// The largest value a backend stores (etcd's request limit is 1.5 MiB, with room for keys).
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+    /// 0 when the key has no lease.
+    pub lease: LeaseId,
+}
+
+/// A condition on one key, checked atomically with a transaction's operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key does not exist.
+    Absent(String),
+    /// The key exists and was last modified at this revision.
+    ModRevision(String, Revision),
+    /// The key exists and was created at this revision (same incarnation).
+    CreateRevision(String, Revision),
+    /// The key exists and holds exactly this value.
+    Value(String, Vec<u8>),
+}
+
+impl Compare {
+    pub fn key(&self) -> &str {
+        match self {
+            Compare::Absent(k)
+            | Compare::ModRevision(k, _)
+            | Compare::CreateRevision(k, _)
+            | Compare::Value(k, _) => k,
+        }
+    }
+
+    /// Whether the condition holds for the key's current entry.
+    pub fn holds(&self, current: Option<&KeyValue>) -> bool {
+        match (self, current) {
+            (Compare::Absent(_), current) => current.is_none(),
+            (Compare::ModRevision(_, rev), Some(kv)) => kv.mod_revision == *rev,
+            (Compare::CreateRevision(_, rev), Some(kv)) => kv.create_revision == *rev,
+            (Compare::Value(_, value), Some(kv)) => kv.value == *value,
+            (_, None) => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
+    Delete {
+        key: String,
+    },
+    DeletePrefix {
+        prefix: String,
+    },
+}
+
+impl Op {
+    pub fn put(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Op {
+        Op::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: None,
+        }
+    }
+
+    pub fn put_with_lease(key: impl Into<String>, value: impl Into<Vec<u8>>, lease: LeaseId) -> Op {
+        Op::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: Some(lease),
+        }
+    }
+
+    pub fn delete(key: impl Into<String>) -> Op {
+        Op::Delete { key: key.into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnOutcome {
+    /// Whether every compare held and the operations were applied.
+    pub succeeded: bool,
+    /// The store's revision after the transaction (unchanged when it did not apply).
+    pub revision: Revision,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    /// For a delete: the key, an empty value and the revision of the deletion.
+    pub kv: KeyValue,
+}
+
+/// The events of one revision (or several consecutive ones), in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchBatch {
+    pub revision: Revision,
+    pub events: Vec<Event>,
+}
+
+/// A prefix watch. Yields batches in revision order; an `Err` ends it (the caller re-lists and
+/// watches again from the revision it has seen). Dropping it cancels the watch.
+pub struct Watch {
+    receiver: mpsc::Receiver<Result<WatchBatch>>,
+    _cancel: Box<dyn Send + Sync>,
+}
+
+impl Watch {
+    /// Builds a watch from a channel fed by the backend and a guard whose drop stops the feed.
+    pub fn new(
+        receiver: mpsc::Receiver<Result<WatchBatch>>,
+        cancel: Box<dyn Send + Sync>,
+    ) -> Watch {
+        Watch {
+            receiver,
+            _cancel: cancel,
+        }
+    }
+
+    /// The next batch; `None` once the watch has ended.
+    pub async fn next(&mut self) -> Option<Result<WatchBatch>> {
+        self.receiver.recv().await
+    }
+}
+
+#[async_trait]
+pub trait KvStore: Send + Sync + 'static {
+    /// The entry at `key`, or `None`.
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+
+    /// Every entry under each prefix, sorted by key, all read at one revision, which is
+    /// returned: a consistent snapshot from which a watch can resume (`revision + 1`).
+    async fn range(&self, prefixes: &[&str]) -> Result<(Vec<Vec<KeyValue>>, Revision)>;
+
+    /// Applies `ops` atomically if every compare holds. At most [`MAX_TXN_OPS`] of each, and
+    /// no key written twice.
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<TxnOutcome>;
+
+    /// A new lease that expires after `ttl` without a keep-alive.
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId>;
+
+    /// Renews a lease to its full TTL; `None` when it no longer exists (expired or revoked).
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>>;
+
+    /// Ends a lease now, deleting its keys. Revoking an unknown lease is not an error.
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<()>;
+
+    /// The time left on a lease, `None` when it does not exist.
+    async fn lease_ttl(&self, lease: LeaseId) -> Result<Option<Duration>>;
+
+    /// Watches every key under `prefix` from revision `from` on (0: from now).
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<Watch>;
+}
+
+/// Checks what every backend must refuse alike, before it touches anything.
+pub fn check_txn(compares: &[Compare], ops: &[Op]) -> Result<()> {
+    use crate::error::RegistryError;
+    if compares.len() > MAX_TXN_OPS || ops.len() > MAX_TXN_OPS {
+        return Err(RegistryError::Invalid(format!(
+            "a transaction holds at most {MAX_TXN_OPS} compares and {MAX_TXN_OPS} operations \
+             (got {} and {})",
+            compares.len(),
+            ops.len()
+        )));
+    }
+    let mut written = std::collections::HashSet::new();
+    for op in ops {
+        match op {
+            Op::Put { key, value, .. } => {
+                if value.len() > MAX_VALUE_BYTES {
+                    return Err(RegistryError::TooLarge {
+                        key: key.clone(),
+                        size: value.len(),
+                        max: MAX_VALUE_BYTES,
+                    });
+                }
+                if !written.insert(key.as_str()) {
+                    return Err(RegistryError::Invalid(format!(
+                        "key {key} written twice in one transaction"
+                    )));
+                }
+            }
+            Op::Delete { key } => {
+                if !written.insert(key.as_str()) {
+                    return Err(RegistryError::Invalid(format!(
+                        "key {key} written twice in one transaction"
+                    )));
+                }
+            }
+            Op::DeletePrefix { .. } => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! The cluster's state store.
+//!
+//! [`kv::KvStore`] is the contract a backend implements (etcd v3, the embedded single-node
+//! store, memory). Everything fleet-specific (key layout, record encoding, leases per machine,
+//! watch scopes) is written once on top of it.
+
+pub mod error;
+pub mod etcd;
+pub mod kv;
+pub mod local;
+
+pub use error::{RegistryError, Result};
+pub use kv::{KvStore, LeaseId, Revision};

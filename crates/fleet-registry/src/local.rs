@@ -1,0 +1,369 @@
+//! The single-node store behind the in-memory backend (and, with a durable log, the embedded
+//! one): the whole keyspace in a `BTreeMap`, a revision counter, leases with deadlines on the
+//! tokio clock, and a bounded history from which watches resume.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+use crate::error::{RegistryError, Result};
+use crate::kv::{
+    check_txn, Compare, Event, EventKind, KeyValue, KvStore, LeaseId, Op, Revision, TxnOutcome,
+    Watch, WatchBatch,
+};
+
+/// How many committed revisions a store keeps for watches that resume from the past.
+const HISTORY: usize = 10_000;
+/// How many batches a watcher may fall behind before its watch is ended (it then re-lists).
+const WATCH_BUFFER: usize = 4_096;
+
+pub struct LocalStore {
+    state: Arc<Mutex<State>>,
+    lease_changed: Arc<Notify>,
+    reaper: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct State {
+    revision: Revision,
+    data: BTreeMap<String, KeyValue>,
+    leases: HashMap<LeaseId, Lease>,
+    next_lease: LeaseId,
+    history: VecDeque<WatchBatch>,
+    history_limit: usize,
+    /// Watches may resume from any revision above this one.
+    compacted: Revision,
+    watchers: Vec<Watcher>,
+    next_watcher: u64,
+}
+
+struct Lease {
+    ttl: Duration,
+    deadline: Instant,
+    keys: BTreeSet<String>,
+}
+
+struct Watcher {
+    id: u64,
+    prefix: String,
+    sender: mpsc::Sender<Result<WatchBatch>>,
+}
+
+impl LocalStore {
+    /// A store that lives in memory only. Must be created inside a tokio runtime (leases
+    /// expire on a background task).
+    pub fn in_memory() -> LocalStore {
+        LocalStore::with_history(HISTORY)
+    }
+
+    /// A store that keeps only `history` past revisions for resuming watches.
+    pub fn with_history(history: usize) -> LocalStore {
+        let state = Arc::new(Mutex::new(State {
+            revision: 1,
+            next_lease: 1,
+            history_limit: history,
+            ..State::default()
+        }));
+        let lease_changed = Arc::new(Notify::new());
+        let reaper = tokio::spawn(expire_leases(Arc::downgrade(&state), lease_changed.clone()));
+        LocalStore {
+            state,
+            lease_changed,
+            reaper,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the map half-updated (every mutation is
+        // computed first, then applied), so a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        self.reaper.abort();
+    }
+}
+
+/// Deletes the keys of leases whose deadline has passed, sleeping until the next deadline.
+async fn expire_leases(state: Weak<Mutex<State>>, lease_changed: Arc<Notify>) {
+    loop {
+        let next_deadline = {
+            let Some(state) = state.upgrade() else { return };
+            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let expired: Vec<LeaseId> = state
+                .leases
+                .iter()
+                .filter(|(_, lease)| lease.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in expired {
+                state.revoke(id);
+            }
+            state.leases.values().map(|l| l.deadline).min()
+        };
+        let wake = next_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = lease_changed.notified() => {}
+        }
+    }
+}
+
+impl State {
+    /// Applies `ops` as one revision and notifies watchers.
+    fn commit(&mut self, ops: Vec<Op>) {
+        let revision = self.revision + 1;
+        let mut events = Vec::new();
+        for op in ops {
+            match op {
+                Op::Put { key, value, lease } => {
+                    let previous = self.data.get(&key);
+                    let create_revision = previous.map_or(revision, |kv| kv.create_revision);
+                    if let Some(old) = previous.map(|kv| kv.lease).filter(|l| *l != 0) {
+                        if let Some(lease) = self.leases.get_mut(&old) {
+                            lease.keys.remove(&key);
+                        }
+                    }
+                    let lease = lease.unwrap_or(0);
+                    if let Some(attached) = self.leases.get_mut(&lease) {
+                        attached.keys.insert(key.clone());
+                    }
+                    let kv = KeyValue {
+                        key: key.clone(),
+                        value,
+                        create_revision,
+                        mod_revision: revision,
+                        lease,
+                    };
+                    self.data.insert(key, kv.clone());
+                    events.push(Event {
+                        kind: EventKind::Put,
+                        kv,
+                    });
+                }
+                Op::Delete { key } => events.extend(self.remove(&key, revision)),
+                Op::DeletePrefix { prefix } => {
+                    let keys: Vec<String> = self
+                        .data
+                        .range(prefix.clone()..)
+                        .take_while(|(k, _)| k.starts_with(&prefix))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in keys {
+                        events.extend(self.remove(&key, revision));
+                    }
+                }
+            }
+        }
+        if events.is_empty() {
+            return;
+        }
+        self.revision = revision;
+        let batch = WatchBatch { revision, events };
+        self.notify(&batch);
+        self.history.push_back(batch);
+        while self.history.len() > self.history_limit {
+            if let Some(dropped) = self.history.pop_front() {
+                self.compacted = dropped.revision;
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &str, revision: Revision) -> Option<Event> {
+        let kv = self.data.remove(key)?;
+        if let Some(lease) = self.leases.get_mut(&kv.lease) {
+            lease.keys.remove(key);
+        }
+        Some(Event {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key: kv.key,
+                value: Vec::new(),
+                create_revision: 0,
+                mod_revision: revision,
+                lease: 0,
+            },
+        })
+    }
+
+    fn revoke(&mut self, id: LeaseId) {
+        if let Some(lease) = self.leases.remove(&id) {
+            let ops = lease.keys.into_iter().map(Op::delete).collect();
+            self.commit(ops);
+        }
+    }
+
+    /// Sends the part of `batch` under each watcher's prefix; drops watchers that are gone or
+    /// too far behind (their watch ends and they re-list).
+    fn notify(&mut self, batch: &WatchBatch) {
+        self.watchers.retain(|watcher| {
+            let Some(part) = filter(batch, &watcher.prefix) else {
+                return true;
+            };
+            watcher.sender.try_send(Ok(part)).is_ok()
+        });
+    }
+}
+
+fn filter(batch: &WatchBatch, prefix: &str) -> Option<WatchBatch> {
+    let events: Vec<Event> = batch
+        .events
+        .iter()
+        .filter(|e| e.kv.key.starts_with(prefix))
+        .cloned()
+        .collect();
+    (!events.is_empty()).then_some(WatchBatch {
+        revision: batch.revision,
+        events,
+    })
+}
+
+/// Removes its watcher from the store when the `Watch` is dropped.
+struct WatchGuard {
+    state: Weak<Mutex<State>>,
+    id: u64,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.upgrade() {
+            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+            state.watchers.retain(|w| w.id != self.id);
+        }
+    }
+}
+
+#[async_trait]
+impl KvStore for LocalStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        Ok(self.lock().data.get(key).cloned())
+    }
+
+    async fn range(&self, prefixes: &[&str]) -> Result<(Vec<Vec<KeyValue>>, Revision)> {
+        let state = self.lock();
+        let ranges = prefixes
+            .iter()
+            .map(|prefix| {
+                state
+                    .data
+                    .range(prefix.to_string()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(_, kv)| kv.clone())
+                    .collect()
+            })
+            .collect();
+        Ok((ranges, state.revision))
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<TxnOutcome> {
+        check_txn(&compares, &ops)?;
+        let mut state = self.lock();
+        for op in &ops {
+            if let Op::Put {
+                lease: Some(lease), ..
+            } = op
+            {
+                if !state.leases.contains_key(lease) {
+                    return Err(RegistryError::LeaseNotFound(*lease));
+                }
+            }
+        }
+        let holds = compares.iter().all(|c| c.holds(state.data.get(c.key())));
+        if holds {
+            state.commit(ops);
+        }
+        Ok(TxnOutcome {
+            succeeded: holds,
+            revision: state.revision,
+        })
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+        if ttl.is_zero() {
+            return Err(RegistryError::Invalid(
+                "a lease needs a TTL above zero".into(),
+            ));
+        }
+        let id = {
+            let mut state = self.lock();
+            let id = state.next_lease;
+            state.next_lease += 1;
+            state.leases.insert(
+                id,
+                Lease {
+                    ttl,
+                    deadline: Instant::now() + ttl,
+                    keys: BTreeSet::new(),
+                },
+            );
+            id
+        };
+        self.lease_changed.notify_one();
+        Ok(id)
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        let mut state = self.lock();
+        Ok(state.leases.get_mut(&lease).map(|lease| {
+            lease.deadline = Instant::now() + lease.ttl;
+            lease.ttl
+        }))
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+        self.lock().revoke(lease);
+        Ok(())
+    }
+
+    async fn lease_ttl(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .leases
+            .get(&lease)
+            .filter(|l| l.deadline > now)
+            .map(|l| l.deadline - now))
+    }
+
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<Watch> {
+        let mut state = self.lock();
+        if from != 0 && from <= state.compacted {
+            return Err(RegistryError::Compacted {
+                requested: from,
+                compacted: state.compacted,
+            });
+        }
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        if from != 0 {
+            for batch in state.history.iter().filter(|b| b.revision >= from) {
+                if let Some(part) = filter(batch, prefix) {
+                    if sender.try_send(Ok(part)).is_err() {
+                        return Err(RegistryError::Compacted {
+                            requested: from,
+                            compacted: batch.revision,
+                        });
+                    }
+                }
+            }
+        }
+        let id = state.next_watcher;
+        state.next_watcher += 1;
+        state.watchers.push(Watcher {
+            id,
+            prefix: prefix.to_owned(),
+            sender,
+        });
+        let guard = WatchGuard {
+            state: Arc::downgrade(&self.state),
+            id,
+        };
+        Ok(Watch::new(receiver, Box::new(guard)))
+    }
+}

@@ -1,0 +1,102 @@
+//! The etcd backend under faults, against a real etcd: errors are bounded and say
+//! "unreachable", and the same client works again once etcd is back.
+
+use std::time::{Duration, Instant};
+
+use fleet_registry::error::RegistryError;
+use fleet_registry::etcd::{EtcdConfig, EtcdStore};
+use fleet_registry::kv::{KvStore, Op};
+use fleet_testkit::EtcdServer;
+
+fn config(endpoint: String) -> EtcdConfig {
+    let mut config = EtcdConfig::new(vec![endpoint], "/faults/");
+    config.request_timeout = Duration::from_millis(500);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_at_start_is_a_quick_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let result = EtcdStore::connect(&config(format!("http://127.0.0.1:{port}"))).await;
+    let err = result.err().expect("nothing listens there");
+    assert!(err.is_unavailable(), "{err}");
+    assert!(
+        err.to_string().starts_with("registry unreachable: "),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let err = EtcdStore::connect(&EtcdConfig::new(vec![], "/x/"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        RegistryError::Invalid("no etcd endpoints configured".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_gives_bounded_errors_then_recovers() {
+    let mut etcd = EtcdServer::start();
+    let store = EtcdStore::connect(&config(etcd.endpoint())).await.unwrap();
+    store
+        .txn(vec![], vec![Op::put("jobs/a", "1")])
+        .await
+        .unwrap();
+    let mut watch = store.watch("jobs/", 0).await.unwrap();
+
+    etcd.kill();
+    let started = Instant::now();
+    let err = store.get("jobs/a").await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(15), watch.next())
+        .await
+        .expect("the watch reports the outage instead of hanging");
+    assert!(
+        matches!(ended, Some(Err(ref e)) if e.is_unavailable()) || ended.is_none(),
+        "{ended:?}"
+    );
+
+    etcd.restart();
+    // The same store reconnects by itself; bounded retries, as a caller would do.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let value = loop {
+        match store.get("jobs/a").await {
+            Ok(kv) => break kv.map(|kv| kv.value),
+            Err(e) if e.is_unavailable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("etcd did not come back: {e}"),
+        }
+    };
+    assert_eq!(
+        value.as_deref(),
+        Some(&b"1"[..]),
+        "the acknowledged write survived"
+    );
+}
+
+#[test]
+fn config_debug_never_shows_the_password() {
+    let mut config = config("http://127.0.0.1:2379".into());
+    config.username = Some("root".into());
+    config.password = Some("s3cret-pa55".into());
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("s3cret-pa55"), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+}

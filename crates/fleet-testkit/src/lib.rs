@@ -1,0 +1,6 @@
+//! Test support. Everything here starts real components (no fakes) and tears them down on
+//! drop, also when a test fails; every wait is bounded.
+
+pub mod etcd;
+
+pub use etcd::EtcdServer;
