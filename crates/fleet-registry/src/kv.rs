@@ -196,29 +196,21 @@ pub fn check_txn(compares: &[Compare], ops: &[Op]) -> Result<()> {
     }
     let mut written = std::collections::HashSet::new();
     for op in ops {
-        match op {
-            Op::Put { key, value, .. } => {
-                if value.len() > MAX_VALUE_BYTES {
-                    return Err(RegistryError::TooLarge {
-                        key: key.clone(),
-                        size: value.len(),
-                        max: MAX_VALUE_BYTES,
-                    });
-                }
-                if !written.insert(key.as_str()) {
-                    return Err(RegistryError::Invalid(format!(
-                        "key {key} written twice in one transaction"
-                    )));
-                }
+        let key = match op {
+            Op::Put { key, value, .. } if value.len() > MAX_VALUE_BYTES => {
+                return Err(RegistryError::TooLarge {
+                    key: key.clone(),
+                    size: value.len(),
+                    max: MAX_VALUE_BYTES,
+                });
             }
-            Op::Delete { key } => {
-                if !written.insert(key.as_str()) {
-                    return Err(RegistryError::Invalid(format!(
-                        "key {key} written twice in one transaction"
-                    )));
-                }
-            }
-            Op::DeletePrefix { .. } => {}
+            Op::Put { key, .. } | Op::Delete { key } => key,
+            Op::DeletePrefix { .. } => continue,
+        };
+        if !written.insert(key.as_str()) {
+            return Err(RegistryError::Invalid(format!(
+                "key {key} written twice in one transaction"
+            )));
         }
     }
     Ok(())
