@@ -125,6 +125,25 @@ fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// An etcd entry as ours, with the prefix removed. A key outside the prefix (or not UTF-8) is
+/// a corrupt record, named by its key.
+fn convert(prefix: &str, kv: &etcd_client::KeyValue) -> Result<KeyValue> {
+    let key = std::str::from_utf8(kv.key())
+        .ok()
+        .and_then(|k| k.strip_prefix(prefix))
+        .ok_or_else(|| RegistryError::Corrupt {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            reason: "key outside the registry's prefix or not UTF-8".into(),
+        })?;
+    Ok(KeyValue {
+        key: key.to_owned(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        lease: kv.lease(),
+    })
+}
+
 impl EtcdStore {
     /// Connects to etcd. Fails with `Unavailable` when no endpoint answers within the request
     /// timeout; callers that must wait for etcd retry with backoff.
@@ -189,20 +208,7 @@ impl EtcdStore {
     }
 
     fn convert(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue> {
-        let key = std::str::from_utf8(kv.key())
-            .ok()
-            .and_then(|k| k.strip_prefix(&self.prefix))
-            .ok_or_else(|| RegistryError::Corrupt {
-                key: String::from_utf8_lossy(kv.key()).into_owned(),
-                reason: "key outside the registry's prefix or not UTF-8".into(),
-            })?;
-        Ok(KeyValue {
-            key: key.to_owned(),
-            value: kv.value().to_vec(),
-            create_revision: kv.create_revision(),
-            mod_revision: kv.mod_revision(),
-            lease: kv.lease(),
-        })
+        convert(&self.prefix, kv)
     }
 
     /// Runs one request future under the request timeout.
@@ -411,7 +417,7 @@ impl KvStore for EtcdStore {
             .bounded("watch", client.watch(self.full_key(prefix), Some(options)))
             .await?;
         let (sender, receiver) = mpsc::channel(1024);
-        let prefix_len = self.prefix.len();
+        let key_prefix = self.prefix.clone();
         let task = tokio::spawn(async move {
             loop {
                 let message = match stream.message().await {
@@ -443,20 +449,16 @@ impl KvStore for EtcdStore {
                 let mut batches: Vec<WatchBatch> = Vec::new();
                 for event in message.events() {
                     let Some(kv) = event.kv() else { continue };
-                    let key = String::from_utf8_lossy(kv.key())
-                        .get(prefix_len..)
-                        .unwrap_or_default()
-                        .to_owned();
                     let kind = match event.event_type() {
                         EventType::Put => EventKind::Put,
                         EventType::Delete => EventKind::Delete,
                     };
-                    let kv = KeyValue {
-                        key,
-                        value: kv.value().to_vec(),
-                        create_revision: kv.create_revision(),
-                        mod_revision: kv.mod_revision(),
-                        lease: kv.lease(),
+                    let kv = match convert(&key_prefix, kv) {
+                        Ok(kv) => kv,
+                        Err(e) => {
+                            let _ = sender.send(Err(e)).await;
+                            return;
+                        }
                     };
                     let revision = kv.mod_revision;
                     match batches.last_mut() {

@@ -60,6 +60,15 @@ pub enum Severity {
     Warning,
 }
 
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
 /// One problem in a unit file, with the (1-based) line it was found on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -108,11 +117,13 @@ impl fmt::Display for ProblemKind {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let level = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        };
-        write!(f, "line {}: {}: {}", self.line, level, self.kind)
+        write!(
+            f,
+            "line {}: {}: {}",
+            self.line,
+            self.severity.as_str(),
+            self.kind
+        )
     }
 }
 

@@ -78,15 +78,15 @@ impl UnitFile {
         let Parsed {
             options, problems, ..
         } = parse::parse(text.as_ref());
-        if problems.iter().any(|p| p.severity == Severity::Error) {
-            return Err(ParseError {
-                problems: problems
-                    .into_iter()
-                    .filter(|p| p.severity == Severity::Error)
-                    .collect(),
-            });
+        let errors: Vec<Problem> = problems
+            .into_iter()
+            .filter(|p| p.severity == Severity::Error)
+            .collect();
+        if errors.is_empty() {
+            Ok(UnitFile { options })
+        } else {
+            Err(ParseError { problems: errors })
         }
-        Ok(UnitFile { options })
     }
 
     pub fn from_options(options: Vec<UnitOption>) -> UnitFile {

@@ -44,7 +44,7 @@ fn verify_file(path: &str, io: &mut Io<'_>) -> io::Result<bool> {
             io.err,
             "{path}:{}: {}: {}",
             problem.line,
-            level(problem.severity),
+            problem.severity.as_str(),
             problem.kind
         )?;
         valid &= problem.severity != Severity::Error;
@@ -61,11 +61,4 @@ fn verify_file(path: &str, io: &mut Io<'_>) -> io::Result<bool> {
         valid = false;
     }
     Ok(valid)
-}
-
-fn level(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Error => "error",
-        Severity::Warning => "warning",
-    }
 }
