@@ -25,6 +25,9 @@ pub enum RegistryError {
     LeaseNotFound(i64),
     /// The request itself is wrong (too many operations in one transaction, a bad TTL, ...).
     Invalid(String),
+    /// The embedded store's file cannot be opened (held by another process, unreadable, not a
+    /// store of ours).
+    Storage { path: String, reason: String },
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
@@ -57,6 +60,9 @@ impl fmt::Display for RegistryError {
                 write!(f, "lease {lease:x} not found (expired or revoked)")
             }
             RegistryError::Invalid(why) => write!(f, "invalid registry request: {why}"),
+            RegistryError::Storage { path, reason } => {
+                write!(f, "cannot open the embedded registry at {path}: {reason}")
+            }
         }
     }
 }

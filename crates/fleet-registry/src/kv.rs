@@ -213,5 +213,18 @@ pub fn check_txn(compares: &[Compare], ops: &[Op]) -> Result<()> {
             )));
         }
     }
+    // etcd refuses a put inside a range the same transaction deletes; so do we, everywhere.
+    for op in ops {
+        if let Op::DeletePrefix { prefix } = op {
+            if let Some(key) = ops.iter().find_map(|op| match op {
+                Op::Put { key, .. } if key.starts_with(prefix.as_str()) => Some(key),
+                _ => None,
+            }) {
+                return Err(RegistryError::Invalid(format!(
+                    "key {key} is written and deleted (prefix {prefix}) in one transaction"
+                )));
+            }
+        }
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! store, memory). Everything fleet-specific (key layout, record encoding, leases per machine,
 //! watch scopes) is written once on top of it.
 
+mod disk;
 pub mod error;
 pub mod etcd;
 pub mod kv;

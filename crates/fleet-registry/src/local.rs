@@ -1,8 +1,10 @@
-//! The single-node store behind the in-memory backend (and, with a durable log, the embedded
-//! one): the whole keyspace in a `BTreeMap`, a revision counter, leases with deadlines on the
-//! tokio clock, and a bounded history from which watches resume.
+//! The single-node store behind the in-memory and the embedded backends: the whole keyspace in
+//! a `BTreeMap`, a revision counter, leases with deadlines on the tokio clock, and a bounded
+//! history from which watches resume. The embedded store adds a redb file ([`crate::disk`])
+//! that every commit is written to before it becomes visible.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use crate::disk::{Change, Disk, DiskWrite};
 use crate::error::{RegistryError, Result};
 use crate::kv::{
     check_txn, Compare, Event, EventKind, KeyValue, KvStore, LeaseId, Op, Revision, TxnOutcome,
@@ -39,6 +42,7 @@ struct State {
     compacted: Revision,
     watchers: Vec<Watcher>,
     next_watcher: u64,
+    disk: Option<Disk>,
 }
 
 struct Lease {
@@ -62,12 +66,64 @@ impl LocalStore {
 
     /// A store that keeps only `history` past revisions for resuming watches.
     pub fn with_history(history: usize) -> LocalStore {
-        let state = Arc::new(Mutex::new(State {
+        LocalStore::start(State {
             revision: 1,
             next_lease: 1,
             history_limit: history,
             ..State::default()
-        }));
+        })
+    }
+
+    /// The embedded store: opens (or creates) the file at `path` and restores its keys,
+    /// revision and leases; each lease gets a full TTL from now. Every acknowledged write is on
+    /// disk. Must be called inside a tokio runtime.
+    pub fn open(path: &Path) -> Result<LocalStore> {
+        let (disk, restored) = Disk::open(path)?;
+        let now = Instant::now();
+        let mut leases: HashMap<LeaseId, Lease> = restored
+            .leases
+            .into_iter()
+            .map(|(id, ttl)| {
+                let keys = BTreeSet::new();
+                (
+                    id,
+                    Lease {
+                        ttl,
+                        deadline: now + ttl,
+                        keys,
+                    },
+                )
+            })
+            .collect();
+        let mut orphans = Vec::new();
+        for kv in restored.data.values().filter(|kv| kv.lease != 0) {
+            match leases.get_mut(&kv.lease) {
+                Some(lease) => {
+                    lease.keys.insert(kv.key.clone());
+                }
+                None => orphans.push(Op::delete(kv.key.clone())),
+            }
+        }
+        let mut state = State {
+            revision: restored.revision,
+            compacted: restored.revision,
+            next_lease: restored.next_lease,
+            data: restored.data,
+            leases,
+            history_limit: HISTORY,
+            disk: Some(disk),
+            ..State::default()
+        };
+        // Keys whose lease is gone (it was revoked in a write that did not finish) go the way
+        // the lease went.
+        if !orphans.is_empty() {
+            state.commit(orphans)?;
+        }
+        Ok(LocalStore::start(state))
+    }
+
+    fn start(state: State) -> LocalStore {
+        let state = Arc::new(Mutex::new(state));
         let lease_changed = Arc::new(Notify::new());
         let reaper = tokio::spawn(expire_leases(Arc::downgrade(&state), lease_changed.clone()));
         LocalStore {
@@ -103,10 +159,19 @@ async fn expire_leases(state: Weak<Mutex<State>>, lease_changed: Arc<Notify>) {
                 .filter(|(_, lease)| lease.deadline <= now)
                 .map(|(id, _)| *id)
                 .collect();
+            let mut failed = false;
             for id in expired {
-                state.revoke(id);
+                if let Err(error) = state.revoke(id) {
+                    tracing::warn!(lease = id, %error, "cannot expire lease; retrying in 1 s");
+                    failed = true;
+                }
             }
-            state.leases.values().map(|l| l.deadline).min()
+            let next = state.leases.values().map(|l| l.deadline).min();
+            if failed {
+                Some(now + Duration::from_secs(1))
+            } else {
+                next
+            }
         };
         let wake = next_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
@@ -117,53 +182,127 @@ async fn expire_leases(state: Weak<Mutex<State>>, lease_changed: Arc<Notify>) {
 }
 
 impl State {
-    /// Applies `ops` as one revision and notifies watchers.
-    fn commit(&mut self, ops: Vec<Op>) {
+    /// Applies `ops` as one revision (written to disk first, when the store has one) and
+    /// notifies watchers.
+    fn commit(&mut self, ops: Vec<Op>) -> Result<()> {
         let revision = self.revision + 1;
-        let mut events = Vec::new();
+        let changes = self.plan(ops, revision);
+        self.persist(revision, &changes, None, None)?;
+        self.apply(revision, changes);
+        Ok(())
+    }
+
+    /// What `ops` do to the current data, without changing it. `check_txn` guarantees no key
+    /// is written twice; a key under two deleted prefixes is deleted once.
+    fn plan(&self, ops: Vec<Op>, revision: Revision) -> Vec<Change> {
+        let mut deleted = BTreeSet::new();
+        let mut changes = Vec::new();
+        let mut delete = |key: &String, changes: &mut Vec<Change>| {
+            if deleted.insert(key.clone()) {
+                changes.push(Change::Delete(key.clone()));
+            }
+        };
         for op in ops {
             match op {
                 Op::Put { key, value, lease } => {
-                    let previous = self.data.get(&key);
-                    let create_revision = previous.map_or(revision, |kv| kv.create_revision);
-                    if let Some(old) = previous.map(|kv| kv.lease).filter(|l| *l != 0) {
-                        if let Some(lease) = self.leases.get_mut(&old) {
-                            lease.keys.remove(&key);
-                        }
-                    }
-                    let lease = lease.unwrap_or(0);
-                    if let Some(attached) = self.leases.get_mut(&lease) {
-                        attached.keys.insert(key.clone());
-                    }
-                    let kv = KeyValue {
-                        key: key.clone(),
+                    let create_revision = self
+                        .data
+                        .get(&key)
+                        .map_or(revision, |kv| kv.create_revision);
+                    changes.push(Change::Put(KeyValue {
+                        key,
                         value,
                         create_revision,
                         mod_revision: revision,
-                        lease,
-                    };
-                    self.data.insert(key, kv.clone());
+                        lease: lease.unwrap_or(0),
+                    }));
+                }
+                Op::Delete { key } => {
+                    if self.data.contains_key(&key) {
+                        delete(&key, &mut changes);
+                    }
+                }
+                Op::DeletePrefix { prefix } => {
+                    for key in self.keys_under(&prefix) {
+                        delete(key, &mut changes);
+                    }
+                }
+            }
+        }
+        changes
+    }
+
+    fn keys_under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+        self.data
+            .range(prefix.to_owned()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k)
+    }
+
+    /// Writes a commit to disk before it becomes visible. A commit that changes nothing and
+    /// touches no lease is not written (and takes no revision).
+    fn persist(
+        &self,
+        revision: Revision,
+        changes: &[Change],
+        granted: Option<(LeaseId, Duration)>,
+        revoked: Option<LeaseId>,
+    ) -> Result<()> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        if changes.is_empty() && granted.is_none() && revoked.is_none() {
+            return Ok(());
+        }
+        disk.write(DiskWrite {
+            revision: if changes.is_empty() {
+                self.revision
+            } else {
+                revision
+            },
+            next_lease: self.next_lease,
+            changes,
+            granted,
+            revoked,
+        })
+    }
+
+    fn apply(&mut self, revision: Revision, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut events = Vec::with_capacity(changes.len());
+        for change in changes {
+            match change {
+                Change::Put(kv) => {
+                    if let Some(old) = self.data.get(&kv.key).map(|old| old.lease) {
+                        self.detach(old, &kv.key);
+                    }
+                    if let Some(attached) = self.leases.get_mut(&kv.lease) {
+                        attached.keys.insert(kv.key.clone());
+                    }
+                    self.data.insert(kv.key.clone(), kv.clone());
                     events.push(Event {
                         kind: EventKind::Put,
                         kv,
                     });
                 }
-                Op::Delete { key } => events.extend(self.remove(&key, revision)),
-                Op::DeletePrefix { prefix } => {
-                    let keys: Vec<String> = self
-                        .data
-                        .range(prefix.clone()..)
-                        .take_while(|(k, _)| k.starts_with(&prefix))
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    for key in keys {
-                        events.extend(self.remove(&key, revision));
+                Change::Delete(key) => {
+                    if let Some(old) = self.data.remove(&key) {
+                        self.detach(old.lease, &key);
                     }
+                    events.push(Event {
+                        kind: EventKind::Delete,
+                        kv: KeyValue {
+                            key,
+                            value: Vec::new(),
+                            create_revision: 0,
+                            mod_revision: revision,
+                            lease: 0,
+                        },
+                    });
                 }
             }
-        }
-        if events.is_empty() {
-            return;
         }
         self.revision = revision;
         let batch = WatchBatch { revision, events };
@@ -176,28 +315,23 @@ impl State {
         }
     }
 
-    fn remove(&mut self, key: &str, revision: Revision) -> Option<Event> {
-        let kv = self.data.remove(key)?;
-        if let Some(lease) = self.leases.get_mut(&kv.lease) {
+    fn detach(&mut self, lease: LeaseId, key: &str) {
+        if let Some(lease) = self.leases.get_mut(&lease) {
             lease.keys.remove(key);
         }
-        Some(Event {
-            kind: EventKind::Delete,
-            kv: KeyValue {
-                key: kv.key,
-                value: Vec::new(),
-                create_revision: 0,
-                mod_revision: revision,
-                lease: 0,
-            },
-        })
     }
 
-    fn revoke(&mut self, id: LeaseId) {
-        if let Some(lease) = self.leases.remove(&id) {
-            let ops = lease.keys.into_iter().map(Op::delete).collect();
-            self.commit(ops);
-        }
+    /// Ends a lease and deletes its keys, as one revision.
+    fn revoke(&mut self, id: LeaseId) -> Result<()> {
+        let Some(lease) = self.leases.get(&id) else {
+            return Ok(());
+        };
+        let revision = self.revision + 1;
+        let changes: Vec<Change> = lease.keys.iter().cloned().map(Change::Delete).collect();
+        self.persist(revision, &changes, None, Some(id))?;
+        self.leases.remove(&id);
+        self.apply(revision, changes);
+        Ok(())
     }
 
     /// Sends the part of `batch` under each watcher's prefix; drops watchers that are gone or
@@ -277,7 +411,7 @@ impl KvStore for LocalStore {
         }
         let holds = compares.iter().all(|c| c.holds(state.data.get(c.key())));
         if holds {
-            state.commit(ops);
+            state.commit(ops)?;
         }
         Ok(TxnOutcome {
             succeeded: holds,
@@ -295,6 +429,10 @@ impl KvStore for LocalStore {
             let mut state = self.lock();
             let id = state.next_lease;
             state.next_lease += 1;
+            if let Err(e) = state.persist(state.revision, &[], Some((id, ttl)), None) {
+                state.next_lease -= 1;
+                return Err(e);
+            }
             state.leases.insert(
                 id,
                 Lease {
@@ -318,8 +456,7 @@ impl KvStore for LocalStore {
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
-        self.lock().revoke(lease);
-        Ok(())
+        self.lock().revoke(lease)
     }
 
     async fn lease_ttl(&self, lease: LeaseId) -> Result<Option<Duration>> {

@@ -1,5 +1,6 @@
 //! The contract every registry backend must keep, run against each of them: the in-memory
-//! store and a real etcd (started per test on free loopback ports).
+//! store, the embedded store (a redb file in a temp dir) and a real etcd (started per test on
+//! free loopback ports).
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use fleet_testkit::EtcdServer;
 struct Backend {
     store: Box<dyn KvStore>,
     etcd: Option<EtcdServer>,
+    embedded: Option<tempfile::TempDir>,
 }
 
 impl Backend {
@@ -20,6 +22,17 @@ impl Backend {
         Backend {
             store: Box::new(LocalStore::with_history(64)),
             etcd: None,
+            embedded: None,
+        }
+    }
+
+    async fn embedded() -> Backend {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = LocalStore::open(&dir.path().join("registry.redb")).expect("open store");
+        Backend {
+            store: Box::new(store),
+            etcd: None,
+            embedded: Some(dir),
         }
     }
 
@@ -30,15 +43,23 @@ impl Backend {
         Backend {
             store: Box::new(store),
             etcd: Some(server),
+            embedded: None,
         }
     }
 
     /// Makes history before `revision` unavailable to watches.
-    async fn compact(&self, revision: i64) {
-        match &self.etcd {
-            Some(server) => server.compact(revision),
+    async fn compact(&mut self, revision: i64) {
+        match (&self.etcd, &self.embedded) {
+            (Some(server), _) => server.compact(revision),
+            // The embedded store keeps no history across a restart: reopen it.
+            (None, Some(dir)) => {
+                let path = dir.path().join("registry.redb");
+                // The file is locked while open: close it first.
+                self.store = Box::new(LocalStore::with_history(0));
+                self.store = Box::new(LocalStore::open(&path).expect("reopen store"));
+            }
             // The memory store keeps 64 revisions: push the old ones out.
-            None => {
+            (None, None) => {
                 for i in 0..70 {
                     put(&*self.store, "filler", &i.to_string()).await;
                 }
@@ -201,6 +222,14 @@ async fn transaction_limits(b: Backend) {
         s.txn(vec![], twice).await,
         Err(RegistryError::Invalid(_))
     ));
+    let inside_deleted = vec![
+        Op::DeletePrefix {
+            prefix: "d/".into(),
+        },
+        Op::put("d/x", "1"),
+    ];
+    let err = s.txn(vec![], inside_deleted).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Invalid(_)), "{err}");
     let huge = vec![Op::put("big", vec![b'x'; 2 * 1024 * 1024])];
     let err = s.txn(vec![], huge).await.unwrap_err();
     assert!(
@@ -305,12 +334,12 @@ async fn watch_resumes_from_a_revision(b: Backend) {
     );
 }
 
-async fn watch_of_compacted_history_fails_clearly(b: Backend) {
-    let s = &*b.store;
-    let old = put(s, "jobs/a", "1").await;
-    put(s, "jobs/a", "2").await;
-    let now = put(s, "jobs/a", "3").await;
+async fn watch_of_compacted_history_fails_clearly(mut b: Backend) {
+    let old = put(&*b.store, "jobs/a", "1").await;
+    put(&*b.store, "jobs/a", "2").await;
+    let now = put(&*b.store, "jobs/a", "3").await;
     b.compact(now).await;
+    let s = &*b.store;
     let result = match s.watch("jobs/", old).await {
         Ok(mut watch) => tokio::time::timeout(Duration::from_secs(10), watch.next())
             .await
@@ -339,6 +368,11 @@ macro_rules! conformance {
         mod memory {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() { super::$test(super::Backend::memory().await).await }
+            )*
+        }
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::$test(super::Backend::embedded().await).await }
             )*
         }
         mod etcd {
