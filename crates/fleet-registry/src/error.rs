@@ -25,6 +25,8 @@ pub enum RegistryError {
     LeaseNotFound(i64),
     /// The request itself is wrong (too many operations in one transaction, a bad TTL, ...).
     Invalid(String),
+    /// Another party holds what this request claims (a machine ID in use by a live fleetd).
+    Conflict(String),
     /// The embedded store's file cannot be opened (held by another process, unreadable, not a
     /// store of ours).
     Storage { path: String, reason: String },
@@ -60,6 +62,7 @@ impl fmt::Display for RegistryError {
                 write!(f, "lease {lease:x} not found (expired or revoked)")
             }
             RegistryError::Invalid(why) => write!(f, "invalid registry request: {why}"),
+            RegistryError::Conflict(why) => f.write_str(why),
             RegistryError::Storage { path, reason } => {
                 write!(f, "cannot open the embedded registry at {path}: {reason}")
             }

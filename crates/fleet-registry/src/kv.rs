@@ -152,6 +152,45 @@ impl Watch {
     pub async fn next(&mut self) -> Option<Result<WatchBatch>> {
         self.receiver.recv().await
     }
+
+    /// A batch that has already arrived, without waiting; `None` when there is none (or the
+    /// watch has ended: `next` tells which).
+    pub fn try_next(&mut self) -> Option<Result<WatchBatch>> {
+        self.receiver.try_recv().ok()
+    }
+
+    /// One watch yielding the batches of all of `watches`. Batches of different watches may
+    /// arrive out of revision order (each key still sees its own changes in order); the first
+    /// error or end of any of them ends the merged watch.
+    pub fn merge(watches: Vec<Watch>) -> Watch {
+        let (sender, receiver) = mpsc::channel(watches.len().max(1) * 64);
+        let tasks: Vec<AbortOnDrop> = watches
+            .into_iter()
+            .map(|mut watch| {
+                let sender = sender.clone();
+                AbortOnDrop(tokio::spawn(async move {
+                    while let Some(batch) = watch.next().await {
+                        let failed = batch.is_err();
+                        if sender.send(batch).await.is_err() || failed {
+                            return;
+                        }
+                    }
+                    let ended = crate::RegistryError::Unavailable("a watch ended".into());
+                    let _ = sender.send(Err(ended)).await;
+                }))
+            })
+            .collect();
+        Watch::new(receiver, Box::new(tasks))
+    }
+}
+
+/// Stops a forwarding task (and so drops the watch it owns) when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[async_trait]

@@ -7,8 +7,14 @@
 mod disk;
 pub mod error;
 pub mod etcd;
+pub mod keys;
 pub mod kv;
 pub mod local;
+pub mod records;
+pub mod registry;
+pub mod snapshot;
 
 pub use error::{RegistryError, Result};
 pub use kv::{KvStore, LeaseId, Revision};
+pub use registry::{Changed, Leadership, MachineLease, Registry, Scope, View};
+pub use snapshot::Snapshot;

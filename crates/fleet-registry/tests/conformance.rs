@@ -4,75 +4,11 @@
 
 use std::time::Duration;
 
+mod common;
+
+use common::{put, Backend};
 use fleet_registry::error::RegistryError;
-use fleet_registry::etcd::{EtcdConfig, EtcdStore};
 use fleet_registry::kv::{Compare, EventKind, KvStore, Op, Watch, WatchBatch, MAX_TXN_OPS};
-use fleet_registry::local::LocalStore;
-use fleet_testkit::EtcdServer;
-
-/// A backend under test, with whatever keeps it alive and a way to compact its history.
-struct Backend {
-    store: Box<dyn KvStore>,
-    etcd: Option<EtcdServer>,
-    embedded: Option<tempfile::TempDir>,
-}
-
-impl Backend {
-    async fn memory() -> Backend {
-        Backend {
-            store: Box::new(LocalStore::with_history(64)),
-            etcd: None,
-            embedded: None,
-        }
-    }
-
-    async fn embedded() -> Backend {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = LocalStore::open(&dir.path().join("registry.redb")).expect("open store");
-        Backend {
-            store: Box::new(store),
-            etcd: None,
-            embedded: Some(dir),
-        }
-    }
-
-    async fn etcd() -> Backend {
-        let server = EtcdServer::start();
-        let config = EtcdConfig::new(vec![server.endpoint()], "/conformance/");
-        let store = EtcdStore::connect(&config).await.expect("connect to etcd");
-        Backend {
-            store: Box::new(store),
-            etcd: Some(server),
-            embedded: None,
-        }
-    }
-
-    /// Makes history before `revision` unavailable to watches.
-    async fn compact(&mut self, revision: i64) {
-        match (&self.etcd, &self.embedded) {
-            (Some(server), _) => server.compact(revision),
-            // The embedded store keeps no history across a restart: reopen it.
-            (None, Some(dir)) => {
-                let path = dir.path().join("registry.redb");
-                // The file is locked while open: close it first.
-                self.store = Box::new(LocalStore::with_history(0));
-                self.store = Box::new(LocalStore::open(&path).expect("reopen store"));
-            }
-            // The memory store keeps 64 revisions: push the old ones out.
-            (None, None) => {
-                for i in 0..70 {
-                    put(&*self.store, "filler", &i.to_string()).await;
-                }
-            }
-        }
-    }
-}
-
-async fn put(store: &dyn KvStore, key: &str, value: &str) -> i64 {
-    let outcome = store.txn(vec![], vec![Op::put(key, value)]).await.unwrap();
-    assert!(outcome.succeeded);
-    outcome.revision
-}
 
 async fn value(store: &dyn KvStore, key: &str) -> Option<String> {
     let kv = store.get(key).await.unwrap()?;
@@ -363,27 +299,7 @@ async fn watch_of_compacted_history_fails_clearly(mut b: Backend) {
     );
 }
 
-macro_rules! conformance {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() { super::$test(super::Backend::memory().await).await }
-            )*
-        }
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() { super::$test(super::Backend::embedded().await).await }
-            )*
-        }
-        mod etcd {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() { super::$test(super::Backend::etcd().await).await }
-            )*
-        }
-    };
-}
-
-conformance!(
+on_every_backend!(
     put_get_delete,
     range_is_sorted_and_consistent,
     compare_and_swap,

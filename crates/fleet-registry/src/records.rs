@@ -1,0 +1,210 @@
+//! The values stored under each key (format 1): JSON objects, except unit files (their text)
+//! and dynamic metadata (the value's text). Readers ignore fields they do not know, so a later
+//! format-1 writer may add optional fields; anything else is a new format.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::str::FromStr;
+
+use fleet_unit::{JobState, MachineId, SystemdState, UnitHash};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{RegistryError, Result};
+
+/// The stored format this code reads and writes (the value of the `version` key).
+pub const FORMAT: &str = "1";
+
+/// What a unit should be: under `jobs/` and `global/` as the user asked, under `schedule/` as
+/// the engine passed it on to one machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    #[serde(with = "text")]
+    pub hash: UnitHash,
+    #[serde(with = "text")]
+    pub desired: JobState,
+}
+
+/// Why the engine cannot place a unit, in words a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReasonRecord {
+    pub reason: String,
+}
+
+/// A unit's state as the agent of its machine last saw it in the init system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateRecord {
+    #[serde(with = "optional_text", default)]
+    pub hash: Option<UnitHash>,
+    pub load: String,
+    pub active: String,
+    pub sub: String,
+}
+
+impl StateRecord {
+    pub fn systemd(&self) -> SystemdState {
+        SystemdState::new(&self.load, &self.active, &self.sub)
+    }
+}
+
+/// A machine's presence: what its fleetd announces while it is alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MachineRecord {
+    #[serde(default)]
+    pub public_ip: String,
+    /// Metadata from the machine's configuration (dynamic metadata lives under `metadata/`).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub version: String,
+    /// What this fleetd can do (`systemd`, `native`, ...), so newer engines can place work
+    /// only where it can run.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRecord {
+    #[serde(with = "text")]
+    pub machine: MachineId,
+    #[serde(default)]
+    pub version: String,
+}
+
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    serde_json::to_vec(record).expect("records serialize: plain fields, string keys")
+}
+
+/// Decodes the record stored at `key`; a value that is not one is `Corrupt`, naming the key.
+pub fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> {
+    serde_json::from_slice(value).map_err(|e| RegistryError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// A value stored as text: UTF-8 or `Corrupt`.
+pub fn decode_text(key: &str, value: &[u8]) -> Result<String> {
+    String::from_utf8(value.to_vec()).map_err(|_| RegistryError::Corrupt {
+        key: key.to_owned(),
+        reason: "value is not UTF-8 text".into(),
+    })
+}
+
+/// Fields stored as their `Display` text and read back with `FromStr`.
+mod text {
+    use super::*;
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod optional_text {
+    use super::*;
+
+    pub fn serialize<T: Display, S: Serializer>(
+        value: &Option<T>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => s.collect_str(value),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| t.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check<T: DeserializeOwned + Serialize + std::fmt::Debug + PartialEq>(
+        stored: &str,
+        expected: std::result::Result<T, &str>,
+    ) {
+        let decoded = decode::<T>("k", stored.as_bytes());
+        match (decoded, expected) {
+            (Ok(record), Ok(expected)) => {
+                assert_eq!(record, expected);
+                let again: T = decode("k", &encode(&record)).unwrap();
+                assert_eq!(again, record, "round trip");
+            }
+            (Err(RegistryError::Corrupt { key, reason }), Err(why)) => {
+                assert_eq!(key, "k");
+                assert!(
+                    reason.starts_with(why),
+                    "{reason:?} should start with {why:?}"
+                );
+            }
+            (other, _) => panic!("{stored}: unexpected {other:?}"),
+        }
+    }
+
+    const HASH: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    #[test]
+    fn job_records() {
+        let job = JobRecord {
+            hash: HASH.parse().unwrap(),
+            desired: JobState::Launched,
+        };
+        check(
+            &format!(r#"{{"hash":"{HASH}","desired":"launched"}}"#),
+            Ok(job.clone()),
+        );
+        check(
+            &format!(r#"{{"hash":"{HASH}","desired":"launched","later":1}}"#),
+            Ok(job),
+        );
+        check::<JobRecord>(
+            &format!(r#"{{"hash":"{HASH}","desired":"running"}}"#),
+            Err("invalid job state \"running\""),
+        );
+        check::<JobRecord>(r#"{"desired":"loaded"}"#, Err("missing field `hash`"));
+        check::<JobRecord>("not json", Err("expected ident"));
+    }
+
+    #[test]
+    fn state_and_machine_records() {
+        let state = StateRecord {
+            hash: None,
+            load: "loaded".into(),
+            active: "active".into(),
+            sub: "running".into(),
+        };
+        check(
+            r#"{"load":"loaded","active":"active","sub":"running"}"#,
+            Ok(state),
+        );
+        check(
+            r#"{"machine":"m1"}"#,
+            Ok(LeaderRecord {
+                machine: MachineId::new("m1").unwrap(),
+                version: String::new(),
+            }),
+        );
+        check::<LeaderRecord>(r#"{"machine":"m/1"}"#, Err("invalid machine ID \"m/1\""));
+        check(r#"{}"#, Ok(MachineRecord::default()));
+    }
+}

@@ -1,0 +1,607 @@
+//! The typed registry: fleet's records over any [`KvStore`], in the layout of [`crate::keys`].
+//!
+//! Who writes what: the API writes `units/`, `jobs/`, `global/` and `metadata/`; the engine
+//! leader writes `schedule/` and `reasons/`, every write fenced on its leadership; each agent
+//! writes its own `machines/<id>` and `states/<id>/` on its one machine lease, and only when
+//! something changed. Nothing is rewritten on a timer: an idle cluster sends only keep-alives.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet_unit::{JobState, MachineId, Requirements, UnitFile, UnitHash, UnitName};
+
+use crate::error::{RegistryError, Result};
+use crate::keys::{self, RegistryKey};
+use crate::kv::{Compare, KvStore, LeaseId, Op, Revision, Watch, MAX_TXN_OPS};
+use crate::records::{
+    decode, decode_text, encode, JobRecord, LeaderRecord, MachineRecord, ReasonRecord, StateRecord,
+    FORMAT,
+};
+use crate::snapshot::Snapshot;
+
+/// How many times a read-modify-write retries when another writer got there first.
+const CAS_ATTEMPTS: usize = 5;
+
+/// What part of the registry a reader follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// An agent: the units placed on its machine, global units, its dynamic metadata. Nothing
+    /// another machine's scheduling touches.
+    Agent(MachineId),
+    /// The engine: jobs, the schedule, machines, dynamic metadata, the leader.
+    Engine,
+    /// Everything but unit files (the API's listings).
+    All,
+}
+
+impl Scope {
+    pub fn prefixes(&self) -> Vec<String> {
+        match self {
+            Scope::Agent(machine) => vec![
+                keys::schedule_of(machine),
+                keys::GLOBAL.into(),
+                keys::metadata_of(machine),
+            ],
+            Scope::Engine => [
+                keys::JOBS,
+                keys::SCHEDULE,
+                keys::MACHINES,
+                keys::METADATA,
+                keys::LEADER,
+            ]
+            .map(String::from)
+            .to_vec(),
+            Scope::All => [
+                keys::JOBS,
+                keys::GLOBAL,
+                keys::SCHEDULE,
+                keys::REASONS,
+                keys::STATES,
+                keys::MACHINES,
+                keys::METADATA,
+                keys::LEADER,
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+/// A machine's presence, held by one lease that also carries its unit states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineLease {
+    pub machine: MachineId,
+    pub lease: LeaseId,
+    pub ttl: Duration,
+}
+
+/// Proof of leadership: writes made with it apply only while this leader key still exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    pub machine: MachineId,
+    pub lease: LeaseId,
+    /// The create revision of the leader key: a later leader's key has another.
+    pub since: Revision,
+}
+
+impl Leadership {
+    fn fence(&self) -> Compare {
+        Compare::CreateRevision(keys::LEADER.into(), self.since)
+    }
+}
+
+/// What became of a job write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobWrite {
+    Done,
+    /// `create_job` found a job of that name already.
+    Exists,
+    /// The job does not exist.
+    NotFound,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    kv: Arc<dyn KvStore>,
+}
+
+impl Registry {
+    /// Opens the registry in `kv`, writing the format version into an empty one and refusing
+    /// one written in a format this code does not read.
+    pub async fn open(kv: Arc<dyn KvStore>) -> Result<Registry> {
+        let create = Op::put(keys::VERSION, FORMAT);
+        let absent = Compare::Absent(keys::VERSION.into());
+        if !kv.txn(vec![absent], vec![create]).await?.succeeded {
+            let stored = kv.get(keys::VERSION).await?.map(|kv| kv.value);
+            let stored = stored.unwrap_or_default();
+            if stored != FORMAT.as_bytes() {
+                return Err(RegistryError::Corrupt {
+                    key: keys::VERSION.into(),
+                    reason: format!(
+                        "the registry is in format {:?}; this fleetd reads format {FORMAT}",
+                        String::from_utf8_lossy(&stored)
+                    ),
+                });
+            }
+        }
+        Ok(Registry { kv })
+    }
+
+    pub fn store(&self) -> &Arc<dyn KvStore> {
+        &self.kv
+    }
+
+    // ----- reading -----
+
+    /// Everything in `scope`, decoded, at one revision.
+    pub async fn snapshot(&self, scope: &Scope) -> Result<Snapshot> {
+        let prefixes = scope.prefixes();
+        let prefixes: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+        let (ranges, revision) = self.kv.range(&prefixes).await?;
+        Ok(Snapshot::from_listing(revision, ranges.iter().flatten()))
+    }
+
+    /// A snapshot of `scope` kept current by a watch; see [`View`].
+    pub async fn view(&self, scope: Scope) -> Result<View> {
+        let snapshot = self.snapshot(&scope).await?;
+        let watch = self.watch(&scope, snapshot.revision + 1).await?;
+        Ok(View {
+            registry: self.clone(),
+            scope,
+            snapshot,
+            watch: Some(watch),
+        })
+    }
+
+    async fn watch(&self, scope: &Scope, from: Revision) -> Result<Watch> {
+        let mut watches = Vec::new();
+        for prefix in scope.prefixes() {
+            watches.push(self.kv.watch(&prefix, from).await?);
+        }
+        Ok(Watch::merge(watches))
+    }
+
+    /// The unit file stored under `hash`, checked against it.
+    pub async fn unit_file(&self, hash: &UnitHash) -> Result<Option<UnitFile>> {
+        let key = RegistryKey::Unit(*hash).path();
+        match self.kv.get(&key).await? {
+            Some(kv) => decode_unit(&key, hash, &kv.value).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every stored unit file (for an engine starting up; afterwards, fetch by hash).
+    pub async fn unit_files(&self) -> Result<BTreeMap<UnitHash, UnitFile>> {
+        let (ranges, _) = self.kv.range(&[keys::UNITS]).await?;
+        let mut files = BTreeMap::new();
+        for kv in ranges.into_iter().flatten() {
+            if let RegistryKey::Unit(hash) = RegistryKey::parse(&kv.key)? {
+                files.insert(hash, decode_unit(&kv.key, &hash, &kv.value)?);
+            }
+        }
+        Ok(files)
+    }
+
+    /// The job named `name` (global or not), with whether it is global.
+    pub async fn job(&self, name: &UnitName) -> Result<Option<(JobRecord, bool)>> {
+        for (key, global) in [
+            (RegistryKey::Job(name.clone()), false),
+            (RegistryKey::Global(name.clone()), true),
+        ] {
+            let path = key.path();
+            if let Some(kv) = self.kv.get(&path).await? {
+                return Ok(Some((decode(&path, &kv.value)?, global)));
+            }
+        }
+        Ok(None)
+    }
+
+    // ----- the API's writes -----
+
+    /// Stores `unit` and a job for it, unless a job of that name exists. Global units (with
+    /// `Global=true`) go under `global/`.
+    pub async fn create_job(
+        &self,
+        name: &UnitName,
+        unit: &UnitFile,
+        desired: JobState,
+    ) -> Result<JobWrite> {
+        let hash = unit.hash();
+        let global = Requirements::for_unit(unit, name.as_str()).is_global();
+        let key = match global {
+            true => RegistryKey::Global(name.clone()),
+            false => RegistryKey::Job(name.clone()),
+        };
+        let record = JobRecord { hash, desired };
+        let compares = vec![
+            Compare::Absent(RegistryKey::Job(name.clone()).path()),
+            Compare::Absent(RegistryKey::Global(name.clone()).path()),
+        ];
+        let ops = vec![
+            Op::put(RegistryKey::Unit(hash).path(), unit.serialize()),
+            Op::put(key.path(), encode(&record)),
+        ];
+        Ok(match self.kv.txn(compares, ops).await?.succeeded {
+            true => JobWrite::Done,
+            false => JobWrite::Exists,
+        })
+    }
+
+    /// Sets what the user wants of a job.
+    pub async fn set_desired(&self, name: &UnitName, desired: JobState) -> Result<JobWrite> {
+        for _ in 0..CAS_ATTEMPTS {
+            let mut found = None;
+            for key in [
+                RegistryKey::Job(name.clone()),
+                RegistryKey::Global(name.clone()),
+            ] {
+                let path = key.path();
+                if let Some(kv) = self.kv.get(&path).await? {
+                    found = Some((path, kv));
+                    break;
+                }
+            }
+            let Some((path, kv)) = found else {
+                return Ok(JobWrite::NotFound);
+            };
+            let mut record: JobRecord = decode(&path, &kv.value)?;
+            if record.desired == desired {
+                return Ok(JobWrite::Done);
+            }
+            record.desired = desired;
+            let unchanged = Compare::ModRevision(path.clone(), kv.mod_revision);
+            let put = Op::put(path, encode(&record));
+            if self.kv.txn(vec![unchanged], vec![put]).await?.succeeded {
+                return Ok(JobWrite::Done);
+            }
+        }
+        Err(busy(&RegistryKey::Job(name.clone()).path()))
+    }
+
+    /// Removes a job. Its unit file stays until the engine collects unreferenced ones.
+    pub async fn destroy_job(&self, name: &UnitName) -> Result<JobWrite> {
+        let ops = vec![
+            Op::delete(RegistryKey::Job(name.clone()).path()),
+            Op::delete(RegistryKey::Global(name.clone()).path()),
+        ];
+        let before = self.job(name).await?;
+        self.kv.txn(vec![], ops).await?;
+        Ok(match before {
+            Some(_) => JobWrite::Done,
+            None => JobWrite::NotFound,
+        })
+    }
+
+    /// Sets (or with `None` removes) one dynamic metadata value of a machine.
+    pub async fn set_metadata(
+        &self,
+        machine: &MachineId,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        keys::validate_metadata_key(key).map_err(RegistryError::Invalid)?;
+        let path = RegistryKey::Metadata(machine.clone(), key.to_owned()).path();
+        let op = match value {
+            Some(value) => Op::put(path, value),
+            None => Op::delete(path),
+        };
+        self.kv.txn(vec![], vec![op]).await?;
+        Ok(())
+    }
+
+    // ----- a machine's writes -----
+
+    /// Announces a machine. With `adopt`, the lease of a previous run of this fleetd is kept if
+    /// it is still alive, so a restart neither drops the machine's presence nor its unit
+    /// states. A machine ID held by another live lease is refused: two fleetds with one ID
+    /// would fight over its units.
+    pub async fn register_machine(
+        &self,
+        machine: &MachineId,
+        record: &MachineRecord,
+        ttl: Duration,
+        adopt: Option<LeaseId>,
+    ) -> Result<MachineLease> {
+        let adopted = match adopt {
+            Some(lease) => self.kv.keep_alive(lease).await?.map(|_| lease),
+            None => None,
+        };
+        let lease = match adopted {
+            Some(lease) => lease,
+            None => self.kv.grant_lease(ttl).await?,
+        };
+        let key = RegistryKey::Machine(machine.clone()).path();
+        let result = self.claim_machine(&key, record, lease).await;
+        if result.is_err() && adopted.is_none() {
+            // Best effort: an unused lease would expire anyway.
+            let _ = self.kv.revoke_lease(lease).await;
+        }
+        result?;
+        Ok(MachineLease {
+            machine: machine.clone(),
+            lease,
+            ttl,
+        })
+    }
+
+    async fn claim_machine(&self, key: &str, record: &MachineRecord, lease: LeaseId) -> Result<()> {
+        for _ in 0..CAS_ATTEMPTS {
+            let compare = match self.kv.get(key).await? {
+                None => Compare::Absent(key.to_owned()),
+                Some(kv) if kv.lease == lease => {
+                    Compare::ModRevision(key.to_owned(), kv.mod_revision)
+                }
+                Some(kv) => {
+                    return Err(RegistryError::Conflict(format!(
+                        "machine ID {} is already in use by another live fleetd (lease {:x}); \
+                         give each machine its own ID, or stop the other fleetd and wait for \
+                         its lease to expire",
+                        key.trim_start_matches(keys::MACHINES),
+                        kv.lease
+                    )));
+                }
+            };
+            let put = Op::put_with_lease(key, encode(record), lease);
+            if self.kv.txn(vec![compare], vec![put]).await?.succeeded {
+                return Ok(());
+            }
+        }
+        Err(busy(key))
+    }
+
+    /// Renews a machine's lease; `false` when it has expired (presence and states are gone:
+    /// register again and re-report).
+    pub async fn keep_alive(&self, lease: &MachineLease) -> Result<bool> {
+        Ok(self.kv.keep_alive(lease.lease).await?.is_some())
+    }
+
+    /// Reports (or with `None` withdraws) a unit's state on the machine.
+    pub async fn set_state(
+        &self,
+        lease: &MachineLease,
+        name: &UnitName,
+        state: Option<&StateRecord>,
+    ) -> Result<()> {
+        let path = RegistryKey::State(lease.machine.clone(), name.clone()).path();
+        let op = match state {
+            Some(state) => Op::put_with_lease(path, encode(state), lease.lease),
+            None => Op::delete(path),
+        };
+        self.kv.txn(vec![], vec![op]).await?;
+        Ok(())
+    }
+
+    /// Leaves the cluster now: presence and states vanish together.
+    pub async fn deregister(&self, lease: &MachineLease) -> Result<()> {
+        self.kv.revoke_lease(lease.lease).await
+    }
+
+    // ----- the engine's writes -----
+
+    /// Becomes the engine leader if there is none. `None`: another machine leads (watch the
+    /// `leader` key in the engine scope to learn when it goes).
+    pub async fn campaign(
+        &self,
+        machine: &MachineId,
+        ttl: Duration,
+        version: &str,
+    ) -> Result<Option<Leadership>> {
+        let lease = self.kv.grant_lease(ttl).await?;
+        let record = LeaderRecord {
+            machine: machine.clone(),
+            version: version.to_owned(),
+        };
+        let absent = Compare::Absent(keys::LEADER.into());
+        let put = Op::put_with_lease(keys::LEADER, encode(&record), lease);
+        let outcome = self.kv.txn(vec![absent], vec![put]).await;
+        match outcome {
+            Ok(outcome) if outcome.succeeded => Ok(Some(Leadership {
+                machine: machine.clone(),
+                lease,
+                since: outcome.revision,
+            })),
+            other => {
+                let _ = self.kv.revoke_lease(lease).await;
+                other.map(|_| None)
+            }
+        }
+    }
+
+    /// Renews leadership; `false` once it is lost.
+    pub async fn keep_leading(&self, leadership: &Leadership) -> Result<bool> {
+        Ok(self.kv.keep_alive(leadership.lease).await?.is_some())
+    }
+
+    /// Steps down at once, so another engine can take over without waiting for the TTL.
+    pub async fn resign(&self, leadership: &Leadership) -> Result<()> {
+        self.kv.revoke_lease(leadership.lease).await
+    }
+
+    /// Applies the engine's decisions as few transactions as the limit allows, each fenced on
+    /// `leadership`. A group's operations always land in the same transaction. Returns the last
+    /// revision written, or `None` as soon as leadership turns out to be lost (groups before
+    /// it were applied; the next leader re-reads and corrects).
+    pub async fn commit_decisions(
+        &self,
+        leadership: &Leadership,
+        groups: Vec<Vec<Op>>,
+    ) -> Result<Option<Revision>> {
+        let mut revision = 0;
+        for batch in pack(groups)? {
+            let outcome = self.kv.txn(vec![leadership.fence()], batch).await?;
+            if !outcome.succeeded {
+                return Ok(None);
+            }
+            revision = outcome.revision;
+        }
+        Ok(Some(revision))
+    }
+}
+
+/// Operations the engine commits with [`Registry::commit_decisions`].
+pub mod decisions {
+    use super::*;
+
+    /// Places `name` on `machine` with what it should be there.
+    pub fn place(machine: &MachineId, name: &UnitName, record: &JobRecord) -> Op {
+        let key = RegistryKey::Schedule(machine.clone(), name.clone());
+        Op::put(key.path(), encode(record))
+    }
+
+    pub fn unplace(machine: &MachineId, name: &UnitName) -> Op {
+        Op::delete(RegistryKey::Schedule(machine.clone(), name.clone()).path())
+    }
+
+    /// Records why `name` cannot be placed.
+    pub fn unplaceable(name: &UnitName, reason: &str) -> Op {
+        let record = ReasonRecord {
+            reason: reason.to_owned(),
+        };
+        Op::put(RegistryKey::Reason(name.clone()).path(), encode(&record))
+    }
+
+    pub fn placeable(name: &UnitName) -> Op {
+        Op::delete(RegistryKey::Reason(name.clone()).path())
+    }
+
+    /// Removes a stored unit file nothing refers to any more.
+    pub fn forget_unit_file(hash: &UnitHash) -> Op {
+        Op::delete(RegistryKey::Unit(*hash).path())
+    }
+}
+
+/// Packs operation groups into transactions of at most [`MAX_TXN_OPS`] operations, keeping
+/// each group whole.
+fn pack(groups: Vec<Vec<Op>>) -> Result<Vec<Vec<Op>>> {
+    let mut batches: Vec<Vec<Op>> = Vec::new();
+    for group in groups {
+        if group.len() > MAX_TXN_OPS {
+            return Err(RegistryError::Invalid(format!(
+                "a decision of {} operations does not fit one transaction",
+                group.len()
+            )));
+        }
+        match batches.last_mut() {
+            Some(batch) if batch.len() + group.len() <= MAX_TXN_OPS => batch.extend(group),
+            _ => batches.push(group),
+        }
+    }
+    batches.retain(|b| !b.is_empty());
+    Ok(batches)
+}
+
+fn decode_unit(key: &str, hash: &UnitHash, value: &[u8]) -> Result<UnitFile> {
+    let corrupt = |reason: String| RegistryError::Corrupt {
+        key: key.to_owned(),
+        reason,
+    };
+    let text = decode_text(key, value)?;
+    let unit = UnitFile::parse(&text).map_err(|e| corrupt(e.message()))?;
+    if unit.hash() != *hash {
+        return Err(corrupt(format!("content hashes to {}", unit.hash())));
+    }
+    Ok(unit)
+}
+
+fn busy(key: &str) -> RegistryError {
+    RegistryError::Unavailable(format!(
+        "{key} kept changing under {CAS_ATTEMPTS} attempts to update it; try again"
+    ))
+}
+
+/// A snapshot of one scope kept current by a watch. [`View::changed`] waits for the next
+/// change and applies it; after a compaction or a broken watch it re-lists and resumes, so the
+/// caller only ever sees a current snapshot.
+pub struct View {
+    registry: Registry,
+    scope: Scope,
+    snapshot: Snapshot,
+    watch: Option<Watch>,
+}
+
+/// What [`View::changed`] applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// These keys changed (in one batch).
+    Keys(Vec<RegistryKey>),
+    /// The view was re-listed: anything may have changed.
+    Everything,
+}
+
+impl View {
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// Waits for the next change and applies it. An `Err` (registry unreachable) leaves the
+    /// snapshot as it was; call again after a backoff and the view re-lists.
+    pub async fn changed(&mut self) -> Result<Changed> {
+        let Some(watch) = self.watch.as_mut() else {
+            return self.relist().await;
+        };
+        let mut keys = match watch.next().await {
+            Some(Ok(batch)) => self.snapshot.apply(batch.revision, &batch.events),
+            Some(Err(RegistryError::Compacted { .. })) | None => return self.relist().await,
+            Some(Err(e)) => {
+                self.watch = None;
+                return Err(e);
+            }
+        };
+        // Take whatever else has arrived too (a revision that touched several prefixes comes
+        // as one batch per prefix), so the caller reconciles once.
+        while let Some(next) = watch.try_next() {
+            match next {
+                Ok(batch) => keys.extend(self.snapshot.apply(batch.revision, &batch.events)),
+                // Reported by the next call, which re-lists.
+                Err(_) => {
+                    self.watch = None;
+                    break;
+                }
+            }
+        }
+        Ok(Changed::Keys(keys))
+    }
+
+    async fn relist(&mut self) -> Result<Changed> {
+        self.watch = None;
+        let snapshot = self.registry.snapshot(&self.scope).await?;
+        let watch = self
+            .registry
+            .watch(&self.scope, snapshot.revision + 1)
+            .await?;
+        self.snapshot = snapshot;
+        self.watch = Some(watch);
+        Ok(Changed::Everything)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(groups: &[usize], expected: &[usize]) {
+        let groups = groups
+            .iter()
+            .enumerate()
+            .map(|(g, &n)| (0..n).map(|i| Op::delete(format!("{g}/{i}"))).collect())
+            .collect();
+        let sizes: Vec<usize> = pack(groups).unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, expected);
+    }
+
+    #[test]
+    fn decisions_pack_into_transactions_without_splitting_a_group() {
+        check(&[], &[]);
+        check(&[1; 128], &[128]);
+        check(&[1; 129], &[128, 1]);
+        check(&[2; 64], &[128]);
+        check(&[2, 127, 1], &[2, 128]);
+        check(&[0, 3, 0], &[3]);
+        assert!(pack(vec![vec![Op::delete("x"); 129]]).is_err());
+    }
+}
