@@ -211,28 +211,59 @@ impl EtcdStore {
         convert(&self.prefix, kv)
     }
 
-    /// Runs one request future under the request timeout.
-    async fn bounded<T>(
-        &self,
-        what: &str,
-        request: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, request).await {
-            Ok(result) => result.map_err(map_error),
-            Err(_) => Err(unavailable(format!(
-                "{what}: no answer within {:?}",
-                self.timeout
-            ))),
+    /// Runs a request under the request timeout. A request that never reached a member (its
+    /// connection was refused: that member is down) is sent again, so the balancer can pick
+    /// another member; anything that may have been applied is not, since a transaction is
+    /// not idempotent.
+    async fn bounded<T, Fut>(&self, what: &str, mut request: impl FnMut(Client) -> Fut) -> Result<T>
+    where
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, request(self.client.clone())).await {
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(e))
+                    if never_sent(&e) && tokio::time::Instant::now() + RESEND_PAUSE < deadline =>
+                {
+                    tracing::debug!(what, error = %e, "etcd member unreachable; resending");
+                    tokio::time::sleep(RESEND_PAUSE).await;
+                }
+                Ok(Err(e)) => return Err(map_error(e)),
+                Err(_) => {
+                    return Err(unavailable(format!(
+                        "{what}: no answer within {:?}",
+                        self.timeout
+                    )))
+                }
+            }
         }
     }
+}
+
+/// Between sends of a request whose member refused the connection.
+const RESEND_PAUSE: Duration = Duration::from_millis(20);
+
+/// Whether the request failed before it could reach a member (connection refused or reset
+/// while connecting), so it was certainly not applied.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let text = match e {
+        etcd_client::Error::GRpcStatus(status) => status.message().to_owned(),
+        etcd_client::Error::TransportError(e) => format!("{e:?}"),
+        _ => return false,
+    };
+    text.contains("tcp connect error") || text.contains("ConnectError")
 }
 
 #[async_trait]
 impl KvStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let mut client = self.client.clone();
+        let key = self.full_key(key);
         let response = self
-            .bounded("get", client.get(self.full_key(key), None))
+            .bounded("get", |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
             .await?;
         response
             .kvs()
@@ -247,9 +278,12 @@ impl KvStore for EtcdStore {
             .iter()
             .map(|p| TxnOp::get(self.full_key(p), Some(GetOptions::new().with_prefix())))
             .collect();
-        let mut client = self.client.clone();
+        let txn = Txn::new().and_then(ops);
         let response = self
-            .bounded("range", client.txn(Txn::new().and_then(ops)))
+            .bounded("range", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
             .await?;
         let revision = response.header().map_or(0, |h| h.revision());
         let mut ranges = Vec::with_capacity(prefixes.len());
@@ -310,9 +344,12 @@ impl KvStore for EtcdStore {
                 ),
             })
             .collect();
-        let mut client = self.client.clone();
+        let txn = Txn::new().when(compares).and_then(ops);
         let result = self
-            .bounded("txn", client.txn(Txn::new().when(compares).and_then(ops)))
+            .bounded("txn", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
             .await;
         let response = match result {
             Err(RegistryError::LeaseNotFound(_)) => {
@@ -335,9 +372,10 @@ impl KvStore for EtcdStore {
                 "a lease needs a TTL above zero".into(),
             ));
         }
-        let mut client = self.client.clone();
         let response = self
-            .bounded("lease grant", client.lease_grant(seconds, None))
+            .bounded("lease grant", |mut c| async move {
+                c.lease_grant(seconds, None).await
+            })
             .await?;
         Ok(response.id())
     }
@@ -347,9 +385,10 @@ impl KvStore for EtcdStore {
         let stream = match keepers.entry(lease) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
-                let mut client = self.client.clone();
                 let opened = self
-                    .bounded("lease keep-alive", client.lease_keep_alive(lease))
+                    .bounded("lease keep-alive", |mut c| async move {
+                        c.lease_keep_alive(lease).await
+                    })
                     .await;
                 let (keeper, responses) = match opened {
                     Err(RegistryError::LeaseNotFound(_)) => return Ok(None),
@@ -389,9 +428,10 @@ impl KvStore for EtcdStore {
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
         self.keepers.lock().await.remove(&lease);
-        let mut client = self.client.clone();
         match self
-            .bounded("lease revoke", client.lease_revoke(lease))
+            .bounded("lease revoke", |mut c| async move {
+                c.lease_revoke(lease).await
+            })
             .await
         {
             Err(RegistryError::LeaseNotFound(_)) => Ok(()),
@@ -400,9 +440,10 @@ impl KvStore for EtcdStore {
     }
 
     async fn lease_ttl(&self, lease: LeaseId) -> Result<Option<Duration>> {
-        let mut client = self.client.clone();
         let response = self
-            .bounded("lease ttl", client.lease_time_to_live(lease, None))
+            .bounded("lease ttl", |mut c| async move {
+                c.lease_time_to_live(lease, None).await
+            })
             .await?;
         Ok((response.ttl() > 0).then(|| Duration::from_secs(response.ttl() as u64)))
     }
@@ -412,9 +453,12 @@ impl KvStore for EtcdStore {
         if from > 0 {
             options = options.with_start_revision(from);
         }
-        let mut client = self.client.clone();
+        let key = self.full_key(prefix);
         let mut stream = self
-            .bounded("watch", client.watch(self.full_key(prefix), Some(options)))
+            .bounded("watch", |mut c| {
+                let (key, options) = (key.clone(), options.clone());
+                async move { c.watch(key, Some(options)).await }
+            })
             .await?;
         let (sender, receiver) = mpsc::channel(1024);
         let key_prefix = self.prefix.clone();

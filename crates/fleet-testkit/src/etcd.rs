@@ -9,13 +9,6 @@ use std::time::{Duration, Instant};
 /// How long a fresh etcd may take to become healthy on a busy 2-core machine.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub struct EtcdServer {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    client_port: u16,
-    peer_port: u16,
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -40,45 +33,55 @@ fn temp_dir() -> tempfile::TempDir {
         .expect("a temp dir")
 }
 
-impl EtcdServer {
-    /// Starts a single-member etcd and waits until it is healthy. Panics with etcd's own
-    /// output if it does not come up in time (a test cannot go on without it).
-    pub fn start() -> EtcdServer {
-        let mut last_error = String::new();
-        // Ports are picked by binding and closing; another process may take one in between.
-        for _ in 0..3 {
-            let mut server = EtcdServer {
-                child: None,
-                dir: temp_dir(),
-                client_port: free_port(),
-                peer_port: free_port(),
-            };
-            match server.launch() {
-                Ok(()) => return server,
-                Err(e) => last_error = e,
-            }
+/// One etcd member process; `EtcdServer` is a cluster of one, `EtcdCluster` of several.
+struct Member {
+    name: String,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+    /// `--initial-cluster`: every member's name and peer URL.
+    initial_cluster: String,
+}
+
+impl Member {
+    fn new(name: &str) -> Member {
+        Member {
+            name: name.to_owned(),
+            child: None,
+            dir: temp_dir(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            initial_cluster: String::new(),
         }
-        panic!("etcd did not start: {last_error}");
     }
 
-    pub fn endpoint(&self) -> String {
+    fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
     }
 
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("etcd.log")
     }
 
-    fn launch(&mut self) -> Result<(), String> {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
             .map_err(|e| format!("etcd log: {e}"))?;
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let client = self.endpoint();
+        let peer = self.peer_url();
         let child = Command::new("etcd")
-            .args(["--name", "s1", "--data-dir"])
+            .args(["--name", &self.name, "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args([
                 "--listen-client-urls",
@@ -92,7 +95,8 @@ impl EtcdServer {
                 "--initial-advertise-peer-urls",
                 &peer,
             ])
-            .args(["--initial-cluster", &format!("s1={peer}")])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-token", "fleet-test"])
             .args(["--heartbeat-interval=10", "--election-timeout=100"])
             .args(["--log-level", "warn"])
             .stdin(Stdio::null())
@@ -101,7 +105,7 @@ impl EtcdServer {
             .spawn()
             .map_err(|e| format!("cannot run etcd (is etcd-server installed?): {e}"))?;
         self.child = Some(child);
-        self.wait_healthy()
+        Ok(())
     }
 
     fn wait_healthy(&mut self) -> Result<(), String> {
@@ -109,7 +113,11 @@ impl EtcdServer {
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("etcd exited with {status}: {}", self.log()));
+                    return Err(format!(
+                        "etcd {} exited with {status}: {}",
+                        self.name,
+                        self.log()
+                    ));
                 }
             }
             if self.healthy() {
@@ -118,7 +126,8 @@ impl EtcdServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(format!(
-            "etcd not healthy within {START_TIMEOUT:?}: {}",
+            "etcd {} not healthy within {START_TIMEOUT:?}: {}",
+            self.name,
             self.log()
         ))
     }
@@ -139,29 +148,192 @@ impl EtcdServer {
         response.contains("\"health\":\"true\"")
     }
 
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
     /// SIGKILL, as a crash would.
-    pub fn kill(&mut self) {
+    fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
+    fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// `etcdctl endpoint status` of this member: (its member ID, the leader's member ID).
+    fn status(&self) -> Option<(String, String)> {
+        let output = etcdctl(&self.endpoint(), &["endpoint", "status", "-w", "fields"]).ok()?;
+        let field = |name: &str| {
+            output.lines().find_map(|line| {
+                let (key, value) = line.split_once(" : ")?;
+                (key.trim_matches('"') == name).then(|| value.trim().to_owned())
+            })
+        };
+        Some((field("MemberID")?, field("Leader")?))
+    }
+}
+
+/// Runs etcd's own client against `endpoint`; its stdout, or its stderr as the error.
+fn etcdctl(endpoint: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoint, "--command-timeout=2s"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run etcdctl (is etcd-client installed?): {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+/// A single-member etcd.
+pub struct EtcdServer {
+    member: Member,
+}
+
+impl EtcdServer {
+    /// Starts a single-member etcd and waits until it is healthy. Panics with etcd's own
+    /// output if it does not come up in time (a test cannot go on without it).
+    pub fn start() -> EtcdServer {
+        let mut last_error = String::new();
+        // Ports are picked by binding and closing; another process may take one in between.
+        for _ in 0..3 {
+            let mut member = Member::new("s1");
+            member.initial_cluster = format!("s1={}", member.peer_url());
+            match member.spawn().and_then(|()| member.wait_healthy()) {
+                Ok(()) => return EtcdServer { member },
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("etcd did not start: {last_error}");
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.member.endpoint()
+    }
+
+    pub fn log(&self) -> String {
+        self.member.log()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        self.member.kill();
+    }
+
     /// Starts the same member again on the same ports and data.
     pub fn restart(&mut self) {
-        self.kill();
-        self.launch()
+        self.member.kill();
+        self.member
+            .spawn()
+            .and_then(|()| self.member.wait_healthy())
             .unwrap_or_else(|e| panic!("etcd did not restart: {e}"));
     }
 }
 
 impl Drop for EtcdServer {
     fn drop(&mut self) {
-        self.kill();
+        self.member.kill();
+    }
+}
+
+/// A cluster of several etcd members on loopback ports.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members and waits until every one is healthy (has a leader).
+    pub fn start(size: usize) -> EtcdCluster {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let mut members: Vec<Member> =
+                (0..size).map(|i| Member::new(&format!("s{i}"))).collect();
+            let initial_cluster = members
+                .iter()
+                .map(|m| format!("{}={}", m.name, m.peer_url()))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut cluster = EtcdCluster {
+                members: Vec::new(),
+            };
+            let mut started = Ok(());
+            for member in &mut members {
+                member.initial_cluster = initial_cluster.clone();
+                started = started.and_then(|()| member.spawn());
+            }
+            cluster.members = members;
+            let healthy = started.and_then(|()| {
+                cluster
+                    .members
+                    .iter_mut()
+                    .try_for_each(Member::wait_healthy)
+            });
+            match healthy {
+                Ok(()) => return cluster,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("etcd cluster did not start: {last_error}");
+    }
+
+    /// The client URLs of every member, running or not.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::endpoint).collect()
+    }
+
+    /// The index of the current leader, asked of the running members (bounded: 10 s).
+    pub fn leader(&self) -> Option<usize> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let statuses: Vec<Option<(String, String)>> = self
+                .members
+                .iter()
+                .map(|m| m.is_running().then(|| m.status()).flatten())
+                .collect();
+            for (_, leader) in statuses.iter().flatten() {
+                if let Some(index) = statuses
+                    .iter()
+                    .position(|s| s.as_ref().is_some_and(|(id, _)| id == leader))
+                {
+                    return Some(index);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// SIGKILLs member `index`.
+    pub fn kill(&mut self, index: usize) {
+        self.members[index].kill();
+    }
+
+    /// Starts member `index` again on its ports and data; it rejoins and catches up.
+    pub fn restart(&mut self, index: usize) {
+        let member = &mut self.members[index];
+        member.kill();
+        member
+            .spawn()
+            .and_then(|()| member.wait_healthy())
+            .unwrap_or_else(|e| panic!("etcd member did not restart: {e}"));
+    }
+
+    pub fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("--- {}\n{}", m.name, m.log()))
+            .collect()
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            member.kill();
+        }
     }
 }
 
@@ -169,20 +341,8 @@ impl EtcdServer {
     /// Compacts etcd's history up to `revision` (with etcd's own client), as an operator's
     /// auto-compaction would.
     pub fn compact(&self, revision: i64) {
-        let output = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args([
-                "--endpoints",
-                &self.endpoint(),
-                "compact",
-                &revision.to_string(),
-            ])
-            .output()
-            .expect("etcdctl (package etcd-client) runs");
-        assert!(
-            output.status.success(),
-            "etcdctl compact failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        if let Err(e) = etcdctl(&self.endpoint(), &["compact", &revision.to_string()]) {
+            panic!("etcdctl compact failed: {e}");
+        }
     }
 }

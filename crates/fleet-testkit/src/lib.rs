@@ -3,4 +3,4 @@
 
 pub mod etcd;
 
-pub use etcd::EtcdServer;
+pub use etcd::{EtcdCluster, EtcdServer};
