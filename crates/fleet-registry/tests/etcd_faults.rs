@@ -1,12 +1,15 @@
 //! The etcd backend under faults, against a real etcd: errors are bounded and say
 //! "unreachable", and the same client works again once etcd is back.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleet_registry::error::RegistryError;
 use fleet_registry::etcd::{EtcdConfig, EtcdStore};
 use fleet_registry::kv::{KvStore, Op};
+use fleet_registry::{Changed, Registry, Scope};
 use fleet_testkit::EtcdServer;
+use fleet_unit::MachineId;
 
 fn config(endpoint: String) -> EtcdConfig {
     let mut config = EtcdConfig::new(vec![endpoint], "/faults/");
@@ -89,6 +92,46 @@ async fn outage_gives_bounded_errors_then_recovers() {
         Some(&b"1"[..]),
         "the acknowledged write survived"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_comes_through_an_etcd_restart_with_what_changed_meanwhile() {
+    let mut etcd = EtcdServer::start();
+    let store: Arc<dyn KvStore> =
+        Arc::new(EtcdStore::connect(&config(etcd.endpoint())).await.unwrap());
+    let registry = Registry::open(Arc::clone(&store)).await.unwrap();
+    let me = MachineId::new("m1").unwrap();
+    let mut view = registry.view(Scope::Agent(me.clone())).await.unwrap();
+    etcd.kill();
+    let outage = tokio::time::timeout(Duration::from_secs(15), view.changed()).await;
+    let outage = outage.expect("the view reports the outage instead of hanging");
+    assert!(
+        matches!(&outage, Err(e) if e.is_unavailable()),
+        "{outage:?}"
+    );
+    etcd.restart();
+    // Written while the view was not watching: the re-list must pick it up.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while let Err(e) = registry.set_metadata(&me, "zone", Some("b")).await {
+        assert!(e.is_unavailable() && Instant::now() < deadline, "{e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        match view.changed().await {
+            Ok(Changed::Everything) => break,
+            Ok(Changed::Keys(keys)) => panic!("a broken watch must re-list, got {keys:?}"),
+            Err(e) => {
+                assert!(e.is_unavailable() && Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(view.snapshot().metadata[&me]["zone"], "b");
+    // And it watches again.
+    registry.set_metadata(&me, "zone", Some("c")).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), view.changed()).await;
+    assert!(matches!(next, Ok(Ok(Changed::Keys(_)))), "{next:?}");
+    assert_eq!(view.snapshot().metadata[&me]["zone"], "c");
 }
 
 #[test]

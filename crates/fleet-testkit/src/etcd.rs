@@ -16,10 +16,18 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// Prefer /dev/shm: etcd fsyncs every commit, and tmpfs makes that free.
-fn temp_dir() -> tempfile::TempDir {
+/// Where etcd keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataDir {
+    /// /dev/shm when there is one: etcd fsyncs every commit, and tmpfs makes that free (tests).
+    Memory,
+    /// The system's temp dir, on disk: fsyncs cost what they cost (benchmarks).
+    Disk,
+}
+
+fn temp_dir(place: DataDir) -> tempfile::TempDir {
     let shm = PathBuf::from("/dev/shm");
-    if shm.is_dir() {
+    if place == DataDir::Memory && shm.is_dir() {
         if let Ok(dir) = tempfile::Builder::new()
             .prefix("fleet-etcd-")
             .tempdir_in(&shm)
@@ -45,11 +53,11 @@ struct Member {
 }
 
 impl Member {
-    fn new(name: &str) -> Member {
+    fn new(name: &str, place: DataDir) -> Member {
         Member {
             name: name.to_owned(),
             child: None,
-            dir: temp_dir(),
+            dir: temp_dir(place),
             client_port: free_port(),
             peer_port: free_port(),
             initial_cluster: String::new(),
@@ -197,10 +205,15 @@ impl EtcdServer {
     /// Starts a single-member etcd and waits until it is healthy. Panics with etcd's own
     /// output if it does not come up in time (a test cannot go on without it).
     pub fn start() -> EtcdServer {
+        EtcdServer::start_in(DataDir::Memory)
+    }
+
+    /// Starts a single-member etcd keeping its data in `place`.
+    pub fn start_in(place: DataDir) -> EtcdServer {
         let mut last_error = String::new();
         // Ports are picked by binding and closing; another process may take one in between.
         for _ in 0..3 {
-            let mut member = Member::new("s1");
+            let mut member = Member::new("s1", place);
             member.initial_cluster = format!("s1={}", member.peer_url());
             match member.spawn().and_then(|()| member.wait_healthy()) {
                 Ok(()) => return EtcdServer { member },
@@ -216,6 +229,21 @@ impl EtcdServer {
 
     pub fn log(&self) -> String {
         self.member.log()
+    }
+
+    /// The value of one of etcd's Prometheus metrics (e.g. `etcd_mvcc_put_total`).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.member.client_port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        response.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.parse().ok()).flatten()
+        })
     }
 
     /// SIGKILL, as a crash would.
@@ -249,8 +277,9 @@ impl EtcdCluster {
     pub fn start(size: usize) -> EtcdCluster {
         let mut last_error = String::new();
         for _ in 0..3 {
-            let mut members: Vec<Member> =
-                (0..size).map(|i| Member::new(&format!("s{i}"))).collect();
+            let mut members: Vec<Member> = (0..size)
+                .map(|i| Member::new(&format!("s{i}"), DataDir::Memory))
+                .collect();
             let initial_cluster = members
                 .iter()
                 .map(|m| format!("{}={}", m.name, m.peer_url()))
