@@ -134,6 +134,45 @@ async fn a_view_comes_through_an_etcd_restart_with_what_changed_meanwhile() {
     assert_eq!(view.snapshot().metadata[&me]["zone"], "c");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates_and_a_password() {
+    let etcd = EtcdServer::start_secure("s3cret-pa55");
+    let tls = etcd.tls().unwrap().clone();
+    let secure = |password: &str| {
+        let mut config = config(etcd.endpoint());
+        config.ca_file = Some(tls.ca.clone());
+        config.cert_file = Some(tls.client_cert.clone());
+        config.key_file = Some(tls.client_key.clone());
+        config.username = Some("root".into());
+        config.password = Some(password.into());
+        config
+    };
+    let store = EtcdStore::connect(&secure("s3cret-pa55")).await.unwrap();
+    store.txn(vec![], vec![Op::put("jobs/a", "1")]).await.unwrap();
+    let kv = store.get("jobs/a").await.unwrap().unwrap();
+    assert_eq!(kv.value, b"1");
+
+    let wrong = EtcdStore::connect(&secure("wrong")).await.err().unwrap();
+    assert!(wrong.to_string().contains("authentication failed"), "{wrong}");
+    assert!(!wrong.to_string().contains("wrong"), "the password is not echoed: {wrong}");
+
+    // Without our CA the server's certificate is not trusted.
+    let mut untrusted = secure("s3cret-pa55");
+    untrusted.ca_file = None;
+    let started = Instant::now();
+    let err = EtcdStore::connect(&untrusted).await.err().unwrap();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let mut half = secure("s3cret-pa55");
+    half.key_file = None;
+    let err = EtcdStore::connect(&half).await.err().unwrap();
+    assert_eq!(
+        err,
+        RegistryError::Invalid("etcd TLS needs both a certificate file and a key file".into())
+    );
+}
+
 #[test]
 fn config_debug_never_shows_the_password() {
     let mut config = config("http://127.0.0.1:2379".into());

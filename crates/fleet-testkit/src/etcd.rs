@@ -50,6 +50,87 @@ struct Member {
     peer_port: u16,
     /// `--initial-cluster`: every member's name and peer URL.
     initial_cluster: String,
+    /// Serve clients over TLS, requiring client certificates.
+    tls: Option<TlsFiles>,
+}
+
+/// A throwaway CA and the certificates made with it, in a member's directory.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with `openssl`.
+    fn generate(dir: &std::path::Path) -> Result<TlsFiles, String> {
+        let path = |name: &str| dir.join(name);
+        let extensions = path("extensions.cnf");
+        std::fs::write(
+            &extensions,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let openssl = |args: &[&str]| -> Result<(), String> {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .map_err(|e| format!("cannot run openssl: {e}"))?;
+            match output.status.success() {
+                true => Ok(()),
+                false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
+            }
+        };
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=fleet-test-ca"];
+        ca.extend(key);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+        openssl(&ca)?;
+        for (who, subject) in [("server", "/CN=127.0.0.1"), ("client", "/CN=root")] {
+            let (csr, key_file, cert) = (
+                format!("{who}.csr"),
+                format!("{who}.key"),
+                format!("{who}.pem"),
+            );
+            let mut request = vec!["req", "-subj", subject, "-keyout", &key_file, "-out", &csr];
+            request.extend(key);
+            openssl(&request)?;
+            openssl(&[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-extfile",
+                "extensions.cnf",
+                "-out",
+                &cert,
+            ])?;
+        }
+        Ok(TlsFiles {
+            ca: path("ca.pem"),
+            server_cert: path("server.pem"),
+            server_key: path("server.key"),
+            client_cert: path("client.pem"),
+            client_key: path("client.key"),
+        })
+    }
 }
 
 impl Member {
@@ -61,11 +142,13 @@ impl Member {
             client_port: free_port(),
             peer_port: free_port(),
             initial_cluster: String::new(),
+            tls: None,
         }
     }
 
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn peer_url(&self) -> String {
@@ -88,7 +171,18 @@ impl Member {
             .map_err(|e| format!("etcd log: {e}"))?;
         let client = self.endpoint();
         let peer = self.peer_url();
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key);
+        }
+        let child = command
             .args(["--name", &self.name, "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args([
@@ -141,6 +235,9 @@ impl Member {
     }
 
     fn healthy(&self) -> bool {
+        if self.tls.is_some() {
+            return self.etcdctl(&["endpoint", "health"]).is_ok();
+        }
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
             return false;
         };
@@ -168,9 +265,26 @@ impl Member {
         self.child.is_some()
     }
 
+    /// Runs etcdctl against this member, with its client certificate when it has TLS.
+    fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
+        let mut all: Vec<String> = Vec::new();
+        if let Some(tls) = &self.tls {
+            for (flag, file) in [
+                ("--cacert", &tls.ca),
+                ("--cert", &tls.client_cert),
+                ("--key", &tls.client_key),
+            ] {
+                all.push(format!("{flag}={}", file.display()));
+            }
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        etcdctl(&self.endpoint(), &all)
+    }
+
     /// `etcdctl endpoint status` of this member: (its member ID, the leader's member ID).
     fn status(&self) -> Option<(String, String)> {
-        let output = etcdctl(&self.endpoint(), &["endpoint", "status", "-w", "fields"]).ok()?;
+        let output = self.etcdctl(&["endpoint", "status", "-w", "fields"]).ok()?;
         let field = |name: &str| {
             output.lines().find_map(|line| {
                 let (key, value) = line.split_once(" : ")?;
@@ -206,6 +320,33 @@ impl EtcdServer {
     /// output if it does not come up in time (a test cannot go on without it).
     pub fn start() -> EtcdServer {
         EtcdServer::start_in(DataDir::Memory)
+    }
+
+    /// Starts a single-member etcd that serves clients only over TLS with client certificates,
+    /// and with authentication enabled: user `root`, password `password`.
+    pub fn start_secure(password: &str) -> EtcdServer {
+        let mut member = Member::new("s1", DataDir::Memory);
+        member.initial_cluster = format!("s1={}", member.peer_url());
+        member.tls = Some(
+            TlsFiles::generate(member.dir.path())
+                .unwrap_or_else(|e| panic!("cannot make test certificates: {e}")),
+        );
+        member
+            .spawn()
+            .and_then(|()| member.wait_healthy())
+            .unwrap_or_else(|e| panic!("etcd with TLS did not start: {e}"));
+        let root = format!("root:{password}");
+        for args in [&["user", "add", &root][..], &["auth", "enable"]] {
+            member
+                .etcdctl(args)
+                .unwrap_or_else(|e| panic!("etcdctl {args:?}: {e}"));
+        }
+        EtcdServer { member }
+    }
+
+    /// The certificates of a server started with [`EtcdServer::start_secure`].
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.member.tls.as_ref()
     }
 
     /// Starts a single-member etcd keeping its data in `place`.
@@ -370,7 +511,7 @@ impl EtcdServer {
     /// Compacts etcd's history up to `revision` (with etcd's own client), as an operator's
     /// auto-compaction would.
     pub fn compact(&self, revision: i64) {
-        if let Err(e) = etcdctl(&self.endpoint(), &["compact", &revision.to_string()]) {
+        if let Err(e) = self.member.etcdctl(&["compact", &revision.to_string()]) {
             panic!("etcdctl compact failed: {e}");
         }
     }

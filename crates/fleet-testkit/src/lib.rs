@@ -3,4 +3,4 @@
 
 pub mod etcd;
 
-pub use etcd::{DataDir, EtcdCluster, EtcdServer};
+pub use etcd::{DataDir, EtcdCluster, EtcdServer, TlsFiles};
