@@ -148,13 +148,22 @@ async fn tls_with_client_certificates_and_a_password() {
         config
     };
     let store = EtcdStore::connect(&secure("s3cret-pa55")).await.unwrap();
-    store.txn(vec![], vec![Op::put("jobs/a", "1")]).await.unwrap();
+    store
+        .txn(vec![], vec![Op::put("jobs/a", "1")])
+        .await
+        .unwrap();
     let kv = store.get("jobs/a").await.unwrap().unwrap();
     assert_eq!(kv.value, b"1");
 
     let wrong = EtcdStore::connect(&secure("wrong")).await.err().unwrap();
-    assert!(wrong.to_string().contains("authentication failed"), "{wrong}");
-    assert!(!wrong.to_string().contains("wrong"), "the password is not echoed: {wrong}");
+    assert!(
+        wrong.to_string().contains("authentication failed"),
+        "{wrong}"
+    );
+    assert!(
+        !wrong.to_string().contains("wrong"),
+        "the password is not echoed: {wrong}"
+    );
 
     // Without our CA the server's certificate is not trusted.
     let mut untrusted = secure("s3cret-pa55");

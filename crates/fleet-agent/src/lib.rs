@@ -1,0 +1,7 @@
+//! The agent's side of a machine.
+//!
+//! [`native`] runs systemd service units without systemd: the unit-file semantics (command
+//! lines, environment, time spans, specifiers) as pure functions, and the supervisor that runs
+//! them.
+
+pub mod native;

@@ -1,0 +1,6 @@
+//! The native supervisor: systemd's `[Service]` semantics without systemd.
+
+pub mod command;
+pub mod environment;
+pub mod specifiers;
+pub mod timespan;
