@@ -13,12 +13,17 @@ pub fn valid_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Variables read from an `Environment=` value or a file, with what was wrong and skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignments {
+    pub values: Vec<(String, String)>,
+    pub warnings: Vec<String>,
+}
+
 /// Parses one `Environment=` value: space-separated `NAME=value` words, quotes and escapes as
 /// in command lines. Returns the assignments and, for each word that is not one, a warning
 /// (systemd ignores those too).
-pub fn parse_environment(
-    value: &str,
-) -> Result<(Vec<(String, String)>, Vec<String>), CommandError> {
+pub fn parse_environment(value: &str) -> Result<Assignments, CommandError> {
     let mut assignments = Vec::new();
     let mut warnings = Vec::new();
     for word in split_plain_words(value)? {
@@ -29,13 +34,16 @@ pub fn parse_environment(
             _ => warnings.push(format!("invalid environment assignment {word:?}, ignored")),
         }
     }
-    Ok((assignments, warnings))
+    Ok(Assignments {
+        values: assignments,
+        warnings,
+    })
 }
 
 /// Parses an environment file: `NAME=value` lines; blank lines and lines starting with `#` or
 /// `;` are skipped; values may be single- or double-quoted; a backslash escapes the next
 /// character, and at the end of a line continues the value on the next.
-pub fn parse_env_file(contents: &str) -> (Vec<(String, String)>, Vec<String>) {
+pub fn parse_env_file(contents: &str) -> Assignments {
     let mut assignments = Vec::new();
     let mut warnings = Vec::new();
     let mut lines = contents.lines().enumerate();
@@ -73,7 +81,10 @@ pub fn parse_env_file(contents: &str) -> (Vec<(String, String)>, Vec<String>) {
         }
         assignments.push((name.to_owned(), unquote_value(&raw)));
     }
-    (assignments, warnings)
+    Assignments {
+        values: assignments,
+        warnings,
+    }
 }
 
 fn in_quote(raw: &str) -> bool {
@@ -157,7 +168,10 @@ mod tests {
     }
 
     fn check_assignments(value: &str, expected: &[&str], warnings: usize) {
-        let (assignments, found) = parse_environment(value).unwrap();
+        let Assignments {
+            values: assignments,
+            warnings: found,
+        } = parse_environment(value).unwrap();
         assert_eq!(pairs(&assignments), expected, "{value}");
         assert_eq!(found.len(), warnings, "{value}: {found:?}");
     }
@@ -176,7 +190,10 @@ mod tests {
     }
 
     fn check_file(contents: &str, expected: &[&str], warnings: usize) {
-        let (assignments, found) = parse_env_file(contents);
+        let Assignments {
+            values: assignments,
+            warnings: found,
+        } = parse_env_file(contents);
         assert_eq!(pairs(&assignments), expected, "{contents:?}");
         assert_eq!(found.len(), warnings, "{contents:?}: {found:?}");
     }
