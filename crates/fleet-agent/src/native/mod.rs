@@ -2,5 +2,6 @@
 
 pub mod command;
 pub mod environment;
+pub mod service;
 pub mod specifiers;
 pub mod timespan;
