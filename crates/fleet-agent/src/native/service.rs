@@ -245,14 +245,7 @@ impl Service {
             }
             ("Service", "Type") => {
                 given.service_type = true;
-                self.service_type = match value.trim() {
-                    "simple" => ServiceType::Simple,
-                    "exec" => ServiceType::Exec,
-                    "oneshot" => ServiceType::Oneshot,
-                    "forking" => ServiceType::Forking,
-                    "notify" => ServiceType::Notify,
-                    other => return Err(format!("unknown service type {other:?} (supported: simple, exec, oneshot, forking, notify)")),
-                }
+                self.service_type = keyword(value, "service type", SERVICE_TYPES)?;
             }
             ("Service", "RemainAfterExit") => self.remain_after_exit = boolean(value)?,
             ("Service", "PIDFile") => self.pid_file = Some(PathBuf::from(value.trim())),
@@ -312,16 +305,7 @@ impl Service {
                 self.umask = Some(umask);
             }
             ("Service", "Restart") => {
-                self.restart = match value.trim() {
-                    "no" => RestartPolicy::No,
-                    "always" => RestartPolicy::Always,
-                    "on-success" => RestartPolicy::OnSuccess,
-                    "on-failure" => RestartPolicy::OnFailure,
-                    "on-abnormal" => RestartPolicy::OnAbnormal,
-                    "on-abort" => RestartPolicy::OnAbort,
-                    "on-watchdog" => RestartPolicy::OnWatchdog,
-                    other => return Err(format!("unknown restart policy {other:?}")),
-                }
+                self.restart = keyword(value, "restart policy", RESTART_POLICIES)?
             }
             ("Service", "RestartSec") => self.restart_sec = span(false)?.unwrap_or(Duration::MAX),
             ("Service", "TimeoutSec") => {
@@ -334,15 +318,7 @@ impl Service {
                 self.timeout_start = span(true)?;
             }
             ("Service", "TimeoutStopSec") => self.timeout_stop = span(true)?,
-            ("Service", "KillMode") => {
-                self.kill_mode = match value.trim() {
-                    "control-group" => KillMode::ControlGroup,
-                    "mixed" => KillMode::Mixed,
-                    "process" => KillMode::Process,
-                    "none" => KillMode::None,
-                    other => return Err(format!("unknown kill mode {other:?}")),
-                }
-            }
+            ("Service", "KillMode") => self.kill_mode = keyword(value, "kill mode", KILL_MODES)?,
             ("Service", "KillSignal") => self.kill_signal = signal(value)?,
             ("Service", "SendSIGKILL") => self.send_sigkill = boolean(value)?,
             ("Service", "NotifyAccess" | "GuessMainPID") => {}
@@ -394,6 +370,46 @@ impl Service {
     pub fn pulled_in(&self) -> impl Iterator<Item = &String> {
         let r = &self.relations;
         r.requires.iter().chain(&r.wants).chain(&r.binds_to)
+    }
+}
+
+const SERVICE_TYPES: &[(&str, ServiceType)] = &[
+    ("simple", ServiceType::Simple),
+    ("exec", ServiceType::Exec),
+    ("oneshot", ServiceType::Oneshot),
+    ("forking", ServiceType::Forking),
+    ("notify", ServiceType::Notify),
+];
+
+const RESTART_POLICIES: &[(&str, RestartPolicy)] = &[
+    ("no", RestartPolicy::No),
+    ("always", RestartPolicy::Always),
+    ("on-success", RestartPolicy::OnSuccess),
+    ("on-failure", RestartPolicy::OnFailure),
+    ("on-abnormal", RestartPolicy::OnAbnormal),
+    ("on-abort", RestartPolicy::OnAbort),
+    ("on-watchdog", RestartPolicy::OnWatchdog),
+];
+
+const KILL_MODES: &[(&str, KillMode)] = &[
+    ("control-group", KillMode::ControlGroup),
+    ("mixed", KillMode::Mixed),
+    ("process", KillMode::Process),
+    ("none", KillMode::None),
+];
+
+/// One of a fixed set of words; the error lists them.
+fn keyword<T: Copy>(value: &str, what: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    let value = value.trim();
+    match choices.iter().find(|(word, _)| *word == value) {
+        Some((_, choice)) => Ok(*choice),
+        None => {
+            let words: Vec<&str> = choices.iter().map(|(word, _)| *word).collect();
+            Err(format!(
+                "unknown {what} {value:?} (supported: {})",
+                words.join(", ")
+            ))
+        }
     }
 }
 
