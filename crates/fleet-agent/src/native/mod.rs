@@ -2,6 +2,7 @@
 
 pub mod command;
 pub mod environment;
+pub mod log;
 pub mod service;
 pub mod specifiers;
 pub mod timespan;

@@ -1,0 +1,225 @@
+//! A unit's output log: one line per record, `<RFC 3339 UTC time> <stream> <text>`, in `log`,
+//! rotated to `log.1` when it passes its size bound, so a chatty unit uses at most twice the
+//! bound on disk. `tail` reads the last lines across both files, as `fleetctl journal` needs.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// The supervisor's own notes about the unit (started, exited with status 1, ...).
+    Supervisor,
+}
+
+impl Stream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::Supervisor => "fleetd",
+        }
+    }
+}
+
+pub struct UnitLog {
+    path: PathBuf,
+    file: File,
+    written: u64,
+    max_bytes: u64,
+}
+
+impl UnitLog {
+    pub const FILE: &'static str = "log";
+    pub const ROTATED: &'static str = "log.1";
+
+    /// Opens (appending to) the log in `dir`, rotating after `max_bytes`.
+    pub fn open(dir: &Path, max_bytes: u64) -> io::Result<UnitLog> {
+        let path = dir.join(Self::FILE);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let written = file.metadata()?.len();
+        Ok(UnitLog {
+            path,
+            file,
+            written,
+            max_bytes: max_bytes.max(1024),
+        })
+    }
+
+    /// Appends one record; `text` may hold several lines, each becomes a record. Control
+    /// characters other than tab are shown as `\xNN`, so a record is always one line.
+    pub fn append(&mut self, stream: Stream, text: &str, at: SystemTime) -> io::Result<()> {
+        let stamp = rfc3339(at);
+        let mut records = String::new();
+        for line in text.split('\n') {
+            records.push_str(&stamp);
+            records.push(' ');
+            records.push_str(stream.as_str());
+            records.push(' ');
+            for c in line.chars() {
+                match c {
+                    '\t' => records.push(c),
+                    c if c.is_control() => records.push_str(&format!("\\x{:02x}", c as u32)),
+                    c => records.push(c),
+                }
+            }
+            records.push('\n');
+        }
+        if self.written + records.len() as u64 > self.max_bytes && self.written > 0 {
+            self.rotate()?;
+        }
+        self.file.write_all(records.as_bytes())?;
+        self.written += records.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let rotated = self.path.with_file_name(Self::ROTATED);
+        std::fs::rename(&self.path, rotated)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.written = 0;
+        Ok(())
+    }
+}
+
+/// The last `lines` records of the log in `dir` (oldest first); fewer if there are fewer.
+pub fn tail(dir: &Path, lines: usize) -> io::Result<Vec<String>> {
+    let mut newest = last_lines(&dir.join(UnitLog::FILE), lines)?;
+    if newest.len() < lines {
+        let mut older = last_lines(&dir.join(UnitLog::ROTATED), lines - newest.len())?;
+        older.append(&mut newest);
+        newest = older;
+    }
+    Ok(newest)
+}
+
+/// The last `n` lines of a file (none if it does not exist), reading backwards in blocks so a
+/// large log costs what is returned, not its size.
+fn last_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let len = file.metadata()?.len();
+    let mut start = len;
+    let mut newlines = 0;
+    let mut block = vec![0u8; 8192];
+    // Find the offset after the (n+1)-th newline from the end (the last byte is a newline).
+    'search: while start > 0 {
+        let size = block.len().min(start as usize);
+        start -= size as u64;
+        file.seek(SeekFrom::Start(start))?;
+        std::io::Read::read_exact(&mut file, &mut block[..size])?;
+        for i in (0..size).rev() {
+            if block[i] == b'\n' && start + (i as u64) + 1 != len {
+                newlines += 1;
+                if newlines == n {
+                    start += i as u64 + 1;
+                    break 'search;
+                }
+            }
+        }
+    }
+    file.seek(SeekFrom::Start(start))?;
+    BufReader::new(file)
+        .lines()
+        .map(|line| line.map(|l| l.to_owned()))
+        .collect()
+}
+
+/// `2026-11-21T20:23:14.123456Z`.
+pub fn rfc3339(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since.as_secs();
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn at(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn timestamps() {
+        let rows = [
+            (0, "1970-01-01T00:00:00.000000Z"),
+            (951_782_400, "2000-02-29T00:00:00.000000Z"),
+            (1_795_292_594, "2026-11-21T20:23:14.000000Z"),
+            (4_102_444_799, "2099-12-31T23:59:59.000000Z"),
+        ];
+        for (seconds, expected) in rows {
+            assert_eq!(rfc3339(at(seconds)), expected);
+        }
+    }
+
+    #[test]
+    fn records_rotate_and_tail_reads_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = UnitLog::open(dir.path(), 1024).unwrap();
+        for i in 0..100 {
+            log.append(Stream::Stdout, &format!("line {i}"), at(0))
+                .unwrap();
+        }
+        log.append(Stream::Stderr, "two\nlines\u{1b}[0m", at(0))
+            .unwrap();
+        let total: u64 = [UnitLog::FILE, UnitLog::ROTATED]
+            .iter()
+            .map(|f| std::fs::metadata(dir.path().join(f)).unwrap().len())
+            .sum();
+        assert!(total <= 2048, "bounded: {total} bytes");
+        let last = tail(dir.path(), 3).unwrap();
+        assert_eq!(
+            last,
+            vec![
+                "1970-01-01T00:00:00.000000Z stdout line 99",
+                "1970-01-01T00:00:00.000000Z stderr two",
+                "1970-01-01T00:00:00.000000Z stderr lines\\x1b[0m",
+            ]
+        );
+        // More than the newest file holds: the rest comes from the rotated one, in order.
+        let many = tail(dir.path(), 30).unwrap();
+        assert_eq!(many.len(), 30);
+        assert!(many[0].ends_with("line 72"), "{}", many[0]);
+        assert_eq!(tail(dir.path(), 0).unwrap(), Vec::<String>::new());
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(tail(empty.path(), 5).unwrap(), Vec::<String>::new());
+    }
+}
