@@ -5,4 +5,5 @@ pub mod environment;
 pub mod log;
 pub mod service;
 pub mod specifiers;
+pub mod status;
 pub mod timespan;
