@@ -3,6 +3,7 @@
 pub mod command;
 pub mod environment;
 pub mod log;
+pub mod process;
 pub mod service;
 pub mod specifiers;
 pub mod status;

@@ -1,0 +1,279 @@
+//! Process primitives of the supervisor: finding an executable as systemd does, resolving
+//! `User=`/`Group=`, spawning a command in its own process group, and finding every
+//! descendant of a process (a unit's "control group" on machines without cgroups).
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{Gid, Group, Pid, Uid, User};
+
+/// systemd's search path for executables given without a directory.
+const SEARCH_PATH: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// The file to execute for `path`: itself when absolute, else the first match in systemd's
+/// search path. The error says what is wrong in systemd's words.
+pub fn resolve_executable(path: &str) -> Result<PathBuf, String> {
+    let candidates: Vec<PathBuf> = if path.starts_with('/') {
+        vec![PathBuf::from(path)]
+    } else if path.contains('/') {
+        return Err(format!(
+            "Neither a valid executable name nor an absolute path: {path}"
+        ));
+    } else {
+        SEARCH_PATH
+            .iter()
+            .map(|dir| Path::new(dir).join(path))
+            .collect()
+    };
+    let mut last = format!("Failed to locate executable {path}: No such file or directory");
+    for candidate in candidates {
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if meta.is_dir() => {
+                last = format!("Failed to execute {}: Is a directory", candidate.display());
+            }
+            Ok(meta) if meta.permissions().mode() & 0o111 == 0 => {
+                last = format!(
+                    "Failed to execute {}: Permission denied",
+                    candidate.display()
+                );
+            }
+            Ok(_) => return Ok(candidate),
+            Err(_) => {}
+        }
+    }
+    Err(last)
+}
+
+/// The identity a unit runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+    pub shell: String,
+}
+
+/// Resolves `User=` and `Group=` (names or numbers). No user: the supervisor's own identity.
+pub fn identity(user: Option<&str>, group: Option<&str>) -> Result<Identity, String> {
+    let mut identity = match user {
+        None => {
+            let uid = Uid::current();
+            let found = User::from_uid(uid).ok().flatten();
+            Identity {
+                user: found
+                    .as_ref()
+                    .map_or_else(|| uid.to_string(), |u| u.name.clone()),
+                uid: uid.as_raw(),
+                gid: Gid::current().as_raw(),
+                home: found
+                    .as_ref()
+                    .map_or_else(|| "/".into(), |u| u.dir.display().to_string()),
+                shell: found
+                    .as_ref()
+                    .map_or_else(|| "/bin/sh".into(), |u| u.shell.display().to_string()),
+            }
+        }
+        Some(name) => {
+            let found = match name.parse::<u32>() {
+                Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+                Err(_) => User::from_name(name),
+            };
+            let found = found
+                .map_err(|e| format!("Failed to determine user credentials for {name}: {e}"))?
+                .ok_or_else(|| {
+                    format!("Failed to determine user credentials: No such user {name:?}")
+                })?;
+            Identity {
+                user: found.name,
+                uid: found.uid.as_raw(),
+                gid: found.gid.as_raw(),
+                home: found.dir.display().to_string(),
+                shell: found.shell.display().to_string(),
+            }
+        }
+    };
+    if let Some(name) = group {
+        let found = match name.parse::<u32>() {
+            Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
+            Err(_) => Group::from_name(name),
+        };
+        let found = found
+            .map_err(|e| format!("Failed to determine group credentials for {name}: {e}"))?
+            .ok_or_else(|| {
+                format!("Failed to determine group credentials: No such group {name:?}")
+            })?;
+        identity.gid = found.gid.as_raw();
+    }
+    Ok(identity)
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub argv: Vec<String>,
+    pub environment: BTreeMap<String, String>,
+    pub working_directory: PathBuf,
+    /// Switch to this identity (only when running as root and it differs).
+    pub identity: Option<Identity>,
+}
+
+/// Starts `launch` in a new process group of its own, with the given environment only and
+/// stdout/stderr piped. Supplementary groups are dropped when the user changes.
+pub fn spawn(launch: &Launch) -> std::io::Result<Child> {
+    let mut command = Command::new(&launch.program);
+    if let Some((argv0, args)) = launch.argv.split_first() {
+        command.arg0(argv0).args(args);
+    }
+    command
+        .env_clear()
+        .envs(&launch.environment)
+        .current_dir(&launch.working_directory)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(identity) = &launch.identity {
+        if Uid::current().is_root() {
+            command.gid(identity.gid).uid(identity.uid);
+        }
+    }
+    command.spawn()
+}
+
+/// Every live descendant of `root` (not `root` itself), read from /proc.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(parent) = parent_of(pid) {
+            children.entry(parent).or_default().push(pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        for &child in children.get(&pid).map(Vec::as_slice).unwrap_or_default() {
+            found.push(child);
+            queue.push(child);
+        }
+    }
+    found
+}
+
+/// The parent PID from /proc/<pid>/stat (after the command name, which may hold spaces).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split(' ').nth(1)?.parse().ok()
+}
+
+/// Sends `signal` to each of `pids`; ones already gone are skipped.
+pub fn signal_each(pids: &[u32], signal: Signal) {
+    for &pid in pids {
+        if let Ok(pid) = i32::try_from(pid) {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executables() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        let shown = |p: &Path| p.display().to_string();
+        let rows: Vec<(String, Result<String, String>)> = vec![
+            ("/bin/sh".into(), Ok("/bin/sh".into())),
+            ("sh".into(), Ok("/usr/bin/sh".into())),
+            (
+                "/no/such".into(),
+                Err("Failed to locate executable /no/such: No such file or directory".into()),
+            ),
+            (
+                shown(&plain),
+                Err(format!(
+                    "Failed to execute {}: Permission denied",
+                    shown(&plain)
+                )),
+            ),
+            (
+                shown(dir.path()),
+                Err(format!(
+                    "Failed to execute {}: Is a directory",
+                    shown(dir.path())
+                )),
+            ),
+            (
+                "bin/sh".into(),
+                Err("Neither a valid executable name nor an absolute path: bin/sh".into()),
+            ),
+        ];
+        for (path, expected) in rows {
+            let resolved = resolve_executable(&path).map(|p| shown(&p));
+            assert_eq!(resolved, expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn identities() {
+        let root = identity(Some("root"), None).unwrap();
+        assert_eq!((root.uid, root.gid, root.home.as_str()), (0, 0, "/root"));
+        assert_eq!(identity(Some("0"), Some("0")).unwrap().user, "root");
+        let err = identity(Some("no-such-user-xyz"), None).unwrap_err();
+        assert_eq!(
+            err,
+            "Failed to determine user credentials: No such user \"no-such-user-xyz\""
+        );
+        let err = identity(None, Some("no-such-group-xyz")).unwrap_err();
+        assert_eq!(
+            err,
+            "Failed to determine group credentials: No such group \"no-such-group-xyz\""
+        );
+    }
+
+    #[test]
+    fn descendants_include_grandchildren() {
+        // sh starts a background sleep (a grandchild of ours) and waits.
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let root = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut found = Vec::new();
+        while found.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            found = descendants(root);
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        signal_each(&found, Signal::SIGKILL);
+        child.wait().unwrap();
+        assert!(descendants(root).is_empty());
+    }
+}
