@@ -8,3 +8,4 @@ pub mod service;
 pub mod specifiers;
 pub mod status;
 pub mod timespan;
+pub mod unit_environment;
