@@ -4,6 +4,7 @@ pub mod command;
 pub mod environment;
 pub mod log;
 pub mod process;
+pub mod reaper;
 pub mod service;
 pub mod specifiers;
 pub mod status;
