@@ -5,6 +5,7 @@ pub mod environment;
 pub mod log;
 pub mod process;
 pub mod reaper;
+pub mod runner;
 pub mod service;
 pub mod specifiers;
 pub mod status;

@@ -1,0 +1,507 @@
+//! One service's lifecycle, as systemd's service state machine runs it: `ExecStartPre=`,
+//! `ExecStart=` (by `Type=`), `ExecStartPost=`, running, `ExecStop=`, SIGTERM and SIGKILL to
+//! every process of the unit, `ExecStopPost=`, then `Restart=` within the start limit.
+//!
+//! It runs inside a shim, the parent (or subreaper) of every process of the unit, so "the
+//! unit's processes" are the shim's descendants. Exits come from the [`Reaper`]; output goes to
+//! the log task; every change of state is published on a `watch` channel.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, watch};
+
+use super::command::ExecCommand;
+use super::log::{rfc3339, Stream};
+use super::process::{descendants, resolve_executable, signal_each, spawn, Identity, Launch};
+use super::reaper::Reaper;
+use super::service::{KillMode, RestartPolicy, Service, ServiceType};
+use super::status::{Exit, RunResult, SubState, UnitStatus};
+
+/// What the supervisor can ask of a running service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Stop,
+    Reload,
+}
+
+/// Everything a run needs besides the service itself.
+pub struct RunContext {
+    pub environment: BTreeMap<String, String>,
+    pub working_directory: PathBuf,
+    /// The identity to switch to for commands without the `+`/`!` prefix.
+    pub identity: Option<Identity>,
+    pub reaper: Reaper,
+    pub log: mpsc::Sender<(Stream, String)>,
+    /// How often to look for the unit's processes while stopping.
+    pub poll: Duration,
+}
+
+pub struct Runner {
+    service: Service,
+    context: RunContext,
+    status: watch::Sender<UnitStatus>,
+    controls: mpsc::Receiver<Control>,
+    starts: VecDeque<Instant>,
+    restarts: u32,
+}
+
+/// Why a step did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    /// A command failed: how, and the words for it.
+    Failed(RunResult, Option<Exit>, String),
+    /// A stop was asked for meanwhile.
+    Stopped,
+}
+
+impl Runner {
+    pub fn new(
+        service: Service,
+        context: RunContext,
+        status: watch::Sender<UnitStatus>,
+        controls: mpsc::Receiver<Control>,
+    ) -> Runner {
+        Runner {
+            service,
+            context,
+            status,
+            controls,
+            starts: VecDeque::new(),
+            restarts: 0,
+        }
+    }
+
+    /// Starts the service and runs it until it is dead or failed for good (restarts
+    /// included); returns the final status.
+    pub async fn run(mut self) -> UnitStatus {
+        loop {
+            if self.start_limit_hit() {
+                let reason = format!(
+                    "Start request repeated too quickly ({} starts within {:?}).",
+                    self.service.start_limit_burst, self.service.start_limit_interval
+                );
+                self.note(&reason).await;
+                self.set(SubState::Failed, RunResult::StartLimitHit, None, None, Some(reason));
+                return self.current();
+            }
+            let (result, exit, reason, stop_requested) = self.activation().await;
+            let clean = result == RunResult::Success;
+            let final_sub = if clean { SubState::Dead } else { SubState::Failed };
+            if stop_requested || !self.should_restart(result, exit) {
+                self.set(final_sub, result, None, exit, reason);
+                return self.current();
+            }
+            self.set(SubState::AutoRestart, result, None, exit, reason);
+            let wait = self.service.restart_sec;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                control = self.controls.recv() => {
+                    if matches!(control, Some(Control::Stop) | None) {
+                        self.set(final_sub, result, None, exit, None);
+                        return self.current();
+                    }
+                }
+            }
+            self.restarts += 1;
+            self.note(&format!("Scheduled restart job, restart counter is at {}.", self.restarts))
+                .await;
+        }
+    }
+
+    /// One start-to-end: (result, exit, reason, whether a stop was asked for).
+    async fn activation(&mut self) -> (RunResult, Option<Exit>, Option<String>, bool) {
+        self.starts.push_back(Instant::now());
+        let deadline = self.service.timeout_start.map(|t| tokio::time::Instant::now() + t);
+        let started = self.start(deadline).await;
+        let (mut result, mut exit, mut reason, stop_requested) = match started {
+            Ok(main) => match self.running(main).await {
+                Ok(ended) => ended,
+                Err(failure) => failure_parts(failure),
+            },
+            Err(failure) => failure_parts(failure),
+        };
+        if let Err(Failure::Failed(r, e, why)) = self.stop_sequence().await {
+            if result == RunResult::Success {
+                (result, exit, reason) = (r, e, Some(why));
+            }
+        }
+        if stop_requested && result == RunResult::Success {
+            reason = None;
+        }
+        (result, exit, reason, stop_requested)
+    }
+
+    /// Runs the start commands; returns the main process, if the type has one.
+    async fn start(&mut self, deadline: Option<tokio::time::Instant>) -> Result<Option<u32>, Failure> {
+        let pre = self.service.exec_start_pre.clone();
+        self.set(SubState::StartPre, RunResult::Success, None, None, None);
+        self.run_all(&pre, deadline).await?;
+        self.set(SubState::Start, RunResult::Success, None, None, None);
+        let start = self.service.exec_start.clone();
+        let main = match self.service.service_type {
+            ServiceType::Oneshot => {
+                self.run_all(&start, deadline).await?;
+                None
+            }
+            ServiceType::Forking => {
+                self.run_all(&start, deadline).await?;
+                self.forked_main_pid()
+            }
+            ServiceType::Simple | ServiceType::Exec | ServiceType::Notify => {
+                Some(self.launch(&start[0])?)
+            }
+        };
+        self.set(SubState::StartPost, RunResult::Success, main, None, None);
+        let post = self.service.exec_start_post.clone();
+        self.run_all(&post, deadline).await?;
+        Ok(main)
+    }
+
+    /// The main PID of a forking service: from `PIDFile=`, else the only process left.
+    fn forked_main_pid(&self) -> Option<u32> {
+        if let Some(path) = &self.service.pid_file {
+            let text = std::fs::read_to_string(path).ok()?;
+            return text.trim().parse().ok();
+        }
+        match descendants(std::process::id()).as_slice() {
+            [only] => Some(*only),
+            _ => None,
+        }
+    }
+
+    /// Running: until the main process exits (or, without one, until told to stop).
+    /// Returns how it ended.
+    async fn running(
+        &mut self,
+        main: Option<u32>,
+    ) -> Result<(RunResult, Option<Exit>, Option<String>, bool), Failure> {
+        let remain = self.service.service_type == ServiceType::Oneshot;
+        if remain && !self.service.remain_after_exit {
+            return Ok((RunResult::Success, None, None, false));
+        }
+        let sub = if main.is_some() { SubState::Running } else { SubState::Exited };
+        self.set(sub, RunResult::Success, main, None, None);
+        let waiter = main.map(|pid| self.context.reaper.wait(pid));
+        let exited = async move {
+            match waiter {
+                Some(waiter) => waiter.await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(exited);
+        loop {
+            tokio::select! {
+                exit = &mut exited => {
+                    let exit = exit.unwrap_or(Exit::Code(0));
+                    self.note(&format!("Main process exited, {}.", describe(exit))).await;
+                    let (result, reason) = judge(exit);
+                    return Ok((result, Some(exit), reason, false));
+                }
+                control = self.controls.recv() => match control {
+                    Some(Control::Reload) => {
+                        let reload = self.service.exec_reload.clone();
+                        self.set(SubState::Reload, RunResult::Success, main, None, None);
+                        if let Err(Failure::Failed(_, _, why)) = self.run_all(&reload, None).await {
+                            self.note(&format!("Reload failed: {why}")).await;
+                        }
+                        self.set(sub, RunResult::Success, main, None, None);
+                    }
+                    Some(Control::Stop) | None => return Ok((RunResult::Success, None, None, true)),
+                },
+            }
+        }
+    }
+
+    /// `ExecStop=`, then the signals, then `ExecStopPost=`.
+    async fn stop_sequence(&mut self) -> Result<(), Failure> {
+        let main = self.status.borrow().main_pid;
+        let mut outcome = Ok(());
+        if main.is_some_and(|pid| descendants(std::process::id()).contains(&pid)) {
+            self.set_sub(SubState::Stop);
+            let stop = self.service.exec_stop.clone();
+            let deadline = self.service.timeout_stop.map(|t| tokio::time::Instant::now() + t);
+            outcome = self.run_all_unstoppable(&stop, deadline).await;
+        }
+        self.kill_remaining(main).await;
+        self.set_sub(SubState::StopPost);
+        let post = self.service.exec_stop_post.clone();
+        let deadline = self.service.timeout_stop.map(|t| tokio::time::Instant::now() + t);
+        let post_outcome = self.run_all_unstoppable(&post, deadline).await;
+        self.kill_remaining(None).await;
+        outcome.and(post_outcome)
+    }
+
+    /// SIGTERM (the `KillSignal=`), then after `TimeoutStopSec=` SIGKILL, to the processes
+    /// `KillMode=` selects.
+    async fn kill_remaining(&mut self, main: Option<u32>) {
+        let me = std::process::id();
+        let targets = |mode: KillMode, main: Option<u32>| -> Vec<u32> {
+            match mode {
+                KillMode::ControlGroup => descendants(me),
+                KillMode::Process | KillMode::Mixed => main.into_iter().collect(),
+                KillMode::None => Vec::new(),
+            }
+        };
+        let mode = self.service.kill_mode;
+        let first = targets(mode, main);
+        if first.is_empty() && mode != KillMode::Mixed {
+            return;
+        }
+        self.set_sub(SubState::StopSigterm);
+        let signal = Signal::try_from(self.service.kill_signal).unwrap_or(Signal::SIGTERM);
+        signal_each(&first, signal);
+        let gone = self.wait_gone(&first, self.service.timeout_stop).await;
+        if gone && mode != KillMode::Mixed {
+            return;
+        }
+        if !self.service.send_sigkill {
+            return;
+        }
+        let rest = match mode {
+            KillMode::Mixed | KillMode::ControlGroup => descendants(me),
+            _ => first.clone(),
+        };
+        if rest.is_empty() {
+            return;
+        }
+        if !gone {
+            self.note("State 'stop-sigterm' timed out. Killing.").await;
+        }
+        self.set_sub(SubState::StopSigkill);
+        signal_each(&rest, Signal::SIGKILL);
+        self.wait_gone(&rest, Some(Duration::from_secs(10))).await;
+    }
+
+    /// Whether every one of `pids` has ended within `timeout`.
+    async fn wait_gone(&self, pids: &[u32], timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let alive = descendants(std::process::id());
+            if !pids.iter().any(|pid| alive.contains(pid)) {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            tokio::time::sleep(self.context.poll).await;
+        }
+    }
+
+    /// Runs `commands` one after another; a stop request aborts.
+    async fn run_all(
+        &mut self,
+        commands: &[ExecCommand],
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), Failure> {
+        for command in commands {
+            self.run_one(command, deadline, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `commands` one after another, not interruptible (stop commands).
+    async fn run_all_unstoppable(
+        &mut self,
+        commands: &[ExecCommand],
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), Failure> {
+        let mut outcome = Ok(());
+        for command in commands {
+            if let Err(failure) = self.run_one(command, deadline, false).await {
+                outcome = outcome.and(Err(failure));
+            }
+        }
+        outcome
+    }
+
+    /// Runs one command to its end. A `-` command's failure is logged and ignored.
+    async fn run_one(
+        &mut self,
+        command: &ExecCommand,
+        deadline: Option<tokio::time::Instant>,
+        stoppable: bool,
+    ) -> Result<(), Failure> {
+        let pid = match self.launch(command) {
+            Ok(pid) => pid,
+            Err(failure) if command.ignore_failure => {
+                self.note(&format!("{failure:?} (ignored)")).await;
+                return Ok(());
+            }
+            Err(failure) => return Err(failure),
+        };
+        let exited = self.context.reaper.wait(pid);
+        tokio::pin!(exited);
+        let timeout = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(timeout);
+        let exit = loop {
+            tokio::select! {
+                exit = &mut exited => break exit.unwrap_or(Exit::Code(0)),
+                _ = &mut timeout => {
+                    signal_each(&[pid], Signal::SIGKILL);
+                    let why = format!("{} timed out.", command.display());
+                    self.note(&why).await;
+                    return Err(Failure::Failed(RunResult::Timeout, None, why));
+                }
+                control = self.controls.recv(), if stoppable => {
+                    if matches!(control, Some(Control::Stop) | None) {
+                        signal_each(&[pid], Signal::SIGTERM);
+                        return Err(Failure::Stopped);
+                    }
+                }
+            }
+        };
+        if exit == Exit::Code(0) {
+            return Ok(());
+        }
+        let why = format!("{} exited, {}.", command.display(), describe(exit));
+        if command.ignore_failure {
+            self.note(&format!("{why} (ignored)")).await;
+            return Ok(());
+        }
+        self.note(&why).await;
+        let (result, _) = judge(exit);
+        Err(Failure::Failed(result, Some(exit), why))
+    }
+
+    /// Spawns a command with the unit's environment, its output piped to the log.
+    fn launch(&mut self, command: &ExecCommand) -> Result<u32, Failure> {
+        let (path, argv) = command.expand(&self.context.environment);
+        let failed = |why: String| Failure::Failed(RunResult::Resources, None, why);
+        let program = resolve_executable(&path).map_err(failed)?;
+        let identity = match command.privileged {
+            true => None,
+            false => self.context.identity.clone(),
+        };
+        let launch = Launch {
+            program,
+            argv,
+            environment: self.context.environment.clone(),
+            working_directory: self.context.working_directory.clone(),
+            identity,
+        };
+        let mut child = spawn(&launch)
+            .map_err(|e| failed(format!("Failed to execute {}: {e}", launch.program.display())))?;
+        for (stream, pipe) in [
+            (Stream::Stdout, child.stdout.take().map(OwnedFd::from)),
+            (Stream::Stderr, child.stderr.take().map(OwnedFd::from)),
+        ] {
+            if let Some(fd) = pipe {
+                forward(stream, fd, self.context.log.clone());
+            }
+        }
+        Ok(child.id())
+    }
+
+    fn start_limit_hit(&mut self) -> bool {
+        let interval = self.service.start_limit_interval;
+        let burst = self.service.start_limit_burst as usize;
+        if interval.is_zero() || burst == 0 {
+            return false;
+        }
+        let now = Instant::now();
+        while self.starts.front().is_some_and(|t| now.duration_since(*t) > interval) {
+            self.starts.pop_front();
+        }
+        self.starts.len() >= burst
+    }
+
+    fn should_restart(&self, result: RunResult, exit: Option<Exit>) -> bool {
+        let clean = result == RunResult::Success;
+        let unclean_signal = matches!(exit, Some(Exit::Signal(s)) if !matches!(s, 1 | 2 | 13 | 15));
+        match self.service.restart {
+            RestartPolicy::No => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnSuccess => clean,
+            RestartPolicy::OnFailure => !clean,
+            RestartPolicy::OnAbnormal => unclean_signal || result == RunResult::Timeout,
+            RestartPolicy::OnAbort => unclean_signal,
+            RestartPolicy::OnWatchdog => false,
+        }
+    }
+
+    fn current(&self) -> UnitStatus {
+        self.status.borrow().clone()
+    }
+
+    fn set(
+        &self,
+        sub: SubState,
+        result: RunResult,
+        main_pid: Option<u32>,
+        exit: Option<Exit>,
+        reason: Option<String>,
+    ) {
+        let restarts = self.restarts;
+        self.status.send_modify(|status| {
+            *status = UnitStatus {
+                sub,
+                result,
+                main_pid,
+                exit: exit.or(status.exit),
+                reason: reason.or_else(|| status.reason.clone().filter(|_| sub.is_live())),
+                restarts,
+                since: rfc3339(SystemTime::now()),
+            };
+        });
+    }
+
+    fn set_sub(&self, sub: SubState) {
+        self.status.send_modify(|status| {
+            status.sub = sub;
+            status.since = rfc3339(SystemTime::now());
+        });
+    }
+
+    async fn note(&self, text: &str) {
+        let _ = self.context.log.send((Stream::Supervisor, text.to_owned())).await;
+    }
+}
+
+fn failure_parts(failure: Failure) -> (RunResult, Option<Exit>, Option<String>, bool) {
+    match failure {
+        Failure::Failed(result, exit, why) => (result, exit, Some(why), false),
+        Failure::Stopped => (RunResult::Success, None, None, true),
+    }
+}
+
+/// systemd's verdict on an exit: clean are status 0 and SIGHUP, SIGINT, SIGTERM, SIGPIPE.
+fn judge(exit: Exit) -> (RunResult, Option<String>) {
+    match exit {
+        Exit::Code(0) => (RunResult::Success, None),
+        Exit::Signal(1 | 2 | 13 | 15) => (RunResult::Success, None),
+        Exit::Code(code) => (RunResult::ExitCode, Some(format!("exited with status {code}"))),
+        Exit::Signal(signal) => (RunResult::Signal, Some(format!("killed by signal {signal}"))),
+    }
+}
+
+fn describe(exit: Exit) -> String {
+    match exit {
+        Exit::Code(code) => format!("code=exited, status={code}"),
+        Exit::Signal(signal) => format!("code=killed, signal={signal}"),
+    }
+}
+
+/// Copies a process's output, line by line, to the log task until the pipe closes.
+fn forward(stream: Stream, fd: OwnedFd, log: mpsc::Sender<(Stream, String)>) {
+    let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if log.send((stream, line)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
