@@ -86,12 +86,22 @@ impl Runner {
                     self.service.start_limit_burst, self.service.start_limit_interval
                 );
                 self.note(&reason).await;
-                self.set(SubState::Failed, RunResult::StartLimitHit, None, None, Some(reason));
+                self.set(
+                    SubState::Failed,
+                    RunResult::StartLimitHit,
+                    None,
+                    None,
+                    Some(reason),
+                );
                 return self.current();
             }
             let (result, exit, reason, stop_requested) = self.activation().await;
             let clean = result == RunResult::Success;
-            let final_sub = if clean { SubState::Dead } else { SubState::Failed };
+            let final_sub = if clean {
+                SubState::Dead
+            } else {
+                SubState::Failed
+            };
             if stop_requested || !self.should_restart(result, exit) {
                 self.set(final_sub, result, None, exit, reason);
                 return self.current();
@@ -108,15 +118,21 @@ impl Runner {
                 }
             }
             self.restarts += 1;
-            self.note(&format!("Scheduled restart job, restart counter is at {}.", self.restarts))
-                .await;
+            self.note(&format!(
+                "Scheduled restart job, restart counter is at {}.",
+                self.restarts
+            ))
+            .await;
         }
     }
 
     /// One start-to-end: (result, exit, reason, whether a stop was asked for).
     async fn activation(&mut self) -> (RunResult, Option<Exit>, Option<String>, bool) {
         self.starts.push_back(Instant::now());
-        let deadline = self.service.timeout_start.map(|t| tokio::time::Instant::now() + t);
+        let deadline = self
+            .service
+            .timeout_start
+            .map(|t| tokio::time::Instant::now() + t);
         let started = self.start(deadline).await;
         let (mut result, mut exit, mut reason, stop_requested) = match started {
             Ok(main) => match self.running(main).await {
@@ -137,7 +153,10 @@ impl Runner {
     }
 
     /// Runs the start commands; returns the main process, if the type has one.
-    async fn start(&mut self, deadline: Option<tokio::time::Instant>) -> Result<Option<u32>, Failure> {
+    async fn start(
+        &mut self,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Option<u32>, Failure> {
         let pre = self.service.exec_start_pre.clone();
         self.set(SubState::StartPre, RunResult::Success, None, None, None);
         self.run_all(&pre, deadline).await?;
@@ -184,7 +203,11 @@ impl Runner {
         if remain && !self.service.remain_after_exit {
             return Ok((RunResult::Success, None, None, false));
         }
-        let sub = if main.is_some() { SubState::Running } else { SubState::Exited };
+        let sub = if main.is_some() {
+            SubState::Running
+        } else {
+            SubState::Exited
+        };
         self.set(sub, RunResult::Success, main, None, None);
         let waiter = main.map(|pid| self.context.reaper.wait(pid));
         let exited = async move {
@@ -224,13 +247,19 @@ impl Runner {
         if main.is_some_and(|pid| descendants(std::process::id()).contains(&pid)) {
             self.set_sub(SubState::Stop);
             let stop = self.service.exec_stop.clone();
-            let deadline = self.service.timeout_stop.map(|t| tokio::time::Instant::now() + t);
+            let deadline = self
+                .service
+                .timeout_stop
+                .map(|t| tokio::time::Instant::now() + t);
             outcome = self.run_all_unstoppable(&stop, deadline).await;
         }
         self.kill_remaining(main).await;
         self.set_sub(SubState::StopPost);
         let post = self.service.exec_stop_post.clone();
-        let deadline = self.service.timeout_stop.map(|t| tokio::time::Instant::now() + t);
+        let deadline = self
+            .service
+            .timeout_stop
+            .map(|t| tokio::time::Instant::now() + t);
         let post_outcome = self.run_all_unstoppable(&post, deadline).await;
         self.kill_remaining(None).await;
         outcome.and(post_outcome)
@@ -389,8 +418,12 @@ impl Runner {
             working_directory: self.context.working_directory.clone(),
             identity,
         };
-        let mut child = spawn(&launch)
-            .map_err(|e| failed(format!("Failed to execute {}: {e}", launch.program.display())))?;
+        let mut child = spawn(&launch).map_err(|e| {
+            failed(format!(
+                "Failed to execute {}: {e}",
+                launch.program.display()
+            ))
+        })?;
         for (stream, pipe) in [
             (Stream::Stdout, child.stdout.take().map(OwnedFd::from)),
             (Stream::Stderr, child.stderr.take().map(OwnedFd::from)),
@@ -409,7 +442,11 @@ impl Runner {
             return false;
         }
         let now = Instant::now();
-        while self.starts.front().is_some_and(|t| now.duration_since(*t) > interval) {
+        while self
+            .starts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > interval)
+        {
             self.starts.pop_front();
         }
         self.starts.len() >= burst
@@ -463,7 +500,11 @@ impl Runner {
     }
 
     async fn note(&self, text: &str) {
-        let _ = self.context.log.send((Stream::Supervisor, text.to_owned())).await;
+        let _ = self
+            .context
+            .log
+            .send((Stream::Supervisor, text.to_owned()))
+            .await;
     }
 }
 
@@ -479,8 +520,14 @@ fn judge(exit: Exit) -> (RunResult, Option<String>) {
     match exit {
         Exit::Code(0) => (RunResult::Success, None),
         Exit::Signal(1 | 2 | 13 | 15) => (RunResult::Success, None),
-        Exit::Code(code) => (RunResult::ExitCode, Some(format!("exited with status {code}"))),
-        Exit::Signal(signal) => (RunResult::Signal, Some(format!("killed by signal {signal}"))),
+        Exit::Code(code) => (
+            RunResult::ExitCode,
+            Some(format!("exited with status {code}")),
+        ),
+        Exit::Signal(signal) => (
+            RunResult::Signal,
+            Some(format!("killed by signal {signal}")),
+        ),
     }
 }
 

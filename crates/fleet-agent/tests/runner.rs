@@ -1,0 +1,212 @@
+//! The service runner with real processes. Each scenario runs in a child process of its own
+//! (a subreaper, as a shim is), which prints the unit's final status and its log; the test
+//! asserts on them.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use fleet_agent::native::process::identity;
+use fleet_agent::native::reaper::Reaper;
+use fleet_agent::native::runner::{Control, RunContext, Runner};
+use fleet_agent::native::service::Service;
+use fleet_agent::native::specifiers::SpecifierContext;
+use fleet_agent::native::status::{RunResult, SubState, UnitStatus};
+use fleet_unit::UnitFile;
+use tokio::sync::{mpsc, watch};
+
+const UNIT_ENV: &str = "FLEET_AGENT_RUNNER_UNIT";
+const STOP_AFTER_ENV: &str = "FLEET_AGENT_RUNNER_STOP_AFTER_MS";
+
+#[tokio::test]
+#[ignore = "runs as the child process of the runner tests"]
+async fn runner_child() {
+    let Ok(text) = std::env::var(UNIT_ENV) else {
+        return;
+    };
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let context = SpecifierContext {
+        unit_name: "test.service".into(),
+        ..SpecifierContext::default()
+    };
+    let service = Service::load(&UnitFile::parse(&text).unwrap(), &context).unwrap();
+    let (log, mut records) = mpsc::channel(1024);
+    let printer = tokio::spawn(async move {
+        let mut lines = Vec::new();
+        while let Some((stream, line)) = records.recv().await {
+            lines.push(format!("{stream:?}: {line}"));
+        }
+        lines
+    });
+    let run_context = RunContext {
+        environment: BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]),
+        working_directory: "/".into(),
+        identity: Some(identity(None, None).unwrap()),
+        reaper: Reaper::start().unwrap(),
+        log,
+        poll: Duration::from_millis(20),
+    };
+    let initial = UnitStatus {
+        sub: SubState::Dead,
+        result: RunResult::Success,
+        main_pid: None,
+        exit: None,
+        reason: None,
+        restarts: 0,
+        since: String::new(),
+    };
+    let (status, _watcher) = watch::channel(initial);
+    let (controls, receiver) = mpsc::channel(8);
+    let runner = Runner::new(service, run_context, status, receiver);
+    let run = tokio::spawn(runner.run());
+    if let Ok(ms) = std::env::var(STOP_AFTER_ENV) {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+        controls.send(Control::Stop).await.unwrap();
+    }
+    let status = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(controls);
+    let lines = printer.await.unwrap();
+    for line in lines {
+        println!("log {line}");
+    }
+    println!("final {}", serde_json::to_string(&status).unwrap());
+}
+
+/// Runs `unit` in a child process; returns its final status and log lines.
+fn run(unit: &str, stop_after: Option<Duration>) -> (UnitStatus, Vec<String>) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["runner_child", "--exact", "--ignored", "--nocapture"])
+        .env(UNIT_ENV, unit);
+    if let Some(after) = stop_after {
+        command.env(STOP_AFTER_ENV, after.as_millis().to_string());
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let status = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("final "))
+        .map(|json| serde_json::from_str(json).unwrap())
+        .unwrap_or_else(|| {
+            panic!(
+                "no final status: {stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    let log = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("log "))
+        .map(str::to_owned)
+        .collect();
+    (status, log)
+}
+
+fn check(
+    unit: &str,
+    stop_after: Option<Duration>,
+    sub: SubState,
+    result: RunResult,
+    log_has: &[&str],
+) -> UnitStatus {
+    let (status, log) = run(unit, stop_after);
+    assert_eq!(
+        (status.sub, status.result),
+        (sub, result),
+        "{unit}\n{status:?}\n{log:#?}"
+    );
+    for expected in log_has {
+        assert!(
+            log.iter().any(|l| l.contains(expected)),
+            "{expected:?} not in {log:#?}"
+        );
+    }
+    status
+}
+
+#[test]
+fn a_oneshot_runs_its_commands_in_order_and_ends_dead() {
+    check(
+        "[Service]\nType=oneshot\nExecStartPre=/bin/echo pre\nExecStart=/bin/echo one\nExecStart=/bin/sh -c 'echo two >&2'\nExecStartPost=-/bin/false\n",
+        None,
+        SubState::Dead,
+        RunResult::Success,
+        &["Stdout: pre", "Stdout: one", "Stderr: two", "(ignored)"],
+    );
+}
+
+#[test]
+fn a_failing_start_pre_fails_the_unit_with_its_status() {
+    let status = check(
+        "[Service]\nExecStartPre=/bin/sh -c 'exit 3'\nExecStart=/bin/sleep 30\nExecStopPost=/bin/echo cleaned\n",
+        None,
+        SubState::Failed,
+        RunResult::ExitCode,
+        &["exited, code=exited, status=3", "Stdout: cleaned"],
+    );
+    assert!(status.reason.unwrap().contains("status=3"));
+}
+
+#[test]
+fn a_missing_executable_is_a_clear_failure() {
+    let status = check(
+        "[Service]\nExecStart=/no/such/binary\n",
+        None,
+        SubState::Failed,
+        RunResult::Resources,
+        &[],
+    );
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("Failed to locate executable /no/such/binary: No such file or directory")
+    );
+}
+
+#[test]
+fn a_main_process_exiting_non_zero_fails_the_unit() {
+    check(
+        "[Service]\nExecStart=/bin/sh -c 'echo bye; exit 7'\n",
+        None,
+        SubState::Failed,
+        RunResult::ExitCode,
+        &["Stdout: bye", "Main process exited, code=exited, status=7."],
+    );
+}
+
+#[test]
+fn restarts_stop_at_the_start_limit() {
+    let status = check(
+        "[Unit]\nStartLimitIntervalSec=10\nStartLimitBurst=3\n[Service]\nExecStart=/bin/false\nRestart=always\nRestartSec=50ms\n",
+        None,
+        SubState::Failed,
+        RunResult::StartLimitHit,
+        &["restart counter is at 3", "Start request repeated too quickly"],
+    );
+    // As systemd: the third restart is scheduled, then refused by the limit.
+    assert_eq!(status.restarts, 3);
+}
+
+#[test]
+fn stop_escalates_to_sigkill_for_a_process_ignoring_sigterm() {
+    let status = check(
+        "[Service]\nExecStart=/bin/sh -c 'trap \"\" TERM; echo ready; while true; do sleep 0.1; done'\nTimeoutStopSec=1\n",
+        Some(Duration::from_millis(500)),
+        SubState::Dead,
+        RunResult::Success,
+        &["Stdout: ready", "State 'stop-sigterm' timed out. Killing."],
+    );
+    assert_eq!(status.reason, None);
+}
+
+#[test]
+fn stop_runs_exec_stop_and_ends_a_forked_daemon_too() {
+    check(
+        "[Service]\nType=forking\nExecStart=/bin/sh -c 'sleep 30 & echo started'\nExecStop=/bin/echo stopping\n",
+        Some(Duration::from_millis(500)),
+        SubState::Dead,
+        RunResult::Success,
+        &["Stdout: started", "Stdout: stopping"],
+    );
+}
