@@ -7,6 +7,7 @@ pub mod process;
 pub mod reaper;
 pub mod runner;
 pub mod service;
+pub mod shim;
 pub mod specifiers;
 pub mod status;
 pub mod timespan;

@@ -1,0 +1,274 @@
+//! The shim: one process per running unit (`fleetd shim <run dir>`), which owns the unit's
+//! processes and outlives fleetd, so a fleetd restart neither restarts nor orphans a unit.
+//!
+//! Its run directory holds what the supervisor wrote (`spec.json`) and what the shim keeps
+//! current: `state.json` (replaced atomically at every change), `shim.pid`, the control socket
+//! `shim.sock` (one request per line: `status`, `stop`, `reload`, `watch`; answers are status
+//! JSON lines) and the unit's log. The shim exits once the unit is dead or failed for good,
+//! leaving `state.json` with the final state.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use fleet_unit::UnitFile;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
+
+use super::log::{rfc3339, Stream, UnitLog};
+use super::process::{identity, Identity};
+use super::reaper::Reaper;
+use super::runner::{Control, RunContext, Runner};
+use super::service::{Service, WorkingDirectory};
+use super::specifiers::{SpecifierContext, UserInfo};
+use super::status::{RunResult, SubState, UnitStatus};
+use super::unit_environment::{unit_environment, MachineEnvironment};
+
+pub const SPEC: &str = "spec.json";
+pub const STATE: &str = "state.json";
+pub const SOCKET: &str = "shim.sock";
+pub const PID: &str = "shim.pid";
+
+/// What the supervisor tells a shim to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimSpec {
+    pub unit_name: String,
+    pub unit_text: String,
+    pub machine_id: String,
+    pub public_ip: String,
+    pub hostname: String,
+    pub boot_id: String,
+    pub log_max_bytes: u64,
+}
+
+/// Runs a shim in `dir` until its unit is dead or failed. Call from a fresh process: it makes
+/// that process a session leader and a child subreaper.
+pub async fn run(dir: &Path) -> io::Result<UnitStatus> {
+    let _ = nix::unistd::setsid();
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
+    std::fs::write(dir.join(PID), std::process::id().to_string())?;
+    let spec: ShimSpec = serde_json::from_slice(&std::fs::read(dir.join(SPEC))?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{SPEC}: {e}")))?;
+
+    let mut log = UnitLog::open(dir, spec.log_max_bytes)?;
+    let (log_sender, mut records) = mpsc::channel::<(Stream, String)>(1024);
+    let log_task = tokio::spawn(async move {
+        while let Some((stream, line)) = records.recv().await {
+            if let Err(e) = log.append(stream, &line, SystemTime::now()) {
+                tracing::warn!(error = %e, "cannot write the unit log");
+            }
+        }
+    });
+
+    let (status, mut changes) = watch::channel(initial_status());
+    let (controls, control_receiver) = mpsc::channel(16);
+    let listener = bind(&dir.join(SOCKET))?;
+    let server = tokio::spawn(serve(listener, controls, status.subscribe()));
+
+    let state_path = dir.join(STATE);
+    let final_status = match prepare(&spec, log_sender.clone()).await {
+        Ok((service, context)) => {
+            let runner = Runner::new(service, context, status, control_receiver);
+            let run = tokio::spawn(runner.run());
+            tokio::pin!(run);
+            loop {
+                tokio::select! {
+                    finished = &mut run => {
+                        break finished.map_err(|e| io::Error::other(e.to_string()))?;
+                    }
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            // The runner is done; its result is next.
+                            break (&mut run).await.map_err(|e| io::Error::other(e.to_string()))?;
+                        }
+                        let current = changes.borrow_and_update().clone();
+                        write_state(&state_path, &current)?;
+                    }
+                }
+            }
+        }
+        Err(reason) => {
+            let _ = log_sender.send((Stream::Supervisor, reason.clone())).await;
+            UnitStatus {
+                sub: SubState::Failed,
+                result: RunResult::Resources,
+                reason: Some(reason),
+                ..initial_status()
+            }
+        }
+    };
+    write_state(&state_path, &final_status)?;
+    server.abort();
+    let _ = std::fs::remove_file(dir.join(SOCKET));
+    drop(log_sender);
+    let _ = tokio::time::timeout(Duration::from_secs(2), log_task).await;
+    let _ = std::fs::remove_file(dir.join(PID));
+    Ok(final_status)
+}
+
+fn initial_status() -> UnitStatus {
+    UnitStatus {
+        sub: SubState::Dead,
+        result: RunResult::Success,
+        main_pid: None,
+        exit: None,
+        reason: None,
+        restarts: 0,
+        since: rfc3339(SystemTime::now()),
+    }
+}
+
+/// Loads the unit and everything its processes need; `Err` is the reason it cannot start.
+async fn prepare(
+    spec: &ShimSpec,
+    log: mpsc::Sender<(Stream, String)>,
+) -> Result<(Service, RunContext), String> {
+    let unit = UnitFile::parse(&spec.unit_text).map_err(|e| e.message())?;
+    let mut context = SpecifierContext {
+        unit_name: spec.unit_name.clone(),
+        machine_id: spec.machine_id.clone(),
+        boot_id: spec.boot_id.clone(),
+        hostname: spec.hostname.clone(),
+        user: UserInfo::default(),
+    };
+    // User= decides %u, %h, ...: read it first, then load again with the user known.
+    let first = Service::load(&unit, &context).map_err(|e| e.0)?;
+    let who = identity(first.user.as_deref(), first.group.as_deref())?;
+    context.user = UserInfo {
+        name: who.user.clone(),
+        uid: who.uid,
+        home: who.home.clone(),
+        shell: who.shell.clone(),
+    };
+    let service = Service::load(&unit, &context).map_err(|e| e.0)?;
+    for warning in &service.warnings {
+        let _ = log.send((Stream::Supervisor, warning.clone())).await;
+    }
+    if let Some(umask) = service.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
+    }
+    let machine = MachineEnvironment {
+        machine_id: spec.machine_id.clone(),
+        public_ip: spec.public_ip.clone(),
+    };
+    let (environment, warnings) = unit_environment(&service, &who, &machine)?;
+    for warning in warnings {
+        let _ = log.send((Stream::Supervisor, warning)).await;
+    }
+    let working_directory = working_directory(&service, &who)?;
+    let identity = service.user.is_some().then_some(who);
+    Ok((
+        service,
+        RunContext {
+            environment,
+            working_directory,
+            identity,
+            reaper: Reaper::start().map_err(|e| format!("cannot watch child processes: {e}"))?,
+            log,
+            poll: Duration::from_millis(50),
+        },
+    ))
+}
+
+fn working_directory(service: &Service, who: &Identity) -> Result<PathBuf, String> {
+    let missing = |path: &Path| {
+        format!(
+            "Changing to the requested working directory failed: {}: No such file or directory",
+            path.display()
+        )
+    };
+    match &service.working_directory {
+        None => Ok(PathBuf::from("/")),
+        Some(WorkingDirectory::Home) => Ok(PathBuf::from(&who.home)),
+        Some(WorkingDirectory::Path { path, optional }) => match (path.is_dir(), optional) {
+            (true, _) => Ok(path.clone()),
+            (false, true) => Ok(PathBuf::from("/")),
+            (false, false) => Err(missing(path)),
+        },
+    }
+}
+
+/// Replaces `state.json` atomically: a reader sees the old state or the new one, never half.
+fn write_state(path: &Path, status: &UnitStatus) -> io::Result<()> {
+    let temporary = path.with_extension("json.tmp");
+    let json = serde_json::to_vec(status).map_err(io::Error::other)?;
+    std::fs::write(&temporary, json)?;
+    std::fs::rename(temporary, path)
+}
+
+/// Reads a unit's `state.json`; `None` if there is none yet.
+pub fn read_state(dir: &Path) -> io::Result<Option<UnitStatus>> {
+    match std::fs::read(dir.join(STATE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{STATE}: {e}"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn bind(path: &Path) -> io::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    // Only the supervisor (same user) talks to a shim.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(listener)
+}
+
+async fn serve(
+    listener: UnixListener,
+    controls: mpsc::Sender<Control>,
+    status: watch::Receiver<UnitStatus>,
+) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(session(stream, controls.clone(), status.clone()));
+    }
+}
+
+/// One client: requests one per line, answers as status JSON lines.
+async fn session(
+    stream: UnixStream,
+    controls: mpsc::Sender<Control>,
+    mut status: watch::Receiver<UnitStatus>,
+) {
+    let (reader, mut writer) = stream.into_split();
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(request)) = lines.next_line().await {
+        let control = match request.trim() {
+            "stop" => Some(Control::Stop),
+            "reload" => Some(Control::Reload),
+            "status" | "watch" => None,
+            other => {
+                let error = serde_json::json!({ "error": format!("unknown request {other:?}") });
+                let _ = writer.write_all(format!("{error}\n").as_bytes()).await;
+                continue;
+            }
+        };
+        if let Some(control) = control {
+            let _ = controls.send(control).await;
+        }
+        if request.trim() == "watch" {
+            loop {
+                let current = status.borrow_and_update().clone();
+                if send(&mut writer, &current).await.is_err() || status.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+        let current = status.borrow().clone();
+        if send(&mut writer, &current).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn send(
+    writer: &mut tokio::net::unix::OwnedWriteHalf,
+    status: &UnitStatus,
+) -> io::Result<()> {
+    let mut line = serde_json::to_vec(status).map_err(io::Error::other)?;
+    line.push(b'\n');
+    writer.write_all(&line).await
+}
