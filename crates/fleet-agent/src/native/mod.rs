@@ -10,5 +10,6 @@ pub mod service;
 pub mod shim;
 pub mod specifiers;
 pub mod status;
+pub mod supervisor;
 pub mod timespan;
 pub mod unit_environment;

@@ -1,0 +1,291 @@
+//! The native supervisor: loads units into a units directory, starts one shim per running
+//! unit, and finds them again after a restart. It holds no state a restart could lose: loaded
+//! units are files in `units_dir`, running ones are shims with run directories in `run_dir`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fleet_unit::{UnitFile, UnitName};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::shim::{read_state, ShimSpec, PID, SOCKET, SPEC};
+use super::status::{SubState, UnitStatus};
+
+/// Where a supervisor keeps things and what its units are told about the machine.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    pub units_dir: PathBuf,
+    pub run_dir: PathBuf,
+    /// The program and arguments that start a shim; the run directory is appended.
+    pub shim_command: Vec<String>,
+    pub machine_id: String,
+    pub public_ip: String,
+    pub hostname: String,
+    pub boot_id: String,
+    pub log_max_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SupervisorError {
+    NotLoaded(String),
+    Io(String),
+}
+
+impl fmt::Display for SupervisorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SupervisorError::NotLoaded(name) => write!(f, "Unit {name} not loaded."),
+            SupervisorError::Io(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for SupervisorError {}
+
+fn io(context: &str, path: &Path, e: std::io::Error) -> SupervisorError {
+    SupervisorError::Io(format!("{context} {}: {e}", path.display()))
+}
+
+/// A unit as the machine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitState {
+    /// `loaded` or `not-found`.
+    pub load: &'static str,
+    pub active: &'static str,
+    pub sub: &'static str,
+    pub status: Option<UnitStatus>,
+}
+
+pub struct Supervisor {
+    config: SupervisorConfig,
+    loaded: Mutex<BTreeMap<UnitName, UnitFile>>,
+}
+
+/// How long a shim may take to write its first state.
+const SHIM_START: Duration = Duration::from_secs(10);
+/// The longest a stop is waited for: beyond every default stop timeout of a unit.
+const SHIM_STOP: Duration = Duration::from_secs(300);
+
+impl Supervisor {
+    /// Opens the directories, reloading the units a previous run had loaded. Running shims
+    /// need nothing: they are found by their run directories when asked about.
+    pub fn open(config: SupervisorConfig) -> Result<Supervisor, SupervisorError> {
+        for dir in [&config.units_dir, &config.run_dir] {
+            std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+        }
+        let mut loaded = BTreeMap::new();
+        let entries = std::fs::read_dir(&config.units_dir)
+            .map_err(|e| io("cannot read", &config.units_dir, e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| UnitName::new(n).ok())
+            else {
+                continue;
+            };
+            let text = std::fs::read(&path).map_err(|e| io("cannot read", &path, e))?;
+            match UnitFile::parse(&text) {
+                Ok(unit) => {
+                    loaded.insert(name, unit);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e.message(), "skipping an unreadable unit file")
+                }
+            }
+        }
+        Ok(Supervisor {
+            config,
+            loaded: Mutex::new(loaded),
+        })
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, BTreeMap<UnitName, UnitFile>> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run_dir(&self, name: &UnitName) -> PathBuf {
+        // A valid unit name is one path component, never `.` or `..`.
+        self.config.run_dir.join(name.as_str())
+    }
+
+    /// Writes the unit file and makes it known (replacing an earlier version).
+    pub fn load(&self, name: &UnitName, unit: &UnitFile) -> Result<(), SupervisorError> {
+        let path = self.config.units_dir.join(name.as_str());
+        let temporary = path.with_extension("tmp-load");
+        std::fs::write(&temporary, unit.serialize())
+            .map_err(|e| io("cannot write", &temporary, e))?;
+        std::fs::rename(&temporary, &path).map_err(|e| io("cannot write", &path, e))?;
+        self.loaded().insert(name.clone(), unit.clone());
+        Ok(())
+    }
+
+    /// Stops the unit if it runs, then forgets it.
+    pub async fn unload(&self, name: &UnitName) -> Result<(), SupervisorError> {
+        self.stop(name).await?;
+        let path = self.config.units_dir.join(name.as_str());
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot remove", &path, e)),
+        }
+        self.loaded().remove(name);
+        Ok(())
+    }
+
+    pub fn loaded_units(&self) -> Vec<UnitName> {
+        self.loaded().keys().cloned().collect()
+    }
+
+    /// Starts the unit's shim unless one runs already; returns once the shim has reported.
+    pub async fn start(&self, name: &UnitName) -> Result<(), SupervisorError> {
+        let unit = self
+            .loaded()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SupervisorError::NotLoaded(name.to_string()))?;
+        let dir = self.run_dir(name);
+        if shim_pid(&dir).is_some() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
+        let _ = std::fs::remove_file(dir.join(super::shim::STATE));
+        let spec = ShimSpec {
+            unit_name: name.to_string(),
+            unit_text: unit.serialize(),
+            machine_id: self.config.machine_id.clone(),
+            public_ip: self.config.public_ip.clone(),
+            hostname: self.config.hostname.clone(),
+            boot_id: self.config.boot_id.clone(),
+            log_max_bytes: self.config.log_max_bytes,
+        };
+        let spec_path = dir.join(SPEC);
+        let json = serde_json::to_vec(&spec).map_err(|e| SupervisorError::Io(e.to_string()))?;
+        std::fs::write(&spec_path, json).map_err(|e| io("cannot write", &spec_path, e))?;
+        let (program, args) = self
+            .config
+            .shim_command
+            .split_first()
+            .ok_or_else(|| SupervisorError::Io("no shim command configured".into()))?;
+        let mut child = Command::new(program)
+            .args(args)
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| SupervisorError::Io(format!("cannot start the shim {program}: {e}")))?;
+        // Reap the shim when it ends, should it end while we still run (it outlives us
+        // otherwise, re-parented to init or our own subreaper).
+        std::thread::spawn(move || child.wait());
+        let deadline = Instant::now() + SHIM_START;
+        while read_state(&dir).ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                return Err(SupervisorError::Io(format!(
+                    "the shim of {name} did not report within {SHIM_START:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    /// Asks the unit's shim to stop the unit and waits until the shim has gone. The shim
+    /// bounds each stop step by the unit's own timeouts; this wait is bounded by `SHIM_STOP`.
+    pub async fn stop(&self, name: &UnitName) -> Result<(), SupervisorError> {
+        let dir = self.run_dir(name);
+        let Some(pid) = shim_pid(&dir) else {
+            return Ok(());
+        };
+        request(&dir, "stop").await?;
+        let deadline = Instant::now() + SHIM_STOP;
+        while alive(pid, &dir) {
+            if Instant::now() > deadline {
+                return Err(SupervisorError::Io(format!(
+                    "{name} did not finish stopping within {SHIM_STOP:?} (shim PID {pid})"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// What the machine knows of a unit.
+    pub async fn state(&self, name: &UnitName) -> UnitState {
+        let load = if self.loaded().contains_key(name) {
+            "loaded"
+        } else {
+            "not-found"
+        };
+        let dir = self.run_dir(name);
+        let status = match shim_pid(&dir) {
+            Some(_) => match request(&dir, "status").await {
+                Ok(status) => Some(status),
+                Err(_) => read_state(&dir).ok().flatten(),
+            },
+            None => read_state(&dir).ok().flatten(),
+        };
+        let sub = status.as_ref().map_or(SubState::Dead, |s| s.sub);
+        UnitState {
+            load,
+            active: sub.active(),
+            sub: sub.as_str(),
+            status,
+        }
+    }
+}
+
+/// The PID of the live shim of the run directory `dir`, if there is one.
+fn shim_pid(dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join(PID))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    alive(pid, dir).then_some(pid)
+}
+
+/// Whether `pid` is still the shim of `dir` (not a reused PID, not a zombie).
+fn alive(pid: u32, dir: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let ours = args.iter().any(|a| *a == b"shim")
+        && args
+            .iter()
+            .any(|a| Path::new(std::str::from_utf8(a).unwrap_or("")) == dir);
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true);
+    ours && !zombie
+}
+
+/// One request to a shim's control socket; its status answer.
+async fn request(dir: &Path, line: &str) -> Result<UnitStatus, SupervisorError> {
+    let path = dir.join(SOCKET);
+    let exchange = async {
+        let mut stream = UnixStream::connect(&path).await?;
+        stream.write_all(format!("{line}\n").as_bytes()).await?;
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).await?;
+        serde_json::from_str::<UnitStatus>(&answer).map_err(std::io::Error::other)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), exchange).await {
+        Ok(Ok(status)) => Ok(status),
+        Ok(Err(e)) => Err(io("shim socket", &path, e)),
+        Err(_) => Err(SupervisorError::Io(format!(
+            "{}: no answer within 5 s",
+            path.display()
+        ))),
+    }
+}
