@@ -3,6 +3,7 @@
 pub mod command;
 pub mod environment;
 pub mod log;
+pub mod plan;
 pub mod process;
 pub mod reaper;
 pub mod runner;

@@ -1,0 +1,310 @@
+//! Which units a start or a stop involves, and in what order: systemd's transaction, reduced
+//! to the units loaded on this machine. Pure: it sees each unit's relations and whether it is
+//! active, and returns a plan or the reason there can be none.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::service::Relations;
+
+/// What the planner knows of one loaded unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Node {
+    pub relations: Relations,
+    pub active: bool,
+}
+
+/// A start: first stop `stop` (conflicting units), then start `start` in that order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartPlan {
+    pub stop: Vec<String>,
+    pub start: Vec<String>,
+    /// For each unit to start, the units it must not start without (required or bound, and
+    /// ordered before it): if one of them fails, this one is not started.
+    pub needs: BTreeMap<String, Vec<String>>,
+}
+
+/// Plans starting `target`. Errors are systemd's words for why nothing starts.
+pub fn start_plan(units: &BTreeMap<String, Node>, target: &str) -> Result<StartPlan, String> {
+    let node = |name: &str| units.get(name);
+    if node(target).is_none() {
+        return Err(format!("Unit {target} not found."));
+    }
+    // Everything the target pulls in, transitively; [Install] WantedBy=/RequiredBy= of other
+    // loaded units count as Wants=/Requires= of the unit they name.
+    let mut set = BTreeSet::new();
+    let mut queue = vec![target.to_owned()];
+    while let Some(name) = queue.pop() {
+        if !set.insert(name.clone()) {
+            continue;
+        }
+        let relations = &units[&name].relations;
+        for required in relations.requires.iter().chain(&relations.binds_to) {
+            if node(required).is_none() {
+                return Err(format!("Unit {required} not found."));
+            }
+            queue.push(required.clone());
+        }
+        for requisite in &relations.requisite {
+            match node(requisite) {
+                None => return Err(format!("Unit {requisite} not found.")),
+                Some(n) if !n.active => return Err(format!("Unit {requisite} is not active.")),
+                Some(_) => {}
+            }
+        }
+        queue.extend(
+            relations
+                .wants
+                .iter()
+                .filter(|w| node(w).is_some())
+                .cloned(),
+        );
+        for (other, n) in units {
+            let installed = &n.relations;
+            if installed.wanted_by.contains(&name) || installed.required_by.contains(&name) {
+                queue.push(other.clone());
+            }
+        }
+    }
+    // Conflicts= works both ways.
+    let mut stop = BTreeSet::new();
+    for name in &set {
+        for other in &units[name].relations.conflicts {
+            if set.contains(other) {
+                return Err(format!(
+                    "Units {name} and {other} conflict and were both to start."
+                ));
+            }
+            stop.insert(other.clone());
+        }
+        for (other, n) in units {
+            if n.relations.conflicts.contains(name) && !set.contains(other) {
+                stop.insert(other.clone());
+            }
+        }
+    }
+    let stop = stop
+        .into_iter()
+        .filter(|name| node(name).is_some_and(|n| n.active))
+        .collect();
+    let start = order(units, &set);
+    let mut needs = BTreeMap::new();
+    for name in &start {
+        let relations = &units[name].relations;
+        let needed: Vec<String> = relations
+            .requires
+            .iter()
+            .chain(&relations.binds_to)
+            .filter(|r| before(units, r, name))
+            .cloned()
+            .collect();
+        if !needed.is_empty() {
+            needs.insert(name.clone(), needed);
+        }
+    }
+    Ok(StartPlan { stop, start, needs })
+}
+
+/// Plans stopping `target`: it and every active unit that requires it, is bound to it or is
+/// part of it, transitively; those ordered after it stop first.
+pub fn stop_plan(units: &BTreeMap<String, Node>, target: &str) -> Vec<String> {
+    let mut set = BTreeSet::new();
+    let mut queue = vec![target.to_owned()];
+    while let Some(name) = queue.pop() {
+        if !set.insert(name.clone()) {
+            continue;
+        }
+        for (other, n) in units {
+            let r = &n.relations;
+            if n.active
+                && (r.requires.contains(&name)
+                    || r.binds_to.contains(&name)
+                    || r.part_of.contains(&name))
+            {
+                queue.push(other.clone());
+            }
+        }
+    }
+    let mut ordered = order(units, &set);
+    ordered.reverse();
+    ordered
+}
+
+/// Active units bound (`BindsTo=`) to a unit that is not active: they must stop.
+pub fn unbound(units: &BTreeMap<String, Node>) -> Vec<String> {
+    units
+        .iter()
+        .filter(|(_, n)| {
+            n.active
+                && n.relations
+                    .binds_to
+                    .iter()
+                    .any(|b| !units.get(b).is_some_and(|bound| bound.active))
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Whether `first` is ordered before `second` (`second` After= `first`, or `first` Before=
+/// `second`).
+fn before(units: &BTreeMap<String, Node>, first: &str, second: &str) -> bool {
+    let after = units
+        .get(second)
+        .is_some_and(|n| n.relations.after.iter().any(|a| a == first));
+    let before = units
+        .get(first)
+        .is_some_and(|n| n.relations.before.iter().any(|b| b == second));
+    after || before
+}
+
+/// The units of `set` in start order: After=/Before= respected, otherwise by name. A cycle
+/// is broken at the smallest name, so every unit still appears once.
+fn order(units: &BTreeMap<String, Node>, set: &BTreeSet<String>) -> Vec<String> {
+    let mut remaining: BTreeSet<String> = set.clone();
+    let mut ordered = Vec::with_capacity(set.len());
+    while !remaining.is_empty() {
+        let ready = remaining
+            .iter()
+            .find(|name| {
+                !remaining
+                    .iter()
+                    .any(|other| other != *name && before(units, other, name))
+            })
+            .or_else(|| remaining.iter().next())
+            .cloned()
+            .expect("remaining is not empty");
+        remaining.remove(&ready);
+        ordered.push(ready);
+    }
+    ordered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Units from a compact description: `name: relation=a,b; relation=c` with `*` for active.
+    fn units(spec: &[&str]) -> BTreeMap<String, Node> {
+        spec.iter()
+            .map(|line| {
+                let (name, rest) = line.split_once(':').unwrap_or((line, ""));
+                let active = name.ends_with('*');
+                let name = name.trim_end_matches('*').trim().to_owned();
+                let mut relations = Relations::default();
+                for part in rest.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                    let (key, values) = part.split_once('=').unwrap();
+                    let values: Vec<String> = values.split(',').map(str::to_owned).collect();
+                    let target = match key {
+                        "requires" => &mut relations.requires,
+                        "requisite" => &mut relations.requisite,
+                        "wants" => &mut relations.wants,
+                        "binds_to" => &mut relations.binds_to,
+                        "part_of" => &mut relations.part_of,
+                        "conflicts" => &mut relations.conflicts,
+                        "after" => &mut relations.after,
+                        "before" => &mut relations.before,
+                        "wanted_by" => &mut relations.wanted_by,
+                        "required_by" => &mut relations.required_by,
+                        other => panic!("unknown relation {other}"),
+                    };
+                    *target = values;
+                }
+                (name, Node { relations, active })
+            })
+            .collect()
+    }
+
+    fn check_start(spec: &[&str], target: &str, expected: Result<(&[&str], &[&str]), &str>) {
+        let plan = start_plan(&units(spec), target);
+        let plan = plan.map(|p| (p.stop, p.start));
+        let expected = expected.map(|(stop, start)| {
+            let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            (owned(stop), owned(start))
+        });
+        assert_eq!(
+            plan,
+            expected.map_err(str::to_owned),
+            "{spec:?} start {target}"
+        );
+    }
+
+    #[test]
+    fn start_plans() {
+        check_start(&["a"], "a", Ok((&[], &["a"])));
+        check_start(&[], "a", Err("Unit a not found."));
+        // The sidekick pattern: the sidekick binds to the main unit and starts after it.
+        check_start(
+            &["main", "side: binds_to=main; after=main"],
+            "side",
+            Ok((&[], &["main", "side"])),
+        );
+        check_start(&["side: requires=db"], "side", Err("Unit db not found."));
+        check_start(
+            &["web: wants=cache", "cache"],
+            "web",
+            Ok((&[], &["cache", "web"])),
+        );
+        check_start(&["web: wants=missing"], "web", Ok((&[], &["web"])));
+        // fleet's install test: a unit wanted by another starts with it.
+        check_start(
+            &["main", "helper: wanted_by=main; after=main"],
+            "main",
+            Ok((&[], &["main", "helper"])),
+        );
+        check_start(&["a: requisite=b", "b"], "a", Err("Unit b is not active."));
+        check_start(&["a: requisite=b", "b*"], "a", Ok((&[], &["a"])));
+        check_start(
+            &["a: conflicts=b", "b*", "c*: conflicts=a"],
+            "a",
+            Ok((&["b", "c"], &["a"])),
+        );
+        check_start(&["a: conflicts=b", "b"], "a", Ok((&[], &["a"])));
+        check_start(
+            &["a: requires=b; conflicts=b", "b"],
+            "a",
+            Err("Units a and b conflict and were both to start."),
+        );
+        check_start(
+            &["a: requires=b,c; after=c", "b: before=a", "c"],
+            "a",
+            Ok((&[], &["b", "c", "a"])),
+        );
+        check_start(
+            &["x: after=y; wants=y", "y: after=x"],
+            "x",
+            Ok((&[], &["x", "y"])),
+        );
+    }
+
+    #[test]
+    fn a_required_unit_ordered_before_is_needed() {
+        let plan =
+            start_plan(&units(&["main", "side: binds_to=main; after=main"]), "side").unwrap();
+        assert_eq!(
+            plan.needs,
+            BTreeMap::from([("side".to_string(), vec!["main".to_string()])])
+        );
+        let plan = start_plan(&units(&["main", "side: requires=main"]), "side").unwrap();
+        assert!(
+            plan.needs.is_empty(),
+            "without After= they start side by side"
+        );
+    }
+
+    #[test]
+    fn stop_plans_and_bindings() {
+        let spec = [
+            "main*",
+            "side*: binds_to=main; after=main",
+            "part*: part_of=main",
+            "other*: requires=side",
+            "idle: requires=main",
+        ];
+        assert_eq!(
+            stop_plan(&units(&spec), "main"),
+            vec!["side", "part", "other", "main"]
+        );
+        let spec = ["main", "side*: binds_to=main", "free*"];
+        assert_eq!(unbound(&units(&spec)), vec!["side"]);
+        assert!(unbound(&units(&["main*", "side*: binds_to=main"])).is_empty());
+    }
+}
