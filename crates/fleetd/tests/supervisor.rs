@@ -130,3 +130,107 @@ async fn a_killed_supervisor_leaves_its_units_running() {
                 .contains("sleep")
     );
 }
+
+async fn wait_sub(supervisor: &Supervisor, unit: &UnitName, sub: &str) {
+    for _ in 0..250 {
+        if supervisor.state(unit).await.sub == sub {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{unit} never {sub}: {:?}", supervisor.state(unit).await);
+}
+
+fn load(supervisor: &Supervisor, unit: &str, text: &str) -> UnitName {
+    let unit = name(unit);
+    supervisor
+        .load(&unit, &UnitFile::parse(text).unwrap())
+        .unwrap();
+    unit
+}
+
+#[tokio::test]
+async fn a_sidekick_starts_after_its_main_unit_and_stops_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::open(config(dir.path())).unwrap();
+    let main = load(&supervisor, "main.service", SLEEPER);
+    let side = load(
+        &supervisor,
+        "side.service",
+        "[Unit]\nBindsTo=main.service\nAfter=main.service\n[Service]\nExecStart=/bin/sleep 60\n",
+    );
+    supervisor.start(&side).await.unwrap();
+    wait_sub(&supervisor, &main, "running").await;
+    wait_sub(&supervisor, &side, "running").await;
+
+    // Stopping the main unit stops the sidekick.
+    supervisor.stop(&main).await.unwrap();
+    assert_eq!(supervisor.state(&side).await.sub, "dead");
+
+    // The main unit dying on its own takes the sidekick down too.
+    supervisor.start(&side).await.unwrap();
+    wait_sub(&supervisor, &main, "running").await;
+    let pid = supervisor
+        .state(&main)
+        .await
+        .status
+        .unwrap()
+        .main_pid
+        .unwrap();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait_sub(&supervisor, &main, "failed").await;
+    supervisor.enforce_bindings().await.unwrap();
+    assert_eq!(supervisor.state(&side).await.sub, "dead");
+}
+
+#[tokio::test]
+async fn a_unit_wanted_by_another_starts_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::open(config(dir.path())).unwrap();
+    let main = load(&supervisor, "main.service", SLEEPER);
+    let helper = load(
+        &supervisor,
+        "helper.service",
+        "[Service]\nExecStart=/bin/sleep 60\n[Install]\nWantedBy=main.service\n",
+    );
+    supervisor.start(&main).await.unwrap();
+    wait_sub(&supervisor, &helper, "running").await;
+    supervisor.stop(&main).await.unwrap();
+    supervisor.stop(&helper).await.unwrap();
+}
+
+#[tokio::test]
+async fn requirements_that_cannot_be_met_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::open(config(dir.path())).unwrap();
+    let lonely = load(
+        &supervisor,
+        "lonely.service",
+        "[Unit]\nRequires=nope.service\n[Service]\nExecStart=/bin/sleep 60\n",
+    );
+    let err = supervisor.start(&lonely).await.unwrap_err();
+    assert_eq!(err.to_string(), "Unit nope.service not found.");
+    assert_eq!(supervisor.state(&lonely).await.sub, "dead");
+
+    let broken = load(
+        &supervisor,
+        "broken.service",
+        "[Service]\nExecStartPre=/bin/false\nExecStart=/bin/sleep 60\n",
+    );
+    let side = load(
+        &supervisor,
+        "needs-broken.service",
+        "[Unit]\nRequires=broken.service\nAfter=broken.service\n[Service]\nExecStart=/bin/sleep 60\n",
+    );
+    supervisor.start(&side).await.unwrap();
+    assert_eq!(supervisor.state(&broken).await.sub, "failed");
+    let state = supervisor.state(&side).await;
+    assert_eq!(state.sub, "failed");
+    assert_eq!(
+        state.status.unwrap().reason.as_deref(),
+        Some("Dependency failed for needs-broken.service: broken.service is not active.")
+    );
+}

@@ -191,7 +191,7 @@ fn working_directory(service: &Service, who: &Identity) -> Result<PathBuf, Strin
 }
 
 /// Replaces `state.json` atomically: a reader sees the old state or the new one, never half.
-fn write_state(path: &Path, status: &UnitStatus) -> io::Result<()> {
+pub fn write_state(path: &Path, status: &UnitStatus) -> io::Result<()> {
     let temporary = path.with_extension("json.tmp");
     let json = serde_json::to_vec(status).map_err(io::Error::other)?;
     std::fs::write(&temporary, json)?;

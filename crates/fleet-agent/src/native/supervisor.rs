@@ -7,14 +7,18 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use fleet_unit::{UnitFile, UnitName};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::shim::{read_state, ShimSpec, PID, SOCKET, SPEC};
-use super::status::{SubState, UnitStatus};
+use super::log::rfc3339;
+use super::plan::{start_plan, stop_plan, unbound, Node};
+use super::service::Service;
+use super::shim::{read_state, write_state, ShimSpec, PID, SOCKET, SPEC, STATE};
+use super::specifiers::SpecifierContext;
+use super::status::{RunResult, SubState, UnitStatus};
 
 /// Where a supervisor keeps things and what its units are told about the machine.
 #[derive(Debug, Clone)]
@@ -33,6 +37,8 @@ pub struct SupervisorConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SupervisorError {
     NotLoaded(String),
+    /// The start cannot happen, in systemd's words ("Unit x.service not found.").
+    Refused(String),
     Io(String),
 }
 
@@ -40,6 +46,7 @@ impl fmt::Display for SupervisorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SupervisorError::NotLoaded(name) => write!(f, "Unit {name} not loaded."),
+            SupervisorError::Refused(why) => f.write_str(why),
             SupervisorError::Io(why) => f.write_str(why),
         }
     }
@@ -128,7 +135,7 @@ impl Supervisor {
 
     /// Stops the unit if it runs, then forgets it.
     pub async fn unload(&self, name: &UnitName) -> Result<(), SupervisorError> {
-        self.stop(name).await?;
+        self.stop_one(name).await?;
         let path = self.config.units_dir.join(name.as_str());
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -143,8 +150,122 @@ impl Supervisor {
         self.loaded().keys().cloned().collect()
     }
 
-    /// Starts the unit's shim unless one runs already; returns once the shim has reported.
+    /// Starts a unit with what it pulls in (Requires=, Wants=, BindsTo=, and units installed
+    /// into it with WantedBy=/RequiredBy=), after stopping what conflicts with it, in
+    /// After=/Before= order. A unit whose required, earlier-ordered unit fails is not started
+    /// and is marked failed with result `dependency`.
     pub async fn start(&self, name: &UnitName) -> Result<(), SupervisorError> {
+        if !self.loaded().contains_key(name) {
+            return Err(SupervisorError::NotLoaded(name.to_string()));
+        }
+        let plan = start_plan(&self.nodes(), name.as_str()).map_err(SupervisorError::Refused)?;
+        for conflicting in &plan.stop {
+            self.stop_one(&unit_name(conflicting)?).await?;
+        }
+        for unit in &plan.start {
+            let unit = unit_name(unit)?;
+            let needed = plan
+                .needs
+                .get(unit.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let mut failed = None;
+            for dependency in needed {
+                if !self.settled_active(&unit_name(dependency)?).await {
+                    failed = Some(dependency.clone());
+                    break;
+                }
+            }
+            match failed {
+                Some(dependency) => self.mark_dependency_failed(&unit, &dependency)?,
+                None => self.start_one(&unit).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a unit and every active unit that requires it, is bound to it or is part of it.
+    pub async fn stop(&self, name: &UnitName) -> Result<(), SupervisorError> {
+        for unit in stop_plan(&self.nodes(), name.as_str()) {
+            self.stop_one(&unit_name(&unit)?).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the active units bound (BindsTo=) to a unit that is no longer active, as systemd
+    /// does when the bound-to unit stops or fails. Call it when states change.
+    pub async fn enforce_bindings(&self) -> Result<(), SupervisorError> {
+        for unit in unbound(&self.nodes()) {
+            self.stop_one(&unit_name(&unit)?).await?;
+        }
+        Ok(())
+    }
+
+    /// What the planner needs: every loaded unit's relations, and whether its shim lives.
+    fn nodes(&self) -> BTreeMap<String, Node> {
+        let loaded = self.loaded().clone();
+        loaded
+            .iter()
+            .map(|(name, unit)| {
+                let context = SpecifierContext {
+                    unit_name: name.to_string(),
+                    machine_id: self.config.machine_id.clone(),
+                    boot_id: self.config.boot_id.clone(),
+                    hostname: self.config.hostname.clone(),
+                    ..SpecifierContext::default()
+                };
+                let relations = Service::load(unit, &context)
+                    .map(|service| service.relations)
+                    .unwrap_or_default();
+                let active = shim_pid(&self.run_dir(name)).is_some();
+                (name.to_string(), Node { relations, active })
+            })
+            .collect()
+    }
+
+    /// Waits (bounded) until a starting unit has come up or given up; whether it is active.
+    async fn settled_active(&self, name: &UnitName) -> bool {
+        let deadline = Instant::now() + SHIM_STOP;
+        loop {
+            let state = self.state(name).await;
+            let sub = state.status.map_or(SubState::Dead, |s| s.sub);
+            match sub {
+                SubState::Running | SubState::Exited | SubState::Reload => return true,
+                SubState::StartPre
+                | SubState::Start
+                | SubState::StartPost
+                | SubState::AutoRestart
+                    if Instant::now() < deadline => {}
+                _ => return false,
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Records that `name` was not started because `dependency` did not come up.
+    fn mark_dependency_failed(
+        &self,
+        name: &UnitName,
+        dependency: &str,
+    ) -> Result<(), SupervisorError> {
+        let dir = self.run_dir(name);
+        std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
+        let status = UnitStatus {
+            sub: SubState::Failed,
+            result: RunResult::Dependency,
+            main_pid: None,
+            exit: None,
+            reason: Some(format!(
+                "Dependency failed for {name}: {dependency} is not active."
+            )),
+            restarts: 0,
+            since: rfc3339(SystemTime::now()),
+        };
+        write_state(&dir.join(STATE), &status).map_err(|e| io("cannot write", &dir, e))
+    }
+
+    /// Starts the unit's shim unless one runs already; returns once the shim has reported.
+    async fn start_one(&self, name: &UnitName) -> Result<(), SupervisorError> {
         let unit = self
             .loaded()
             .get(name)
@@ -155,7 +276,7 @@ impl Supervisor {
             return Ok(());
         }
         std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
-        let _ = std::fs::remove_file(dir.join(super::shim::STATE));
+        let _ = std::fs::remove_file(dir.join(STATE));
         let spec = ShimSpec {
             unit_name: name.to_string(),
             unit_text: unit.serialize(),
@@ -198,7 +319,7 @@ impl Supervisor {
 
     /// Asks the unit's shim to stop the unit and waits until the shim has gone. The shim
     /// bounds each stop step by the unit's own timeouts; this wait is bounded by `SHIM_STOP`.
-    pub async fn stop(&self, name: &UnitName) -> Result<(), SupervisorError> {
+    async fn stop_one(&self, name: &UnitName) -> Result<(), SupervisorError> {
         let dir = self.run_dir(name);
         let Some(pid) = shim_pid(&dir) else {
             return Ok(());
@@ -239,6 +360,10 @@ impl Supervisor {
             status,
         }
     }
+}
+
+fn unit_name(name: &str) -> Result<UnitName, SupervisorError> {
+    UnitName::new(name).map_err(|e| SupervisorError::Refused(format!("{name}: {e}")))
 }
 
 /// The PID of the live shim of the run directory `dir`, if there is one.
