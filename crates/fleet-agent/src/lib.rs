@@ -4,4 +4,5 @@
 //! lines, environment, time spans, specifiers) as pure functions, and the supervisor that runs
 //! them.
 
+pub mod manager;
 pub mod native;

@@ -234,3 +234,44 @@ async fn requirements_that_cannot_be_met_are_reported() {
         Some("Dependency failed for needs-broken.service: broken.service is not active.")
     );
 }
+
+#[tokio::test]
+async fn through_the_unit_manager_trait_with_its_journal() {
+    use fleet_agent::manager::{ManagerKind, UnitManager};
+    let dir = tempfile::tempdir().unwrap();
+    let manager: Box<dyn UnitManager> = Box::new(Supervisor::open(config(dir.path())).unwrap());
+    assert_eq!(manager.kind(), ManagerKind::Native);
+    let unit = name("hello.service");
+    let text =
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo one; echo two'\n";
+    manager
+        .load(&unit, &UnitFile::parse(text).unwrap())
+        .await
+        .unwrap();
+    manager.start(&unit).await.unwrap();
+    let mut state = manager.state(&unit).await.unwrap();
+    for _ in 0..250 {
+        if state.sub == "exited" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        state = manager.state(&unit).await.unwrap();
+    }
+    assert_eq!(
+        (
+            state.load.as_str(),
+            state.active.as_str(),
+            state.sub.as_str()
+        ),
+        ("loaded", "active", "exited")
+    );
+    let journal = manager.journal(&unit, 2).await.unwrap();
+    let texts: Vec<&str> = journal
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().1)
+        .collect();
+    assert_eq!(texts, vec!["stdout one", "stdout two"]);
+    manager.unload(&unit).await.unwrap();
+    assert_eq!(manager.loaded().await.unwrap(), Vec::<UnitName>::new());
+    assert_eq!(manager.state(&unit).await.unwrap().load, "not-found");
+}

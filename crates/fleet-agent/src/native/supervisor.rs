@@ -117,7 +117,8 @@ impl Supervisor {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn run_dir(&self, name: &UnitName) -> PathBuf {
+    /// The run directory of a unit: its shim's files and its log.
+    pub fn run_dir(&self, name: &UnitName) -> PathBuf {
         // A valid unit name is one path component, never `.` or `..`.
         self.config.run_dir.join(name.as_str())
     }

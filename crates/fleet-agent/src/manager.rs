@@ -1,0 +1,149 @@
+//! The one interface the agent drives a machine's init system through. Two backends: the
+//! native supervisor (`native::supervisor`) and, with issue 7, systemd over D-Bus.
+
+use std::fmt;
+use std::path::Path;
+
+use async_trait::async_trait;
+use fleet_unit::{SystemdState, UnitFile, UnitName};
+
+use crate::native::log::tail;
+use crate::native::supervisor::{Supervisor, SupervisorError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagerError(pub String);
+
+impl fmt::Display for ManagerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ManagerError {}
+
+impl From<SupervisorError> for ManagerError {
+    fn from(e: SupervisorError) -> ManagerError {
+        ManagerError(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ManagerError>;
+
+#[async_trait]
+pub trait UnitManager: Send + Sync {
+    /// `native` or `systemd`.
+    fn kind(&self) -> ManagerKind;
+    /// Makes the unit known to the init system (replacing an earlier version).
+    async fn load(&self, name: &UnitName, unit: &UnitFile) -> Result<()>;
+    /// Stops the unit if it runs and removes it.
+    async fn unload(&self, name: &UnitName) -> Result<()>;
+    async fn start(&self, name: &UnitName) -> Result<()>;
+    async fn stop(&self, name: &UnitName) -> Result<()>;
+    /// The units loaded by fleet on this machine.
+    async fn loaded(&self) -> Result<Vec<UnitName>>;
+    /// The unit's state in systemd's words (`not-found` when it is not loaded).
+    async fn state(&self, name: &UnitName) -> Result<SystemdState>;
+    /// The last `lines` lines of the unit's log, oldest first.
+    async fn journal(&self, name: &UnitName, lines: usize) -> Result<Vec<String>>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManagerKind {
+    Native,
+    Systemd,
+}
+
+impl ManagerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManagerKind::Native => "native",
+            ManagerKind::Systemd => "systemd",
+        }
+    }
+
+    /// The configured kind, or, unset: systemd when it runs this machine (as systemd itself
+    /// tells: `/run/systemd/system` exists), else the native supervisor.
+    pub fn select(configured: Option<ManagerKind>, root: &Path) -> ManagerKind {
+        configured.unwrap_or_else(|| match root.join("run/systemd/system").is_dir() {
+            true => ManagerKind::Systemd,
+            false => ManagerKind::Native,
+        })
+    }
+}
+
+impl std::str::FromStr for ManagerKind {
+    type Err = ManagerError;
+
+    fn from_str(s: &str) -> Result<ManagerKind> {
+        match s {
+            "native" => Ok(ManagerKind::Native),
+            "systemd" => Ok(ManagerKind::Systemd),
+            other => Err(ManagerError(format!(
+                "unknown unit manager {other:?} (expected native or systemd)"
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl UnitManager for Supervisor {
+    fn kind(&self) -> ManagerKind {
+        ManagerKind::Native
+    }
+
+    async fn load(&self, name: &UnitName, unit: &UnitFile) -> Result<()> {
+        Ok(Supervisor::load(self, name, unit)?)
+    }
+
+    async fn unload(&self, name: &UnitName) -> Result<()> {
+        Ok(Supervisor::unload(self, name).await?)
+    }
+
+    async fn start(&self, name: &UnitName) -> Result<()> {
+        Ok(Supervisor::start(self, name).await?)
+    }
+
+    async fn stop(&self, name: &UnitName) -> Result<()> {
+        Ok(Supervisor::stop(self, name).await?)
+    }
+
+    async fn loaded(&self) -> Result<Vec<UnitName>> {
+        Ok(self.loaded_units())
+    }
+
+    async fn state(&self, name: &UnitName) -> Result<SystemdState> {
+        let state = Supervisor::state(self, name).await;
+        Ok(SystemdState::new(state.load, state.active, state.sub))
+    }
+
+    async fn journal(&self, name: &UnitName, lines: usize) -> Result<Vec<String>> {
+        tail(&self.run_dir(name), lines).map_err(|e| ManagerError(format!("log of {name}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(ManagerKind::select(None, root.path()), ManagerKind::Native);
+        let configured = Some(ManagerKind::Native);
+        std::fs::create_dir_all(root.path().join("run/systemd/system")).unwrap();
+        assert_eq!(ManagerKind::select(None, root.path()), ManagerKind::Systemd);
+        assert_eq!(
+            ManagerKind::select(configured, root.path()),
+            ManagerKind::Native
+        );
+        assert_eq!(
+            "native".parse::<ManagerKind>().unwrap(),
+            ManagerKind::Native
+        );
+        let err = "upstart".parse::<ManagerKind>().unwrap_err();
+        assert_eq!(
+            err.0,
+            "unknown unit manager \"upstart\" (expected native or systemd)"
+        );
+    }
+}
