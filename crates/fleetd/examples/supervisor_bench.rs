@@ -1,0 +1,141 @@
+//! Native supervisor benchmark: the time from "start" to the unit's process running, and the
+//! memory of a shim, for N units, next to the floor: spawning the same process directly.
+//!
+//! Run with `scripts/bench supervisor` (release build). Option: `--units N` (default 50).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
+use fleet_unit::{UnitFile, UnitName};
+
+fn units() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--units") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| {
+                eprintln!("supervisor_bench: --units needs a number");
+                std::process::exit(2)
+            }),
+        None => 50,
+    }
+}
+
+/// fleetd next to this example (`target/<profile>/examples/..`).
+fn fleetd() -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let path = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join("fleetd");
+    if !path.exists() {
+        eprintln!(
+            "supervisor_bench: build fleetd first ({} missing)",
+            path.display()
+        );
+        std::process::exit(2);
+    }
+    path
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let count = units();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let supervisor = Supervisor::open(SupervisorConfig {
+        units_dir: dir.path().join("units"),
+        run_dir: dir.path().join("run"),
+        shim_command: vec![fleetd().display().to_string(), "shim".into()],
+        machine_id: "bench".into(),
+        public_ip: String::new(),
+        hostname: "bench".into(),
+        boot_id: "bench".into(),
+        log_max_bytes: 1024 * 1024,
+    })
+    .expect("supervisor");
+    let unit = UnitFile::parse("[Service]\nExecStart=/bin/sleep 600\n").unwrap();
+
+    // The floor: the same process spawned directly.
+    let mut direct = Vec::new();
+    for _ in 0..count {
+        let started = Instant::now();
+        let mut child = Command::new("/bin/sleep")
+            .arg("600")
+            .spawn()
+            .expect("sleep");
+        direct.push(started.elapsed());
+        child.kill().ok();
+        child.wait().ok();
+    }
+    direct.sort();
+
+    let mut latencies = Vec::new();
+    let mut rss = Vec::new();
+    let mut names = Vec::new();
+    for i in 0..count {
+        let name = UnitName::new(format!("bench{i}.service")).unwrap();
+        supervisor.load(&name, &unit).unwrap();
+        let started = Instant::now();
+        supervisor.start(&name).await.expect("start");
+        loop {
+            let state = supervisor.state(&name).await;
+            if state.sub == "running" {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{name} never ran: {state:?}"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        latencies.push(started.elapsed());
+        names.push(name);
+    }
+    for name in &names {
+        let pid: u32 = std::fs::read_to_string(supervisor.run_dir(name).join("shim.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .expect("shim pid");
+        rss.extend(rss_kib(pid));
+    }
+    latencies.sort();
+    for name in &names {
+        supervisor.stop(name).await.expect("stop");
+    }
+    let average_rss = rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64;
+    println!("{:<46} {:>12} {:>12}", "measure", "median", "p95");
+    println!(
+        "{:<46} {:>12?} {:>12?}",
+        "floor: spawn /bin/sleep directly",
+        percentile(&direct, 0.5),
+        percentile(&direct, 0.95)
+    );
+    println!(
+        "{:<46} {:>12?} {:>12?}",
+        format!("start to running through a shim ({count} units)"),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.95)
+    );
+    println!(
+        "{:<46} {:>12.0} {:>12}",
+        "shim resident memory per unit (KiB, average)", average_rss, ""
+    );
+    println!(
+        "ratio start-to-running / direct spawn (median): {:.1}x",
+        percentile(&latencies, 0.5).as_secs_f64() / percentile(&direct, 0.5).as_secs_f64()
+    );
+}
