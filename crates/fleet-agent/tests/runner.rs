@@ -45,6 +45,9 @@ async fn runner_child() {
         reaper: Reaper::start().unwrap(),
         log,
         poll: Duration::from_millis(20),
+        notify_socket: Some(
+            std::env::temp_dir().join(format!("fleet-notify-{}.sock", std::process::id())),
+        ),
     };
     let initial = UnitStatus {
         sub: SubState::Dead,
@@ -208,5 +211,24 @@ fn stop_runs_exec_stop_and_ends_a_forked_daemon_too() {
         SubState::Dead,
         RunResult::Success,
         &["Stdout: started", "Stdout: stopping"],
+    );
+}
+
+#[test]
+fn a_notify_service_is_running_after_ready() {
+    // systemd-notify only sends a datagram to $NOTIFY_SOCKET; no systemd needs to run.
+    check(
+        "[Service]\nType=notify\nExecStart=/bin/sh -c 'sleep 0.2; systemd-notify --ready; echo ready-sent; exec sleep 30'\nExecStartPost=/bin/echo post\n",
+        Some(Duration::from_millis(800)),
+        SubState::Dead,
+        RunResult::Success,
+        &["Stdout: ready-sent", "Stdout: post"],
+    );
+    check(
+        "[Service]\nType=notify\nExecStart=/bin/sh -c 'exit 0'\n",
+        None,
+        SubState::Failed,
+        RunResult::Resources,
+        &["Main process exited before READY=1, code=exited, status=0."],
     );
 }

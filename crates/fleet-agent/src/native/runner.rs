@@ -39,6 +39,8 @@ pub struct RunContext {
     pub log: mpsc::Sender<(Stream, String)>,
     /// How often to look for the unit's processes while stopping.
     pub poll: Duration,
+    /// Where a `Type=notify` service sends `READY=1` (`$NOTIFY_SOCKET`).
+    pub notify_socket: Option<PathBuf>,
 }
 
 pub struct Runner {
@@ -171,14 +173,78 @@ impl Runner {
                 self.run_all(&start, deadline).await?;
                 self.forked_main_pid()
             }
-            ServiceType::Simple | ServiceType::Exec | ServiceType::Notify => {
-                Some(self.launch(&start[0])?)
-            }
+            ServiceType::Simple | ServiceType::Exec => Some(self.launch(&start[0])?),
+            ServiceType::Notify => Some(self.launch_notify(&start[0], deadline).await?),
         };
         self.set(SubState::StartPost, RunResult::Success, main, None, None);
         let post = self.service.exec_start_post.clone();
         self.run_all(&post, deadline).await?;
         Ok(main)
+    }
+
+    /// Starts the main process of a `Type=notify` service and waits for its `READY=1` on
+    /// `$NOTIFY_SOCKET` (bounded by the start timeout; a main process that exits first fails
+    /// the start).
+    async fn launch_notify(
+        &mut self,
+        command: &ExecCommand,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<u32, Failure> {
+        let failed = |why: String| Failure::Failed(RunResult::Resources, None, why);
+        let path = self
+            .context
+            .notify_socket
+            .clone()
+            .ok_or_else(|| failed("Type=notify needs a notify socket".into()))?;
+        let _ = std::fs::remove_file(&path);
+        let socket = tokio::net::UnixDatagram::bind(&path)
+            .map_err(|e| failed(format!("cannot create {}: {e}", path.display())))?;
+        self.context
+            .environment
+            .insert("NOTIFY_SOCKET".into(), path.display().to_string());
+        let pid = self.launch(command)?;
+        let exited = self.context.reaper.wait(pid);
+        tokio::pin!(exited);
+        let timeout = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(timeout);
+        let mut buffer = vec![0u8; 4096];
+        loop {
+            tokio::select! {
+                received = socket.recv(&mut buffer) => {
+                    let Ok(size) = received else { continue };
+                    let message = String::from_utf8_lossy(&buffer[..size]);
+                    if message.lines().any(|l| l.trim() == "READY=1") {
+                        return Ok(pid);
+                    }
+                }
+                exit = &mut exited => {
+                    let exit = exit.unwrap_or(Exit::Code(0));
+                    let why = format!("Main process exited before READY=1, {}.", describe(exit));
+                    self.note(&why).await;
+                    let result = match judge(exit).0 {
+                        RunResult::Success => RunResult::Resources,
+                        other => other,
+                    };
+                    return Err(Failure::Failed(result, Some(exit), why));
+                }
+                _ = &mut timeout => {
+                    signal_each(&[pid], Signal::SIGTERM);
+                    let why = "Start operation timed out (no READY=1).".to_string();
+                    self.note(&why).await;
+                    return Err(Failure::Failed(RunResult::Timeout, None, why));
+                }
+                control = self.controls.recv() => {
+                    if matches!(control, Some(Control::Stop) | None) {
+                        return Err(Failure::Stopped);
+                    }
+                }
+            }
+        }
     }
 
     /// The main PID of a forking service: from `PIDFile=`, else the only process left.

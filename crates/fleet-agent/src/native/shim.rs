@@ -30,6 +30,7 @@ pub const SPEC: &str = "spec.json";
 pub const STATE: &str = "state.json";
 pub const SOCKET: &str = "shim.sock";
 pub const PID: &str = "shim.pid";
+pub const NOTIFY: &str = "notify.sock";
 
 /// What the supervisor tells a shim to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +69,7 @@ pub async fn run(dir: &Path) -> io::Result<UnitStatus> {
     let server = tokio::spawn(serve(listener, controls, status.subscribe()));
 
     let state_path = dir.join(STATE);
-    let final_status = match prepare(&spec, log_sender.clone()).await {
+    let final_status = match prepare(&spec, dir, log_sender.clone()).await {
         Ok((service, context)) => {
             let runner = Runner::new(service, context, status, control_receiver);
             let run = tokio::spawn(runner.run());
@@ -123,6 +124,7 @@ fn initial_status() -> UnitStatus {
 /// Loads the unit and everything its processes need; `Err` is the reason it cannot start.
 async fn prepare(
     spec: &ShimSpec,
+    dir: &Path,
     log: mpsc::Sender<(Stream, String)>,
 ) -> Result<(Service, RunContext), String> {
     let unit = UnitFile::parse(&spec.unit_text).map_err(|e| e.message())?;
@@ -168,6 +170,7 @@ async fn prepare(
             reaper: Reaper::start().map_err(|e| format!("cannot watch child processes: {e}"))?,
             log,
             poll: Duration::from_millis(50),
+            notify_socket: Some(dir.join(NOTIFY)),
         },
     ))
 }
