@@ -49,15 +49,7 @@ async fn runner_child() {
             std::env::temp_dir().join(format!("fleet-notify-{}.sock", std::process::id())),
         ),
     };
-    let initial = UnitStatus {
-        sub: SubState::Dead,
-        result: RunResult::Success,
-        main_pid: None,
-        exit: None,
-        reason: None,
-        restarts: 0,
-        since: String::new(),
-    };
+    let initial = UnitStatus::initial(String::new());
     let (status, _watcher) = watch::channel(initial);
     let (controls, receiver) = mpsc::channel(8);
     let runner = Runner::new(service, run_context, status, receiver);

@@ -205,12 +205,7 @@ impl Runner {
         let pid = self.launch(command)?;
         let exited = self.context.reaper.wait(pid);
         tokio::pin!(exited);
-        let timeout = async {
-            match deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => std::future::pending().await,
-            }
-        };
+        let timeout = until(deadline);
         tokio::pin!(timeout);
         let mut buffer = vec![0u8; 4096];
         loop {
@@ -431,12 +426,7 @@ impl Runner {
         };
         let exited = self.context.reaper.wait(pid);
         tokio::pin!(exited);
-        let timeout = async {
-            match deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => std::future::pending().await,
-            }
-        };
+        let timeout = until(deadline);
         tokio::pin!(timeout);
         let exit = loop {
             tokio::select! {
@@ -571,6 +561,14 @@ impl Runner {
             .log
             .send((Stream::Supervisor, text.to_owned()))
             .await;
+    }
+}
+
+/// Resolves at `deadline`; never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -110,15 +110,7 @@ pub async fn run(dir: &Path) -> io::Result<UnitStatus> {
 }
 
 fn initial_status() -> UnitStatus {
-    UnitStatus {
-        sub: SubState::Dead,
-        result: RunResult::Success,
-        main_pid: None,
-        exit: None,
-        reason: None,
-        restarts: 0,
-        since: rfc3339(SystemTime::now()),
-    }
+    UnitStatus::initial(rfc3339(SystemTime::now()))
 }
 
 /// Loads the unit and everything its processes need; `Err` is the reason it cannot start.

@@ -124,6 +124,19 @@ pub struct UnitStatus {
 }
 
 impl UnitStatus {
+    /// A unit that has not run yet.
+    pub fn initial(since: String) -> UnitStatus {
+        UnitStatus {
+            sub: SubState::Dead,
+            result: RunResult::Success,
+            main_pid: None,
+            exit: None,
+            reason: None,
+            restarts: 0,
+            since,
+        }
+    }
+
     pub fn active(&self) -> &'static str {
         self.sub.active()
     }
