@@ -45,9 +45,7 @@ async fn runner_child() {
         reaper: Reaper::start().unwrap(),
         log,
         poll: Duration::from_millis(20),
-        notify_socket: Some(
-            std::env::temp_dir().join(format!("fleet-notify-{}.sock", std::process::id())),
-        ),
+        notify_socket: Some(format!("@fleet-notify-test/{}", std::process::id())),
     };
     let initial = UnitStatus::initial(String::new());
     let (status, _watcher) = watch::channel(initial);

@@ -275,3 +275,20 @@ async fn through_the_unit_manager_trait_with_its_journal() {
     assert_eq!(manager.loaded().await.unwrap(), Vec::<UnitName>::new());
     assert_eq!(manager.state(&unit).await.unwrap().load, "not-found");
 }
+
+#[tokio::test]
+async fn a_unit_with_a_long_name_runs_too() {
+    // Its socket path is far past the 108 bytes a socket address may hold.
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::open(config(dir.path())).unwrap();
+    let long = format!("{}.service", "n".repeat(200));
+    let unit = load(
+        &supervisor,
+        &long,
+        "[Service]\nType=notify\nExecStart=/bin/sh -c 'systemd-notify --ready; exec sleep 60'\n",
+    );
+    supervisor.start(&unit).await.unwrap();
+    wait_sub(&supervisor, &unit, "running").await;
+    supervisor.stop(&unit).await.unwrap();
+    assert_eq!(supervisor.state(&unit).await.sub, "dead");
+}

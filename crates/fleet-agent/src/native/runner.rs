@@ -39,8 +39,8 @@ pub struct RunContext {
     pub log: mpsc::Sender<(Stream, String)>,
     /// How often to look for the unit's processes while stopping.
     pub poll: Duration,
-    /// Where a `Type=notify` service sends `READY=1` (`$NOTIFY_SOCKET`).
-    pub notify_socket: Option<PathBuf>,
+    /// `$NOTIFY_SOCKET` for a `Type=notify` service: a path, or `@name` for an abstract socket.
+    pub notify_socket: Option<String>,
 }
 
 pub struct Runner {
@@ -191,17 +191,16 @@ impl Runner {
         deadline: Option<tokio::time::Instant>,
     ) -> Result<u32, Failure> {
         let failed = |why: String| Failure::Failed(RunResult::Resources, None, why);
-        let path = self
+        let address = self
             .context
             .notify_socket
             .clone()
             .ok_or_else(|| failed("Type=notify needs a notify socket".into()))?;
-        let _ = std::fs::remove_file(&path);
-        let socket = tokio::net::UnixDatagram::bind(&path)
-            .map_err(|e| failed(format!("cannot create {}: {e}", path.display())))?;
+        let socket = notify_socket(&address)
+            .map_err(|e| failed(format!("cannot create the notify socket {address}: {e}")))?;
         self.context
             .environment
-            .insert("NOTIFY_SOCKET".into(), path.display().to_string());
+            .insert("NOTIFY_SOCKET".into(), address);
         let pid = self.launch(command)?;
         let exited = self.context.reaper.wait(pid);
         tokio::pin!(exited);
@@ -562,6 +561,23 @@ impl Runner {
             .send((Stream::Supervisor, text.to_owned()))
             .await;
     }
+}
+
+/// Binds `$NOTIFY_SOCKET`: `@name` is an abstract socket, anything else a path.
+fn notify_socket(address: &str) -> std::io::Result<tokio::net::UnixDatagram> {
+    use std::os::linux::net::SocketAddrExt;
+    let socket = match address.strip_prefix('@') {
+        Some(name) => {
+            let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            std::os::unix::net::UnixDatagram::bind_addr(&address)?
+        }
+        None => {
+            let _ = std::fs::remove_file(address);
+            std::os::unix::net::UnixDatagram::bind(address)?
+        }
+    };
+    socket.set_nonblocking(true)?;
+    tokio::net::UnixDatagram::from_std(socket)
 }
 
 /// Resolves at `deadline`; never without one.

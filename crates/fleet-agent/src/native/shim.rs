@@ -30,7 +30,6 @@ pub const SPEC: &str = "spec.json";
 pub const STATE: &str = "state.json";
 pub const SOCKET: &str = "shim.sock";
 pub const PID: &str = "shim.pid";
-pub const NOTIFY: &str = "notify.sock";
 
 /// What the supervisor tells a shim to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,11 +64,14 @@ pub async fn run(dir: &Path) -> io::Result<UnitStatus> {
 
     let (status, mut changes) = watch::channel(initial_status());
     let (controls, control_receiver) = mpsc::channel(16);
-    let listener = bind(&dir.join(SOCKET))?;
+    // Bound by a relative name, from inside the run directory: a socket path is limited to
+    // 108 bytes, and a run directory of a long unit name is longer.
+    std::env::set_current_dir(dir)?;
+    let listener = bind(Path::new(SOCKET))?;
     let server = tokio::spawn(serve(listener, controls, status.subscribe()));
 
     let state_path = dir.join(STATE);
-    let final_status = match prepare(&spec, dir, log_sender.clone()).await {
+    let final_status = match prepare(&spec, log_sender.clone()).await {
         Ok((service, context)) => {
             let runner = Runner::new(service, context, status, control_receiver);
             let run = tokio::spawn(runner.run());
@@ -116,7 +118,6 @@ fn initial_status() -> UnitStatus {
 /// Loads the unit and everything its processes need; `Err` is the reason it cannot start.
 async fn prepare(
     spec: &ShimSpec,
-    dir: &Path,
     log: mpsc::Sender<(Stream, String)>,
 ) -> Result<(Service, RunContext), String> {
     let unit = UnitFile::parse(&spec.unit_text).map_err(|e| e.message())?;
@@ -162,7 +163,8 @@ async fn prepare(
             reaper: Reaper::start().map_err(|e| format!("cannot watch child processes: {e}"))?,
             log,
             poll: Duration::from_millis(50),
-            notify_socket: Some(dir.join(NOTIFY)),
+            // Abstract (no path, so no length limit), unique to this shim.
+            notify_socket: Some(format!("@fleet-notify/{}", std::process::id())),
         },
     ))
 }

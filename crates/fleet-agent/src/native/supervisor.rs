@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -400,7 +401,12 @@ fn alive(pid: u32, dir: &Path) -> bool {
 async fn request(dir: &Path, line: &str) -> Result<UnitStatus, SupervisorError> {
     let path = dir.join(SOCKET);
     let exchange = async {
-        let mut stream = UnixStream::connect(&path).await?;
+        // Through the directory's descriptor: the full path of a long unit name's socket would
+        // pass the 108-byte limit of socket addresses.
+        let directory = std::fs::File::open(dir)?;
+        let short = format!("/proc/self/fd/{}/{SOCKET}", directory.as_raw_fd());
+        let mut stream = UnixStream::connect(&short).await?;
+        drop(directory);
         stream.write_all(format!("{line}\n").as_bytes()).await?;
         let mut answer = String::new();
         BufReader::new(stream).read_line(&mut answer).await?;
