@@ -219,7 +219,7 @@ impl Supervisor {
                 let relations = Service::load(unit, &context)
                     .map(|service| service.relations)
                     .unwrap_or_default();
-                let active = shim_pid(&self.run_dir(name)).is_some();
+                let active = is_active(&self.run_dir(name));
                 (name.to_string(), Node { relations, active })
             })
             .collect()
@@ -274,8 +274,18 @@ impl Supervisor {
             .cloned()
             .ok_or_else(|| SupervisorError::NotLoaded(name.to_string()))?;
         let dir = self.run_dir(name);
-        if shim_pid(&dir).is_some() {
+        if is_active(&dir) {
             return Ok(());
+        }
+        // A shim that has written its final state is about to exit: let it, then start anew.
+        let deadline = Instant::now() + SHIM_START;
+        while shim_pid(&dir).is_some() {
+            if Instant::now() > deadline {
+                return Err(SupervisorError::Io(format!(
+                    "the previous shim of {name} did not exit within {SHIM_START:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
         let _ = std::fs::remove_file(dir.join(STATE));
@@ -366,6 +376,16 @@ impl Supervisor {
 
 fn unit_name(name: &str) -> Result<UnitName, SupervisorError> {
     UnitName::new(name).map_err(|e| SupervisorError::Refused(format!("{name}: {e}")))
+}
+
+/// Whether a unit is up or on its way: its shim lives and its last state says so (a shim
+/// writes the final state a moment before it exits).
+fn is_active(dir: &Path) -> bool {
+    shim_pid(dir).is_some()
+        && read_state(dir)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.sub.is_live())
 }
 
 /// The PID of the live shim of the run directory `dir`, if there is one.
