@@ -143,3 +143,28 @@ fn a_shim_outlives_its_parent() {
     request(dir.path(), "stop");
     wait_state(dir.path(), "dead", |s| s.sub == SubState::Dead);
 }
+
+#[test]
+fn reload_runs_exec_reload_and_keeps_the_unit_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = "[Service]\nExecStart=/bin/sleep 30\nExecReload=/bin/echo reloaded\n";
+    let mut shim = start_shim(dir.path(), unit);
+    let running = wait_state(dir.path(), "running", |s| s.sub == SubState::Running);
+    request(dir.path(), "reload");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tail(dir.path(), 10)
+        .unwrap()
+        .iter()
+        .any(|l| l.ends_with("stdout reloaded"))
+    {
+        assert!(Instant::now() < deadline, "ExecReload never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after = wait_state(dir.path(), "running again", |s| s.sub == SubState::Running);
+    assert_eq!(
+        after.main_pid, running.main_pid,
+        "the main process was not restarted"
+    );
+    request(dir.path(), "stop");
+    assert!(shim.wait().unwrap().success());
+}
