@@ -184,6 +184,28 @@ async fn a_sidekick_starts_after_its_main_unit_and_stops_with_it() {
     wait_sub(&supervisor, &main, "failed").await;
     supervisor.enforce_bindings().await.unwrap();
     assert_eq!(supervisor.state(&side).await.sub, "dead");
+
+    // Without being asked: the supervisor's own loop notices within its period.
+    let supervisor = std::sync::Arc::new(supervisor);
+    let watcher = {
+        let supervisor = std::sync::Arc::clone(&supervisor);
+        tokio::spawn(async move { supervisor.keep_bindings(Duration::from_millis(50)).await })
+    };
+    supervisor.start(&side).await.unwrap();
+    wait_sub(&supervisor, &side, "running").await;
+    let pid = supervisor
+        .state(&main)
+        .await
+        .status
+        .unwrap()
+        .main_pid
+        .unwrap();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait_sub(&supervisor, &side, "dead").await;
+    watcher.abort();
 }
 
 #[tokio::test]

@@ -203,6 +203,17 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Enforces `BindsTo=` every `period`, forever (run it as a task): a sidekick stops within
+    /// one period of its bound unit dying, even when nobody asks.
+    pub async fn keep_bindings(&self, period: Duration) {
+        loop {
+            if let Err(e) = self.enforce_bindings().await {
+                tracing::warn!(error = %e, "cannot stop a unit whose bound unit is gone");
+            }
+            tokio::time::sleep(period).await;
+        }
+    }
+
     /// What the planner needs: every loaded unit's relations, and whether its shim lives.
     fn nodes(&self) -> BTreeMap<String, Node> {
         let loaded = self.loaded().clone();
