@@ -131,7 +131,8 @@ pub struct Launch {
 }
 
 /// Starts `launch` in a new process group of its own, with the given environment only and
-/// stdout/stderr piped. Supplementary groups are dropped when the user changes.
+/// stdout/stderr piped. When the user changes, the process gets that user's groups (as
+/// `initgroups` gives them), its group, then its user: none of the supervisor's groups stay.
 pub fn spawn(launch: &Launch) -> std::io::Result<Child> {
     let mut command = Command::new(&launch.program);
     if let Some((argv0, args)) = launch.argv.split_first() {
@@ -147,10 +148,35 @@ pub fn spawn(launch: &Launch) -> std::io::Result<Child> {
         .process_group(0);
     if let Some(identity) = &launch.identity {
         if Uid::current().is_root() {
-            command.gid(identity.gid).uid(identity.uid);
+            switch_user(&mut command, identity)?;
         }
     }
     command.spawn()
+}
+
+/// Makes the child take `identity`'s groups, group and user before it executes. std's own
+/// `uid()`/`gid()` would drop every supplementary group, and a `pre_exec` setgroups after them
+/// is too late (no longer root), so all three happen here, in that order.
+#[allow(unsafe_code)]
+fn switch_user(command: &mut Command, identity: &Identity) -> std::io::Result<()> {
+    let user = std::ffi::CString::new(identity.user.as_str()).map_err(|_| {
+        std::io::Error::other(format!("user name {:?} has a NUL byte", identity.user))
+    })?;
+    let gid = Gid::from_raw(identity.gid);
+    let uid = Uid::from_raw(identity.uid);
+    // Read /etc/group now: between fork and exec only async-signal-safe calls may run.
+    let groups = nix::unistd::getgrouplist(&user, gid).map_err(std::io::Error::from)?;
+    // SAFETY: the closure runs in the forked child before exec and makes only the raw
+    // setgroups/setgid/setuid system calls on data prepared above: no allocation, no lock.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setgroups(&groups)?;
+            nix::unistd::setgid(gid)?;
+            nix::unistd::setuid(uid)?;
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 /// Every live descendant of `root` (not `root` itself), read from /proc.
@@ -255,6 +281,43 @@ mod tests {
             err,
             "Failed to determine group credentials: No such group \"no-such-group-xyz\""
         );
+    }
+
+    /// Runs `id -G` as `user` through `spawn`; its groups.
+    fn groups_of(user: &str) -> String {
+        let launch = Launch {
+            program: "/usr/bin/id".into(),
+            argv: vec!["id".into(), "-G".into()],
+            environment: BTreeMap::new(),
+            working_directory: "/".into(),
+            identity: Some(identity(Some(user), None).unwrap()),
+        };
+        let output = spawn(&launch).unwrap().wait_with_output().unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn a_switched_user_gets_its_own_groups_only() {
+        if !Uid::current().is_root() {
+            return; // switching users needs root; CI runs as root
+        }
+        assert_eq!(
+            groups_of("nobody"),
+            "65534",
+            "no group of the supervisor stays"
+        );
+        // A user with a supplementary group, where the machine has one (postgres: ssl-cert).
+        if let (Ok(Some(user)), Ok(Some(group))) =
+            (User::from_name("postgres"), Group::from_name("ssl-cert"))
+        {
+            if group.mem.contains(&user.name) {
+                let groups = groups_of("postgres");
+                assert!(
+                    groups.split(' ').any(|g| g == group.gid.to_string()),
+                    "{groups}"
+                );
+            }
+        }
     }
 
     #[test]
