@@ -141,6 +141,16 @@ async fn wait_sub(supervisor: &Supervisor, unit: &UnitName, sub: &str) {
     panic!("{unit} never {sub}: {:?}", supervisor.state(unit).await);
 }
 
+/// SIGKILLs a running unit's main process, as a crash would.
+async fn kill_main_process(supervisor: &Supervisor, unit: &UnitName) {
+    let status = supervisor.state(unit).await.status.expect("a status");
+    let pid = status.main_pid.expect("a main process");
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    assert!(killed.unwrap().success());
+}
+
 fn load(supervisor: &Supervisor, unit: &str, text: &str) -> UnitName {
     let unit = name(unit);
     supervisor
@@ -170,17 +180,7 @@ async fn a_sidekick_starts_after_its_main_unit_and_stops_with_it() {
     // The main unit dying on its own takes the sidekick down too.
     supervisor.start(&side).await.unwrap();
     wait_sub(&supervisor, &main, "running").await;
-    let pid = supervisor
-        .state(&main)
-        .await
-        .status
-        .unwrap()
-        .main_pid
-        .unwrap();
-    Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
+    kill_main_process(&supervisor, &main).await;
     wait_sub(&supervisor, &main, "failed").await;
     supervisor.enforce_bindings().await.unwrap();
     assert_eq!(supervisor.state(&side).await.sub, "dead");
@@ -193,17 +193,7 @@ async fn a_sidekick_starts_after_its_main_unit_and_stops_with_it() {
     };
     supervisor.start(&side).await.unwrap();
     wait_sub(&supervisor, &side, "running").await;
-    let pid = supervisor
-        .state(&main)
-        .await
-        .status
-        .unwrap()
-        .main_pid
-        .unwrap();
-    Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
+    kill_main_process(&supervisor, &main).await;
     wait_sub(&supervisor, &side, "dead").await;
     watcher.abort();
 }

@@ -16,7 +16,7 @@ use tokio::net::UnixStream;
 
 use super::log::rfc3339;
 use super::plan::{start_plan, stop_plan, unbound, Node};
-use super::service::Service;
+use super::service::{Relations, Service};
 use super::shim::{read_state, write_state, ShimSpec, PID, SOCKET, SPEC, STATE};
 use super::specifiers::SpecifierContext;
 use super::status::{RunResult, SubState, UnitStatus};
@@ -71,7 +71,14 @@ pub struct UnitState {
 
 pub struct Supervisor {
     config: SupervisorConfig,
-    loaded: Mutex<BTreeMap<UnitName, UnitFile>>,
+    loaded: Mutex<BTreeMap<UnitName, Loaded>>,
+}
+
+/// A loaded unit, with its relations read once, when it was loaded.
+#[derive(Clone)]
+struct Loaded {
+    unit: UnitFile,
+    relations: Relations,
 }
 
 /// How long a shim may take to write its first state.
@@ -101,7 +108,8 @@ impl Supervisor {
             let text = std::fs::read(&path).map_err(|e| io("cannot read", &path, e))?;
             match UnitFile::parse(&text) {
                 Ok(unit) => {
-                    loaded.insert(name, unit);
+                    let relations = relations(&config, &name, &unit);
+                    loaded.insert(name, Loaded { unit, relations });
                 }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e.message(), "skipping an unreadable unit file")
@@ -114,7 +122,7 @@ impl Supervisor {
         })
     }
 
-    fn loaded(&self) -> std::sync::MutexGuard<'_, BTreeMap<UnitName, UnitFile>> {
+    fn loaded(&self) -> std::sync::MutexGuard<'_, BTreeMap<UnitName, Loaded>> {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -131,7 +139,12 @@ impl Supervisor {
         std::fs::write(&temporary, unit.serialize())
             .map_err(|e| io("cannot write", &temporary, e))?;
         std::fs::rename(&temporary, &path).map_err(|e| io("cannot write", &path, e))?;
-        self.loaded().insert(name.clone(), unit.clone());
+        let relations = relations(&self.config, name, unit);
+        let loaded = Loaded {
+            unit: unit.clone(),
+            relations,
+        };
+        self.loaded().insert(name.clone(), loaded);
         Ok(())
     }
 
@@ -214,23 +227,17 @@ impl Supervisor {
         }
     }
 
-    /// What the planner needs: every loaded unit's relations, and whether its shim lives.
+    /// What the planner needs: every loaded unit's relations, and whether it is active.
     fn nodes(&self) -> BTreeMap<String, Node> {
-        let loaded = self.loaded().clone();
-        loaded
+        let relations: Vec<(UnitName, Relations)> = self
+            .loaded()
             .iter()
-            .map(|(name, unit)| {
-                let context = SpecifierContext {
-                    unit_name: name.to_string(),
-                    machine_id: self.config.machine_id.clone(),
-                    boot_id: self.config.boot_id.clone(),
-                    hostname: self.config.hostname.clone(),
-                    ..SpecifierContext::default()
-                };
-                let relations = Service::load(unit, &context)
-                    .map(|service| service.relations)
-                    .unwrap_or_default();
-                let active = is_active(&self.run_dir(name));
+            .map(|(name, loaded)| (name.clone(), loaded.relations.clone()))
+            .collect();
+        relations
+            .into_iter()
+            .map(|(name, relations)| {
+                let active = is_active(&self.run_dir(&name));
                 (name.to_string(), Node { relations, active })
             })
             .collect()
@@ -282,7 +289,7 @@ impl Supervisor {
         let unit = self
             .loaded()
             .get(name)
-            .cloned()
+            .map(|loaded| loaded.unit.clone())
             .ok_or_else(|| SupervisorError::NotLoaded(name.to_string()))?;
         let dir = self.run_dir(name);
         if is_active(&dir) {
@@ -383,6 +390,21 @@ impl Supervisor {
             status,
         }
     }
+}
+
+/// A unit's relations to others, its specifiers resolved for this machine. A unit that does
+/// not load has none (its start fails in its shim, with the reason).
+fn relations(config: &SupervisorConfig, name: &UnitName, unit: &UnitFile) -> Relations {
+    let context = SpecifierContext {
+        unit_name: name.to_string(),
+        machine_id: config.machine_id.clone(),
+        boot_id: config.boot_id.clone(),
+        hostname: config.hostname.clone(),
+        ..SpecifierContext::default()
+    };
+    Service::load(unit, &context)
+        .map(|service| service.relations)
+        .unwrap_or_default()
 }
 
 fn unit_name(name: &str) -> Result<UnitName, SupervisorError> {
