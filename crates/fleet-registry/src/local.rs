@@ -143,6 +143,9 @@ impl LocalStore {
 impl Drop for LocalStore {
     fn drop(&mut self) {
         self.reaper.abort();
+        // Close the file now: the reaper task may hold the state a moment longer, and the
+        // file must be free to open again as soon as this store is gone.
+        drop(self.lock().disk.take());
     }
 }
 
