@@ -1,0 +1,3 @@
+//! fleetd's library: configuration and wiring, kept out of `main.rs` so tests can use them.
+
+pub mod config;
