@@ -1,0 +1,555 @@
+//! Where units go: a pure function of the machines and the jobs (with their current placement),
+//! returning decisions. fleet's rules (`AbleToRun`, least-loaded placement), made
+//! deterministic (units in name order, ties by machine ID) and explained: every unit that cannot
+//! be placed gets a reason a user can act on.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fleet_unit::{Constraints, JobState, Machine, MachineId};
+
+/// A machine as the scheduler sees it (metadata: configured and dynamic, merged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineInfo {
+    pub id: MachineId,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A job as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInfo {
+    pub name: String,
+    pub desired: JobState,
+    pub constraints: Constraints,
+    /// Where the engine placed it before this round.
+    pub placed: Option<MachineId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Place {
+        unit: String,
+        machine: MachineId,
+    },
+    Unplace {
+        unit: String,
+        machine: MachineId,
+        reason: String,
+    },
+    Unplaceable {
+        unit: String,
+        reason: String,
+    },
+}
+
+/// Why a machine cannot take a unit.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Refusal {
+    OtherMachine(String),
+    Metadata,
+    PeerNotPlaced(String),
+    PeerElsewhere(String),
+    Conflict(String),
+    ReplacedBy(String),
+}
+
+/// The decisions of one round. Global jobs are left to the agents.
+pub fn schedule(machines: &[MachineInfo], jobs: &[JobInfo]) -> Vec<Decision> {
+    let mut round = Round::new(machines, jobs);
+    round.unplace_what_no_longer_fits();
+    round.place_the_rest();
+    round.decisions
+}
+
+struct Round<'a> {
+    machines: BTreeMap<&'a MachineId, &'a MachineInfo>,
+    jobs: BTreeMap<&'a str, &'a JobInfo>,
+    /// Unit → machine, as decided so far this round.
+    placement: BTreeMap<&'a str, MachineId>,
+    decisions: Vec<Decision>,
+}
+
+impl<'a> Round<'a> {
+    fn new(machines: &'a [MachineInfo], jobs: &'a [JobInfo]) -> Round<'a> {
+        let jobs: BTreeMap<&str, &JobInfo> = jobs
+            .iter()
+            .filter(|j| !j.constraints.global)
+            .map(|j| (j.name.as_str(), j))
+            .collect();
+        let placement = jobs
+            .values()
+            .filter_map(|j| j.placed.clone().map(|m| (j.name.as_str(), m)))
+            .collect();
+        Round {
+            machines: machines.iter().map(|m| (&m.id, m)).collect(),
+            jobs,
+            placement,
+            decisions: Vec::new(),
+        }
+    }
+
+    /// Pass 1: placed units that must leave their machine.
+    fn unplace_what_no_longer_fits(&mut self) {
+        let placed: Vec<(&str, MachineId)> = self
+            .placement
+            .iter()
+            .map(|(name, machine)| (*name, machine.clone()))
+            .collect();
+        for (name, machine) in placed {
+            let job = self.jobs[name];
+            let reason = if job.desired == JobState::Inactive {
+                Some("desired state is inactive".to_owned())
+            } else if !self.machines.contains_key(&machine) {
+                Some(format!("machine {machine} went away"))
+            } else {
+                self.refusal(job, self.machines[&machine])
+                    .map(|r| format!("no longer fits machine {machine}: {}", describe(&r)))
+            };
+            if let Some(reason) = reason {
+                self.placement.remove(name);
+                self.decisions.push(Decision::Unplace {
+                    unit: name.to_owned(),
+                    machine,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// Pass 2: every unplaced unit that should run, in name order; a unit replaced by one just
+    /// placed goes back into the queue.
+    fn place_the_rest(&mut self) {
+        let mut queue: Vec<&str> = self
+            .jobs
+            .values()
+            .filter(|j| {
+                j.desired != JobState::Inactive && !self.placement.contains_key(j.name.as_str())
+            })
+            .map(|j| j.name.as_str())
+            .collect();
+        queue.reverse();
+        let mut requeued = BTreeSet::new();
+        while let Some(name) = queue.pop() {
+            let job = self.jobs[name];
+            match self.choose(job) {
+                Ok(machine) => {
+                    for replaced in self.replaced_on(job, &machine) {
+                        self.placement.remove(replaced);
+                        self.decisions.push(Decision::Unplace {
+                            unit: replaced.to_owned(),
+                            machine: machine.clone(),
+                            reason: format!("replaced by {name}"),
+                        });
+                        if requeued.insert(replaced) {
+                            queue.push(replaced);
+                        }
+                    }
+                    self.placement.insert(name, machine.clone());
+                    self.decisions.push(Decision::Place {
+                        unit: name.to_owned(),
+                        machine,
+                    });
+                }
+                Err(reason) => self.decisions.push(Decision::Unplaceable {
+                    unit: name.to_owned(),
+                    reason,
+                }),
+            }
+        }
+    }
+
+    /// The least-loaded machine that can take `job` (machines hosting a unit it replaces
+    /// first), or why none can.
+    fn choose(&self, job: &JobInfo) -> Result<MachineId, String> {
+        if self.machines.is_empty() {
+            return Err("no machines in the cluster".into());
+        }
+        let load = self.load();
+        let mut candidates: Vec<&MachineInfo> = self.machines.values().copied().collect();
+        candidates.sort_by_key(|m| {
+            let hosts_replaced = !self.replaced_on(job, &m.id).is_empty();
+            (
+                !hosts_replaced,
+                load.get(&m.id).copied().unwrap_or(0),
+                m.id.clone(),
+            )
+        });
+        let mut refusals = Vec::new();
+        for machine in candidates {
+            match self.refusal(job, machine) {
+                None => return Ok(machine.id.clone()),
+                Some(refusal) => refusals.push((machine.id.clone(), refusal)),
+            }
+        }
+        Err(explain(job, &refusals))
+    }
+
+    /// Units per machine: placed units, and global ones are the agents' business.
+    fn load(&self) -> BTreeMap<MachineId, usize> {
+        let mut load = BTreeMap::new();
+        for machine in self.placement.values() {
+            *load.entry(machine.clone()).or_default() += 1;
+        }
+        load
+    }
+
+    /// Units on `machine` that `job` replaces.
+    fn replaced_on(&self, job: &JobInfo, machine: &MachineId) -> Vec<&'a str> {
+        if job.constraints.replaces.is_empty() {
+            return Vec::new();
+        }
+        self.placement
+            .iter()
+            .filter(|(name, m)| {
+                *m == machine && **name != job.name && job.constraints.replaces_unit(name)
+            })
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
+    /// fleet's `AbleToRun`: why `machine` cannot take `job`, if it cannot.
+    fn refusal(&self, job: &JobInfo, machine: &MachineInfo) -> Option<Refusal> {
+        let c = &job.constraints;
+        if let Some(id) = &c.machine_id {
+            if !machine.id.matches(id) {
+                return Some(Refusal::OtherMachine(id.clone()));
+            }
+        }
+        let as_machine = Machine {
+            metadata: machine.metadata.clone(),
+            ..Machine::new(machine.id.clone())
+        };
+        if !as_machine.has_metadata(&c.metadata) {
+            return Some(Refusal::Metadata);
+        }
+        for peer in &c.peers {
+            match self.placement.get(peer.as_str()) {
+                None => return Some(Refusal::PeerNotPlaced(peer.clone())),
+                Some(m) if *m != machine.id => return Some(Refusal::PeerElsewhere(peer.clone())),
+                Some(_) => {}
+            }
+        }
+        for (other, m) in &self.placement {
+            if *m != machine.id || *other == job.name {
+                continue;
+            }
+            let other_constraints = &self.jobs[other].constraints;
+            if c.conflicts_with(other) || other_constraints.conflicts_with(&job.name) {
+                return Some(Refusal::Conflict((*other).to_owned()));
+            }
+            if other_constraints.replaces_unit(&job.name) {
+                return Some(Refusal::ReplacedBy((*other).to_owned()));
+            }
+        }
+        None
+    }
+}
+
+fn describe(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::OtherMachine(id) => format!("requires machine {id}"),
+        Refusal::Metadata => "lacks the required metadata".into(),
+        Refusal::PeerNotPlaced(peer) => format!("MachineOf unit {peer} is not placed"),
+        Refusal::PeerElsewhere(peer) => format!("MachineOf unit {peer} is elsewhere"),
+        Refusal::Conflict(other) => format!("conflicts with {other}"),
+        Refusal::ReplacedBy(other) => format!("replaced by {other}"),
+    }
+}
+
+/// One sentence for why no machine can take `job`.
+fn explain(job: &JobInfo, refusals: &[(MachineId, Refusal)]) -> String {
+    let first = std::mem::discriminant(&refusals[0].1);
+    if refusals
+        .iter()
+        .all(|(_, r)| std::mem::discriminant(r) == first)
+    {
+        match &refusals[0].1 {
+            Refusal::OtherMachine(id) => return format!("no machine with ID {id}"),
+            Refusal::Metadata => {
+                return format!("no machine has {}", metadata_text(&job.constraints))
+            }
+            Refusal::PeerNotPlaced(peer) => {
+                return format!("waiting for MachineOf unit {peer} to be placed")
+            }
+            Refusal::Conflict(_) => {
+                let others: BTreeSet<&str> = refusals
+                    .iter()
+                    .filter_map(|(_, r)| match r {
+                        Refusal::Conflict(o) => Some(o.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                let others: Vec<&str> = others.into_iter().collect();
+                return format!("conflicts with {} on every machine", others.join(", "));
+            }
+            _ => {}
+        }
+    }
+    const SHOWN: usize = 5;
+    let mut parts: Vec<String> = refusals
+        .iter()
+        .take(SHOWN)
+        .map(|(machine, refusal)| format!("{machine}: {}", describe(refusal)))
+        .collect();
+    if refusals.len() > SHOWN {
+        parts.push(format!("and {} more", refusals.len() - SHOWN));
+    }
+    format!("no machine fits ({})", parts.join("; "))
+}
+
+/// `region=eu or region=us and disk=ssd`.
+fn metadata_text(constraints: &Constraints) -> String {
+    constraints
+        .metadata
+        .iter()
+        .map(|(key, values)| {
+            values
+                .iter()
+                .map(|v| format!("{key}={v}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        })
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+#[cfg(test)]
+mod tests {
+    use fleet_unit::{Requirements, UnitFile};
+
+    use super::*;
+
+    /// `"m1"` or `"m1 region=eu disk=ssd"`.
+    fn machine(spec: &str) -> MachineInfo {
+        let mut words = spec.split_whitespace();
+        let id = MachineId::new(words.next().unwrap()).unwrap();
+        let metadata = words
+            .map(|w| {
+                let (k, v) = w.split_once('=').unwrap();
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        MachineInfo { id, metadata }
+    }
+
+    /// `"a.service launched @m1 | Conflicts=b* | MachineOf=c.service"`: name, desired state,
+    /// optional placement, then [X-Fleet] lines.
+    fn job(spec: &str) -> JobInfo {
+        let mut parts = spec.split('|').map(str::trim);
+        let mut head = parts.next().unwrap().split_whitespace();
+        let name = head.next().unwrap().to_owned();
+        let desired = head.next().unwrap().parse().unwrap();
+        let placed = head
+            .next()
+            .map(|m| MachineId::new(m.trim_start_matches('@')).unwrap());
+        let mut text = String::from("[Service]\nExecStart=/bin/true\n[X-Fleet]\n");
+        for line in parts {
+            text.push_str(line);
+            text.push('\n');
+        }
+        let unit = UnitFile::parse(&text).unwrap();
+        let constraints = Requirements::for_unit(&unit, &name).constraints();
+        JobInfo {
+            name,
+            desired,
+            constraints,
+            placed,
+        }
+    }
+
+    fn check(machines: &[&str], jobs: &[&str], expected: &[&str]) {
+        let machines: Vec<MachineInfo> = machines.iter().map(|m| machine(m)).collect();
+        let jobs: Vec<JobInfo> = jobs.iter().map(|j| job(j)).collect();
+        let decisions: Vec<String> = schedule(&machines, &jobs)
+            .into_iter()
+            .map(|d| match d {
+                Decision::Place { unit, machine } => format!("place {unit} {machine}"),
+                Decision::Unplace {
+                    unit,
+                    machine,
+                    reason,
+                } => format!("unplace {unit} {machine}: {reason}"),
+                Decision::Unplaceable { unit, reason } => format!("unplaceable {unit}: {reason}"),
+            })
+            .collect();
+        assert_eq!(decisions, expected, "machines {machines:?}");
+    }
+
+    #[test]
+    fn least_loaded_with_deterministic_ties() {
+        check(
+            &["m2", "m1", "m3"],
+            &[
+                "a.service launched",
+                "b.service loaded",
+                "c.service launched",
+                "d.service launched",
+                "off.service inactive",
+            ],
+            &[
+                "place a.service m1",
+                "place b.service m2",
+                "place c.service m3",
+                "place d.service m1",
+            ],
+        );
+        check(
+            &["m1", "m2"],
+            &["x.service launched @m1", "y.service launched"],
+            &["place y.service m2"],
+        );
+        check(
+            &[],
+            &["a.service launched"],
+            &["unplaceable a.service: no machines in the cluster"],
+        );
+    }
+
+    #[test]
+    fn machine_id_full_or_short() {
+        let long = "0123456789abcdef0123456789abcdef";
+        check(
+            &[long, "m2"],
+            &[
+                "a.service launched | MachineID=01234567",
+                "b.service launched | MachineID=nope",
+            ],
+            &[
+                &format!("place a.service {long}"),
+                "unplaceable b.service: no machine with ID nope",
+            ],
+        );
+    }
+
+    #[test]
+    fn metadata_and_or() {
+        check(
+            &[
+                "m1 region=us disk=hdd",
+                "m2 region=eu disk=ssd",
+                "m3 region=us disk=ssd",
+            ],
+            &[
+                "a.service launched | MachineMetadata=region=us | MachineMetadata=disk=ssd",
+                "b.service launched | MachineMetadata=\"region=eu\" \"region=ap\"",
+                "c.service launched | MachineMetadata=region=mars",
+            ],
+            &[
+                "place a.service m3",
+                "place b.service m2",
+                "unplaceable c.service: no machine has region=mars",
+            ],
+        );
+    }
+
+    #[test]
+    fn machine_of_follows_its_target() {
+        check(
+            &["m1", "m2"],
+            &[
+                "db.service launched @m2",
+                "side.service launched | MachineOf=db.service",
+            ],
+            &["place side.service m2"],
+        );
+        check(
+            &["m1", "m2"],
+            &[
+                "side.service launched | MachineOf=db.service",
+                "db.service inactive",
+            ],
+            &["unplaceable side.service: waiting for MachineOf unit db.service to be placed"],
+        );
+        // The target is placed in the same round, before its follower (name order): it follows.
+        check(
+            &["m1", "m2"],
+            &[
+                "a-db.service launched",
+                "b-side.service launched | MachineOf=a-db.service",
+            ],
+            &["place a-db.service m1", "place b-side.service m1"],
+        );
+    }
+
+    #[test]
+    fn conflicts_both_ways_with_globs() {
+        check(
+            &["m1", "m2"],
+            &["web@1.service launched | Conflicts=web@*.service", "web@2.service launched | Conflicts=web@*.service", "web@3.service launched | Conflicts=web@*.service"],
+            &[
+                "place web@1.service m1",
+                "place web@2.service m2",
+                "unplaceable web@3.service: conflicts with web@1.service, web@2.service on every machine",
+            ],
+        );
+        // Only the placed unit names the conflict: it still applies to the newcomer.
+        check(
+            &["m1"],
+            &[
+                "a.service launched @m1 | Conflicts=b.service",
+                "b.service launched",
+            ],
+            &["unplaceable b.service: conflicts with a.service on every machine"],
+        );
+    }
+
+    #[test]
+    fn replaces_moves_the_replaced_unit_away() {
+        check(
+            &["m1", "m2"],
+            &[
+                "old.service launched @m1",
+                "new.service launched | Replaces=old.service",
+            ],
+            &[
+                "unplace old.service m1: replaced by new.service",
+                "place new.service m1",
+                "place old.service m2",
+            ],
+        );
+        check(
+            &["m1"],
+            &[
+                "old.service launched @m1",
+                "new.service launched | Replaces=old.service",
+            ],
+            &[
+                "unplace old.service m1: replaced by new.service",
+                "place new.service m1",
+                "unplaceable old.service: no machine fits (m1: replaced by new.service)",
+            ],
+        );
+    }
+
+    #[test]
+    fn placed_units_leave_when_they_must() {
+        check(
+            &["m1", "m2"],
+            &[
+                "a.service inactive @m1",
+                "b.service launched @gone",
+                "c.service launched @m1 | MachineMetadata=role=db",
+            ],
+            &[
+                "unplace a.service m1: desired state is inactive",
+                "unplace b.service gone: machine gone went away",
+                "unplace c.service m1: no longer fits machine m1: lacks the required metadata",
+                "place b.service m1",
+                "unplaceable c.service: no machine has role=db",
+            ],
+        );
+    }
+
+    #[test]
+    fn global_units_are_left_to_agents() {
+        check(&["m1"], &["g.service launched | Global=true"], &[]);
+    }
+
+    #[test]
+    fn mixed_refusals_are_listed_per_machine() {
+        check(
+            &["m1 region=eu", "m2 region=us", "m3 region=us"],
+            &["a.service launched @m3", "b.service launched | MachineMetadata=region=us | Conflicts=a.service | MachineOf=c.service", "c.service launched @m3"],
+            &["unplaceable b.service: no machine fits (m1: lacks the required metadata; m2: MachineOf unit c.service is elsewhere; m3: conflicts with a.service)"],
+        );
+    }
+}
