@@ -1,4 +1,5 @@
 //! The engine. [`scheduler::schedule`] decides where units go, from a snapshot alone; the
 //! leader's reconciler (with issue 5) feeds it snapshots and writes its decisions.
 
+pub mod reconciler;
 pub mod scheduler;

@@ -1,0 +1,289 @@
+//! The engine: one leader at a time, a level-triggered reconciler. Woken by the registry (its
+//! engine-scope view) or a periodic resync, it turns the current snapshot into scheduler
+//! decisions and writes them in fenced, batched transactions. A follower waits on the
+//! `leader` key alone and campaigns when it disappears, so followers write nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fleet_registry::keys;
+use fleet_registry::kv::{EventKind, Op};
+use fleet_registry::records::JobRecord;
+use fleet_registry::registry::decisions;
+use fleet_registry::{Leadership, Registry, RegistryError, Scope, Snapshot};
+use fleet_unit::{MachineId, Requirements, UnitFile, UnitHash, UnitName};
+use tokio::sync::watch;
+
+use crate::scheduler::{schedule, Decision, JobInfo, MachineInfo};
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub machine: MachineId,
+    /// The leader lease's TTL: how long a dead leader holds up its successor.
+    pub lease_ttl: Duration,
+    /// The safety-net reconcile period (fleet's engine_reconcile_interval).
+    pub resync: Duration,
+    pub version: String,
+}
+
+/// Runs the engine until `shutdown` turns true; a leader resigns on the way out so a
+/// successor need not wait for the lease to expire.
+pub async fn run(registry: Registry, config: EngineConfig, mut shutdown: watch::Receiver<bool>) {
+    let mut units = UnitCache::default();
+    while !*shutdown.borrow() {
+        let campaign = registry.campaign(&config.machine, config.lease_ttl, &config.version);
+        match campaign.await {
+            Ok(Some(leadership)) => {
+                tracing::info!(machine = %config.machine, "engine: leading");
+                lead(&registry, &config, &leadership, &mut units, &mut shutdown).await;
+                tracing::info!(machine = %config.machine, "engine: no longer leading");
+            }
+            Ok(None) => wait_for_vacancy(&registry, &config, &mut shutdown).await,
+            Err(error) => {
+                tracing::warn!(%error, "engine: cannot campaign; retrying");
+                pause(&mut shutdown, Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Leads until leadership is lost or shutdown is asked for.
+async fn lead(
+    registry: &Registry,
+    config: &EngineConfig,
+    leadership: &Leadership,
+    units: &mut UnitCache,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let mut view = match registry.view(Scope::Engine).await {
+        Ok(view) => view,
+        Err(error) => {
+            tracing::warn!(%error, "engine: cannot read the registry; stepping down");
+            let _ = registry.resign(leadership).await;
+            return;
+        }
+    };
+    let mut keep_alive = tokio::time::interval(config.lease_ttl / 3);
+    let mut resync = tokio::time::interval(config.resync);
+    let mut dirty = true;
+    loop {
+        if dirty {
+            match reconcile(registry, leadership, view.snapshot(), units).await {
+                Ok(true) => dirty = false,
+                Ok(false) => return,
+                Err(error) => tracing::warn!(%error, "engine: reconcile failed; retrying"),
+            }
+        }
+        tokio::select! {
+            changed = view.changed() => match changed {
+                Ok(_) => dirty = true,
+                Err(error) => {
+                    tracing::warn!(%error, "engine: registry unreachable");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            },
+            _ = resync.tick() => dirty = true,
+            _ = keep_alive.tick() => match registry.keep_leading(leadership).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(error) => tracing::warn!(%error, "engine: leader keep-alive failed"),
+            },
+            _ = shutdown.changed() => {
+                let _ = registry.resign(leadership).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Waits until the leader key is gone (or a bound passes, to campaign again anyway).
+async fn wait_for_vacancy(
+    registry: &Registry,
+    config: &EngineConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let store = registry.store();
+    let watched = async {
+        let (ranges, revision) = store.range(&[keys::LEADER]).await?;
+        if ranges[0].iter().all(|kv| kv.key != keys::LEADER) {
+            return Ok::<(), RegistryError>(());
+        }
+        let mut watch = store.watch(keys::LEADER, revision + 1).await?;
+        while let Some(batch) = watch.next().await {
+            let batch = batch?;
+            if batch
+                .events
+                .iter()
+                .any(|e| e.kv.key == keys::LEADER && e.kind == EventKind::Delete)
+            {
+                return Ok(());
+            }
+        }
+        Ok(())
+    };
+    // A lease lasts at most its TTL: past twice that, look again in any case.
+    tokio::select! {
+        _ = watched => {}
+        _ = tokio::time::sleep(config.lease_ttl * 2) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Unit files by hash: immutable, so cached for good (a leader change keeps the cache).
+#[derive(Default)]
+struct UnitCache {
+    files: BTreeMap<UnitHash, UnitFile>,
+}
+
+impl UnitCache {
+    async fn get(
+        &mut self,
+        registry: &Registry,
+        hash: &UnitHash,
+    ) -> Result<Option<&UnitFile>, RegistryError> {
+        if !self.files.contains_key(hash) {
+            match registry.unit_file(hash).await? {
+                Some(file) => {
+                    self.files.insert(*hash, file);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(self.files.get(hash))
+    }
+}
+
+/// One pass: decisions for `snapshot`, written fenced. `Ok(false)`: leadership is lost.
+async fn reconcile(
+    registry: &Registry,
+    leadership: &Leadership,
+    snapshot: &Snapshot,
+    units: &mut UnitCache,
+) -> Result<bool, RegistryError> {
+    let machines: Vec<MachineInfo> = snapshot
+        .machines
+        .keys()
+        .map(|id| MachineInfo {
+            id: id.clone(),
+            metadata: snapshot.machine_metadata(id),
+        })
+        .collect();
+    let mut groups: Vec<Vec<Op>> = Vec::new();
+    let mut jobs = Vec::new();
+    let mut placements: BTreeMap<&UnitName, Vec<&MachineId>> = BTreeMap::new();
+    for (machine, placed) in &snapshot.schedule {
+        for name in placed.keys() {
+            placements.entry(name).or_default().push(machine);
+        }
+    }
+    for (name, record) in &snapshot.jobs {
+        let mut placed = placements
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter();
+        let first = placed.next().cloned();
+        // A unit placed twice (by a broken writer) keeps one place.
+        for extra in placed {
+            groups.push(vec![decisions::unplace(extra, name)]);
+        }
+        let constraints = match units.get(registry, &record.hash).await? {
+            Some(unit) => Requirements::for_unit(unit, name.as_str()).constraints(),
+            None => {
+                let reason = format!(
+                    "unit file {} is missing from the registry",
+                    record.hash.short()
+                );
+                set_reason(&mut groups, snapshot, name, &reason);
+                continue;
+            }
+        };
+        jobs.push(JobInfo {
+            name: name.to_string(),
+            desired: record.desired,
+            constraints,
+            placed: first,
+        });
+    }
+    // Placed or explained units whose job was destroyed.
+    for (name, machines) in &placements {
+        if !snapshot.jobs.contains_key(*name) {
+            groups.extend(machines.iter().map(|m| vec![decisions::unplace(m, name)]));
+        }
+    }
+    for name in snapshot.reasons.keys() {
+        if !snapshot.jobs.contains_key(name) {
+            groups.push(vec![decisions::placeable(name)]);
+        }
+    }
+
+    let mut final_place: BTreeMap<String, Option<MachineId>> = jobs
+        .iter()
+        .map(|j| (j.name.clone(), j.placed.clone()))
+        .collect();
+    for decision in schedule(&machines, &jobs) {
+        match decision {
+            Decision::Place { unit, machine } => {
+                let name = unit_name(&unit);
+                let mut group = vec![decisions::place(&machine, &name, &snapshot.jobs[&name])];
+                if snapshot.reasons.contains_key(&name) {
+                    group.push(decisions::placeable(&name));
+                }
+                groups.push(group);
+                final_place.insert(unit, Some(machine));
+            }
+            Decision::Unplace {
+                unit,
+                machine,
+                reason,
+            } => {
+                tracing::info!(unit, %machine, reason, "engine: unplacing");
+                groups.push(vec![decisions::unplace(&machine, &unit_name(&unit))]);
+                final_place.insert(unit, None);
+            }
+            Decision::Unplaceable { unit, reason } => {
+                let name = unit_name(&unit);
+                set_reason(&mut groups, snapshot, &name, &reason);
+            }
+        }
+    }
+    // Units staying where they are follow their job's hash and desired state.
+    for (unit, machine) in final_place {
+        let Some(machine) = machine else { continue };
+        let name = unit_name(&unit);
+        let wanted: &JobRecord = &snapshot.jobs[&name];
+        let current = snapshot
+            .schedule
+            .get(&machine)
+            .and_then(|placed| placed.get(&name));
+        if current.is_some_and(|current| current != wanted) {
+            groups.push(vec![decisions::place(&machine, &name, wanted)]);
+        }
+    }
+    if groups.is_empty() {
+        return Ok(true);
+    }
+    Ok(registry
+        .commit_decisions(leadership, groups)
+        .await?
+        .is_some())
+}
+
+/// Records why a unit is not placed, unless that is already what the registry says.
+fn set_reason(groups: &mut Vec<Vec<Op>>, snapshot: &Snapshot, name: &UnitName, reason: &str) {
+    if snapshot.reasons.get(name).map(|r| r.reason.as_str()) != Some(reason) {
+        tracing::info!(unit = %name, reason, "engine: cannot place");
+        groups.push(vec![decisions::unplaceable(name, reason)]);
+    }
+}
+
+fn unit_name(name: &str) -> UnitName {
+    UnitName::new(name).expect("the scheduler returns the names it was given")
+}

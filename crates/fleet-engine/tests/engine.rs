@@ -1,0 +1,225 @@
+//! The engine reconciler on a real (in-memory) registry: it places units, explains the ones it
+//! cannot place, goes quiet once done, moves units off a machine that died, and hands over to
+//! another engine when its leader dies.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleet_engine::reconciler::{run, EngineConfig};
+use fleet_registry::local::LocalStore;
+use fleet_registry::records::MachineRecord;
+use fleet_registry::{KvStore, MachineLease, Registry, Scope, Snapshot};
+use fleet_unit::{JobState, MachineId, UnitFile, UnitName};
+use tokio::sync::watch;
+
+fn id(s: &str) -> MachineId {
+    MachineId::new(s).unwrap()
+}
+
+fn config(machine: &str) -> EngineConfig {
+    EngineConfig {
+        machine: id(machine),
+        lease_ttl: Duration::from_secs(1),
+        resync: Duration::from_secs(5),
+        version: "test".into(),
+    }
+}
+
+async fn registry() -> (Registry, Arc<dyn KvStore>) {
+    let store: Arc<dyn KvStore> = Arc::new(LocalStore::in_memory());
+    (Registry::open(Arc::clone(&store)).await.unwrap(), store)
+}
+
+async fn machine(
+    registry: &Registry,
+    name: &str,
+    metadata: &[(&str, &str)],
+    ttl: Duration,
+) -> MachineLease {
+    let record = MachineRecord {
+        metadata: metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..MachineRecord::default()
+    };
+    registry
+        .register_machine(&id(name), &record, ttl, None)
+        .await
+        .unwrap()
+}
+
+async fn job(registry: &Registry, name: &str, xfleet: &str) {
+    let text = format!("[Service]\nExecStart=/bin/sleep 60\n[X-Fleet]\n{xfleet}");
+    let unit = UnitFile::parse(&text).unwrap();
+    registry
+        .create_job(&UnitName::new(name).unwrap(), &unit, JobState::Launched)
+        .await
+        .unwrap();
+}
+
+/// Waits (bounded) until the registry's snapshot satisfies `done`.
+async fn until(registry: &Registry, what: &str, done: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snapshot = registry.snapshot(&Scope::All).await.unwrap();
+        if done(&snapshot) {
+            return snapshot;
+        }
+        assert!(Instant::now() < deadline, "{what}: {snapshot:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn placed(snapshot: &Snapshot, unit: &str) -> Option<String> {
+    let name = UnitName::new(unit).unwrap();
+    let machine = snapshot.placements(&name).next().map(|m| m.to_string());
+    machine
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn places_explains_and_goes_quiet() {
+    let (registry, store) = registry().await;
+    let ttl = Duration::from_secs(30);
+    let _m1 = machine(&registry, "m1", &[("region", "eu")], ttl).await;
+    let _m2 = machine(&registry, "m2", &[("region", "us")], ttl).await;
+    job(&registry, "a.service", "").await;
+    job(&registry, "b.service", "").await;
+    job(&registry, "eu.service", "MachineMetadata=region=eu").await;
+    job(&registry, "mars.service", "MachineMetadata=region=mars").await;
+    let (stop, shutdown) = watch::channel(false);
+    let engine = tokio::spawn(run(registry.clone(), config("m1"), shutdown));
+
+    let snapshot = until(&registry, "placed", |s| {
+        ["a.service", "b.service", "eu.service"]
+            .iter()
+            .all(|u| placed(s, u).is_some())
+            && !s.reasons.is_empty()
+    })
+    .await;
+    assert_ne!(
+        placed(&snapshot, "a.service"),
+        placed(&snapshot, "b.service"),
+        "spread"
+    );
+    assert_eq!(placed(&snapshot, "eu.service").as_deref(), Some("m1"));
+    let mars = UnitName::new("mars.service").unwrap();
+    assert_eq!(snapshot.reasons[&mars].reason, "no machine has region=mars");
+
+    // Done: nothing more is written.
+    let before = store.range(&["version"]).await.unwrap().1;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        store.range(&["version"]).await.unwrap().1,
+        before,
+        "an idle engine writes nothing"
+    );
+
+    // A change of desired state reaches the placed copy.
+    registry
+        .set_desired(&UnitName::new("a.service").unwrap(), JobState::Loaded)
+        .await
+        .unwrap();
+    until(&registry, "desired state followed", |s| {
+        s.schedule
+            .values()
+            .flat_map(|p| p.iter())
+            .any(|(n, r)| n.as_str() == "a.service" && r.desired == JobState::Loaded)
+    })
+    .await;
+    // A destroyed job leaves its machine.
+    registry
+        .destroy_job(&UnitName::new("b.service").unwrap())
+        .await
+        .unwrap();
+    until(&registry, "destroyed job unplaced", |s| {
+        placed(s, "b.service").is_none()
+    })
+    .await;
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), engine)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        registry
+            .snapshot(&Scope::All)
+            .await
+            .unwrap()
+            .leader
+            .is_none(),
+        "resigned"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_leave_a_dead_machine() {
+    let (registry, _) = registry().await;
+    let _m1 = machine(&registry, "m1", &[], Duration::from_secs(30)).await;
+    let m2 = machine(&registry, "m2", &[], Duration::from_secs(1)).await;
+    job(&registry, "a.service", "").await;
+    job(&registry, "b.service", "").await;
+    let (_stop, shutdown) = watch::channel(false);
+    let _engine = tokio::spawn(run(registry.clone(), config("m1"), shutdown));
+    let snapshot = until(&registry, "placed", |s| {
+        s.schedule.values().map(|p| p.len()).sum::<usize>() == 2
+    })
+    .await;
+    assert!(snapshot.schedule.contains_key(&id("m2")));
+    // m2 stops heartbeating: its lease runs out and its units move to m1.
+    drop(m2);
+    until(&registry, "moved to m1", |s| {
+        s.schedule.keys().all(|m| m.as_str() == "m1")
+            && s.schedule.get(&id("m1")).is_some_and(|p| p.len() == 2)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_engine_takes_over_when_the_leader_dies() {
+    let (registry, _) = registry().await;
+    let _m1 = machine(&registry, "m1", &[], Duration::from_secs(30)).await;
+    let (_stop1, shutdown1) = watch::channel(false);
+    let first = tokio::spawn(run(registry.clone(), config("e1"), shutdown1));
+    until(&registry, "e1 leads", |s| {
+        s.leader
+            .as_ref()
+            .is_some_and(|l| l.machine.as_str() == "e1")
+    })
+    .await;
+    let (_stop2, shutdown2) = watch::channel(false);
+    let _second = tokio::spawn(run(registry.clone(), config("e2"), shutdown2));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        registry
+            .snapshot(&Scope::All)
+            .await
+            .unwrap()
+            .leader
+            .unwrap()
+            .machine
+            .as_str(),
+        "e1"
+    );
+
+    // The leader dies without resigning (as with kill -9): e2 takes over after the lease TTL.
+    first.abort();
+    let died = Instant::now();
+    until(&registry, "e2 leads", |s| {
+        s.leader
+            .as_ref()
+            .is_some_and(|l| l.machine.as_str() == "e2")
+    })
+    .await;
+    let takeover = died.elapsed();
+    assert!(
+        takeover < Duration::from_secs(3),
+        "took {takeover:?} with a 1 s lease"
+    );
+    job(&registry, "late.service", "").await;
+    until(&registry, "the new leader places", |s| {
+        placed(s, "late.service").is_some()
+    })
+    .await;
+}
