@@ -4,5 +4,6 @@
 //! lines, environment, time spans, specifiers) as pure functions, and the supervisor that runs
 //! them.
 
+pub mod agent;
 pub mod manager;
 pub mod native;

@@ -5,7 +5,9 @@ use std::fmt;
 use std::path::Path;
 
 use async_trait::async_trait;
-use fleet_unit::{SystemdState, UnitFile, UnitName};
+use std::collections::BTreeMap;
+
+use fleet_unit::{SystemdState, UnitFile, UnitHash, UnitName};
 
 use crate::native::log::tail;
 use crate::native::supervisor::{Supervisor, SupervisorError};
@@ -39,8 +41,8 @@ pub trait UnitManager: Send + Sync {
     async fn unload(&self, name: &UnitName) -> Result<()>;
     async fn start(&self, name: &UnitName) -> Result<()>;
     async fn stop(&self, name: &UnitName) -> Result<()>;
-    /// The units loaded by fleet on this machine.
-    async fn loaded(&self) -> Result<Vec<UnitName>>;
+    /// The units loaded by fleet on this machine, with the hash of the file loaded.
+    async fn loaded(&self) -> Result<BTreeMap<UnitName, UnitHash>>;
     /// The unit's state in systemd's words (`not-found` when it is not loaded).
     async fn state(&self, name: &UnitName) -> Result<SystemdState>;
     /// The last `lines` lines of the unit's log, oldest first.
@@ -107,8 +109,8 @@ impl UnitManager for Supervisor {
         Ok(Supervisor::stop(self, name).await?)
     }
 
-    async fn loaded(&self) -> Result<Vec<UnitName>> {
-        Ok(self.loaded_units())
+    async fn loaded(&self) -> Result<BTreeMap<UnitName, UnitHash>> {
+        Ok(self.loaded_hashes())
     }
 
     async fn state(&self, name: &UnitName) -> Result<SystemdState> {

@@ -165,6 +165,14 @@ impl Supervisor {
         self.loaded().keys().cloned().collect()
     }
 
+    /// Each loaded unit with the hash of its file.
+    pub fn loaded_hashes(&self) -> BTreeMap<UnitName, fleet_unit::UnitHash> {
+        self.loaded()
+            .iter()
+            .map(|(name, loaded)| (name.clone(), loaded.unit.hash()))
+            .collect()
+    }
+
     /// Starts a unit with what it pulls in (Requires=, Wants=, BindsTo=, and units installed
     /// into it with WantedBy=/RequiredBy=), after stopping what conflicts with it, in
     /// After=/Before= order. A unit whose required, earlier-ordered unit fails is not started

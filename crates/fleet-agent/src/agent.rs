@@ -1,0 +1,321 @@
+//! The agent: makes this machine's init system match what the registry says for it, and
+//! reports unit states — a level-triggered reconciler over the agent-scope view (the units
+//! placed here, global units, this machine's metadata).
+//!
+//! Presence and states ride on one machine lease. Its ID is kept in a file so a restarted
+//! fleetd adopts the lease of its previous run: nothing disappears, nothing restarts. When the
+//! registry is unreachable, units keep running as they are.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet_registry::records::{JobRecord, MachineRecord, StateRecord};
+use fleet_registry::{MachineLease, Registry, RegistryError, Scope, Snapshot};
+use fleet_unit::{
+    JobState, Machine, MachineId, Requirements, SystemdState, UnitFile, UnitHash, UnitName,
+};
+use tokio::sync::watch;
+
+use crate::manager::UnitManager;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub machine: MachineId,
+    pub record: MachineRecord,
+    /// The machine lease's TTL (fleet's agent_ttl); keep-alives go at a third of it.
+    pub ttl: Duration,
+    /// Where the machine lease's ID is kept across restarts.
+    pub lease_file: PathBuf,
+    /// How often local unit states are compared with what was last published.
+    pub state_poll: Duration,
+    /// The safety-net full reconcile period.
+    pub resync: Duration,
+}
+
+/// Runs the agent until `shutdown` turns true. Units are left as they are on the way out
+/// (fleetd decides whether a shutdown unloads them).
+pub async fn run(
+    registry: Registry,
+    manager: Arc<dyn UnitManager>,
+    config: AgentConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut agent = Agent {
+        registry,
+        manager,
+        config,
+        lease: None,
+        published: BTreeMap::new(),
+        units: BTreeMap::new(),
+    };
+    let mut view = loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match agent
+            .registry
+            .view(Scope::Agent(agent.config.machine.clone()))
+            .await
+        {
+            Ok(view) => break view,
+            Err(error) => {
+                tracing::warn!(%error, "agent: registry unreachable; retrying");
+                pause(&mut shutdown, Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let mut keep_alive = tokio::time::interval(agent.config.ttl / 3);
+    let mut poll = tokio::time::interval(agent.config.state_poll);
+    let mut resync = tokio::time::interval(agent.config.resync);
+    let mut dirty = true;
+    loop {
+        if agent.lease.is_none() {
+            if let Err(error) = agent.register().await {
+                tracing::warn!(%error, "agent: cannot announce this machine");
+            }
+        }
+        if dirty {
+            match agent.reconcile(view.snapshot()).await {
+                Ok(()) => dirty = false,
+                Err(error) => tracing::warn!(%error, "agent: reconcile failed; retrying"),
+            }
+        }
+        tokio::select! {
+            changed = view.changed() => match changed {
+                Ok(_) => dirty = true,
+                Err(error) => {
+                    tracing::warn!(%error, "agent: registry unreachable; units keep running");
+                    pause(&mut shutdown, Duration::from_millis(500)).await;
+                }
+            },
+            _ = keep_alive.tick() => agent.keep_alive().await,
+            _ = poll.tick() => {
+                if let Err(error) = agent.publish_states().await {
+                    tracing::warn!(%error, "agent: cannot publish unit states");
+                }
+            }
+            _ = resync.tick() => dirty = true,
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+struct Agent {
+    registry: Registry,
+    manager: Arc<dyn UnitManager>,
+    config: AgentConfig,
+    lease: Option<MachineLease>,
+    /// What was last published per unit, so only changes are written.
+    published: BTreeMap<UnitName, StateRecord>,
+    /// Unit files by hash (immutable).
+    units: BTreeMap<UnitHash, UnitFile>,
+}
+
+impl Agent {
+    /// Announces the machine, adopting the previous run's lease if it is still alive.
+    async fn register(&mut self) -> Result<(), RegistryError> {
+        let previous = std::fs::read_to_string(&self.config.lease_file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
+        let lease = self
+            .registry
+            .register_machine(
+                &self.config.machine,
+                &self.config.record,
+                self.config.ttl,
+                previous,
+            )
+            .await?;
+        if Some(lease.lease) != previous {
+            // A new lease carries no states yet: publish them all again.
+            self.published.clear();
+        }
+        if let Err(error) = std::fs::write(&self.config.lease_file, lease.lease.to_string()) {
+            tracing::warn!(%error, path = %self.config.lease_file.display(), "agent: cannot keep the lease ID");
+        }
+        tracing::info!(machine = %self.config.machine, lease = lease.lease, "agent: machine announced");
+        self.lease = Some(lease);
+        Ok(())
+    }
+
+    async fn keep_alive(&mut self) {
+        let Some(lease) = &self.lease else { return };
+        match self.registry.keep_alive(lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("agent: the machine lease expired; announcing again");
+                self.lease = None;
+            }
+            Err(error) => tracing::warn!(%error, "agent: keep-alive failed; units keep running"),
+        }
+    }
+
+    /// Loads, starts, stops and unloads until the machine matches `snapshot`.
+    async fn reconcile(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let desired = self.desired(snapshot).await?;
+        let loaded = self.manager.loaded().await.map_err(|e| e.to_string())?;
+        for name in loaded.keys().filter(|n| !desired.contains_key(*n)) {
+            tracing::info!(unit = %name, "agent: unloading");
+            self.manager.unload(name).await.map_err(|e| e.to_string())?;
+            self.withdraw(name).await;
+        }
+        for (name, (record, unit)) in &desired {
+            if loaded.get(name) != Some(&record.hash) {
+                tracing::info!(unit = %name, "agent: loading");
+                if loaded.contains_key(name) {
+                    // A new version: the old one stops first.
+                    self.manager.stop(name).await.map_err(|e| e.to_string())?;
+                }
+                self.manager
+                    .load(name, unit)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        for (name, (record, _)) in &desired {
+            let state = self.manager.state(name).await.map_err(|e| e.to_string())?;
+            let active = matches!(state.active.as_str(), "active" | "activating" | "reloading");
+            match record.desired {
+                JobState::Launched if !active => {
+                    tracing::info!(unit = %name, "agent: starting");
+                    if let Err(error) = self.manager.start(name).await {
+                        tracing::warn!(unit = %name, %error, "agent: start failed");
+                    }
+                }
+                JobState::Loaded | JobState::Inactive if active => {
+                    tracing::info!(unit = %name, "agent: stopping");
+                    self.manager.stop(name).await.map_err(|e| e.to_string())?;
+                }
+                _ => {}
+            }
+        }
+        self.publish_states().await.map_err(|e| e.to_string())
+    }
+
+    /// The units this machine should have: placed here, or global and matching it.
+    async fn desired(
+        &mut self,
+        snapshot: &Snapshot,
+    ) -> Result<BTreeMap<UnitName, (JobRecord, UnitFile)>, String> {
+        let me = &self.config.machine;
+        let mut wanted: Vec<(UnitName, JobRecord)> = snapshot
+            .scheduled_on(me)
+            .map(|(name, record)| (name.clone(), record.clone()))
+            .collect();
+        let machine = Machine {
+            metadata: {
+                let mut metadata = self.config.record.metadata.clone();
+                metadata.extend(snapshot.metadata.get(me).cloned().unwrap_or_default());
+                metadata
+            },
+            ..Machine::new(me.clone())
+        };
+        for (name, record) in &snapshot.global {
+            if record.desired == JobState::Inactive {
+                continue;
+            }
+            let Some(unit) = self.unit(&record.hash).await? else {
+                continue;
+            };
+            let constraints = Requirements::for_unit(&unit, name.as_str()).constraints();
+            if machine.has_metadata(&constraints.metadata) {
+                wanted.push((name.clone(), record.clone()));
+            }
+        }
+        let mut desired = BTreeMap::new();
+        for (name, record) in wanted {
+            match self.unit(&record.hash).await? {
+                Some(unit) => {
+                    desired.insert(name, (record, unit));
+                }
+                None => {
+                    tracing::warn!(unit = %name, hash = %record.hash, "agent: unit file missing")
+                }
+            }
+        }
+        Ok(desired)
+    }
+
+    async fn unit(&mut self, hash: &UnitHash) -> Result<Option<UnitFile>, String> {
+        if let Some(unit) = self.units.get(hash) {
+            return Ok(Some(unit.clone()));
+        }
+        let unit = self
+            .registry
+            .unit_file(hash)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(unit) = &unit {
+            self.units.insert(*hash, unit.clone());
+        }
+        Ok(unit)
+    }
+
+    /// Writes the states that changed since last published; nothing when nothing changed.
+    async fn publish_states(&mut self) -> Result<(), RegistryError> {
+        let Some(lease) = self.lease.clone() else {
+            return Ok(());
+        };
+        let loaded = match self.manager.loaded().await {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                tracing::warn!(%error, "agent: cannot list units");
+                return Ok(());
+            }
+        };
+        for (name, hash) in &loaded {
+            let Ok(state) = self.manager.state(name).await else {
+                continue;
+            };
+            let record = state_record(&state, *hash);
+            if self.published.get(name) != Some(&record) {
+                match self.registry.set_state(&lease, name, Some(&record)).await {
+                    Ok(()) => {
+                        self.published.insert(name.clone(), record);
+                    }
+                    Err(RegistryError::LeaseNotFound(_)) => {
+                        self.lease = None;
+                        return Ok(());
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        let gone: Vec<UnitName> = self
+            .published
+            .keys()
+            .filter(|n| !loaded.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.withdraw(&name).await;
+        }
+        Ok(())
+    }
+
+    async fn withdraw(&mut self, name: &UnitName) {
+        if let Some(lease) = &self.lease {
+            if self.registry.set_state(lease, name, None).await.is_ok() {
+                self.published.remove(name);
+            }
+        }
+    }
+}
+
+fn state_record(state: &SystemdState, hash: UnitHash) -> StateRecord {
+    StateRecord {
+        hash: Some(hash),
+        load: state.load.clone(),
+        active: state.active.clone(),
+        sub: state.sub.clone(),
+    }
+}
