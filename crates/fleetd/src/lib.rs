@@ -1,3 +1,4 @@
 //! fleetd's library: configuration and wiring, kept out of `main.rs` so tests can use them.
 
 pub mod config;
+pub mod daemon;

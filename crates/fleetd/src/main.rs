@@ -1,14 +1,17 @@
-//! fleetd: the daemon. The engine, agent, registry and API arrive with their issues; until
-//! then the binary reports its version and runs unit shims (`fleetd shim <run dir>`, started
-//! by the native supervisor), and refuses to start as a daemon rather than pretend to run.
+//! fleetd: the daemon (`fleetd [--config PATH]`), its version (`fleetd --version`), and the
+//! per-unit shim the native supervisor starts (`fleetd shim <run dir>`).
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-const VERSION: &str = env!("CARGO_PKG_VERSION");
+use fleetd::config::Config;
+use fleetd::daemon::{self, VERSION};
+
+const DEFAULT_CONFIG: &str = "/etc/fleet/fleet.conf";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
+    let code = match args
         .iter()
         .map(String::as_str)
         .collect::<Vec<_>>()
@@ -16,14 +19,69 @@ fn main() {
     {
         ["--version"] | ["-version"] | ["version"] => {
             println!("fleetd version {VERSION}");
+            0
         }
-        ["shim", dir] => std::process::exit(shim(Path::new(dir))),
+        ["shim", dir] => shim(Path::new(dir)),
+        [] => serve(None),
+        ["--config", path] | ["-config", path] => serve(Some(PathBuf::from(path))),
+        [other, ..] if other.starts_with("--config=") => {
+            serve(Some(PathBuf::from(&other["--config=".len()..])))
+        }
         _ => {
-            eprintln!(
-                "fleetd {VERSION}: the daemon is not implemented yet in this build \
-                 (see the open issues); only --version works"
-            );
-            std::process::exit(2);
+            eprintln!("usage: fleetd [--config PATH] | fleetd --version");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Runs the daemon; exit 1 with the reason when it cannot start.
+fn serve(config_path: Option<PathBuf>) -> i32 {
+    let explicit = config_path.is_some();
+    let path = config_path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let file = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            eprintln!("fleetd: cannot read {}: {e}", path.display());
+            return 1;
+        }
+    };
+    let environment: BTreeMap<String, String> = std::env::vars().collect();
+    let (config, warnings) = match Config::load(file.as_deref(), &environment) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("fleetd: {e}");
+            return 1;
+        }
+    };
+    let level = match config.verbosity {
+        0 => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("fleetd: cannot start: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(daemon::run(config)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("fleetd: {e}");
+            1
         }
     }
 }
