@@ -1,0 +1,220 @@
+//! The JSON objects of API v1, field for field as fleet 1.0's generated schema wrote them:
+//! keys in alphabetical order, empty fields left out.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UnitOption {
+    pub name: String,
+    pub section: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Unit {
+    #[serde(
+        rename = "currentState",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub current_state: String,
+    #[serde(
+        rename = "desiredState",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub desired_state: String,
+    #[serde(
+        rename = "machineID",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub machine_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<UnitOption>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UnitState {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hash: String,
+    #[serde(
+        rename = "machineID",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub machine_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(
+        rename = "systemdActiveState",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub systemd_active_state: String,
+    #[serde(
+        rename = "systemdLoadState",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub systemd_load_state: String,
+    #[serde(
+        rename = "systemdSubState",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub systemd_sub_state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Machine {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(
+        rename = "primaryIP",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub primary_ip: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UnitPage {
+    #[serde(
+        rename = "nextPageToken",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub next_page_token: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<Unit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UnitStatePage {
+    #[serde(
+        rename = "nextPageToken",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub next_page_token: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<UnitState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MachinePage {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub machines: Vec<Machine>,
+    #[serde(
+        rename = "nextPageToken",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub next_page_token: String,
+}
+
+/// `{"error":{"code":N,"message":"..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: u16,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: u16, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check<T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug>(
+        value: &T,
+        json: &str,
+    ) {
+        assert_eq!(serde_json::to_string(value).unwrap(), json);
+        assert_eq!(&serde_json::from_str::<T>(json).unwrap(), value);
+    }
+
+    #[test]
+    fn wire_bytes_as_fleet_wrote_them() {
+        check(
+            &Unit {
+                desired_state: "launched".into(),
+                name: "hello.service".into(),
+                ..Unit::default()
+            },
+            r#"{"desiredState":"launched","name":"hello.service"}"#,
+        );
+        check(
+            &Unit {
+                current_state: "launched".into(),
+                desired_state: "launched".into(),
+                machine_id: "3d12".into(),
+                name: "a.service".into(),
+                options: vec![UnitOption {
+                    name: "Description".into(),
+                    section: "Unit".into(),
+                    value: "Unit a".into(),
+                }],
+            },
+            r#"{"currentState":"launched","desiredState":"launched","machineID":"3d12","name":"a.service","options":[{"name":"Description","section":"Unit","value":"Unit a"}]}"#,
+        );
+        check(
+            &UnitState {
+                hash: "ae87".into(),
+                machine_id: "3d12".into(),
+                name: "a.service".into(),
+                systemd_active_state: "active".into(),
+                systemd_load_state: "loaded".into(),
+                systemd_sub_state: "running".into(),
+            },
+            r#"{"hash":"ae87","machineID":"3d12","name":"a.service","systemdActiveState":"active","systemdLoadState":"loaded","systemdSubState":"running"}"#,
+        );
+        check(
+            &MachinePage {
+                machines: vec![Machine {
+                    id: "3d12".into(),
+                    metadata: BTreeMap::from([
+                        ("region".into(), "us-east".into()),
+                        ("disk".into(), "ssd".into()),
+                    ]),
+                    primary_ip: "127.0.0.1".into(),
+                }],
+                next_page_token: String::new(),
+            },
+            r#"{"machines":[{"id":"3d12","metadata":{"disk":"ssd","region":"us-east"},"primaryIP":"127.0.0.1"}]}"#,
+        );
+        check(&UnitStatePage::default(), "{}");
+        check(
+            &UnitPage {
+                next_page_token: "AgACAA==".into(),
+                units: Vec::new(),
+            },
+            r#"{"nextPageToken":"AgACAA=="}"#,
+        );
+        check(
+            &ErrorBody::new(404, "unit does not exist"),
+            r#"{"error":{"code":404,"message":"unit does not exist"}}"#,
+        );
+    }
+}
