@@ -2,4 +2,5 @@
 //! text of the API lives here, so the server and fleetctl cannot disagree.
 
 pub mod schema;
+pub mod server;
 pub mod token;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use fleet_agent::agent::{self, AgentConfig};
 use fleet_agent::manager::{ManagerKind, UnitManager};
 use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
+use fleet_api::server::{router, ApiState};
 use fleet_engine::reconciler::{self, EngineConfig};
 use fleet_registry::etcd::{EtcdConfig, EtcdStore};
 use fleet_registry::local::LocalStore;
@@ -68,8 +69,19 @@ pub async fn run(config: Config) -> Result<(), String> {
         registry.clone(),
         manager,
         agent,
-        shutdown,
+        shutdown.clone(),
     )));
+    let token_limit = u16::try_from(config.token_limit).unwrap_or(u16::MAX);
+    let api = ApiState::new(registry.clone(), token_limit, VERSION);
+    for url in &config.api_listen {
+        let listener = Listener::bind(url).await?;
+        tracing::info!(url, "api: listening");
+        tasks.push(tokio::spawn(serve(
+            listener,
+            router(Arc::clone(&api)),
+            shutdown.clone(),
+        )));
+    }
 
     wait_for_stop_signal().await?;
     tracing::info!("fleetd stopping; units keep running (restart fleetd to reattach)");
@@ -78,6 +90,76 @@ pub async fn run(config: Config) -> Result<(), String> {
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }
     Ok(())
+}
+
+/// A bound API listener.
+enum Listener {
+    Unix(tokio::net::UnixListener, PathBuf),
+    Tcp(tokio::net::TcpListener),
+}
+
+impl Listener {
+    /// Binds `unix:///path` (mode 0660: never world-writable) or `http://` on a loopback
+    /// address; a network API needs TLS and authentication, which are not built yet.
+    async fn bind(url: &str) -> Result<Listener, String> {
+        if let Some(path) = url.strip_prefix("unix://") {
+            let path = PathBuf::from(path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("api_listen {url}: {e}"))?;
+            }
+            // A socket left by a previous run (nobody answers on it) is replaced.
+            if std::os::unix::net::UnixStream::connect(&path).is_err() {
+                let _ = std::fs::remove_file(&path);
+            }
+            let listener = tokio::net::UnixListener::bind(&path)
+                .map_err(|e| format!("api_listen {url}: {e}"))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
+                .map_err(|e| format!("api_listen {url}: {e}"))?;
+            return Ok(Listener::Unix(listener, path));
+        }
+        if let Some(address) = url.strip_prefix("http://") {
+            let address = address.trim_end_matches('/');
+            let resolved: std::net::SocketAddr = address.parse().map_err(|_| {
+                format!("api_listen {url}: use an IP address and port, e.g. http://127.0.0.1:54728")
+            })?;
+            if !resolved.ip().is_loopback() {
+                return Err(format!(
+                    "api_listen {url}: an API on the network needs TLS and authentication, which this build does not have yet; listen on a unix socket or a loopback address"
+                ));
+            }
+            let listener = tokio::net::TcpListener::bind(resolved)
+                .await
+                .map_err(|e| format!("api_listen {url}: {e}"))?;
+            return Ok(Listener::Tcp(listener));
+        }
+        Err(format!(
+            "api_listen {url}: https is not built yet; use unix:// or http://127.0.0.1:PORT"
+        ))
+    }
+}
+
+async fn serve(listener: Listener, router: axum::Router, mut shutdown: watch::Receiver<bool>) {
+    let stopped = async move {
+        let _ = shutdown.changed().await;
+    };
+    let result = match listener {
+        Listener::Unix(listener, path) => {
+            let result = axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await;
+            let _ = std::fs::remove_file(path);
+            result
+        }
+        Listener::Tcp(listener) => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    };
+    if let Err(error) = result {
+        tracing::error!(%error, "api: listener failed");
+    }
 }
 
 async fn wait_for_stop_signal() -> Result<(), String> {

@@ -2,7 +2,8 @@
 //! supervisor, stops cleanly on SIGTERM, and refuses a bad configuration with a message
 //! naming the option.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,10 @@ fn fleetd(dir: &std::path::Path) -> Command {
         .env("FLEET_UNITS_DIRECTORY", dir.join("units"))
         .env("FLEET_MACHINE_ID", "node1")
         .env("FLEET_UNIT_MANAGER", "native")
+        .env(
+            "FLEET_API_LISTEN",
+            format!("unix://{}", dir.join("fleet.sock").display()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -80,4 +85,148 @@ fn a_bad_configuration_is_refused_with_the_option_named() {
     );
     let missing = fleetd(dir.path()).arg("extra").output().unwrap();
     assert_eq!(missing.status.code(), Some(2));
+}
+
+/// One HTTP/1.1 request over the unix socket; (status, body).
+fn http(socket: &std::path::Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: domain-sock\r\nConnection: close\r\n");
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len() + 1
+        ));
+    }
+    request.push_str("\r\n");
+    if let Some(body) = body {
+        request.push_str(body);
+        request.push('\n');
+    }
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn a_unit_launched_through_the_api_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let socket = dir.path().join("fleet.sock");
+    let mut child = fleetd(dir.path()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "no API socket");
+        assert!(child.try_wait().unwrap().is_none(), "fleetd exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "the API socket is not world-writable");
+
+    let unit = r#"{"desiredState":"launched","name":"hello.service","options":[{"name":"ExecStart","section":"Service","value":"/bin/sleep 30"}]}"#;
+    let requested = Instant::now();
+    assert_eq!(
+        http(
+            &socket,
+            "PUT",
+            "/fleet/v1/units/hello.service?alt=json",
+            Some(unit)
+        )
+        .0,
+        201
+    );
+    loop {
+        let (status, body) = http(
+            &socket,
+            "GET",
+            "/fleet/v1/state/hello.service?alt=json",
+            None,
+        );
+        if status == 200 && body.contains(r#""systemdSubState":"running""#) {
+            break;
+        }
+        assert!(
+            requested.elapsed() < Duration::from_secs(15),
+            "never running: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "PUT launched to running through fleetd's API: {:?}",
+        requested.elapsed()
+    );
+    let (status, body) = http(
+        &socket,
+        "GET",
+        "/fleet/v1/units/hello.service?alt=json",
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(body.starts_with(r#"{"currentState":"launched","desiredState":"launched","machineID":"node1","name":"hello.service","options":["#), "{body}");
+    let (status, body) = http(
+        &socket,
+        "GET",
+        "/fleet/v1/units/missing.service?alt=json",
+        None,
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            404,
+            r#"{"error":{"code":404,"message":"unit does not exist"}}"#
+        )
+    );
+
+    assert_eq!(
+        http(
+            &socket,
+            "PUT",
+            "/fleet/v1/units/hello.service?alt=json",
+            Some(r#"{"desiredState":"inactive","name":"hello.service"}"#)
+        )
+        .0,
+        204
+    );
+    assert_eq!(
+        http(
+            &socket,
+            "DELETE",
+            "/fleet/v1/units/hello.service?alt=json",
+            None
+        )
+        .0,
+        204
+    );
+    loop {
+        let (status, _) = http(
+            &socket,
+            "GET",
+            "/fleet/v1/state/hello.service?alt=json",
+            None,
+        );
+        if status == 404 {
+            break;
+        }
+        assert!(
+            requested.elapsed() < Duration::from_secs(30),
+            "state never withdrawn"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(!socket.exists(), "the socket is removed on the way out");
 }

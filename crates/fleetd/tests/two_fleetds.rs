@@ -26,6 +26,10 @@ impl Fleetd {
             .env("FLEET_UNITS_DIRECTORY", dir.join(machine).join("units"))
             .env("FLEET_MACHINE_ID", machine)
             .env("FLEET_UNIT_MANAGER", "native")
+            .env(
+                "FLEET_API_LISTEN",
+                format!("unix://{}", dir.join(format!("{machine}.sock")).display()),
+            )
             .env("FLEET_AGENT_TTL", "2s")
             .env("FLEET_ENGINE_RECONCILE_INTERVAL", "0.2")
             .stdin(Stdio::null())

@@ -1,0 +1,564 @@
+//! API v1 as fleet 1.0 served it, over the registry: `units` (list, get, put, delete), `state`,
+//! `machines`, under `/fleet/v1/` and `/v1-alpha/`. Routing is by hand so that every path,
+//! method and error answers as fleet answered.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use fleet_registry::registry::JobWrite;
+use fleet_registry::{Registry, RegistryError, Scope, Snapshot};
+use fleet_unit::{validate_options, JobState, NameInfo, UnitFile, UnitHash, UnitName};
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::schema::{
+    ErrorBody, Machine, MachinePage, Unit, UnitOption, UnitPage, UnitState, UnitStatePage,
+};
+use crate::token::PageToken;
+
+/// The largest request body accepted (a unit file is at most a few KiB).
+const MAX_BODY: usize = 1024 * 1024;
+
+pub struct ApiState {
+    pub registry: Registry,
+    pub token_limit: u16,
+    pub version: String,
+    /// Unit files by hash: immutable, so cached for good.
+    units: Mutex<BTreeMap<UnitHash, UnitFile>>,
+}
+
+impl ApiState {
+    pub fn new(registry: Registry, token_limit: u16, version: &str) -> Arc<ApiState> {
+        Arc::new(ApiState {
+            registry,
+            token_limit,
+            version: version.to_owned(),
+            units: Mutex::new(BTreeMap::new()),
+        })
+    }
+}
+
+/// The router serving API v1 with `state`.
+pub fn router(state: Arc<ApiState>) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(state)
+}
+
+/// An answer: status and, for errors and documents, a JSON body.
+struct Answer {
+    status: StatusCode,
+    body: Option<Vec<u8>>,
+}
+
+impl Answer {
+    fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
+        Answer {
+            status,
+            body: Some(serde_json::to_vec(value).expect("schema types serialize")),
+        }
+    }
+
+    fn error(status: StatusCode, message: impl Into<String>) -> Answer {
+        Answer::json(status, &ErrorBody::new(status.as_u16(), message))
+    }
+
+    fn empty(status: StatusCode) -> Answer {
+        Answer { status, body: None }
+    }
+
+    fn unavailable(error: &RegistryError) -> Answer {
+        tracing::warn!(%error, "api: registry unreachable");
+        Answer::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fleet server unable to communicate with etcd",
+        )
+    }
+}
+
+async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Response {
+    let answer = route(&state, request).await;
+    let mut response = Response::new(Body::from(answer.body.clone().unwrap_or_default()));
+    *response.status_mut() = answer.status;
+    let headers = response.headers_mut();
+    if answer.body.is_some() {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    if let Ok(server) = HeaderValue::from_str(&format!("fleetd/{}", state.version)) {
+        headers.insert(header::SERVER, server);
+    }
+    response
+}
+
+async fn route(state: &ApiState, request: Request) -> Answer {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let Some(rest) = path
+        .strip_prefix("/fleet/v1/")
+        .or_else(|| path.strip_prefix("/v1-alpha/"))
+    else {
+        return Answer::error(StatusCode::NOT_FOUND, "");
+    };
+    let method = request.method().clone();
+    match rest.split_once('/') {
+        None => match rest {
+            "units" => match method {
+                Method::GET => list_units(state, &query).await,
+                _ => Answer::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "only GET supported against this resource",
+                ),
+            },
+            "state" => match method {
+                Method::GET => list_states(state, &query).await,
+                _ => Answer::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "only GET supported against this resource",
+                ),
+            },
+            "machines" => match method {
+                Method::GET => list_machines(state, &query).await,
+                _ => Answer::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "only GET and PATCH supported against this resource",
+                ),
+            },
+            _ => Answer::error(StatusCode::NOT_FOUND, ""),
+        },
+        Some((collection, item)) => {
+            let Some(name) = percent_decode(item).filter(|n| !n.is_empty() && !n.contains('/'))
+            else {
+                return Answer::error(StatusCode::NOT_FOUND, "");
+            };
+            match (collection, method) {
+                ("units", Method::GET) => get_unit(state, &name).await,
+                ("units", Method::PUT) => put_unit(state, &name, request).await,
+                ("units", Method::DELETE) => delete_unit(state, &name).await,
+                ("units", _) => Answer::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "only GET, PUT and DELETE supported against this resource",
+                ),
+                ("state", Method::GET) => get_state(state, &name).await,
+                ("state", _) => Answer::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "only GET supported against this resource",
+                ),
+                _ => Answer::error(StatusCode::NOT_FOUND, ""),
+            }
+        }
+    }
+}
+
+/// `%XX` decoding of one path segment; `None` for a malformed escape or non-UTF-8 result.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The values of one query parameter.
+fn query_values(query: &str, name: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .filter(|(key, _)| *key == name)
+        .filter_map(|(_, value)| percent_decode(&value.replace('+', " ")))
+        .collect()
+}
+
+/// The page a list call asks for, or fleet's 400.
+fn page(state: &ApiState, query: &str) -> Result<PageToken, Answer> {
+    let tokens = query_values(query, "nextPageToken");
+    match tokens.as_slice() {
+        [] => Ok(PageToken::first(state.token_limit)),
+        [token] => PageToken::decode(token, state.token_limit)
+            .map_err(|e| Answer::error(StatusCode::BAD_REQUEST, e)),
+        _ => Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            "too many values for page token",
+        )),
+    }
+}
+
+/// The items of `page`, and the token of the next page if there is one.
+fn slice<T: Clone>(items: &[T], page: PageToken) -> (Vec<T>, String) {
+    let limit = usize::from(page.limit);
+    let start = (usize::from(page.page) - 1).saturating_mul(limit);
+    let end = start.saturating_add(limit).min(items.len());
+    let chosen = items.get(start..end).map(<[T]>::to_vec).unwrap_or_default();
+    let next = match end < items.len() {
+        true => page.next().encode(),
+        false => String::new(),
+    };
+    (chosen, next)
+}
+
+async fn snapshot(state: &ApiState) -> Result<Snapshot, Answer> {
+    state
+        .registry
+        .snapshot(&Scope::All)
+        .await
+        .map_err(|e| Answer::unavailable(&e))
+}
+
+async fn unit_file(state: &ApiState, hash: &UnitHash) -> Result<Option<UnitFile>, RegistryError> {
+    if let Some(unit) = state.units.lock().await.get(hash) {
+        return Ok(Some(unit.clone()));
+    }
+    let unit = state.registry.unit_file(hash).await?;
+    if let Some(unit) = &unit {
+        state.units.lock().await.insert(*hash, unit.clone());
+    }
+    Ok(unit)
+}
+
+/// A unit as the API shows it; `None` when it does not exist.
+async fn unit_view(
+    state: &ApiState,
+    snapshot: &Snapshot,
+    name: &UnitName,
+) -> Result<Option<Unit>, RegistryError> {
+    let (record, global) = match (snapshot.jobs.get(name), snapshot.global.get(name)) {
+        (Some(record), _) => (record, false),
+        (None, Some(record)) => (record, true),
+        (None, None) => return Ok(None),
+    };
+    let options = unit_file(state, &record.hash)
+        .await?
+        .map(|unit| unit.options().iter().map(wire_option).collect())
+        .unwrap_or_default();
+    let mut unit = Unit {
+        desired_state: record.desired.as_str().to_owned(),
+        name: name.to_string(),
+        options,
+        ..Unit::default()
+    };
+    if !global {
+        let placed = snapshot.placements(name).next();
+        unit.current_state = current_state(snapshot, name, &record.hash)
+            .as_str()
+            .to_owned();
+        unit.machine_id = placed.map(|m| m.to_string()).unwrap_or_default();
+    }
+    Ok(Some(unit))
+}
+
+/// fleet's currentState: inactive until placed; loaded once placed; launched once the machine
+/// runs the current version of it as launched.
+fn current_state(snapshot: &Snapshot, name: &UnitName, hash: &UnitHash) -> JobState {
+    let Some(machine) = snapshot.placements(name).next() else {
+        return JobState::Inactive;
+    };
+    let placed = &snapshot.schedule[machine][name];
+    let running = snapshot
+        .states
+        .get(machine)
+        .and_then(|states| states.get(name))
+        .is_some_and(|s| {
+            s.hash.as_ref() == Some(hash) && !matches!(s.active.as_str(), "inactive" | "failed")
+        });
+    match placed.desired == JobState::Launched && running {
+        true => JobState::Launched,
+        false => JobState::Loaded,
+    }
+}
+
+fn wire_option(option: &fleet_unit::UnitOption) -> UnitOption {
+    UnitOption {
+        name: option.name.clone(),
+        section: option.section.clone(),
+        value: option.value.clone(),
+    }
+}
+
+async fn list_units(state: &ApiState, query: &str) -> Answer {
+    let page = match page(state, query) {
+        Ok(page) => page,
+        Err(answer) => return answer,
+    };
+    let snapshot = match snapshot(state).await {
+        Ok(snapshot) => snapshot,
+        Err(answer) => return answer,
+    };
+    let names: Vec<UnitName> = snapshot
+        .jobs
+        .keys()
+        .chain(snapshot.global.keys())
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (chosen, next) = slice(&names, page);
+    let mut units = Vec::with_capacity(chosen.len());
+    for name in &chosen {
+        match unit_view(state, &snapshot, name).await {
+            Ok(Some(unit)) => units.push(unit),
+            Ok(None) => {}
+            Err(e) => return Answer::unavailable(&e),
+        }
+    }
+    Answer::json(
+        StatusCode::OK,
+        &UnitPage {
+            next_page_token: next,
+            units,
+        },
+    )
+}
+
+async fn get_unit(state: &ApiState, name: &str) -> Answer {
+    let Ok(name) = UnitName::new(name) else {
+        return Answer::error(StatusCode::NOT_FOUND, "unit does not exist");
+    };
+    let snapshot = match snapshot(state).await {
+        Ok(snapshot) => snapshot,
+        Err(answer) => return answer,
+    };
+    match unit_view(state, &snapshot, &name).await {
+        Ok(Some(unit)) => Answer::json(StatusCode::OK, &unit),
+        Ok(None) => Answer::error(StatusCode::NOT_FOUND, "unit does not exist"),
+        Err(e) => Answer::unavailable(&e),
+    }
+}
+
+async fn delete_unit(state: &ApiState, name: &str) -> Answer {
+    let Ok(name) = UnitName::new(name) else {
+        return Answer::error(StatusCode::NOT_FOUND, "unit does not exist");
+    };
+    match state.registry.destroy_job(&name).await {
+        Ok(JobWrite::NotFound) => Answer::error(StatusCode::NOT_FOUND, "unit does not exist"),
+        Ok(_) => Answer::empty(StatusCode::NO_CONTENT),
+        Err(e) => Answer::unavailable(&e),
+    }
+}
+
+async fn put_unit(state: &ApiState, url_name: &str, request: Request) -> Answer {
+    let content_types: Vec<&HeaderValue> = request
+        .headers()
+        .get_all(header::CONTENT_TYPE)
+        .iter()
+        .collect();
+    if content_types.len() != 1 {
+        return Answer::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("expected 1 Content-Type, got {}", content_types.len()),
+        );
+    }
+    let media = content_types[0]
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        return Answer::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "only acceptable Content-Type is application/json",
+        );
+    }
+    let body = match to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(body) => body,
+        Err(e) => {
+            return Answer::error(StatusCode::BAD_REQUEST, format!("unable to read body: {e}"))
+        }
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Answer::error(StatusCode::BAD_REQUEST, "unable to decode body: EOF");
+    }
+    let unit: Unit = match serde_json::from_slice(&body) {
+        Ok(unit) => unit,
+        Err(e) => {
+            return Answer::error(
+                StatusCode::BAD_REQUEST,
+                format!("unable to decode body: {e}"),
+            )
+        }
+    };
+    if !unit.name.is_empty() && unit.name != url_name {
+        return Answer::error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "name in URL {url_name:?} differs from unit name in request body {:?}",
+                unit.name
+            ),
+        );
+    }
+    let name = match UnitName::new(url_name) {
+        Ok(name) => name,
+        Err(e) => return Answer::error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let desired = match unit.desired_state.as_str() {
+        "" => None,
+        text => match text.parse::<JobState>() {
+            Ok(state) => Some(state),
+            Err(e) => return Answer::error(StatusCode::BAD_REQUEST, e.to_string()),
+        },
+    };
+    let existing = match state.registry.job(&name).await {
+        Ok(existing) => existing,
+        Err(e) => return Answer::unavailable(&e),
+    };
+    let options: Vec<fleet_unit::UnitOption> = unit
+        .options
+        .iter()
+        .map(|o| fleet_unit::UnitOption::new(&o.section, &o.name, &o.value))
+        .collect();
+    let is_template = NameInfo::parse(name.as_str()).is_some_and(|i| i.is_template());
+    match existing {
+        None => {
+            if options.is_empty() {
+                return Answer::error(
+                    StatusCode::CONFLICT,
+                    "unit does not exist and options field empty",
+                );
+            }
+            let file = match validate_options(options) {
+                Ok(file) => file,
+                Err(e) => return Answer::error(StatusCode::BAD_REQUEST, e.to_string()),
+            };
+            let desired = desired.unwrap_or(JobState::Inactive);
+            match state.registry.create_job(&name, &file, desired).await {
+                Ok(JobWrite::Done) => Answer::empty(StatusCode::CREATED),
+                Ok(_) => Answer::error(StatusCode::CONFLICT, "unit was created concurrently"),
+                Err(e) => Answer::unavailable(&e),
+            }
+        }
+        Some((record, _)) => {
+            if !options.is_empty() {
+                let file = match validate_options(options) {
+                    Ok(file) => file,
+                    Err(e) => return Answer::error(StatusCode::BAD_REQUEST, e.to_string()),
+                };
+                if file.hash() != record.hash {
+                    // New contents replace the unit, which starts over as inactive unless
+                    // a state was given too.
+                    let desired = desired.unwrap_or(JobState::Inactive);
+                    if let Err(e) = state.registry.destroy_job(&name).await {
+                        return Answer::unavailable(&e);
+                    }
+                    return match state.registry.create_job(&name, &file, desired).await {
+                        Ok(_) => Answer::empty(StatusCode::CREATED),
+                        Err(e) => Answer::unavailable(&e),
+                    };
+                }
+            }
+            let Some(desired) = desired else {
+                return Answer::error(
+                    StatusCode::CONFLICT,
+                    "must provide DesiredState to update existing unit",
+                );
+            };
+            if is_template && desired != JobState::Inactive {
+                return Answer::error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot activate template {:?}", name.as_str()),
+                );
+            }
+            match state.registry.set_desired(&name, desired).await {
+                Ok(_) => Answer::empty(StatusCode::NO_CONTENT),
+                Err(e) => Answer::unavailable(&e),
+            }
+        }
+    }
+}
+
+fn state_views(snapshot: &Snapshot) -> Vec<UnitState> {
+    let mut states: Vec<UnitState> = snapshot
+        .states
+        .iter()
+        .flat_map(|(machine, units)| {
+            units.iter().map(move |(name, s)| UnitState {
+                hash: s.hash.map(|h| h.to_string()).unwrap_or_default(),
+                machine_id: machine.to_string(),
+                name: name.to_string(),
+                systemd_active_state: s.active.clone(),
+                systemd_load_state: s.load.clone(),
+                systemd_sub_state: s.sub.clone(),
+            })
+        })
+        .collect();
+    states.sort_by(|a, b| (&a.name, &a.machine_id).cmp(&(&b.name, &b.machine_id)));
+    states
+}
+
+async fn list_states(state: &ApiState, query: &str) -> Answer {
+    let page = match page(state, query) {
+        Ok(page) => page,
+        Err(answer) => return answer,
+    };
+    let snapshot = match snapshot(state).await {
+        Ok(snapshot) => snapshot,
+        Err(answer) => return answer,
+    };
+    let units = query_values(query, "unitName");
+    let machines = query_values(query, "machineID");
+    let states: Vec<UnitState> = state_views(&snapshot)
+        .into_iter()
+        .filter(|s| units.is_empty() || units.contains(&s.name))
+        .filter(|s| machines.is_empty() || machines.contains(&s.machine_id))
+        .collect();
+    let (states, next) = slice(&states, page);
+    Answer::json(
+        StatusCode::OK,
+        &UnitStatePage {
+            next_page_token: next,
+            states,
+        },
+    )
+}
+
+async fn get_state(state: &ApiState, name: &str) -> Answer {
+    let snapshot = match snapshot(state).await {
+        Ok(snapshot) => snapshot,
+        Err(answer) => return answer,
+    };
+    match state_views(&snapshot).into_iter().find(|s| s.name == name) {
+        Some(found) => Answer::json(StatusCode::OK, &found),
+        None => Answer::error(StatusCode::NOT_FOUND, "unit state does not exist"),
+    }
+}
+
+async fn list_machines(state: &ApiState, query: &str) -> Answer {
+    let page = match page(state, query) {
+        Ok(page) => page,
+        Err(answer) => return answer,
+    };
+    let snapshot = match snapshot(state).await {
+        Ok(snapshot) => snapshot,
+        Err(answer) => return answer,
+    };
+    let machines: Vec<Machine> = snapshot
+        .machines
+        .iter()
+        .map(|(id, record)| Machine {
+            id: id.to_string(),
+            metadata: snapshot.machine_metadata(id),
+            primary_ip: record.public_ip.clone(),
+        })
+        .collect();
+    let (machines, next) = slice(&machines, page);
+    Answer::json(
+        StatusCode::OK,
+        &MachinePage {
+            machines,
+            next_page_token: next,
+        },
+    )
+}
