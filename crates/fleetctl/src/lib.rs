@@ -1,9 +1,13 @@
 //! fleetctl as a library: `run(args, io) -> exit code`, so that every command can be tested
 //! in-process. `main.rs` only connects it to the process's arguments and streams.
 
-mod commands;
+pub mod commands;
+pub mod tabwriter;
 
 use std::io::Write;
+use std::time::Duration;
+
+use fleet_api::client::{Client, Endpoint};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -13,8 +17,84 @@ pub struct Io<'a> {
     pub err: &'a mut dyn Write,
 }
 
+/// The global flags (also `FLEETCTL_<FLAG>` in the environment).
+pub struct Globals {
+    pub endpoint: Endpoint,
+    pub request_timeout: Duration,
+}
+
+impl Globals {
+    pub fn client(&self) -> Client {
+        Client::new(self.endpoint.clone(), self.request_timeout)
+    }
+}
+
+const DEFAULT_ENDPOINT: &str = "unix:///var/run/fleet.sock";
+
+/// Splits leading global flags off `args`; the environment supplies defaults.
+fn globals<'a>(
+    args: &'a [String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Globals, &'a [String]), String> {
+    let mut endpoint = env("FLEETCTL_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.into());
+    let mut timeout = env("FLEETCTL_REQUEST_TIMEOUT").unwrap_or_else(|| "3".into());
+    let mut rest = args;
+    while let Some((first, tail)) = rest.split_first() {
+        let flag = first.trim_start_matches('-');
+        if !first.starts_with('-') {
+            break;
+        }
+        let (name, inline) = match flag.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_owned())),
+            None => (flag, None),
+        };
+        let target = match name {
+            "endpoint" => &mut endpoint,
+            "request-timeout" => &mut timeout,
+            _ => break,
+        };
+        match inline {
+            Some(value) => {
+                *target = value;
+                rest = tail;
+            }
+            None => {
+                let (value, tail) = tail
+                    .split_first()
+                    .ok_or(format!("flag needs an argument: --{name}"))?;
+                *target = value.clone();
+                rest = tail;
+            }
+        }
+    }
+    let seconds: f64 = timeout
+        .parse()
+        .map_err(|_| format!("invalid --request-timeout {timeout:?}"))?;
+    let endpoint =
+        Endpoint::parse(&endpoint).map_err(|e| format!("Unable to initialize client: {e}"))?;
+    Ok((
+        Globals {
+            endpoint,
+            request_timeout: Duration::from_secs_f64(seconds.max(0.001)),
+        },
+        rest,
+    ))
+}
+
 /// Runs fleetctl with `args` (without the program name) and returns the exit code.
 pub fn run(args: &[String], io: &mut Io<'_>) -> i32 {
+    run_with_env(args, &|name| std::env::var(name).ok(), io)
+}
+
+/// `run`, with the environment given (tests).
+pub fn run_with_env(args: &[String], env: &dyn Fn(&str) -> Option<String>, io: &mut Io<'_>) -> i32 {
+    let (globals, args) = match globals(args, env) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let _ = writeln!(io.err, "{e}");
+            return 1;
+        }
+    };
     let (command, rest) = match args.split_first() {
         Some((command, rest)) => (command.as_str(), rest),
         None => ("help", &[][..]),
@@ -22,6 +102,8 @@ pub fn run(args: &[String], io: &mut Io<'_>) -> i32 {
     let result = match command {
         "version" | "--version" | "-v" => commands::version::run(io),
         "verify" => commands::verify::run(rest, io),
+        "list-units" => commands::list_units::run(rest, &globals, io),
+        "start" => commands::start::run(rest, &globals, io),
         "help" | "--help" | "-h" => commands::help::run(io),
         other => {
             let _ = writeln!(

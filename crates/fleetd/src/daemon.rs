@@ -35,6 +35,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let store = open_registry(&config).await?;
     let registry = Registry::open(store).await.map_err(|e| e.to_string())?;
     let manager = unit_manager(&config, &machine, &public_ip)?;
+    let manager_for_exit = Arc::clone(&manager);
 
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -83,11 +84,16 @@ pub async fn run(config: Config) -> Result<(), String> {
         )));
     }
 
-    wait_for_stop_signal().await?;
-    tracing::info!("fleetd stopping; units keep running (restart fleetd to reattach)");
+    let how = wait_for_stop_signal().await?;
     let _ = stop.send(true);
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    match how {
+        Stop::Leave => leave(&registry, &*manager_for_exit, &config).await,
+        Stop::Detach => {
+            tracing::info!("fleetd stopped; units keep running for the next fleetd to reattach")
+        }
     }
     Ok(())
 }
@@ -162,14 +168,50 @@ async fn serve(listener: Listener, router: axum::Router, mut shutdown: watch::Re
     }
 }
 
-async fn wait_for_stop_signal() -> Result<(), String> {
+/// How fleetd was asked to stop.
+enum Stop {
+    /// SIGTERM or SIGINT: leave the cluster as fleet did — stop and unload this machine's
+    /// units (the engine places them elsewhere) and withdraw the machine at once.
+    Leave,
+    /// SIGQUIT: stop fleetd only (an upgrade): units keep running, presence and states stay
+    /// until the lease expires, and the next fleetd re-attaches to both.
+    Detach,
+}
+
+async fn wait_for_stop_signal() -> Result<Stop, String> {
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+    let mut quit = signal(SignalKind::quit()).map_err(|e| e.to_string())?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => Stop::Leave,
+        _ = interrupt.recv() => Stop::Leave,
+        _ = quit.recv() => Stop::Detach,
+    })
+}
+
+/// Unloads every unit of this machine and ends its lease (presence and states go at once).
+async fn leave(registry: &Registry, manager: &dyn UnitManager, config: &Config) {
+    tracing::info!("fleetd leaving the cluster: unloading this machine's units");
+    match manager.loaded().await {
+        Ok(loaded) => {
+            for name in loaded.keys() {
+                if let Err(error) = manager.unload(name).await {
+                    tracing::warn!(unit = %name, %error, "cannot unload");
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot list units to unload"),
     }
-    Ok(())
+    let lease_file = config.data_dir.join("machine-lease");
+    if let Some(lease) = std::fs::read_to_string(&lease_file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+    {
+        if let Err(error) = registry.store().revoke_lease(lease).await {
+            tracing::warn!(%error, "cannot end the machine lease; it will expire");
+        }
+        let _ = std::fs::remove_file(lease_file);
+    }
 }
 
 /// The configured machine ID, else `/etc/machine-id`.

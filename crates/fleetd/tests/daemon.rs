@@ -230,3 +230,87 @@ fn a_unit_launched_through_the_api_runs() {
     assert!(child.wait().unwrap().success());
     assert!(!socket.exists(), "the socket is removed on the way out");
 }
+
+fn start_and_wait_for_socket(dir: &std::path::Path) -> std::process::Child {
+    let socket = dir.join("fleet.sock");
+    let mut child = fleetd(dir).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "no API socket");
+        assert!(child.try_wait().unwrap().is_none(), "fleetd exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// The main PID of hello.service once it runs.
+fn running_pid(socket: &std::path::Path) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = http(
+            socket,
+            "GET",
+            "/fleet/v1/state/hello.service?alt=json",
+            None,
+        );
+        if status == 200 && body.contains(r#""systemdSubState":"running""#) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never running: {status} {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dir = socket.parent().unwrap();
+    let state = std::fs::read_to_string(dir.join("data/run/hello.service/state.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    state["main_pid"].as_u64().unwrap() as u32
+}
+
+fn stop(child: &mut std::process::Child, signal: &str) {
+    Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn sigquit_leaves_units_running_for_the_next_fleetd_and_sigterm_unloads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let socket = dir.path().join("fleet.sock");
+    let mut first = start_and_wait_for_socket(dir.path());
+    let unit = r#"{"desiredState":"launched","name":"hello.service","options":[{"name":"ExecStart","section":"Service","value":"/bin/sleep 60"}]}"#;
+    assert_eq!(
+        http(
+            &socket,
+            "PUT",
+            "/fleet/v1/units/hello.service?alt=json",
+            Some(unit)
+        )
+        .0,
+        201
+    );
+    let pid = running_pid(&socket);
+
+    // An upgrade: SIGQUIT stops fleetd only; the next one finds the same process running.
+    stop(&mut first, "-QUIT");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the unit survived"
+    );
+    let mut second = start_and_wait_for_socket(dir.path());
+    assert_eq!(running_pid(&socket), pid, "re-attached, not restarted");
+
+    // Leaving: SIGTERM unloads the units.
+    stop(&mut second, "-TERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("sleep"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the unit still runs after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!dir.path().join("units/hello.service").exists(), "unloaded");
+}

@@ -1,0 +1,205 @@
+//! `fleetctl start [--no-block] [--block-attempts=N] UNIT...`: creates units that are not in
+//! the cluster yet (from the file, or from the template of an instance), sets them launched,
+//! and waits until each is launched and active, printing what fleetctl 1.0 printed.
+
+use std::io;
+use std::thread::sleep;
+use std::time::Duration;
+
+use fleet_api::client::Client;
+use fleet_api::schema::{Unit, UnitOption};
+use fleet_unit::name::{mangle, validate_name, NameInfo};
+use fleet_unit::UnitFile;
+
+use crate::commands::list_units::machine_column;
+use crate::{Globals, Io};
+
+const POLL: Duration = Duration::from_millis(250);
+/// One "block attempt": a window of polls.
+const ATTEMPT: Duration = Duration::from_secs(2);
+
+pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
+    let mut block = true;
+    let mut attempts = 0u32;
+    let mut names = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let flag = arg.trim_start_matches('-');
+        match flag.split_once('=').unwrap_or((flag, "")) {
+            ("no-block", _) if arg.starts_with('-') => block = false,
+            ("block-attempts", value) if arg.starts_with('-') => {
+                let value = match value.is_empty() {
+                    true => rest.next().cloned().unwrap_or_default(),
+                    false => value.to_owned(),
+                };
+                match value.parse() {
+                    Ok(n) => attempts = n,
+                    Err(_) => {
+                        writeln!(io.err, "invalid --block-attempts {value:?}")?;
+                        return Ok(1);
+                    }
+                }
+            }
+            _ => names.push(arg.clone()),
+        }
+    }
+    if names.is_empty() {
+        writeln!(io.err, "No units given")?;
+        return Ok(0);
+    }
+    let client = globals.client();
+    let mut started = Vec::new();
+    for arg in &names {
+        let name = mangle(arg);
+        if let Err(e) = validate_name(name.as_bytes()) {
+            writeln!(io.err, "Error creating units: {e}")?;
+            return Ok(1);
+        }
+        let unit = match client.unit(&name) {
+            Ok(Some(unit)) => unit,
+            Ok(None) => match create(&client, arg, &name, attempts, io)? {
+                Some(unit) => unit,
+                None => return Ok(1),
+            },
+            Err(e) => {
+                writeln!(io.err, "Error retrieving Unit({name}) from Registry: {e}")?;
+                return Ok(1);
+            }
+        };
+        let launch = Unit {
+            desired_state: "launched".into(),
+            name: name.clone(),
+            ..Unit::default()
+        };
+        if unit.desired_state != "launched" {
+            if let Err(e) = client.put_unit(&launch) {
+                writeln!(io.err, "Error setting target state for Unit({name}): {e}")?;
+                return Ok(1);
+            }
+        }
+        started.push(name);
+    }
+    for name in &started {
+        let global = matches!(client.unit(name), Ok(Some(ref u)) if u.current_state.is_empty());
+        if global || !block {
+            let kind = if global { "global unit" } else { "unit" };
+            writeln!(io.out, "Triggered {kind} {name} start")?;
+            continue;
+        }
+        let Some(unit) = wait_for(&client, name, "launched", attempts) else {
+            writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state launched")?;
+            return Ok(1);
+        };
+        let machines = client.machines().unwrap_or_default();
+        let ip = machines
+            .iter()
+            .find(|m| m.id == unit.machine_id)
+            .map(|m| m.primary_ip.as_str());
+        writeln!(
+            io.out,
+            "Unit {name} launched on {}",
+            machine_column(&unit.machine_id, ip, false)
+        )?;
+        if !wait_active(&client, name, attempts) {
+            writeln!(io.err, "Error waiting for unit states, exit status: timed out waiting for unit {name} to be active")?;
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}
+
+/// Creates `name` from the file `arg` or from its template in the cluster; waits until the
+/// cluster reports it (inactive). `None` after printing why it could not.
+fn create(
+    client: &Client,
+    arg: &str,
+    name: &str,
+    attempts: u32,
+    io: &mut Io<'_>,
+) -> io::Result<Option<Unit>> {
+    let options = match std::fs::read(arg) {
+        Ok(bytes) => match UnitFile::parse(&bytes) {
+            Ok(unit) => unit
+                .options()
+                .iter()
+                .map(|o| UnitOption {
+                    name: o.name.clone(),
+                    section: o.section.clone(),
+                    value: o.value.clone(),
+                })
+                .collect(),
+            Err(e) => {
+                writeln!(
+                    io.err,
+                    "Error creating units: error creating unit from file {arg}: {}",
+                    e.message()
+                )?;
+                return Ok(None);
+            }
+        },
+        Err(_) => {
+            let template = NameInfo::parse(name)
+                .filter(|i| i.is_instance())
+                .map(|i| i.template());
+            match template.map(|t| client.unit(&t)) {
+                Some(Ok(Some(template))) => template.options,
+                _ => {
+                    writeln!(io.err, "Error creating units: unable to find Unit({name}) in Registry or on filesystem")?;
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    let unit = Unit {
+        name: name.to_owned(),
+        options,
+        ..Unit::default()
+    };
+    if let Err(e) = client.put_unit(&unit) {
+        writeln!(io.err, "Error creating units: {e}")?;
+        return Ok(None);
+    }
+    match wait_for(client, name, "inactive", attempts) {
+        Some(unit) => {
+            writeln!(io.out, "Unit {name} {}", unit.current_state)?;
+            Ok(Some(unit))
+        }
+        None => {
+            writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state inactive")?;
+            Ok(None)
+        }
+    }
+}
+
+/// Polls until the unit's currentState is `state`: `attempts` windows of 2 s (0: no limit).
+fn wait_for(client: &Client, name: &str, state: &str, attempts: u32) -> Option<Unit> {
+    poll(attempts, || match client.unit(name) {
+        Ok(Some(unit)) if unit.current_state == state => Some(unit),
+        _ => None,
+    })
+}
+
+fn wait_active(client: &Client, name: &str, attempts: u32) -> bool {
+    poll(attempts, || match client.state(name) {
+        Ok(Some(s)) if s.systemd_active_state == "active" && s.systemd_load_state == "loaded" => {
+            Some(())
+        }
+        _ => None,
+    })
+    .is_some()
+}
+
+fn poll<T>(attempts: u32, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let polls_per_attempt = (ATTEMPT.as_millis() / POLL.as_millis()) as u32;
+    let mut polls = 0u32;
+    loop {
+        if let Some(found) = check() {
+            return Some(found);
+        }
+        polls += 1;
+        if attempts > 0 && polls >= attempts.saturating_mul(polls_per_attempt) {
+            return None;
+        }
+        sleep(POLL);
+    }
+}
