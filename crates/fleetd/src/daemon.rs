@@ -84,6 +84,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         )));
     }
 
+    notify_ready();
     let how = wait_for_stop_signal().await?;
     let _ = stop.send(true);
     for task in tasks {
@@ -165,6 +166,31 @@ async fn serve(listener: Listener, router: axum::Router, mut shutdown: watch::Re
     };
     if let Err(error) = result {
         tracing::error!(%error, "api: listener failed");
+    }
+}
+
+/// Tells systemd (when it started fleetd as `Type=notify`) that fleetd is ready: listeners
+/// bound, engine and agent running.
+fn notify_ready() {
+    let Ok(address) = std::env::var("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = (|| -> std::io::Result<()> {
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        match address.strip_prefix('@') {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let target = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                socket.send_to_addr(b"READY=1", &target)?;
+            }
+            None => {
+                socket.send_to(b"READY=1", &address)?;
+            }
+        }
+        Ok(())
+    })();
+    if let Err(error) = sent {
+        tracing::warn!(%error, address, "cannot notify systemd of readiness");
     }
 }
 

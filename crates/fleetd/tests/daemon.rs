@@ -314,3 +314,26 @@ fn sigquit_leaves_units_running_for_the_next_fleetd_and_sigterm_unloads_them() {
     }
     assert!(!dir.path().join("units/hello.service").exists(), "unloaded");
 }
+
+#[test]
+fn readiness_is_notified_when_systemd_asks_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let notify = dir.path().join("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = fleetd(dir.path())
+        .env("NOTIFY_SOCKET", &notify)
+        .spawn()
+        .unwrap();
+    let mut buffer = [0u8; 64];
+    let size = listener.recv(&mut buffer).expect("READY=1 within 10 s");
+    assert_eq!(&buffer[..size], b"READY=1");
+    assert!(
+        UnixStream::connect(dir.path().join("fleet.sock")).is_ok(),
+        "ready means serving"
+    );
+    stop(&mut child, "-TERM");
+}
