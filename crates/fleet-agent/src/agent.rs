@@ -201,23 +201,38 @@ impl Agent {
         self.publish_states().await.map_err(|e| e.to_string())
     }
 
-    /// The units this machine should have: placed here, or global and matching it.
+    /// The units this machine should have: those placed here, then the global units (in name
+    /// order) whose metadata this machine has and that conflict with none of those before them.
     async fn desired(
         &mut self,
         snapshot: &Snapshot,
     ) -> Result<BTreeMap<UnitName, (JobRecord, UnitFile)>, String> {
-        let me = &self.config.machine;
-        let mut wanted: Vec<(UnitName, JobRecord)> = snapshot
-            .scheduled_on(me)
+        let me = self.config.machine.clone();
+        let placed: Vec<(UnitName, JobRecord)> = snapshot
+            .scheduled_on(&me)
             .map(|(name, record)| (name.clone(), record.clone()))
             .collect();
+        let mut desired = BTreeMap::new();
+        let mut constraints = BTreeMap::new();
+        for (name, record) in placed {
+            match self.unit(&record.hash).await? {
+                Some(unit) => {
+                    constraints.insert(
+                        name.clone(),
+                        Requirements::for_unit(&unit, name.as_str()).constraints(),
+                    );
+                    desired.insert(name, (record, unit));
+                }
+                None => {
+                    tracing::warn!(unit = %name, hash = %record.hash, "agent: unit file missing")
+                }
+            }
+        }
+        let mut metadata = self.config.record.metadata.clone();
+        metadata.extend(snapshot.metadata.get(&me).cloned().unwrap_or_default());
         let machine = Machine {
-            metadata: {
-                let mut metadata = self.config.record.metadata.clone();
-                metadata.extend(snapshot.metadata.get(me).cloned().unwrap_or_default());
-                metadata
-            },
-            ..Machine::new(me.clone())
+            metadata,
+            ..Machine::new(me)
         };
         for (name, record) in &snapshot.global {
             if record.desired == JobState::Inactive {
@@ -226,21 +241,19 @@ impl Agent {
             let Some(unit) = self.unit(&record.hash).await? else {
                 continue;
             };
-            let constraints = Requirements::for_unit(&unit, name.as_str()).constraints();
-            if machine.has_metadata(&constraints.metadata) {
-                wanted.push((name.clone(), record.clone()));
+            let own = Requirements::for_unit(&unit, name.as_str()).constraints();
+            if !machine.has_metadata(&own.metadata) {
+                continue;
             }
-        }
-        let mut desired = BTreeMap::new();
-        for (name, record) in wanted {
-            match self.unit(&record.hash).await? {
-                Some(unit) => {
-                    desired.insert(name, (record, unit));
-                }
-                None => {
-                    tracing::warn!(unit = %name, hash = %record.hash, "agent: unit file missing")
-                }
+            let conflicting = constraints.iter().find(|(other, theirs)| {
+                own.conflicts_with(other.as_str()) || theirs.conflicts_with(name.as_str())
+            });
+            if let Some((other, _)) = conflicting {
+                tracing::debug!(unit = %name, conflicts_with = %other, "agent: global unit not run here");
+                continue;
             }
+            constraints.insert(name.clone(), own);
+            desired.insert(name.clone(), (record.clone(), unit));
         }
         Ok(desired)
     }

@@ -5,5 +5,6 @@
 //! them.
 
 pub mod agent;
+pub mod fake;
 pub mod manager;
 pub mod native;

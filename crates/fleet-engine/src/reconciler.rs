@@ -254,7 +254,8 @@ async fn reconcile(
             }
         }
     }
-    // Units staying where they are follow their job's hash and desired state.
+    // Units staying where they are follow their job's hash and desired state, and lose any
+    // reason a pass that had not seen them placed yet recorded.
     for (unit, machine) in final_place {
         let Some(machine) = machine else { continue };
         let name = unit_name(&unit);
@@ -263,8 +264,15 @@ async fn reconcile(
             .schedule
             .get(&machine)
             .and_then(|placed| placed.get(&name));
+        let mut group = Vec::new();
         if current.is_some_and(|current| current != wanted) {
-            groups.push(vec![decisions::place(&machine, &name, wanted)]);
+            group.push(decisions::place(&machine, &name, wanted));
+        }
+        if current.is_some() && snapshot.reasons.contains_key(&name) {
+            group.push(decisions::placeable(&name));
+        }
+        if !group.is_empty() {
+            groups.push(group);
         }
     }
     if groups.is_empty() {

@@ -20,7 +20,8 @@ fn config(machine: &str) -> EngineConfig {
     EngineConfig {
         machine: id(machine),
         lease_ttl: Duration::from_secs(1),
-        resync: Duration::from_secs(5),
+        // Short, so the idle checks below span several resyncs.
+        resync: Duration::from_millis(200),
         version: "test".into(),
     }
 }

@@ -29,7 +29,7 @@ pub enum Scope {
     /// An agent: the units placed on its machine, global units, its dynamic metadata. Nothing
     /// another machine's scheduling touches.
     Agent(MachineId),
-    /// The engine: jobs, the schedule, machines, dynamic metadata, the leader.
+    /// The engine: jobs, the schedule and its reasons, machines, dynamic metadata, the leader.
     Engine,
     /// Everything but unit files (the API's listings).
     All,
@@ -46,6 +46,7 @@ impl Scope {
             Scope::Engine => [
                 keys::JOBS,
                 keys::SCHEDULE,
+                keys::REASONS,
                 keys::MACHINES,
                 keys::METADATA,
                 keys::LEADER,
