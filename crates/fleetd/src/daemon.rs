@@ -24,6 +24,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Runs fleetd until it is told to stop; an `Err` is why it could not start.
 pub async fn run(config: Config) -> Result<(), String> {
+    // Before anything can be seen from outside: a stop signal must never find fleetd
+    // without its handlers (and die of the default action).
+    let signals = StopSignals::install()?;
     let machine = machine_id(&config)?;
     let public_ip = match config.public_ip.is_empty() {
         true => detect_public_ip().unwrap_or_default(),
@@ -85,7 +88,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
 
     notify_ready();
-    let how = wait_for_stop_signal().await?;
+    let how = signals.wait().await;
     let _ = stop.send(true);
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
@@ -204,15 +207,30 @@ enum Stop {
     Detach,
 }
 
-async fn wait_for_stop_signal() -> Result<Stop, String> {
-    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut quit = signal(SignalKind::quit()).map_err(|e| e.to_string())?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => Stop::Leave,
-        _ = interrupt.recv() => Stop::Leave,
-        _ = quit.recv() => Stop::Detach,
-    })
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals, String> {
+        let install =
+            |kind: SignalKind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+        Ok(StopSignals {
+            terminate: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+            quit: install(SignalKind::quit())?,
+        })
+    }
+
+    async fn wait(mut self) -> Stop {
+        tokio::select! {
+            _ = self.terminate.recv() => Stop::Leave,
+            _ = self.interrupt.recv() => Stop::Leave,
+            _ = self.quit.recv() => Stop::Detach,
+        }
+    }
 }
 
 /// Unloads every unit of this machine and ends its lease (presence and states go at once).
