@@ -1,0 +1,98 @@
+//! An etcd outage restarts nothing: a real fleetd on a real etcd keeps its unit running, with
+//! the same process, while etcd is down, and goes on reporting it once etcd is back.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleet_registry::etcd::{EtcdConfig, EtcdStore};
+use fleet_registry::{Registry, Scope};
+use fleet_testkit::EtcdServer;
+use fleet_unit::{JobState, MachineId, UnitFile, UnitName};
+
+fn main_pid(dir: &Path) -> Option<u64> {
+    let state = std::fs::read_to_string(dir.join("data/run/hello.service/state.json")).ok()?;
+    let state: serde_json::Value = serde_json::from_str(&state).ok()?;
+    (state["sub"] == "running")
+        .then(|| state["main_pid"].as_u64())
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_outage_restarts_no_unit() {
+    let mut etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleetd = Command::new(env!("CARGO_BIN_EXE_fleetd"))
+        .env_clear()
+        .env("FLEET_ETCD_SERVERS", etcd.endpoint())
+        .env("FLEET_ETCD_KEY_PREFIX", "/fleet-blip/")
+        .env("FLEET_DATA_DIR", dir.path().join("data"))
+        .env("FLEET_UNITS_DIRECTORY", dir.path().join("units"))
+        .env("FLEET_MACHINE_ID", "m1")
+        .env("FLEET_UNIT_MANAGER", "native")
+        .env(
+            "FLEET_API_LISTEN",
+            format!("unix://{}", dir.path().join("fleet.sock").display()),
+        )
+        .env("FLEET_AGENT_TTL", "30s")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = EtcdStore::connect(&EtcdConfig::new(vec![etcd.endpoint()], "/fleet-blip/"))
+        .await
+        .unwrap();
+    let registry = Registry::open(Arc::new(store)).await.unwrap();
+    let name = UnitName::new("hello.service").unwrap();
+    let unit = UnitFile::parse("[Service]\nExecStart=/bin/sleep 60\n").unwrap();
+    registry
+        .create_job(&name, &unit, JobState::Launched)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        if let Some(pid) = main_pid(dir.path()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "never running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    etcd.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        main_pid(dir.path()),
+        Some(pid),
+        "still running, same process, during the outage"
+    );
+    etcd.restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        main_pid(dir.path()),
+        Some(pid),
+        "not restarted after the outage"
+    );
+    let me = MachineId::new("m1").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let snapshot = registry.snapshot(&Scope::All).await;
+        let running = snapshot.ok().and_then(|s| {
+            s.states
+                .get(&me)
+                .and_then(|states| states.get(&name))
+                .map(|s| s.sub == "running")
+        });
+        if running == Some(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the state is reported again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &fleetd.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(fleetd.wait().unwrap().success());
+}
