@@ -32,6 +32,9 @@ pub struct AgentConfig {
     pub state_poll: Duration,
     /// The safety-net full reconcile period.
     pub resync: Duration,
+    /// New announcements of this machine (a configuration reload changed its metadata or
+    /// address): the agent announces them on the same lease.
+    pub updates: Option<watch::Receiver<MachineRecord>>,
 }
 
 /// Runs the agent until `shutdown` turns true. Units are left as they are on the way out
@@ -97,7 +100,29 @@ pub async fn run(
                 }
             }
             _ = resync.tick() => dirty = true,
+            Some(record) = next_update(&mut agent.config.updates) => {
+                tracing::info!("agent: announcing the machine's new configuration");
+                agent.config.record = record;
+                agent.lease = None;
+                dirty = true;
+            }
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// The next machine record to announce; never resolves without an update channel.
+async fn next_update(
+    updates: &mut Option<watch::Receiver<MachineRecord>>,
+) -> Option<MachineRecord> {
+    let Some(receiver) = updates else {
+        return std::future::pending().await;
+    };
+    match receiver.changed().await {
+        Ok(()) => Some(receiver.borrow_and_update().clone()),
+        Err(_) => {
+            *updates = None;
+            None
         }
     }
 }

@@ -22,11 +22,14 @@ use crate::config::{Config, UnitManagerChoice};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Reads the configuration again (SIGHUP).
+pub type Reload = Box<dyn Fn() -> Result<(Config, Vec<String>), String> + Send + Sync>;
+
 /// Runs fleetd until it is told to stop; an `Err` is why it could not start.
-pub async fn run(config: Config) -> Result<(), String> {
+pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
     // Before anything can be seen from outside: a stop signal must never find fleetd
     // without its handlers (and die of the default action).
-    let signals = StopSignals::install()?;
+    let mut signals = StopSignals::install()?;
     let machine = machine_id(&config)?;
     let public_ip = match config.public_ip.is_empty() {
         true => detect_public_ip().unwrap_or_default(),
@@ -56,14 +59,17 @@ pub async fn run(config: Config) -> Result<(), String> {
         )));
     }
     let capabilities = vec![manager.kind().as_str().to_owned()];
+    let record = MachineRecord {
+        public_ip,
+        metadata: config.metadata.clone(),
+        version: VERSION.into(),
+        capabilities,
+    };
+    let (announce, updates) = watch::channel(record.clone());
     let agent = AgentConfig {
         machine: machine.clone(),
-        record: MachineRecord {
-            public_ip,
-            metadata: config.metadata.clone(),
-            version: VERSION.into(),
-            capabilities,
-        },
+        record,
+        updates: Some(updates),
         ttl: config.agent_ttl,
         lease_file: config.data_dir.join("machine-lease"),
         state_poll: Duration::from_millis(500),
@@ -88,7 +94,12 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
 
     notify_ready();
-    let how = signals.wait().await;
+    let how = loop {
+        match signals.wait().await {
+            Signal::Stop(how) => break how,
+            Signal::Reload => apply_reload(&config, &reload, &announce),
+        }
+    };
     let _ = stop.send(true);
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
@@ -211,6 +222,7 @@ struct StopSignals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
     quit: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -221,16 +233,82 @@ impl StopSignals {
             terminate: install(SignalKind::terminate())?,
             interrupt: install(SignalKind::interrupt())?,
             quit: install(SignalKind::quit())?,
+            hangup: install(SignalKind::hangup())?,
         })
     }
 
-    async fn wait(mut self) -> Stop {
+    async fn wait(&mut self) -> Signal {
         tokio::select! {
-            _ = self.terminate.recv() => Stop::Leave,
-            _ = self.interrupt.recv() => Stop::Leave,
-            _ = self.quit.recv() => Stop::Detach,
+            _ = self.terminate.recv() => Signal::Stop(Stop::Leave),
+            _ = self.interrupt.recv() => Signal::Stop(Stop::Leave),
+            _ = self.quit.recv() => Signal::Stop(Stop::Detach),
+            _ = self.hangup.recv() => Signal::Reload,
         }
     }
+}
+
+enum Signal {
+    Stop(Stop),
+    Reload,
+}
+
+/// SIGHUP: reads the configuration again. The machine's metadata and address are announced
+/// anew at once; options that shape what fleetd is made of (registry, directories, listeners,
+/// identity) are reported as needing a restart; listeners are never dropped.
+fn apply_reload(running: &Config, reload: &Reload, announce: &watch::Sender<MachineRecord>) {
+    let (config, warnings) = match reload() {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            tracing::error!(%error, "configuration not reloaded; the running one stays");
+            return;
+        }
+    };
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    let needs_restart = [
+        ("etcd_servers", running.etcd_servers != config.etcd_servers),
+        (
+            "etcd_key_prefix",
+            running.etcd_key_prefix != config.etcd_key_prefix,
+        ),
+        ("data_dir", running.data_dir != config.data_dir),
+        (
+            "units_directory",
+            running.units_directory != config.units_directory,
+        ),
+        ("api_listen", running.api_listen != config.api_listen),
+        ("machine_id", running.machine_id != config.machine_id),
+        ("unit_manager", running.unit_manager != config.unit_manager),
+        ("agent_ttl", running.agent_ttl != config.agent_ttl),
+        (
+            "engine_reconcile_interval",
+            running.engine_reconcile_interval != config.engine_reconcile_interval,
+        ),
+        (
+            "disable_engine",
+            running.disable_engine != config.disable_engine,
+        ),
+    ];
+    for (option, changed) in needs_restart {
+        if changed {
+            tracing::warn!(
+                option,
+                "changed in the configuration; takes effect when fleetd restarts"
+            );
+        }
+    }
+    let public_ip = match config.public_ip.is_empty() {
+        true => detect_public_ip().unwrap_or_default(),
+        false => config.public_ip.clone(),
+    };
+    announce.send_if_modified(|record| {
+        let changed = record.metadata != config.metadata || record.public_ip != public_ip;
+        record.metadata = config.metadata.clone();
+        record.public_ip = public_ip.clone();
+        changed
+    });
+    tracing::info!("configuration reloaded");
 }
 
 /// Unloads every unit of this machine and ends its lease (presence and states go at once).

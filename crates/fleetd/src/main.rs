@@ -76,7 +76,16 @@ fn serve(config_path: Option<PathBuf>) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(daemon::run(config)) {
+    let reload: daemon::Reload = Box::new(move || {
+        let file = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text),
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let environment: BTreeMap<String, String> = std::env::vars().collect();
+        Config::load(file.as_deref(), &environment).map_err(|e| e.to_string())
+    });
+    match runtime.block_on(daemon::run(config, reload)) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("cannot start: {e}");

@@ -337,3 +337,42 @@ fn readiness_is_notified_when_systemd_asks_for_it() {
     );
     stop(&mut child, "-TERM");
 }
+
+#[test]
+fn sighup_reloads_metadata_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "metadata = role=a\n").unwrap();
+    let socket = dir.path().join("fleet.sock");
+    let mut child = start_and_wait_for_socket(dir.path());
+    let machines = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = http(&socket, "GET", "/fleet/v1/machines?alt=json", None);
+            if status == 200 && body.contains(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "machines never showed {want}: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    machines(r#""metadata":{"role":"a"}"#);
+    std::fs::write(dir.path().join("fleet.conf"), "metadata = role=b, zone=1\n").unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    machines(r#""metadata":{"role":"b","zone":"1"}"#);
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    // A broken file is refused; the running configuration stays.
+    std::fs::write(dir.path().join("fleet.conf"), "agent_ttl = soon\n").unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    machines(r#""metadata":{"role":"b","zone":"1"}"#);
+    stop(&mut child, "-TERM");
+}

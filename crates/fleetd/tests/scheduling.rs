@@ -67,6 +67,7 @@ impl Cluster {
             lease_file: dir.path().join("lease"),
             state_poll: Duration::from_millis(20),
             resync: Duration::from_secs(2),
+            updates: None,
         };
         let tasks = vec![
             tokio::spawn(reconciler::run(

@@ -74,6 +74,7 @@ async fn a_launched_unit_runs_and_an_inactive_one_is_gone() {
             lease_file: dir.path().join("lease"),
             state_poll: Duration::from_millis(50),
             resync: Duration::from_secs(5),
+            updates: None,
         },
         shutdown,
     ));
