@@ -83,14 +83,22 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
     )));
     let token_limit = u16::try_from(config.token_limit).unwrap_or(u16::MAX);
     let api = ApiState::new(registry.clone(), token_limit, VERSION);
-    for url in &config.api_listen {
-        let listener = Listener::bind(url).await?;
-        tracing::info!(url, "api: listening");
-        tasks.push(tokio::spawn(serve(
-            listener,
-            router(Arc::clone(&api)),
-            shutdown.clone(),
-        )));
+    // Sockets systemd passed (socket activation) replace api_listen, as fleet's socket unit did.
+    let mut listeners = activated_listeners()?;
+    if listeners.is_empty() {
+        for url in &config.api_listen {
+            listeners.push(Listener::bind(url).await?);
+            tracing::info!(url, "api: listening");
+        }
+    } else {
+        tracing::info!(
+            count = listeners.len(),
+            "api: listening on sockets passed by systemd"
+        );
+    }
+    for listener in listeners {
+        let router = router(Arc::clone(&api));
+        tasks.push(tokio::spawn(serve(listener, router, shutdown.clone())));
     }
 
     notify_ready();
@@ -113,10 +121,52 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
     Ok(())
 }
 
-/// A bound API listener.
+/// A bound API listener. A unix socket fleetd bound itself is removed when it stops.
 enum Listener {
-    Unix(tokio::net::UnixListener, PathBuf),
+    Unix(tokio::net::UnixListener, Option<PathBuf>),
     Tcp(tokio::net::TcpListener),
+}
+
+/// The listening sockets systemd passed with socket activation (`LISTEN_PID` is this process,
+/// `LISTEN_FDS` of them from descriptor 3), or none.
+#[allow(unsafe_code)]
+fn activated_listeners() -> Result<Vec<Listener>, String> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    if !ours {
+        return Ok(Vec::new());
+    }
+    let count: i32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .ok_or("LISTEN_FDS is not a number")?;
+    let mut listeners = Vec::new();
+    for fd in 3..3 + count {
+        let unix = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(fd)
+            .map_err(|e| format!("socket activation: descriptor {fd} is not a socket: {e}"))?
+            .as_unix_addr()
+            .is_some();
+        // SAFETY: systemd passed descriptors 3.. to this process alone (LISTEN_PID is ours);
+        // each is open, a listening socket (checked above), and taken exactly once here.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let bad = |e: std::io::Error| format!("socket activation: descriptor {fd}: {e}");
+        listeners.push(if unix {
+            let listener = std::os::unix::net::UnixListener::from(owned);
+            listener.set_nonblocking(true).map_err(bad)?;
+            Listener::Unix(
+                tokio::net::UnixListener::from_std(listener).map_err(bad)?,
+                None,
+            )
+        } else {
+            let listener = std::net::TcpListener::from(owned);
+            listener.set_nonblocking(true).map_err(bad)?;
+            Listener::Tcp(tokio::net::TcpListener::from_std(listener).map_err(bad)?)
+        });
+    }
+    Ok(listeners)
 }
 
 impl Listener {
@@ -137,7 +187,7 @@ impl Listener {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
                 .map_err(|e| format!("api_listen {url}: {e}"))?;
-            return Ok(Listener::Unix(listener, path));
+            return Ok(Listener::Unix(listener, Some(path)));
         }
         if let Some(address) = url.strip_prefix("http://") {
             let address = address.trim_end_matches('/');
@@ -169,7 +219,9 @@ async fn serve(listener: Listener, router: axum::Router, mut shutdown: watch::Re
             let result = axum::serve(listener, router)
                 .with_graceful_shutdown(stopped)
                 .await;
-            let _ = std::fs::remove_file(path);
+            if let Some(path) = path {
+                let _ = std::fs::remove_file(path);
+            }
             result
         }
         Listener::Tcp(listener) => {

@@ -376,3 +376,52 @@ fn sighup_reloads_metadata_and_keeps_serving() {
     machines(r#""metadata":{"role":"b","zone":"1"}"#);
     stop(&mut child, "-TERM");
 }
+
+#[test]
+fn socket_activation_serves_the_socket_systemd_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let socket = dir.path().join("activated.sock");
+    // systemd's own tool: binds the socket and runs fleetd with LISTEN_FDS=1, LISTEN_PID.
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg("-E")
+        .arg(format!(
+            "FLEET_DATA_DIR={}",
+            dir.path().join("data").display()
+        ))
+        .arg("-E")
+        .arg(format!(
+            "FLEET_UNITS_DIRECTORY={}",
+            dir.path().join("units").display()
+        ))
+        .arg("-E")
+        .arg("FLEET_MACHINE_ID=node1")
+        .arg("-E")
+        .arg("FLEET_UNIT_MANAGER=native")
+        .arg(env!("CARGO_BIN_EXE_fleetd"))
+        .arg("--config")
+        .arg(dir.path().join("fleet.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "systemd-socket-activate never bound"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The first connection starts fleetd, which answers on the passed socket.
+    let (status, body) = http(&socket, "GET", "/fleet/v1/machines?alt=json", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !dir.path().join("fleet.sock").exists(),
+        "api_listen was not bound as well"
+    );
+    stop(&mut child, "-TERM");
+}
