@@ -38,13 +38,14 @@ pub struct AgentConfig {
 }
 
 /// Runs the agent until `shutdown` turns true. Units are left as they are on the way out
-/// (fleetd decides whether a shutdown unloads them).
+/// (fleetd decides whether a shutdown unloads them). `Err` only for what no retry can fix: the
+/// machine ID is in use by another live fleetd.
 pub async fn run(
     registry: Registry,
     manager: Arc<dyn UnitManager>,
     config: AgentConfig,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> Result<(), String> {
     let mut agent = Agent {
         registry,
         manager,
@@ -55,7 +56,7 @@ pub async fn run(
     };
     let mut view = loop {
         if *shutdown.borrow() {
-            return;
+            return Ok(());
         }
         match agent
             .registry
@@ -75,8 +76,10 @@ pub async fn run(
     let mut dirty = true;
     loop {
         if agent.lease.is_none() {
-            if let Err(error) = agent.register().await {
-                tracing::warn!(%error, "agent: cannot announce this machine");
+            match agent.register().await {
+                Ok(()) => {}
+                Err(RegistryError::Conflict(why)) => return Err(why),
+                Err(error) => tracing::warn!(%error, "agent: cannot announce this machine"),
             }
         }
         if dirty {
@@ -106,7 +109,7 @@ pub async fn run(
                 agent.lease = None;
                 dirty = true;
             }
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => return Ok(()),
         }
     }
 }

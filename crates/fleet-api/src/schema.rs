@@ -36,6 +36,15 @@ pub struct Unit {
     pub name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<UnitOption>,
+    /// Ours, not fleet 1.0's: why the engine cannot place the unit. Present only then, so
+    /// fleet 1.0's fleetctl (which ignores unknown fields) and byte comparisons of placeable
+    /// units are unaffected.
+    #[serde(
+        rename = "unplaceableReason",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub unplaceable_reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -176,6 +185,7 @@ mod tests {
                     section: "Unit".into(),
                     value: "Unit a".into(),
                 }],
+                unplaceable_reason: String::new(),
             },
             r#"{"currentState":"launched","desiredState":"launched","machineID":"3d12","name":"a.service","options":[{"name":"Description","section":"Unit","value":"Unit a"}]}"#,
         );
@@ -211,6 +221,16 @@ mod tests {
                 units: Vec::new(),
             },
             r#"{"nextPageToken":"AgACAA=="}"#,
+        );
+        check(
+            &Unit {
+                current_state: "inactive".into(),
+                desired_state: "launched".into(),
+                name: "mars.service".into(),
+                unplaceable_reason: "no machine has region=mars".into(),
+                ..Unit::default()
+            },
+            r#"{"currentState":"inactive","desiredState":"launched","name":"mars.service","unplaceableReason":"no machine has region=mars"}"#,
         );
         check(
             &ErrorBody::new(404, "unit does not exist"),

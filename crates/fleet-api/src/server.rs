@@ -255,6 +255,11 @@ async fn unit_view(
             .as_str()
             .to_owned();
         unit.machine_id = placed.map(|m| m.to_string()).unwrap_or_default();
+        if placed.is_none() {
+            if let Some(reason) = snapshot.reasons.get(name) {
+                unit.unplaceable_reason = reason.reason.clone();
+            }
+        }
     }
     Ok(Some(unit))
 }

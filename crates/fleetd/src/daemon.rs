@@ -75,12 +75,12 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
         state_poll: Duration::from_millis(500),
         resync: config.engine_reconcile_interval * 5,
     };
-    tasks.push(tokio::spawn(agent::run(
+    let mut agent_task = tokio::spawn(agent::run(
         registry.clone(),
         manager,
         agent,
         shutdown.clone(),
-    )));
+    ));
     let token_limit = u16::try_from(config.token_limit).unwrap_or(u16::MAX);
     let api = ApiState::new(registry.clone(), token_limit, VERSION);
     // Sockets systemd passed (socket activation) replace api_listen, as fleet's socket unit did.
@@ -103,12 +103,24 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
 
     notify_ready();
     let how = loop {
-        match signals.wait().await {
-            Signal::Stop(how) => break how,
-            Signal::Reload => apply_reload(&config, &reload, &announce),
+        tokio::select! {
+            signal = signals.wait() => match signal {
+                Signal::Stop(how) => break how,
+                Signal::Reload => apply_reload(&config, &reload, &announce),
+            },
+            ended = &mut agent_task => {
+                // The agent only ends on its own for what no retry fixes.
+                let _ = stop.send(true);
+                return Err(match ended {
+                    Ok(Err(why)) => why,
+                    Ok(Ok(())) => "the agent stopped unexpectedly".into(),
+                    Err(e) => format!("the agent failed: {e}"),
+                });
+            }
         }
     };
     let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent_task).await;
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }

@@ -17,6 +17,7 @@ fn fleetd(dir: &std::path::Path) -> Command {
         .env("FLEET_UNITS_DIRECTORY", dir.join("units"))
         .env("FLEET_MACHINE_ID", "node1")
         .env("FLEET_UNIT_MANAGER", "native")
+        .env("FLEET_PUBLIC_IP", "10.0.0.9")
         .env(
             "FLEET_API_LISTEN",
             format!("unix://{}", dir.join("fleet.sock").display()),
@@ -424,4 +425,96 @@ fn socket_activation_serves_the_socket_systemd_passes() {
         "api_listen was not bound as well"
     );
     stop(&mut child, "-TERM");
+}
+
+/// Runs the fleetctl library against the fleetd in `dir`; (exit code, stdout, stderr).
+fn fleetctl(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec![format!(
+        "--endpoint=unix://{}",
+        dir.join("fleet.sock").display()
+    )];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = fleetctl::run_with_env(
+        &all,
+        &|_| None,
+        &mut fleetctl::Io {
+            out: &mut out,
+            err: &mut err,
+        },
+    );
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+#[test]
+fn fleetctl_starts_units_and_says_why_one_cannot_be_placed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let mut child = start_and_wait_for_socket(dir.path());
+    let hello = dir.path().join("hello.service");
+    std::fs::write(&hello, "[Service]\nExecStart=/bin/sleep 30\n").unwrap();
+    let (code, out, err) = fleetctl(dir.path(), &["start", hello.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "Unit hello.service inactive\nUnit hello.service launched on node1.../10.0.0.9\n"
+    );
+    let (code, out, _) = fleetctl(dir.path(), &["list-units", "--no-legend"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "hello.service\tnode1.../10.0.0.9\tactive\trunning\n")
+    );
+
+    let mars = dir.path().join("mars.service");
+    std::fs::write(
+        &mars,
+        "[Service]\nExecStart=/bin/sleep 30\n[X-Fleet]\nMachineMetadata=region=mars\n",
+    )
+    .unwrap();
+    let (code, _, err) = fleetctl(
+        dir.path(),
+        &["start", "--block-attempts=1", mars.to_str().unwrap()],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Unit mars.service cannot be placed yet: no machine has region=mars"),
+        "{err}"
+    );
+    stop(&mut child, "-TERM");
+}
+
+#[test]
+fn a_second_fleetd_with_the_same_machine_id_is_refused() {
+    // Both on one etcd, so the second sees the first's live machine lease.
+    let etcd = fleet_testkit::EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &str| {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("fleet.conf"), "").unwrap();
+        let mut command = fleetd(&sub);
+        command.env("FLEET_ETCD_SERVERS", etcd.endpoint());
+        command
+    };
+    let mut first = start("one").spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dir.path().join("one/data/machine-lease").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first never announced itself"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = start("two").output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("machine ID node1 is already in use by another live fleetd"),
+        "{stderr}"
+    );
+    stop(&mut first, "-TERM");
 }

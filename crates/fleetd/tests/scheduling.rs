@@ -69,18 +69,16 @@ impl Cluster {
             resync: Duration::from_secs(2),
             updates: None,
         };
+        let (registry, manager_for_agent) = (self.registry.clone(), manager.clone());
         let tasks = vec![
             tokio::spawn(reconciler::run(
                 self.registry.clone(),
                 engine,
                 shutdown.clone(),
             )),
-            tokio::spawn(agent::run(
-                self.registry.clone(),
-                manager.clone(),
-                agent,
-                shutdown,
-            )),
+            tokio::spawn(async move {
+                let _ = agent::run(registry, manager_for_agent, agent, shutdown).await;
+            }),
         ];
         self.nodes.insert(
             id.to_owned(),

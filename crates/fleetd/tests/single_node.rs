@@ -107,8 +107,8 @@ async fn a_launched_unit_runs_and_an_inactive_one_is_gone() {
         .await
         .unwrap()
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(5), agent)
+    let agent_result = tokio::time::timeout(Duration::from_secs(5), agent)
         .await
-        .unwrap()
         .unwrap();
+    assert_eq!(agent_result.unwrap(), Ok(()));
 }

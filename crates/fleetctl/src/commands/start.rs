@@ -86,7 +86,16 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
             writeln!(io.out, "Triggered {kind} {name} start")?;
             continue;
         }
-        let Some(unit) = wait_for(&client, name, "launched", attempts) else {
+        let mut told = String::new();
+        let mut report = |unit: &Unit| {
+            // fleet waited in silence; say why the unit does not move, once per reason.
+            if !unit.unplaceable_reason.is_empty() && unit.unplaceable_reason != told {
+                told = unit.unplaceable_reason.clone();
+                let _ = writeln!(io.err, "Unit {name} cannot be placed yet: {told}");
+            }
+        };
+        let Some(unit) = wait_for_reporting(&client, name, "launched", attempts, &mut report)
+        else {
             writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state launched")?;
             return Ok(1);
         };
@@ -173,8 +182,23 @@ fn create(
 
 /// Polls until the unit's currentState is `state`: `attempts` windows of 2 s (0: no limit).
 fn wait_for(client: &Client, name: &str, state: &str, attempts: u32) -> Option<Unit> {
+    wait_for_reporting(client, name, state, attempts, &mut |_| {})
+}
+
+/// `wait_for`, showing each unit seen meanwhile to `seen`.
+fn wait_for_reporting(
+    client: &Client,
+    name: &str,
+    state: &str,
+    attempts: u32,
+    seen: &mut dyn FnMut(&Unit),
+) -> Option<Unit> {
     poll(attempts, || match client.unit(name) {
         Ok(Some(unit)) if unit.current_state == state => Some(unit),
+        Ok(Some(unit)) => {
+            seen(&unit);
+            None
+        }
         _ => None,
     })
 }
