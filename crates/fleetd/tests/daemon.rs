@@ -518,3 +518,32 @@ fn a_second_fleetd_with_the_same_machine_id_is_refused() {
     );
     stop(&mut first, "-TERM");
 }
+
+#[test]
+fn a_fleetd_killed_with_sigkill_is_replaced_without_restarting_its_units() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let socket = dir.path().join("fleet.sock");
+    let mut first = start_and_wait_for_socket(dir.path());
+    let unit = r#"{"desiredState":"launched","name":"hello.service","options":[{"name":"ExecStart","section":"Service","value":"/bin/sleep 60"}]}"#;
+    assert_eq!(
+        http(
+            &socket,
+            "PUT",
+            "/fleet/v1/units/hello.service?alt=json",
+            Some(unit)
+        )
+        .0,
+        201
+    );
+    let pid = running_pid(&socket);
+    first.kill().unwrap(); // SIGKILL: no handler, no cleanup
+    first.wait().unwrap();
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the unit outlived fleetd"
+    );
+    let mut second = start_and_wait_for_socket(dir.path());
+    assert_eq!(running_pid(&socket), pid, "re-adopted, not restarted");
+    stop(&mut second, "-TERM");
+}
