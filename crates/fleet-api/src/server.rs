@@ -209,6 +209,12 @@ fn slice<T: Clone>(items: &[T], page: PageToken) -> (Vec<T>, String) {
     (chosen, next)
 }
 
+/// What every list call starts with: the page asked for, and the registry's snapshot.
+async fn listing(state: &ApiState, query: &str) -> Result<(PageToken, Snapshot), Answer> {
+    let page = page(state, query)?;
+    Ok((page, snapshot(state).await?))
+}
+
 async fn snapshot(state: &ApiState) -> Result<Snapshot, Answer> {
     state
         .registry
@@ -293,12 +299,8 @@ fn wire_option(option: &fleet_unit::UnitOption) -> UnitOption {
 }
 
 async fn list_units(state: &ApiState, query: &str) -> Answer {
-    let page = match page(state, query) {
-        Ok(page) => page,
-        Err(answer) => return answer,
-    };
-    let snapshot = match snapshot(state).await {
-        Ok(snapshot) => snapshot,
+    let (page, snapshot) = match listing(state, query).await {
+        Ok(listing) => listing,
         Err(answer) => return answer,
     };
     let names: Vec<UnitName> = snapshot
@@ -504,12 +506,8 @@ fn state_views(snapshot: &Snapshot) -> Vec<UnitState> {
 }
 
 async fn list_states(state: &ApiState, query: &str) -> Answer {
-    let page = match page(state, query) {
-        Ok(page) => page,
-        Err(answer) => return answer,
-    };
-    let snapshot = match snapshot(state).await {
-        Ok(snapshot) => snapshot,
+    let (page, snapshot) = match listing(state, query).await {
+        Ok(listing) => listing,
         Err(answer) => return answer,
     };
     let units = query_values(query, "unitName");
@@ -541,12 +539,8 @@ async fn get_state(state: &ApiState, name: &str) -> Answer {
 }
 
 async fn list_machines(state: &ApiState, query: &str) -> Answer {
-    let page = match page(state, query) {
-        Ok(page) => page,
-        Err(answer) => return answer,
-    };
-    let snapshot = match snapshot(state).await {
-        Ok(snapshot) => snapshot,
+    let (page, snapshot) = match listing(state, query).await {
+        Ok(listing) => listing,
         Err(answer) => return answer,
     };
     let machines: Vec<Machine> = snapshot

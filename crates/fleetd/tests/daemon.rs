@@ -266,6 +266,19 @@ fn running_pid(socket: &std::path::Path) -> u32 {
     state["main_pid"].as_u64().unwrap() as u32
 }
 
+/// Launches hello.service (a sleep) through the API; the PID of its process once it runs.
+fn launch_sleeper(socket: &std::path::Path) -> u32 {
+    let unit = r#"{"desiredState":"launched","name":"hello.service","options":[{"name":"ExecStart","section":"Service","value":"/bin/sleep 60"}]}"#;
+    let (status, body) = http(
+        socket,
+        "PUT",
+        "/fleet/v1/units/hello.service?alt=json",
+        Some(unit),
+    );
+    assert_eq!(status, 201, "{body}");
+    running_pid(socket)
+}
+
 fn stop(child: &mut std::process::Child, signal: &str) {
     Command::new("kill")
         .args([signal, &child.id().to_string()])
@@ -280,18 +293,7 @@ fn sigquit_leaves_units_running_for_the_next_fleetd_and_sigterm_unloads_them() {
     std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
     let socket = dir.path().join("fleet.sock");
     let mut first = start_and_wait_for_socket(dir.path());
-    let unit = r#"{"desiredState":"launched","name":"hello.service","options":[{"name":"ExecStart","section":"Service","value":"/bin/sleep 60"}]}"#;
-    assert_eq!(
-        http(
-            &socket,
-            "PUT",
-            "/fleet/v1/units/hello.service?alt=json",
-            Some(unit)
-        )
-        .0,
-        201
-    );
-    let pid = running_pid(&socket);
+    let pid = launch_sleeper(&socket);
 
     // An upgrade: SIGQUIT stops fleetd only; the next one finds the same process running.
     stop(&mut first, "-QUIT");
@@ -525,18 +527,7 @@ fn a_fleetd_killed_with_sigkill_is_replaced_without_restarting_its_units() {
     std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
     let socket = dir.path().join("fleet.sock");
     let mut first = start_and_wait_for_socket(dir.path());
-    let unit = r#"{"desiredState":"launched","name":"hello.service","options":[{"name":"ExecStart","section":"Service","value":"/bin/sleep 60"}]}"#;
-    assert_eq!(
-        http(
-            &socket,
-            "PUT",
-            "/fleet/v1/units/hello.service?alt=json",
-            Some(unit)
-        )
-        .0,
-        201
-    );
-    let pid = running_pid(&socket);
+    let pid = launch_sleeper(&socket);
     first.kill().unwrap(); // SIGKILL: no handler, no cleanup
     first.wait().unwrap();
     assert!(
