@@ -103,6 +103,8 @@ pub fn run_with_env(args: &[String], env: &dyn Fn(&str) -> Option<String>, io: &
         "version" | "--version" | "-v" => commands::version::run(io),
         "verify" => commands::verify::run(rest, io),
         "list-units" => commands::list_units::run(rest, &globals, io),
+        "list-machines" => commands::list_machines::run(rest, &globals, io),
+        "list-unit-files" => commands::list_unit_files::run(rest, &globals, io),
         "start" => commands::start::run(rest, &globals, io),
         "help" | "--help" | "-h" => commands::help::run(io),
         other => {

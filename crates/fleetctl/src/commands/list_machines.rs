@@ -1,0 +1,49 @@
+//! `fleetctl list-machines`: the machines of the cluster, as fleetctl 1.0 printed them.
+
+use std::io;
+
+use fleet_api::schema::Machine;
+
+use super::table::{self, TableFlags};
+use crate::{Globals, Io};
+
+const DEFAULT: &[&str] = &["machine", "ip", "metadata"];
+const VALID: &[&str] = &["ip", "machine", "metadata"];
+
+pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
+    let flags = match table::parse(args, DEFAULT, VALID, true) {
+        Ok(flags) => flags,
+        Err(e) => {
+            writeln!(io.err, "{e}")?;
+            return Ok(1);
+        }
+    };
+    match globals.client().machines() {
+        Ok(machines) => {
+            io.out.write_all(render(&flags, &machines).as_bytes())?;
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(io.err, "Error retrieving list of active machines: {e}")?;
+            Ok(1)
+        }
+    }
+}
+
+pub fn render(flags: &TableFlags, machines: &[Machine]) -> String {
+    let mut sorted: Vec<&Machine> = machines.iter().collect();
+    sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    table::render(flags, &sorted, |machine, field| match field {
+        "machine" => table::machine_id(&machine.id, flags.full),
+        "ip" => table::or_dash(&machine.primary_ip),
+        "metadata" => {
+            let pairs: Vec<String> = machine
+                .metadata
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            table::or_dash(&pairs.join(","))
+        }
+        _ => "-".into(),
+    })
+}

@@ -1,0 +1,110 @@
+//! `fleetctl list-unit-files`: the units of the cluster with their desired and current state,
+//! as fleetctl 1.0 printed them.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use fleet_api::schema::{Machine, Unit};
+use fleet_unit::{UnitFile, UnitOption};
+
+use super::list_units::machine_column;
+use super::table::{self, TableFlags};
+use crate::{Globals, Io};
+
+const DEFAULT: &[&str] = &["unit", "hash", "dstate", "state", "target"];
+const VALID: &[&str] = &[
+    "desc", "dstate", "global", "hash", "state", "target", "tmachine", "unit",
+];
+
+pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
+    let flags = match table::parse(args, DEFAULT, VALID, false) {
+        Ok(flags) => flags,
+        Err(e) => {
+            writeln!(io.err, "{e}")?;
+            return Ok(1);
+        }
+    };
+    if flags.fields.iter().any(|f| f == "tmachine") {
+        writeln!(
+            io.err,
+            "WARNING: The \"tmachine\" field is deprecated. Use \"target\" instead"
+        )?;
+    }
+    let client = globals.client();
+    let units = match client.units() {
+        Ok(units) => units,
+        Err(e) => {
+            writeln!(
+                io.err,
+                "Error retrieving list of units from repository: {e}"
+            )?;
+            return Ok(1);
+        }
+    };
+    let needs_machines = flags
+        .fields
+        .iter()
+        .any(|f| f == "target" || f == "tmachine")
+        && units.iter().any(|u| !u.machine_id.is_empty());
+    let machines = match needs_machines {
+        true => match client.machines() {
+            Ok(machines) => machines,
+            Err(e) => {
+                writeln!(io.err, "Error retrieving list of machines: {e}")?;
+                return Ok(1);
+            }
+        },
+        false => Vec::new(),
+    };
+    io.out
+        .write_all(render(&flags, &units, &machines).as_bytes())?;
+    Ok(0)
+}
+
+fn unit_file(unit: &Unit) -> UnitFile {
+    UnitFile::from_options(
+        unit.options
+            .iter()
+            .map(|o| UnitOption::new(&o.section, &o.name, &o.value))
+            .collect(),
+    )
+}
+
+fn is_global(file: &UnitFile) -> bool {
+    fleet_unit::Requirements::raw(file).is_global()
+}
+
+pub fn render(flags: &TableFlags, units: &[Unit], machines: &[Machine]) -> String {
+    let ips: BTreeMap<&str, &str> = machines
+        .iter()
+        .map(|m| (m.id.as_str(), m.primary_ip.as_str()))
+        .collect();
+    let mut sorted: Vec<&Unit> = units.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    table::render(flags, &sorted, |unit, field| {
+        let file = unit_file(unit);
+        let global = is_global(&file);
+        let target = || match (global, unit.machine_id.is_empty()) {
+            (true, _) => "global".to_owned(),
+            (false, true) => "-".to_owned(),
+            (false, false) => machine_column(
+                &unit.machine_id,
+                ips.get(unit.machine_id.as_str()).copied(),
+                flags.full,
+            ),
+        };
+        match field {
+            "unit" => unit.name.clone(),
+            "hash" => table::hash(&file.hash().to_string(), flags.full),
+            "dstate" => table::or_dash(&unit.desired_state),
+            "state" => match global {
+                true => "-".into(),
+                false => table::or_dash(&unit.current_state),
+            },
+            "target" | "tmachine" => target(),
+            "desc" => table::or_dash(&file.description().unwrap_or_default()),
+            "global" => global.to_string(),
+            _ => "-".into(),
+        }
+    })
+}
