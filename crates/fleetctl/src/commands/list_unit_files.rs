@@ -102,7 +102,7 @@ pub fn render(flags: &TableFlags, units: &[Unit], machines: &[Machine]) -> Strin
                 false => table::or_dash(&unit.current_state),
             },
             "target" | "tmachine" => target(),
-            "desc" => table::or_dash(&file.description().unwrap_or_default()),
+            "desc" => table::or_dash(file.description().unwrap_or_default()),
             "global" => global.to_string(),
             _ => "-".into(),
         }
