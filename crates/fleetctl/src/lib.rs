@@ -7,6 +7,7 @@ pub mod tabwriter;
 use std::io::Write;
 use std::time::Duration;
 
+use commands::lifecycle::Target;
 use fleet_api::client::{Client, Endpoint};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -105,7 +106,13 @@ pub fn run_with_env(args: &[String], env: &dyn Fn(&str) -> Option<String>, io: &
         "list-units" => commands::list_units::run(rest, &globals, io),
         "list-machines" => commands::list_machines::run(rest, &globals, io),
         "list-unit-files" => commands::list_unit_files::run(rest, &globals, io),
-        "start" => commands::start::run(rest, &globals, io),
+        "submit" => commands::lifecycle::run(Target::Submit, rest, &globals, io),
+        "load" => commands::lifecycle::run(Target::Load, rest, &globals, io),
+        "start" => commands::lifecycle::run(Target::Start, rest, &globals, io),
+        "stop" => commands::lifecycle::run_down(false, rest, &globals, io),
+        "unload" => commands::lifecycle::run_down(true, rest, &globals, io),
+        "destroy" => commands::destroy::run(rest, &globals, io),
+        "cat" => commands::cat::run(rest, &globals, io),
         "help" | "--help" | "-h" => commands::help::run(io),
         other => {
             let _ = writeln!(

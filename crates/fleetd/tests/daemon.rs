@@ -538,3 +538,82 @@ fn a_fleetd_killed_with_sigkill_is_replaced_without_restarting_its_units() {
     assert_eq!(running_pid(&socket), pid, "re-adopted, not restarted");
     stop(&mut second, "-TERM");
 }
+
+#[test]
+fn fleetctl_moves_a_unit_through_every_state() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let mut child = start_and_wait_for_socket(dir.path());
+    let file = dir.path().join("web.service");
+    let text = "[Unit]\nDescription=Web\n\n[Service]\nExecStart=/bin/sleep 30\n";
+    std::fs::write(&file, text).unwrap();
+    let path = file.to_str().unwrap();
+    let on = "on node1.../10.0.0.9";
+    let steps: &[(&[&str], i32, String, String)] = &[
+        (
+            &["submit", path],
+            0,
+            "Unit web.service inactive\n".into(),
+            String::new(),
+        ),
+        (
+            &["cat", "web.service"],
+            0,
+            "[Unit]\nDescription=Web\n\n[Service]\nExecStart=/bin/sleep 30\n".into(),
+            String::new(),
+        ),
+        (
+            &["load", path],
+            0,
+            format!("Unit web.service loaded {on}\n"),
+            String::new(),
+        ),
+        (
+            &["start", "web.service"],
+            0,
+            format!("Unit web.service launched {on}\n"),
+            String::new(),
+        ),
+        (
+            &["stop", "web.service"],
+            0,
+            format!("Unit web.service loaded {on}\n"),
+            "Successfully stopped units [web.service].\n".into(),
+        ),
+        (
+            &["unload", "web.service"],
+            0,
+            "Unit web.service inactive\n".into(),
+            "Successfully unloaded units [web.service].\n".into(),
+        ),
+        (
+            &["stop", "web.service"],
+            1,
+            String::new(),
+            "Unable to stop unit web.service in state inactive\n".into(),
+        ),
+        (
+            &["destroy", "web.service"],
+            0,
+            "Destroyed web.service\n".into(),
+            String::new(),
+        ),
+        (
+            &["destroy", "web.service"],
+            0,
+            String::new(),
+            "Units not found in registry\n".into(),
+        ),
+        (
+            &["cat", "web.service"],
+            1,
+            String::new(),
+            "Unit web.service not found\n".into(),
+        ),
+    ];
+    for (args, code, out, err) in steps {
+        let got = fleetctl(dir.path(), args);
+        assert_eq!(got, (*code, out.clone(), err.clone()), "fleetctl {args:?}");
+    }
+    stop(&mut child, "-TERM");
+}

@@ -1,6 +1,8 @@
-//! `fleetctl start [--no-block] [--block-attempts=N] UNIT...`: creates units that are not in
-//! the cluster yet (from the file, or from the template of an instance), sets them launched,
-//! and waits until each is launched and active, printing what fleetctl 1.0 printed.
+//! The commands that move units through their states, as fleetctl 1.0 did them:
+//! `submit`, `load` and `start` create units that are not in the cluster yet (from the file, or
+//! from the template of an instance) and set them inactive, loaded or launched; `stop` and
+//! `unload` set loaded or inactive; each waits (`--block-attempts`, `--no-block`) and prints
+//! what fleetctl printed.
 
 use std::io;
 use std::thread::sleep;
@@ -18,7 +20,41 @@ const POLL: Duration = Duration::from_millis(250);
 /// One "block attempt": a window of polls.
 const ATTEMPT: Duration = Duration::from_secs(2);
 
-pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
+/// Where a command takes its units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Submit,
+    Load,
+    Start,
+}
+
+impl Target {
+    fn state(self) -> &'static str {
+        match self {
+            Target::Submit => "inactive",
+            Target::Load => "loaded",
+            Target::Start => "launched",
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Target::Submit => "submit",
+            Target::Load => "load",
+            Target::Start => "start",
+        }
+    }
+}
+
+/// Flags shared by the blocking commands, and the unit arguments.
+struct Blocking {
+    block: bool,
+    attempts: u32,
+    names: Vec<String>,
+}
+
+/// The flags, or the exit code to end with (after saying why).
+fn blocking_flags(args: &[String], io: &mut Io<'_>) -> io::Result<Result<Blocking, i32>> {
     let mut block = true;
     let mut attempts = 0u32;
     let mut names = Vec::new();
@@ -36,17 +72,35 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
                     Ok(n) => attempts = n,
                     Err(_) => {
                         writeln!(io.err, "invalid --block-attempts {value:?}")?;
-                        return Ok(1);
+                        return Ok(Err(1));
                     }
                 }
             }
+            ("replace", _) | ("sign", _) if arg.starts_with('-') => {}
             _ => names.push(arg.clone()),
         }
     }
     if names.is_empty() {
         writeln!(io.err, "No units given")?;
-        return Ok(0);
+        return Ok(Err(0));
     }
+    Ok(Ok(Blocking {
+        block,
+        attempts,
+        names,
+    }))
+}
+
+/// `submit`, `load`, `start`.
+pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
+    let Blocking {
+        block,
+        attempts,
+        names,
+    } = match blocking_flags(args, io)? {
+        Ok(flags) => flags,
+        Err(code) => return Ok(code),
+    };
     let client = globals.client();
     let mut started = Vec::new();
     for arg in &names {
@@ -66,12 +120,15 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
                 return Ok(1);
             }
         };
+        if target == Target::Submit {
+            continue;
+        }
         let launch = Unit {
-            desired_state: "launched".into(),
+            desired_state: target.state().into(),
             name: name.clone(),
             ..Unit::default()
         };
-        if unit.desired_state != "launched" {
+        if unit.desired_state != target.state() {
             if let Err(e) = client.put_unit(&launch) {
                 writeln!(io.err, "Error setting target state for Unit({name}): {e}")?;
                 return Ok(1);
@@ -79,11 +136,14 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
         }
         started.push(name);
     }
+    if target == Target::Submit {
+        return Ok(0);
+    }
     for name in &started {
         let global = matches!(client.unit(name), Ok(Some(ref u)) if u.current_state.is_empty());
         if global || !block {
             let kind = if global { "global unit" } else { "unit" };
-            writeln!(io.out, "Triggered {kind} {name} start")?;
+            writeln!(io.out, "Triggered {kind} {name} {}", target.verb())?;
             continue;
         }
         let mut told = String::new();
@@ -94,26 +154,112 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
                 let _ = writeln!(io.err, "Unit {name} cannot be placed yet: {told}");
             }
         };
-        let Some(unit) = wait_for_reporting(&client, name, "launched", attempts, &mut report)
-        else {
-            writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state launched")?;
+        let state = target.state();
+        let Some(unit) = wait_for_reporting(&client, name, state, attempts, &mut report) else {
+            writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state {state}")?;
             return Ok(1);
         };
-        let machines = client.machines().unwrap_or_default();
-        let ip = machines
-            .iter()
-            .find(|m| m.id == unit.machine_id)
-            .map(|m| m.primary_ip.as_str());
-        writeln!(
-            io.out,
-            "Unit {name} launched on {}",
-            machine_column(&unit.machine_id, ip, false)
-        )?;
-        if !wait_active(&client, name, attempts) {
+        print_placed(&client, &unit, io)?;
+        if target == Target::Start && !wait_active(&client, name, attempts) {
             writeln!(io.err, "Error waiting for unit states, exit status: timed out waiting for unit {name} to be active")?;
             return Ok(1);
         }
     }
+    Ok(0)
+}
+
+/// `Unit X <state> on <machine>`, as the blocking waits printed it.
+fn print_placed(client: &Client, unit: &Unit, io: &mut Io<'_>) -> io::Result<()> {
+    let machines = client.machines().unwrap_or_default();
+    let ip = machines
+        .iter()
+        .find(|m| m.id == unit.machine_id)
+        .map(|m| m.primary_ip.as_str());
+    match unit.machine_id.is_empty() {
+        true => writeln!(io.out, "Unit {} {}", unit.name, unit.current_state),
+        false => writeln!(
+            io.out,
+            "Unit {} {} on {}",
+            unit.name,
+            unit.current_state,
+            machine_column(&unit.machine_id, ip, false)
+        ),
+    }
+}
+
+/// `stop` (to loaded) and `unload` (to inactive): units already in the cluster only.
+pub fn run_down(
+    unload: bool,
+    args: &[String],
+    globals: &Globals,
+    io: &mut Io<'_>,
+) -> io::Result<i32> {
+    let Blocking {
+        block,
+        attempts,
+        names,
+    } = match blocking_flags(args, io)? {
+        Ok(flags) => flags,
+        Err(code) => return Ok(code),
+    };
+    let (state, verb, done) = match unload {
+        true => ("inactive", "unload", "unloaded"),
+        false => ("loaded", "stop", "stopped"),
+    };
+    let client = globals.client();
+    let units = match client.units() {
+        Ok(units) => units,
+        Err(e) => {
+            writeln!(
+                io.err,
+                "Error retrieving list of units from repository: {e}"
+            )?;
+            return Ok(1);
+        }
+    };
+    let mut changed = Vec::new();
+    for arg in &names {
+        let name = mangle(arg);
+        let Some(unit) = units.iter().find(|u| u.name == name) else {
+            continue;
+        };
+        let global = unit.current_state.is_empty();
+        if !unload && unit.current_state == "inactive" {
+            writeln!(io.err, "Unable to stop unit {name} in state inactive")?;
+            return Ok(1);
+        }
+        if !global && (unit.current_state == state || (!unload && unit.current_state == "loaded")) {
+            continue;
+        }
+        let put = Unit {
+            desired_state: state.into(),
+            name: name.clone(),
+            ..Unit::default()
+        };
+        if let Err(e) = client.put_unit(&put) {
+            writeln!(io.err, "Error setting target state for Unit({name}): {e}")?;
+            return Ok(1);
+        }
+        if global {
+            writeln!(io.out, "Triggered global unit {name} {verb}")?;
+            continue;
+        }
+        changed.push(name);
+    }
+    for name in &changed {
+        if !block {
+            writeln!(io.out, "Triggered unit {name} {verb}")?;
+            continue;
+        }
+        match wait_for(&client, name, state, attempts) {
+            Some(unit) => print_placed(&client, &unit, io)?,
+            None => {
+                writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state {state}")?;
+                return Ok(1);
+            }
+        }
+    }
+    writeln!(io.err, "Successfully {done} units [{}].", changed.join(" "))?;
     Ok(0)
 }
 

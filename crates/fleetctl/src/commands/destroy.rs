@@ -1,0 +1,49 @@
+//! `fleetctl destroy UNIT...`: removes units from the cluster, as fleetctl 1.0 did (names not
+//! in the cluster are skipped; none found is not an error).
+
+use std::io;
+
+use fleet_unit::name::mangle;
+
+use crate::{Globals, Io};
+
+pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
+    let names: Vec<String> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| mangle(a))
+        .collect();
+    if names.is_empty() {
+        writeln!(io.err, "No units given")?;
+        return Ok(0);
+    }
+    let client = globals.client();
+    let units = match client.units() {
+        Ok(units) => units,
+        Err(e) => {
+            writeln!(
+                io.err,
+                "Error retrieving list of units from repository: {e}"
+            )?;
+            return Ok(1);
+        }
+    };
+    let mut found = false;
+    for name in &names {
+        if !units.iter().any(|u| &u.name == name) {
+            continue;
+        }
+        found = true;
+        match client.delete_unit(name) {
+            Ok(_) => writeln!(io.out, "Destroyed {name}")?,
+            Err(e) => {
+                writeln!(io.err, "Error destroying units: {e}")?;
+                return Ok(1);
+            }
+        }
+    }
+    if !found {
+        writeln!(io.err, "Units not found in registry")?;
+    }
+    Ok(0)
+}
