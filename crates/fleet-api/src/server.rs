@@ -123,6 +123,7 @@ async fn route(state: &ApiState, request: Request) -> Answer {
             },
             "machines" => match method {
                 Method::GET => list_machines(state, &query).await,
+                Method::PATCH => patch_machines(state, request).await,
                 _ => Answer::error(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "only GET and PATCH supported against this resource",
@@ -389,12 +390,12 @@ async fn put_unit(state: &ApiState, url_name: &str, request: Request) -> Answer 
     if body.iter().all(u8::is_ascii_whitespace) {
         return Answer::error(StatusCode::BAD_REQUEST, "unable to decode body: EOF");
     }
-    let unit: Unit = match serde_json::from_slice(&body) {
+    let unit = match decode_unit(&body) {
         Ok(unit) => unit,
-        Err(e) => {
+        Err(why) => {
             return Answer::error(
                 StatusCode::BAD_REQUEST,
-                format!("unable to decode body: {e}"),
+                format!("unable to decode body: {why}"),
             )
         }
     };
@@ -441,6 +442,12 @@ async fn put_unit(state: &ApiState, url_name: &str, request: Request) -> Answer 
                 Err(e) => return Answer::error(StatusCode::BAD_REQUEST, e.to_string()),
             };
             let desired = desired.unwrap_or(JobState::Inactive);
+            if is_template && desired != JobState::Inactive {
+                return Answer::error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot activate template {:?}", name.as_str()),
+                );
+            }
             match state.registry.create_job(&name, &file, desired).await {
                 Ok(JobWrite::Done) => Answer::empty(StatusCode::CREATED),
                 Ok(_) => Answer::error(StatusCode::CONFLICT, "unit was created concurrently"),
@@ -483,6 +490,28 @@ async fn put_unit(state: &ApiState, url_name: &str, request: Request) -> Answer 
                 Err(e) => Answer::unavailable(&e),
             }
         }
+    }
+}
+
+/// A request body as a unit: a JSON object (or null, as Go's decoder allowed); anything else
+/// is refused with Go's wording.
+fn decode_unit(body: &[u8]) -> Result<Unit, String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let kind = match &value {
+        serde_json::Value::Object(_) | serde_json::Value::Null => None,
+        serde_json::Value::Array(_) => Some("array"),
+        serde_json::Value::String(_) => Some("string"),
+        serde_json::Value::Number(_) => Some("number"),
+        serde_json::Value::Bool(_) => Some("bool"),
+    };
+    if let Some(kind) = kind {
+        return Err(format!(
+            "json: cannot unmarshal {kind} into Go value of type schema.Unit"
+        ));
+    }
+    match value {
+        serde_json::Value::Null => Ok(Unit::default()),
+        value => serde_json::from_value(value).map_err(|e| e.to_string()),
     }
 }
 
@@ -560,4 +589,78 @@ async fn list_machines(state: &ApiState, query: &str) -> Answer {
             next_page_token: next,
         },
     )
+}
+
+/// One change of `PATCH machines`: `{"op":"add|replace|remove","path":"/<id>/metadata/<key>",
+/// "value":{"value":"v"}}`. The flat `"value":"v"` that fleet's documentation showed (and its
+/// code refused) is accepted too.
+#[derive(serde::Deserialize)]
+struct MetadataOp {
+    op: String,
+    path: String,
+    #[serde(default)]
+    value: Option<serde_json::Value>,
+}
+
+/// Dynamic machine metadata: every change is checked before any is applied.
+async fn patch_machines(state: &ApiState, request: Request) -> Answer {
+    let body = match to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(body) => body,
+        Err(e) => {
+            return Answer::error(StatusCode::BAD_REQUEST, format!("unable to read body: {e}"))
+        }
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Answer::error(StatusCode::BAD_REQUEST, "EOF");
+    }
+    let ops: Vec<MetadataOp> = match serde_json::from_slice(&body) {
+        Ok(ops) => ops,
+        Err(e) => return Answer::error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let mut changes = Vec::with_capacity(ops.len());
+    for op in &ops {
+        if !matches!(op.op.as_str(), "add" | "remove" | "replace") {
+            return Answer::error(
+                StatusCode::BAD_REQUEST,
+                "invalid op: expect add, remove, or replace",
+            );
+        }
+        let target = op
+            .path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once("/metadata/"))
+            .filter(|(_, key)| fleet_registry::keys::validate_metadata_key(key).is_ok())
+            .and_then(|(machine, key)| {
+                Some((fleet_unit::MachineId::new(machine).ok()?, key.to_owned()))
+            });
+        let Some((machine, key)) = target else {
+            return Answer::error(StatusCode::BAD_REQUEST, "machine metadata path invalid");
+        };
+        let value = match &op.value {
+            Some(serde_json::Value::String(v)) => v.clone(),
+            Some(serde_json::Value::Object(o)) => o
+                .get("value")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned(),
+            _ => String::new(),
+        };
+        if op.op != "remove" && value.is_empty() {
+            return Answer::error(
+                StatusCode::BAD_REQUEST,
+                "invalid value: add and replace require a value",
+            );
+        }
+        changes.push((machine, key, (op.op != "remove").then_some(value)));
+    }
+    for (machine, key, value) in changes {
+        if let Err(e) = state
+            .registry
+            .set_metadata(&machine, &key, value.as_deref())
+            .await
+        {
+            return Answer::unavailable(&e);
+        }
+    }
+    Answer::empty(StatusCode::NO_CONTENT)
 }
