@@ -29,6 +29,8 @@ pub struct ApiState {
     pub version: String,
     /// Unit files by hash: immutable, so cached for good.
     units: Mutex<BTreeMap<UnitHash, UnitFile>>,
+    /// Requests answered, by method and status (for /metrics).
+    requests: std::sync::Mutex<BTreeMap<(String, u16), u64>>,
 }
 
 impl ApiState {
@@ -38,6 +40,7 @@ impl ApiState {
             token_limit,
             version: version.to_owned(),
             units: Mutex::new(BTreeMap::new()),
+            requests: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 }
@@ -47,10 +50,11 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
     axum::Router::new().fallback(handle).with_state(state)
 }
 
-/// An answer: status and, for errors and documents, a JSON body.
+/// An answer: status and, for errors and documents, a body (JSON unless `content_type` says).
 struct Answer {
     status: StatusCode,
     body: Option<Vec<u8>>,
+    content_type: &'static str,
 }
 
 impl Answer {
@@ -58,6 +62,7 @@ impl Answer {
         Answer {
             status,
             body: Some(serde_json::to_vec(value).expect("schema types serialize")),
+            content_type: "application/json",
         }
     }
 
@@ -66,7 +71,11 @@ impl Answer {
     }
 
     fn empty(status: StatusCode) -> Answer {
-        Answer { status, body: None }
+        Answer {
+            status,
+            body: None,
+            content_type: "application/json",
+        }
     }
 
     fn unavailable(error: &RegistryError) -> Answer {
@@ -79,14 +88,23 @@ impl Answer {
 }
 
 async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Response {
-    let answer = route(&state, request).await;
+    let method = request.method().to_string();
+    let answer = match request.uri().path() {
+        "/metrics" => metrics(&state).await,
+        _ => route(&state, request).await,
+    };
+    if let Ok(mut requests) = state.requests.lock() {
+        *requests
+            .entry((method, answer.status.as_u16()))
+            .or_default() += 1;
+    }
     let mut response = Response::new(Body::from(answer.body.clone().unwrap_or_default()));
     *response.status_mut() = answer.status;
     let headers = response.headers_mut();
     if answer.body.is_some() {
         headers.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+            HeaderValue::from_static(answer.content_type),
         );
     }
     if let Ok(server) = HeaderValue::from_str(&format!("fleetd/{}", state.version)) {
@@ -663,4 +681,82 @@ async fn patch_machines(state: &ApiState, request: Request) -> Answer {
         }
     }
     Answer::empty(StatusCode::NO_CONTENT)
+}
+
+/// Prometheus text exposition: API requests, and the cluster as the registry sees it.
+async fn metrics(state: &ApiState) -> Answer {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let _ = writeln!(text, "# HELP fleet_build_info The version of this fleetd.");
+    let _ = writeln!(text, "# TYPE fleet_build_info gauge");
+    let _ = writeln!(text, "fleet_build_info{{version=\"{}\"}} 1", state.version);
+    let _ = writeln!(
+        text,
+        "# HELP fleet_api_requests_total API requests answered, by method and status."
+    );
+    let _ = writeln!(text, "# TYPE fleet_api_requests_total counter");
+    if let Ok(requests) = state.requests.lock() {
+        for ((method, status), count) in requests.iter() {
+            let _ = writeln!(
+                text,
+                "fleet_api_requests_total{{method=\"{method}\",status=\"{status}\"}} {count}"
+            );
+        }
+    }
+    if let Ok(snapshot) = state.registry.snapshot(&Scope::All).await {
+        let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
+        for name in snapshot.jobs.keys() {
+            let record = &snapshot.jobs[name];
+            *by_state
+                .entry(current_state(&snapshot, name, &record.hash).as_str())
+                .or_default() += 1;
+        }
+        let _ = writeln!(
+            text,
+            "# HELP fleet_units Non-global units by current state."
+        );
+        let _ = writeln!(text, "# TYPE fleet_units gauge");
+        for current in ["inactive", "loaded", "launched"] {
+            let count = by_state.get(current).copied().unwrap_or(0);
+            let _ = writeln!(text, "fleet_units{{state=\"{current}\"}} {count}");
+        }
+        let gauges = [
+            ("fleet_global_units", "Global units.", snapshot.global.len()),
+            (
+                "fleet_machines",
+                "Machines present (live leases).",
+                snapshot.machines.len(),
+            ),
+            (
+                "fleet_unplaceable_units",
+                "Units the engine cannot place (see their reasons).",
+                snapshot.reasons.len(),
+            ),
+            (
+                "fleet_registry_problems",
+                "Registry records that cannot be read.",
+                snapshot.problems.len(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(text, "# HELP {name} {help}");
+            let _ = writeln!(text, "# TYPE {name} gauge");
+            let _ = writeln!(text, "{name} {value}");
+        }
+        let _ = writeln!(
+            text,
+            "# HELP fleet_engine_leader Whether an engine leads (1) or none does (0)."
+        );
+        let _ = writeln!(text, "# TYPE fleet_engine_leader gauge");
+        let _ = writeln!(
+            text,
+            "fleet_engine_leader {}",
+            u8::from(snapshot.leader.is_some())
+        );
+    }
+    Answer {
+        status: StatusCode::OK,
+        body: Some(text.into_bytes()),
+        content_type: "text/plain; version=0.0.4",
+    }
 }

@@ -45,7 +45,6 @@ const DEVIATIONS: &[(&str, u16, &str)] = &[
         404,
         "no redirect: a name with a slash is simply not a unit",
     ),
-    ("metrics", 404, "/metrics is not served yet"),
     ("discovery-post", 404, "discovery is not served yet"),
     (
         "prefix-root",

@@ -174,6 +174,15 @@ fn a_unit_launched_through_the_api_runs() {
     );
     assert_eq!(status, 200);
     assert!(body.starts_with(r#"{"currentState":"launched","desiredState":"launched","machineID":"node1","name":"hello.service","options":["#), "{body}");
+    let (status, metrics) = http(&socket, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    for line in [
+        "fleet_units{state=\"launched\"} 1",
+        "fleet_machines 1",
+        "fleet_engine_leader 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     let (status, body) = http(
         &socket,
         "GET",
