@@ -18,15 +18,8 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
         return Ok(0);
     }
     let client = globals.client();
-    let units = match client.units() {
-        Ok(units) => units,
-        Err(e) => {
-            writeln!(
-                io.err,
-                "Error retrieving list of units from repository: {e}"
-            )?;
-            return Ok(1);
-        }
+    let Some(units) = super::all_units(&client, io)? else {
+        return Ok(1);
     };
     let mut found = false;
     for name in &names {

@@ -207,15 +207,8 @@ pub fn run_down(
         false => ("loaded", "stop", "stopped"),
     };
     let client = globals.client();
-    let units = match client.units() {
-        Ok(units) => units,
-        Err(e) => {
-            writeln!(
-                io.err,
-                "Error retrieving list of units from repository: {e}"
-            )?;
-            return Ok(1);
-        }
+    let Some(units) = super::all_units(&client, io)? else {
+        return Ok(1);
     };
     let mut changed = Vec::new();
     for arg in &names {

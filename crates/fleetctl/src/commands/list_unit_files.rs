@@ -31,30 +31,16 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
         )?;
     }
     let client = globals.client();
-    let units = match client.units() {
-        Ok(units) => units,
-        Err(e) => {
-            writeln!(
-                io.err,
-                "Error retrieving list of units from repository: {e}"
-            )?;
-            return Ok(1);
-        }
+    let Some(units) = super::all_units(&client, io)? else {
+        return Ok(1);
     };
     let needs_machines = flags
         .fields
         .iter()
         .any(|f| f == "target" || f == "tmachine")
         && units.iter().any(|u| !u.machine_id.is_empty());
-    let machines = match needs_machines {
-        true => match client.machines() {
-            Ok(machines) => machines,
-            Err(e) => {
-                writeln!(io.err, "Error retrieving list of machines: {e}")?;
-                return Ok(1);
-            }
-        },
-        false => Vec::new(),
+    let Some(machines) = super::machines_if(needs_machines, &client, io)? else {
+        return Ok(1);
     };
     io.out
         .write_all(render(&flags, &units, &machines).as_bytes())?;

@@ -20,27 +20,18 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
         }
     };
     let client = globals.client();
-    let states = match client.states() {
-        Ok(states) => states,
-        Err(e) => {
-            writeln!(
-                io.err,
-                "Error retrieving list of units from repository: {e}"
-            )?;
-            return Ok(1);
-        }
+    let Some(states) = super::fetched(
+        io,
+        "Error retrieving list of units from repository",
+        client.states(),
+    )?
+    else {
+        return Ok(1);
     };
     let needs_machines = flags.fields.iter().any(|f| f == "machine")
         && states.iter().any(|s| !s.machine_id.is_empty());
-    let machines = match needs_machines {
-        true => match client.machines() {
-            Ok(machines) => machines,
-            Err(e) => {
-                writeln!(io.err, "Error retrieving list of machines: {e}")?;
-                return Ok(1);
-            }
-        },
-        false => Vec::new(),
+    let Some(machines) = super::machines_if(needs_machines, &client, io)? else {
+        return Ok(1);
     };
     io.out
         .write_all(render(&flags, &states, &machines).as_bytes())?;

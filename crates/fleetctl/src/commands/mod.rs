@@ -10,3 +10,46 @@ pub mod list_units;
 pub mod table;
 pub mod verify;
 pub mod version;
+
+use std::io;
+
+use fleet_api::client::{Client, ClientError};
+use fleet_api::schema::{Machine, Unit};
+
+use crate::Io;
+
+/// The result of an API call, or `None` after printing `{context}: {error}` as fleetctl did.
+pub fn fetched<T>(
+    io: &mut Io<'_>,
+    context: &str,
+    result: Result<T, ClientError>,
+) -> io::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) => {
+            writeln!(io.err, "{context}: {e}")?;
+            Ok(None)
+        }
+    }
+}
+
+/// Every unit of the cluster, or `None` after saying why not.
+pub fn all_units(client: &Client, io: &mut Io<'_>) -> io::Result<Option<Vec<Unit>>> {
+    fetched(
+        io,
+        "Error retrieving list of units from repository",
+        client.units(),
+    )
+}
+
+/// The machines, when `needed` (otherwise none, without asking), or `None` after saying why not.
+pub fn machines_if(
+    needed: bool,
+    client: &Client,
+    io: &mut Io<'_>,
+) -> io::Result<Option<Vec<Machine>>> {
+    match needed {
+        true => fetched(io, "Error retrieving list of machines", client.machines()),
+        false => Ok(Some(Vec::new())),
+    }
+}
