@@ -28,6 +28,9 @@ pub struct Config {
     pub etcd_key_prefix: String,
     pub etcd_request_timeout: Duration,
     pub engine_reconcile_interval: Duration,
+    /// How long a dead engine leader holds up its successor. Ours: fleet 1.0 used
+    /// 5 × engine_reconcile_interval (10 s); an event-driven engine needs no such coupling.
+    pub engine_lease_ttl: Duration,
     /// Empty: detected from the default route.
     pub public_ip: String,
     pub metadata: BTreeMap<String, String>,
@@ -78,6 +81,7 @@ impl Default for Config {
             etcd_key_prefix: "/_coreos.com/fleet/".into(),
             etcd_request_timeout: Duration::from_secs(1),
             engine_reconcile_interval: Duration::from_secs(2),
+            engine_lease_ttl: Duration::from_secs(3),
             public_ip: String::new(),
             metadata: BTreeMap::new(),
             agent_ttl: Duration::from_secs(30),
@@ -176,6 +180,13 @@ impl Config {
             }
             "engine_reconcile_interval" => {
                 self.engine_reconcile_interval = seconds(value).map_err(invalid)?
+            }
+            "engine_lease_ttl" => {
+                let ttl = go_duration(value).map_err(invalid)?;
+                if ttl < Duration::from_secs(1) {
+                    return Err(invalid("must be at least 1s".into()));
+                }
+                self.engine_lease_ttl = ttl;
             }
             "public_ip" => self.public_ip = value.trim().to_owned(),
             "metadata" => self.metadata = metadata(value).map_err(invalid)?,
@@ -469,6 +480,16 @@ mod tests {
             None,
             &[("FLEET_UNIT_MANAGER", "upstart")],
             "invalid value \"upstart\" for FLEET_UNIT_MANAGER: expected auto, systemd or native",
+        );
+        check_error(
+            None,
+            &[("FLEET_ENGINE_LEASE_TTL", "500ms")],
+            "invalid value \"500ms\" for FLEET_ENGINE_LEASE_TTL: must be at least 1s",
+        );
+        check_error(
+            None,
+            &[("FLEET_ENGINE_LEASE_TTL", "500ms")],
+            "invalid value \"500ms\" for FLEET_ENGINE_LEASE_TTL: must be at least 1s",
         );
         check_error(
             None,

@@ -48,7 +48,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
     if !config.disable_engine {
         let engine = EngineConfig {
             machine: machine.clone(),
-            lease_ttl: config.engine_reconcile_interval * 5,
+            lease_ttl: config.engine_lease_ttl,
             resync: config.engine_reconcile_interval,
             version: VERSION.into(),
         };
@@ -348,6 +348,10 @@ fn apply_reload(running: &Config, reload: &Reload, announce: &watch::Sender<Mach
         (
             "engine_reconcile_interval",
             running.engine_reconcile_interval != config.engine_reconcile_interval,
+        ),
+        (
+            "engine_lease_ttl",
+            running.engine_lease_ttl != config.engine_lease_ttl,
         ),
         (
             "disable_engine",

@@ -32,6 +32,7 @@ impl Fleetd {
             )
             .env("FLEET_AGENT_TTL", "2s")
             .env("FLEET_ENGINE_RECONCILE_INTERVAL", "0.2")
+            .env("FLEET_ENGINE_LEASE_TTL", "1s")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
