@@ -111,6 +111,7 @@ pub fn run_with_env(args: &[String], env: &dyn Fn(&str) -> Option<String>, io: &
         "start" => commands::lifecycle::run(Target::Start, rest, &globals, io),
         "stop" => commands::lifecycle::run_down(false, rest, &globals, io),
         "unload" => commands::lifecycle::run_down(true, rest, &globals, io),
+        "restart" => commands::lifecycle::run_restart(rest, &globals, io),
         "destroy" => commands::destroy::run(rest, &globals, io),
         "cat" => commands::cat::run(rest, &globals, io),
         "help" | "--help" | "-h" => commands::help::run(io),

@@ -584,6 +584,12 @@ fn fleetctl_moves_a_unit_through_every_state() {
             String::new(),
         ),
         (
+            &["restart", "web.service"],
+            0,
+            format!("Unit web.service loaded {on}\nUnit web.service launched {on}\n"),
+            String::new(),
+        ),
+        (
             &["stop", "web.service"],
             0,
             format!("Unit web.service loaded {on}\n"),

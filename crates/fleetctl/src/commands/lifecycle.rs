@@ -187,6 +187,63 @@ fn print_placed(client: &Client, unit: &Unit, io: &mut Io<'_>) -> io::Result<()>
     }
 }
 
+/// `restart`: a launched unit goes to loaded and back to launched, a loaded one to launched,
+/// each step waited for (fleet 1.0 waited for "launched" after setting "loaded" and could hang).
+pub fn run_restart(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
+    let Blocking {
+        attempts, names, ..
+    } = match blocking_flags(args, io)? {
+        Ok(flags) => flags,
+        Err(code) => return Ok(code),
+    };
+    let client = globals.client();
+    let Some(units) = super::all_units(&client, io)? else {
+        return Ok(1);
+    };
+    for arg in &names {
+        let name = mangle(arg);
+        let Some(unit) = units.iter().find(|u| u.name == name) else {
+            writeln!(io.err, "Unit {name} not found")?;
+            return Ok(1);
+        };
+        let steps: &[&str] = match unit.current_state.as_str() {
+            "launched" => &["loaded", "launched"],
+            "loaded" => &["launched"],
+            "" => {
+                writeln!(io.err, "Restarting global unit {name} is done on each machine (ssh): not supported yet")?;
+                return Ok(1);
+            }
+            other => {
+                writeln!(io.err, "Unable to restart unit {name} in state {other}")?;
+                return Ok(1);
+            }
+        };
+        for state in steps {
+            let put = Unit {
+                desired_state: (*state).into(),
+                name: name.clone(),
+                ..Unit::default()
+            };
+            if let Err(e) = client.put_unit(&put) {
+                writeln!(io.err, "Error setting target state for Unit({name}): {e}")?;
+                return Ok(1);
+            }
+            match wait_for(&client, &name, state, attempts) {
+                Some(unit) => print_placed(&client, &unit, io)?,
+                None => {
+                    writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state {state}")?;
+                    return Ok(1);
+                }
+            }
+        }
+        if !wait_active(&client, &name, attempts) {
+            writeln!(io.err, "Error waiting for unit states, exit status: timed out waiting for unit {name} to be active")?;
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}
+
 /// `stop` (to loaded) and `unload` (to inactive): units already in the cluster only.
 pub fn run_down(
     unload: bool,
