@@ -2,6 +2,7 @@
 
 pub mod cat;
 pub mod destroy;
+pub mod fd_forward;
 pub mod help;
 pub mod lifecycle;
 pub mod list_machines;
