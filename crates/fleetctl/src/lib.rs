@@ -32,47 +32,95 @@ impl Globals {
 
 const DEFAULT_ENDPOINT: &str = "unix:///var/run/fleet.sock";
 
+/// fleetctl 1.0's global flags that take a value, with their defaults (each also
+/// `FLEETCTL_<NAME>` in the environment, `-` read as `_`).
+const VALUE_FLAGS: &[(&str, &str)] = &[
+    ("endpoint", DEFAULT_ENDPOINT),
+    ("request-timeout", "3"),
+    ("driver", "api"),
+    ("tunnel", ""),
+    ("ca-file", ""),
+    ("cert-file", ""),
+    ("key-file", ""),
+    ("key-prefix", "/_coreos.com/fleet/"),
+    ("known-hosts-file", "~/.fleetctl/known_hosts"),
+    ("ssh-timeout", "10"),
+    ("ssh-username", "core"),
+    ("experimental-api", "true"),
+];
+
+/// fleetctl 1.0's boolean global flags.
+const BOOL_FLAGS: &[&str] = &["debug", "strict-host-key-checking"];
+
 /// Splits leading global flags off `args`; the environment supplies defaults.
 fn globals<'a>(
     args: &'a [String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Globals, &'a [String]), String> {
-    let mut endpoint = env("FLEETCTL_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.into());
-    let mut timeout = env("FLEETCTL_REQUEST_TIMEOUT").unwrap_or_else(|| "3".into());
+    let env_name = |flag: &str| format!("FLEETCTL_{}", flag.to_uppercase().replace('-', "_"));
+    let mut values: std::collections::BTreeMap<&str, String> = VALUE_FLAGS
+        .iter()
+        .map(|(name, default)| {
+            (
+                *name,
+                env(&env_name(name)).unwrap_or_else(|| default.to_string()),
+            )
+        })
+        .collect();
     let mut rest = args;
     while let Some((first, tail)) = rest.split_first() {
-        let flag = first.trim_start_matches('-');
         if !first.starts_with('-') {
             break;
         }
+        let flag = first.trim_start_matches('-');
         let (name, inline) = match flag.split_once('=') {
             Some((name, value)) => (name, Some(value.to_owned())),
             None => (flag, None),
         };
-        let target = match name {
-            "endpoint" => &mut endpoint,
-            "request-timeout" => &mut timeout,
-            _ => break,
+        if BOOL_FLAGS.contains(&name) {
+            rest = tail;
+            continue;
+        }
+        let Some(slot) = VALUE_FLAGS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(n, _)| *n)
+        else {
+            break;
         };
-        match inline {
+        let value = match inline {
             Some(value) => {
-                *target = value;
                 rest = tail;
+                value
             }
             None => {
                 let (value, tail) = tail
                     .split_first()
                     .ok_or(format!("flag needs an argument: --{name}"))?;
-                *target = value.clone();
                 rest = tail;
+                value.clone()
             }
-        }
+        };
+        values.insert(slot, value);
     }
+    if values["driver"] != "api" {
+        return Err(format!(
+            "driver {:?} is not supported: fleetctl talks to fleetd's API only (--driver=api); \
+             there is no direct etcd access",
+            values["driver"]
+        ));
+    }
+    if !values["tunnel"].is_empty() {
+        return Err(
+            "--tunnel is not built yet; run fleetctl on a cluster machine, or over ssh".into(),
+        );
+    }
+    let timeout = &values["request-timeout"];
     let seconds: f64 = timeout
         .parse()
         .map_err(|_| format!("invalid --request-timeout {timeout:?}"))?;
-    let endpoint =
-        Endpoint::parse(&endpoint).map_err(|e| format!("Unable to initialize client: {e}"))?;
+    let endpoint = Endpoint::parse(&values["endpoint"])
+        .map_err(|e| format!("Unable to initialize client: {e}"))?;
     Ok((
         Globals {
             endpoint,

@@ -1,0 +1,83 @@
+//! fleetctl's global flags and their FLEETCTL_* variables.
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = fleetctl::run_with_env(
+        &args,
+        &lookup,
+        &mut fleetctl::Io {
+            out: &mut out,
+            err: &mut err,
+        },
+    );
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+fn check(args: &[&str], env: &[(&str, &str)], code: i32, stderr: &str) {
+    let (got, _, err) = run(args, env);
+    assert_eq!(
+        (got, err.as_str()),
+        (code, stderr),
+        "fleetctl {args:?} with {env:?}"
+    );
+}
+
+#[test]
+fn global_flags() {
+    let dial = |path: &str| {
+        format!("Error retrieving list of active machines: dial unix {path}: connect: no such file or directory\n")
+    };
+    // The endpoint from the environment (fleet's TestFleetctlWithEnv), or the flag over it.
+    check(
+        &["list-machines"],
+        &[("FLEETCTL_ENDPOINT", "unix:///no/env.sock")],
+        1,
+        &dial("/no/env.sock"),
+    );
+    check(
+        &["--endpoint", "unix:///no/flag.sock", "list-machines"],
+        &[("FLEETCTL_ENDPOINT", "unix:///no/env.sock")],
+        1,
+        &dial("/no/flag.sock"),
+    );
+    // Flags fleet had are accepted even where they change nothing here.
+    check(
+        &[
+            "--debug",
+            "--ssh-username=admin",
+            "--endpoint=unix:///no/x.sock",
+            "list-machines",
+        ],
+        &[],
+        1,
+        &dial("/no/x.sock"),
+    );
+    check(
+        &["--driver=etcd", "list-machines"],
+        &[],
+        1,
+        "driver \"etcd\" is not supported: fleetctl talks to fleetd's API only (--driver=api); there is no direct etcd access\n",
+    );
+    check(
+        &["--endpoint=unix://var/run/fleet.sock", "list-machines"],
+        &[],
+        1,
+        "Unable to initialize client: unable to connect to host \"var\" with scheme \"unix\"\n",
+    );
+    check(
+        &["--endpoint"],
+        &[],
+        1,
+        "flag needs an argument: --endpoint\n",
+    );
+}
