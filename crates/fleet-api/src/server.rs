@@ -20,6 +20,10 @@ use crate::schema::{
 };
 use crate::token::PageToken;
 
+/// The discovery document: this API's schema in Google's discovery format, as fleet served its
+/// own (written for this implementation).
+const DISCOVERY: &str = include_str!("discovery.json");
+
 /// The largest request body accepted (a unit file is at most a few KiB).
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -137,6 +141,17 @@ async fn route(state: &ApiState, request: Request) -> Answer {
                 _ => Answer::error(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "only GET supported against this resource",
+                ),
+            },
+            "discovery" => match method {
+                Method::GET => Answer {
+                    status: StatusCode::OK,
+                    body: Some(DISCOVERY.as_bytes().to_vec()),
+                    content_type: "application/json",
+                },
+                _ => Answer::error(
+                    StatusCode::BAD_REQUEST,
+                    "only HTTP GET supported against this resource",
                 ),
             },
             "machines" => match method {

@@ -45,7 +45,6 @@ const DEVIATIONS: &[(&str, u16, &str)] = &[
         404,
         "no redirect: a name with a slash is simply not a unit",
     ),
-    ("discovery-post", 404, "discovery is not served yet"),
     (
         "prefix-root",
         404,
@@ -189,4 +188,55 @@ async fn every_golden_exchange() {
         rows.len(),
         failures.join("\n")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_discovery_document_describes_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("api.sock");
+    let registry = Registry::open(Arc::new(LocalStore::in_memory()))
+        .await
+        .unwrap();
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router(ApiState::new(registry, 100, "test")))
+            .await
+            .unwrap();
+    });
+    let row = serde_json::json!({"method": "GET", "path": "/fleet/v1/discovery", "headers": {}, "body": null});
+    let (status, body) = tokio::task::spawn_blocking(move || send(&socket, &row))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let document: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(document["id"], "fleet:v1");
+    for schema in [
+        "Machine",
+        "Unit",
+        "UnitOption",
+        "UnitState",
+        "UnitPage",
+        "UnitStatePage",
+        "MachinePage",
+    ] {
+        assert_eq!(document["schemas"][schema]["id"], schema);
+    }
+    // Every field our schema types write is described.
+    let unit = serde_json::to_value(fleet_api::schema::Unit {
+        current_state: "x".into(),
+        desired_state: "x".into(),
+        machine_id: "x".into(),
+        name: "x".into(),
+        options: vec![fleet_api::schema::UnitOption::default()],
+        unplaceable_reason: "x".into(),
+    })
+    .unwrap();
+    for field in unit.as_object().unwrap().keys() {
+        assert!(
+            document["schemas"]["Unit"]["properties"]
+                .get(field)
+                .is_some(),
+            "{field}"
+        );
+    }
 }
