@@ -16,6 +16,7 @@ use crate::schema::{ErrorBody, Machine, MachinePage, Unit, UnitPage, UnitState, 
 pub enum Endpoint {
     Unix(String),
     Http { host: String, prefix: String },
+    Https { host: String, prefix: String },
 }
 
 impl Endpoint {
@@ -34,14 +35,23 @@ impl Endpoint {
             }
             return Ok(Endpoint::Unix(path.to_owned()));
         }
-        if let Some(rest) = first.strip_prefix("http://") {
+        let (tls, rest) = match (
+            first.strip_prefix("http://"),
+            first.strip_prefix("https://"),
+        ) {
+            (Some(rest), _) => (false, Some(rest)),
+            (_, Some(rest)) => (true, Some(rest)),
+            _ => (false, None),
+        };
+        if let Some(rest) = rest {
             let (host, prefix) = match rest.find('/') {
                 Some(slash) => (&rest[..slash], rest[slash..].trim_end_matches('/')),
                 None => (rest, ""),
             };
-            return Ok(Endpoint::Http {
-                host: host.to_owned(),
-                prefix: prefix.to_owned(),
+            let (host, prefix) = (host.to_owned(), prefix.to_owned());
+            return Ok(match tls {
+                true => Endpoint::Https { host, prefix },
+                false => Endpoint::Http { host, prefix },
             });
         }
         Err(format!(
@@ -83,11 +93,30 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 pub struct Client {
     endpoint: Endpoint,
     timeout: Duration,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    token: Option<String>,
 }
 
 impl Client {
     pub fn new(endpoint: Endpoint, timeout: Duration) -> Client {
-        Client { endpoint, timeout }
+        Client {
+            endpoint,
+            timeout,
+            tls: None,
+            token: None,
+        }
+    }
+
+    /// The TLS configuration for an `https://` endpoint.
+    pub fn with_tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Client {
+        self.tls = Some(config);
+        self
+    }
+
+    /// A bearer token sent with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
     }
 
     /// `GET units/<name>`: `None` on 404.
@@ -165,7 +194,9 @@ impl Client {
     fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>> {
         let (host, prefix) = match &self.endpoint {
             Endpoint::Unix(_) => ("domain-sock".to_owned(), String::new()),
-            Endpoint::Http { host, prefix } => (host.clone(), prefix.clone()),
+            Endpoint::Http { host, prefix } | Endpoint::Https { host, prefix } => {
+                (host.clone(), prefix.clone())
+            }
         };
         let separator = if path.contains('?') { '&' } else { '?' };
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
@@ -176,6 +207,9 @@ impl Client {
         let mut request = format!(
             "{method} {prefix}/fleet/v1/{path}?{query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fleetctl-rs\r\nConnection: close\r\n"
         );
+        if let Some(token) = &self.token {
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
         if let Some(body) = body {
             request.push_str(&format!(
                 "Content-Type: application/json\r\nContent-Length: {}\r\n",
@@ -207,6 +241,32 @@ impl Client {
                 stream
                     .set_read_timeout(Some(self.timeout))
                     .map_err(transport)?;
+                stream.write_all(&bytes).map_err(transport)?;
+                read_response(stream)?
+            }
+            Endpoint::Https { host, .. } => {
+                let config = self.tls.clone().ok_or_else(|| {
+                    ClientError::Transport(
+                        "an https endpoint needs --ca-file (the CA that signed fleetd's certificate)".into(),
+                    )
+                })?;
+                let name = host
+                    .rsplit_once(':')
+                    .map_or(host.as_str(), |(name, _)| name);
+                let name = name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                let name = rustls::pki_types::ServerName::try_from(name)
+                    .map_err(|e| ClientError::Transport(format!("{host}: {e}")))?;
+                let connection = rustls::ClientConnection::new(config, name)
+                    .map_err(|e| ClientError::Transport(format!("{host}: {e}")))?;
+                let tcp = TcpStream::connect(host).map_err(|e| {
+                    ClientError::Transport(format!("dial tcp {host}: {}", connect_error(&e)))
+                })?;
+                tcp.set_read_timeout(Some(self.timeout))
+                    .map_err(transport)?;
+                let mut stream = rustls::StreamOwned::new(connection, tcp);
                 stream.write_all(&bytes).map_err(transport)?;
                 read_response(stream)?
             }

@@ -4,4 +4,5 @@
 pub mod client;
 pub mod schema;
 pub mod server;
+pub mod tls;
 pub mod token;

@@ -49,9 +49,40 @@ impl ApiState {
     }
 }
 
-/// The router serving API v1 with `state`.
+/// The router serving API v1 with `state`, to anyone who can reach it (a unix socket, whose
+/// file mode is the access control).
 pub fn router(state: Arc<ApiState>) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(state)
+    router_with_token(state, None)
+}
+
+/// The router serving API v1 to clients presenting `Authorization: Bearer <token>` when a token
+/// is given.
+pub fn router_with_token(state: Arc<ApiState>, token: Option<String>) -> axum::Router {
+    let served = Served {
+        api: state,
+        token: token.map(Arc::new),
+    };
+    axum::Router::new().fallback(handle).with_state(served)
+}
+
+#[derive(Clone)]
+struct Served {
+    api: Arc<ApiState>,
+    token: Option<Arc<String>>,
+}
+
+/// Whether `request` carries the bearer token (compared in constant time).
+fn authorized(request: &Request, token: &str) -> bool {
+    let Some(given) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// An answer: status and, for errors and documents, a body (JSON unless `content_type` says).
@@ -91,9 +122,15 @@ impl Answer {
     }
 }
 
-async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Response {
+async fn handle(State(served): State<Served>, request: Request) -> Response {
+    let state = served.api;
     let method = request.method().to_string();
+    let refused = served
+        .token
+        .as_ref()
+        .is_some_and(|t| !authorized(&request, t));
     let answer = match request.uri().path() {
+        _ if refused => Answer::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
         "/metrics" => metrics(&state).await,
         _ => route(&state, request).await,
     };
@@ -113,6 +150,9 @@ async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Respons
     }
     if let Ok(server) = HeaderValue::from_str(&format!("fleetd/{}", state.version)) {
         headers.insert(header::SERVER, server);
+    }
+    if answer.status == StatusCode::UNAUTHORIZED {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response
 }

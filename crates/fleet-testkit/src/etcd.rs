@@ -66,7 +66,7 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with `openssl`.
-    fn generate(dir: &std::path::Path) -> Result<TlsFiles, String> {
+    pub fn generate(dir: &std::path::Path) -> Result<TlsFiles, String> {
         let path = |name: &str| dir.join(name);
         let extensions = path("extensions.cnf");
         std::fs::write(

@@ -5,6 +5,7 @@ pub mod commands;
 pub mod tabwriter;
 
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use commands::lifecycle::Target;
@@ -22,11 +23,20 @@ pub struct Io<'a> {
 pub struct Globals {
     pub endpoint: Endpoint,
     pub request_timeout: Duration,
+    /// For an `https://` endpoint: `--ca-file`, and `--cert-file`/`--key-file` if given.
+    pub tls: Option<std::sync::Arc<fleet_api::tls::ClientConfig>>,
+    /// `--api-token` (ours): the bearer token a TCP API may require.
+    pub token: Option<String>,
 }
 
 impl Globals {
     pub fn client(&self) -> Client {
-        Client::new(self.endpoint.clone(), self.request_timeout)
+        let client =
+            Client::new(self.endpoint.clone(), self.request_timeout).with_token(self.token.clone());
+        match &self.tls {
+            Some(tls) => client.with_tls(tls.clone()),
+            None => client,
+        }
     }
 }
 
@@ -47,6 +57,7 @@ const VALUE_FLAGS: &[(&str, &str)] = &[
     ("ssh-timeout", "10"),
     ("ssh-username", "core"),
     ("experimental-api", "true"),
+    ("api-token", ""),
 ];
 
 /// fleetctl 1.0's boolean global flags.
@@ -121,10 +132,29 @@ fn globals<'a>(
         .map_err(|_| format!("invalid --request-timeout {timeout:?}"))?;
     let endpoint = Endpoint::parse(&values["endpoint"])
         .map_err(|e| format!("Unable to initialize client: {e}"))?;
+    let tls = match (&endpoint, values["ca-file"].as_str()) {
+        (Endpoint::Https { .. }, "") => None,
+        (Endpoint::Https { .. }, ca) => {
+            let cert_key = match (values["cert-file"].as_str(), values["key-file"].as_str()) {
+                ("", "") => None,
+                (cert, key) if !cert.is_empty() && !key.is_empty() => {
+                    Some((Path::new(cert), Path::new(key)))
+                }
+                _ => return Err("--cert-file and --key-file go together".into()),
+            };
+            let config = fleet_api::tls::client_config(Path::new(ca), cert_key)
+                .map_err(|e| format!("Unable to initialize client: {e}"))?;
+            Some(config)
+        }
+        _ => None,
+    };
+    let token = Some(values["api-token"].clone()).filter(|t| !t.is_empty());
     Ok((
         Globals {
             endpoint,
             request_timeout: Duration::from_secs_f64(seconds.max(0.001)),
+            tls,
+            token,
         },
         rest,
     ))

@@ -42,6 +42,15 @@ pub struct Config {
     pub disable_watches: bool,
     /// `unix:///path` and `http(s)://host:port` URLs.
     pub api_listen: Vec<String>,
+    /// TLS for `https://` listeners: certificate and key, and a CA whose client certificates
+    /// are then required.
+    pub api_tls_cert_file: Option<PathBuf>,
+    pub api_tls_key_file: Option<PathBuf>,
+    pub api_tls_client_ca_file: Option<PathBuf>,
+    /// A file holding the bearer token TCP clients must present.
+    pub api_token_file: Option<PathBuf>,
+    /// Allow `http://` (no TLS) on addresses other than loopback.
+    pub api_allow_plain_tcp: bool,
     /// Empty: `/etc/machine-id`.
     pub machine_id: String,
     pub data_dir: PathBuf,
@@ -91,6 +100,11 @@ impl Default for Config {
             disable_engine: false,
             disable_watches: false,
             api_listen: vec!["unix:///var/run/fleet.sock".into()],
+            api_tls_cert_file: None,
+            api_tls_key_file: None,
+            api_tls_client_ca_file: None,
+            api_token_file: None,
+            api_allow_plain_tcp: false,
             machine_id: String::new(),
             data_dir: "/var/lib/fleet".into(),
             unit_manager: UnitManagerChoice::Auto,
@@ -218,6 +232,11 @@ impl Config {
                 self.machine_id = id.to_owned();
             }
             "data_dir" => self.data_dir = PathBuf::from(value),
+            "api_tls_cert_file" => self.api_tls_cert_file = path(value),
+            "api_tls_key_file" => self.api_tls_key_file = path(value),
+            "api_tls_client_ca_file" => self.api_tls_client_ca_file = path(value),
+            "api_token_file" => self.api_token_file = path(value),
+            "api_allow_plain_tcp" => self.api_allow_plain_tcp = go_bool(value).map_err(invalid)?,
             "unit_manager" => {
                 self.unit_manager = match value.trim() {
                     "auto" => UnitManagerChoice::Auto,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use fleet_agent::agent::{self, AgentConfig};
 use fleet_agent::manager::{ManagerKind, UnitManager};
 use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
-use fleet_api::server::{router, ApiState};
+use fleet_api::server::{router, router_with_token, ApiState};
 use fleet_engine::reconciler::{self, EngineConfig};
 use fleet_registry::etcd::{EtcdConfig, EtcdStore};
 use fleet_registry::local::LocalStore;
@@ -87,7 +87,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
     let mut listeners = activated_listeners()?;
     if listeners.is_empty() {
         for url in &config.api_listen {
-            listeners.push(Listener::bind(url).await?);
+            listeners.push(Listener::bind(url, &config).await?);
             tracing::info!(url, "api: listening");
         }
     } else {
@@ -96,8 +96,12 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
             "api: listening on sockets passed by systemd"
         );
     }
+    let token = api_token(&config)?;
     for listener in listeners {
-        let router = router(Arc::clone(&api));
+        let router = match listener.is_tcp() {
+            true => router_with_token(Arc::clone(&api), token.clone()),
+            false => router(Arc::clone(&api)),
+        };
         tasks.push(tokio::spawn(serve(listener, router, shutdown.clone())));
     }
 
@@ -137,6 +141,42 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
 enum Listener {
     Unix(tokio::net::UnixListener, Option<PathBuf>),
     Tcp(tokio::net::TcpListener),
+    Tls(TlsListener),
+}
+
+/// TCP with a TLS handshake per connection (bounded, so a silent client cannot stall others
+/// for long).
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, address) = match self.tcp.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "api: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let handshake = self.acceptor.accept(stream);
+            match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                Ok(Ok(tls)) => return (tls, address),
+                Ok(Err(error)) => tracing::warn!(%address, %error, "api: TLS handshake refused"),
+                Err(_) => tracing::warn!(%address, "api: TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
 }
 
 /// The listening sockets systemd passed with socket activation (`LISTEN_PID` is this process,
@@ -182,44 +222,88 @@ fn activated_listeners() -> Result<Vec<Listener>, String> {
 }
 
 impl Listener {
-    /// Binds `unix:///path` (mode 0660: never world-writable) or `http://` on a loopback
-    /// address; a network API needs TLS and authentication, which are not built yet.
-    async fn bind(url: &str) -> Result<Listener, String> {
+    /// Binds `unix:///path` (mode 0660: never world-writable), `http://` (loopback only, unless
+    /// `api_allow_plain_tcp`) or `https://` (which needs a certificate and a way to
+    /// authenticate clients: client certificates or a bearer token).
+    async fn bind(url: &str, config: &Config) -> Result<Listener, String> {
+        let fail = |why: String| format!("api_listen {url}: {why}");
         if let Some(path) = url.strip_prefix("unix://") {
             let path = PathBuf::from(path);
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| format!("api_listen {url}: {e}"))?;
+                std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
             }
             // A socket left by a previous run (nobody answers on it) is replaced.
             if std::os::unix::net::UnixStream::connect(&path).is_err() {
                 let _ = std::fs::remove_file(&path);
             }
-            let listener = tokio::net::UnixListener::bind(&path)
-                .map_err(|e| format!("api_listen {url}: {e}"))?;
+            let listener =
+                tokio::net::UnixListener::bind(&path).map_err(|e| fail(e.to_string()))?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
-                .map_err(|e| format!("api_listen {url}: {e}"))?;
+                .map_err(|e| fail(e.to_string()))?;
             return Ok(Listener::Unix(listener, Some(path)));
         }
-        if let Some(address) = url.strip_prefix("http://") {
-            let address = address.trim_end_matches('/');
-            let resolved: std::net::SocketAddr = address.parse().map_err(|_| {
-                format!("api_listen {url}: use an IP address and port, e.g. http://127.0.0.1:54728")
-            })?;
-            if !resolved.ip().is_loopback() {
-                return Err(format!(
-                    "api_listen {url}: an API on the network needs TLS and authentication, which this build does not have yet; listen on a unix socket or a loopback address"
-                ));
-            }
-            let listener = tokio::net::TcpListener::bind(resolved)
-                .await
-                .map_err(|e| format!("api_listen {url}: {e}"))?;
-            return Ok(Listener::Tcp(listener));
+        let (tls, address) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(address), _) => (false, address),
+            (_, Some(address)) => (true, address),
+            _ => return Err(fail("expected unix://, http:// or https://".into())),
+        };
+        let address: std::net::SocketAddr = address
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|_| fail("use an IP address and port, e.g. https://10.0.0.1:54728".into()))?;
+        if !tls && !address.ip().is_loopback() && !config.api_allow_plain_tcp {
+            return Err(fail(
+                "plain http on the network sends everything in the clear; use https://, or set api_allow_plain_tcp=true".into(),
+            ));
         }
-        Err(format!(
-            "api_listen {url}: https is not built yet; use unix:// or http://127.0.0.1:PORT"
-        ))
+        let tcp = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if !tls {
+            return Ok(Listener::Tcp(tcp));
+        }
+        let (Some(cert), Some(key)) = (&config.api_tls_cert_file, &config.api_tls_key_file) else {
+            return Err(fail(
+                "https needs api_tls_cert_file and api_tls_key_file".into(),
+            ));
+        };
+        if config.api_tls_client_ca_file.is_none() && config.api_token_file.is_none() {
+            return Err(fail(
+                "an API on the network needs authentication: set api_tls_client_ca_file (client certificates) or api_token_file (bearer token)".into(),
+            ));
+        }
+        let server =
+            fleet_api::tls::server_config(cert, key, config.api_tls_client_ca_file.as_deref())
+                .map_err(fail)?;
+        Ok(Listener::Tls(TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(server),
+        }))
     }
+
+    /// Whether this listener is reachable over the network (and so needs the bearer token).
+    fn is_tcp(&self) -> bool {
+        !matches!(self, Listener::Unix(..))
+    }
+}
+
+/// The bearer token from `api_token_file`, if one is configured.
+fn api_token(config: &Config) -> Result<Option<String>, String> {
+    let Some(path) = &config.api_token_file else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| format!("api_token_file {}: {e}", path.display()))?
+        .trim()
+        .to_owned();
+    if token.len() < 16 {
+        return Err(format!(
+            "api_token_file {}: the token must be at least 16 characters",
+            path.display()
+        ));
+    }
+    Ok(Some(token))
 }
 
 async fn serve(listener: Listener, router: axum::Router, mut shutdown: watch::Receiver<bool>) {
@@ -235,6 +319,11 @@ async fn serve(listener: Listener, router: axum::Router, mut shutdown: watch::Re
                 let _ = std::fs::remove_file(path);
             }
             result
+        }
+        Listener::Tls(listener) => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await
         }
         Listener::Tcp(listener) => {
             axum::serve(listener, router)

@@ -632,3 +632,151 @@ fn fleetctl_moves_a_unit_through_every_state() {
     }
     stop(&mut child, "-TERM");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts fleetd with an https listener and the given extra configuration; its URL.
+fn start_https(
+    dir: &std::path::Path,
+    tls: &fleet_testkit::TlsFiles,
+    extra: &str,
+) -> (std::process::Child, String) {
+    let url = format!("https://127.0.0.1:{}", free_port());
+    let conf = format!(
+        "api_listen = unix://{}/fleet.sock,{url}\napi_tls_cert_file = {}\napi_tls_key_file = {}\n{extra}",
+        dir.display(),
+        tls.server_cert.display(),
+        tls.server_key.display()
+    );
+    std::fs::write(dir.join("fleet.conf"), conf).unwrap();
+    let mut command = fleetd(dir);
+    command.env_remove("FLEET_API_LISTEN");
+    let child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(dir.join("fleet.sock")).is_err() {
+        assert!(Instant::now() < deadline, "fleetd did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, url)
+}
+
+fn fleetctl_at(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = fleetctl::run_with_env(
+        &args,
+        &lookup,
+        &mut fleetctl::Io {
+            out: &mut out,
+            err: &mut err,
+        },
+    );
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+#[test]
+fn https_with_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = fleet_testkit::TlsFiles::generate(dir.path()).unwrap();
+    let (mut child, url) = start_https(
+        dir.path(),
+        &tls,
+        &format!("api_tls_client_ca_file = {}\n", tls.ca.display()),
+    );
+    let endpoint = format!("--endpoint={url}");
+    let ca = format!("--ca-file={}", tls.ca.display());
+    let cert = format!("--cert-file={}", tls.client_cert.display());
+    let key = format!("--key-file={}", tls.client_key.display());
+    let (code, out, err) = fleetctl_at(
+        &[&endpoint, &ca, &cert, &key, "list-machines", "--no-legend"],
+        &[],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "node1...\t10.0.0.9\t-\n"),
+        "{err}"
+    );
+    // Without a client certificate the handshake is refused.
+    let (code, _, err) = fleetctl_at(&[&endpoint, &ca, "list-machines"], &[]);
+    assert_eq!(code, 1, "{err}");
+    // Without our CA, fleetd's certificate is not trusted; without any CA, https is refused.
+    let (code, _, err) = fleetctl_at(&[&endpoint, "list-machines"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("an https endpoint needs --ca-file"), "{err}");
+    stop(&mut child, "-TERM");
+}
+
+#[test]
+fn https_with_a_bearer_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = fleet_testkit::TlsFiles::generate(dir.path()).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token-0123456789\n").unwrap();
+    let (mut child, url) = start_https(
+        dir.path(),
+        &tls,
+        &format!("api_token_file = {}\n", token_file.display()),
+    );
+    let endpoint = format!("--endpoint={url}");
+    let ca = format!("--ca-file={}", tls.ca.display());
+    let with_token = [("FLEETCTL_API_TOKEN", "s3cret-token-0123456789")];
+    let (code, out, err) = fleetctl_at(
+        &[&endpoint, &ca, "list-machines", "--no-legend"],
+        &with_token,
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "node1...\t10.0.0.9\t-\n"),
+        "{err}"
+    );
+    let (code, _, err) = fleetctl_at(&[&endpoint, &ca, "list-machines"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("googleapi: Error 401: missing or wrong bearer token"),
+        "{err}"
+    );
+    let wrong = [("FLEETCTL_API_TOKEN", "s3cret-token-0123456780")];
+    assert_eq!(fleetctl_at(&[&endpoint, &ca, "list-machines"], &wrong).0, 1);
+    // The unix socket needs no token: its file mode is the access control.
+    let (code, _, _) = fleetctl(dir.path(), &["list-machines"]);
+    assert_eq!(code, 0);
+    stop(&mut child, "-TERM");
+}
+
+#[test]
+fn a_network_api_without_tls_or_authentication_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = fleet_testkit::TlsFiles::generate(dir.path()).unwrap();
+    let cases = [
+        (
+            format!("api_listen = https://127.0.0.1:{}\napi_tls_cert_file = {}\napi_tls_key_file = {}\n", free_port(), tls.server_cert.display(), tls.server_key.display()),
+            "an API on the network needs authentication",
+        ),
+        (format!("api_listen = http://0.0.0.0:{}\n", free_port()), "plain http on the network sends everything in the clear"),
+        (format!("api_listen = https://127.0.0.1:{}\napi_token_file = /no/such/token\n", free_port()), "https needs api_tls_cert_file and api_tls_key_file"),
+    ];
+    for (conf, expected) in cases {
+        std::fs::write(dir.path().join("fleet.conf"), &conf).unwrap();
+        let mut command = fleetd(dir.path());
+        command.env_remove("FLEET_API_LISTEN");
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{conf}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{conf}: {stderr}");
+    }
+}
