@@ -192,6 +192,31 @@ impl Client {
 
     /// One request; the body of a 2xx answer, else the API error.
     fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>> {
+        self.call_at("/fleet/v1/", method, path, body)
+    }
+
+    /// A unit's log from the fleetd of the machine that runs it (ours, outside fleet's API):
+    /// the machine and the lines.
+    pub fn journal(&self, name: &str, lines: usize) -> Result<(String, Vec<String>)> {
+        #[derive(serde::Deserialize)]
+        struct Journal {
+            #[serde(rename = "machineID")]
+            machine_id: String,
+            lines: Vec<String>,
+        }
+        let path = format!("{}?lines={lines}", escape(name));
+        let body = self.call_at(crate::server::JOURNAL, "GET", &path, None)?;
+        let journal: Journal = decode(&body)?;
+        Ok((journal.machine_id, journal.lines))
+    }
+
+    fn call_at(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
         let (host, prefix) = match &self.endpoint {
             Endpoint::Unix(_) => ("domain-sock".to_owned(), String::new()),
             Endpoint::Http { host, prefix } | Endpoint::Https { host, prefix } => {
@@ -205,7 +230,7 @@ impl Client {
             false => format!("alt=json{separator}{query}"),
         };
         let mut request = format!(
-            "{method} {prefix}/fleet/v1/{path}?{query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fleetctl-rs\r\nConnection: close\r\n"
+            "{method} {prefix}{base}{path}?{query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fleetctl-rs\r\nConnection: close\r\n"
         );
         if let Some(token) = &self.token {
             request.push_str(&format!("Authorization: Bearer {token}\r\n"));

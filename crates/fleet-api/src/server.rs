@@ -35,6 +35,17 @@ pub struct ApiState {
     units: Mutex<BTreeMap<UnitHash, UnitFile>>,
     /// Requests answered, by method and status (for /metrics).
     requests: std::sync::Mutex<BTreeMap<(String, u16), u64>>,
+    /// This machine's unit logs, for `GET /fleet-rs/v1/journal/<name>` (ours).
+    journal: Option<Arc<dyn Journal>>,
+}
+
+/// Where the units running on this machine keep their output.
+#[async_trait::async_trait]
+pub trait Journal: Send + Sync {
+    /// The machine whose units these are.
+    fn machine(&self) -> String;
+    /// The last `lines` lines of `unit`'s log, oldest first; `None` if it has none here.
+    async fn lines(&self, unit: &UnitName, lines: usize) -> Option<Vec<String>>;
 }
 
 impl ApiState {
@@ -45,6 +56,24 @@ impl ApiState {
             version: version.to_owned(),
             units: Mutex::new(BTreeMap::new()),
             requests: std::sync::Mutex::new(BTreeMap::new()),
+            journal: None,
+        })
+    }
+
+    /// The same, serving the logs of this machine's units too.
+    pub fn with_journal(
+        registry: Registry,
+        token_limit: u16,
+        version: &str,
+        journal: Arc<dyn Journal>,
+    ) -> Arc<ApiState> {
+        Arc::new(ApiState {
+            registry,
+            token_limit,
+            version: version.to_owned(),
+            units: Mutex::new(BTreeMap::new()),
+            requests: std::sync::Mutex::new(BTreeMap::new()),
+            journal: Some(journal),
         })
     }
 }
@@ -129,9 +158,18 @@ async fn handle(State(served): State<Served>, request: Request) -> Response {
         .token
         .as_ref()
         .is_some_and(|t| !authorized(&request, t));
-    let answer = match request.uri().path() {
+    let path = request.uri().path().to_owned();
+    let answer = match path.as_str() {
         _ if refused => Answer::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
         "/metrics" => metrics(&state).await,
+        other if other.starts_with(JOURNAL) => {
+            journal(
+                &state,
+                &other[JOURNAL.len()..],
+                request.uri().query().unwrap_or(""),
+            )
+            .await
+        }
         _ => route(&state, request).await,
     };
     if let Ok(mut requests) = state.requests.lock() {
@@ -813,5 +851,54 @@ async fn metrics(state: &ApiState) -> Answer {
         status: StatusCode::OK,
         body: Some(text.into_bytes()),
         content_type: "text/plain; version=0.0.4",
+    }
+}
+
+/// Ours, outside fleet's API: a unit's log, from the fleetd of the machine that runs it.
+pub const JOURNAL: &str = "/fleet-rs/v1/journal/";
+
+/// `GET /fleet-rs/v1/journal/<name>?lines=N`: JSON `{"machineID":..., "lines":[...]}`; 404 when
+/// the unit is not known; 409 naming the machine when it runs elsewhere.
+async fn journal(state: &ApiState, name: &str, query: &str) -> Answer {
+    let Some(name) = percent_decode(name).and_then(|n| UnitName::new(n).ok()) else {
+        return Answer::error(StatusCode::NOT_FOUND, "unit does not exist");
+    };
+    let lines = query_values(query, "lines")
+        .first()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10usize)
+        .min(100_000);
+    let snapshot = match snapshot(state).await {
+        Ok(snapshot) => snapshot,
+        Err(answer) => return answer,
+    };
+    let Some(journal) = &state.journal else {
+        return Answer::error(StatusCode::NOT_FOUND, "this fleetd serves no unit logs");
+    };
+    let here = journal.machine();
+    let placed: Vec<String> = snapshot.placements(&name).map(|m| m.to_string()).collect();
+    let global = snapshot.global.contains_key(&name);
+    if !global && !snapshot.jobs.contains_key(&name) {
+        return Answer::error(StatusCode::NOT_FOUND, "unit does not exist");
+    }
+    if !global && !placed.contains(&here) {
+        let elsewhere = placed.first().cloned().unwrap_or_default();
+        return Answer::error(
+            StatusCode::CONFLICT,
+            match elsewhere.is_empty() {
+                true => format!("unit {name} is not placed on any machine"),
+                false => format!("unit {name} runs on machine {elsewhere}, not on {here}"),
+            },
+        );
+    }
+    match journal.lines(&name, lines).await {
+        Some(lines) => Answer::json(
+            StatusCode::OK,
+            &serde_json::json!({ "machineID": here, "lines": lines }),
+        ),
+        None => Answer::error(
+            StatusCode::NOT_FOUND,
+            format!("unit {name} has no log on {here}"),
+        ),
     }
 }

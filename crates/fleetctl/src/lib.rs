@@ -192,6 +192,7 @@ pub fn run_with_env(args: &[String], env: &dyn Fn(&str) -> Option<String>, io: &
         "restart" => commands::lifecycle::run_restart(rest, &globals, io),
         "destroy" => commands::destroy::run(rest, &globals, io),
         "cat" => commands::cat::run(rest, &globals, io),
+        "journal" => commands::journal::run(rest, &globals, io),
         "fd-forward" => commands::fd_forward::run(rest, io),
         "help" | "--help" | "-h" => commands::help::run(io),
         other => {

@@ -82,7 +82,11 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
         shutdown.clone(),
     ));
     let token_limit = u16::try_from(config.token_limit).unwrap_or(u16::MAX);
-    let api = ApiState::new(registry.clone(), token_limit, VERSION);
+    let journal = Arc::new(ManagerJournal {
+        machine: machine.to_string(),
+        manager: Arc::clone(&manager_for_exit),
+    });
+    let api = ApiState::with_journal(registry.clone(), token_limit, VERSION, journal);
     // Sockets systemd passed (socket activation) replace api_listen, as fleet's socket unit did.
     let mut listeners = activated_listeners()?;
     if listeners.is_empty() {
@@ -358,6 +362,23 @@ fn notify_ready() {
     })();
     if let Err(error) = sent {
         tracing::warn!(%error, address, "cannot notify systemd of readiness");
+    }
+}
+
+/// This machine's unit logs for the API, from its unit manager.
+struct ManagerJournal {
+    machine: String,
+    manager: Arc<dyn UnitManager>,
+}
+
+#[async_trait::async_trait]
+impl fleet_api::server::Journal for ManagerJournal {
+    fn machine(&self) -> String {
+        self.machine.clone()
+    }
+
+    async fn lines(&self, unit: &fleet_unit::UnitName, lines: usize) -> Option<Vec<String>> {
+        self.manager.journal(unit, lines).await.ok()
     }
 }
 

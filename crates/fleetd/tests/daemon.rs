@@ -780,3 +780,40 @@ fn a_network_api_without_tls_or_authentication_is_refused() {
         assert!(stderr.contains(expected), "{conf}: {stderr}");
     }
 }
+
+#[test]
+fn fleetctl_journal_shows_a_units_output() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let mut child = start_and_wait_for_socket(dir.path());
+    let file = dir.path().join("talk.service");
+    std::fs::write(
+        &file,
+        "[Service]\nExecStart=/bin/sh -c 'echo one; echo two; echo three; exec sleep 30'\n",
+    )
+    .unwrap();
+    let (code, _, err) = fleetctl(dir.path(), &["start", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let (code, out, err) = fleetctl(dir.path(), &["journal", "--lines", "2", "talk.service"]);
+        assert_eq!(code, 0, "{err}");
+        if out.lines().count() == 2 {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "never two lines: {out:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let texts: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_once(" talk.service: ").unwrap().1)
+        .collect();
+    assert_eq!(texts, vec!["two", "three"]);
+    assert!(
+        out.lines().all(|l| l.contains(" node1 talk.service: ")),
+        "{out}"
+    );
+    let (code, _, err) = fleetctl(dir.path(), &["journal", "nope.service"]);
+    assert_eq!((code, err.as_str()), (1, "Error retrieving the journal of nope.service: googleapi: Error 404: unit does not exist\n"));
+    stop(&mut child, "-TERM");
+}

@@ -4,6 +4,7 @@ pub mod cat;
 pub mod destroy;
 pub mod fd_forward;
 pub mod help;
+pub mod journal;
 pub mod lifecycle;
 pub mod list_machines;
 pub mod list_unit_files;
