@@ -817,3 +817,51 @@ fn fleetctl_journal_shows_a_units_output() {
     assert_eq!((code, err.as_str()), (1, "Error retrieving the journal of nope.service: googleapi: Error 404: unit does not exist\n"));
     stop(&mut child, "-TERM");
 }
+
+#[test]
+fn replace_follows_fleets_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let mut child = start_and_wait_for_socket(dir.path());
+    let file = dir.path().join("app.service");
+    let path = file.to_str().unwrap().to_owned();
+    std::fs::write(&file, "[Service]\nExecStart=/bin/sleep 30\n").unwrap();
+    assert_eq!(fleetctl(dir.path(), &["submit", &path]).0, 0);
+    std::fs::write(&file, "[Service]\nExecStart=/bin/sleep 31\n").unwrap();
+    let warned = fleetctl(dir.path(), &["submit", &path]);
+    assert_eq!(
+        warned,
+        (0, String::new(), format!("WARNING: Unit app.service in registry differs from local unit file {path}. Add --replace to override.\n"))
+    );
+    let replaced = fleetctl(dir.path(), &["submit", "--replace", &path]);
+    assert_eq!(
+        replaced,
+        (0, "Unit app.service inactive\n".to_owned(), String::new())
+    );
+    assert!(fleetctl(dir.path(), &["cat", "app.service"])
+        .1
+        .contains("sleep 31"));
+    let same = fleetctl(dir.path(), &["submit", "--replace", &path]);
+    assert_eq!(
+        same.1,
+        "Found same Unit(app.service) in Registry, nothing to do\n"
+    );
+    // A launched unit: submit may not replace it, start may (it starts over and runs again).
+    assert_eq!(fleetctl(dir.path(), &["start", &path]).0, 0);
+    std::fs::write(&file, "[Service]\nExecStart=/bin/sleep 32\n").unwrap();
+    let refused = fleetctl(dir.path(), &["submit", "--replace", &path]);
+    assert_eq!(
+        refused,
+        (0, String::new(), "Warning: can not replace Unit(app.service) in state 'launched', use the appropriate command\n".to_owned())
+    );
+    let (code, out, err) = fleetctl(dir.path(), &["start", "--replace", &path]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "Unit app.service inactive\nUnit app.service launched on node1.../10.0.0.9\n"
+    );
+    assert!(fleetctl(dir.path(), &["cat", "app.service"])
+        .1
+        .contains("sleep 32"));
+    stop(&mut child, "-TERM");
+}

@@ -50,6 +50,7 @@ impl Target {
 struct Blocking {
     block: bool,
     attempts: u32,
+    replace: bool,
     names: Vec<String>,
 }
 
@@ -57,6 +58,7 @@ struct Blocking {
 fn blocking_flags(args: &[String], io: &mut Io<'_>) -> io::Result<Result<Blocking, i32>> {
     let mut block = true;
     let mut attempts = 0u32;
+    let mut replace = false;
     let mut names = Vec::new();
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -76,7 +78,8 @@ fn blocking_flags(args: &[String], io: &mut Io<'_>) -> io::Result<Result<Blockin
                     }
                 }
             }
-            ("replace", _) | ("sign", _) if arg.starts_with('-') => {}
+            ("replace", _) if arg.starts_with('-') => replace = true,
+            ("sign", _) if arg.starts_with('-') => {}
             _ => names.push(arg.clone()),
         }
     }
@@ -87,6 +90,7 @@ fn blocking_flags(args: &[String], io: &mut Io<'_>) -> io::Result<Result<Blockin
     Ok(Ok(Blocking {
         block,
         attempts,
+        replace,
         names,
     }))
 }
@@ -96,6 +100,7 @@ pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) 
     let Blocking {
         block,
         attempts,
+        replace,
         names,
     } = match blocking_flags(args, io)? {
         Ok(flags) => flags,
@@ -110,7 +115,13 @@ pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) 
             return Ok(1);
         }
         let unit = match client.unit(&name) {
-            Ok(Some(unit)) => unit,
+            Ok(Some(unit)) => {
+                match compare_local(&client, arg, &name, unit, target, replace, attempts, io)? {
+                    Local::Proceed(unit) => unit,
+                    Local::Skip => continue,
+                    Local::Fail => return Ok(1),
+                }
+            }
             Ok(None) => match create(&client, arg, &name, attempts, io)? {
                 Some(unit) => unit,
                 None => return Ok(1),
@@ -166,6 +177,93 @@ pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) 
         }
     }
     Ok(0)
+}
+
+/// What to do with a unit already in the cluster, given the local file of the same name.
+enum Local {
+    Proceed(Unit),
+    Skip,
+    Fail,
+}
+
+/// fleet's `--replace` rules: a differing local file is only warned about without `--replace`;
+/// with it, the unit's contents are replaced (it starts over as inactive) when its state allows.
+#[allow(clippy::too_many_arguments)]
+fn compare_local(
+    client: &Client,
+    arg: &str,
+    name: &str,
+    unit: Unit,
+    target: Target,
+    replace: bool,
+    attempts: u32,
+    io: &mut Io<'_>,
+) -> io::Result<Local> {
+    let Ok(bytes) = std::fs::read(arg) else {
+        return Ok(Local::Proceed(unit));
+    };
+    let Ok(local) = UnitFile::parse(&bytes) else {
+        return Ok(Local::Proceed(unit));
+    };
+    let stored = UnitFile::from_options(
+        unit.options
+            .iter()
+            .map(|o| fleet_unit::UnitOption::new(&o.section, &o.name, &o.value))
+            .collect(),
+    );
+    if local.hash() == stored.hash() {
+        if replace {
+            writeln!(io.out, "Found same Unit({name}) in Registry, nothing to do")?;
+        }
+        return Ok(Local::Proceed(unit));
+    }
+    if !replace {
+        writeln!(
+            io.err,
+            "WARNING: Unit {name} in registry differs from local unit file {arg}. Add --replace to override."
+        )?;
+        return Ok(Local::Proceed(unit));
+    }
+    let allowed: &[&str] = match target {
+        Target::Submit => &["inactive"],
+        Target::Load => &["inactive", "loaded"],
+        Target::Start => &["inactive", "loaded", "launched"],
+    };
+    if !allowed.contains(&unit.desired_state.as_str()) {
+        writeln!(
+            io.err,
+            "Warning: can not replace Unit({name}) in state '{}', use the appropriate command",
+            unit.desired_state
+        )?;
+        return Ok(Local::Skip);
+    }
+    let replacement = Unit {
+        name: name.to_owned(),
+        options: local
+            .options()
+            .iter()
+            .map(|o| UnitOption {
+                name: o.name.clone(),
+                section: o.section.clone(),
+                value: o.value.clone(),
+            })
+            .collect(),
+        ..Unit::default()
+    };
+    if let Err(e) = client.put_unit(&replacement) {
+        writeln!(io.err, "Error replacing Unit({name}): {e}")?;
+        return Ok(Local::Fail);
+    }
+    match wait_for(client, name, "inactive", attempts) {
+        Some(unit) => {
+            writeln!(io.out, "Unit {name} {}", unit.current_state)?;
+            Ok(Local::Proceed(unit))
+        }
+        None => {
+            writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state inactive")?;
+            Ok(Local::Fail)
+        }
+    }
 }
 
 /// `Unit X <state> on <machine>`, as the blocking waits printed it.
@@ -255,6 +353,7 @@ pub fn run_down(
         block,
         attempts,
         names,
+        ..
     } = match blocking_flags(args, io)? {
         Ok(flags) => flags,
         Err(code) => return Ok(code),
