@@ -193,6 +193,7 @@ pub fn run_with_env(args: &[String], env: &dyn Fn(&str) -> Option<String>, io: &
         "destroy" => commands::destroy::run(rest, &globals, io),
         "cat" => commands::cat::run(rest, &globals, io),
         "journal" => commands::journal::run(rest, &globals, io),
+        "status" => commands::status::run(rest, &globals, io),
         "fd-forward" => commands::fd_forward::run(rest, io),
         "help" | "--help" | "-h" => commands::help::run(io),
         other => {

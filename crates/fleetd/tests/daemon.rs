@@ -813,6 +813,16 @@ fn fleetctl_journal_shows_a_units_output() {
         out.lines().all(|l| l.contains(" node1 talk.service: ")),
         "{out}"
     );
+    let (code, status, err) = fleetctl(dir.path(), &["status", "talk.service"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        status.starts_with("● talk.service\n   Loaded: loaded\n   Active: active (running)\n  Machine: node1.../10.0.0.9\n\n"),
+        "{status}"
+    );
+    assert!(
+        status.ends_with(" node1 talk.service: three\n"),
+        "the log follows: {status}"
+    );
     let (code, _, err) = fleetctl(dir.path(), &["journal", "nope.service"]);
     assert_eq!((code, err.as_str()), (1, "Error retrieving the journal of nope.service: googleapi: Error 404: unit does not exist\n"));
     stop(&mut child, "-TERM");

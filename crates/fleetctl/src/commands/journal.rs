@@ -66,7 +66,7 @@ const MONTHS: [&str; 12] = [
 
 /// `2026-11-21T20:23:14.123456Z stdout Hello` → `Nov 21 20:23:14 <host> <unit>: Hello`; the
 /// supervisor's own notes are shown as from `fleetd`. Anything else is printed as it is.
-fn short_format(record: &str, host: &str, unit: &str) -> String {
+pub(crate) fn short_format(record: &str, host: &str, unit: &str) -> String {
     let parse = || -> Option<String> {
         let (stamp, rest) = record.split_once(' ')?;
         let (stream, text) = rest.split_once(' ').unwrap_or((rest, ""));

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod list_machines;
 pub mod list_unit_files;
 pub mod list_units;
+pub mod status;
 pub mod table;
 pub mod verify;
 pub mod version;
