@@ -129,6 +129,34 @@ pub struct MachinePage {
     pub next_page_token: String,
 }
 
+impl From<&fleet_unit::UnitOption> for UnitOption {
+    fn from(option: &fleet_unit::UnitOption) -> UnitOption {
+        UnitOption {
+            name: option.name.clone(),
+            section: option.section.clone(),
+            value: option.value.clone(),
+        }
+    }
+}
+
+impl From<&UnitOption> for fleet_unit::UnitOption {
+    fn from(option: &UnitOption) -> fleet_unit::UnitOption {
+        fleet_unit::UnitOption::new(&option.section, &option.name, &option.value)
+    }
+}
+
+/// A unit file's options as the API carries them.
+pub fn wire_options(unit: &fleet_unit::UnitFile) -> Vec<UnitOption> {
+    unit.options().iter().map(UnitOption::from).collect()
+}
+
+impl Unit {
+    /// The unit file these options make.
+    pub fn unit_file(&self) -> fleet_unit::UnitFile {
+        fleet_unit::UnitFile::from_options(self.options.iter().map(Into::into).collect())
+    }
+}
+
 /// `{"error":{"code":N,"message":"..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::schema::{
-    ErrorBody, Machine, MachinePage, Unit, UnitOption, UnitPage, UnitState, UnitStatePage,
+    wire_options, ErrorBody, Machine, MachinePage, Unit, UnitPage, UnitState, UnitStatePage,
 };
 use crate::token::PageToken;
 
@@ -359,7 +359,7 @@ async fn unit_view(
     };
     let options = unit_file(state, &record.hash)
         .await?
-        .map(|unit| unit.options().iter().map(wire_option).collect())
+        .map(|unit| wire_options(&unit))
         .unwrap_or_default();
     let mut unit = Unit {
         desired_state: record.desired.as_str().to_owned(),
@@ -399,14 +399,6 @@ fn current_state(snapshot: &Snapshot, name: &UnitName, hash: &UnitHash) -> JobSt
     match placed.desired == JobState::Launched && running {
         true => JobState::Launched,
         false => JobState::Loaded,
-    }
-}
-
-fn wire_option(option: &fleet_unit::UnitOption) -> UnitOption {
-    UnitOption {
-        name: option.name.clone(),
-        section: option.section.clone(),
-        value: option.value.clone(),
     }
 }
 
@@ -534,11 +526,7 @@ async fn put_unit(state: &ApiState, url_name: &str, request: Request) -> Answer 
         Ok(existing) => existing,
         Err(e) => return Answer::unavailable(&e),
     };
-    let options: Vec<fleet_unit::UnitOption> = unit
-        .options
-        .iter()
-        .map(|o| fleet_unit::UnitOption::new(&o.section, &o.name, &o.value))
-        .collect();
+    let options: Vec<fleet_unit::UnitOption> = unit.options.iter().map(Into::into).collect();
     let is_template = NameInfo::parse(name.as_str()).is_some_and(|i| i.is_template());
     match existing {
         None => {

@@ -4,7 +4,6 @@
 use std::io;
 
 use fleet_unit::name::mangle;
-use fleet_unit::{UnitFile, UnitOption};
 
 use crate::{Globals, Io};
 
@@ -16,13 +15,7 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
     let name = mangle(arg);
     match globals.client().unit(&name) {
         Ok(Some(unit)) => {
-            let options = unit
-                .options
-                .iter()
-                .map(|o| UnitOption::new(&o.section, &o.name, &o.value))
-                .collect();
-            io.out
-                .write_all(UnitFile::from_options(options).serialize().as_bytes())?;
+            io.out.write_all(unit.unit_file().serialize().as_bytes())?;
             Ok(0)
         }
         Ok(None) => {

@@ -9,7 +9,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use fleet_api::client::Client;
-use fleet_api::schema::{Unit, UnitOption};
+use fleet_api::schema::{wire_options, Unit};
 use fleet_unit::name::{mangle, validate_name, NameInfo};
 use fleet_unit::UnitFile;
 
@@ -205,12 +205,7 @@ fn compare_local(
     let Ok(local) = UnitFile::parse(&bytes) else {
         return Ok(Local::Proceed(unit));
     };
-    let stored = UnitFile::from_options(
-        unit.options
-            .iter()
-            .map(|o| fleet_unit::UnitOption::new(&o.section, &o.name, &o.value))
-            .collect(),
-    );
+    let stored = unit.unit_file();
     if local.hash() == stored.hash() {
         if replace {
             writeln!(io.out, "Found same Unit({name}) in Registry, nothing to do")?;
@@ -239,15 +234,7 @@ fn compare_local(
     }
     let replacement = Unit {
         name: name.to_owned(),
-        options: local
-            .options()
-            .iter()
-            .map(|o| UnitOption {
-                name: o.name.clone(),
-                section: o.section.clone(),
-                value: o.value.clone(),
-            })
-            .collect(),
+        options: wire_options(&local),
         ..Unit::default()
     };
     if let Err(e) = client.put_unit(&replacement) {
@@ -423,15 +410,7 @@ fn create(
 ) -> io::Result<Option<Unit>> {
     let options = match std::fs::read(arg) {
         Ok(bytes) => match UnitFile::parse(&bytes) {
-            Ok(unit) => unit
-                .options()
-                .iter()
-                .map(|o| UnitOption {
-                    name: o.name.clone(),
-                    section: o.section.clone(),
-                    value: o.value.clone(),
-                })
-                .collect(),
+            Ok(unit) => wire_options(&unit),
             Err(e) => {
                 writeln!(
                     io.err,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io;
 
 use fleet_api::schema::{Machine, Unit};
-use fleet_unit::{UnitFile, UnitOption};
+use fleet_unit::UnitFile;
 
 use super::list_units::machine_column;
 use super::table::{self, TableFlags};
@@ -47,15 +47,6 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
     Ok(0)
 }
 
-fn unit_file(unit: &Unit) -> UnitFile {
-    UnitFile::from_options(
-        unit.options
-            .iter()
-            .map(|o| UnitOption::new(&o.section, &o.name, &o.value))
-            .collect(),
-    )
-}
-
 fn is_global(file: &UnitFile) -> bool {
     fleet_unit::Requirements::raw(file).is_global()
 }
@@ -68,7 +59,7 @@ pub fn render(flags: &TableFlags, units: &[Unit], machines: &[Machine]) -> Strin
     let mut sorted: Vec<&Unit> = units.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     table::render(flags, &sorted, |unit, field| {
-        let file = unit_file(unit);
+        let file = unit.unit_file();
         let global = is_global(&file);
         let target = || match (global, unit.machine_id.is_empty()) {
             (true, _) => "global".to_owned(),
