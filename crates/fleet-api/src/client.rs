@@ -247,28 +247,17 @@ impl Client {
             bytes.extend_from_slice(body);
             bytes.push(b'\n');
         }
-        let transport = |e: std::io::Error| ClientError::Transport(format!("{e}"));
         let response = match &self.endpoint {
             Endpoint::Unix(socket) => {
-                let mut stream = UnixStream::connect(socket).map_err(|e| {
+                let stream = UnixStream::connect(socket).map_err(|e| {
                     ClientError::Transport(format!("dial unix {socket}: {}", connect_error(&e)))
                 })?;
                 stream
                     .set_read_timeout(Some(self.timeout))
                     .map_err(transport)?;
-                stream.write_all(&bytes).map_err(transport)?;
-                read_response(stream)?
+                exchange(stream, &bytes)?
             }
-            Endpoint::Http { host, .. } => {
-                let mut stream = TcpStream::connect(host).map_err(|e| {
-                    ClientError::Transport(format!("dial tcp {host}: {}", connect_error(&e)))
-                })?;
-                stream
-                    .set_read_timeout(Some(self.timeout))
-                    .map_err(transport)?;
-                stream.write_all(&bytes).map_err(transport)?;
-                read_response(stream)?
-            }
+            Endpoint::Http { host, .. } => exchange(self.tcp(host)?, &bytes)?,
             Endpoint::Https { host, .. } => {
                 let config = self.tls.clone().ok_or_else(|| {
                     ClientError::Transport(
@@ -286,14 +275,10 @@ impl Client {
                     .map_err(|e| ClientError::Transport(format!("{host}: {e}")))?;
                 let connection = rustls::ClientConnection::new(config, name)
                     .map_err(|e| ClientError::Transport(format!("{host}: {e}")))?;
-                let tcp = TcpStream::connect(host).map_err(|e| {
-                    ClientError::Transport(format!("dial tcp {host}: {}", connect_error(&e)))
-                })?;
-                tcp.set_read_timeout(Some(self.timeout))
-                    .map_err(transport)?;
-                let mut stream = rustls::StreamOwned::new(connection, tcp);
-                stream.write_all(&bytes).map_err(transport)?;
-                read_response(stream)?
+                exchange(
+                    rustls::StreamOwned::new(connection, self.tcp(host)?),
+                    &bytes,
+                )?
             }
         };
         let (status, body) = response;
@@ -310,6 +295,29 @@ impl Client {
             body: text,
         })
     }
+}
+
+impl Client {
+    /// A TCP connection to `host`, with the request timeout on reads.
+    fn tcp(&self, host: &str) -> Result<TcpStream> {
+        let stream = TcpStream::connect(host).map_err(|e| {
+            ClientError::Transport(format!("dial tcp {host}: {}", connect_error(&e)))
+        })?;
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .map_err(transport)?;
+        Ok(stream)
+    }
+}
+
+fn transport(e: std::io::Error) -> ClientError {
+    ClientError::Transport(e.to_string())
+}
+
+/// Sends a whole request and reads the whole response.
+fn exchange(mut stream: impl Read + Write, request: &[u8]) -> Result<(u16, Vec<u8>)> {
+    stream.write_all(request).map_err(transport)?;
+    read_response(stream)
 }
 
 fn connect_error(e: &std::io::Error) -> String {
