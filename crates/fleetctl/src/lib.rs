@@ -165,6 +165,31 @@ pub fn run(args: &[String], io: &mut Io<'_>) -> i32 {
     run_with_env(args, &|name| std::env::var(name).ok(), io)
 }
 
+/// Runs fleetctl with `args` and exactly the environment `env` (name, value), capturing its
+/// output: (exit code, stdout, stderr). For tests and embedding.
+pub fn run_captured(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run_with_env(
+        &args,
+        &lookup,
+        &mut Io {
+            out: &mut out,
+            err: &mut err,
+        },
+    );
+    (
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
 /// `run`, with the environment given (tests).
 pub fn run_with_env(args: &[String], env: &dyn Fn(&str) -> Option<String>, io: &mut Io<'_>) -> i32 {
     let (globals, args) = match globals(args, env) {

@@ -1,30 +1,7 @@
 //! fleetctl's global flags and their FLEETCTL_* variables.
 
-fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = fleetctl::run_with_env(
-        &args,
-        &lookup,
-        &mut fleetctl::Io {
-            out: &mut out,
-            err: &mut err,
-        },
-    );
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
-
 fn check(args: &[&str], env: &[(&str, &str)], code: i32, stderr: &str) {
-    let (got, _, err) = run(args, env);
+    let (got, _, err) = fleetctl::run_captured(args, env);
     assert_eq!(
         (got, err.as_str()),
         (code, stderr),

@@ -51,27 +51,12 @@ fn check(case: &str) {
     let temp = tempfile::tempdir().unwrap();
     let socket = temp.path().join("fleet.sock");
     serve(socket.clone(), bodies);
-    let mut args = vec![format!("--endpoint=unix://{}", socket.display())];
-    args.extend(command.split_whitespace().skip(1).map(str::to_owned));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = fleetctl::run_with_env(
-        &args,
-        &|_| None,
-        &mut fleetctl::Io {
-            out: &mut out,
-            err: &mut err,
-        },
-    );
-    assert_eq!(
-        String::from_utf8(out).unwrap(),
-        read("out"),
-        "{case}: stdout of {command}"
-    );
-    assert_eq!(
-        String::from_utf8(err).unwrap(),
-        read("err"),
-        "{case}: stderr of {command}"
-    );
+    let endpoint = format!("--endpoint=unix://{}", socket.display());
+    let mut args = vec![endpoint.as_str()];
+    args.extend(command.split_whitespace().skip(1));
+    let (code, out, err) = fleetctl::run_captured(&args, &[]);
+    assert_eq!(out, read("out"), "{case}: stdout of {command}");
+    assert_eq!(err, read("err"), "{case}: stderr of {command}");
     assert_eq!(
         code.to_string(),
         read("rc").trim(),

@@ -440,25 +440,10 @@ fn socket_activation_serves_the_socket_systemd_passes() {
 
 /// Runs the fleetctl library against the fleetd in `dir`; (exit code, stdout, stderr).
 fn fleetctl(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let mut all = vec![format!(
-        "--endpoint=unix://{}",
-        dir.join("fleet.sock").display()
-    )];
-    all.extend(args.iter().map(|a| a.to_string()));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = fleetctl::run_with_env(
-        &all,
-        &|_| None,
-        &mut fleetctl::Io {
-            out: &mut out,
-            err: &mut err,
-        },
-    );
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
+    let endpoint = format!("--endpoint=unix://{}", dir.join("fleet.sock").display());
+    let mut all = vec![endpoint.as_str()];
+    all.extend_from_slice(args);
+    fleetctl::run_captured(&all, &[])
 }
 
 #[test]
@@ -666,29 +651,6 @@ fn start_https(
     (child, url)
 }
 
-fn fleetctl_at(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = fleetctl::run_with_env(
-        &args,
-        &lookup,
-        &mut fleetctl::Io {
-            out: &mut out,
-            err: &mut err,
-        },
-    );
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
-
 #[test]
 fn https_with_client_certificates() {
     let dir = tempfile::tempdir().unwrap();
@@ -702,7 +664,7 @@ fn https_with_client_certificates() {
     let ca = format!("--ca-file={}", tls.ca.display());
     let cert = format!("--cert-file={}", tls.client_cert.display());
     let key = format!("--key-file={}", tls.client_key.display());
-    let (code, out, err) = fleetctl_at(
+    let (code, out, err) = fleetctl::run_captured(
         &[&endpoint, &ca, &cert, &key, "list-machines", "--no-legend"],
         &[],
     );
@@ -712,10 +674,10 @@ fn https_with_client_certificates() {
         "{err}"
     );
     // Without a client certificate the handshake is refused.
-    let (code, _, err) = fleetctl_at(&[&endpoint, &ca, "list-machines"], &[]);
+    let (code, _, err) = fleetctl::run_captured(&[&endpoint, &ca, "list-machines"], &[]);
     assert_eq!(code, 1, "{err}");
     // Without our CA, fleetd's certificate is not trusted; without any CA, https is refused.
-    let (code, _, err) = fleetctl_at(&[&endpoint, "list-machines"], &[]);
+    let (code, _, err) = fleetctl::run_captured(&[&endpoint, "list-machines"], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("an https endpoint needs --ca-file"), "{err}");
     stop(&mut child, "-TERM");
@@ -735,7 +697,7 @@ fn https_with_a_bearer_token() {
     let endpoint = format!("--endpoint={url}");
     let ca = format!("--ca-file={}", tls.ca.display());
     let with_token = [("FLEETCTL_API_TOKEN", "s3cret-token-0123456789")];
-    let (code, out, err) = fleetctl_at(
+    let (code, out, err) = fleetctl::run_captured(
         &[&endpoint, &ca, "list-machines", "--no-legend"],
         &with_token,
     );
@@ -744,14 +706,17 @@ fn https_with_a_bearer_token() {
         (0, "node1...\t10.0.0.9\t-\n"),
         "{err}"
     );
-    let (code, _, err) = fleetctl_at(&[&endpoint, &ca, "list-machines"], &[]);
+    let (code, _, err) = fleetctl::run_captured(&[&endpoint, &ca, "list-machines"], &[]);
     assert_eq!(code, 1);
     assert!(
         err.contains("googleapi: Error 401: missing or wrong bearer token"),
         "{err}"
     );
     let wrong = [("FLEETCTL_API_TOKEN", "s3cret-token-0123456780")];
-    assert_eq!(fleetctl_at(&[&endpoint, &ca, "list-machines"], &wrong).0, 1);
+    assert_eq!(
+        fleetctl::run_captured(&[&endpoint, &ca, "list-machines"], &wrong).0,
+        1
+    );
     // The unix socket needs no token: its file mode is the access control.
     let (code, _, _) = fleetctl(dir.path(), &["list-machines"]);
     assert_eq!(code, 0);
