@@ -2,5 +2,6 @@
 //! drop, also when a test fails; every wait is bounded.
 
 pub mod etcd;
+pub mod measure;
 
 pub use etcd::{DataDir, EtcdCluster, EtcdServer, TlsFiles};

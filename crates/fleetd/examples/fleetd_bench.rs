@@ -4,12 +4,12 @@
 //!
 //! Run with `scripts/bench fleetd`. Options: `--units N` (default 20), `--takeovers N` (default 2).
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fleet_testkit::measure::{http_unix as http, percentile, spawn_floor};
 use fleet_testkit::{DataDir, EtcdServer};
 
 fn option(name: &str, default: usize) -> usize {
@@ -37,34 +37,6 @@ fn fleetd_binary() -> PathBuf {
         path.display()
     );
     path
-}
-
-fn http(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut stream = UnixStream::connect(socket).expect("API socket");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: domain-sock\r\nConnection: close\r\n");
-    if let Some(body) = body {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    request.push_str("\r\n");
-    request.push_str(body.unwrap_or(""));
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    (
-        status,
-        response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default(),
-    )
 }
 
 fn spawn_fleetd(dir: &Path, machine: &str, etcd: Option<&str>) -> Child {
@@ -102,10 +74,6 @@ fn wait_socket(socket: &Path) {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 /// The machine ID of the engine leader, from `machines`... the API has no leader field, so it
 /// is read from the fleetd logs' absence: the registry is asked through a fleetd's state dir.
 fn leader(etcd: &EtcdServer) -> Option<String> {
@@ -131,15 +99,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
 
     // The floor: spawning the same process directly.
-    let mut floor = Vec::new();
-    for _ in 0..units {
-        let started = Instant::now();
-        let mut child = Command::new("/bin/sleep").arg("600").spawn().unwrap();
-        floor.push(started.elapsed());
-        child.kill().ok();
-        child.wait().ok();
-    }
-    floor.sort();
+    let floor = spawn_floor(units);
 
     // One node, embedded registry, default intervals.
     let mut node = spawn_fleetd(dir.path(), "single", None);

@@ -4,10 +4,10 @@
 //! Run with `scripts/bench supervisor` (release build). Option: `--units N` (default 50).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
+use fleet_testkit::measure::{percentile, rss_kib, spawn_floor};
 use fleet_unit::{UnitFile, UnitName};
 
 fn units() -> usize {
@@ -42,16 +42,6 @@ fn fleetd() -> PathBuf {
     path
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let count = units();
@@ -70,18 +60,7 @@ async fn main() {
     let unit = UnitFile::parse("[Service]\nExecStart=/bin/sleep 600\n").unwrap();
 
     // The floor: the same process spawned directly.
-    let mut direct = Vec::new();
-    for _ in 0..count {
-        let started = Instant::now();
-        let mut child = Command::new("/bin/sleep")
-            .arg("600")
-            .spawn()
-            .expect("sleep");
-        direct.push(started.elapsed());
-        child.kill().ok();
-        child.wait().ok();
-    }
-    direct.sort();
+    let direct = spawn_floor(count);
 
     let mut latencies = Vec::new();
     let mut rss = Vec::new();

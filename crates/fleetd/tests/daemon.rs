@@ -2,7 +2,7 @@
 //! supervisor, stops cleanly on SIGTERM, and refuses a bad configuration with a message
 //! naming the option.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -89,34 +89,7 @@ fn a_bad_configuration_is_refused_with_the_option_named() {
 }
 
 /// One HTTP/1.1 request over the unix socket; (status, body).
-fn http(socket: &std::path::Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut stream = UnixStream::connect(socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: domain-sock\r\nConnection: close\r\n");
-    if let Some(body) = body {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len() + 1
-        ));
-    }
-    request.push_str("\r\n");
-    if let Some(body) = body {
-        request.push_str(body);
-        request.push('\n');
-    }
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
+use fleet_testkit::measure::http_unix as http;
 
 #[test]
 fn a_unit_launched_through_the_api_runs() {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use fleet_agent::native::log::tail;
 use fleet_agent::native::shim::{read_state, ShimSpec, SOCKET, SPEC};
 use fleet_agent::native::status::{SubState, UnitStatus};
+use fleet_testkit::measure::rss_kib;
 
 fn spec(unit_text: &str) -> ShimSpec {
     ShimSpec {
@@ -62,12 +63,6 @@ fn request(dir: &Path, line: &str) -> UnitStatus {
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer).unwrap();
     serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{answer:?}: {e}"))
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[test]

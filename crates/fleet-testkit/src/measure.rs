@@ -1,0 +1,73 @@
+//! What the benchmarks and process tests measure with: percentiles, a process's memory, the
+//! floor of starting a process at all, and a minimal HTTP/1.1 exchange over a unix socket.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The `p` quantile (0..=1) of `sorted`, which must not be empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A live process's resident memory in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The time to spawn `/bin/sleep` directly, `count` times, sorted: the floor any supervisor's
+/// start time is compared with.
+pub fn spawn_floor(count: usize) -> Vec<Duration> {
+    let mut times: Vec<Duration> = (0..count)
+        .map(|_| {
+            let started = Instant::now();
+            let mut child = Command::new("/bin/sleep")
+                .arg("600")
+                .spawn()
+                .expect("/bin/sleep runs");
+            let elapsed = started.elapsed();
+            child.kill().ok();
+            child.wait().ok();
+            elapsed
+        })
+        .collect();
+    times.sort();
+    times
+}
+
+/// One HTTP/1.1 request over a unix socket, as fleetctl sends them (a JSON body gets a trailing
+/// newline); the status and body of the answer. Panics when the socket does not answer within
+/// 10 s: a test cannot go on without it.
+pub fn http_unix(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut stream =
+        UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: domain-sock\r\nConnection: close\r\n");
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}\n",
+            body.len() + 1
+        ));
+    } else {
+        request.push_str("\r\n");
+    }
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
