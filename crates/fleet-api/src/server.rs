@@ -163,14 +163,14 @@ async fn handle(State(served): State<Served>, request: Request) -> Response {
         _ if refused => Answer::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
         "/metrics" => metrics(&state).await,
         other if other.starts_with(JOURNAL) => {
-            journal(
-                &state,
-                &other[JOURNAL.len()..],
-                request.uri().query().unwrap_or(""),
-            )
-            .await
+            let query = request.uri().query().unwrap_or("");
+            journal(&state, &other[JOURNAL.len()..], query)
+                .await
+                .unwrap_or_else(|refused| refused)
         }
-        _ => route(&state, request).await,
+        _ => route(&state, request)
+            .await
+            .unwrap_or_else(|refused| refused),
     };
     if let Ok(mut requests) = state.requests.lock() {
         *requests
@@ -195,72 +195,67 @@ async fn handle(State(served): State<Served>, request: Request) -> Response {
     response
 }
 
-async fn route(state: &ApiState, request: Request) -> Answer {
+/// What a handler answers: `Err` carries an error answer so handlers can use `?`; both sides
+/// go out the same way.
+type Reply = Result<Answer, Answer>;
+
+impl From<RegistryError> for Answer {
+    fn from(error: RegistryError) -> Answer {
+        Answer::unavailable(&error)
+    }
+}
+
+fn not_allowed(message: &str) -> Reply {
+    Err(Answer::error(StatusCode::METHOD_NOT_ALLOWED, message))
+}
+
+fn not_found() -> Reply {
+    Err(Answer::error(StatusCode::NOT_FOUND, ""))
+}
+
+async fn route(state: &ApiState, request: Request) -> Reply {
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
     let Some(rest) = path
         .strip_prefix("/fleet/v1/")
         .or_else(|| path.strip_prefix("/v1-alpha/"))
     else {
-        return Answer::error(StatusCode::NOT_FOUND, "");
+        return not_found();
     };
     let method = request.method().clone();
+    let only_get = "only GET supported against this resource";
     match rest.split_once('/') {
-        None => match rest {
-            "units" => match method {
-                Method::GET => list_units(state, &query).await,
-                _ => Answer::error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "only GET supported against this resource",
-                ),
-            },
-            "state" => match method {
-                Method::GET => list_states(state, &query).await,
-                _ => Answer::error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "only GET supported against this resource",
-                ),
-            },
-            "discovery" => match method {
-                Method::GET => Answer {
-                    status: StatusCode::OK,
-                    body: Some(DISCOVERY.as_bytes().to_vec()),
-                    content_type: "application/json",
-                },
-                _ => Answer::error(
-                    StatusCode::BAD_REQUEST,
-                    "only HTTP GET supported against this resource",
-                ),
-            },
-            "machines" => match method {
-                Method::GET => list_machines(state, &query).await,
-                Method::PATCH => patch_machines(state, request).await,
-                _ => Answer::error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "only GET and PATCH supported against this resource",
-                ),
-            },
-            _ => Answer::error(StatusCode::NOT_FOUND, ""),
+        None => match (rest, method) {
+            ("units", Method::GET) => list_units(state, &query).await,
+            ("units", _) => not_allowed(only_get),
+            ("state", Method::GET) => list_states(state, &query).await,
+            ("state", _) => not_allowed(only_get),
+            ("discovery", Method::GET) => Ok(Answer {
+                status: StatusCode::OK,
+                body: Some(DISCOVERY.as_bytes().to_vec()),
+                content_type: "application/json",
+            }),
+            ("discovery", _) => Err(bad_request("only HTTP GET supported against this resource")),
+            ("machines", Method::GET) => list_machines(state, &query).await,
+            ("machines", Method::PATCH) => patch_machines(state, request).await,
+            ("machines", _) => not_allowed("only GET and PATCH supported against this resource"),
+            _ => not_found(),
         },
         Some((collection, item)) => {
             let Some(name) = percent_decode(item).filter(|n| !n.is_empty() && !n.contains('/'))
             else {
-                return Answer::error(StatusCode::NOT_FOUND, "");
+                return not_found();
             };
             match (collection, method) {
                 ("units", Method::GET) => get_unit(state, &name).await,
                 ("units", Method::PUT) => put_unit(state, &name, request).await,
                 ("units", Method::DELETE) => delete_unit(state, &name).await,
-                ("units", _) => Answer::error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "only GET, PUT and DELETE supported against this resource",
-                ),
+                ("units", _) => {
+                    not_allowed("only GET, PUT and DELETE supported against this resource")
+                }
                 ("state", Method::GET) => get_state(state, &name).await,
-                ("state", _) => Answer::error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "only GET supported against this resource",
-                ),
-                _ => Answer::error(StatusCode::NOT_FOUND, ""),
+                ("state", _) => not_allowed(only_get),
+                _ => not_found(),
             }
         }
     }
@@ -299,12 +294,8 @@ fn page(state: &ApiState, query: &str) -> Result<PageToken, Answer> {
     let tokens = query_values(query, "nextPageToken");
     match tokens.as_slice() {
         [] => Ok(PageToken::first(state.token_limit)),
-        [token] => PageToken::decode(token, state.token_limit)
-            .map_err(|e| Answer::error(StatusCode::BAD_REQUEST, e)),
-        _ => Err(Answer::error(
-            StatusCode::BAD_REQUEST,
-            "too many values for page token",
-        )),
+        [token] => PageToken::decode(token, state.token_limit).map_err(bad_request),
+        _ => Err(bad_request("too many values for page token")),
     }
 }
 
@@ -328,11 +319,7 @@ async fn listing(state: &ApiState, query: &str) -> Result<(PageToken, Snapshot),
 }
 
 async fn snapshot(state: &ApiState) -> Result<Snapshot, Answer> {
-    state
-        .registry
-        .snapshot(&Scope::All)
-        .await
-        .map_err(|e| Answer::unavailable(&e))
+    Ok(state.registry.snapshot(&Scope::All).await?)
 }
 
 async fn unit_file(state: &ApiState, hash: &UnitHash) -> Result<Option<UnitFile>, RegistryError> {
@@ -402,11 +389,16 @@ fn current_state(snapshot: &Snapshot, name: &UnitName, hash: &UnitHash) -> JobSt
     }
 }
 
-async fn list_units(state: &ApiState, query: &str) -> Answer {
-    let (page, snapshot) = match listing(state, query).await {
-        Ok(listing) => listing,
-        Err(answer) => return answer,
-    };
+fn bad_request(message: impl Into<String>) -> Answer {
+    Answer::error(StatusCode::BAD_REQUEST, message)
+}
+
+fn unit_missing() -> Answer {
+    Answer::error(StatusCode::NOT_FOUND, "unit does not exist")
+}
+
+async fn list_units(state: &ApiState, query: &str) -> Reply {
+    let (page, snapshot) = listing(state, query).await?;
     let names: Vec<UnitName> = snapshot
         .jobs
         .keys()
@@ -418,178 +410,149 @@ async fn list_units(state: &ApiState, query: &str) -> Answer {
     let (chosen, next) = slice(&names, page);
     let mut units = Vec::with_capacity(chosen.len());
     for name in &chosen {
-        match unit_view(state, &snapshot, name).await {
-            Ok(Some(unit)) => units.push(unit),
-            Ok(None) => {}
-            Err(e) => return Answer::unavailable(&e),
-        }
+        units.extend(unit_view(state, &snapshot, name).await?);
     }
-    Answer::json(
+    Ok(Answer::json(
         StatusCode::OK,
         &UnitPage {
             next_page_token: next,
             units,
         },
-    )
+    ))
 }
 
-async fn get_unit(state: &ApiState, name: &str) -> Answer {
-    let Ok(name) = UnitName::new(name) else {
-        return Answer::error(StatusCode::NOT_FOUND, "unit does not exist");
-    };
-    let snapshot = match snapshot(state).await {
-        Ok(snapshot) => snapshot,
-        Err(answer) => return answer,
-    };
-    match unit_view(state, &snapshot, &name).await {
-        Ok(Some(unit)) => Answer::json(StatusCode::OK, &unit),
-        Ok(None) => Answer::error(StatusCode::NOT_FOUND, "unit does not exist"),
-        Err(e) => Answer::unavailable(&e),
+async fn get_unit(state: &ApiState, name: &str) -> Reply {
+    let name = UnitName::new(name).map_err(|_| unit_missing())?;
+    let snapshot = snapshot(state).await?;
+    let unit = unit_view(state, &snapshot, &name)
+        .await?
+        .ok_or_else(unit_missing)?;
+    Ok(Answer::json(StatusCode::OK, &unit))
+}
+
+async fn delete_unit(state: &ApiState, name: &str) -> Reply {
+    let name = UnitName::new(name).map_err(|_| unit_missing())?;
+    match state.registry.destroy_job(&name).await? {
+        JobWrite::NotFound => Err(unit_missing()),
+        _ => Ok(Answer::empty(StatusCode::NO_CONTENT)),
     }
 }
 
-async fn delete_unit(state: &ApiState, name: &str) -> Answer {
-    let Ok(name) = UnitName::new(name) else {
-        return Answer::error(StatusCode::NOT_FOUND, "unit does not exist");
-    };
-    match state.registry.destroy_job(&name).await {
-        Ok(JobWrite::NotFound) => Answer::error(StatusCode::NOT_FOUND, "unit does not exist"),
-        Ok(_) => Answer::empty(StatusCode::NO_CONTENT),
-        Err(e) => Answer::unavailable(&e),
-    }
-}
-
-async fn put_unit(state: &ApiState, url_name: &str, request: Request) -> Answer {
+/// The one Content-Type a unit body must come with, or fleet's 415.
+fn require_json(request: &Request) -> Result<(), Answer> {
     let content_types: Vec<&HeaderValue> = request
         .headers()
         .get_all(header::CONTENT_TYPE)
         .iter()
         .collect();
-    if content_types.len() != 1 {
-        return Answer::error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("expected 1 Content-Type, got {}", content_types.len()),
-        );
-    }
-    let media = content_types[0]
+    let unsupported = |message: String| Answer::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
+    let [content_type] = content_types.as_slice() else {
+        return Err(unsupported(format!(
+            "expected 1 Content-Type, got {}",
+            content_types.len()
+        )));
+    };
+    let media = content_type
         .to_str()
         .unwrap_or("")
         .split(';')
         .next()
         .unwrap_or("")
         .trim();
-    if !media.eq_ignore_ascii_case("application/json") {
-        return Answer::error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "only acceptable Content-Type is application/json",
-        );
+    match media.eq_ignore_ascii_case("application/json") {
+        true => Ok(()),
+        false => Err(unsupported(
+            "only acceptable Content-Type is application/json".to_owned(),
+        )),
     }
-    let body = match to_bytes(request.into_body(), MAX_BODY).await {
-        Ok(body) => body,
-        Err(e) => {
-            return Answer::error(StatusCode::BAD_REQUEST, format!("unable to read body: {e}"))
-        }
-    };
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Answer::error(StatusCode::BAD_REQUEST, "unable to decode body: EOF");
+}
+
+/// A request body, refusing an empty one with `empty` (fleet's wording differs by resource).
+async fn read_body(request: Request, empty: &str) -> Result<axum::body::Bytes, Answer> {
+    let body = to_bytes(request.into_body(), MAX_BODY)
+        .await
+        .map_err(|e| bad_request(format!("unable to read body: {e}")))?;
+    match body.iter().all(u8::is_ascii_whitespace) {
+        true => Err(bad_request(empty)),
+        false => Ok(body),
     }
-    let unit = match decode_unit(&body) {
-        Ok(unit) => unit,
-        Err(why) => {
-            return Answer::error(
-                StatusCode::BAD_REQUEST,
-                format!("unable to decode body: {why}"),
-            )
-        }
-    };
+}
+
+fn refuse_active_template(
+    name: &UnitName,
+    is_template: bool,
+    desired: JobState,
+) -> Result<(), Answer> {
+    match is_template && desired != JobState::Inactive {
+        true => Err(bad_request(format!(
+            "cannot activate template {:?}",
+            name.as_str()
+        ))),
+        false => Ok(()),
+    }
+}
+
+async fn put_unit(state: &ApiState, url_name: &str, request: Request) -> Reply {
+    require_json(&request)?;
+    let body = read_body(request, "unable to decode body: EOF").await?;
+    let unit =
+        decode_unit(&body).map_err(|why| bad_request(format!("unable to decode body: {why}")))?;
     if !unit.name.is_empty() && unit.name != url_name {
-        return Answer::error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "name in URL {url_name:?} differs from unit name in request body {:?}",
-                unit.name
-            ),
-        );
+        return Err(bad_request(format!(
+            "name in URL {url_name:?} differs from unit name in request body {:?}",
+            unit.name
+        )));
     }
-    let name = match UnitName::new(url_name) {
-        Ok(name) => name,
-        Err(e) => return Answer::error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
+    let name = UnitName::new(url_name).map_err(|e| bad_request(e.to_string()))?;
     let desired = match unit.desired_state.as_str() {
         "" => None,
-        text => match text.parse::<JobState>() {
-            Ok(state) => Some(state),
-            Err(e) => return Answer::error(StatusCode::BAD_REQUEST, e.to_string()),
-        },
+        text => Some(
+            text.parse::<JobState>()
+                .map_err(|e| bad_request(e.to_string()))?,
+        ),
     };
-    let existing = match state.registry.job(&name).await {
-        Ok(existing) => existing,
-        Err(e) => return Answer::unavailable(&e),
-    };
+    let existing = state.registry.job(&name).await?;
     let options: Vec<fleet_unit::UnitOption> = unit.options.iter().map(Into::into).collect();
     let is_template = NameInfo::parse(name.as_str()).is_some_and(|i| i.is_template());
-    match existing {
-        None => {
-            if options.is_empty() {
-                return Answer::error(
-                    StatusCode::CONFLICT,
-                    "unit does not exist and options field empty",
-                );
-            }
-            let file = match validate_options(options) {
-                Ok(file) => file,
-                Err(e) => return Answer::error(StatusCode::BAD_REQUEST, e.to_string()),
-            };
-            let desired = desired.unwrap_or(JobState::Inactive);
-            if is_template && desired != JobState::Inactive {
-                return Answer::error(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot activate template {:?}", name.as_str()),
-                );
-            }
-            match state.registry.create_job(&name, &file, desired).await {
-                Ok(JobWrite::Done) => Answer::empty(StatusCode::CREATED),
-                Ok(_) => Answer::error(StatusCode::CONFLICT, "unit was created concurrently"),
-                Err(e) => Answer::unavailable(&e),
-            }
+    let validate = |options| validate_options(options).map_err(|e| bad_request(e.to_string()));
+    let Some((record, _)) = existing else {
+        if options.is_empty() {
+            return Err(Answer::error(
+                StatusCode::CONFLICT,
+                "unit does not exist and options field empty",
+            ));
         }
-        Some((record, _)) => {
-            if !options.is_empty() {
-                let file = match validate_options(options) {
-                    Ok(file) => file,
-                    Err(e) => return Answer::error(StatusCode::BAD_REQUEST, e.to_string()),
-                };
-                if file.hash() != record.hash {
-                    // New contents replace the unit, which starts over as inactive unless
-                    // a state was given too.
-                    let desired = desired.unwrap_or(JobState::Inactive);
-                    if let Err(e) = state.registry.destroy_job(&name).await {
-                        return Answer::unavailable(&e);
-                    }
-                    return match state.registry.create_job(&name, &file, desired).await {
-                        Ok(_) => Answer::empty(StatusCode::CREATED),
-                        Err(e) => Answer::unavailable(&e),
-                    };
-                }
-            }
-            let Some(desired) = desired else {
-                return Answer::error(
-                    StatusCode::CONFLICT,
-                    "must provide DesiredState to update existing unit",
-                );
-            };
-            if is_template && desired != JobState::Inactive {
-                return Answer::error(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot activate template {:?}", name.as_str()),
-                );
-            }
-            match state.registry.set_desired(&name, desired).await {
-                Ok(_) => Answer::empty(StatusCode::NO_CONTENT),
-                Err(e) => Answer::unavailable(&e),
-            }
+        let file = validate(options)?;
+        let desired = desired.unwrap_or(JobState::Inactive);
+        refuse_active_template(&name, is_template, desired)?;
+        return match state.registry.create_job(&name, &file, desired).await? {
+            JobWrite::Done => Ok(Answer::empty(StatusCode::CREATED)),
+            _ => Err(Answer::error(
+                StatusCode::CONFLICT,
+                "unit was created concurrently",
+            )),
+        };
+    };
+    if !options.is_empty() {
+        let file = validate(options)?;
+        if file.hash() != record.hash {
+            // New contents replace the unit, which starts over as inactive unless a state was
+            // given too.
+            let desired = desired.unwrap_or(JobState::Inactive);
+            state.registry.destroy_job(&name).await?;
+            state.registry.create_job(&name, &file, desired).await?;
+            return Ok(Answer::empty(StatusCode::CREATED));
         }
     }
+    let Some(desired) = desired else {
+        return Err(Answer::error(
+            StatusCode::CONFLICT,
+            "must provide DesiredState to update existing unit",
+        ));
+    };
+    refuse_active_template(&name, is_template, desired)?;
+    state.registry.set_desired(&name, desired).await?;
+    Ok(Answer::empty(StatusCode::NO_CONTENT))
 }
 
 /// A request body as a unit: a JSON object (or null, as Go's decoder allowed); anything else
@@ -633,11 +596,8 @@ fn state_views(snapshot: &Snapshot) -> Vec<UnitState> {
     states
 }
 
-async fn list_states(state: &ApiState, query: &str) -> Answer {
-    let (page, snapshot) = match listing(state, query).await {
-        Ok(listing) => listing,
-        Err(answer) => return answer,
-    };
+async fn list_states(state: &ApiState, query: &str) -> Reply {
+    let (page, snapshot) = listing(state, query).await?;
     let units = query_values(query, "unitName");
     let machines = query_values(query, "machineID");
     let states: Vec<UnitState> = state_views(&snapshot)
@@ -646,31 +606,26 @@ async fn list_states(state: &ApiState, query: &str) -> Answer {
         .filter(|s| machines.is_empty() || machines.contains(&s.machine_id))
         .collect();
     let (states, next) = slice(&states, page);
-    Answer::json(
+    Ok(Answer::json(
         StatusCode::OK,
         &UnitStatePage {
             next_page_token: next,
             states,
         },
-    )
+    ))
 }
 
-async fn get_state(state: &ApiState, name: &str) -> Answer {
-    let snapshot = match snapshot(state).await {
-        Ok(snapshot) => snapshot,
-        Err(answer) => return answer,
-    };
-    match state_views(&snapshot).into_iter().find(|s| s.name == name) {
-        Some(found) => Answer::json(StatusCode::OK, &found),
-        None => Answer::error(StatusCode::NOT_FOUND, "unit state does not exist"),
-    }
+async fn get_state(state: &ApiState, name: &str) -> Reply {
+    let snapshot = snapshot(state).await?;
+    let found = state_views(&snapshot)
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| Answer::error(StatusCode::NOT_FOUND, "unit state does not exist"))?;
+    Ok(Answer::json(StatusCode::OK, &found))
 }
 
-async fn list_machines(state: &ApiState, query: &str) -> Answer {
-    let (page, snapshot) = match listing(state, query).await {
-        Ok(listing) => listing,
-        Err(answer) => return answer,
-    };
+async fn list_machines(state: &ApiState, query: &str) -> Reply {
+    let (page, snapshot) = listing(state, query).await?;
     let machines: Vec<Machine> = snapshot
         .machines
         .iter()
@@ -681,13 +636,13 @@ async fn list_machines(state: &ApiState, query: &str) -> Answer {
         })
         .collect();
     let (machines, next) = slice(&machines, page);
-    Answer::json(
+    Ok(Answer::json(
         StatusCode::OK,
         &MachinePage {
             machines,
             next_page_token: next,
         },
-    )
+    ))
 }
 
 /// One change of `PATCH machines`: `{"op":"add|replace|remove","path":"/<id>/metadata/<key>",
@@ -702,27 +657,14 @@ struct MetadataOp {
 }
 
 /// Dynamic machine metadata: every change is checked before any is applied.
-async fn patch_machines(state: &ApiState, request: Request) -> Answer {
-    let body = match to_bytes(request.into_body(), MAX_BODY).await {
-        Ok(body) => body,
-        Err(e) => {
-            return Answer::error(StatusCode::BAD_REQUEST, format!("unable to read body: {e}"))
-        }
-    };
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Answer::error(StatusCode::BAD_REQUEST, "EOF");
-    }
-    let ops: Vec<MetadataOp> = match serde_json::from_slice(&body) {
-        Ok(ops) => ops,
-        Err(e) => return Answer::error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
+async fn patch_machines(state: &ApiState, request: Request) -> Reply {
+    let body = read_body(request, "EOF").await?;
+    let ops: Vec<MetadataOp> =
+        serde_json::from_slice(&body).map_err(|e| bad_request(e.to_string()))?;
     let mut changes = Vec::with_capacity(ops.len());
     for op in &ops {
         if !matches!(op.op.as_str(), "add" | "remove" | "replace") {
-            return Answer::error(
-                StatusCode::BAD_REQUEST,
-                "invalid op: expect add, remove, or replace",
-            );
+            return Err(bad_request("invalid op: expect add, remove, or replace"));
         }
         let target = op
             .path
@@ -733,7 +675,7 @@ async fn patch_machines(state: &ApiState, request: Request) -> Answer {
                 Some((fleet_unit::MachineId::new(machine).ok()?, key.to_owned()))
             });
         let Some((machine, key)) = target else {
-            return Answer::error(StatusCode::BAD_REQUEST, "machine metadata path invalid");
+            return Err(bad_request("machine metadata path invalid"));
         };
         let value = match &op.value {
             Some(serde_json::Value::String(v)) => v.clone(),
@@ -745,23 +687,19 @@ async fn patch_machines(state: &ApiState, request: Request) -> Answer {
             _ => String::new(),
         };
         if op.op != "remove" && value.is_empty() {
-            return Answer::error(
-                StatusCode::BAD_REQUEST,
+            return Err(bad_request(
                 "invalid value: add and replace require a value",
-            );
+            ));
         }
         changes.push((machine, key, (op.op != "remove").then_some(value)));
     }
     for (machine, key, value) in changes {
-        if let Err(e) = state
+        state
             .registry
             .set_metadata(&machine, &key, value.as_deref())
-            .await
-        {
-            return Answer::unavailable(&e);
-        }
+            .await?;
     }
-    Answer::empty(StatusCode::NO_CONTENT)
+    Ok(Answer::empty(StatusCode::NO_CONTENT))
 }
 
 /// Prometheus text exposition: API requests, and the cluster as the registry sees it.
@@ -847,46 +785,47 @@ pub const JOURNAL: &str = "/fleet-rs/v1/journal/";
 
 /// `GET /fleet-rs/v1/journal/<name>?lines=N`: JSON `{"machineID":..., "lines":[...]}`; 404 when
 /// the unit is not known; 409 naming the machine when it runs elsewhere.
-async fn journal(state: &ApiState, name: &str, query: &str) -> Answer {
-    let Some(name) = percent_decode(name).and_then(|n| UnitName::new(n).ok()) else {
-        return Answer::error(StatusCode::NOT_FOUND, "unit does not exist");
-    };
+async fn journal(state: &ApiState, name: &str, query: &str) -> Reply {
+    let name = percent_decode(name)
+        .and_then(|n| UnitName::new(n).ok())
+        .ok_or_else(unit_missing)?;
     let lines = query_values(query, "lines")
         .first()
         .and_then(|n| n.parse().ok())
         .unwrap_or(10usize)
         .min(100_000);
-    let snapshot = match snapshot(state).await {
-        Ok(snapshot) => snapshot,
-        Err(answer) => return answer,
-    };
+    let snapshot = snapshot(state).await?;
     let Some(journal) = &state.journal else {
-        return Answer::error(StatusCode::NOT_FOUND, "this fleetd serves no unit logs");
+        return Err(Answer::error(
+            StatusCode::NOT_FOUND,
+            "this fleetd serves no unit logs",
+        ));
     };
     let here = journal.machine();
     let placed: Vec<String> = snapshot.placements(&name).map(|m| m.to_string()).collect();
     let global = snapshot.global.contains_key(&name);
     if !global && !snapshot.jobs.contains_key(&name) {
-        return Answer::error(StatusCode::NOT_FOUND, "unit does not exist");
+        return Err(unit_missing());
     }
     if !global && !placed.contains(&here) {
-        let elsewhere = placed.first().cloned().unwrap_or_default();
-        return Answer::error(
+        return Err(Answer::error(
             StatusCode::CONFLICT,
-            match elsewhere.is_empty() {
-                true => format!("unit {name} is not placed on any machine"),
-                false => format!("unit {name} runs on machine {elsewhere}, not on {here}"),
+            match placed.first() {
+                None => format!("unit {name} is not placed on any machine"),
+                Some(elsewhere) => {
+                    format!("unit {name} runs on machine {elsewhere}, not on {here}")
+                }
             },
-        );
+        ));
     }
-    match journal.lines(&name, lines).await {
-        Some(lines) => Answer::json(
-            StatusCode::OK,
-            &serde_json::json!({ "machineID": here, "lines": lines }),
-        ),
-        None => Answer::error(
+    let lines = journal.lines(&name, lines).await.ok_or_else(|| {
+        Answer::error(
             StatusCode::NOT_FOUND,
             format!("unit {name} has no log on {here}"),
-        ),
-    }
+        )
+    })?;
+    Ok(Answer::json(
+        StatusCode::OK,
+        &serde_json::json!({ "machineID": here, "lines": lines }),
+    ))
 }
