@@ -3,20 +3,12 @@
 
 use std::io;
 
-use fleet_unit::name::mangle;
-
 use crate::{Globals, Io};
 
 pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
-    let names: Vec<String> = args
-        .iter()
-        .filter(|a| !a.starts_with('-'))
-        .map(|a| mangle(a))
-        .collect();
-    if names.is_empty() {
-        writeln!(io.err, "No units given")?;
+    let Some(names) = super::unit_names(args, io)? else {
         return Ok(0);
-    }
+    };
     let client = globals.client();
     let Some(units) = super::all_units(&client, io)? else {
         return Ok(1);

@@ -18,6 +18,7 @@ use std::io;
 
 use fleet_api::client::{Client, ClientError};
 use fleet_api::schema::{Machine, Unit};
+use fleet_unit::name::mangle;
 
 use crate::Io;
 
@@ -55,4 +56,19 @@ pub fn machines_if(
         true => fetched(io, "Error retrieving list of machines", client.machines()),
         false => Ok(Some(Vec::new())),
     }
+}
+
+/// The unit names among `args` (flags skipped), mangled as fleetctl did, or `None` after
+/// saying "No units given" (each command then exits with its own fleet 1.0 code).
+pub fn unit_names(args: &[String], io: &mut Io<'_>) -> io::Result<Option<Vec<String>>> {
+    let names: Vec<String> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| mangle(a))
+        .collect();
+    if names.is_empty() {
+        writeln!(io.err, "No units given")?;
+        return Ok(None);
+    }
+    Ok(Some(names))
 }

@@ -4,22 +4,14 @@
 
 use std::io;
 
-use fleet_unit::name::mangle;
-
 use super::journal::short_format;
 use super::list_units::machine_column;
 use crate::{Globals, Io};
 
 pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
-    let names: Vec<String> = args
-        .iter()
-        .filter(|a| !a.starts_with('-'))
-        .map(|a| mangle(a))
-        .collect();
-    if names.is_empty() {
-        writeln!(io.err, "No units given")?;
+    let Some(names) = super::unit_names(args, io)? else {
         return Ok(1);
-    }
+    };
     let client = globals.client();
     let machines = client.machines().unwrap_or_default();
     let mut failed = false;
