@@ -4,14 +4,13 @@
 //! byte-identical; where fleet had a bug, the golden file's correct behaviour is expected;
 //! where we differ on purpose, the difference is listed here with its reason.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 
 use fleet_api::server::{router, ApiState};
 use fleet_registry::local::LocalStore;
 use fleet_registry::Registry;
+use fleet_testkit::measure::exchange_unix;
 
 const GOLDEN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -81,22 +80,7 @@ fn send(socket: &Path, row: &serde_json::Value) -> (u16, String) {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    let mut stream = UnixStream::connect(socket).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    exchange_unix(socket, &request)
 }
 
 /// The status (and body, when it gives one) of fleet's intended answer for a bug row.

@@ -43,11 +43,6 @@ pub fn spawn_floor(count: usize) -> Vec<Duration> {
 /// newline); the status and body of the answer. Panics when the socket does not answer within
 /// 10 s: a test cannot go on without it.
 pub fn http_unix(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut stream =
-        UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nHost: domain-sock\r\nConnection: close\r\n");
     if let Some(body) = body {
@@ -58,6 +53,18 @@ pub fn http_unix(socket: &Path, method: &str, path: &str, body: Option<&str>) ->
     } else {
         request.push_str("\r\n");
     }
+    exchange_unix(socket, &request)
+}
+
+/// Sends `request` (a whole HTTP/1.1 request that asks to close the connection) over a unix
+/// socket; the status and body of the answer. Panics when the socket does not answer within
+/// 10 s.
+pub fn exchange_unix(socket: &Path, request: &str) -> (u16, String) {
+    let mut stream =
+        UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
