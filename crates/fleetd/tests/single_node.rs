@@ -1,6 +1,9 @@
 //! One machine end to end, in process but with real parts: the in-memory registry, the engine,
 //! the agent and the native supervisor running real shims (the fleetd binary) and processes.
 
+mod common;
+use common::until;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,21 +13,9 @@ use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
 use fleet_engine::reconciler::{self, EngineConfig};
 use fleet_registry::local::LocalStore;
 use fleet_registry::records::MachineRecord;
-use fleet_registry::{Registry, Scope, Snapshot};
+use fleet_registry::{Registry, Snapshot};
 use fleet_unit::{JobState, MachineId, UnitFile, UnitName};
 use tokio::sync::watch;
-
-async fn until(registry: &Registry, what: &str, done: impl Fn(&Snapshot) -> bool) -> Snapshot {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let snapshot = registry.snapshot(&Scope::All).await.unwrap();
-        if done(&snapshot) {
-            return snapshot;
-        }
-        assert!(Instant::now() < deadline, "{what}: {snapshot:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn sub_of(snapshot: &Snapshot, machine: &MachineId, unit: &UnitName) -> Option<String> {
     snapshot
@@ -86,7 +77,7 @@ async fn a_launched_unit_runs_and_an_inactive_one_is_gone() {
         .create_job(&name, &unit, JobState::Launched)
         .await
         .unwrap();
-    until(&registry, "running", |s| {
+    until(&registry, "running", Duration::from_secs(15), |s| {
         sub_of(s, &me, &name).as_deref() == Some("running")
     })
     .await;
@@ -96,7 +87,7 @@ async fn a_launched_unit_runs_and_an_inactive_one_is_gone() {
         .set_desired(&name, JobState::Inactive)
         .await
         .unwrap();
-    until(&registry, "gone", |s| {
+    until(&registry, "gone", Duration::from_secs(15), |s| {
         sub_of(s, &me, &name).is_none() && s.schedule.is_empty()
     })
     .await;

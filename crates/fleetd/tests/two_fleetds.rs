@@ -2,13 +2,16 @@
 //! of them; when the engine leader is killed with SIGKILL the other takes over, and when a
 //! machine dies its unit is placed on the survivor and runs there.
 
+mod common;
+use common::until;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleet_registry::etcd::{EtcdConfig, EtcdStore};
-use fleet_registry::{Registry, Scope, Snapshot};
+use fleet_registry::{Registry, Snapshot};
 use fleet_testkit::EtcdServer;
 use fleet_unit::{JobState, UnitFile, UnitName};
 
@@ -50,24 +53,6 @@ impl Fleetd {
 impl Drop for Fleetd {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-async fn until(
-    registry: &Registry,
-    what: &str,
-    within: Duration,
-    done: impl Fn(&Snapshot) -> bool,
-) -> Snapshot {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(snapshot) = registry.snapshot(&Scope::All).await {
-            if done(&snapshot) {
-                return snapshot;
-            }
-            assert!(Instant::now() < deadline, "{what}: {snapshot:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
