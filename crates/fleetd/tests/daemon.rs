@@ -2,28 +2,19 @@
 //! supervisor, stops cleanly on SIGTERM, and refuses a bad configuration with a message
 //! naming the option.
 
+mod common;
+
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn fleetd(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetd"));
+    let mut command = common::fleetd(dir, "node1");
     command
         .arg("--config")
         .arg(dir.join("fleet.conf"))
-        .env_clear()
-        .env("FLEET_DATA_DIR", dir.join("data"))
-        .env("FLEET_UNITS_DIRECTORY", dir.join("units"))
-        .env("FLEET_MACHINE_ID", "node1")
-        .env("FLEET_UNIT_MANAGER", "native")
         .env("FLEET_PUBLIC_IP", "10.0.0.9")
-        .env(
-            "FLEET_API_LISTEN",
-            format!("unix://{}", dir.join("fleet.sock").display()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(Stdio::piped());
     command
 }

@@ -1,13 +1,15 @@
 //! An etcd outage restarts nothing: a real fleetd on a real etcd keeps its unit running, with
 //! the same process, while etcd is down, and goes on reporting it once etcd is back.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleet_registry::etcd::{EtcdConfig, EtcdStore};
-use fleet_registry::{Registry, Scope};
+use fleet_registry::Registry;
 use fleet_testkit::EtcdServer;
 use fleet_unit::{JobState, MachineId, UnitFile, UnitName};
 
@@ -23,22 +25,10 @@ fn main_pid(dir: &Path) -> Option<u64> {
 async fn an_etcd_outage_restarts_no_unit() {
     let mut etcd = EtcdServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut fleetd = Command::new(env!("CARGO_BIN_EXE_fleetd"))
-        .env_clear()
+    let mut fleetd = common::fleetd(dir.path(), "m1")
         .env("FLEET_ETCD_SERVERS", etcd.endpoint())
         .env("FLEET_ETCD_KEY_PREFIX", "/fleet-blip/")
-        .env("FLEET_DATA_DIR", dir.path().join("data"))
-        .env("FLEET_UNITS_DIRECTORY", dir.path().join("units"))
-        .env("FLEET_MACHINE_ID", "m1")
-        .env("FLEET_UNIT_MANAGER", "native")
-        .env(
-            "FLEET_API_LISTEN",
-            format!("unix://{}", dir.path().join("fleet.sock").display()),
-        )
         .env("FLEET_AGENT_TTL", "30s")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let store = EtcdStore::connect(&EtcdConfig::new(vec![etcd.endpoint()], "/fleet-blip/"))
@@ -75,21 +65,18 @@ async fn an_etcd_outage_restarts_no_unit() {
         "not restarted after the outage"
     );
     let me = MachineId::new("m1").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let snapshot = registry.snapshot(&Scope::All).await;
-        let running = snapshot.ok().and_then(|s| {
+    common::until(
+        &registry,
+        "the state is reported again",
+        Duration::from_secs(20),
+        |s| {
             s.states
                 .get(&me)
                 .and_then(|states| states.get(&name))
-                .map(|s| s.sub == "running")
-        });
-        if running == Some(true) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the state is reported again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+                .is_some_and(|s| s.sub == "running")
+        },
+    )
+    .await;
     Command::new("kill")
         .args(["-TERM", &fleetd.id().to_string()])
         .status()

@@ -6,7 +6,7 @@ mod common;
 use common::until;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,24 +21,12 @@ struct Fleetd {
 
 impl Fleetd {
     fn start(etcd: &EtcdServer, dir: &Path, machine: &str) -> Fleetd {
-        let child = Command::new(env!("CARGO_BIN_EXE_fleetd"))
-            .env_clear()
+        let child = common::fleetd(&dir.join(machine), machine)
             .env("FLEET_ETCD_SERVERS", etcd.endpoint())
             .env("FLEET_ETCD_KEY_PREFIX", "/fleet-test/")
-            .env("FLEET_DATA_DIR", dir.join(machine))
-            .env("FLEET_UNITS_DIRECTORY", dir.join(machine).join("units"))
-            .env("FLEET_MACHINE_ID", machine)
-            .env("FLEET_UNIT_MANAGER", "native")
-            .env(
-                "FLEET_API_LISTEN",
-                format!("unix://{}", dir.join(format!("{machine}.sock")).display()),
-            )
             .env("FLEET_AGENT_TTL", "2s")
             .env("FLEET_ENGINE_RECONCILE_INTERVAL", "0.2")
             .env("FLEET_ENGINE_LEASE_TTL", "1s")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         Fleetd { child }
@@ -67,7 +55,7 @@ fn running_on(snapshot: &Snapshot, unit: &UnitName) -> Option<String> {
 /// Stops the unit processes a killed fleetd left running (its shims outlive it by design).
 fn stop_leftover_shims(dir: &Path) {
     for machine in ["m1", "m2"] {
-        let Ok(entries) = std::fs::read_dir(dir.join(machine).join("run")) else {
+        let Ok(entries) = std::fs::read_dir(dir.join(machine).join("data/run")) else {
             continue;
         };
         for entry in entries.flatten() {

@@ -1,5 +1,8 @@
-//! What several fleetd test binaries share.
+//! What several fleetd test binaries share (each uses some of it).
+#![allow(dead_code)]
 
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fleet_registry::{Registry, Scope, Snapshot};
@@ -22,4 +25,25 @@ pub async fn until(
         assert!(Instant::now() < deadline, "{what}: {last}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The fleetd binary as machine `machine`, with nothing from the test's environment: the native
+/// unit manager, its registry data in `home/data`, unit files in `home/units` and the API on
+/// `home/fleet.sock`; no standard streams. Callers add the rest (etcd, timings, config).
+pub fn fleetd(home: &Path, machine: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetd"));
+    command
+        .env_clear()
+        .env("FLEET_DATA_DIR", home.join("data"))
+        .env("FLEET_UNITS_DIRECTORY", home.join("units"))
+        .env("FLEET_MACHINE_ID", machine)
+        .env("FLEET_UNIT_MANAGER", "native")
+        .env(
+            "FLEET_API_LISTEN",
+            format!("unix://{}", home.join("fleet.sock").display()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
 }
