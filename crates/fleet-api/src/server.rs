@@ -50,14 +50,7 @@ pub trait Journal: Send + Sync {
 
 impl ApiState {
     pub fn new(registry: Registry, token_limit: u16, version: &str) -> Arc<ApiState> {
-        Arc::new(ApiState {
-            registry,
-            token_limit,
-            version: version.to_owned(),
-            units: Mutex::new(BTreeMap::new()),
-            requests: std::sync::Mutex::new(BTreeMap::new()),
-            journal: None,
-        })
+        ApiState::serving(registry, token_limit, version, None)
     }
 
     /// The same, serving the logs of this machine's units too.
@@ -67,13 +60,22 @@ impl ApiState {
         version: &str,
         journal: Arc<dyn Journal>,
     ) -> Arc<ApiState> {
+        ApiState::serving(registry, token_limit, version, Some(journal))
+    }
+
+    fn serving(
+        registry: Registry,
+        token_limit: u16,
+        version: &str,
+        journal: Option<Arc<dyn Journal>>,
+    ) -> Arc<ApiState> {
         Arc::new(ApiState {
             registry,
             token_limit,
             version: version.to_owned(),
             units: Mutex::new(BTreeMap::new()),
             requests: std::sync::Mutex::new(BTreeMap::new()),
-            journal: Some(journal),
+            journal,
         })
     }
 }
