@@ -12,6 +12,21 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// A benchmark's latency table: one row per measure, with the median and p95 of its `sorted`
+/// samples, the label column as wide as the longest label.
+pub fn latency_table(rows: &[(String, &[Duration])]) -> String {
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    let mut table = format!("{:<width$} {:>12} {:>12}\n", "measure", "median", "p95");
+    for (label, sorted) in rows {
+        table.push_str(&format!(
+            "{label:<width$} {:>12?} {:>12?}\n",
+            percentile(sorted, 0.5),
+            percentile(sorted, 0.95)
+        ));
+    }
+    table
+}
+
 /// A live process's resident memory in KiB, from /proc.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

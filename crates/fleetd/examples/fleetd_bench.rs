@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleet_testkit::measure::{http_unix as http, percentile, spawn_floor};
+use fleet_testkit::measure::{http_unix as http, latency_table, spawn_floor};
 use fleet_testkit::{DataDir, EtcdServer};
 
 fn option(name: &str, default: usize) -> usize {
@@ -195,24 +195,19 @@ fn main() {
     }
     takeover_times.sort();
 
-    println!("{:<58} {:>12} {:>12}", "measure", "median", "p95");
-    println!(
-        "{:<58} {:>12?} {:>12?}",
-        "floor: spawn /bin/sleep directly",
-        percentile(&floor, 0.5),
-        percentile(&floor, 0.95)
-    );
-    println!(
-        "{:<58} {:>12?} {:>12?}",
-        format!("API PUT launched -> running, one node ({units} units)"),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.95)
-    );
-    println!(
-        "{:<58} {:>12?} {:>12?}",
-        format!("leader takeover after kill -9, default lease ({takeovers}x)"),
-        percentile(&takeover_times, 0.5),
-        percentile(&takeover_times, 0.95)
+    print!(
+        "{}",
+        latency_table(&[
+            ("floor: spawn /bin/sleep directly".to_owned(), &floor),
+            (
+                format!("API PUT launched -> running, one node ({units} units)"),
+                &latencies
+            ),
+            (
+                format!("leader takeover after kill -9, default lease ({takeovers}x)"),
+                &takeover_times
+            ),
+        ])
     );
     println!("(default engine_lease_ttl 3 s; fleet 1.0 used 5 x engine_reconcile_interval = 10 s)");
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
-use fleet_testkit::measure::{percentile, rss_kib, spawn_floor};
+use fleet_testkit::measure::{latency_table, percentile, rss_kib, spawn_floor};
 use fleet_unit::{UnitFile, UnitName};
 
 fn units() -> usize {
@@ -96,23 +96,17 @@ async fn main() {
         supervisor.stop(name).await.expect("stop");
     }
     let average_rss = rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64;
-    println!("{:<46} {:>12} {:>12}", "measure", "median", "p95");
-    println!(
-        "{:<46} {:>12?} {:>12?}",
-        "floor: spawn /bin/sleep directly",
-        percentile(&direct, 0.5),
-        percentile(&direct, 0.95)
+    print!(
+        "{}",
+        latency_table(&[
+            ("floor: spawn /bin/sleep directly".to_owned(), &direct),
+            (
+                format!("start to running through a shim ({count} units)"),
+                &latencies
+            ),
+        ])
     );
-    println!(
-        "{:<46} {:>12?} {:>12?}",
-        format!("start to running through a shim ({count} units)"),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.95)
-    );
-    println!(
-        "{:<46} {:>12.0} {:>12}",
-        "shim resident memory per unit (KiB, average)", average_rss, ""
-    );
+    println!("shim resident memory per unit (average): {average_rss:.0} KiB");
     println!(
         "ratio start-to-running / direct spawn (median): {:.1}x",
         percentile(&latencies, 0.5).as_secs_f64() / percentile(&direct, 0.5).as_secs_f64()
