@@ -27,11 +27,26 @@ pub fn latency_table(rows: &[(String, &[Duration])]) -> String {
     table
 }
 
-/// A live process's resident memory in KiB, from /proc.
-pub fn rss_kib(pid: u32) -> Option<u64> {
+/// A live process's memory in KiB, from /proc: all it has resident (`VmRSS`, which counts
+/// the pages of its binary that every copy shares) and its own (`RssAnon`, what one more
+/// copy costs).
+pub fn memory_kib(pid: u32) -> Option<Memory> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some(Memory {
+        resident: field("VmRSS:")?,
+        private: field("RssAnon:")?,
+    })
+}
+
+/// See [`memory_kib`].
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub resident: u64,
+    pub private: u64,
 }
 
 /// The time to spawn `/bin/sleep` directly, `count` times, sorted: the floor any supervisor's

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
-use fleet_testkit::measure::{latency_table, percentile, rss_kib, spawn_floor};
+use fleet_testkit::measure::{latency_table, memory_kib, percentile, spawn_floor, Memory};
 use fleet_unit::{UnitFile, UnitName};
 
 fn units() -> usize {
@@ -63,7 +63,7 @@ async fn main() {
     let direct = spawn_floor(count);
 
     let mut latencies = Vec::new();
-    let mut rss = Vec::new();
+    let mut memory = Vec::new();
     let mut names = Vec::new();
     for i in 0..count {
         let name = UnitName::new(format!("bench{i}.service")).unwrap();
@@ -89,13 +89,15 @@ async fn main() {
             .ok()
             .and_then(|p| p.trim().parse().ok())
             .expect("shim pid");
-        rss.extend(rss_kib(pid));
+        memory.extend(memory_kib(pid));
     }
     latencies.sort();
     for name in &names {
         supervisor.stop(name).await.expect("stop");
     }
-    let average_rss = rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64;
+    let average = |of: fn(&Memory) -> u64| {
+        memory.iter().map(of).sum::<u64>() as f64 / memory.len().max(1) as f64
+    };
     print!(
         "{}",
         latency_table(&[
@@ -106,7 +108,11 @@ async fn main() {
             ),
         ])
     );
-    println!("shim resident memory per unit (average): {average_rss:.0} KiB");
+    println!(
+        "shim memory per unit (average): {:.0} KiB resident, of which {:.0} KiB its own (the rest is the shared binary)",
+        average(|m| m.resident),
+        average(|m| m.private)
+    );
     println!(
         "ratio start-to-running / direct spawn (median): {:.1}x",
         percentile(&latencies, 0.5).as_secs_f64() / percentile(&direct, 0.5).as_secs_f64()

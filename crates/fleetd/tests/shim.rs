@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use fleet_agent::native::log::tail;
 use fleet_agent::native::shim::{read_state, ShimSpec, SOCKET, SPEC};
 use fleet_agent::native::status::{SubState, UnitStatus};
-use fleet_testkit::measure::rss_kib;
+use fleet_testkit::measure::memory_kib;
 
 fn spec(unit_text: &str) -> ShimSpec {
     ShimSpec {
@@ -75,8 +75,8 @@ fn a_shim_runs_a_unit_reports_it_and_stops_it() {
     let to_running = started.elapsed();
     let main = running.main_pid.expect("a main PID");
     assert!(Path::new(&format!("/proc/{main}")).exists());
-    let rss = rss_kib(shim.id());
-    eprintln!("start to running: {to_running:?}; shim RSS: {rss:?} KiB");
+    let memory = memory_kib(shim.id());
+    eprintln!("start to running: {to_running:?}; shim memory (KiB): {memory:?}");
 
     assert_eq!(request(dir.path(), "status").sub, SubState::Running);
     request(dir.path(), "stop");
