@@ -11,23 +11,19 @@ const DEFAULT: &[&str] = &["machine", "ip", "metadata"];
 const VALID: &[&str] = &["ip", "machine", "metadata"];
 
 pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
-    let flags = match table::parse(args, DEFAULT, VALID, true) {
-        Ok(flags) => flags,
-        Err(e) => {
-            writeln!(io.err, "{e}")?;
-            return Ok(1);
-        }
+    let Some(flags) = table::parse_or_explain(args, DEFAULT, VALID, true, io)? else {
+        return Ok(1);
     };
-    match globals.client().machines() {
-        Ok(machines) => {
-            io.out.write_all(render(&flags, &machines).as_bytes())?;
-            Ok(0)
-        }
-        Err(e) => {
-            writeln!(io.err, "Error retrieving list of active machines: {e}")?;
-            Ok(1)
-        }
-    }
+    let Some(machines) = super::fetched(
+        io,
+        "Error retrieving list of active machines",
+        globals.client().machines(),
+    )?
+    else {
+        return Ok(1);
+    };
+    io.out.write_all(render(&flags, &machines).as_bytes())?;
+    Ok(0)
 }
 
 pub fn render(flags: &TableFlags, machines: &[Machine]) -> String {

@@ -17,12 +17,8 @@ const VALID: &[&str] = &[
 ];
 
 pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
-    let flags = match table::parse(args, DEFAULT, VALID, false) {
-        Ok(flags) => flags,
-        Err(e) => {
-            writeln!(io.err, "{e}")?;
-            return Ok(1);
-        }
+    let Some(flags) = table::parse_or_explain(args, DEFAULT, VALID, false, io)? else {
+        return Ok(1);
     };
     if flags.fields.iter().any(|f| f == "tmachine") {
         writeln!(

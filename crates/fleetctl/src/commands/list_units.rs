@@ -12,12 +12,8 @@ const DEFAULT: &[&str] = &["unit", "machine", "active", "sub"];
 const VALID: &[&str] = &["active", "hash", "load", "machine", "sub", "unit"];
 
 pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
-    let flags = match table::parse(args, DEFAULT, VALID, true) {
-        Ok(flags) => flags,
-        Err(e) => {
-            writeln!(io.err, "{e}")?;
-            return Ok(1);
-        }
+    let Some(flags) = table::parse_or_explain(args, DEFAULT, VALID, true, io)? else {
+        return Ok(1);
     };
     let client = globals.client();
     let Some(states) = super::fetched(

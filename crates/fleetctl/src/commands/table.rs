@@ -1,7 +1,9 @@
 //! What the list commands share: their flags (`--fields`, `--full`, `--no-legend`), checked with
 //! fleetctl 1.0's messages, and the table they print.
 
-use crate::tabwriter;
+use std::io;
+
+use crate::{tabwriter, Io};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableFlags {
@@ -55,6 +57,23 @@ pub fn parse(
         }
     }
     Ok(flags)
+}
+
+/// [`parse`], or `None` after printing what is wrong (the command then exits 1).
+pub fn parse_or_explain(
+    args: &[String],
+    defaults: &[&str],
+    valid: &[&str],
+    allow_l: bool,
+    io: &mut Io<'_>,
+) -> io::Result<Option<TableFlags>> {
+    match parse(args, defaults, valid, allow_l) {
+        Ok(flags) => Ok(Some(flags)),
+        Err(e) => {
+            writeln!(io.err, "{e}")?;
+            Ok(None)
+        }
+    }
 }
 
 /// The table: the upper-cased field names as legend (unless `--no-legend`), then one row per
