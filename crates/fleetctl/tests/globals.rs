@@ -58,3 +58,22 @@ fn global_flags() {
         "flag needs an argument: --endpoint\n",
     );
 }
+
+#[test]
+fn bad_table_flags_are_refused_before_the_cluster_is_asked() {
+    // The endpoint does not exist: a flag error must come first, alone.
+    let env = [("FLEETCTL_ENDPOINT", "unix:///no/env.sock")];
+    check(
+        &["list-units", "--fields=unit,bogus"],
+        &env,
+        1,
+        "Invalid key in output format: \"bogus\"\n",
+    );
+    check(
+        &["list-machines", "--fields="],
+        &env,
+        1,
+        "Must define output format\n",
+    );
+    check(&["list-unit-files", "--l"], &env, 1, "unknown flag: --l\n");
+}
