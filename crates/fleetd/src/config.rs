@@ -507,11 +507,6 @@ mod tests {
         );
         check_error(
             None,
-            &[("FLEET_ENGINE_LEASE_TTL", "500ms")],
-            "invalid value \"500ms\" for FLEET_ENGINE_LEASE_TTL: must be at least 1s",
-        );
-        check_error(
-            None,
             &[("FLEET_TOKEN_LIMIT", "0")],
             "invalid value \"0\" for FLEET_TOKEN_LIMIT: not a positive number",
         );
