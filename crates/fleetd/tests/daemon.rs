@@ -3,13 +3,15 @@
 //! naming the option.
 
 mod common;
+use common::{eventually, holds, signal_and_wait, stop};
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn fleetd(dir: &std::path::Path) -> Command {
+fn fleetd(dir: &Path) -> Command {
     let mut command = common::fleetd(dir, "node1");
     command
         .arg("--config")
@@ -28,31 +30,13 @@ fn starts_on_the_embedded_registry_and_stops_on_sigterm() {
     )
     .unwrap();
     let mut child = fleetd(dir.path()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !dir.path().join("data/machine-lease").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "fleetd never announced its machine"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "fleetd exited early");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let lease = dir.path().join("data/machine-lease");
+    eventually("fleetd never announced its machine", TEN_SECONDS, || {
+        still_running(&mut child)?;
+        holds(lease.exists())
+    });
     assert!(dir.path().join("data/registry.redb").exists());
-    let stopped = Instant::now();
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(15),
-            "fleetd ignored SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = signal_and_wait(&mut child, "-TERM");
     let mut log = String::new();
     child
         .stderr
@@ -87,13 +71,7 @@ fn a_unit_launched_through_the_api_runs() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
     let socket = dir.path().join("fleet.sock");
-    let mut child = fleetd(dir.path()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "no API socket");
-        assert!(child.try_wait().unwrap().is_none(), "fleetd exited early");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = start_and_wait_for_socket(dir.path());
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "the API socket is not world-writable");
@@ -110,22 +88,7 @@ fn a_unit_launched_through_the_api_runs() {
         .0,
         201
     );
-    loop {
-        let (status, body) = http(
-            &socket,
-            "GET",
-            "/fleet/v1/state/hello.service?alt=json",
-            None,
-        );
-        if status == 200 && body.contains(r#""systemdSubState":"running""#) {
-            break;
-        }
-        assert!(
-            requested.elapsed() < Duration::from_secs(15),
-            "never running: {status} {body}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    running_pid(&socket);
     eprintln!(
         "PUT launched to running through fleetd's API: {:?}",
         requested.elapsed()
@@ -181,58 +144,60 @@ fn a_unit_launched_through_the_api_runs() {
         .0,
         204
     );
-    loop {
-        let (status, _) = http(
+    eventually("state never withdrawn", Duration::from_secs(15), || {
+        let (status, body) = http(
             &socket,
             "GET",
             "/fleet/v1/state/hello.service?alt=json",
             None,
         );
-        if status == 404 {
-            break;
-        }
-        assert!(
-            requested.elapsed() < Duration::from_secs(30),
-            "state never withdrawn"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+        (status == 404)
+            .then_some(())
+            .ok_or(format!("{status} {body}"))
+    });
+    stop(&mut child, "-TERM");
     assert!(!socket.exists(), "the socket is removed on the way out");
 }
 
-fn start_and_wait_for_socket(dir: &std::path::Path) -> std::process::Child {
-    let socket = dir.join("fleet.sock");
-    let mut child = fleetd(dir).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "no API socket");
-        assert!(child.try_wait().unwrap().is_none(), "fleetd exited early");
-        std::thread::sleep(Duration::from_millis(20));
+const TEN_SECONDS: Duration = Duration::from_secs(10);
+
+/// `Err` when `child` has exited: a wait for it to do something can stop there.
+fn still_running(child: &mut Child) -> Result<(), String> {
+    match child.try_wait().unwrap() {
+        None => Ok(()),
+        Some(status) => panic!("fleetd exited early: {status:?}"),
     }
+}
+
+/// Spawns `command` (a fleetd of `dir`) and waits until its API socket answers.
+fn spawn_serving(mut command: Command, dir: &Path) -> Child {
+    let socket = dir.join("fleet.sock");
+    let mut child = command.spawn().unwrap();
+    eventually("no API socket", TEN_SECONDS, || {
+        still_running(&mut child)?;
+        UnixStream::connect(&socket)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
     child
 }
 
+fn start_and_wait_for_socket(dir: &Path) -> Child {
+    spawn_serving(fleetd(dir), dir)
+}
+
 /// The main PID of hello.service once it runs.
-fn running_pid(socket: &std::path::Path) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+fn running_pid(socket: &Path) -> u32 {
+    eventually("never running", Duration::from_secs(15), || {
         let (status, body) = http(
             socket,
             "GET",
             "/fleet/v1/state/hello.service?alt=json",
             None,
         );
-        if status == 200 && body.contains(r#""systemdSubState":"running""#) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never running: {status} {body}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        let running = status == 200 && body.contains(r#""systemdSubState":"running""#);
+        running.then_some(()).ok_or(format!("{status} {body}"))
+    });
     let dir = socket.parent().unwrap();
     let state = std::fs::read_to_string(dir.join("data/run/hello.service/state.json")).unwrap();
     let state: serde_json::Value = serde_json::from_str(&state).unwrap();
@@ -240,7 +205,7 @@ fn running_pid(socket: &std::path::Path) -> u32 {
 }
 
 /// Launches hello.service (a sleep) through the API; the PID of its process once it runs.
-fn launch_sleeper(socket: &std::path::Path) -> u32 {
+fn launch_sleeper(socket: &Path) -> u32 {
     let unit = r#"{"desiredState":"launched","name":"hello.service","options":[{"name":"ExecStart","section":"Service","value":"/bin/sleep 60"}]}"#;
     let (status, body) = http(
         socket,
@@ -250,14 +215,6 @@ fn launch_sleeper(socket: &std::path::Path) -> u32 {
     );
     assert_eq!(status, 201, "{body}");
     running_pid(socket)
-}
-
-fn stop(child: &mut std::process::Child, signal: &str) {
-    Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
 }
 
 #[test]
@@ -271,7 +228,7 @@ fn sigquit_leaves_units_running_for_the_next_fleetd_and_sigterm_unloads_them() {
     // An upgrade: SIGQUIT stops fleetd only; the next one finds the same process running.
     stop(&mut first, "-QUIT");
     assert!(
-        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        Path::new(&format!("/proc/{pid}")).exists(),
         "the unit survived"
     );
     let mut second = start_and_wait_for_socket(dir.path());
@@ -279,15 +236,17 @@ fn sigquit_leaves_units_running_for_the_next_fleetd_and_sigterm_unloads_them() {
 
     // Leaving: SIGTERM unloads the units.
     stop(&mut second, "-TERM");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("sleep"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the unit still runs after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(
+        "the unit still runs after SIGTERM",
+        Duration::from_secs(5),
+        || {
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline"));
+            match cmdline {
+                Ok(c) if c.contains("sleep") => Err(c),
+                _ => Ok(()),
+            }
+        },
+    );
     assert!(!dir.path().join("units/hello.service").exists(), "unloaded");
 }
 
@@ -321,18 +280,16 @@ fn sighup_reloads_metadata_and_keeps_serving() {
     let socket = dir.path().join("fleet.sock");
     let mut child = start_and_wait_for_socket(dir.path());
     let machines = |want: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (status, body) = http(&socket, "GET", "/fleet/v1/machines?alt=json", None);
-            if status == 200 && body.contains(want) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "machines never showed {want}: {body}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually(
+            &format!("machines never showed {want}"),
+            TEN_SECONDS,
+            || {
+                let (status, body) = http(&socket, "GET", "/fleet/v1/machines?alt=json", None);
+                (status == 200 && body.contains(want))
+                    .then_some(())
+                    .ok_or(body)
+            },
+        )
     };
     machines(r#""metadata":{"role":"a"}"#);
     std::fs::write(dir.path().join("fleet.conf"), "metadata = role=b, zone=1\n").unwrap();
@@ -384,14 +341,9 @@ fn socket_activation_serves_the_socket_systemd_passes() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "systemd-socket-activate never bound"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("systemd-socket-activate never bound", TEN_SECONDS, || {
+        holds(socket.exists())
+    });
     // The first connection starts fleetd, which answers on the passed socket.
     let (status, body) = http(&socket, "GET", "/fleet/v1/machines?alt=json", None);
     assert_eq!(status, 200, "{body}");
@@ -403,7 +355,7 @@ fn socket_activation_serves_the_socket_systemd_passes() {
 }
 
 /// Runs the fleetctl library against the fleetd in `dir`; (exit code, stdout, stderr).
-fn fleetctl(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+fn fleetctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let endpoint = format!("--endpoint=unix://{}", dir.join("fleet.sock").display());
     let mut all = vec![endpoint.as_str()];
     all.extend_from_slice(args);
@@ -461,14 +413,11 @@ fn a_second_fleetd_with_the_same_machine_id_is_refused() {
         command
     };
     let mut first = start("one").spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !dir.path().join("one/data/machine-lease").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the first never announced itself"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let lease = dir.path().join("one/data/machine-lease");
+    eventually("the first never announced itself", TEN_SECONDS, || {
+        still_running(&mut first)?;
+        holds(lease.exists())
+    });
     let second = start("two").output().unwrap();
     assert_eq!(second.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&second.stderr);
@@ -489,7 +438,7 @@ fn a_fleetd_killed_with_sigkill_is_replaced_without_restarting_its_units() {
     first.kill().unwrap(); // SIGKILL: no handler, no cleanup
     first.wait().unwrap();
     assert!(
-        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        Path::new(&format!("/proc/{pid}")).exists(),
         "the unit outlived fleetd"
     );
     let mut second = start_and_wait_for_socket(dir.path());
@@ -591,11 +540,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts fleetd with an https listener and the given extra configuration; its URL.
-fn start_https(
-    dir: &std::path::Path,
-    tls: &fleet_testkit::TlsFiles,
-    extra: &str,
-) -> (std::process::Child, String) {
+fn start_https(dir: &Path, tls: &fleet_testkit::TlsFiles, extra: &str) -> (Child, String) {
     let url = format!("https://127.0.0.1:{}", free_port());
     let conf = format!(
         "api_listen = unix://{}/fleet.sock,{url}\napi_tls_cert_file = {}\napi_tls_key_file = {}\n{extra}",
@@ -606,13 +551,7 @@ fn start_https(
     std::fs::write(dir.join("fleet.conf"), conf).unwrap();
     let mut command = fleetd(dir);
     command.env_remove("FLEET_API_LISTEN");
-    let child = command.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while UnixStream::connect(dir.join("fleet.sock")).is_err() {
-        assert!(Instant::now() < deadline, "fleetd did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, url)
+    (spawn_serving(command, dir), url)
 }
 
 #[test]
@@ -723,16 +662,14 @@ fn fleetctl_journal_shows_a_units_output() {
     .unwrap();
     let (code, _, err) = fleetctl(dir.path(), &["start", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let out = loop {
+    let out = eventually("never two lines", TEN_SECONDS, || {
         let (code, out, err) = fleetctl(dir.path(), &["journal", "--lines", "2", "talk.service"]);
         assert_eq!(code, 0, "{err}");
-        if out.lines().count() == 2 {
-            break out;
+        match out.lines().count() {
+            2 => Ok(out),
+            _ => Err(out),
         }
-        assert!(Instant::now() < deadline, "never two lines: {out:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    });
     let texts: Vec<&str> = out
         .lines()
         .map(|l| l.split_once(" talk.service: ").unwrap().1)

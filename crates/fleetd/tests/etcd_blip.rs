@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,9 +76,5 @@ async fn an_etcd_outage_restarts_no_unit() {
         },
     )
     .await;
-    Command::new("kill")
-        .args(["-TERM", &fleetd.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(fleetd.wait().unwrap().success());
+    common::stop(&mut fleetd, "-TERM");
 }

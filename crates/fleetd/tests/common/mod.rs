@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use fleet_registry::{Registry, Scope, Snapshot};
@@ -46,4 +46,46 @@ pub fn fleetd(home: &Path, machine: &str) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command
+}
+
+/// Polls `probe` every 20 ms until it gives a value, failing the test after `within` with
+/// `what` and the last thing `probe` reported.
+pub fn eventually<T>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `signal` (`-TERM`, `-QUIT`, ...) to `child` and waits at most 15 s for it to exit.
+pub fn signal_and_wait(child: &mut Child, signal: &str) -> ExitStatus {
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill {signal} {}", child.id());
+    eventually(
+        &format!("exit after kill {signal}"),
+        Duration::from_secs(15),
+        || child.try_wait().unwrap().ok_or_else(String::new),
+    )
+}
+
+/// [`signal_and_wait`], asserting a clean exit.
+pub fn stop(child: &mut Child, signal: &str) {
+    let status = signal_and_wait(child, signal);
+    assert!(status.success(), "{status:?} after {signal}");
+}
+
+/// A probe for [`eventually`] with nothing to report but whether `condition` holds yet.
+pub fn holds(condition: bool) -> Result<(), String> {
+    condition.then_some(()).ok_or_else(|| "not yet".to_owned())
 }
