@@ -42,6 +42,15 @@ impl FakeManager {
     fn with_units<T>(&self, f: impl FnOnce(&mut BTreeMap<UnitName, (UnitHash, bool)>) -> T) -> T {
         f(&mut self.units.lock().unwrap_or_else(|e| e.into_inner()))
     }
+
+    /// Marks a loaded unit running or not; an unknown one is ignored, as systemd would refuse it.
+    fn set_active(&self, name: &UnitName, active: bool) {
+        self.with_units(|units| {
+            if let Some(unit) = units.get_mut(name) {
+                unit.1 = active;
+            }
+        });
+    }
 }
 
 #[async_trait]
@@ -64,21 +73,13 @@ impl UnitManager for FakeManager {
 
     async fn start(&self, name: &UnitName) -> Result<()> {
         self.record(format!("start {name}"));
-        self.with_units(|units| {
-            if let Some(unit) = units.get_mut(name) {
-                unit.1 = true;
-            }
-        });
+        self.set_active(name, true);
         Ok(())
     }
 
     async fn stop(&self, name: &UnitName) -> Result<()> {
         self.record(format!("stop {name}"));
-        self.with_units(|units| {
-            if let Some(unit) = units.get_mut(name) {
-                unit.1 = false;
-            }
-        });
+        self.set_active(name, false);
         Ok(())
     }
 

@@ -300,6 +300,13 @@ impl Runner {
         }
     }
 
+    /// When a stop phase begun now must be over (`TimeoutStopSec=`, per phase as in systemd).
+    fn stop_deadline(&self) -> Option<tokio::time::Instant> {
+        self.service
+            .timeout_stop
+            .map(|t| tokio::time::Instant::now() + t)
+    }
+
     /// `ExecStop=`, then the signals, then `ExecStopPost=`.
     async fn stop_sequence(&mut self) -> Result<(), Failure> {
         let main = self.status.borrow().main_pid;
@@ -307,19 +314,13 @@ impl Runner {
         if main.is_some_and(|pid| descendants(std::process::id()).contains(&pid)) {
             self.set_sub(SubState::Stop);
             let stop = self.service.exec_stop.clone();
-            let deadline = self
-                .service
-                .timeout_stop
-                .map(|t| tokio::time::Instant::now() + t);
+            let deadline = self.stop_deadline();
             outcome = self.run_all_unstoppable(&stop, deadline).await;
         }
         self.kill_remaining(main).await;
         self.set_sub(SubState::StopPost);
         let post = self.service.exec_stop_post.clone();
-        let deadline = self
-            .service
-            .timeout_stop
-            .map(|t| tokio::time::Instant::now() + t);
+        let deadline = self.stop_deadline();
         let post_outcome = self.run_all_unstoppable(&post, deadline).await;
         self.kill_remaining(None).await;
         outcome.and(post_outcome)
