@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -107,4 +107,36 @@ pub fn exchange_unix(socket: &Path, request: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// For a benchmark's `main`: the number after `--name` on the command line, or `default`;
+/// exits with status 2 naming the option when it is not a number.
+pub fn count_option(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(at) = args.iter().position(|a| a == name) else {
+        return default;
+    };
+    match args.get(at + 1).and_then(|n| n.parse().ok()) {
+        Some(count) => count,
+        None => {
+            eprintln!("{name} needs a number");
+            std::process::exit(2)
+        }
+    }
+}
+
+/// For a benchmark's `main`: the binary `name` of the same build (`target/<profile>/`, the
+/// folder above the example's own); exits with status 2 when it was not built.
+pub fn built_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let path = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join(name);
+    if !path.exists() {
+        eprintln!("build {name} first ({} missing)", path.display());
+        std::process::exit(2);
+    }
+    path
 }

@@ -5,42 +5,17 @@
 //! Run with `scripts/bench fleetd`. Options: `--units N` (default 20), `--takeovers N` (default 2).
 
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleet_testkit::measure::{http_unix as http, latency_table, spawn_floor};
+use fleet_testkit::measure::{
+    built_binary, count_option, http_unix as http, latency_table, spawn_floor,
+};
 use fleet_testkit::{DataDir, EtcdServer};
 
-fn option(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} needs a number"))
-        })
-        .unwrap_or(default)
-}
-
-fn fleetd_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    let path = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .join("fleetd");
-    assert!(
-        path.exists(),
-        "build fleetd first ({} missing)",
-        path.display()
-    );
-    path
-}
-
 fn spawn_fleetd(dir: &Path, machine: &str, etcd: Option<&str>) -> Child {
-    let mut command = Command::new(fleetd_binary());
+    let mut command = Command::new(built_binary("fleetd"));
     command
         .env_clear()
         .env("FLEET_DATA_DIR", dir.join(machine))
@@ -94,8 +69,8 @@ fn leader(etcd: &EtcdServer) -> Option<String> {
 }
 
 fn main() {
-    let units = option("--units", 20);
-    let takeovers = option("--takeovers", 2);
+    let units = count_option("--units", 20);
+    let takeovers = count_option("--takeovers", 2);
     let dir = tempfile::tempdir().expect("temp dir");
 
     // The floor: spawning the same process directly.

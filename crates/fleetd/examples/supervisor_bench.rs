@@ -3,53 +3,22 @@
 //!
 //! Run with `scripts/bench supervisor` (release build). Option: `--units N` (default 50).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
-use fleet_testkit::measure::{latency_table, memory_kib, percentile, spawn_floor, Memory};
+use fleet_testkit::measure::{
+    built_binary, count_option, latency_table, memory_kib, percentile, spawn_floor, Memory,
+};
 use fleet_unit::{UnitFile, UnitName};
-
-fn units() -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--units") {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| {
-                eprintln!("supervisor_bench: --units needs a number");
-                std::process::exit(2)
-            }),
-        None => 50,
-    }
-}
-
-/// fleetd next to this example (`target/<profile>/examples/..`).
-fn fleetd() -> PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    let path = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .join("fleetd");
-    if !path.exists() {
-        eprintln!(
-            "supervisor_bench: build fleetd first ({} missing)",
-            path.display()
-        );
-        std::process::exit(2);
-    }
-    path
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let count = units();
+    let count = count_option("--units", 50);
     let dir = tempfile::tempdir().expect("temp dir");
     let supervisor = Supervisor::open(SupervisorConfig {
         units_dir: dir.path().join("units"),
         run_dir: dir.path().join("run"),
-        shim_command: vec![fleetd().display().to_string(), "shim".into()],
+        shim_command: vec![built_binary("fleetd").display().to_string(), "shim".into()],
         machine_id: "bench".into(),
         public_ip: String::new(),
         hostname: "bench".into(),
