@@ -2,7 +2,7 @@
 //! `machines`, under `/fleet/v1/` and `/v1-alpha/`. Routing is by hand so that every path,
 //! method and error answers as fleet answered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
@@ -31,7 +31,7 @@ pub struct ApiState {
     pub registry: Registry,
     pub token_limit: u16,
     pub version: String,
-    /// Unit files by hash: immutable, so cached for good.
+    /// Unit files by hash: immutable, so never stale (see `unit_file` for how it is bounded).
     units: Mutex<BTreeMap<UnitHash, UnitFile>>,
     /// Requests answered, by method and status (for /metrics).
     requests: std::sync::Mutex<BTreeMap<(String, u16), u64>>,
@@ -324,13 +324,30 @@ async fn snapshot(state: &ApiState) -> Result<Snapshot, Answer> {
     Ok(state.registry.snapshot(&Scope::All).await?)
 }
 
-async fn unit_file(state: &ApiState, hash: &UnitHash) -> Result<Option<UnitFile>, RegistryError> {
+/// The unit file of `hash`, from the cache or the registry. Files are immutable, so a cached one
+/// is never stale; the cache only has to forget files no unit uses any more, which it does
+/// whenever it holds twice as many as `snapshot` refers to.
+async fn unit_file(
+    state: &ApiState,
+    snapshot: &Snapshot,
+    hash: &UnitHash,
+) -> Result<Option<UnitFile>, RegistryError> {
     if let Some(unit) = state.units.lock().await.get(hash) {
         return Ok(Some(unit.clone()));
     }
     let unit = state.registry.unit_file(hash).await?;
     if let Some(unit) = &unit {
-        state.units.lock().await.insert(*hash, unit.clone());
+        let mut cache = state.units.lock().await;
+        if cache.len() >= 2 * (snapshot.jobs.len() + snapshot.global.len()) + 64 {
+            let in_use: BTreeSet<&UnitHash> = snapshot
+                .jobs
+                .values()
+                .chain(snapshot.global.values())
+                .map(|record| &record.hash)
+                .collect();
+            cache.retain(|hash, _| in_use.contains(hash));
+        }
+        cache.insert(*hash, unit.clone());
     }
     Ok(unit)
 }
@@ -346,7 +363,7 @@ async fn unit_view(
         (None, Some(record)) => (record, true),
         (None, None) => return Ok(None),
     };
-    let options = unit_file(state, &record.hash)
+    let options = unit_file(state, snapshot, &record.hash)
         .await?
         .map(|unit| wire_options(&unit))
         .unwrap_or_default();
@@ -406,7 +423,7 @@ async fn list_units(state: &ApiState, query: &str) -> Reply {
         .keys()
         .chain(snapshot.global.keys())
         .cloned()
-        .collect::<std::collections::BTreeSet<_>>()
+        .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     let (chosen, next) = slice(&names, page);
@@ -830,4 +847,32 @@ async fn journal(state: &ApiState, name: &str, query: &str) -> Reply {
         StatusCode::OK,
         &serde_json::json!({ "machineID": here, "lines": lines }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_registry::local::LocalStore;
+
+    #[tokio::test]
+    async fn the_unit_file_cache_forgets_files_no_unit_uses() {
+        let registry = Registry::open(Arc::new(LocalStore::in_memory()))
+            .await
+            .unwrap();
+        let state = ApiState::new(registry.clone(), 100, "test");
+        let name = UnitName::new("churn.service").unwrap();
+        for i in 0..300 {
+            let text = format!("[Service]\nExecStart=/bin/sleep {i}\n");
+            registry.destroy_job(&name).await.unwrap();
+            registry
+                .create_job(&name, &UnitFile::parse(&text).unwrap(), JobState::Inactive)
+                .await
+                .unwrap();
+            let snapshot = registry.snapshot(&Scope::All).await.unwrap();
+            let unit = unit_view(&state, &snapshot, &name).await.unwrap().unwrap();
+            assert_eq!(unit.options[0].value, format!("/bin/sleep {i}"), "current");
+        }
+        let cached = state.units.lock().await.len();
+        assert!(cached <= 2 + 64, "one unit in use, {cached} files cached");
+    }
 }
