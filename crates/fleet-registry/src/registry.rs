@@ -5,7 +5,6 @@
 //! writes its own `machines/<id>` and `states/<id>/` on its one machine lease, and only when
 //! something changed. Nothing is rewritten on a timer: an idle cluster sends only keep-alives.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -170,18 +169,6 @@ impl Registry {
             Some(kv) => decode_unit(&key, hash, &kv.value).map(Some),
             None => Ok(None),
         }
-    }
-
-    /// Every stored unit file (for an engine starting up; afterwards, fetch by hash).
-    pub async fn unit_files(&self) -> Result<BTreeMap<UnitHash, UnitFile>> {
-        let (ranges, _) = self.kv.range(&[keys::UNITS]).await?;
-        let mut files = BTreeMap::new();
-        for kv in ranges.into_iter().flatten() {
-            if let RegistryKey::Unit(hash) = RegistryKey::parse(&kv.key)? {
-                files.insert(hash, decode_unit(&kv.key, &hash, &kv.value)?);
-            }
-        }
-        Ok(files)
     }
 
     /// The job named `name` (global or not), with whether it is global.
@@ -464,11 +451,6 @@ pub mod decisions {
 
     pub fn placeable(name: &UnitName) -> Op {
         Op::delete(RegistryKey::Reason(name.clone()).path())
-    }
-
-    /// Removes a stored unit file nothing refers to any more.
-    pub fn forget_unit_file(hash: &UnitHash) -> Op {
-        Op::delete(RegistryKey::Unit(*hash).path())
     }
 }
 
