@@ -98,4 +98,9 @@ impl UnitManager for FakeManager {
     async fn journal(&self, _name: &UnitName, _lines: usize) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+
+    async fn follow(&self, _name: &UnitName) -> Result<tokio::sync::mpsc::Receiver<String>> {
+        // Nothing is ever written: a receiver whose sender is gone ends at once.
+        Ok(tokio::sync::mpsc::channel(1).1)
+    }
 }

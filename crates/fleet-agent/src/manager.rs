@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use fleet_unit::{SystemdState, UnitFile, UnitHash, UnitName};
 
-use crate::native::log::tail;
+use tokio::sync::mpsc;
+
+use crate::native::log::{follow, tail};
 use crate::native::supervisor::{Supervisor, SupervisorError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +49,12 @@ pub trait UnitManager: Send + Sync {
     async fn state(&self, name: &UnitName) -> Result<SystemdState>;
     /// The last `lines` lines of the unit's log, oldest first.
     async fn journal(&self, name: &UnitName, lines: usize) -> Result<Vec<String>>;
+    /// The records the unit writes to its log from now on, until the receiver is dropped.
+    async fn follow(&self, name: &UnitName) -> Result<mpsc::Receiver<String>>;
 }
+
+/// How often a followed native log is read for new records.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ManagerKind {
@@ -120,6 +127,12 @@ impl UnitManager for Supervisor {
 
     async fn journal(&self, name: &UnitName, lines: usize) -> Result<Vec<String>> {
         tail(&self.run_dir(name), lines).map_err(|e| ManagerError(format!("log of {name}: {e}")))
+    }
+
+    async fn follow(&self, name: &UnitName) -> Result<mpsc::Receiver<String>> {
+        let (records, receiver) = mpsc::channel(256);
+        tokio::spawn(follow(self.run_dir(name), records, FOLLOW_POLL));
+        Ok(receiver)
     }
 }
 

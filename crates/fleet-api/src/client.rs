@@ -1,11 +1,14 @@
 //! A small blocking API v1 client for fleetctl: one HTTP/1.1 request per connection, over a
-//! unix socket or TCP, sending what fleet 1.0's fleetctl sent (`?alt=json`, `Host:
-//! domain-sock` on a socket, a JSON body with a trailing newline).
+//! unix socket, TCP or a command's pipes (`--tunnel`), sending what fleet 1.0's fleetctl sent
+//! (`?alt=json`, `Host: domain-sock` on a socket, a JSON body with a trailing newline).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
+mod connection;
+pub mod http;
+
+use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
+
+use connection::Connection;
 
 use serde::de::DeserializeOwned;
 
@@ -95,6 +98,11 @@ pub struct Client {
     timeout: Duration,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     token: Option<String>,
+    /// A command whose stdin/stdout reach the endpoint (`--tunnel`).
+    through: Option<Vec<String>>,
+    /// Through a command, one connection serves every request in turn (HTTP keep-alive): a
+    /// new ssh session per request would cost a handshake each.
+    kept: std::sync::Mutex<Option<BufReader<Box<dyn Connection>>>>,
 }
 
 impl Client {
@@ -104,7 +112,17 @@ impl Client {
             timeout,
             tls: None,
             token: None,
+            through: None,
+            kept: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Requests go through the stdin and stdout of `argv` (`ssh -W host:port bastion`, or `ssh
+    /// bastion fleetctl fd-forward /var/run/fleet.sock` for a socket), run once and kept for
+    /// the next request while it lasts.
+    pub fn through(mut self, argv: Vec<String>) -> Client {
+        self.through = Some(argv);
+        self
     }
 
     /// The TLS configuration for an `https://` endpoint.
@@ -130,6 +148,13 @@ impl Client {
 
     pub fn states(&self) -> Result<Vec<UnitState>> {
         self.pages::<UnitStatePage, UnitState>("state", |p| (p.states, p.next_page_token))
+    }
+
+    /// `GET state?unitName=<name>`: the unit's state on every machine that reports one.
+    pub fn states_of(&self, name: &str) -> Result<Vec<UnitState>> {
+        self.pages::<UnitStatePage, UnitState>(&format!("state?unitName={}", escape(name)), |p| {
+            (p.states, p.next_page_token)
+        })
     }
 
     /// `GET state/<name>`: `None` on 404.
@@ -176,7 +201,10 @@ impl Client {
         for _ in 0..100_000 {
             let path = match token.is_empty() {
                 true => collection.to_owned(),
-                false => format!("{collection}?nextPageToken={}", escape(&token)),
+                false => {
+                    let separator = if collection.contains('?') { '&' } else { '?' };
+                    format!("{collection}{separator}nextPageToken={}", escape(&token))
+                }
             };
             let (items, next) = split(decode(&self.call("GET", &path, None)?)?);
             all.extend(items);
@@ -196,27 +224,71 @@ impl Client {
     }
 
     /// A unit's log from the fleetd of the machine that runs it (ours, outside fleet's API):
-    /// the machine and the lines.
-    pub fn journal(&self, name: &str, lines: usize) -> Result<(String, Vec<String>)> {
+    /// the machine and the lines. With `machine`, only that machine's fleetd answers (409
+    /// from any other).
+    pub fn journal(
+        &self,
+        name: &str,
+        lines: usize,
+        machine: Option<&str>,
+    ) -> Result<(String, Vec<String>)> {
         #[derive(serde::Deserialize)]
         struct Journal {
             #[serde(rename = "machineID")]
             machine_id: String,
             lines: Vec<String>,
         }
-        let path = format!("{}?lines={lines}", escape(name));
+        let path = journal_path(name, lines, machine, false);
         let body = self.call_at(crate::server::JOURNAL, "GET", &path, None)?;
         let journal: Journal = decode(&body)?;
         Ok((journal.machine_id, journal.lines))
     }
 
-    fn call_at(
+    /// `journal`, then every record as it is written, each given to `record` with the machine
+    /// (until `record` fails, the server ends the log, or it falls silent for three heartbeats).
+    pub fn follow_journal(
+        &self,
+        name: &str,
+        lines: usize,
+        machine: Option<&str>,
+        record: &mut dyn FnMut(&str, &str) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let path = journal_path(name, lines, machine, true);
+        let request = self.request(crate::server::JOURNAL, "GET", &path, None, false);
+        let silence = (crate::server::JOURNAL_HEARTBEAT * 3).max(self.timeout);
+        let mut stream = self.connect(silence)?;
+        stream.write_all(&request).map_err(transport)?;
+        let mut reader = BufReader::new(stream);
+        let head = http::read_head(&mut reader).map_err(transport)?;
+        if !(200..300).contains(&head.status) {
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut http::body(reader, &head), &mut body)
+                .map_err(transport)?;
+            return Err(api_error(head.status, &body));
+        }
+        let machine = head
+            .header(crate::server::JOURNAL_MACHINE_HEADER)
+            .unwrap_or_default()
+            .to_owned();
+        for line in http::body(reader, &head).lines() {
+            let line = line.map_err(transport)?;
+            // Empty lines are the server's heartbeats.
+            if !line.is_empty() {
+                record(&machine, &line).map_err(transport)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The request's bytes, as fleet 1.0's fleetctl sent them.
+    fn request(
         &self,
         base: &str,
         method: &str,
         path: &str,
         body: Option<&[u8]>,
-    ) -> Result<Vec<u8>> {
+        keep_alive: bool,
+    ) -> Vec<u8> {
         let (host, prefix) = match &self.endpoint {
             Endpoint::Unix(_) => ("domain-sock".to_owned(), String::new()),
             Endpoint::Http { host, prefix } | Endpoint::Https { host, prefix } => {
@@ -230,7 +302,8 @@ impl Client {
             false => format!("alt=json{separator}{query}"),
         };
         let mut request = format!(
-            "{method} {prefix}{base}{path}?{query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fleetctl-rs\r\nConnection: close\r\n"
+            "{method} {prefix}{base}{path}?{query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fleetctl-rs\r\nConnection: {}\r\n",
+            if keep_alive { "keep-alive" } else { "close" }
         );
         if let Some(token) = &self.token {
             request.push_str(&format!("Authorization: Bearer {token}\r\n"));
@@ -247,85 +320,120 @@ impl Client {
             bytes.extend_from_slice(body);
             bytes.push(b'\n');
         }
-        let response = match &self.endpoint {
-            Endpoint::Unix(socket) => {
-                let stream = UnixStream::connect(socket).map_err(|e| {
-                    ClientError::Transport(format!("dial unix {socket}: {}", connect_error(&e)))
-                })?;
-                stream
-                    .set_read_timeout(Some(self.timeout))
-                    .map_err(transport)?;
-                exchange(stream, &bytes)?
+        bytes
+    }
+
+    /// A connection to the endpoint whose reads give up after `read_timeout`.
+    fn connect(&self, read_timeout: Duration) -> Result<Box<dyn Connection>> {
+        let raw: Box<dyn Connection> = match (&self.through, &self.endpoint) {
+            (Some(argv), _) => {
+                Box::new(connection::command(argv, read_timeout).map_err(ClientError::Transport)?)
             }
-            Endpoint::Http { host, .. } => exchange(self.tcp(host)?, &bytes)?,
-            Endpoint::Https { host, .. } => {
-                let config = self.tls.clone().ok_or_else(|| {
-                    ClientError::Transport(
-                        "an https endpoint needs --ca-file (the CA that signed fleetd's certificate)".into(),
-                    )
-                })?;
-                let name = host
-                    .rsplit_once(':')
-                    .map_or(host.as_str(), |(name, _)| name);
-                let name = name
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned();
-                let name = rustls::pki_types::ServerName::try_from(name)
-                    .map_err(|e| ClientError::Transport(format!("{host}: {e}")))?;
-                let connection = rustls::ClientConnection::new(config, name)
-                    .map_err(|e| ClientError::Transport(format!("{host}: {e}")))?;
-                exchange(
-                    rustls::StreamOwned::new(connection, self.tcp(host)?),
-                    &bytes,
-                )?
+            (None, Endpoint::Unix(socket)) => {
+                Box::new(connection::unix(socket, read_timeout).map_err(ClientError::Transport)?)
+            }
+            (None, Endpoint::Http { host, .. } | Endpoint::Https { host, .. }) => {
+                Box::new(connection::tcp(host, read_timeout).map_err(ClientError::Transport)?)
             }
         };
-        let (status, body) = response;
+        let Endpoint::Https { host, .. } = &self.endpoint else {
+            return Ok(raw);
+        };
+        let config = self.tls.clone().ok_or_else(|| {
+            ClientError::Transport(
+                "an https endpoint needs --ca-file (the CA that signed fleetd's certificate)"
+                    .into(),
+            )
+        })?;
+        connection::tls(config, host, raw).map_err(ClientError::Transport)
+    }
+
+    fn call_at(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
+        let (status, body) = match self.through.is_some() {
+            true => self.exchange_kept(&self.request(base, method, path, body, true))?,
+            false => {
+                let mut stream = self.connect(self.timeout)?;
+                stream
+                    .write_all(&self.request(base, method, path, body, false))
+                    .map_err(transport)?;
+                http::read_response(stream).map_err(transport)?
+            }
+        };
         if (200..300).contains(&status) {
             return Ok(body);
         }
-        let text = String::from_utf8_lossy(&body).into_owned();
-        let message = serde_json::from_slice::<ErrorBody>(&body)
-            .map(|e| e.error.message)
-            .unwrap_or_default();
-        Err(ClientError::Api {
-            code: status,
-            message,
-            body: text,
-        })
+        Err(api_error(status, &body))
+    }
+
+    /// One exchange on the kept connection; a connection that ended since its last use (the
+    /// server closed it while idle) is replaced once, before anything of the answer was read.
+    fn exchange_kept(&self, request: &[u8]) -> Result<(u16, Vec<u8>)> {
+        let mut kept = self
+            .kept
+            .lock()
+            .map_err(|_| ClientError::Transport("the tunnel broke".into()))?;
+        for fresh in [false, true] {
+            let reader = match kept.take() {
+                Some(reader) if !fresh => reader,
+                _ => BufReader::new(self.connect(self.timeout)?),
+            };
+            let mut reader = reader;
+            let head = reader
+                .get_mut()
+                .write_all(request)
+                .and_then(|_| reader.get_mut().flush())
+                .and_then(|_| http::read_head(&mut reader));
+            let head = match head {
+                Ok(head) => head,
+                Err(_) if !fresh => continue,
+                Err(e) => return Err(transport(e)),
+            };
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut http::body(&mut reader, &head), &mut body)
+                .map_err(transport)?;
+            let closing = head
+                .header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+            if head.delimited() && !closing {
+                *kept = Some(reader);
+            }
+            return Ok((head.status, body));
+        }
+        Err(ClientError::Transport("the tunnel broke".into()))
     }
 }
 
-impl Client {
-    /// A TCP connection to `host`, with the request timeout on reads.
-    fn tcp(&self, host: &str) -> Result<TcpStream> {
-        let stream = TcpStream::connect(host).map_err(|e| {
-            ClientError::Transport(format!("dial tcp {host}: {}", connect_error(&e)))
-        })?;
-        stream
-            .set_read_timeout(Some(self.timeout))
-            .map_err(transport)?;
-        Ok(stream)
+fn journal_path(name: &str, lines: usize, machine: Option<&str>, follow: bool) -> String {
+    let mut path = format!("{}?lines={lines}", escape(name));
+    if let Some(machine) = machine {
+        path.push_str(&format!("&machineID={}", escape(machine)));
+    }
+    if follow {
+        path.push_str("&follow=true");
+    }
+    path
+}
+
+/// A non-2xx answer as the error fleetctl prints.
+fn api_error(status: u16, body: &[u8]) -> ClientError {
+    let message = serde_json::from_slice::<ErrorBody>(body)
+        .map(|e| e.error.message)
+        .unwrap_or_default();
+    ClientError::Api {
+        code: status,
+        message,
+        body: String::from_utf8_lossy(body).into_owned(),
     }
 }
 
 fn transport(e: std::io::Error) -> ClientError {
     ClientError::Transport(e.to_string())
-}
-
-/// Sends a whole request and reads the whole response.
-fn exchange(mut stream: impl Read + Write, request: &[u8]) -> Result<(u16, Vec<u8>)> {
-    stream.write_all(request).map_err(transport)?;
-    read_response(stream)
-}
-
-fn connect_error(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "connect: no such file or directory".into(),
-        std::io::ErrorKind::ConnectionRefused => "connect: connection refused".into(),
-        _ => e.to_string(),
-    }
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
@@ -345,76 +453,6 @@ fn escape(text: &str) -> String {
         }
     }
     out
-}
-
-/// Reads a whole HTTP/1.1 response (the server closes the connection): status and body,
-/// de-chunked when chunked.
-fn read_response(stream: impl Read) -> Result<(u16, Vec<u8>)> {
-    let bad = |why: &str| ClientError::Transport(format!("malformed HTTP response: {why}"));
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader
-        .read_line(&mut status_line)
-        .map_err(|e| ClientError::Transport(e.to_string()))?;
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no status"))?;
-    let mut chunked = false;
-    let mut length = None;
-    loop {
-        let mut line = String::new();
-        if reader
-            .read_line(&mut line)
-            .map_err(|e| ClientError::Transport(e.to_string()))?
-            == 0
-        {
-            return Err(bad("headers cut short"));
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-            if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            }
-            if name == "content-length" {
-                length = value.parse::<usize>().ok();
-            }
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            let mut size = String::new();
-            reader
-                .read_line(&mut size)
-                .map_err(|e| ClientError::Transport(e.to_string()))?;
-            let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| bad("bad chunk size"))?;
-            if size == 0 {
-                break;
-            }
-            let mut chunk = vec![0; size + 2];
-            reader
-                .read_exact(&mut chunk)
-                .map_err(|e| ClientError::Transport(e.to_string()))?;
-            body.extend_from_slice(&chunk[..size]);
-        }
-    } else if let Some(length) = length {
-        body.resize(length, 0);
-        reader
-            .read_exact(&mut body)
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-    } else {
-        reader
-            .read_to_end(&mut body)
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-    }
-    Ok((status, body))
 }
 
 #[cfg(test)]
@@ -441,12 +479,7 @@ mod tests {
     }
 
     #[test]
-    fn responses() {
-        let plain = b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}".as_slice();
-        assert_eq!(read_response(plain).unwrap(), (404, b"{}".to_vec()));
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n".as_slice();
-        assert_eq!(read_response(chunked).unwrap(), (200, b"abcde".to_vec()));
-        assert!(read_response(b"garbage".as_slice()).is_err());
+    fn escapes() {
         assert_eq!(escape("hello@1.service"), "hello%401.service");
     }
 

@@ -46,6 +46,8 @@ pub trait Journal: Send + Sync {
     fn machine(&self) -> String;
     /// The last `lines` lines of `unit`'s log, oldest first; `None` if it has none here.
     async fn lines(&self, unit: &UnitName, lines: usize) -> Option<Vec<String>>;
+    /// The records `unit` writes from now on, until the receiver is dropped.
+    async fn follow(&self, unit: &UnitName) -> Option<tokio::sync::mpsc::Receiver<String>>;
 }
 
 impl ApiState {
@@ -144,6 +146,22 @@ impl Answer {
         }
     }
 
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body.clone().unwrap_or_default()));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        if self.body.is_some() {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(self.content_type),
+            );
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+
     fn unavailable(error: &RegistryError) -> Answer {
         tracing::warn!(%error, "api: registry unreachable");
         Answer::error(
@@ -161,38 +179,29 @@ async fn handle(State(served): State<Served>, request: Request) -> Response {
         .as_ref()
         .is_some_and(|t| !authorized(&request, t));
     let path = request.uri().path().to_owned();
-    let answer = match path.as_str() {
-        _ if refused => Answer::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
-        "/metrics" => metrics(&state).await,
+    let mut response = match path.as_str() {
+        _ if refused => {
+            Answer::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
+        }
+        "/metrics" => metrics(&state).await.into_response(),
         other if other.starts_with(JOURNAL) => {
             let query = request.uri().query().unwrap_or("");
             journal(&state, &other[JOURNAL.len()..], query)
                 .await
-                .unwrap_or_else(|refused| refused)
+                .unwrap_or_else(Answer::into_response)
         }
         _ => route(&state, request)
             .await
-            .unwrap_or_else(|refused| refused),
+            .unwrap_or_else(|refused| refused)
+            .into_response(),
     };
     if let Ok(mut requests) = state.requests.lock() {
         *requests
-            .entry((method, answer.status.as_u16()))
+            .entry((method, response.status().as_u16()))
             .or_default() += 1;
     }
-    let mut response = Response::new(Body::from(answer.body.clone().unwrap_or_default()));
-    *response.status_mut() = answer.status;
-    let headers = response.headers_mut();
-    if answer.body.is_some() {
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(answer.content_type),
-        );
-    }
     if let Ok(server) = HeaderValue::from_str(&format!("fleetd/{}", state.version)) {
-        headers.insert(header::SERVER, server);
-    }
-    if answer.status == StatusCode::UNAUTHORIZED {
-        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response.headers_mut().insert(header::SERVER, server);
     }
     response
 }
@@ -802,9 +811,18 @@ async fn metrics(state: &ApiState) -> Answer {
 /// Ours, outside fleet's API: a unit's log, from the fleetd of the machine that runs it.
 pub const JOURNAL: &str = "/fleet-rs/v1/journal/";
 
-/// `GET /fleet-rs/v1/journal/<name>?lines=N`: JSON `{"machineID":..., "lines":[...]}`; 404 when
-/// the unit is not known; 409 naming the machine when it runs elsewhere.
-async fn journal(state: &ApiState, name: &str, query: &str) -> Reply {
+/// The response header naming the machine a followed journal comes from.
+pub const JOURNAL_MACHINE_HEADER: &str = "fleet-machine-id";
+
+/// How long a followed journal may be silent before an empty line tells the client the
+/// connection still lives (it treats a longer silence as a lost connection).
+pub const JOURNAL_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /fleet-rs/v1/journal/<name>?lines=N[&machineID=M]`: JSON `{"machineID":..., "lines":[...]}`;
+/// 404 when the unit is not known; 409 naming the machine when it runs elsewhere, or when this
+/// fleetd is not machine `M`. With `follow=true`: the lines, then every new record as it is
+/// written, as `text/plain` lines (see `JOURNAL_MACHINE_HEADER` and `JOURNAL_HEARTBEAT`).
+async fn journal(state: &ApiState, name: &str, query: &str) -> Result<Response, Answer> {
     let name = percent_decode(name)
         .and_then(|n| UnitName::new(n).ok())
         .ok_or_else(unit_missing)?;
@@ -821,6 +839,14 @@ async fn journal(state: &ApiState, name: &str, query: &str) -> Reply {
         ));
     };
     let here = journal.machine();
+    if let Some(wanted) = query_values(query, "machineID").first() {
+        if *wanted != here {
+            return Err(Answer::error(
+                StatusCode::CONFLICT,
+                format!("this fleetd is machine {here}, not {wanted}"),
+            ));
+        }
+    }
     let placed: Vec<String> = snapshot.placements(&name).map(|m| m.to_string()).collect();
     let global = snapshot.global.contains_key(&name);
     if !global && !snapshot.jobs.contains_key(&name) {
@@ -837,16 +863,62 @@ async fn journal(state: &ApiState, name: &str, query: &str) -> Reply {
             },
         ));
     }
-    let lines = journal.lines(&name, lines).await.ok_or_else(|| {
+    let no_log = || {
         Answer::error(
             StatusCode::NOT_FOUND,
             format!("unit {name} has no log on {here}"),
         )
-    })?;
-    Ok(Answer::json(
-        StatusCode::OK,
-        &serde_json::json!({ "machineID": here, "lines": lines }),
-    ))
+    };
+    let follow = query_values(query, "follow")
+        .first()
+        .is_some_and(|v| v == "true" || v == "1");
+    // Following starts before the tail is read, so that no record falls between the two.
+    let followed = match follow {
+        true => Some(journal.follow(&name).await.ok_or_else(no_log)?),
+        false => None,
+    };
+    let lines = journal.lines(&name, lines).await.ok_or_else(no_log)?;
+    let Some(records) = followed else {
+        return Ok(Answer::json(
+            StatusCode::OK,
+            &serde_json::json!({ "machineID": here, "lines": lines }),
+        )
+        .into_response());
+    };
+    let mut response = Response::new(Body::from_stream(followed_lines(lines, records)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(machine) = HeaderValue::from_str(&here) {
+        headers.insert(JOURNAL_MACHINE_HEADER, machine);
+    }
+    Ok(response)
+}
+
+/// The body of a followed journal: `first`, then each record from `records` as it comes, one
+/// per line, with an empty line after every `JOURNAL_HEARTBEAT` of silence. It ends when the
+/// log can no longer be followed; the follower stops when the client goes (the body is dropped).
+fn followed_lines(
+    first: Vec<String>,
+    records: tokio::sync::mpsc::Receiver<String>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::convert::Infallible>> {
+    let mut head = String::new();
+    for line in first {
+        head.push_str(&line);
+        head.push('\n');
+    }
+    let head = futures_util::stream::iter([Ok(head.into_bytes())]);
+    let tail = futures_util::stream::unfold(records, |mut records| async move {
+        let next = match tokio::time::timeout(JOURNAL_HEARTBEAT, records.recv()).await {
+            Ok(Some(record)) => format!("{record}\n"),
+            Ok(None) => return None,
+            Err(_) => "\n".to_owned(),
+        };
+        Some((Ok(next.into_bytes()), records))
+    });
+    futures_util::StreamExt::chain(head, tail)
 }
 
 #[cfg(test)]

@@ -3,5 +3,7 @@
 
 pub mod etcd;
 pub mod measure;
+pub mod sshd;
 
 pub use etcd::{DataDir, EtcdCluster, EtcdServer, TlsFiles};
+pub use sshd::SshServer;

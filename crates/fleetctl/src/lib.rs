@@ -2,6 +2,7 @@
 //! in-process. `main.rs` only connects it to the process's arguments and streams.
 
 pub mod commands;
+pub mod ssh;
 pub mod tabwriter;
 
 use std::io::Write;
@@ -27,16 +28,23 @@ pub struct Globals {
     pub tls: Option<std::sync::Arc<fleet_api::tls::ClientConfig>>,
     /// `--api-token` (ours): the bearer token a TCP API may require.
     pub token: Option<String>,
+    /// How machines (and the `--tunnel` bastion) are reached.
+    pub ssh: ssh::Ssh,
+    /// With `--tunnel`: the command every API request runs to reach the endpoint.
+    pub tunnel: Option<Vec<String>>,
 }
 
 impl Globals {
     pub fn client(&self) -> Client {
-        let client =
+        let mut client =
             Client::new(self.endpoint.clone(), self.request_timeout).with_token(self.token.clone());
-        match &self.tls {
-            Some(tls) => client.with_tls(tls.clone()),
-            None => client,
+        if let Some(tls) = &self.tls {
+            client = client.with_tls(tls.clone());
         }
+        if let Some(argv) = &self.tunnel {
+            client = client.through(argv.clone());
+        }
+        client
     }
 }
 
@@ -60,8 +68,26 @@ const VALUE_FLAGS: &[(&str, &str)] = &[
     ("api-token", ""),
 ];
 
-/// fleetctl 1.0's boolean global flags.
-const BOOL_FLAGS: &[&str] = &["debug", "strict-host-key-checking"];
+/// fleetctl 1.0's boolean global flags, with their defaults (`--flag` alone means true).
+const BOOL_FLAGS: &[(&str, bool)] = &[("debug", false), ("strict-host-key-checking", true)];
+
+fn parse_bool(flag: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!(
+            "invalid argument {value:?} for --{flag}: expected true or false"
+        )),
+    }
+}
+
+/// `~/x` with the user's home directory.
+fn expand_home(path: &str, env: &dyn Fn(&str) -> Option<String>) -> std::path::PathBuf {
+    match (path.strip_prefix("~/"), env("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => path.into(),
+    }
+}
 
 /// Splits leading global flags off `args`; the environment supplies defaults.
 fn globals<'a>(
@@ -78,6 +104,14 @@ fn globals<'a>(
             )
         })
         .collect();
+    let mut bools: std::collections::BTreeMap<&str, bool> = std::collections::BTreeMap::new();
+    for (name, default) in BOOL_FLAGS {
+        let value = match env(&env_name(name)) {
+            Some(value) => parse_bool(name, &value)?,
+            None => *default,
+        };
+        bools.insert(name, value);
+    }
     let mut rest = args;
     while let Some((first, tail)) = rest.split_first() {
         if !first.starts_with('-') {
@@ -88,7 +122,12 @@ fn globals<'a>(
             Some((name, value)) => (name, Some(value.to_owned())),
             None => (flag, None),
         };
-        if BOOL_FLAGS.contains(&name) {
+        if let Some((slot, _)) = BOOL_FLAGS.iter().find(|(n, _)| *n == name) {
+            let value = match inline {
+                Some(value) => parse_bool(name, &value)?,
+                None => true,
+            };
+            bools.insert(slot, value);
             rest = tail;
             continue;
         }
@@ -121,15 +160,12 @@ fn globals<'a>(
             values["driver"]
         ));
     }
-    if !values["tunnel"].is_empty() {
-        return Err(
-            "--tunnel is not built yet; run fleetctl on a cluster machine, or over ssh".into(),
-        );
-    }
     let timeout = &values["request-timeout"];
     let seconds: f64 = timeout
         .parse()
-        .map_err(|_| format!("invalid --request-timeout {timeout:?}"))?;
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+        .ok_or(format!("invalid --request-timeout {timeout:?}"))?;
     let endpoint = Endpoint::parse(&values["endpoint"])
         .map_err(|e| format!("Unable to initialize client: {e}"))?;
     let tls = match (&endpoint, values["ca-file"].as_str()) {
@@ -149,15 +185,47 @@ fn globals<'a>(
         _ => None,
     };
     let token = Some(values["api-token"].clone()).filter(|t| !t.is_empty());
+    let ssh_timeout = &values["ssh-timeout"];
+    let ssh_seconds: f64 = ssh_timeout
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+        .ok_or(format!("invalid --ssh-timeout {ssh_timeout:?}"))?;
+    let ssh = ssh::Ssh {
+        user: values["ssh-username"].clone(),
+        known_hosts: expand_home(&values["known-hosts-file"], env),
+        strict: bools["strict-host-key-checking"],
+        timeout: Duration::from_secs_f64(ssh_seconds),
+        tunnel: Some(values["tunnel"].clone()).filter(|t| !t.is_empty()),
+    };
+    let tunnel = ssh
+        .tunnel(&endpoint)
+        .map_err(|e| format!("--tunnel: {e}"))?;
     Ok((
         Globals {
             endpoint,
-            request_timeout: Duration::from_secs_f64(seconds.max(0.001)),
+            request_timeout: Duration::from_secs_f64(seconds),
             tls,
             token,
+            ssh,
+            tunnel,
         },
         rest,
     ))
+}
+
+/// Runs fleetctl with `args` (without the program name) on the process's stdout and stderr;
+/// the exit code. (fleetd runs this too when it is called as `fleetctl`.)
+pub fn run_on_terminal(args: &[String]) -> i32 {
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    run(
+        args,
+        &mut Io {
+            out: &mut out,
+            err: &mut err,
+        },
+    )
 }
 
 /// Runs fleetctl with `args` (without the program name) and returns the exit code.
@@ -190,6 +258,44 @@ pub fn run_captured(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String
     )
 }
 
+/// Whether `rest` asks for the command's help instead of running it.
+fn asks_help(command: &str, rest: &[String]) -> bool {
+    let is_help = |a: &String| a == "--help" || a == "-h";
+    match command {
+        "ssh" => rest.iter().take_while(|a| a.starts_with('-')).any(is_help),
+        _ => rest.iter().any(is_help),
+    }
+}
+
+/// Runs the command called `name`.
+fn dispatch(
+    name: &str,
+    rest: &[String],
+    globals: &Globals,
+    io: &mut Io<'_>,
+) -> std::io::Result<i32> {
+    match name {
+        "version" => commands::version::run(io),
+        "verify" => commands::verify::run(rest, io),
+        "list-units" => commands::list_units::run(rest, globals, io),
+        "list-machines" => commands::list_machines::run(rest, globals, io),
+        "list-unit-files" => commands::list_unit_files::run(rest, globals, io),
+        "submit" => commands::lifecycle::run(Target::Submit, rest, globals, io),
+        "load" => commands::lifecycle::run(Target::Load, rest, globals, io),
+        "start" => commands::lifecycle::run(Target::Start, rest, globals, io),
+        "stop" => commands::lifecycle::run_down(false, rest, globals, io),
+        "unload" => commands::lifecycle::run_down(true, rest, globals, io),
+        "restart" => commands::lifecycle::run_restart(rest, globals, io),
+        "destroy" => commands::destroy::run(rest, globals, io),
+        "cat" => commands::cat::run(rest, globals, io),
+        "journal" => commands::journal::run(rest, globals, io),
+        "status" => commands::status::run(rest, globals, io),
+        "ssh" => commands::ssh::run(rest, globals, io),
+        "fd-forward" => commands::fd_forward::run(rest, io),
+        _ => commands::help::run(rest, io),
+    }
+}
+
 /// `run`, with the environment given (tests).
 pub fn run_with_env(args: &[String], env: &dyn Fn(&str) -> Option<String>, io: &mut Io<'_>) -> i32 {
     let (globals, args) = match globals(args, env) {
@@ -204,30 +310,23 @@ pub fn run_with_env(args: &[String], env: &dyn Fn(&str) -> Option<String>, io: &
         None => ("help", &[][..]),
     };
     let result = match command {
-        "version" | "--version" | "-v" => commands::version::run(io),
-        "verify" => commands::verify::run(rest, io),
-        "list-units" => commands::list_units::run(rest, &globals, io),
-        "list-machines" => commands::list_machines::run(rest, &globals, io),
-        "list-unit-files" => commands::list_unit_files::run(rest, &globals, io),
-        "submit" => commands::lifecycle::run(Target::Submit, rest, &globals, io),
-        "load" => commands::lifecycle::run(Target::Load, rest, &globals, io),
-        "start" => commands::lifecycle::run(Target::Start, rest, &globals, io),
-        "stop" => commands::lifecycle::run_down(false, rest, &globals, io),
-        "unload" => commands::lifecycle::run_down(true, rest, &globals, io),
-        "restart" => commands::lifecycle::run_restart(rest, &globals, io),
-        "destroy" => commands::destroy::run(rest, &globals, io),
-        "cat" => commands::cat::run(rest, &globals, io),
-        "journal" => commands::journal::run(rest, &globals, io),
-        "status" => commands::status::run(rest, &globals, io),
-        "fd-forward" => commands::fd_forward::run(rest, io),
-        "help" | "--help" | "-h" => commands::help::run(io),
-        other => {
-            let _ = writeln!(
-                io.err,
-                "Unknown command {other:?}. Run 'fleetctl help' for usage."
-            );
-            Ok(2)
-        }
+        "--version" | "-v" => commands::version::run(io),
+        "--help" | "-h" => commands::help::run(&[], io),
+        word => match commands::help::resolve(word) {
+            None => {
+                let _ = writeln!(
+                    io.err,
+                    "Unknown command {word:?}. Run 'fleetctl help' for usage."
+                );
+                Ok(2)
+            }
+            // After `ssh MACHINE`, a --help belongs to the remote command.
+            Some(found) if asks_help(found.name, rest) => io
+                .out
+                .write_all(commands::help::command_usage(found).as_bytes())
+                .map(|_| 0),
+            Some(found) => dispatch(found.name, rest, &globals, io),
+        },
     };
     result.unwrap_or_else(|e| {
         // Writing to a closed pipe (fleetctl ... | head) is not worth a second error.

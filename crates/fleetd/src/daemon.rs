@@ -380,6 +380,13 @@ impl fleet_api::server::Journal for ManagerJournal {
     async fn lines(&self, unit: &fleet_unit::UnitName, lines: usize) -> Option<Vec<String>> {
         self.manager.journal(unit, lines).await.ok()
     }
+
+    async fn follow(
+        &self,
+        unit: &fleet_unit::UnitName,
+    ) -> Option<tokio::sync::mpsc::Receiver<String>> {
+        self.manager.follow(unit).await.ok()
+    }
 }
 
 /// How fleetd was asked to stop.

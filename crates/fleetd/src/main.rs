@@ -1,5 +1,6 @@
 //! fleetd: the daemon (`fleetd [--config PATH]`), its version (`fleetd --version`), and the
-//! per-unit shim the native supervisor starts (`fleetd shim <run dir>`).
+//! per-unit shim the native supervisor starts (`fleetd shim <run dir>`). Called as `fleetctl`
+//! (a link to it), it is fleetctl: one binary can be all a machine needs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,10 @@ const DEFAULT_CONFIG: &str = "/etc/fleet/fleet.conf";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let called = std::env::args_os().next().unwrap_or_default();
+    if Path::new(&called).file_name() == Some("fleetctl".as_ref()) {
+        std::process::exit(fleetctl::run_on_terminal(&args));
+    }
     let code = match args
         .iter()
         .map(String::as_str)

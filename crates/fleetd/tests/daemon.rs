@@ -690,7 +690,10 @@ fn fleetctl_journal_shows_a_units_output() {
         "the log follows: {status}"
     );
     let (code, _, err) = fleetctl(dir.path(), &["journal", "nope.service"]);
-    assert_eq!((code, err.as_str()), (1, "Error retrieving the journal of nope.service: googleapi: Error 404: unit does not exist\n"));
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "Unit nope.service does not exist.\n")
+    );
     stop(&mut child, "-TERM");
 }
 

@@ -138,39 +138,43 @@ fn last_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
         .collect()
 }
 
-/// Follows the log in `dir` from its current end, like `tail -f`: sends every record appended
-/// after the call, across rotations, polling every `poll`, until the receiver is dropped.
-/// (Records of a file rotated out twice within one poll are missed: the bound is the price.)
-pub async fn follow(
+/// Follows the log in `dir` from its end at the time of the call (not of the first poll), like
+/// `tail -f`: the future sends every record appended after that, across rotations, polling
+/// every `poll`, until the receiver is dropped. (Records of a file rotated out twice within one
+/// poll are missed: the bound is the price.)
+pub fn follow(
     dir: PathBuf,
     records: tokio::sync::mpsc::Sender<String>,
     poll: std::time::Duration,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     use std::os::unix::fs::MetadataExt;
     let path = dir.join(UnitLog::FILE);
     let identity = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.ino(), m.len()));
-    let (mut inode, mut offset) = identity(&path).unwrap_or((0, 0));
-    let mut partial = String::new();
-    loop {
-        if records.is_closed() {
-            return;
-        }
-        if let Some((now_inode, len)) = identity(&path) {
-            if now_inode != inode {
-                // Rotated: the rest of the old file is in log.1, then the new file from 0.
-                let rotated = dir.join(UnitLog::ROTATED);
-                if identity(&rotated).is_some_and(|(i, _)| i == inode) {
-                    read_from(&rotated, offset, &mut partial, &records).await;
+    let start = identity(&path).unwrap_or((0, 0));
+    async move {
+        let (mut inode, mut offset) = start;
+        let mut partial = String::new();
+        loop {
+            if records.is_closed() {
+                return;
+            }
+            if let Some((now_inode, len)) = identity(&path) {
+                if now_inode != inode {
+                    // Rotated: the rest of the old file is in log.1, then the new file from 0.
+                    let rotated = dir.join(UnitLog::ROTATED);
+                    if identity(&rotated).is_some_and(|(i, _)| i == inode) {
+                        read_from(&rotated, offset, &mut partial, &records).await;
+                    }
+                    (inode, offset) = (now_inode, 0);
                 }
-                (inode, offset) = (now_inode, 0);
+                if len > offset {
+                    offset = read_from(&path, offset, &mut partial, &records).await;
+                } else if len < offset {
+                    offset = 0;
+                }
             }
-            if len > offset {
-                offset = read_from(&path, offset, &mut partial, &records).await;
-            } else if len < offset {
-                offset = 0;
-            }
+            tokio::time::sleep(poll).await;
         }
-        tokio::time::sleep(poll).await;
     }
 }
 

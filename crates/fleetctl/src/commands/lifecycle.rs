@@ -9,7 +9,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use fleet_api::client::Client;
-use fleet_api::schema::{wire_options, Unit};
+use fleet_api::schema::{wire_options, Unit, UnitState};
 use fleet_unit::name::{mangle, validate_name, NameInfo};
 use fleet_unit::UnitFile;
 
@@ -295,8 +295,10 @@ pub fn run_restart(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::R
             "launched" => &["loaded", "launched"],
             "loaded" => &["launched"],
             "" => {
-                writeln!(io.err, "Restarting global unit {name} is done on each machine (ssh): not supported yet")?;
-                return Ok(1);
+                if !restart_global(&client, unit, attempts, io)? {
+                    return Ok(1);
+                }
+                continue;
             }
             other => {
                 writeln!(io.err, "Unable to restart unit {name} in state {other}")?;
@@ -327,6 +329,60 @@ pub fn run_restart(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::R
         }
     }
     Ok(0)
+}
+
+/// Restarts a global unit on every machine at once: fleet ran `systemctl restart` on each over
+/// ssh; here its desired state goes to loaded until no machine reports it active, then back
+/// to launched until every machine that runs it does. `false` after saying why not.
+fn restart_global(
+    client: &Client,
+    unit: &Unit,
+    attempts: u32,
+    io: &mut Io<'_>,
+) -> io::Result<bool> {
+    let name = &unit.name;
+    if unit.desired_state != "launched" {
+        writeln!(
+            io.err,
+            "Unable to restart global unit {name}: it is {}, not launched",
+            unit.desired_state
+        )?;
+        return Ok(false);
+    }
+    let mut machines = 0;
+    for (state, running) in [("loaded", false), ("launched", true)] {
+        let put = Unit {
+            desired_state: state.into(),
+            name: name.clone(),
+            ..Unit::default()
+        };
+        if let Err(e) = client.put_unit(&put) {
+            writeln!(io.err, "Error setting target state for Unit({name}): {e}")?;
+            return Ok(false);
+        }
+        let settled = poll(attempts, || {
+            let states = client.states_of(name).ok()?;
+            let active = |s: &UnitState| s.systemd_active_state == "active";
+            let done = match running {
+                false => !states.iter().any(active),
+                true => !states.is_empty() && states.iter().all(active),
+            };
+            done.then_some(states.len())
+        });
+        match settled {
+            Some(count) => machines = count,
+            None => {
+                let want = if running { "active" } else { "stopped" };
+                writeln!(io.err, "Error waiting for unit states: timed out waiting for global unit {name} to be {want} on every machine")?;
+                return Ok(false);
+            }
+        }
+    }
+    writeln!(
+        io.out,
+        "Restarted global unit {name} on {machines} machines"
+    )?;
+    Ok(true)
 }
 
 /// `stop` (to loaded) and `unload` (to inactive): units already in the cluster only.

@@ -3,12 +3,14 @@
 pub mod cat;
 pub mod destroy;
 pub mod fd_forward;
+pub mod flags;
 pub mod help;
 pub mod journal;
 pub mod lifecycle;
 pub mod list_machines;
 pub mod list_unit_files;
 pub mod list_units;
+pub mod ssh;
 pub mod status;
 pub mod table;
 pub mod verify;
