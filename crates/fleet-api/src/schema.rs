@@ -155,6 +155,12 @@ impl Unit {
     pub fn unit_file(&self) -> fleet_unit::UnitFile {
         fleet_unit::UnitFile::from_options(self.options.iter().map(Into::into).collect())
     }
+
+    /// Whether its `[X-Fleet]` says `Global=true` (such a unit has no machine and no
+    /// currentState: it runs on every eligible machine).
+    pub fn is_global(&self) -> bool {
+        fleet_unit::Requirements::raw(&self.unit_file()).is_global()
+    }
 }
 
 /// `{"error":{"code":N,"message":"..."}}`.

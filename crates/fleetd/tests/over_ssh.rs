@@ -353,3 +353,77 @@ fn the_api_through_a_tunnel() {
     assert!(err.contains("Connection refused"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn a_global_unit_is_shown_and_restarted_on_every_machine() {
+    let cluster = Cluster::start();
+    let port = cluster.port();
+    let file = cluster.unit_file(
+        "everywhere.service",
+        "[Service]\nExecStart=/bin/sh -c 'echo started; exec sleep 300'\n\n[X-Fleet]\nGlobal=true\n",
+    );
+    // As fleet printed it, trailing space included (a global unit has no currentState).
+    let (code, out, err) = cluster.fleetctl(&["start", &file]);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "Unit everywhere.service \nTriggered global unit everywhere.service start\n"
+        ),
+        "{err}"
+    );
+    let both_active = || {
+        let (_, out, _) =
+            cluster.fleetctl(&["list-units", "--no-legend", "--fields=machine,active"]);
+        match out.lines().filter(|l| l.ends_with("\tactive")).count() {
+            2 => Ok(()),
+            _ => Err(out),
+        }
+    };
+    eventually("the global unit never ran on both machines", both_active);
+
+    // status: one summary per machine; A's log from its own fleetd, B's over ssh.
+    let (code, out, err) = cluster.fleetctl(&["status", &port, "everywhere.service"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.matches("   Active: active (running)\n").count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.contains(" aaaa1111 everywhere.service: started\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(" bbbb2222 everywhere.service: started\n"),
+        "{out}"
+    );
+    let (code, out, err) =
+        cluster.fleetctl(&["journal", &port, "--output=short", "everywhere.service"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (code, _, err) = cluster.fleetctl(&["journal", &port, "-f", "everywhere.service"]);
+    assert_eq!(code, 1);
+    assert_eq!(err, "Global unit everywhere.service runs on 2 machines; --follow reads one: add --machine ID.\n");
+
+    // restart: stopped everywhere, then started everywhere (each machine logs a second start).
+    let (code, out, err) =
+        cluster.fleetctl(&["restart", "--block-attempts=5", "everywhere.service"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "Restarted global unit everywhere.service on 2 machines\n"
+        ),
+        "{err}"
+    );
+    let (code, out, err) = cluster.fleetctl(&[
+        "journal",
+        &port,
+        "--output=cat",
+        "--machine=bbbb",
+        "everywhere.service",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("started").count(), 2, "{out}");
+}

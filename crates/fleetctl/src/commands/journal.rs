@@ -118,7 +118,7 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
             return Ok(1);
         }
     };
-    let global = unit.current_state.is_empty();
+    let global = unit.is_global();
     let machines: Vec<String> = if global {
         match client.states_of(name) {
             Ok(states) => states.into_iter().map(|s| s.machine_id).collect(),

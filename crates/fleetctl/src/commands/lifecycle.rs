@@ -151,7 +151,7 @@ pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) 
         return Ok(0);
     }
     for name in &started {
-        let global = matches!(client.unit(name), Ok(Some(ref u)) if u.current_state.is_empty());
+        let global = matches!(client.unit(name), Ok(Some(ref u)) if u.is_global());
         if global || !block {
             let kind = if global { "global unit" } else { "unit" };
             writeln!(io.out, "Triggered {kind} {name} {}", target.verb())?;
@@ -291,15 +291,15 @@ pub fn run_restart(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::R
             writeln!(io.err, "Unit {name} not found")?;
             return Ok(1);
         };
+        if unit.is_global() {
+            if !restart_global(&client, unit, attempts, io)? {
+                return Ok(1);
+            }
+            continue;
+        }
         let steps: &[&str] = match unit.current_state.as_str() {
             "launched" => &["loaded", "launched"],
             "loaded" => &["launched"],
-            "" => {
-                if !restart_global(&client, unit, attempts, io)? {
-                    return Ok(1);
-                }
-                continue;
-            }
             other => {
                 writeln!(io.err, "Unable to restart unit {name} in state {other}")?;
                 return Ok(1);
@@ -415,7 +415,7 @@ pub fn run_down(
         let Some(unit) = units.iter().find(|u| u.name == name) else {
             continue;
         };
-        let global = unit.current_state.is_empty();
+        let global = unit.is_global();
         if !unload && unit.current_state == "inactive" {
             writeln!(io.err, "Unable to stop unit {name} in state inactive")?;
             return Ok(1);
@@ -523,8 +523,13 @@ fn wait_for_reporting(
     attempts: u32,
     seen: &mut dyn FnMut(&Unit),
 ) -> Option<Unit> {
+    // A global unit has no currentState: its desired state is all there is to wait for.
+    let reached = |unit: &Unit| match unit.is_global() {
+        true => unit.desired_state == state,
+        false => unit.current_state == state,
+    };
     poll(attempts, || match client.unit(name) {
-        Ok(Some(unit)) if unit.current_state == state => Some(unit),
+        Ok(Some(unit)) if reached(&unit) => Some(unit),
         Ok(Some(unit)) => {
             seen(&unit);
             None

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::io;
 
 use fleet_api::schema::{Machine, Unit};
-use fleet_unit::UnitFile;
 
 use super::list_units::machine_column;
 use super::table::{self, TableFlags};
@@ -43,10 +42,6 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
     Ok(0)
 }
 
-fn is_global(file: &UnitFile) -> bool {
-    fleet_unit::Requirements::raw(file).is_global()
-}
-
 pub fn render(flags: &TableFlags, units: &[Unit], machines: &[Machine]) -> String {
     let ips: BTreeMap<&str, &str> = machines
         .iter()
@@ -56,7 +51,7 @@ pub fn render(flags: &TableFlags, units: &[Unit], machines: &[Machine]) -> Strin
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     table::render(flags, &sorted, |unit, field| {
         let file = unit.unit_file();
-        let global = is_global(&file);
+        let global = unit.is_global();
         let target = || match (global, unit.machine_id.is_empty()) {
             (true, _) => "global".to_owned(),
             (false, true) => "-".to_owned(),

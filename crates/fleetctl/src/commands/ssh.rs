@@ -100,7 +100,7 @@ fn unit_address(client: &Client, unit: &str) -> Result<String, String> {
         .unit(&name)
         .map_err(|e| e.to_string())?
         .ok_or("unit does not exist")?;
-    if unit.current_state.is_empty() {
+    if unit.is_global() {
         return Err("global units unsupported".into());
     }
     if unit.machine_id.is_empty() {

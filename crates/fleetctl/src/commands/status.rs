@@ -69,7 +69,7 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
                 return Ok(1);
             }
         };
-        let global = unit.current_state.is_empty();
+        let global = unit.is_global();
         let states = states
             .into_iter()
             .filter(|s| global || s.machine_id == unit.machine_id);
