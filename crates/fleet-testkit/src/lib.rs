@@ -4,6 +4,8 @@
 pub mod etcd;
 pub mod measure;
 pub mod sshd;
+pub mod systemd;
 
 pub use etcd::{DataDir, EtcdCluster, EtcdServer, TlsFiles};
 pub use sshd::SshServer;
+pub use systemd::SystemdSandbox;
