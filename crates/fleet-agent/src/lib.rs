@@ -8,3 +8,4 @@ pub mod agent;
 pub mod fake;
 pub mod manager;
 pub mod native;
+pub mod systemd;

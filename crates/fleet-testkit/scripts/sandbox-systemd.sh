@@ -1,6 +1,7 @@
 #!/bin/bash
 # usage: sandbox-systemd.sh DIR [NETNS]
-# From the test environment notes of this project (a verified recipe), kept with every protection.
+# From the test environment notes of this project (a verified recipe), kept with every protection;
+# added: a DIR/shared directory, and --kill-child (the sandbox dies with the unshare process).
 # Boots the host's systemd as PID 1 of new pid/mount/uts/ipc/cgroup(/net) namespaces on an overlay of the host
 # root (changes go to a tmpfs), so nothing it does touches the host's files. DIR/run is its /run: the bus socket
 # is DIR/run/dbus/system_bus_socket and the journal DIR/run/log/journal; DIR/shared is seen at the same path inside. Stop: kill -s SIGRTMIN+4 <pid 1>.
@@ -43,5 +44,5 @@ mkdir -p "$CG"
 NETWRAP=(); NETFLAG=--net
 if [ -n "$NETNS" ]; then NETWRAP=(ip netns exec "$NETNS"); NETFLAG=; fi
 exec setsid bash -c 'echo $$ > "$1"/cgroup.procs; shift; exec "$@"' _ "$CG" \
-  "${NETWRAP[@]}" unshare --pid --fork --mount --uts --ipc --cgroup $NETFLAG --propagation private \
+  "${NETWRAP[@]}" unshare --pid --fork --kill-child --mount --uts --ipc --cgroup $NETFLAG --propagation private \
   /bin/bash "$D/inner.sh" >> "$D/console.log" 2>&1 < /dev/null

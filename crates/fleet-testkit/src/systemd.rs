@@ -63,10 +63,11 @@ impl SystemdSandbox {
                     sandbox.console()
                 ));
             }
-            if sandbox.pid1 == 0 {
-                sandbox.pid1 = only_child(sandbox.outer.id()).unwrap_or(0);
-            }
-            if sandbox.bus_socket().exists() {
+            // Before systemd execs, the child is a shell; only systemd itself is PID 1.
+            sandbox.pid1 = only_child(sandbox.outer.id())
+                .filter(|pid| comm(*pid).as_deref() == Some("systemd"))
+                .unwrap_or(0);
+            if sandbox.pid1 != 0 && sandbox.bus_socket().exists() {
                 state = sandbox.manager_property("SystemState").unwrap_or_default();
                 if state == "running" || state == "degraded" {
                     return Ok(sandbox);
@@ -156,25 +157,44 @@ fn run_output(command: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
+fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim().to_owned())
+}
+
 fn only_child(pid: u32) -> Option<u32> {
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
     children.split_whitespace().next()?.parse().ok()
 }
 
-/// The sandbox's cgroup (`test-systemd-<dir name>`) and everything systemd made under it,
-/// deepest first.
+/// The sandbox's cgroup (`test-systemd-<dir name>`) and everything systemd made under it:
+/// any process still in it is killed (`cgroup.kill`), then the directories go, deepest first.
 fn remove_cgroup(name: &str) {
     for root in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
         let top = Path::new(root).join(format!("test-systemd-{name}"));
-        if top.is_dir() {
-            let mut dirs = Vec::new();
-            collect_dirs(&top, &mut dirs);
-            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-            for dir in dirs {
-                let _ = std::fs::remove_dir(dir);
-            }
-            return;
+        if !top.is_dir() {
+            continue;
         }
+        let mut dirs = Vec::new();
+        collect_dirs(&top, &mut dirs);
+        let populated = || {
+            dirs.iter().any(|d| {
+                std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+            })
+        };
+        if populated() {
+            let _ = std::fs::write(top.join("cgroup.kill"), "1");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while populated() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for dir in dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+        return;
     }
 }
 

@@ -1,0 +1,425 @@
+//! The systemd unit manager: units go to the machine's systemd over D-Bus (zbus, no libdbus),
+//! as fleet's agent handed them over. Unit files are written into the units directory and
+//! linked (runtime, force); units with an `[Install]` section are enabled too, so `WantedBy=`
+//! works. Loads and unloads of one round share one `Reload`. States come from systemd's
+//! `PropertiesChanged` signals into a cache (with `ListUnitsByNames` after every reload and
+//! for a unit not yet seen), so reading them costs no D-Bus call. Units whose files are not in
+//! the units directory are never touched; after a restart, the files there (and their hashes)
+//! are what fleetd loaded before, and their units are left running.
+
+pub mod bus;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+
+use async_trait::async_trait;
+use fleet_unit::{SystemdState, UnitFile, UnitHash, UnitName};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use zbus::OwnedVariant;
+
+use crate::manager::{ManagerError, ManagerKind, Result, UnitManager};
+use crate::native::log::rfc3339;
+use bus::{unit_name_of_path, ManagerProxy, UNIT_PATH_PREFIX};
+
+/// How to reach systemd and where unit files go.
+#[derive(Debug, Clone)]
+pub struct SystemdConfig {
+    /// A D-Bus address (`unix:path=...`); `None`: the system bus, or the session bus with `user`.
+    pub address: Option<String>,
+    /// The user's systemd instance (`systemd_user`).
+    pub user: bool,
+    /// `units_directory`: fleet's unit files, and nothing else.
+    pub units_dir: PathBuf,
+    /// Arguments journalctl needs to find this systemd's journal (none on a real machine).
+    pub journalctl_args: Vec<String>,
+}
+
+pub struct SystemdManager {
+    bus: ManagerProxy<'static>,
+    config: SystemdConfig,
+    known: Arc<Mutex<Known>>,
+}
+
+/// What fleetd knows of its units in systemd.
+#[derive(Default)]
+struct Known {
+    /// The units loaded from the units directory, by the hash of their files.
+    loaded: BTreeMap<UnitName, UnitHash>,
+    /// Their last states, kept current by signals.
+    states: BTreeMap<String, SystemdState>,
+    /// Unit files changed since the last `Reload`.
+    reload_pending: bool,
+}
+
+fn bus_error(what: &str, e: zbus::Error) -> ManagerError {
+    ManagerError(format!("systemd: {what}: {e}"))
+}
+
+impl SystemdManager {
+    /// Connects, subscribes to unit changes and reads what earlier runs loaded. Fails with the
+    /// reason when systemd cannot be reached.
+    pub async fn connect(config: SystemdConfig) -> Result<Arc<SystemdManager>> {
+        let where_ = match (&config.address, config.user) {
+            (Some(address), _) => address.clone(),
+            (None, true) => "the session bus".into(),
+            (None, false) => "the system bus".into(),
+        };
+        let unreachable =
+            |e: zbus::Error| ManagerError(format!("systemd is not reachable on {where_}: {e}"));
+        let connection = match (&config.address, config.user) {
+            (Some(address), _) => zbus::connection::Builder::address(address.as_str())
+                .build()
+                .await
+                .map_err(unreachable)?,
+            (None, true) => zbus::Connection::session().await.map_err(unreachable)?,
+            (None, false) => zbus::Connection::system().await.map_err(unreachable)?,
+        };
+        let bus = ManagerProxy::new(&connection).await.map_err(unreachable)?;
+        bus.system_state().await.map_err(unreachable)?;
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.freedesktop.DBus.Properties")
+            .member("PropertiesChanged")
+            .path_namespace(UNIT_PATH_PREFIX.trim_end_matches('/'))
+            .build()
+            .map_err(unreachable)?;
+        let signals = zbus::MessageStream::for_match_rule(rule, &connection, None)
+            .await
+            .map_err(unreachable)?;
+        bus.subscribe().await.map_err(unreachable)?;
+        std::fs::create_dir_all(&config.units_dir).map_err(|e| {
+            ManagerError(format!("cannot create {}: {e}", config.units_dir.display()))
+        })?;
+        let known = Arc::new(Mutex::new(Known {
+            loaded: scan(&config.units_dir),
+            ..Known::default()
+        }));
+        tokio::spawn(follow_signals(signals, Arc::downgrade(&known)));
+        let manager = Arc::new(SystemdManager { bus, config, known });
+        manager.resync().await?;
+        Ok(manager)
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn path(&self, name: &UnitName) -> Result<PathBuf> {
+        // Unit names never hold a '/', so the file stays in the units directory; checked anyway.
+        if name.as_str().contains('/') {
+            return Err(ManagerError(format!("invalid unit name {name}")));
+        }
+        Ok(self.config.units_dir.join(name.as_str()))
+    }
+
+    /// The one `Reload` for the unit files changed since the last, then fresh states.
+    async fn settle(&self) -> Result<()> {
+        if !std::mem::take(&mut self.known().reload_pending) {
+            return Ok(());
+        }
+        if let Err(e) = self.bus.reload().await {
+            self.known().reload_pending = true;
+            return Err(bus_error("Reload", e));
+        }
+        self.resync().await
+    }
+
+    /// Every loaded unit's state from `ListUnitsByNames`.
+    async fn resync(&self) -> Result<()> {
+        let names: Vec<String> = self.known().loaded.keys().map(|n| n.to_string()).collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let rows = self
+            .bus
+            .list_units_by_names(&refs)
+            .await
+            .map_err(|e| bus_error("ListUnitsByNames", e))?;
+        let mut known = self.known();
+        for row in rows {
+            let state = SystemdState::new(&row.2, &row.3, &row.4);
+            known.states.insert(row.0, state);
+        }
+        Ok(())
+    }
+}
+
+/// The unit files in `dir` that parse, by name, with their hashes.
+fn scan(dir: &std::path::Path) -> BTreeMap<UnitName, UnitHash> {
+    let mut loaded = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Some(name) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| UnitName::new(n).ok())
+        else {
+            continue;
+        };
+        let Ok(bytes) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        if let Ok(unit) = UnitFile::parse(&bytes) {
+            loaded.insert(name, unit.hash());
+        }
+    }
+    loaded
+}
+
+/// Applies systemd's `PropertiesChanged` signals for units to the cache, for as long as the
+/// manager lives.
+async fn follow_signals(mut signals: zbus::MessageStream, known: Weak<Mutex<Known>>) {
+    while let Some(message) = signals.next().await {
+        let Some(known) = known.upgrade() else {
+            return;
+        };
+        let Ok(message) = message else {
+            continue;
+        };
+        let header = message.header();
+        let Some(name) = header.path().and_then(|p| unit_name_of_path(p.as_str())) else {
+            continue;
+        };
+        let Ok((interface, changed, _)) =
+            message
+                .body()
+                .deserialize::<(String, HashMap<String, OwnedVariant>, Vec<String>)>()
+        else {
+            continue;
+        };
+        if interface != "org.freedesktop.systemd1.Unit" {
+            continue;
+        }
+        let text = |key: &str| changed.get(key).and_then(|v| String::try_from(&**v).ok());
+        let mut known = known.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(state) = known.states.get_mut(&name) else {
+            continue;
+        };
+        let (load, active, sub) = (text("LoadState"), text("ActiveState"), text("SubState"));
+        *state = SystemdState::new(
+            load.as_deref().unwrap_or(&state.load),
+            active.as_deref().unwrap_or(&state.active),
+            sub.as_deref().unwrap_or(&state.sub),
+        );
+    }
+}
+
+#[async_trait]
+impl UnitManager for SystemdManager {
+    fn kind(&self) -> ManagerKind {
+        ManagerKind::Systemd
+    }
+
+    async fn load(&self, name: &UnitName, unit: &UnitFile) -> Result<()> {
+        let path = self.path(name)?;
+        // Written whole under another name first: systemd never reads half a file.
+        let temporary = self.config.units_dir.join(format!(".{name}.tmp"));
+        std::fs::write(&temporary, unit.serialize())
+            .and_then(|_| std::fs::rename(&temporary, &path))
+            .map_err(|e| ManagerError(format!("cannot write {}: {e}", path.display())))?;
+        let path_text = path.display().to_string();
+        self.bus
+            .link_unit_files(&[&path_text], true, true)
+            .await
+            .map_err(|e| bus_error(&format!("LinkUnitFiles {name}"), e))?;
+        if unit.options().iter().any(|o| o.section == "Install") {
+            if let Err(e) = self.bus.enable_unit_files(&[&path_text], true, true).await {
+                let _ = self.unload(name).await;
+                return Err(bus_error(&format!("EnableUnitFiles {name}"), e));
+            }
+        }
+        let mut known = self.known();
+        known.loaded.insert(name.clone(), unit.hash());
+        known.reload_pending = true;
+        Ok(())
+    }
+
+    async fn unload(&self, name: &UnitName) -> Result<()> {
+        let path = self.path(name)?;
+        // Stopping a unit systemd does not know is not an error here.
+        let _ = self.bus.stop_unit(name.as_str(), "replace").await;
+        let _ = self.bus.disable_unit_files(&[name.as_str()], true).await;
+        let _ = self.bus.reset_failed_unit(name.as_str()).await;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ManagerError(format!(
+                    "cannot remove {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+        let mut known = self.known();
+        known.loaded.remove(name);
+        known.states.remove(name.as_str());
+        known.reload_pending = true;
+        Ok(())
+    }
+
+    async fn start(&self, name: &UnitName) -> Result<()> {
+        self.settle().await?;
+        self.bus
+            .start_unit(name.as_str(), "replace")
+            .await
+            .map_err(|e| bus_error(&format!("StartUnit {name}"), e))?;
+        Ok(())
+    }
+
+    async fn stop(&self, name: &UnitName) -> Result<()> {
+        self.settle().await?;
+        self.bus
+            .stop_unit(name.as_str(), "replace")
+            .await
+            .map_err(|e| bus_error(&format!("StopUnit {name}"), e))?;
+        Ok(())
+    }
+
+    async fn loaded(&self) -> Result<BTreeMap<UnitName, UnitHash>> {
+        self.settle().await?;
+        Ok(self.known().loaded.clone())
+    }
+
+    async fn state(&self, name: &UnitName) -> Result<SystemdState> {
+        self.settle().await?;
+        if let Some(state) = self.known().states.get(name.as_str()) {
+            return Ok(state.clone());
+        }
+        let rows = self
+            .bus
+            .list_units_by_names(&[name.as_str()])
+            .await
+            .map_err(|e| bus_error("ListUnitsByNames", e))?;
+        let state = rows
+            .into_iter()
+            .next()
+            .map(|row| SystemdState::new(&row.2, &row.3, &row.4))
+            .unwrap_or_else(|| SystemdState::new("not-found", "inactive", "dead"));
+        if self.known().loaded.contains_key(name) {
+            self.known().states.insert(name.to_string(), state.clone());
+        }
+        Ok(state)
+    }
+
+    async fn journal(&self, name: &UnitName, lines: usize) -> Result<Vec<String>> {
+        let output = tokio::process::Command::new("journalctl")
+            .args(&self.config.journalctl_args)
+            .args([
+                "--no-pager",
+                "--output=json",
+                "--unit",
+                name.as_str(),
+                "--lines",
+            ])
+            .arg(lines.to_string())
+            .output()
+            .await
+            .map_err(|e| ManagerError(format!("cannot run journalctl: {e}")))?;
+        if !output.status.success() {
+            return Err(ManagerError(format!(
+                "journalctl: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(journal_record)
+            .collect())
+    }
+
+    async fn follow(&self, name: &UnitName) -> Result<mpsc::Receiver<String>> {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new("journalctl")
+            .args(&self.config.journalctl_args)
+            .args([
+                "--no-pager",
+                "--output=json",
+                "--lines=0",
+                "--follow",
+                "--unit",
+                name.as_str(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| ManagerError(format!("cannot run journalctl: {e}")))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| ManagerError("journalctl: no output".into()))?;
+        let (records, receiver) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            loop {
+                tokio::select! {
+                    line = lines.next_line() => match line {
+                        Ok(Some(line)) => {
+                            if let Some(record) = journal_record(&line) {
+                                if records.send(record).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                        _ => break,
+                    },
+                    _ = records.closed() => break,
+                }
+            }
+            drop(child);
+        });
+        Ok(receiver)
+    }
+}
+
+/// A journal entry (journalctl's JSON) as a log record: `<RFC 3339 time> stdout <message>`.
+fn journal_record(json: &str) -> Option<String> {
+    let entry: serde_json::Value = serde_json::from_str(json).ok()?;
+    let micros: u64 = entry.get("__REALTIME_TIMESTAMP")?.as_str()?.parse().ok()?;
+    let message = match entry.get("MESSAGE")? {
+        serde_json::Value::String(text) => text.clone(),
+        // Messages that are not UTF-8 come as arrays of bytes.
+        serde_json::Value::Array(bytes) => {
+            let bytes: Vec<u8> = bytes
+                .iter()
+                .filter_map(|b| b.as_u64().map(|b| b as u8))
+                .collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        _ => return None,
+    };
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros);
+    Some(format!(
+        "{} stdout {}",
+        rfc3339(at),
+        message.replace('\n', " ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_entries_become_records() {
+        let rows = [
+            (
+                r#"{"__REALTIME_TIMESTAMP":"1763756594123456","MESSAGE":"hello"}"#,
+                Some("2025-11-21T20:23:14.123456Z stdout hello"),
+            ),
+            (
+                r#"{"__REALTIME_TIMESTAMP":"1763756594000000","MESSAGE":[104,105]}"#,
+                Some("2025-11-21T20:23:14.000000Z stdout hi"),
+            ),
+            (r#"{"MESSAGE":"no time"}"#, None),
+            ("not json", None),
+        ];
+        for (json, expected) in rows {
+            assert_eq!(journal_record(json).as_deref(), expected, "{json}");
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The systemd unit manager against a real systemd 252, booted per test in a sandbox
+//! (`fleet_testkit::SystemdSandbox`; never the host's own).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleet_agent::manager::UnitManager;
+use fleet_agent::systemd::{SystemdConfig, SystemdManager};
+use fleet_testkit::SystemdSandbox;
+use fleet_unit::{UnitFile, UnitName};
+
+struct Machine {
+    sandbox: SystemdSandbox,
+    manager: Arc<SystemdManager>,
+}
+
+impl Machine {
+    async fn boot() -> Machine {
+        let sandbox = SystemdSandbox::boot(env!("CARGO_TARGET_TMPDIR").as_ref()).unwrap();
+        let manager = SystemdManager::connect(config(&sandbox)).await.unwrap();
+        Machine { sandbox, manager }
+    }
+
+    async fn load(&self, name: &str, text: &str) -> UnitName {
+        let name = UnitName::new(name).unwrap();
+        let unit = UnitFile::parse(text.as_bytes()).unwrap();
+        self.manager.load(&name, &unit).await.unwrap();
+        name
+    }
+
+    /// Waits (at most 10 s) until the manager reports `active`/`sub` for `name`.
+    async fn until_state(&self, name: &UnitName, active: &str, sub: &str) -> Duration {
+        let started = Instant::now();
+        loop {
+            let state = self.manager.state(name).await.unwrap();
+            if state.active == active && state.sub == sub {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{name}: {state:?}, not {active} ({sub})"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits (at most 10 s: journald writes a moment after the unit) for a record of `name`
+    /// ending with `text`.
+    async fn until_logged(&self, name: &UnitName, text: &str) {
+        let started = Instant::now();
+        loop {
+            let log = self.manager.journal(name, 10).await.unwrap();
+            if log.iter().any(|r| r.ends_with(text)) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{name}: {log:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What systemd itself says (`systemctl is-active`).
+    fn is_active(&self, name: &str) -> String {
+        match self.sandbox.systemctl(&["is-active", name]) {
+            Ok(out) => out,
+            Err(e) => e.lines().last().unwrap_or_default().trim().to_owned(),
+        }
+    }
+}
+
+fn config(sandbox: &SystemdSandbox) -> SystemdConfig {
+    SystemdConfig {
+        address: Some(sandbox.bus_address()),
+        user: false,
+        units_dir: sandbox.shared_dir().join("units"),
+        journalctl_args: vec![
+            "--directory".into(),
+            sandbox.journal_dir().display().to_string(),
+        ],
+    }
+}
+
+const SLEEPER: &str = "[Unit]\nDescription=Sleeps\n\n[Service]\nExecStart=/bin/sh -c 'echo hello from systemd; exec sleep 300'\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_start_stop_unload_and_the_log() {
+    let machine = Machine::boot().await;
+    let name = machine.load("hello.service", SLEEPER).await;
+    let state = machine.manager.state(&name).await.unwrap();
+    assert_eq!(
+        (state.load.as_str(), state.active.as_str()),
+        ("loaded", "inactive")
+    );
+    machine.manager.start(&name).await.unwrap();
+    let took = machine.until_state(&name, "active", "running").await;
+    println!("StartUnit to active (signal): {took:?}");
+    assert_eq!(machine.is_active("hello.service"), "active");
+    let log = machine.manager.journal(&name, 10).await.unwrap();
+    assert!(
+        log.iter()
+            .any(|r| r.ends_with(" stdout hello from systemd")),
+        "{log:?}"
+    );
+
+    machine.manager.stop(&name).await.unwrap();
+    machine.until_state(&name, "inactive", "dead").await;
+    machine.manager.unload(&name).await.unwrap();
+    assert!(machine.manager.loaded().await.unwrap().is_empty());
+    assert!(!machine
+        .sandbox
+        .shared_dir()
+        .join("units/hello.service")
+        .exists());
+    let state = machine.manager.state(&name).await.unwrap();
+    assert_eq!(state.load, "not-found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_unit_is_failed() {
+    let machine = Machine::boot().await;
+    let name = machine
+        .load("broken.service", "[Service]\nExecStart=/bin/false\n")
+        .await;
+    machine.manager.start(&name).await.unwrap();
+    machine.until_state(&name, "failed", "failed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wanted_by_required_and_template_instances() {
+    let machine = Machine::boot().await;
+    let main = machine.load("main.service", "[Unit]\nRequires=db.service\nAfter=db.service\n\n[Service]\nExecStart=/bin/sleep 300\n").await;
+    machine
+        .load("db.service", "[Service]\nExecStart=/bin/sleep 300\n")
+        .await;
+    // Installed into main.service: started with it (fleet's TestInstallUnit).
+    machine
+        .load(
+            "sidecar.service",
+            "[Service]\nExecStart=/bin/sleep 300\n\n[Install]\nWantedBy=main.service\n",
+        )
+        .await;
+    let instance = machine
+        .load(
+            "web@8080.service",
+            "[Service]\nExecStart=/bin/sh -c 'echo port %i; exec sleep 300'\n",
+        )
+        .await;
+    machine.manager.start(&main).await.unwrap();
+    machine.manager.start(&instance).await.unwrap();
+    for name in [
+        "main.service",
+        "db.service",
+        "sidecar.service",
+        "web@8080.service",
+    ] {
+        machine
+            .until_state(&UnitName::new(name).unwrap(), "active", "running")
+            .await;
+    }
+    machine.until_logged(&instance, " stdout port 8080").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_manager_finds_what_the_last_loaded_and_leaves_it_running() {
+    let machine = Machine::boot().await;
+    let name = machine.load("keep.service", SLEEPER).await;
+    machine.manager.start(&name).await.unwrap();
+    machine.until_state(&name, "active", "running").await;
+    let pid = machine
+        .sandbox
+        .systemctl(&["show", "-p", "MainPID", "--value", "keep.service"])
+        .unwrap();
+    let hashes = machine.manager.loaded().await.unwrap();
+    drop(machine.manager);
+
+    let again = SystemdManager::connect(config(&machine.sandbox))
+        .await
+        .unwrap();
+    assert_eq!(again.loaded().await.unwrap(), hashes);
+    let state = again.state(&name).await.unwrap();
+    assert_eq!(
+        (state.active.as_str(), state.sub.as_str()),
+        ("active", "running")
+    );
+    let pid_after = machine
+        .sandbox
+        .systemctl(&["show", "-p", "MainPID", "--value", "keep.service"])
+        .unwrap();
+    assert_eq!(pid, pid_after, "restarted");
+    // A unit fleetd did not load is never listed, whatever systemd runs.
+    assert!(!again
+        .loaded()
+        .await
+        .unwrap()
+        .keys()
+        .any(|n| n.as_str() == "dbus.service"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_systemd_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = SystemdManager::connect(SystemdConfig {
+        address: Some(format!("unix:path={}/nothing", dir.path().display())),
+        user: false,
+        units_dir: dir.path().join("units"),
+        journalctl_args: Vec::new(),
+    })
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        error
+            .0
+            .starts_with("systemd is not reachable on unix:path="),
+        "{}",
+        error.0
+    );
+}
