@@ -8,6 +8,7 @@ use std::time::Duration;
 use fleet_agent::agent::{self, AgentConfig};
 use fleet_agent::manager::{ManagerKind, UnitManager};
 use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
+use fleet_agent::systemd::{SystemdConfig, SystemdManager};
 use fleet_api::server::{router, router_with_token, ApiState};
 use fleet_engine::reconciler::{self, EngineConfig};
 use fleet_registry::etcd::{EtcdConfig, EtcdStore};
@@ -40,7 +41,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
         .map_err(|e| format!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
     let store = open_registry(&config).await?;
     let registry = Registry::open(store).await.map_err(|e| e.to_string())?;
-    let manager = unit_manager(&config, &machine, &public_ip)?;
+    let manager = unit_manager(&config, &machine, &public_ip).await?;
     let manager_for_exit = Arc::clone(&manager);
 
     let (stop, shutdown) = watch::channel(false);
@@ -573,7 +574,7 @@ async fn open_registry(config: &Config) -> Result<Arc<dyn KvStore>, String> {
     }
 }
 
-fn unit_manager(
+async fn unit_manager(
     config: &Config,
     machine: &MachineId,
     public_ip: &str,
@@ -584,12 +585,25 @@ fn unit_manager(
         UnitManagerChoice::Systemd => Some(ManagerKind::Systemd),
     };
     match ManagerKind::select(configured, Path::new("/")) {
-        ManagerKind::Systemd => Err(
-            "this machine runs systemd, but the systemd unit manager is not built yet; set unit_manager=native"
-                .into(),
-        ),
+        ManagerKind::Systemd => {
+            // The system bus (DBUS_SYSTEM_BUS_ADDRESS if set), or the user's with systemd_user.
+            let systemd = SystemdManager::connect(SystemdConfig {
+                address: None,
+                user: config.systemd_user,
+                units_dir: config.units_directory.clone(),
+                journalctl_args: match config.systemd_user {
+                    true => vec!["--user".into()],
+                    false => Vec::new(),
+                },
+            })
+            .await
+            .map_err(|e| format!("{e} (unit_manager=native runs units without systemd)"))?;
+            tracing::info!(units = %config.units_directory.display(), "unit manager: systemd");
+            Ok(systemd)
+        }
         ManagerKind::Native => {
-            let shim = std::env::current_exe().map_err(|e| format!("cannot find fleetd's own binary: {e}"))?;
+            let shim = std::env::current_exe()
+                .map_err(|e| format!("cannot find fleetd's own binary: {e}"))?;
             let supervisor = Supervisor::open(SupervisorConfig {
                 units_dir: config.units_directory.clone(),
                 run_dir: config.data_dir.join("run"),

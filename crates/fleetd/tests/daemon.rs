@@ -63,6 +63,25 @@ fn a_bad_configuration_is_refused_with_the_option_named() {
     assert_eq!(missing.status.code(), Some(2));
 }
 
+#[test]
+fn systemd_requested_but_unreachable_stops_fleetd_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "unit_manager = systemd\n").unwrap();
+    let bus = format!("unix:path={}/no-bus", dir.path().display());
+    let output = fleetd(dir.path())
+        .env("FLEET_UNIT_MANAGER", "systemd")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("systemd is not reachable on the system bus: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unit_manager=native"), "{stderr}");
+}
+
 /// One HTTP/1.1 request over the unix socket; (status, body).
 use fleet_testkit::measure::http_unix as http;
 
