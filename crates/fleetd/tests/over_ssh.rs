@@ -94,12 +94,13 @@ fn eventually<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T 
 /// Two machines on one etcd, and an sshd whose sessions are machine B (their fleetctl talks
 /// to B's fleetd).
 struct Cluster {
-    dir: tempfile::TempDir,
-    // Dropped in this order: the fleetds leave before etcd goes.
+    // Dropped in this order: the fleetds leave (stopping their units) while etcd and their
+    // directories still exist.
     a: Fleetd,
     _b: Fleetd,
     sshd: SshServer,
     _etcd: EtcdServer,
+    dir: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -121,11 +122,11 @@ impl Cluster {
         )
         .unwrap();
         let cluster = Cluster {
-            dir,
             a,
             _b: b,
             sshd,
             _etcd: etcd,
+            dir,
         };
         eventually("both machines never joined", || {
             let (code, out, err) = cluster.fleetctl(&["list-machines", "--no-legend"]);
