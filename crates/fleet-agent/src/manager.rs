@@ -53,6 +53,34 @@ pub trait UnitManager: Send + Sync {
     async fn follow(&self, name: &UnitName) -> Result<mpsc::Receiver<String>>;
 }
 
+/// The unit files an earlier run left in `dir` (the units directory), by name. Files whose
+/// names are no unit names (a load's temporary file) are passed over; files that do not parse
+/// are skipped with a warning.
+pub(crate) fn units_in(dir: &Path) -> std::io::Result<BTreeMap<UnitName, UnitFile>> {
+    let mut units = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        let Some(name) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| UnitName::new(n).ok())
+        else {
+            continue;
+        };
+        let text = std::fs::read(&path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        match UnitFile::parse(&text) {
+            Ok(unit) => {
+                units.insert(name, unit);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e.message(), "skipping an unreadable unit file")
+            }
+        }
+    }
+    Ok(units)
+}
+
 /// How often a followed native log is read for new records.
 const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 

@@ -371,41 +371,41 @@ impl Client {
         Err(api_error(status, &body))
     }
 
-    /// One exchange on the kept connection; a connection that ended since its last use (the
-    /// server closed it while idle) is replaced once, before anything of the answer was read.
+    /// One exchange on the kept connection. A kept connection that the other end closed while
+    /// idle is replaced once; one that timed out is not (the request may have been served).
     fn exchange_kept(&self, request: &[u8]) -> Result<(u16, Vec<u8>)> {
         let mut kept = self
             .kept
             .lock()
             .map_err(|_| ClientError::Transport("the tunnel broke".into()))?;
-        for fresh in [false, true] {
-            let reader = match kept.take() {
-                Some(reader) if !fresh => reader,
-                _ => BufReader::new(self.connect(self.timeout)?),
-            };
-            let mut reader = reader;
-            let head = reader
-                .get_mut()
-                .write_all(request)
-                .and_then(|_| reader.get_mut().flush())
-                .and_then(|_| http::read_head(&mut reader));
-            let head = match head {
-                Ok(head) => head,
-                Err(_) if !fresh => continue,
-                Err(e) => return Err(transport(e)),
-            };
-            let mut body = Vec::new();
-            std::io::Read::read_to_end(&mut http::body(&mut reader, &head), &mut body)
-                .map_err(transport)?;
-            let closing = head
-                .header("connection")
-                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-            if head.delimited() && !closing {
-                *kept = Some(reader);
-            }
-            return Ok((head.status, body));
+        let send = |reader: &mut BufReader<Box<dyn Connection>>| {
+            reader.get_mut().write_all(request)?;
+            reader.get_mut().flush()?;
+            http::read_head(reader)
+        };
+        let fresh = || -> Result<(BufReader<Box<dyn Connection>>, http::Head)> {
+            let mut reader = BufReader::new(self.connect(self.timeout)?);
+            let head = send(&mut reader).map_err(transport)?;
+            Ok((reader, head))
+        };
+        let (mut reader, head) = match kept.take() {
+            Some(mut reader) => match send(&mut reader) {
+                Ok(head) => (reader, head),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(transport(e)),
+                Err(_) => fresh()?,
+            },
+            None => fresh()?,
+        };
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut http::body(&mut reader, &head), &mut body)
+            .map_err(transport)?;
+        let closing = head
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if head.delimited() && !closing {
+            *kept = Some(reader);
         }
-        Err(ClientError::Transport("the tunnel broke".into()))
+        Ok((head.status, body))
     }
 }
 

@@ -1,20 +1,15 @@
 //! A real etcd (Debian's `etcd-server`) on free loopback ports, with its data in a temp dir.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::free_port;
+
 /// How long a fresh etcd may take to become healthy on a busy 2-core machine.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 /// Where etcd keeps its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::{free_port, run_output};
+
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SshServer {
@@ -18,27 +20,6 @@ pub struct SshServer {
     port: u16,
     user: String,
     host_key: String,
-}
-
-fn run(command: &mut Command) -> Result<String, String> {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{command:?}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{command:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Result<(), String> {
@@ -66,13 +47,15 @@ impl SshServer {
             .map_err(|e| e.to_string())?;
         let path = |name: &str| dir.path().join(name);
         for key in ["host_key", "client_key"] {
-            run(Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(path(key)))?;
+            run_output(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(path(key)),
+            )?;
         }
         std::fs::copy(path("client_key.pub"), path("authorized_keys"))
             .map_err(|e| e.to_string())?;
-        let user = run(Command::new("id").arg("-un"))?;
+        let user = run_output(Command::new("id").arg("-un"))?;
         let port = free_port();
         let mut config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\n\
@@ -91,7 +74,7 @@ impl SshServer {
         }
         std::fs::write(path("sshd_config"), config).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(path("sshd.log")).map_err(|e| e.to_string())?;
-        let root = run(Command::new("id").arg("-u"))? == "0";
+        let root = run_output(Command::new("id").arg("-u"))? == "0";
         let mut command = match root {
             true => {
                 let mut command = Command::new("unshare");
@@ -138,10 +121,12 @@ impl SshServer {
             host_key,
         };
         wait_until("ssh-agent never made its socket", || agent_socket.exists())?;
-        run(Command::new("ssh-add")
-            .arg("-q")
-            .arg(server.dir.path().join("client_key"))
-            .env("SSH_AUTH_SOCK", &agent_socket))?;
+        run_output(
+            Command::new("ssh-add")
+                .arg("-q")
+                .arg(server.dir.path().join("client_key"))
+                .env("SSH_AUTH_SOCK", &agent_socket),
+        )?;
         let log = server.dir.path().join("sshd.log");
         let listening = format!("Server listening on 127.0.0.1 port {port}.");
         let mut exited = None;

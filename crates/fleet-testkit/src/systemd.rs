@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::run_output;
+
 const SCRIPT: &str = include_str!("../scripts/sandbox-systemd.sh");
 /// Boot takes about 1 s here, 2.3 s under load.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -142,21 +144,6 @@ impl SystemdSandbox {
     }
 }
 
-fn run_output(command: &mut Command) -> Result<String, String> {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{command:?}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{command:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
-
 fn comm(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
@@ -218,14 +205,7 @@ impl Drop for SystemdSandbox {
                 .args(["-c", &format!("kill -s SIGRTMIN+4 {}", self.pid1)])
                 .status();
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.outer.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if let Ok(None) = self.outer.try_wait() {
+        if !crate::exits_within(&mut self.outer, Duration::from_secs(10)) {
             if self.pid1 != 0 {
                 let _ = Command::new("kill")
                     .args(["-KILL", &self.pid1.to_string()])

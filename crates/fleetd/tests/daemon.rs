@@ -550,13 +550,7 @@ fn fleetctl_moves_a_unit_through_every_state() {
     stop(&mut child, "-TERM");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use fleet_testkit::free_port;
 
 /// Starts fleetd with an https listener and the given extra configuration; its URL.
 fn start_https(dir: &Path, tls: &fleet_testkit::TlsFiles, extra: &str) -> (Child, String) {

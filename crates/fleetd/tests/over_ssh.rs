@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{eventually, holds};
 use fleet_testkit::{EtcdServer, SshServer};
+
+mod common;
 
 const MACHINE_A: &str = "aaaa1111";
 const MACHINE_B: &str = "bbbb2222";
@@ -23,28 +26,16 @@ struct Fleetd {
 }
 
 impl Fleetd {
-    fn start(binary: &Path, home: &Path, machine: &str, etcd: &EtcdServer) -> Fleetd {
+    fn start(home: &Path, machine: &str, etcd: &EtcdServer) -> Fleetd {
         std::fs::create_dir_all(home).unwrap();
         std::fs::write(home.join("fleet.conf"), "").unwrap();
-        let child = Command::new(binary)
+        let child = common::fleetd(home, machine)
             .arg("--config")
             .arg(home.join("fleet.conf"))
-            .env_clear()
             .env("PATH", "/usr/bin:/bin")
-            .env("FLEET_DATA_DIR", home.join("data"))
-            .env("FLEET_UNITS_DIRECTORY", home.join("units"))
-            .env("FLEET_MACHINE_ID", machine)
-            .env("FLEET_UNIT_MANAGER", "native")
             .env("FLEET_PUBLIC_IP", "127.0.0.1")
             .env("FLEET_ETCD_SERVERS", etcd.endpoint())
             .env("FLEET_AGENT_TTL", "3s")
-            .env(
-                "FLEET_API_LISTEN",
-                format!("unix://{}", home.join("fleet.sock").display()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let fleetd = Fleetd {
@@ -52,8 +43,8 @@ impl Fleetd {
             home: home.to_owned(),
         };
         let socket = fleetd.socket();
-        eventually("fleetd never served its socket", || {
-            socket.exists().then_some(()).ok_or_else(String::new)
+        eventually("fleetd never served its socket", WITHIN, || {
+            holds(socket.exists())
         });
         fleetd
     }
@@ -68,26 +59,10 @@ impl Drop for Fleetd {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !fleet_testkit::exits_within(&mut self.child, Duration::from_secs(10)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn eventually<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + WITHIN;
-    loop {
-        match probe() {
-            Ok(value) => return value,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -111,8 +86,8 @@ impl Cluster {
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         std::os::unix::fs::symlink(fleetd, bin.join("fleetctl")).unwrap();
-        let a = Fleetd::start(fleetd, &dir.path().join("a"), MACHINE_A, &etcd);
-        let b = Fleetd::start(fleetd, &dir.path().join("b"), MACHINE_B, &etcd);
+        let a = Fleetd::start(&dir.path().join("a"), MACHINE_A, &etcd);
+        let b = Fleetd::start(&dir.path().join("b"), MACHINE_B, &etcd);
         let path = format!("{}:/usr/bin:/bin", bin.display());
         let endpoint = format!("unix://{}", b.socket().display());
         let sshd = SshServer::start(&[("PATH", &path), ("FLEETCTL_ENDPOINT", &endpoint)]).unwrap();
@@ -128,7 +103,7 @@ impl Cluster {
             _etcd: etcd,
             dir,
         };
-        eventually("both machines never joined", || {
+        eventually("both machines never joined", WITHIN, || {
             let (code, out, err) = cluster.fleetctl(&["list-machines", "--no-legend"]);
             match (code, out.lines().count()) {
                 (0, 2) => Ok(()),
@@ -381,7 +356,11 @@ fn a_global_unit_is_shown_and_restarted_on_every_machine() {
             _ => Err(out),
         }
     };
-    eventually("the global unit never ran on both machines", both_active);
+    eventually(
+        "the global unit never ran on both machines",
+        WITHIN,
+        both_active,
+    );
 
     // status: one summary per machine; A's log from its own fleetd, B's over ssh.
     let (code, out, err) = cluster.fleetctl(&["status", &port, "everywhere.service"]);

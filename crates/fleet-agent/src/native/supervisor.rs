@@ -15,6 +15,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use super::log::rfc3339;
+use crate::manager::units_in;
+
 use super::plan::{start_plan, stop_plan, unbound, Node};
 use super::service::{Relations, Service};
 use super::shim::{read_state, write_state, ShimSpec, PID, SOCKET, SPEC, STATE};
@@ -93,29 +95,14 @@ impl Supervisor {
         for dir in [&config.units_dir, &config.run_dir] {
             std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
         }
-        let mut loaded = BTreeMap::new();
-        let entries = std::fs::read_dir(&config.units_dir)
-            .map_err(|e| io("cannot read", &config.units_dir, e))?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(name) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| UnitName::new(n).ok())
-            else {
-                continue;
-            };
-            let text = std::fs::read(&path).map_err(|e| io("cannot read", &path, e))?;
-            match UnitFile::parse(&text) {
-                Ok(unit) => {
-                    let relations = relations(&config, &name, &unit);
-                    loaded.insert(name, Loaded { unit, relations });
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e.message(), "skipping an unreadable unit file")
-                }
-            }
-        }
+        let loaded = units_in(&config.units_dir)
+            .map_err(|e| io("cannot read", &config.units_dir, e))?
+            .into_iter()
+            .map(|(name, unit)| {
+                let relations = relations(&config, &name, &unit);
+                (name, Loaded { unit, relations })
+            })
+            .collect();
         Ok(Supervisor {
             config,
             loaded: Mutex::new(loaded),

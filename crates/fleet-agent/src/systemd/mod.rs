@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use zbus::OwnedVariant;
 
-use crate::manager::{ManagerError, ManagerKind, Result, UnitManager};
+use crate::manager::{units_in, ManagerError, ManagerKind, Result, UnitManager};
 use crate::native::log::rfc3339;
 use bus::{unit_name_of_path, ManagerProxy, UNIT_PATH_PREFIX};
 
@@ -92,8 +92,13 @@ impl SystemdManager {
         std::fs::create_dir_all(&config.units_dir).map_err(|e| {
             ManagerError(format!("cannot create {}: {e}", config.units_dir.display()))
         })?;
+        let loaded = units_in(&config.units_dir)
+            .map_err(|e| ManagerError(format!("cannot read {}: {e}", config.units_dir.display())))?
+            .into_iter()
+            .map(|(name, unit)| (name, unit.hash()))
+            .collect();
         let known = Arc::new(Mutex::new(Known {
-            loaded: scan(&config.units_dir),
+            loaded,
             ..Known::default()
         }));
         tokio::spawn(follow_signals(signals, Arc::downgrade(&known)));
@@ -114,6 +119,16 @@ impl SystemdManager {
             return Err(ManagerError(format!("invalid unit name {name}")));
         }
         Ok(self.config.units_dir.join(name.as_str()))
+    }
+
+    /// journalctl for the unit's entries as JSON, with `extra` arguments.
+    fn journalctl(&self, name: &UnitName, extra: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new("journalctl");
+        command
+            .args(&self.config.journalctl_args)
+            .args(["--no-pager", "--output=json", "--unit", name.as_str()])
+            .args(extra);
+        command
     }
 
     /// The one `Reload` for the unit files changed since the last, then fresh states.
@@ -147,27 +162,6 @@ impl SystemdManager {
         }
         Ok(())
     }
-}
-
-/// The unit files in `dir` that parse, by name, with their hashes.
-fn scan(dir: &std::path::Path) -> BTreeMap<UnitName, UnitHash> {
-    let mut loaded = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let Some(name) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| UnitName::new(n).ok())
-        else {
-            continue;
-        };
-        let Ok(bytes) = std::fs::read(entry.path()) else {
-            continue;
-        };
-        if let Ok(unit) = UnitFile::parse(&bytes) {
-            loaded.insert(name, unit.hash());
-        }
-    }
-    loaded
 }
 
 /// Applies systemd's `PropertiesChanged` signals for units to the cache, for as long as the
@@ -306,16 +300,8 @@ impl UnitManager for SystemdManager {
     }
 
     async fn journal(&self, name: &UnitName, lines: usize) -> Result<Vec<String>> {
-        let output = tokio::process::Command::new("journalctl")
-            .args(&self.config.journalctl_args)
-            .args([
-                "--no-pager",
-                "--output=json",
-                "--unit",
-                name.as_str(),
-                "--lines",
-            ])
-            .arg(lines.to_string())
+        let output = self
+            .journalctl(name, &[&format!("--lines={lines}")])
             .output()
             .await
             .map_err(|e| ManagerError(format!("cannot run journalctl: {e}")))?;
@@ -333,16 +319,8 @@ impl UnitManager for SystemdManager {
 
     async fn follow(&self, name: &UnitName) -> Result<mpsc::Receiver<String>> {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new("journalctl")
-            .args(&self.config.journalctl_args)
-            .args([
-                "--no-pager",
-                "--output=json",
-                "--lines=0",
-                "--follow",
-                "--unit",
-                name.as_str(),
-            ])
+        let mut child = self
+            .journalctl(name, &["--lines=0", "--follow"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)

@@ -96,6 +96,20 @@ pub fn number<T: std::str::FromStr>(parsed: &Parsed, flag: &str, default: T) -> 
     }
 }
 
+/// The value, or `None` after printing the error on stderr (the command then exits 1).
+pub fn or_explain<T>(
+    result: Result<T, String>,
+    io: &mut crate::Io<'_>,
+) -> std::io::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) => {
+            writeln!(io.err, "{e}")?;
+            Ok(None)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

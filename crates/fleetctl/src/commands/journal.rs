@@ -73,12 +73,8 @@ impl Output {
 }
 
 pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
-    let parsed = match flags::parse(args, FLAGS, false) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            writeln!(io.err, "{e}")?;
-            return Ok(1);
-        }
+    let Some(parsed) = flags::or_explain(flags::parse(args, FLAGS, false), io)? else {
+        return Ok(1);
     };
     let [arg] = parsed.args.as_slice() else {
         writeln!(io.err, "One unit file must be provided.")?;
@@ -94,12 +90,8 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
             ssh_port: flags::number(&parsed, "ssh-port", 22)?,
         })
     };
-    let request = match request() {
-        Ok(request) => request,
-        Err(e) => {
-            writeln!(io.err, "{e}")?;
-            return Ok(1);
-        }
+    let Some(request) = flags::or_explain(request(), io)? else {
+        return Ok(1);
     };
     let name = &request.name;
     let client = globals.client();
@@ -191,15 +183,12 @@ pub(crate) fn show_log(
         true => client.follow_journal(name, request.lines, machine, &mut print),
         false => client
             .journal(name, request.lines, machine)
-            .and_then(|(machine, records)| {
-                for record in &records {
-                    if let Err(e) = print(&machine, record) {
-                        return Err(ClientError::Transport(e.to_string()));
-                    }
-                }
-                Ok(())
+            .map(|(machine, records)| {
+                // A failed write stops the loop; it is reported below.
+                let _ = records.iter().try_for_each(|r| print(&machine, r));
             }),
     };
+    // Writing failed (a closed pipe): that, not the journal, is what went wrong.
     if let Some(kind) = failed_write {
         return Err(kind.into());
     }

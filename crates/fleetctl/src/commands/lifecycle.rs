@@ -134,16 +134,9 @@ pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) 
         if target == Target::Submit {
             continue;
         }
-        let launch = Unit {
-            desired_state: target.state().into(),
-            name: name.clone(),
-            ..Unit::default()
-        };
-        if unit.desired_state != target.state() {
-            if let Err(e) = client.put_unit(&launch) {
-                writeln!(io.err, "Error setting target state for Unit({name}): {e}")?;
-                return Ok(1);
-            }
+        if unit.desired_state != target.state() && !set_desired(&client, &name, target.state(), io)?
+        {
+            return Ok(1);
         }
         started.push(name);
     }
@@ -306,13 +299,7 @@ pub fn run_restart(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::R
             }
         };
         for state in steps {
-            let put = Unit {
-                desired_state: (*state).into(),
-                name: name.clone(),
-                ..Unit::default()
-            };
-            if let Err(e) = client.put_unit(&put) {
-                writeln!(io.err, "Error setting target state for Unit({name}): {e}")?;
+            if !set_desired(&client, &name, state, io)? {
                 return Ok(1);
             }
             match wait_for(&client, &name, state, attempts) {
@@ -351,13 +338,7 @@ fn restart_global(
     }
     let mut machines = 0;
     for (state, running) in [("loaded", false), ("launched", true)] {
-        let put = Unit {
-            desired_state: state.into(),
-            name: name.clone(),
-            ..Unit::default()
-        };
-        if let Err(e) = client.put_unit(&put) {
-            writeln!(io.err, "Error setting target state for Unit({name}): {e}")?;
+        if !set_desired(client, name, state, io)? {
             return Ok(false);
         }
         let settled = poll(attempts, || {
@@ -423,13 +404,7 @@ pub fn run_down(
         if !global && (unit.current_state == state || (!unload && unit.current_state == "loaded")) {
             continue;
         }
-        let put = Unit {
-            desired_state: state.into(),
-            name: name.clone(),
-            ..Unit::default()
-        };
-        if let Err(e) = client.put_unit(&put) {
-            writeln!(io.err, "Error setting target state for Unit({name}): {e}")?;
+        if !set_desired(&client, &name, state, io)? {
             return Ok(1);
         }
         if global {
@@ -453,6 +428,22 @@ pub fn run_down(
     }
     writeln!(io.err, "Successfully {done} units [{}].", changed.join(" "))?;
     Ok(0)
+}
+
+/// Sets the unit's desired state; `false` after saying why it could not.
+fn set_desired(client: &Client, name: &str, state: &str, io: &mut Io<'_>) -> io::Result<bool> {
+    let put = Unit {
+        desired_state: state.into(),
+        name: name.to_owned(),
+        ..Unit::default()
+    };
+    match client.put_unit(&put) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            writeln!(io.err, "Error setting target state for Unit({name}): {e}")?;
+            Ok(false)
+        }
+    }
 }
 
 /// Creates `name` from the file `arg` or from its template in the cluster; waits until the

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io;
 
 use fleet_api::schema::{Machine, Unit};
+use fleet_unit::UnitFile;
 
 use super::list_units::machine_column;
 use super::table::{self, TableFlags};
@@ -47,11 +48,18 @@ pub fn render(flags: &TableFlags, units: &[Unit], machines: &[Machine]) -> Strin
         .iter()
         .map(|m| (m.id.as_str(), m.primary_ip.as_str()))
         .collect();
-    let mut sorted: Vec<&Unit> = units.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    table::render(flags, &sorted, |unit, field| {
-        let file = unit.unit_file();
-        let global = unit.is_global();
+    // Each unit's file is built (and hashed, if asked) once, not once per column.
+    let mut sorted: Vec<(&Unit, UnitFile, bool)> = units
+        .iter()
+        .map(|unit| {
+            let file = unit.unit_file();
+            let global = fleet_unit::Requirements::raw(&file).is_global();
+            (unit, file, global)
+        })
+        .collect();
+    sorted.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    table::render(flags, &sorted, |(unit, file, global), field| {
+        let global = *global;
         let target = || match (global, unit.machine_id.is_empty()) {
             (true, _) => "global".to_owned(),
             (false, true) => "-".to_owned(),

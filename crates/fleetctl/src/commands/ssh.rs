@@ -18,19 +18,11 @@ const FLAGS: &[Flag] = &[
 ];
 
 pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
-    let parsed = match flags::parse(args, FLAGS, true) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            writeln!(io.err, "{e}")?;
-            return Ok(1);
-        }
+    let Some(parsed) = flags::or_explain(flags::parse(args, FLAGS, true), io)? else {
+        return Ok(1);
     };
-    let port = match flags::number(&parsed, "ssh-port", 22) {
-        Ok(port) => port,
-        Err(e) => {
-            writeln!(io.err, "{e}")?;
-            return Ok(1);
-        }
+    let Some(port) = flags::or_explain(flags::number(&parsed, "ssh-port", 22), io)? else {
+        return Ok(1);
     };
     let client = globals.client();
     let mut command = parsed.args.as_slice();

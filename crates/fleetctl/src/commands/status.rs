@@ -20,19 +20,11 @@ const FLAGS: &[Flag] = &[value(&["ssh-port"])];
 const LOG_LINES: usize = 10;
 
 pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
-    let parsed = match flags::parse(args, FLAGS, false) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            writeln!(io.err, "{e}")?;
-            return Ok(1);
-        }
+    let Some(parsed) = flags::or_explain(flags::parse(args, FLAGS, false), io)? else {
+        return Ok(1);
     };
-    let ssh_port = match flags::number(&parsed, "ssh-port", 22) {
-        Ok(port) => port,
-        Err(e) => {
-            writeln!(io.err, "{e}")?;
-            return Ok(1);
-        }
+    let Some(ssh_port) = flags::or_explain(flags::number(&parsed, "ssh-port", 22), io)? else {
+        return Ok(1);
     };
     if parsed.args.is_empty() {
         writeln!(io.err, "No units given")?;
