@@ -19,6 +19,7 @@ use fleet_unit::{
 use tokio::sync::watch;
 
 use crate::manager::UnitManager;
+use crate::started::Started;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -28,6 +29,8 @@ pub struct AgentConfig {
     pub ttl: Duration,
     /// Where the machine lease's ID is kept across restarts.
     pub lease_file: PathBuf,
+    /// Where the units this agent started are remembered across restarts (see `started`).
+    pub started_file: Option<PathBuf>,
     /// How often local unit states are compared with what was last published.
     pub state_poll: Duration,
     /// The safety-net full reconcile period.
@@ -49,10 +52,11 @@ pub async fn run(
     let mut agent = Agent {
         registry,
         manager,
-        config,
         lease: None,
         published: BTreeMap::new(),
         units: BTreeMap::new(),
+        started: Started::open(config.started_file.clone()),
+        config,
     };
     let mut view = loop {
         if *shutdown.borrow() {
@@ -146,6 +150,7 @@ struct Agent {
     published: BTreeMap<UnitName, StateRecord>,
     /// Unit files by hash (immutable).
     units: BTreeMap<UnitHash, UnitFile>,
+    started: Started,
 }
 
 impl Agent {
@@ -187,21 +192,25 @@ impl Agent {
         }
     }
 
-    /// Loads, starts, stops and unloads until the machine matches `snapshot`.
+    /// Loads, starts, stops and unloads until the machine matches `snapshot`. A unit is started
+    /// once when it is wanted launched and stopped once when it no longer is: what it does in
+    /// between (fail, exit, get pulled in by another unit) is its init system's business.
     async fn reconcile(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         let desired = self.desired(snapshot).await?;
         let loaded = self.manager.loaded().await.map_err(|e| e.to_string())?;
         for name in loaded.keys().filter(|n| !desired.contains_key(*n)) {
             tracing::info!(unit = %name, "agent: unloading");
             self.manager.unload(name).await.map_err(|e| e.to_string())?;
+            self.started.remove(name);
             self.withdraw(name).await;
         }
         for (name, (record, unit)) in &desired {
             if loaded.get(name) != Some(&record.hash) {
                 tracing::info!(unit = %name, "agent: loading");
                 if loaded.contains_key(name) {
-                    // A new version: the old one stops first.
+                    // A new version: the old one stops first, and the new one starts anew.
                     self.manager.stop(name).await.map_err(|e| e.to_string())?;
+                    self.started.remove(name);
                 }
                 self.manager
                     .load(name, unit)
@@ -210,18 +219,25 @@ impl Agent {
             }
         }
         for (name, (record, _)) in &desired {
-            let state = self.manager.state(name).await.map_err(|e| e.to_string())?;
-            let active = matches!(state.active.as_str(), "active" | "activating" | "reloading");
+            let started = self.started.contains(name);
             match record.desired {
-                JobState::Launched if !active => {
-                    tracing::info!(unit = %name, "agent: starting");
-                    if let Err(error) = self.manager.start(name).await {
-                        tracing::warn!(unit = %name, %error, "agent: start failed");
+                JobState::Launched if !started => {
+                    let state = self.manager.state(name).await.map_err(|e| e.to_string())?;
+                    // Running already (an earlier fleetd of this boot started it, or systemd
+                    // did as a dependency): nothing to do but remember it.
+                    if !matches!(state.active.as_str(), "active" | "activating" | "reloading") {
+                        tracing::info!(unit = %name, "agent: starting");
+                        if let Err(error) = self.manager.start(name).await {
+                            tracing::warn!(unit = %name, %error, "agent: start failed");
+                            continue;
+                        }
                     }
+                    self.started.insert(name);
                 }
-                JobState::Loaded | JobState::Inactive if active => {
+                JobState::Loaded | JobState::Inactive if started => {
                     tracing::info!(unit = %name, "agent: stopping");
                     self.manager.stop(name).await.map_err(|e| e.to_string())?;
+                    self.started.remove(name);
                 }
                 _ => {}
             }
@@ -317,7 +333,7 @@ impl Agent {
             let Ok(state) = self.manager.state(name).await else {
                 continue;
             };
-            let record = state_record(&state, *hash);
+            let record = state_record(&state, *hash, self.started.contains(name));
             if self.published.get(name) != Some(&record) {
                 match self.registry.set_state(&lease, name, Some(&record)).await {
                     Ok(()) => {
@@ -352,8 +368,9 @@ impl Agent {
     }
 }
 
-fn state_record(state: &SystemdState, hash: UnitHash) -> StateRecord {
+fn state_record(state: &SystemdState, hash: UnitHash, launched: bool) -> StateRecord {
     StateRecord {
+        launched,
         hash: Some(hash),
         load: state.load.clone(),
         active: state.active.clone(),

@@ -8,4 +8,5 @@ pub mod agent;
 pub mod fake;
 pub mod manager;
 pub mod native;
+pub mod started;
 pub mod systemd;

@@ -51,6 +51,16 @@ pub trait UnitManager: Send + Sync {
     async fn journal(&self, name: &UnitName, lines: usize) -> Result<Vec<String>>;
     /// The records the unit writes to its log from now on, until the receiver is dropped.
     async fn follow(&self, name: &UnitName) -> Result<mpsc::Receiver<String>>;
+    /// What the init system itself says of the unit (`systemctl status`); `None` when it has
+    /// no words of its own and the caller lays the state out.
+    async fn status(&self, name: &UnitName) -> Result<Option<UnitStatus>>;
+}
+
+/// `systemctl status` of a unit: its text and its exit code (3: not active).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitStatus {
+    pub text: String,
+    pub code: i32,
 }
 
 /// The unit files an earlier run left in `dir` (the units directory), by name. Files whose
@@ -161,6 +171,10 @@ impl UnitManager for Supervisor {
         let (records, receiver) = mpsc::channel(256);
         tokio::spawn(follow(self.run_dir(name), records, FOLLOW_POLL));
         Ok(receiver)
+    }
+
+    async fn status(&self, _name: &UnitName) -> Result<Option<UnitStatus>> {
+        Ok(None)
     }
 }
 

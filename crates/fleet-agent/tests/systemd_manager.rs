@@ -75,10 +75,7 @@ fn config(sandbox: &SystemdSandbox) -> SystemdConfig {
         address: Some(sandbox.bus_address()),
         user: false,
         units_dir: sandbox.shared_dir().join("units"),
-        journalctl_args: vec![
-            "--directory".into(),
-            sandbox.journal_dir().display().to_string(),
-        ],
+        command_prefix: sandbox.enter(),
     }
 }
 
@@ -103,6 +100,14 @@ async fn load_start_stop_unload_and_the_log() {
             .any(|r| r.ends_with(" stdout hello from systemd")),
         "{log:?}"
     );
+    let status = machine.manager.status(&name).await.unwrap().unwrap();
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(
+        status.text.starts_with("● hello.service - Sleeps\n")
+            && status.text.contains("Active: active (running)"),
+        "{}",
+        status.text
+    );
 
     machine.manager.stop(&name).await.unwrap();
     machine.until_state(&name, "inactive", "dead").await;
@@ -125,6 +130,12 @@ async fn a_failing_unit_is_failed() {
         .await;
     machine.manager.start(&name).await.unwrap();
     machine.until_state(&name, "failed", "failed").await;
+    let status = machine.manager.status(&name).await.unwrap().unwrap();
+    assert_eq!(
+        status.code, 3,
+        "systemctl status of a failed unit: {status:?}"
+    );
+    assert!(status.text.contains("Active: failed"), "{}", status.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,7 +216,7 @@ async fn an_unreachable_systemd_is_named() {
         address: Some(format!("unix:path={}/nothing", dir.path().display())),
         user: false,
         units_dir: dir.path().join("units"),
-        journalctl_args: Vec::new(),
+        command_prefix: Vec::new(),
     })
     .await
     .err()

@@ -244,6 +244,18 @@ impl Client {
         Ok((journal.machine_id, journal.lines))
     }
 
+    /// What the init system of the machine running `name` (`machine`, or whichever machine
+    /// this fleetd is) says of it: `systemctl status` and its exit code, or no text from a
+    /// machine without systemd.
+    pub fn unit_status(&self, name: &str, machine: Option<&str>) -> Result<UnitStatusText> {
+        let mut path = escape(name);
+        if let Some(machine) = machine {
+            path.push_str(&format!("?machineID={}", escape(machine)));
+        }
+        let body = self.call_at(crate::server::STATUS, "GET", &path, None)?;
+        decode(&body)
+    }
+
     /// `journal`, then every record as it is written, each given to `record` with the machine
     /// (until `record` fails, the server ends the log, or it falls silent for three heartbeats).
     pub fn follow_journal(
@@ -407,6 +419,16 @@ impl Client {
         }
         Ok((head.status, body))
     }
+}
+
+/// See [`Client::unit_status`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct UnitStatusText {
+    #[serde(rename = "machineID")]
+    pub machine_id: String,
+    pub text: Option<String>,
+    #[serde(rename = "exitCode")]
+    pub exit_code: i32,
 }
 
 fn journal_path(name: &str, lines: usize, machine: Option<&str>, follow: bool) -> String {

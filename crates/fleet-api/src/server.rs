@@ -35,19 +35,23 @@ pub struct ApiState {
     units: Mutex<BTreeMap<UnitHash, UnitFile>>,
     /// Requests answered, by method and status (for /metrics).
     requests: std::sync::Mutex<BTreeMap<(String, u16), u64>>,
-    /// This machine's unit logs, for `GET /fleet-rs/v1/journal/<name>` (ours).
-    journal: Option<Arc<dyn Journal>>,
+    /// This machine's units, for `GET /fleet-rs/v1/journal/<name>` and `.../status/<name>`
+    /// (ours).
+    local: Option<Arc<dyn LocalUnits>>,
 }
 
-/// Where the units running on this machine keep their output.
+/// What the fleetd serving the API can tell of the units its own machine runs.
 #[async_trait::async_trait]
-pub trait Journal: Send + Sync {
+pub trait LocalUnits: Send + Sync {
     /// The machine whose units these are.
     fn machine(&self) -> String;
     /// The last `lines` lines of `unit`'s log, oldest first; `None` if it has none here.
     async fn lines(&self, unit: &UnitName, lines: usize) -> Option<Vec<String>>;
     /// The records `unit` writes from now on, until the receiver is dropped.
     async fn follow(&self, unit: &UnitName) -> Option<tokio::sync::mpsc::Receiver<String>>;
+    /// What the init system says of `unit` (`systemctl status`) and its exit code; `Ok(None)`
+    /// when it has no words of its own (the native supervisor).
+    async fn status(&self, unit: &UnitName) -> Result<Option<(String, i32)>, String>;
 }
 
 impl ApiState {
@@ -55,21 +59,21 @@ impl ApiState {
         ApiState::serving(registry, token_limit, version, None)
     }
 
-    /// The same, serving the logs of this machine's units too.
-    pub fn with_journal(
+    /// The same, serving the logs and status of this machine's units too.
+    pub fn with_local_units(
         registry: Registry,
         token_limit: u16,
         version: &str,
-        journal: Arc<dyn Journal>,
+        local: Arc<dyn LocalUnits>,
     ) -> Arc<ApiState> {
-        ApiState::serving(registry, token_limit, version, Some(journal))
+        ApiState::serving(registry, token_limit, version, Some(local))
     }
 
     fn serving(
         registry: Registry,
         token_limit: u16,
         version: &str,
-        journal: Option<Arc<dyn Journal>>,
+        local: Option<Arc<dyn LocalUnits>>,
     ) -> Arc<ApiState> {
         Arc::new(ApiState {
             registry,
@@ -77,7 +81,7 @@ impl ApiState {
             version: version.to_owned(),
             units: Mutex::new(BTreeMap::new()),
             requests: std::sync::Mutex::new(BTreeMap::new()),
-            journal,
+            local,
         })
     }
 }
@@ -189,6 +193,13 @@ async fn handle(State(served): State<Served>, request: Request) -> Response {
             journal(&state, &other[JOURNAL.len()..], query)
                 .await
                 .unwrap_or_else(Answer::into_response)
+        }
+        other if other.starts_with(STATUS) => {
+            let query = request.uri().query().unwrap_or("");
+            status(&state, &other[STATUS.len()..], query)
+                .await
+                .unwrap_or_else(|refused| refused)
+                .into_response()
         }
         _ => route(&state, request)
             .await
@@ -397,21 +408,19 @@ async fn unit_view(
     Ok(Some(unit))
 }
 
-/// fleet's currentState: inactive until placed; loaded once placed; launched once the machine
-/// runs the current version of it as launched.
+/// fleet's currentState: inactive until placed; loaded once placed; launched once the machine's
+/// agent has started the current version of it (whatever became of it since: failed, exited).
 fn current_state(snapshot: &Snapshot, name: &UnitName, hash: &UnitHash) -> JobState {
     let Some(machine) = snapshot.placements(name).next() else {
         return JobState::Inactive;
     };
     let placed = &snapshot.schedule[machine][name];
-    let running = snapshot
+    let launched = snapshot
         .states
         .get(machine)
         .and_then(|states| states.get(name))
-        .is_some_and(|s| {
-            s.hash.as_ref() == Some(hash) && !matches!(s.active.as_str(), "inactive" | "failed")
-        });
-    match placed.desired == JobState::Launched && running {
+        .is_some_and(|s| s.hash.as_ref() == Some(hash) && s.launched);
+    match placed.desired == JobState::Launched && launched {
         true => JobState::Launched,
         false => JobState::Loaded,
     }
@@ -823,22 +832,89 @@ pub const JOURNAL_HEARTBEAT: std::time::Duration = std::time::Duration::from_sec
 /// fleetd is not machine `M`. With `follow=true`: the lines, then every new record as it is
 /// written, as `text/plain` lines (see `JOURNAL_MACHINE_HEADER` and `JOURNAL_HEARTBEAT`).
 async fn journal(state: &ApiState, name: &str, query: &str) -> Result<Response, Answer> {
-    let name = percent_decode(name)
-        .and_then(|n| UnitName::new(n).ok())
-        .ok_or_else(unit_missing)?;
+    let (name, local, here) = local_unit(state, name, query).await?;
     let lines = query_values(query, "lines")
         .first()
         .and_then(|n| n.parse().ok())
         .unwrap_or(10usize)
         .min(100_000);
+    let no_log = || {
+        Answer::error(
+            StatusCode::NOT_FOUND,
+            format!("unit {name} has no log on {here}"),
+        )
+    };
+    let follow = query_values(query, "follow")
+        .first()
+        .is_some_and(|v| v == "true" || v == "1");
+    // Following starts before the tail is read, so that no record falls between the two.
+    let followed = match follow {
+        true => Some(local.follow(&name).await.ok_or_else(no_log)?),
+        false => None,
+    };
+    let lines = local.lines(&name, lines).await.ok_or_else(no_log)?;
+    let Some(records) = followed else {
+        return Ok(Answer::json(
+            StatusCode::OK,
+            &serde_json::json!({ "machineID": here, "lines": lines }),
+        )
+        .into_response());
+    };
+    let mut response = Response::new(Body::from_stream(followed_lines(lines, records)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(machine) = HeaderValue::from_str(&here) {
+        headers.insert(JOURNAL_MACHINE_HEADER, machine);
+    }
+    Ok(response)
+}
+
+/// Ours: what the init system of the machine that runs a unit says of it.
+pub const STATUS: &str = "/fleet-rs/v1/status/";
+
+/// `GET /fleet-rs/v1/status/<name>[?machineID=M]`: JSON `{"machineID":..., "text":...,
+/// "exitCode":...}`, `text` being `systemctl status` (null from the native supervisor: the
+/// client lays the state out itself). 404 and 409 as for the journal.
+async fn status(state: &ApiState, name: &str, query: &str) -> Result<Answer, Answer> {
+    let (name, local, here) = local_unit(state, name, query).await?;
+    let (text, code) = match local.status(&name).await {
+        Ok(Some((text, code))) => (Some(text), code),
+        Ok(None) => (None, 0),
+        Err(e) => {
+            return Err(Answer::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("status of {name} on {here}: {e}"),
+            ))
+        }
+    };
+    Ok(Answer::json(
+        StatusCode::OK,
+        &serde_json::json!({ "machineID": here, "text": text, "exitCode": code }),
+    ))
+}
+
+/// The unit `name` (percent-encoded) when this fleetd's machine runs it, and that machine: 404
+/// when the unit is not known, 409 naming the machine when it runs elsewhere or when this
+/// fleetd is not the `machineID` the query asks for.
+async fn local_unit(
+    state: &ApiState,
+    name: &str,
+    query: &str,
+) -> Result<(UnitName, Arc<dyn LocalUnits>, String), Answer> {
+    let name = percent_decode(name)
+        .and_then(|n| UnitName::new(n).ok())
+        .ok_or_else(unit_missing)?;
     let snapshot = snapshot(state).await?;
-    let Some(journal) = &state.journal else {
+    let Some(local) = &state.local else {
         return Err(Answer::error(
             StatusCode::NOT_FOUND,
-            "this fleetd serves no unit logs",
+            "this fleetd serves no units of its own",
         ));
     };
-    let here = journal.machine();
+    let here = local.machine();
     if let Some(wanted) = query_values(query, "machineID").first() {
         if *wanted != here {
             return Err(Answer::error(
@@ -863,38 +939,7 @@ async fn journal(state: &ApiState, name: &str, query: &str) -> Result<Response, 
             },
         ));
     }
-    let no_log = || {
-        Answer::error(
-            StatusCode::NOT_FOUND,
-            format!("unit {name} has no log on {here}"),
-        )
-    };
-    let follow = query_values(query, "follow")
-        .first()
-        .is_some_and(|v| v == "true" || v == "1");
-    // Following starts before the tail is read, so that no record falls between the two.
-    let followed = match follow {
-        true => Some(journal.follow(&name).await.ok_or_else(no_log)?),
-        false => None,
-    };
-    let lines = journal.lines(&name, lines).await.ok_or_else(no_log)?;
-    let Some(records) = followed else {
-        return Ok(Answer::json(
-            StatusCode::OK,
-            &serde_json::json!({ "machineID": here, "lines": lines }),
-        )
-        .into_response());
-    };
-    let mut response = Response::new(Body::from_stream(followed_lines(lines, records)));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if let Ok(machine) = HeaderValue::from_str(&here) {
-        headers.insert(JOURNAL_MACHINE_HEADER, machine);
-    }
-    Ok(response)
+    Ok((name, Arc::clone(local), here))
 }
 
 /// The body of a followed journal: `first`, then each record from `records` as it comes, one

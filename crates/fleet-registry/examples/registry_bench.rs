@@ -149,6 +149,7 @@ async fn idle_machine(
         load: "loaded".into(),
         active: "active".into(),
         sub: "running".into(),
+        launched: true,
     };
     for i in 0..100 {
         let name = UnitName::new(format!("idle{i}.service")).unwrap();

@@ -39,6 +39,10 @@ pub struct StateRecord {
     pub load: String,
     pub active: String,
     pub sub: String,
+    /// The agent started the unit and has not stopped it since (fleet's job-state heartbeat):
+    /// the unit's currentState is launched whatever became of it (failed, exited).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub launched: bool,
 }
 
 impl StateRecord {
@@ -192,10 +196,18 @@ mod tests {
             load: "loaded".into(),
             active: "active".into(),
             sub: "running".into(),
+            launched: false,
         };
         check(
             r#"{"load":"loaded","active":"active","sub":"running"}"#,
-            Ok(state),
+            Ok(state.clone()),
+        );
+        check(
+            r#"{"load":"loaded","active":"active","sub":"running","launched":true}"#,
+            Ok(StateRecord {
+                launched: true,
+                ..state
+            }),
         );
         check(
             r#"{"machine":"m1"}"#,

@@ -34,6 +34,7 @@ fn running() -> StateRecord {
         load: "loaded".into(),
         active: "active".into(),
         sub: "running".into(),
+        launched: true,
     }
 }
 

@@ -43,7 +43,11 @@ impl SystemdSandbox {
             .map_err(|e| e.to_string())?;
         let script = dir.path().join("sandbox-systemd.sh");
         std::fs::write(&script, SCRIPT).map_err(|e| e.to_string())?;
-        let outer = Command::new("bash")
+        // If the test process dies without dropping the sandbox (a timeout's kill), the
+        // kernel kills `unshare` (the script execs into it, keeping the PID), and with it the
+        // sandbox (`--kill-child`).
+        let outer = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "bash"])
             .arg(&script)
             .arg(dir.path())
             .stdin(Stdio::null())
@@ -107,6 +111,16 @@ impl SystemdSandbox {
         self.dir.path().join("run/log/journal")
     }
 
+    /// The cgroup of the sandbox's unit `unit` (`system.slice/<unit>`), as the host sees it:
+    /// its `cpu.stat` and `cgroup.procs` (host PIDs) are readable from outside.
+    pub fn unit_cgroup(&self, unit: &str) -> PathBuf {
+        let name = self.dir.path().file_name().unwrap_or_default();
+        cgroup2_root()
+            .join(format!("test-systemd-{}", name.to_string_lossy()))
+            .join("system.slice")
+            .join(unit)
+    }
+
     /// The sandbox's PID 1, as the host sees it.
     pub fn pid1(&self) -> u32 {
         self.pid1
@@ -127,13 +141,28 @@ impl SystemdSandbox {
         Ok(value.trim_matches('"').to_owned())
     }
 
-    /// `systemctl ARGS` inside the sandbox (the host has no systemd to ask).
-    pub fn systemctl(&self, args: &[&str]) -> Result<String, String> {
+    /// The command prefix that runs a program inside the sandbox (`nsenter` into all of its
+    /// namespaces): as if on the sandbox's machine.
+    pub fn enter(&self) -> Vec<String> {
+        ["nsenter", "-t", &self.pid1.to_string(), "-a"]
+            .map(str::to_owned)
+            .to_vec()
+    }
+
+    /// `PROGRAM ARGS` inside the sandbox: its stdout, or why it failed.
+    pub fn run(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        let enter = self.enter();
         run_output(
-            Command::new("nsenter")
-                .args(["-t", &self.pid1.to_string(), "-a", "systemctl"])
+            Command::new(&enter[0])
+                .args(&enter[1..])
+                .arg(program)
                 .args(args),
         )
+    }
+
+    /// `systemctl ARGS` inside the sandbox (the host has no systemd to ask).
+    pub fn systemctl(&self, args: &[&str]) -> Result<String, String> {
+        self.run("systemctl", args)
     }
 
     /// What the sandbox's boot printed (for failure messages).
@@ -155,33 +184,38 @@ fn only_child(pid: u32) -> Option<u32> {
     children.split_whitespace().next()?.parse().ok()
 }
 
+/// Where cgroup2 is mounted on this host (`.../unified` on hybrid hosts).
+fn cgroup2_root() -> &'static Path {
+    match Path::new("/sys/fs/cgroup/unified").is_dir() {
+        true => Path::new("/sys/fs/cgroup/unified"),
+        false => Path::new("/sys/fs/cgroup"),
+    }
+}
+
 /// The sandbox's cgroup (`test-systemd-<dir name>`) and everything systemd made under it:
 /// any process still in it is killed (`cgroup.kill`), then the directories go, deepest first.
 fn remove_cgroup(name: &str) {
-    for root in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-        let top = Path::new(root).join(format!("test-systemd-{name}"));
-        if !top.is_dir() {
-            continue;
-        }
-        let mut dirs = Vec::new();
-        collect_dirs(&top, &mut dirs);
-        let populated = || {
-            dirs.iter().any(|d| {
-                std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
-            })
-        };
-        if populated() {
-            let _ = std::fs::write(top.join("cgroup.kill"), "1");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while populated() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for dir in dirs {
-            let _ = std::fs::remove_dir(dir);
-        }
+    let top = cgroup2_root().join(format!("test-systemd-{name}"));
+    if !top.is_dir() {
         return;
+    }
+    let mut dirs = Vec::new();
+    collect_dirs(&top, &mut dirs);
+    let populated = || {
+        dirs.iter().any(|d| {
+            std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+        })
+    };
+    if populated() {
+        let _ = std::fs::write(top.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while populated() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for dir in dirs {
+        let _ = std::fs::remove_dir(dir);
     }
 }
 

@@ -72,7 +72,8 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
         record,
         updates: Some(updates),
         ttl: config.agent_ttl,
-        lease_file: config.data_dir.join("machine-lease"),
+        lease_file: config.data_dir.join(LEASE_FILE),
+        started_file: Some(config.data_dir.join(STARTED_FILE)),
         state_poll: Duration::from_millis(500),
         resync: config.engine_reconcile_interval * 5,
     };
@@ -83,11 +84,11 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
         shutdown.clone(),
     ));
     let token_limit = u16::try_from(config.token_limit).unwrap_or(u16::MAX);
-    let journal = Arc::new(ManagerJournal {
+    let local = Arc::new(ManagerUnits {
         machine: machine.to_string(),
         manager: Arc::clone(&manager_for_exit),
     });
-    let api = ApiState::with_journal(registry.clone(), token_limit, VERSION, journal);
+    let api = ApiState::with_local_units(registry.clone(), token_limit, VERSION, local);
     // Sockets systemd passed (socket activation) replace api_listen, as fleet's socket unit did.
     let mut listeners = activated_listeners()?;
     if listeners.is_empty() {
@@ -367,13 +368,14 @@ fn notify_ready() {
 }
 
 /// This machine's unit logs for the API, from its unit manager.
-struct ManagerJournal {
+/// This machine's units as the API shows them: through the unit manager.
+struct ManagerUnits {
     machine: String,
     manager: Arc<dyn UnitManager>,
 }
 
 #[async_trait::async_trait]
-impl fleet_api::server::Journal for ManagerJournal {
+impl fleet_api::server::LocalUnits for ManagerUnits {
     fn machine(&self) -> String {
         self.machine.clone()
     }
@@ -387,6 +389,13 @@ impl fleet_api::server::Journal for ManagerJournal {
         unit: &fleet_unit::UnitName,
     ) -> Option<tokio::sync::mpsc::Receiver<String>> {
         self.manager.follow(unit).await.ok()
+    }
+
+    async fn status(&self, unit: &fleet_unit::UnitName) -> Result<Option<(String, i32)>, String> {
+        match self.manager.status(unit).await {
+            Ok(status) => Ok(status.map(|s| (s.text, s.code))),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 
@@ -497,6 +506,11 @@ fn apply_reload(running: &Config, reload: &Reload, announce: &watch::Sender<Mach
     tracing::info!("configuration reloaded");
 }
 
+/// In the data directory: the machine lease's ID, adopted by the next fleetd.
+const LEASE_FILE: &str = "machine-lease";
+/// In the data directory: the units the agent started in this boot (`fleet_agent::started`).
+const STARTED_FILE: &str = "started-units";
+
 /// Unloads every unit of this machine and ends its lease (presence and states go at once).
 async fn leave(registry: &Registry, manager: &dyn UnitManager, config: &Config) {
     tracing::info!("fleetd leaving the cluster: unloading this machine's units");
@@ -510,7 +524,8 @@ async fn leave(registry: &Registry, manager: &dyn UnitManager, config: &Config) 
         }
         Err(error) => tracing::warn!(%error, "cannot list units to unload"),
     }
-    let lease_file = config.data_dir.join("machine-lease");
+    let _ = std::fs::remove_file(config.data_dir.join(STARTED_FILE));
+    let lease_file = config.data_dir.join(LEASE_FILE);
     if let Some(lease) = std::fs::read_to_string(&lease_file)
         .ok()
         .and_then(|t| t.trim().parse().ok())
@@ -591,10 +606,7 @@ async fn unit_manager(
                 address: None,
                 user: config.systemd_user,
                 units_dir: config.units_directory.clone(),
-                journalctl_args: match config.systemd_user {
-                    true => vec!["--user".into()],
-                    false => Vec::new(),
-                },
+                command_prefix: Vec::new(),
             })
             .await
             .map_err(|e| format!("{e} (unit_manager=native runs units without systemd)"))?;

@@ -415,6 +415,24 @@ fn fleetctl_starts_units_and_says_why_one_cannot_be_placed() {
         err.contains("Unit mars.service cannot be placed yet: no machine has region=mars"),
         "{err}"
     );
+
+    // fleet's fleetctl waited for a failed unit forever; the agent starts it once.
+    let broken = dir.path().join("broken.service");
+    std::fs::write(&broken, "[Service]\nExecStart=/bin/false\n").unwrap();
+    let (code, out, err) = fleetctl(dir.path(), &["start", broken.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        err,
+        "Unit broken.service failed to start on node1: failed (failed); \
+         `fleetctl status broken.service` shows why\n"
+    );
+    let (_, out, _) = fleetctl(dir.path(), &["list-unit-files", "--no-legend"]);
+    assert!(out.contains("broken.service\t"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("broken.service") && l.contains("launched\tlaunched")),
+        "a failed unit is still launched, as in fleet: {out}"
+    );
     stop(&mut child, "-TERM");
 }
 

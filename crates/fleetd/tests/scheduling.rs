@@ -65,6 +65,7 @@ impl Cluster {
             },
             ttl: Duration::from_secs(1),
             lease_file: dir.path().join("lease"),
+            started_file: None,
             state_poll: Duration::from_millis(20),
             resync: Duration::from_secs(2),
             updates: None,

@@ -63,6 +63,7 @@ async fn a_launched_unit_runs_and_an_inactive_one_is_gone() {
             record: MachineRecord::default(),
             ttl: Duration::from_secs(5),
             lease_file: dir.path().join("lease"),
+            started_file: None,
             state_poll: Duration::from_millis(50),
             resync: Duration::from_secs(5),
             updates: None,

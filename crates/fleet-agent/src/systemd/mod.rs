@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use zbus::OwnedVariant;
 
-use crate::manager::{units_in, ManagerError, ManagerKind, Result, UnitManager};
+use crate::manager::{units_in, ManagerError, ManagerKind, Result, UnitManager, UnitStatus};
 use crate::native::log::rfc3339;
 use bus::{unit_name_of_path, ManagerProxy, UNIT_PATH_PREFIX};
 
@@ -32,9 +32,13 @@ pub struct SystemdConfig {
     pub user: bool,
     /// `units_directory`: fleet's unit files, and nothing else.
     pub units_dir: PathBuf,
-    /// Arguments journalctl needs to find this systemd's journal (none on a real machine).
-    pub journalctl_args: Vec<String>,
+    /// What `systemctl` and `journalctl` run under to reach this systemd: nothing on a real
+    /// machine; `nsenter -t PID -a` for a systemd in another namespace (tests).
+    pub command_prefix: Vec<String>,
 }
+
+/// How long `systemctl status` or `journalctl` may take before the answer is an error.
+const TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct SystemdManager {
     bus: ManagerProxy<'static>,
@@ -121,11 +125,30 @@ impl SystemdManager {
         Ok(self.config.units_dir.join(name.as_str()))
     }
 
+    /// `program` (systemctl or journalctl) for this systemd: under the command prefix, with
+    /// `--user` for the user's instance.
+    fn tool(&self, program: &str) -> tokio::process::Command {
+        let mut command = match self.config.command_prefix.split_first() {
+            Some((first, rest)) => {
+                let mut command = tokio::process::Command::new(first);
+                command.args(rest).arg(program);
+                command
+            }
+            None => tokio::process::Command::new(program),
+        };
+        if self.config.user {
+            command.arg("--user");
+        }
+        command
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
     /// journalctl for the unit's entries as JSON, with `extra` arguments.
     fn journalctl(&self, name: &UnitName, extra: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new("journalctl");
+        let mut command = self.tool("journalctl");
         command
-            .args(&self.config.journalctl_args)
             .args(["--no-pager", "--output=json", "--unit", name.as_str()])
             .args(extra);
         command
@@ -300,11 +323,12 @@ impl UnitManager for SystemdManager {
     }
 
     async fn journal(&self, name: &UnitName, lines: usize) -> Result<Vec<String>> {
-        let output = self
-            .journalctl(name, &[&format!("--lines={lines}")])
-            .output()
-            .await
-            .map_err(|e| ManagerError(format!("cannot run journalctl: {e}")))?;
+        let output = bounded(
+            "journalctl",
+            self.journalctl(name, &[&format!("--lines={lines}")])
+                .output(),
+        )
+        .await?;
         if !output.status.success() {
             return Err(ManagerError(format!(
                 "journalctl: {}",
@@ -315,6 +339,23 @@ impl UnitManager for SystemdManager {
             .lines()
             .filter_map(journal_record)
             .collect())
+    }
+
+    /// `systemctl status` as systemd shows it, with the last ten lines of the unit's log.
+    async fn status(&self, name: &UnitName) -> Result<Option<UnitStatus>> {
+        let output = bounded(
+            "systemctl status",
+            self.tool("systemctl")
+                .args(["status", "--full", "--no-pager", "--lines=10", "--"])
+                .arg(name.as_str())
+                .output(),
+        )
+        .await?;
+        Ok(Some(UnitStatus {
+            text: String::from_utf8_lossy(&output.stdout).into_owned(),
+            // 3 for a unit that is not active, as systemctl says; fleetctl passes it on.
+            code: output.status.code().unwrap_or(1),
+        }))
     }
 
     async fn follow(&self, name: &UnitName) -> Result<mpsc::Receiver<String>> {
@@ -351,6 +392,20 @@ impl UnitManager for SystemdManager {
             drop(child);
         });
         Ok(receiver)
+    }
+}
+
+/// The output of `tool` (systemctl, journalctl), or why there is none within `TOOL_TIMEOUT`.
+async fn bounded(
+    tool: &str,
+    output: impl std::future::Future<Output = std::io::Result<std::process::Output>>,
+) -> Result<std::process::Output> {
+    match tokio::time::timeout(TOOL_TIMEOUT, output).await {
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(e)) => Err(ManagerError(format!("cannot run {tool}: {e}"))),
+        Err(_) => Err(ManagerError(format!(
+            "{tool} gave no answer within {TOOL_TIMEOUT:?}"
+        ))),
     }
 }
 

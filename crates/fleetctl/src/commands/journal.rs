@@ -10,6 +10,7 @@ use fleet_api::client::{Client, ClientError};
 use fleet_unit::name::mangle;
 
 use super::flags::{self, switch, value, Flag};
+use super::remote::Remote;
 use crate::{ssh, Globals, Io};
 
 const FLAGS: &[Flag] = &[
@@ -212,26 +213,8 @@ fn over_ssh(
     machine: &str,
     io: &mut Io<'_>,
 ) -> io::Result<i32> {
-    let address = match client.machines() {
-        Ok(machines) => machines
-            .into_iter()
-            .find(|m| m.id == machine)
-            .map(|m| m.primary_ip)
-            .filter(|ip| !ip.is_empty()),
-        Err(e) => {
-            writeln!(io.err, "Error getting machine IP: {e}")?;
-            return Ok(1);
-        }
-    };
-    let Some(address) = address else {
-        writeln!(
-            io.err,
-            "Error getting machine IP: machine {machine} has no address"
-        )?;
-        return Ok(1);
-    };
     let mut command = format!(
-        "fleetctl journal --here --machine {} --lines {} --output {}",
+        "journal --here --machine {} --lines {} --output {}",
         ssh::quote(machine),
         request.lines,
         request.output.name()
@@ -241,19 +224,12 @@ fn over_ssh(
     }
     command.push(' ');
     command.push_str(&ssh::quote(&request.name));
-    if request.sudo {
-        command.insert_str(0, "sudo ");
-    }
-    match globals
-        .ssh
-        .command(&address, request.ssh_port, false, Some(&command))
-    {
-        Ok(argv) => ssh::relay(&argv, io),
-        Err(e) => {
-            writeln!(io.err, "Error running remote command: {e}")?;
-            Ok(1)
-        }
-    }
+    let remote = Remote {
+        machine,
+        ssh_port: request.ssh_port,
+        sudo: request.sudo,
+    };
+    remote.fleetctl(globals, client, &command, io)
 }
 
 const MONTHS: [&str; 12] = [

@@ -164,8 +164,7 @@ pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) 
             return Ok(1);
         };
         print_placed(&client, &unit, io)?;
-        if target == Target::Start && !wait_active(&client, name, attempts) {
-            writeln!(io.err, "Error waiting for unit states, exit status: timed out waiting for unit {name} to be active")?;
+        if target == Target::Start && !active_or_explain(&client, name, attempts, io)? {
             return Ok(1);
         }
     }
@@ -310,8 +309,7 @@ pub fn run_restart(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::R
                 }
             }
         }
-        if !wait_active(&client, &name, attempts) {
-            writeln!(io.err, "Error waiting for unit states, exit status: timed out waiting for unit {name} to be active")?;
+        if !active_or_explain(&client, &name, attempts, io)? {
             return Ok(1);
         }
     }
@@ -529,14 +527,57 @@ fn wait_for_reporting(
     })
 }
 
-fn wait_active(client: &Client, name: &str, attempts: u32) -> bool {
-    poll(attempts, || match client.state(name) {
-        Ok(Some(s)) if s.systemd_active_state == "active" && s.systemd_load_state == "loaded" => {
-            Some(())
+/// How long a launched unit must stay failed before fleetctl stops waiting for it: the state
+/// of an earlier failed run is still reported for a moment after the new start.
+const FAILED_FOR: Duration = Duration::from_secs(2);
+
+/// Waits until systemd reports the unit active; says why not when it fails or time runs out.
+fn active_or_explain(
+    client: &Client,
+    name: &str,
+    attempts: u32,
+    io: &mut Io<'_>,
+) -> io::Result<bool> {
+    match wait_active(client, name, attempts) {
+        Activation::Active => Ok(true),
+        Activation::Failed(state) => {
+            writeln!(
+                io.err,
+                "Unit {name} failed to start on {}: {} ({}); `fleetctl status {name}` shows why",
+                state.machine_id, state.systemd_active_state, state.systemd_sub_state
+            )?;
+            Ok(false)
         }
-        _ => None,
-    })
-    .is_some()
+        Activation::TimedOut => {
+            writeln!(io.err, "Error waiting for unit states, exit status: timed out waiting for unit {name} to be active")?;
+            Ok(false)
+        }
+    }
+}
+
+enum Activation {
+    Active,
+    /// Failed for `FAILED_FOR` (fleet waited forever on such a unit).
+    Failed(UnitState),
+    TimedOut,
+}
+
+fn wait_active(client: &Client, name: &str, attempts: u32) -> Activation {
+    let mut failed_since = None;
+    let outcome = poll(attempts, || match client.state(name) {
+        Ok(Some(s)) if s.systemd_active_state == "active" && s.systemd_load_state == "loaded" => {
+            Some(Activation::Active)
+        }
+        Ok(Some(s)) if s.systemd_active_state == "failed" => {
+            let since = *failed_since.get_or_insert_with(std::time::Instant::now);
+            (since.elapsed() >= FAILED_FOR).then_some(Activation::Failed(s))
+        }
+        _ => {
+            failed_since = None;
+            None
+        }
+    });
+    outcome.unwrap_or(Activation::TimedOut)
 }
 
 fn poll<T>(attempts: u32, mut check: impl FnMut() -> Option<T>) -> Option<T> {

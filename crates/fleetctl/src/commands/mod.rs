@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod list_machines;
 pub mod list_unit_files;
 pub mod list_units;
+pub(crate) mod remote;
 pub mod ssh;
 pub mod status;
 pub mod table;

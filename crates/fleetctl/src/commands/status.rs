@@ -1,20 +1,22 @@
 //! `fleetctl status UNIT...`: fleet ran `systemctl status -l UNIT` on the unit's machine. Here:
-//! the unit's state and machine from the API, laid out like systemctl's summary, and its last
-//! log lines from that machine's fleetd (over ssh when it is another machine, as `journal`
-//! does). A global unit is shown once per machine it runs on.
+//! that machine's fleetd answers (over ssh, `fleetctl status --here`, when it is another
+//! machine): with `systemctl status` where systemd runs the unit, else with the unit's state
+//! laid out like systemctl's summary and its last log lines. A global unit is shown once per
+//! machine it runs on. The exit code is systemctl's (3: a unit not active), as fleet's was.
 
 use std::io;
 
-use fleet_api::client::Client;
+use fleet_api::client::{Client, ClientError, UnitStatusText};
 use fleet_api::schema::{Machine, Unit, UnitState};
 use fleet_unit::name::mangle;
 
-use super::flags::{self, value, Flag};
+use super::flags::{self, switch, value, Flag};
 use super::journal::{show_log, LogRequest, Output};
 use super::list_units::machine_column;
-use crate::{Globals, Io};
+use super::remote::Remote;
+use crate::{ssh, Globals, Io};
 
-const FLAGS: &[Flag] = &[value(&["ssh-port"])];
+const FLAGS: &[Flag] = &[value(&["ssh-port"]), value(&["machine"]), switch(&["here"])];
 
 /// Log lines shown under the summary, as systemctl shows.
 const LOG_LINES: usize = 10;
@@ -51,8 +53,16 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
             }
         }
     }
-    let machines = client.machines().unwrap_or_default();
+    let context = Context {
+        globals,
+        client: &client,
+        machines: client.machines().unwrap_or_default(),
+        ssh_port,
+        here: parsed.is_set("here"),
+    };
+    let wanted = parsed.value("machine");
     let mut first = true;
+    let mut code = 0;
     for unit in &units {
         let states = match client.states_of(&unit.name) {
             Ok(states) => states,
@@ -64,65 +74,128 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
         let global = unit.is_global();
         let states = states
             .into_iter()
-            .filter(|s| global || s.machine_id == unit.machine_id);
+            .filter(|s| global || s.machine_id == unit.machine_id)
+            .filter(|s| wanted.is_none_or(|w| s.machine_id.starts_with(w)));
         for state in states {
             // The blank line between units matches systemctl status.
             if !std::mem::take(&mut first) {
                 writeln!(io.out)?;
             }
-            let code = show(globals, &client, unit, &state, &machines, ssh_port, io)?;
-            if code != 0 {
-                return Ok(code);
+            match context.show(unit, &state, io)? {
+                // The unit could not be shown at all: nothing more is.
+                Shown::Failed(code) => return Ok(code),
+                Shown::Status(0) => {}
+                Shown::Status(status) => code = if code == 0 { status } else { code },
             }
         }
     }
-    Ok(0)
+    Ok(code)
 }
 
-/// The summary of `unit` on `state`'s machine, then its log there.
-fn show(
-    globals: &Globals,
-    client: &Client,
-    unit: &Unit,
-    state: &UnitState,
-    machines: &[Machine],
+struct Context<'a> {
+    globals: &'a Globals,
+    client: &'a Client,
+    machines: Vec<Machine>,
     ssh_port: u16,
-    io: &mut Io<'_>,
-) -> io::Result<i32> {
-    let description = unit
-        .options
-        .iter()
-        .rfind(|o| o.section == "Unit" && o.name == "Description")
-        .map(|o| format!(" - {}", o.value))
-        .unwrap_or_default();
-    let dot = match state.systemd_active_state.as_str() {
-        "active" => "●",
-        _ => "○",
-    };
-    let ip = machines
-        .iter()
-        .find(|m| m.id == state.machine_id)
-        .map(|m| m.primary_ip.as_str());
-    writeln!(io.out, "{dot} {}{description}", unit.name)?;
-    writeln!(io.out, "   Loaded: {}", state.systemd_load_state)?;
-    writeln!(
-        io.out,
-        "   Active: {} ({})",
-        state.systemd_active_state, state.systemd_sub_state
-    )?;
-    writeln!(
-        io.out,
-        "  Machine: {}",
-        machine_column(&state.machine_id, ip, false)
-    )?;
-    writeln!(io.out)?;
-    let request = LogRequest {
-        name: unit.name.clone(),
-        lines: LOG_LINES,
-        follow: false,
-        output: Output::Short,
-        sudo: false,
-        ssh_port,
-    };
-    show_log(globals, client, &request, Some(&state.machine_id), true, io)
+    /// Only what the fleetd of the endpoint can tell: no ssh.
+    here: bool,
+}
+
+enum Shown {
+    /// Shown, with systemctl's exit code.
+    Status(i32),
+    /// Not shown, for the reason printed; the exit code.
+    Failed(i32),
+}
+
+impl Context<'_> {
+    /// The status of `unit` on `state`'s machine.
+    fn show(&self, unit: &Unit, state: &UnitState, io: &mut Io<'_>) -> io::Result<Shown> {
+        let machine = state.machine_id.as_str();
+        match self.client.unit_status(&unit.name, Some(machine)) {
+            Ok(UnitStatusText {
+                text: Some(text),
+                exit_code,
+                ..
+            }) => {
+                write!(io.out, "{text}")?;
+                Ok(Shown::Status(exit_code))
+            }
+            // The machine's fleetd runs units without systemd.
+            Ok(_) => self.summary(unit, state, io),
+            Err(ClientError::Api { code: 409, .. }) if !self.here => {
+                let command = format!(
+                    "status --here --machine {} {}",
+                    ssh::quote(machine),
+                    ssh::quote(&unit.name)
+                );
+                let remote = Remote {
+                    machine,
+                    ssh_port: self.ssh_port,
+                    sudo: false,
+                };
+                // The remote fleetctl's own exit code: systemctl's, or 1 when it failed.
+                match remote.fleetctl(self.globals, self.client, &command, io)? {
+                    code @ (0 | 3) => Ok(Shown::Status(code)),
+                    code => Ok(Shown::Failed(code)),
+                }
+            }
+            // A fleetd without the status endpoint (fleet's own): the summary and the log.
+            Err(_) => self.summary(unit, state, io),
+        }
+    }
+
+    /// The state of `unit` laid out like systemctl's summary, then its last log lines.
+    fn summary(&self, unit: &Unit, state: &UnitState, io: &mut Io<'_>) -> io::Result<Shown> {
+        let description = unit
+            .options
+            .iter()
+            .rfind(|o| o.section == "Unit" && o.name == "Description")
+            .map(|o| format!(" - {}", o.value))
+            .unwrap_or_default();
+        let dot = match state.systemd_active_state.as_str() {
+            "active" => "●",
+            _ => "○",
+        };
+        let ip = self
+            .machines
+            .iter()
+            .find(|m| m.id == state.machine_id)
+            .map(|m| m.primary_ip.as_str());
+        writeln!(io.out, "{dot} {}{description}", unit.name)?;
+        writeln!(io.out, "   Loaded: {}", state.systemd_load_state)?;
+        writeln!(
+            io.out,
+            "   Active: {} ({})",
+            state.systemd_active_state, state.systemd_sub_state
+        )?;
+        writeln!(
+            io.out,
+            "  Machine: {}",
+            machine_column(&state.machine_id, ip, false)
+        )?;
+        writeln!(io.out)?;
+        let request = LogRequest {
+            name: unit.name.clone(),
+            lines: LOG_LINES,
+            follow: false,
+            output: Output::Short,
+            sudo: false,
+            ssh_port: self.ssh_port,
+        };
+        let code = show_log(
+            self.globals,
+            self.client,
+            &request,
+            Some(&state.machine_id),
+            !self.here,
+            io,
+        )?;
+        Ok(match code {
+            // systemctl's code for a unit that is not active.
+            0 if state.systemd_active_state != "active" => Shown::Status(3),
+            0 => Shown::Status(0),
+            code => Shown::Failed(code),
+        })
+    }
 }

@@ -1,0 +1,397 @@
+//! fleetd as production runs it on a systemd machine: started by a real systemd 252 (booted per
+//! test in a sandbox, never the host's) from the project's own `contrib/systemd/fleet.service`
+//! and `fleet.socket`, with every default (unit_manager=auto, /run/fleet/units, the embedded
+//! registry in /var/lib/fleet), driving that systemd over D-Bus. fleetctl runs outside, on the
+//! socket systemd listens on. Needs root.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{eventually, holds};
+use fleet_testkit::SystemdSandbox;
+
+const SERVICE: &str = include_str!("../../../contrib/systemd/fleet.service");
+const SOCKET: &str = include_str!("../../../contrib/systemd/fleet.socket");
+
+/// A machine: a sandboxed systemd running fleetd as `fleet.service`.
+struct Host {
+    sandbox: SystemdSandbox,
+    /// Unit files to submit, written outside the sandbox.
+    files: tempfile::TempDir,
+}
+
+impl Host {
+    fn boot() -> Host {
+        let sandbox = SystemdSandbox::boot(env!("CARGO_TARGET_TMPDIR").as_ref()).unwrap();
+        // The sandbox's /run/systemd/system, where runtime units go.
+        let units = sandbox.dir().join("run/systemd/system");
+        std::fs::write(units.join("fleet.service"), SERVICE).unwrap();
+        std::fs::write(units.join("fleet.socket"), SOCKET).unwrap();
+        let drop_in = |unit: &str, text: String| {
+            let dir = units.join(format!("{unit}.d"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("test.conf"), text).unwrap();
+        };
+        // Only the binary and the socket's path differ from an installation.
+        drop_in(
+            "fleet.service",
+            format!(
+                "[Service]\nExecStart=\nExecStart={}\nEnvironment=FLEET_VERBOSITY=1\n",
+                env!("CARGO_BIN_EXE_fleetd")
+            ),
+        );
+        drop_in(
+            "fleet.socket",
+            format!(
+                "[Socket]\nListenStream=\nListenStream={}\n",
+                sandbox.shared_dir().join("fleet.sock").display()
+            ),
+        );
+        let host = Host {
+            sandbox,
+            files: tempfile::tempdir().unwrap(),
+        };
+        host.systemctl(&["daemon-reload"]);
+        host.systemctl(&["start", "fleet.socket", "fleet.service"]);
+        host
+    }
+
+    fn systemctl(&self, args: &[&str]) -> String {
+        self.sandbox
+            .systemctl(args)
+            .unwrap_or_else(|e| panic!("systemctl {args:?}: {e}\n{}", self.fleetd_log()))
+    }
+
+    /// A property of a unit, as systemd has it.
+    fn property(&self, unit: &str, name: &str) -> String {
+        self.systemctl(&["show", "--value", "-p", name, unit])
+    }
+
+    /// fleetd's own log, for failure messages.
+    fn fleetd_log(&self) -> String {
+        self.sandbox
+            .run(
+                "journalctl",
+                &["--no-pager", "-u", "fleet.service", "-n", "40"],
+            )
+            .unwrap_or_else(|e| e)
+    }
+
+    fn fleetctl(&self, args: &[&str]) -> (i32, String, String) {
+        let socket = self.sandbox.shared_dir().join("fleet.sock");
+        let endpoint = format!("--endpoint=unix://{}", socket.display());
+        let mut all = vec![endpoint.as_str()];
+        all.extend_from_slice(args);
+        fleetctl::run_captured(&all, &[])
+    }
+
+    /// `fleetctl ARGS`, which must succeed; its output.
+    fn fleetctl_ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.fleetctl(args);
+        assert_eq!(
+            code,
+            0,
+            "fleetctl {args:?}: {out}{err}\n{}",
+            self.fleetd_log()
+        );
+        out
+    }
+
+    /// Writes unit files to submit; their paths.
+    fn files(&self, units: &[(&str, &str)]) -> Vec<String> {
+        units
+            .iter()
+            .map(|(name, text)| {
+                let path = self.files.path().join(name);
+                std::fs::write(&path, text).unwrap();
+                path.display().to_string()
+            })
+            .collect()
+    }
+
+    /// `list-units` as unit → (active, sub).
+    fn listed(&self) -> BTreeMap<String, (String, String)> {
+        self.fleetctl_ok(&["list-units", "--no-legend", "--fields=unit,active,sub"])
+            .lines()
+            .filter_map(|line| {
+                // Columns are padded with tabs (fleet's tabwriter).
+                let mut columns = line.split('\t').filter(|c| !c.is_empty());
+                let unit = columns.next()?.to_owned();
+                let active = columns.next()?.to_owned();
+                let sub = columns.next()?.to_owned();
+                Some((unit, (active, sub)))
+            })
+            .collect()
+    }
+
+    /// Waits (at most `within`) until `list-units` shows `unit` `active` (`sub`); how long.
+    fn until_listed(&self, unit: &str, active: &str, sub: &str, within: Duration) -> Duration {
+        let started = Instant::now();
+        let wanted = (active.to_owned(), sub.to_owned());
+        eventually(&format!("{unit} {active} ({sub})"), within, || {
+            let listed = self.listed();
+            holds(listed.get(unit) == Some(&wanted)).map_err(|_| {
+                let systemd = self.sandbox.systemctl(&["status", "--no-pager", unit]);
+                format!(
+                    "{listed:?}\n{}\n{}",
+                    self.fleetd_log(),
+                    systemd.unwrap_or_else(|e| e)
+                )
+            })
+        });
+        started.elapsed()
+    }
+
+    /// The units directory fleetd writes, as seen from outside (the sandbox's /run).
+    fn units_dir(&self) -> PathBuf {
+        self.sandbox.dir().join("run/fleet/units")
+    }
+
+    /// The host PID of fleetd (fleet.service's main process).
+    fn fleetd_pid(&self) -> u32 {
+        let procs = self
+            .sandbox
+            .unit_cgroup("fleet.service")
+            .join("cgroup.procs");
+        std::fs::read_to_string(&procs)
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no fleetd in {}", procs.display()))
+    }
+
+    /// CPU time fleet.service's cgroup has used (fleetd and anything it ran).
+    fn fleetd_cpu(&self) -> Duration {
+        let stat = self.sandbox.unit_cgroup("fleet.service").join("cpu.stat");
+        let text = std::fs::read_to_string(&stat).unwrap();
+        let micros = text
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        Duration::from_micros(micros)
+    }
+}
+
+const HELLO: &str = "[Unit]\nDescription=Says hello\n\n[Service]\nExecStart=/bin/sh -c 'echo hello from systemd; exec sleep 300'\n";
+const SLEEPER: &str = "[Service]\nExecStart=/bin/sleep 300\n";
+
+#[test]
+fn fleetd_drives_systemd_as_an_installed_service() {
+    let host = Host::boot();
+    // Type=notify: fleetd told systemd it was ready, on the socket systemd passed it.
+    assert_eq!(host.property("fleet.service", "ActiveState"), "active");
+    let machine_id = host.sandbox.run("cat", &["/etc/machine-id"]).unwrap();
+    let machines = host.fleetctl_ok(&["list-machines", "--full", "--no-legend"]);
+    assert!(machines.starts_with(&machine_id), "{machines}");
+
+    let files = host.files(&[
+        ("hello.service", HELLO),
+        ("broken.service", "[Service]\nExecStart=/bin/false\n"),
+        (
+            "main.service",
+            "[Unit]\nRequires=db.service\nAfter=db.service\n\n[Service]\nExecStart=/bin/sleep 300\n",
+        ),
+        ("db.service", SLEEPER),
+        (
+            "sidecar.service",
+            "[Service]\nExecStart=/bin/sleep 300\n\n[Install]\nWantedBy=main.service\n",
+        ),
+        (
+            "web@.service",
+            "[Service]\nExecStart=/bin/sh -c 'echo port %i; exec sleep 300'\n",
+        ),
+    ]);
+    let file = |name: &str| files.iter().find(|f| f.ends_with(name)).unwrap().as_str();
+    // Loaded only: systemd starts them for main.service (Requires=, WantedBy=).
+    host.fleetctl_ok(&["load", file("db.service"), file("sidecar.service")]);
+    host.fleetctl_ok(&["submit", file("web@.service")]);
+    let started = Instant::now();
+    host.fleetctl_ok(&["start", "--no-block", file("hello.service")]);
+    host.until_listed(
+        "hello.service",
+        "active",
+        "running",
+        Duration::from_secs(20),
+    );
+    println!(
+        "fleetctl start to active in systemd, seen in list-units: {:?}",
+        started.elapsed()
+    );
+    // fleet's fleetctl waited for a failed unit forever.
+    let (code, _, err) = host.fleetctl(&["start", file("broken.service")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "Unit broken.service failed to start on {machine_id}: failed (failed)"
+        )),
+        "{err}"
+    );
+    host.fleetctl_ok(&["start", file("main.service"), "web@8080.service"]);
+    let within = Duration::from_secs(20);
+    host.until_listed("broken.service", "failed", "failed", within);
+    for unit in [
+        "main.service",
+        "db.service",
+        "sidecar.service",
+        "web@8080.service",
+    ] {
+        host.until_listed(unit, "active", "running", within);
+    }
+    // What fleet shows is what systemd says.
+    for (unit, (active, sub)) in host.listed() {
+        assert_eq!(
+            (
+                host.property(&unit, "ActiveState"),
+                host.property(&unit, "SubState")
+            ),
+            (active, sub),
+            "{unit}"
+        );
+    }
+
+    // status is systemctl's, journal journalctl's, on the unit's machine.
+    let (code, out, err) = host.fleetctl(&["status", "hello.service"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("● hello.service - Says hello\n")
+            && out.contains("Loaded: loaded (/run/systemd/system/hello.service; linked-runtime")
+            && out.contains("Active: active (running)"),
+        "{out}"
+    );
+    let (code, out, _) = host.fleetctl(&["status", "broken.service"]);
+    assert_eq!(code, 3, "systemctl's code for a unit not active: {out}");
+    assert!(out.contains("Active: failed"), "{out}");
+    eventually("the journal of hello.service", within, || {
+        let (_, out, err) = host.fleetctl(&["journal", "hello.service"]);
+        holds(out.contains("hello from systemd")).map_err(|_| format!("{out}{err}"))
+    });
+    eventually("the journal of web@8080.service", within, || {
+        let (_, out, err) = host.fleetctl(&["journal", "--output=cat", "web@8080.service"]);
+        holds(out.lines().any(|l| l == "port 8080")).map_err(|_| format!("{out}{err}"))
+    });
+
+    // destroy: stopped, gone from systemd and from the units directory.
+    host.fleetctl_ok(&["destroy", "hello.service"]);
+    eventually("hello.service gone from systemd", within, || {
+        holds(host.property("hello.service", "LoadState") == "not-found")
+    });
+    assert!(!host.units_dir().join("hello.service").exists());
+    assert!(host.units_dir().join("main.service").exists());
+    // What fleet did not load is never touched.
+    assert_eq!(host.property("dbus.service", "ActiveState"), "active");
+}
+
+#[test]
+fn fleetd_restarted_or_stopped_as_a_service() {
+    let host = Host::boot();
+    let units = ["a.service", "b.service", "c.service"];
+    let files = host.files(&units.map(|u| (u, SLEEPER)));
+    let mut args = vec!["start"];
+    args.extend(files.iter().map(String::as_str));
+    host.fleetctl_ok(&args);
+    let within = Duration::from_secs(20);
+    for unit in units {
+        host.until_listed(unit, "active", "running", within);
+    }
+    let pids: Vec<String> = units.iter().map(|u| host.property(u, "MainPID")).collect();
+
+    // An upgrade: SIGQUIT ends fleetd alone and Restart=always starts it again.
+    let fleetd = host.property("fleet.service", "MainPID");
+    host.systemctl(&["kill", "--signal=SIGQUIT", "fleet.service"]);
+    eventually("fleetd back", within, || {
+        let now = host.property("fleet.service", "MainPID");
+        holds(
+            now != fleetd
+                && now != "0"
+                && host.property("fleet.service", "ActiveState") == "active",
+        )
+    });
+    host.until_listed("a.service", "active", "running", within);
+    let after: Vec<String> = units.iter().map(|u| host.property(u, "MainPID")).collect();
+    assert_eq!(pids, after, "a unit was restarted with fleetd");
+    // The new fleetd drives what the old one loaded.
+    host.fleetctl_ok(&["stop", "a.service"]);
+    eventually("a.service stopped in systemd", within, || {
+        holds(host.property("a.service", "ActiveState") == "inactive")
+    });
+
+    // `systemctl stop fleet`: a clean exit, and the machine's units stopped and unloaded
+    // (fleet's TestShutdown and TestNodeShutdown).
+    host.systemctl(&["stop", "fleet.service"]);
+    assert_eq!(host.property("fleet.service", "Result"), "success");
+    for unit in units {
+        assert_eq!(host.property(unit, "LoadState"), "not-found", "{unit}");
+    }
+    assert_eq!(
+        std::fs::read_dir(host.units_dir()).unwrap().count(),
+        0,
+        "unit files left in the units directory"
+    );
+}
+
+#[test]
+fn two_hundred_units_are_cheap_to_hold() {
+    const COUNT: usize = 200;
+    let host = Host::boot();
+    let names: Vec<String> = (0..COUNT).map(|i| format!("idle{i:03}.service")).collect();
+    let files = host.files(
+        &names
+            .iter()
+            .map(|n| (n.as_str(), "[Service]\nExecStart=/bin/sleep infinity\n"))
+            .collect::<Vec<_>>(),
+    );
+    let started = Instant::now();
+    let mut args = vec!["start", "--no-block"];
+    args.extend(files.iter().map(String::as_str));
+    host.fleetctl_ok(&args);
+    eventually(
+        "200 units active",
+        Duration::from_secs(120),
+        || -> Result<(), String> {
+            let listed = host.listed();
+            let running = listed
+                .values()
+                .filter(|(a, s)| a == "active" && s == "running")
+                .count();
+            holds(running == COUNT).map_err(|_| format!("{running} of {COUNT} running"))
+        },
+    );
+    let all_active = started.elapsed();
+    // systemd agrees.
+    let running = host.systemctl(&[
+        "list-units",
+        "--no-legend",
+        "--plain",
+        "--state=running",
+        "idle*.service",
+    ]);
+    assert_eq!(running.lines().count(), COUNT, "{running}");
+
+    // Idle: nothing changes; what does holding 200 units cost?
+    std::thread::sleep(Duration::from_secs(2));
+    let window = Duration::from_secs(10);
+    let before = host.fleetd_cpu();
+    std::thread::sleep(window);
+    let used = host.fleetd_cpu() - before;
+    let share = used.as_secs_f64() / window.as_secs_f64();
+    let memory = fleet_testkit::measure::memory_kib(host.fleetd_pid()).unwrap();
+    println!(
+        "{COUNT} units: all active {all_active:?} after fleetctl start; idle fleetd: \
+         {used:?} CPU in {window:?} ({:.2}% of a core), RSS {} KiB ({} KiB its own)",
+        share * 100.0,
+        memory.resident,
+        memory.private
+    );
+    // fleet's agent polled every unit every second and burned a core's worth at 500 units.
+    assert!(
+        share < 0.02,
+        "fleetd used {:.1}% of a core while idle",
+        share * 100.0
+    );
+    assert_eq!(host.listed().len(), COUNT);
+}
