@@ -75,7 +75,12 @@ pub async fn run(
         }
     };
     let mut keep_alive = tokio::time::interval(agent.config.ttl / 3);
-    let mut poll = tokio::time::interval(agent.config.state_poll);
+    // A manager that tells of state changes is only polled as a safety net.
+    let mut changes = agent.manager.changes();
+    let mut poll = tokio::time::interval(match changes {
+        Some(_) => agent.config.resync,
+        None => agent.config.state_poll,
+    });
     let mut resync = tokio::time::interval(agent.config.resync);
     let mut dirty = true;
     loop {
@@ -101,11 +106,8 @@ pub async fn run(
                 }
             },
             _ = keep_alive.tick() => agent.keep_alive().await,
-            _ = poll.tick() => {
-                if let Err(error) = agent.publish_states().await {
-                    tracing::warn!(%error, "agent: cannot publish unit states");
-                }
-            }
+            _ = poll.tick() => agent.publish_or_warn().await,
+            Some(()) = next_change(&mut changes) => agent.publish_or_warn().await,
             _ = resync.tick() => dirty = true,
             Some(record) = next_update(&mut agent.config.updates) => {
                 tracing::info!("agent: announcing the machine's new configuration");
@@ -129,6 +131,20 @@ async fn next_update(
         Ok(()) => Some(receiver.borrow_and_update().clone()),
         Err(_) => {
             *updates = None;
+            None
+        }
+    }
+}
+
+/// The next state change the manager tells of; never resolves for a manager that does not.
+async fn next_change(changes: &mut Option<watch::Receiver<()>>) -> Option<()> {
+    let Some(receiver) = changes else {
+        return std::future::pending().await;
+    };
+    match receiver.changed().await {
+        Ok(()) => Some(()),
+        Err(_) => {
+            *changes = None;
             None
         }
     }
@@ -315,6 +331,12 @@ impl Agent {
             self.units.insert(*hash, unit.clone());
         }
         Ok(unit)
+    }
+
+    async fn publish_or_warn(&mut self) {
+        if let Err(error) = self.publish_states().await {
+            tracing::warn!(%error, "agent: cannot publish unit states");
+        }
     }
 
     /// Writes the states that changed since last published; nothing when nothing changed.

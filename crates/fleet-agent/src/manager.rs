@@ -54,6 +54,11 @@ pub trait UnitManager: Send + Sync {
     /// What the init system itself says of the unit (`systemctl status`); `None` when it has
     /// no words of its own and the caller lays the state out.
     async fn status(&self, name: &UnitName) -> Result<Option<UnitStatus>>;
+    /// Told whenever a unit's state may have changed, so the agent publishes it at once instead
+    /// of polling; `None` when the manager cannot tell (the agent polls then).
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        None
+    }
 }
 
 /// `systemctl status` of a unit: its text and its exit code (3: not active).

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, Weak};
 use async_trait::async_trait;
 use fleet_unit::{SystemdState, UnitFile, UnitHash, UnitName};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use zbus::OwnedVariant;
 
 use crate::manager::{units_in, ManagerError, ManagerKind, Result, UnitManager, UnitStatus};
@@ -44,6 +44,8 @@ pub struct SystemdManager {
     bus: ManagerProxy<'static>,
     config: SystemdConfig,
     known: Arc<Mutex<Known>>,
+    /// Sent to whenever a state in `known` changes.
+    changed: watch::Sender<()>,
 }
 
 /// What fleetd knows of its units in systemd.
@@ -105,8 +107,18 @@ impl SystemdManager {
             loaded,
             ..Known::default()
         }));
-        tokio::spawn(follow_signals(signals, Arc::downgrade(&known)));
-        let manager = Arc::new(SystemdManager { bus, config, known });
+        let changed = watch::Sender::new(());
+        tokio::spawn(follow_signals(
+            signals,
+            Arc::downgrade(&known),
+            changed.clone(),
+        ));
+        let manager = Arc::new(SystemdManager {
+            bus,
+            config,
+            known,
+            changed,
+        });
         manager.resync().await?;
         Ok(manager)
     }
@@ -183,13 +195,18 @@ impl SystemdManager {
             let state = SystemdState::new(&row.2, &row.3, &row.4);
             known.states.insert(row.0, state);
         }
+        self.changed.send_replace(());
         Ok(())
     }
 }
 
 /// Applies systemd's `PropertiesChanged` signals for units to the cache, for as long as the
-/// manager lives.
-async fn follow_signals(mut signals: zbus::MessageStream, known: Weak<Mutex<Known>>) {
+/// manager lives, telling `told` of every change.
+async fn follow_signals(
+    mut signals: zbus::MessageStream,
+    known: Weak<Mutex<Known>>,
+    told: watch::Sender<()>,
+) {
     while let Some(message) = signals.next().await {
         let Some(known) = known.upgrade() else {
             return;
@@ -217,11 +234,15 @@ async fn follow_signals(mut signals: zbus::MessageStream, known: Weak<Mutex<Know
             continue;
         };
         let (load, active, sub) = (text("LoadState"), text("ActiveState"), text("SubState"));
-        *state = SystemdState::new(
+        let new = SystemdState::new(
             load.as_deref().unwrap_or(&state.load),
             active.as_deref().unwrap_or(&state.active),
             sub.as_deref().unwrap_or(&state.sub),
         );
+        if *state != new {
+            *state = new;
+            told.send_replace(());
+        }
     }
 }
 
@@ -356,6 +377,10 @@ impl UnitManager for SystemdManager {
             // 3 for a unit that is not active, as systemctl says; fleetctl passes it on.
             code: output.status.code().unwrap_or(1),
         }))
+    }
+
+    fn changes(&self) -> Option<watch::Receiver<()>> {
+        Some(self.changed.subscribe())
     }
 
     async fn follow(&self, name: &UnitName) -> Result<mpsc::Receiver<String>> {
