@@ -47,6 +47,10 @@ struct Member {
     initial_cluster: String,
     /// Serve clients over TLS, requiring client certificates.
     tls: Option<TlsFiles>,
+    /// The address it listens on: loopback, or a host's address in its network namespace.
+    address: String,
+    /// The network namespace it runs in (`None`: the test's own).
+    netns: Option<String>,
 }
 
 /// A throwaway CA and the certificates made with it, in a member's directory.
@@ -138,16 +142,41 @@ impl Member {
             peer_port: free_port(),
             initial_cluster: String::new(),
             tls: None,
+            address: "127.0.0.1".into(),
+            netns: None,
+        }
+    }
+
+    /// A member on host `host` of `network`, on etcd's usual ports (nothing else is there).
+    fn on_host(name: &str, network: &crate::netns::Network, host: usize) -> Member {
+        Member {
+            client_port: 2379,
+            peer_port: 2380,
+            address: network.address(host),
+            netns: Some(network.namespace(host)),
+            ..Member::new(name, DataDir::Memory)
+        }
+    }
+
+    /// `program`, in the member's network namespace.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns, program]);
+                command
+            }
+            None => Command::new(program),
         }
     }
 
     fn endpoint(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.client_port)
+        format!("{scheme}://{}:{}", self.address, self.client_port)
     }
 
     fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("http://{}:{}", self.address, self.peer_port)
     }
 
     fn log_path(&self) -> PathBuf {
@@ -166,7 +195,7 @@ impl Member {
             .map_err(|e| format!("etcd log: {e}"))?;
         let client = self.endpoint();
         let peer = self.peer_url();
-        let mut command = Command::new("etcd");
+        let mut command = self.command("etcd");
         if let Some(tls) = &self.tls {
             command
                 .arg("--client-cert-auth")
@@ -230,7 +259,7 @@ impl Member {
     }
 
     fn healthy(&self) -> bool {
-        if self.tls.is_some() {
+        if self.tls.is_some() || self.netns.is_some() {
             return self.etcdctl(&["endpoint", "health"]).is_ok();
         }
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
@@ -273,8 +302,19 @@ impl Member {
             }
         }
         all.extend(args.iter().map(|a| a.to_string()));
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        etcdctl(&self.endpoint(), &all)
+        let output = self
+            .command("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint(), "--command-timeout=2s"])
+            .args(&all)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run etcdctl (is etcd-client installed?): {e}"))?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
     }
 
     /// `etcdctl endpoint status` of this member: (its member ID, the leader's member ID).
@@ -287,21 +327,6 @@ impl Member {
             })
         };
         Some((field("MemberID")?, field("Leader")?))
-    }
-}
-
-/// Runs etcd's own client against `endpoint`; its stdout, or its stderr as the error.
-fn etcdctl(endpoint: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["--endpoints", endpoint, "--command-timeout=2s"])
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run etcdctl (is etcd-client installed?): {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }
 }
 
@@ -411,11 +436,30 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     /// Starts `size` members and waits until every one is healthy (has a leader).
     pub fn start(size: usize) -> EtcdCluster {
-        let mut last_error = String::new();
-        for _ in 0..3 {
-            let mut members: Vec<Member> = (0..size)
+        EtcdCluster::start_with(|| {
+            (0..size)
                 .map(|i| Member::new(&format!("s{i}"), DataDir::Memory))
-                .collect();
+                .collect()
+        })
+    }
+
+    /// Starts a member on each of `hosts` of `network` (in their namespaces) and waits until
+    /// every one is healthy.
+    pub fn start_on(network: &crate::netns::Network, hosts: &[usize]) -> EtcdCluster {
+        EtcdCluster::start_with(|| {
+            hosts
+                .iter()
+                .enumerate()
+                .map(|(i, host)| Member::on_host(&format!("s{i}"), network, *host))
+                .collect()
+        })
+    }
+
+    fn start_with(new_members: impl Fn() -> Vec<Member>) -> EtcdCluster {
+        let mut last_error = String::new();
+        // Ports are picked by binding and closing; another process may take one in between.
+        for _ in 0..3 {
+            let mut members = new_members();
             let initial_cluster = members
                 .iter()
                 .map(|m| format!("{}={}", m.name, m.peer_url()))

@@ -3,10 +3,12 @@
 
 pub mod etcd;
 pub mod measure;
+pub mod netns;
 pub mod sshd;
 pub mod systemd;
 
 pub use etcd::{DataDir, EtcdCluster, EtcdServer, TlsFiles};
+pub use netns::Network;
 pub use sshd::SshServer;
 pub use systemd::SystemdSandbox;
 

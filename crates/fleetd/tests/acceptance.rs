@@ -1,0 +1,243 @@
+//! The cluster acceptance suite: real fleetds on hosts in network namespaces, a real etcd on
+//! hosts of its own, fleetctl driving them, and the invariant checker after every step (see
+//! `cluster/mod.rs`). Each scenario prints what it measured. Needs root.
+
+mod cluster;
+
+use std::time::{Duration, Instant};
+
+use cluster::{unit, Cluster, AGENT_TTL};
+
+fn units(names: &[&str], x_fleet: &str) -> Vec<(String, String)> {
+    names
+        .iter()
+        .map(|n| (n.to_string(), unit(x_fleet)))
+        .collect()
+}
+
+/// What runs on each machine, as `running` says: machine → units.
+fn by_machine(running: &std::collections::BTreeMap<String, Vec<String>>) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = running
+        .iter()
+        .flat_map(|(unit, machines)| machines.iter().map(move |m| (m.clone(), unit.clone())))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+#[test]
+fn constraints_hold_on_three_hosts() {
+    let cluster = Cluster::start(3, 1, |_| String::new());
+    let mut all = units(
+        &["web@1.service", "web@2.service", "web@3.service"],
+        "Conflicts=web@*.service",
+    );
+    all.extend(units(&["side@1.service"], "MachineOf=web@1.service"));
+    all.extend(units(&["mon.service"], "Global=true"));
+    all.extend(units(&["pinned.service"], "MachineMetadata=host=h2"));
+    all.extend(units(&["plain.service"], ""));
+    cluster.start_units(0, &all);
+    let within = Duration::from_secs(30);
+    let machines = cluster.machines();
+    let running = cluster.until_valid("every unit placed", within, |running| {
+        let placed = |unit: &str, count: usize| match running.get(unit) {
+            Some(on) if on.len() == count => Ok(()),
+            other => Err(format!("{unit} on {other:?}")),
+        };
+        for web in ["web@1.service", "web@2.service", "web@3.service"] {
+            placed(web, 1)?;
+        }
+        placed("side@1.service", 1)?;
+        placed("mon.service", 3)?;
+        placed("pinned.service", 1)?;
+        placed("plain.service", 1)
+    });
+    let webs: std::collections::BTreeSet<&String> =
+        ["web@1.service", "web@2.service", "web@3.service"]
+            .iter()
+            .map(|w| &running[*w][0])
+            .collect();
+    assert_eq!(
+        webs.len(),
+        3,
+        "conflicting units share a machine: {running:?}"
+    );
+    assert_eq!(running["side@1.service"], running["web@1.service"]);
+    assert_eq!(running["pinned.service"], vec![machines[2].clone()]);
+
+    // What fleet reports agrees with what runs (states are published a moment after start).
+    cluster.eventually("list-units as it runs", within, || {
+        let listed = cluster.fleetctl_ok(
+            1,
+            &[
+                "list-units",
+                "--no-legend",
+                "--full",
+                "--fields=unit,machine,active",
+            ],
+        );
+        for (machine, unit) in by_machine(&running) {
+            let shown = listed.lines().any(|l| {
+                l.starts_with(&format!("{unit}\t")) && l.contains(&machine) && l.contains("active")
+            });
+            if !shown {
+                return Err(format!("{unit} on {machine} not listed:\n{listed}"));
+            }
+        }
+        Ok(())
+    });
+
+    cluster.fleetctl_ok(0, &["destroy", "pinned.service"]);
+    cluster.until_valid("pinned.service gone", within, |running| {
+        match running.contains_key("pinned.service") {
+            true => Err("still runs".into()),
+            false => Ok(()),
+        }
+    });
+}
+
+#[test]
+fn a_host_cut_off_loses_its_units_and_stops_them_when_back() {
+    let mut cluster = Cluster::start(3, 1, |_| String::new());
+    let names: Vec<String> = (0..6).map(|i| format!("job{i}.service")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    cluster.start_units(0, &units(&names, ""));
+    let within = Duration::from_secs(30);
+    let before = cluster.until_valid("six units running", within, |running| {
+        match names
+            .iter()
+            .all(|n| running.get(*n).is_some_and(|m| m.len() == 1))
+        {
+            true => Ok(()),
+            false => Err("not all running".into()),
+        }
+    });
+    // The host with the most units is cut off (its fleetd's etcd is on another host).
+    let machines = cluster.machines();
+    let victim = (0..3)
+        .max_by_key(|i| before.values().filter(|m| m[0] == machines[*i]).count())
+        .unwrap();
+    let moved: Vec<String> = before
+        .iter()
+        .filter(|(_, m)| m[0] == machines[victim])
+        .map(|(u, _)| u.clone())
+        .collect();
+    assert!(!moved.is_empty());
+    let cut = Instant::now();
+    cluster.network.set_link(victim, false).unwrap();
+    let mut duplicates_since: Option<Instant> = None;
+    let failover = cluster.eventually("the cut-off host's units elsewhere", within, || {
+        let running = cluster.running();
+        if duplicates_since.is_none() && running.values().any(|m| m.len() > 1) {
+            duplicates_since = Some(Instant::now());
+        }
+        let elsewhere = moved.iter().all(|u| {
+            running
+                .get(u)
+                .is_some_and(|m| m.iter().any(|machine| machine != &machines[victim]))
+        });
+        match elsewhere {
+            true => Ok(cut.elapsed()),
+            false => Err(format!("running: {running:?}")),
+        }
+    });
+    // Connectivity loss keeps units running: the cut-off host still runs its copies.
+    let running = cluster.running();
+    assert!(
+        moved.iter().all(|u| running[u].contains(&machines[victim])),
+        "the cut-off host stopped its units: {running:?}"
+    );
+    let heal = Instant::now();
+    cluster.network.set_link(victim, true).unwrap();
+    let stale_stopped = cluster.eventually("stale copies stopped", within, || {
+        let running = cluster.running();
+        match running.values().all(|m| m.len() == 1) {
+            true => Ok(heal.elapsed()),
+            false => Err(format!("running: {running:?}")),
+        }
+    });
+    let window = duplicates_since.map(|since| since.elapsed());
+    cluster.until_valid("all six once", within, |running| {
+        match names
+            .iter()
+            .all(|n| running.get(*n).is_some_and(|m| m.len() == 1))
+        {
+            true => Ok(()),
+            false => Err("not all running once".into()),
+        }
+    });
+    println!(
+        "partition of a host with {} units (agent_ttl {AGENT_TTL:?}): units running elsewhere \
+         {failover:?} after the cut; stale copies stopped {stale_stopped:?} after the link came \
+         back; two copies ran for {window:?} in all (the partition lasted {:?})",
+        moved.len(),
+        heal.duration_since(cut)
+    );
+    assert!(
+        failover < AGENT_TTL + Duration::from_secs(5),
+        "failover took {failover:?}"
+    );
+    assert!(
+        stale_stopped < Duration::from_secs(10),
+        "stale copies stopped after {stale_stopped:?}"
+    );
+    cluster.signal_fleetd(victim, "-TERM");
+}
+
+#[test]
+fn kill_9_of_the_engine_leader() {
+    let mut cluster = Cluster::start(3, 1, |_| String::new());
+    let names: Vec<String> = (0..6).map(|i| format!("task{i}.service")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    cluster.start_units(0, &units(&names, ""));
+    let within = Duration::from_secs(30);
+    cluster.until_valid("six units running", within, |running| {
+        match names
+            .iter()
+            .all(|n| running.get(*n).is_some_and(|m| m.len() == 1))
+        {
+            true => Ok(()),
+            false => Err("not all running".into()),
+        }
+    });
+    let leader = cluster.leader().expect("a leader");
+    let killed = Instant::now();
+    cluster.signal_fleetd(leader, "-KILL");
+    let takeover = cluster.eventually("another leader", within, || match cluster.leader() {
+        Some(now) if now != leader => Ok(killed.elapsed()),
+        other => Err(format!("leader {other:?}")),
+    });
+    // The dead machine's units are placed again, once each: the schedule never names two
+    // machines for a unit, and a new unit is placed by the new leader.
+    let machines = cluster.machines();
+    cluster.start_units((leader + 1) % 3, &units(&["after.service"], ""));
+    cluster.eventually("units placed on live machines", within, || {
+        let units = cluster.client().units().map_err(|e| e.to_string())?;
+        let misplaced: Vec<String> = units
+            .iter()
+            .filter(|u| u.machine_id.is_empty() || u.machine_id == machines[leader])
+            .map(|u| format!("{} on {:?}", u.name, u.machine_id))
+            .collect();
+        match misplaced.is_empty() && units.len() == 7 {
+            true => Ok(()),
+            false => Err(format!("{misplaced:?}")),
+        }
+    });
+    // Its fleetd back: the copies it left running are stopped, everything runs once.
+    cluster.start_fleetd(leader);
+    cluster.until_valid("every unit once", within, |running| {
+        let all = names
+            .iter()
+            .chain(&["after.service"])
+            .all(|n| running.get(*n).is_some_and(|m| m.len() == 1));
+        match all {
+            true => Ok(()),
+            false => Err("not every unit once".into()),
+        }
+    });
+    println!("kill -9 of the engine leader: another leader after {takeover:?}");
+    assert!(
+        takeover < Duration::from_secs(10),
+        "takeover took {takeover:?}"
+    );
+}

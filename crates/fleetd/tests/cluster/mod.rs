@@ -1,0 +1,413 @@
+//! A cluster of real fleetds on hosts in network namespaces (`fleet_testkit::Network`), with a
+//! real etcd of one or three members on hosts of their own, and the invariant checker that
+//! reads both the registry (through the API) and the hosts (the unit processes that run).
+//!
+//! Every unit a test submits runs `unit:<name>:<machine>` as its process title (`unit()`), so
+//! what really runs where is read from /proc, not from what fleet says. Needs root.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fleet_api::client::{Client, Endpoint};
+use fleet_testkit::{EtcdCluster, Network};
+use fleet_unit::Requirements;
+
+/// fleet's functional tests ran with agent_ttl 2-3 s.
+pub const AGENT_TTL: Duration = Duration::from_secs(2);
+
+pub struct Cluster {
+    // Dropped in this order: fleetds (and every process on their hosts), etcd, the network.
+    hosts: Vec<Host>,
+    pub etcd: EtcdCluster,
+    pub network: Network,
+    dir: tempfile::TempDir,
+}
+
+pub struct Host {
+    pub index: usize,
+    pub machine: String,
+    pub metadata: String,
+    home: PathBuf,
+    child: Option<Child>,
+}
+
+/// A unit file whose process shows its name and machine (`unit:%n:%m`), with `x_fleet` lines
+/// under `[X-Fleet]`.
+pub fn unit(x_fleet: &str) -> String {
+    let mut text =
+        String::from("[Service]\nExecStart=/bin/bash -c 'exec -a unit:%n:%m sleep infinity'\n");
+    if !x_fleet.is_empty() {
+        text.push_str("\n[X-Fleet]\n");
+        text.push_str(x_fleet);
+        text.push('\n');
+    }
+    text
+}
+
+impl Cluster {
+    /// `hosts` fleetds (machine metadata `host=h<i>` plus `extra_metadata(i)`) and an etcd of
+    /// `etcd_members` members, each on a host of its own.
+    pub fn start(
+        hosts: usize,
+        etcd_members: usize,
+        extra_metadata: impl Fn(usize) -> String,
+    ) -> Cluster {
+        let network = Network::create(hosts + etcd_members).expect("network namespaces");
+        let etcd_hosts: Vec<usize> = (hosts..hosts + etcd_members).collect();
+        let etcd = EtcdCluster::start_on(&network, &etcd_hosts);
+        let dir = tempfile::tempdir().unwrap();
+        let tag = network.namespace(0).replace('-', "");
+        let mut cluster = Cluster {
+            hosts: Vec::new(),
+            etcd,
+            network,
+            dir,
+        };
+        for i in 0..hosts {
+            let extra = extra_metadata(i);
+            let metadata = match extra.is_empty() {
+                true => format!("host=h{i}"),
+                false => format!("host=h{i},{extra}"),
+            };
+            cluster.hosts.push(Host {
+                index: i,
+                machine: format!("{tag}m{i}"),
+                metadata,
+                home: cluster.dir.path().join(format!("h{i}")),
+                child: None,
+            });
+            cluster.start_fleetd(i);
+        }
+        cluster.wait_for_machines(hosts);
+        cluster
+    }
+
+    pub fn host(&self, i: usize) -> &Host {
+        &self.hosts[i]
+    }
+
+    pub fn machines(&self) -> Vec<String> {
+        self.hosts.iter().map(|h| h.machine.clone()).collect()
+    }
+
+    /// Starts (or starts again) fleetd on host `i`.
+    pub fn start_fleetd(&mut self, i: usize) {
+        let endpoints: Vec<String> = self.etcd.endpoints();
+        let address = self.network.address(i);
+        let host = &self.hosts[i];
+        std::fs::create_dir_all(&host.home).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(host.home.join("fleetd.log"))
+            .unwrap();
+        let child = self
+            .network
+            .command(i, env!("CARGO_BIN_EXE_fleetd"))
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("FLEET_DATA_DIR", host.home.join("data"))
+            .env("FLEET_UNITS_DIRECTORY", host.home.join("units"))
+            .env("FLEET_MACHINE_ID", &host.machine)
+            .env("FLEET_UNIT_MANAGER", "native")
+            .env("FLEET_PUBLIC_IP", &address)
+            .env("FLEET_METADATA", &host.metadata)
+            .env("FLEET_ETCD_SERVERS", endpoints.join(","))
+            .env("FLEET_AGENT_TTL", format!("{}s", AGENT_TTL.as_secs()))
+            .env("FLEET_VERBOSITY", "1")
+            .env(
+                "FLEET_API_LISTEN",
+                format!("unix://{}", host.home.join("fleet.sock").display()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.hosts[i].child = Some(child);
+    }
+
+    /// Sends `signal` (`-KILL`, `-QUIT`, `-TERM`) to host `i`'s fleetd and waits (10 s) for it
+    /// to end. Its units' processes stay (as they would on a real machine).
+    pub fn signal_fleetd(&mut self, i: usize, signal: &str) {
+        let Some(mut child) = self.hosts[i].child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status();
+        if !fleet_testkit::exits_within(&mut child, Duration::from_secs(10)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn fleetd_running(&self, i: usize) -> bool {
+        self.hosts[i].child.is_some()
+    }
+
+    /// fleetctl against host `i`'s fleetd; (exit code, stdout, stderr).
+    pub fn fleetctl(&self, i: usize, args: &[&str]) -> (i32, String, String) {
+        let endpoint = format!(
+            "--endpoint=unix://{}",
+            self.hosts[i].home.join("fleet.sock").display()
+        );
+        let mut all = vec![endpoint.as_str()];
+        all.extend_from_slice(args);
+        fleetctl::run_captured(&all, &[])
+    }
+
+    /// `fleetctl`, which must succeed; its stdout.
+    pub fn fleetctl_ok(&self, i: usize, args: &[&str]) -> String {
+        let (code, out, err) = self.fleetctl(i, args);
+        assert_eq!(code, 0, "fleetctl {args:?} on host {i}: {out}{err}");
+        out
+    }
+
+    /// Writes `units` (name, text) to files and `fleetctl start --no-block`s them through host
+    /// `via`.
+    pub fn start_units(&self, via: usize, units: &[(String, String)]) {
+        let dir = self.dir.path().join("files");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut args = vec!["start".to_owned(), "--no-block".to_owned()];
+        for (name, text) in units {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            args.push(path.display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.fleetctl_ok(via, &args);
+    }
+
+    /// The API client of the first host whose fleetd runs.
+    pub fn client(&self) -> Client {
+        let host = self
+            .hosts
+            .iter()
+            .find(|h| h.child.is_some())
+            .expect("a running fleetd");
+        let url = format!("unix://{}", host.home.join("fleet.sock").display());
+        Client::new(Endpoint::parse(&url).unwrap(), Duration::from_secs(5))
+    }
+
+    fn wait_for_machines(&self, count: usize) {
+        self.eventually("every machine announced", Duration::from_secs(30), || {
+            let machines = self.client().machines().map_err(|e| e.to_string())?;
+            match machines.len() == count {
+                true => Ok(()),
+                false => Err(format!("{} machines", machines.len())),
+            }
+        });
+    }
+
+    /// What runs where, from the hosts' process tables: unit → machines it runs on (only this
+    /// cluster's machines).
+    pub fn running(&self) -> BTreeMap<String, Vec<String>> {
+        let machines: BTreeSet<String> = self.machines().into_iter().collect();
+        let mut running: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return running;
+        };
+        for entry in entries.flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let title = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+            let Some(rest) = String::from_utf8_lossy(title)
+                .strip_prefix("unit:")
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            let Some((unit, machine)) = rest.rsplit_once(':') else {
+                continue;
+            };
+            if machines.contains(machine) {
+                running
+                    .entry(unit.to_owned())
+                    .or_default()
+                    .push(machine.to_owned());
+            }
+        }
+        for machines in running.values_mut() {
+            machines.sort();
+        }
+        running
+    }
+
+    /// Polls `probe` every 100 ms until it succeeds; fails the test after `within` with the
+    /// last thing it said and the fleetd logs' tails.
+    pub fn eventually<T>(
+        &self,
+        what: &str,
+        within: Duration,
+        mut probe: impl FnMut() -> Result<T, String>,
+    ) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            match probe() {
+                Ok(value) => return value,
+                Err(last) if Instant::now() > deadline => {
+                    panic!("{what} not within {within:?}: {last}\n{}", self.logs())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// The last lines of every fleetd's log.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for host in &self.hosts {
+            let log = std::fs::read_to_string(host.home.join("fleetd.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(15)..];
+            all.push_str(&format!(
+                "--- host {} ({})\n{}\n",
+                host.index,
+                host.machine,
+                tail.join("\n")
+            ));
+        }
+        all
+    }
+
+    /// The host whose fleetd leads the engine now (the last to log that it leads).
+    pub fn leader(&self) -> Option<usize> {
+        let mut latest: Option<(String, usize)> = None;
+        for host in self.hosts.iter().filter(|h| h.child.is_some()) {
+            let log = std::fs::read_to_string(host.home.join("fleetd.log")).unwrap_or_default();
+            if let Some(line) = log.lines().rev().find(|l| l.contains("engine: leading")) {
+                let at = line
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                if latest.as_ref().is_none_or(|(t, _)| at > *t) {
+                    latest = Some((at, host.index));
+                }
+            }
+        }
+        latest.map(|(_, i)| i)
+    }
+
+    /// The invariants, from the registry (units and their constraints, through the API) and
+    /// from the hosts (what runs): no unit on two machines, no conflicting units together,
+    /// every MachineOf peer with its unit, every launched global unit on every running host
+    /// that may run it. Violations, described; empty when all hold.
+    pub fn violations(&self) -> Result<Vec<String>, String> {
+        let units = self.client().units().map_err(|e| e.to_string())?;
+        let running = self.running();
+        let machines: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|h| h.child.is_some())
+            .map(|h| h.machine.clone())
+            .collect();
+        let on_machine =
+            |unit: &str| -> Vec<String> { running.get(unit).cloned().unwrap_or_default() };
+        let mut violations = Vec::new();
+        let mut constraints = BTreeMap::new();
+        for unit in &units {
+            let file = unit.unit_file();
+            constraints.insert(
+                unit.name.clone(),
+                Requirements::for_unit(&file, &unit.name).constraints(),
+            );
+        }
+        for unit in &units {
+            let own = &constraints[&unit.name];
+            let here = on_machine(&unit.name);
+            if !own.global && here.len() > 1 {
+                violations.push(format!("{} runs on {here:?}", unit.name));
+            }
+            for machine in &here {
+                for (other, theirs) in &constraints {
+                    if other == &unit.name || !on_machine(other).contains(machine) {
+                        continue;
+                    }
+                    if own.conflicts_with(other) || theirs.conflicts_with(&unit.name) {
+                        violations.push(format!(
+                            "{} and {other} conflict but both run on {machine}",
+                            unit.name
+                        ));
+                    }
+                }
+                for peer in &own.peers {
+                    if on_machine(peer).iter().any(|m| m != machine) {
+                        violations.push(format!(
+                            "{} runs on {machine}, its MachineOf peer {peer} elsewhere",
+                            unit.name
+                        ));
+                    }
+                }
+            }
+            if own.global && unit.desired_state == "launched" {
+                for host in self.hosts.iter().filter(|h| machines.contains(&h.machine)) {
+                    let eligible = own.metadata.iter().all(|(key, values)| {
+                        host.metadata
+                            .split(',')
+                            .filter_map(|kv| kv.split_once('='))
+                            .any(|(k, v)| k == key && values.contains(v))
+                    });
+                    let conflicting = constraints.iter().any(|(other, theirs)| {
+                        other != &unit.name
+                            && on_machine(other).contains(&host.machine)
+                            && (own.conflicts_with(other) || theirs.conflicts_with(&unit.name))
+                    });
+                    if eligible && !conflicting && !here.contains(&host.machine) {
+                        violations.push(format!(
+                            "global unit {} does not run on {}",
+                            unit.name, host.machine
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(violations)
+    }
+
+    /// Waits (at most `within`) until every invariant holds and `settled` says the cluster
+    /// is where the test wants it.
+    pub fn until_valid(
+        &self,
+        what: &str,
+        within: Duration,
+        settled: impl Fn(&BTreeMap<String, Vec<String>>) -> Result<(), String>,
+    ) -> BTreeMap<String, Vec<String>> {
+        self.eventually(what, within, || {
+            let violations = self.violations()?;
+            if !violations.is_empty() {
+                return Err(format!("violations: {violations:?}"));
+            }
+            let running = self.running();
+            settled(&running).map_err(|e| format!("{e}; running: {running:?}"))?;
+            Ok(running)
+        })
+    }
+}
+
+impl Drop for Cluster {
+    /// Every fleetd, then every process left on the hosts (units and their shims outlive a
+    /// killed fleetd by design), by PID, before the namespaces go.
+    fn drop(&mut self) {
+        for i in 0..self.hosts.len() {
+            self.signal_fleetd(i, "-KILL");
+        }
+        for i in 0..self.hosts.len() {
+            let namespace = self.network.namespace(i);
+            let Ok(output) = Command::new("ip")
+                .args(["netns", "pids", &namespace])
+                .output()
+            else {
+                continue;
+            };
+            for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+    }
+}
