@@ -4,6 +4,7 @@
 
 mod cluster;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cluster::{unit, Cluster, AGENT_TTL};
@@ -15,8 +16,21 @@ fn units(names: &[&str], x_fleet: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// For `until_valid`: every unit of `names` runs, each on one machine.
+fn each_once<'a>(
+    names: &'a [&'a str],
+) -> impl Fn(&BTreeMap<String, Vec<String>>) -> Result<(), String> + 'a {
+    move |running| match names
+        .iter()
+        .all(|n| running.get(*n).is_some_and(|m| m.len() == 1))
+    {
+        true => Ok(()),
+        false => Err(format!("not each of {names:?} once")),
+    }
+}
+
 /// What runs on each machine, as `running` says: machine → units.
-fn by_machine(running: &std::collections::BTreeMap<String, Vec<String>>) -> Vec<(String, String)> {
+fn by_machine(running: &BTreeMap<String, Vec<String>>) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, String)> = running
         .iter()
         .flat_map(|(unit, machines)| machines.iter().map(move |m| (m.clone(), unit.clone())))
@@ -103,15 +117,7 @@ fn a_host_cut_off_loses_its_units_and_stops_them_when_back() {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     cluster.start_units(0, &units(&names, ""));
     let within = Duration::from_secs(30);
-    let before = cluster.until_valid("six units running", within, |running| {
-        match names
-            .iter()
-            .all(|n| running.get(*n).is_some_and(|m| m.len() == 1))
-        {
-            true => Ok(()),
-            false => Err("not all running".into()),
-        }
-    });
+    let before = cluster.until_valid("six units running", within, each_once(&names));
     // The host with the most units is cut off (its fleetd's etcd is on another host).
     let machines = cluster.machines();
     let victim = (0..3)
@@ -157,15 +163,7 @@ fn a_host_cut_off_loses_its_units_and_stops_them_when_back() {
         }
     });
     let window = duplicates_since.map(|since| since.elapsed());
-    cluster.until_valid("all six once", within, |running| {
-        match names
-            .iter()
-            .all(|n| running.get(*n).is_some_and(|m| m.len() == 1))
-        {
-            true => Ok(()),
-            false => Err("not all running once".into()),
-        }
-    });
+    cluster.until_valid("all six once", within, each_once(&names));
     println!(
         "partition of a host with {} units (agent_ttl {AGENT_TTL:?}): units running elsewhere \
          {failover:?} after the cut; stale copies stopped {stale_stopped:?} after the link came \
@@ -191,15 +189,7 @@ fn kill_9_of_the_engine_leader() {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     cluster.start_units(0, &units(&names, ""));
     let within = Duration::from_secs(30);
-    cluster.until_valid("six units running", within, |running| {
-        match names
-            .iter()
-            .all(|n| running.get(*n).is_some_and(|m| m.len() == 1))
-        {
-            true => Ok(()),
-            false => Err("not all running".into()),
-        }
-    });
+    cluster.until_valid("six units running", within, each_once(&names));
     let leader = cluster.leader().expect("a leader");
     let killed = Instant::now();
     cluster.signal_fleetd(leader, "-KILL");
@@ -225,16 +215,9 @@ fn kill_9_of_the_engine_leader() {
     });
     // Its fleetd back: the copies it left running are stopped, everything runs once.
     cluster.start_fleetd(leader);
-    cluster.until_valid("every unit once", within, |running| {
-        let all = names
-            .iter()
-            .chain(&["after.service"])
-            .all(|n| running.get(*n).is_some_and(|m| m.len() == 1));
-        match all {
-            true => Ok(()),
-            false => Err("not every unit once".into()),
-        }
-    });
+    let mut every = names.clone();
+    every.push("after.service");
+    cluster.until_valid("every unit once", within, each_once(&every));
     println!("kill -9 of the engine leader: another leader after {takeover:?}");
     assert!(
         takeover < Duration::from_secs(10),
