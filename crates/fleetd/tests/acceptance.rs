@@ -224,3 +224,95 @@ fn kill_9_of_the_engine_leader() {
         "takeover took {takeover:?}"
     );
 }
+
+/// Six units running once each on three hosts, and their processes.
+fn six_running(cluster: &Cluster, prefix: &str) -> BTreeMap<(String, String), u32> {
+    let names: Vec<String> = (0..6).map(|i| format!("{prefix}{i}.service")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    cluster.start_units(0, &units(&names, ""));
+    cluster.until_valid(
+        "six units running",
+        Duration::from_secs(30),
+        each_once(&names),
+    );
+    cluster.unit_processes()
+}
+
+/// Waits `quiet` for anything to happen, then asserts that the unit processes are those of
+/// `before`: none stopped, restarted or started elsewhere.
+fn nothing_restarted(cluster: &Cluster, before: &BTreeMap<(String, String), u32>, quiet: Duration) {
+    std::thread::sleep(quiet);
+    let after = cluster.unit_processes();
+    assert_eq!(
+        &after,
+        before,
+        "units were restarted or moved\n{}",
+        cluster.logs()
+    );
+    assert_eq!(cluster.violations().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+#[ignore = "fails today: after a 1 s outage the keep-alive waits on the old TCP connection's \
+            retransmission backoff and the 2 s machine lease expires; the fix (a new etcd \
+            connection when a keep-alive times out, and a lease TTL that covers one missed \
+            keep-alive) is issue 8's next step"]
+fn an_etcd_outage_shorter_than_agent_ttl_restarts_nothing() {
+    let cluster = Cluster::start(3, 1, |_| String::new());
+    let before = six_running(&cluster, "calm");
+    // etcd's host (the last) cut off for half the agent TTL.
+    let etcd_host = 3;
+    cluster.network.set_link(etcd_host, false).unwrap();
+    std::thread::sleep(AGENT_TTL / 2);
+    cluster.network.set_link(etcd_host, true).unwrap();
+    nothing_restarted(&cluster, &before, AGENT_TTL * 3);
+}
+
+#[test]
+fn fleetd_killed_and_restarted_within_agent_ttl_restarts_nothing() {
+    let mut cluster = Cluster::start(3, 1, |_| String::new());
+    let before = six_running(&cluster, "steady");
+    for host in 0..3 {
+        cluster.signal_fleetd(host, "-KILL");
+        cluster.start_fleetd(host);
+    }
+    nothing_restarted(&cluster, &before, AGENT_TTL * 3);
+}
+
+#[test]
+fn one_of_three_etcd_members_killed_and_restarted() {
+    let mut cluster = Cluster::start(3, 3, |_| String::new());
+    let before = six_running(&cluster, "kept");
+    let leader = cluster.etcd.leader().expect("an etcd leader");
+    cluster.etcd.kill(leader);
+    // fleetctl works on (its requests go to fleetd, whose etcd client moves to a live member).
+    let started = Instant::now();
+    let listed = cluster.eventually(
+        "list-units with a member down",
+        Duration::from_secs(10),
+        || {
+            let (code, out, err) = cluster.fleetctl(0, &["list-units", "--no-legend"]);
+            match code {
+                0 => Ok(out),
+                _ => Err(err),
+            }
+        },
+    );
+    let answered = started.elapsed();
+    assert_eq!(listed.lines().count(), 6, "{listed}");
+    cluster.start_units(1, &units(&["during.service"], ""));
+    cluster.etcd.restart(leader);
+    let mut every: Vec<String> = (0..6).map(|i| format!("kept{i}.service")).collect();
+    every.push("during.service".into());
+    let every: Vec<&str> = every.iter().map(String::as_str).collect();
+    cluster.until_valid(
+        "every unit once",
+        Duration::from_secs(30),
+        each_once(&every),
+    );
+    let after = cluster.unit_processes();
+    for (key, pid) in &before {
+        assert_eq!(after.get(key), Some(pid), "{key:?} restarted");
+    }
+    println!("etcd leader member killed: fleetctl list-units answered after {answered:?}");
+}

@@ -117,7 +117,7 @@ impl Cluster {
             .env("FLEET_METADATA", &host.metadata)
             .env("FLEET_ETCD_SERVERS", endpoints.join(","))
             .env("FLEET_AGENT_TTL", format!("{}s", AGENT_TTL.as_secs()))
-            .env("FLEET_VERBOSITY", "1")
+            .env("NO_COLOR", "1")
             .env(
                 "FLEET_API_LISTEN",
                 format!("unix://{}", host.home.join("fleet.sock").display()),
@@ -206,36 +206,45 @@ impl Cluster {
     /// What runs where, from the hosts' process tables: unit → machines it runs on (only this
     /// cluster's machines).
     pub fn running(&self) -> BTreeMap<String, Vec<String>> {
-        let machines: BTreeSet<String> = self.machines().into_iter().collect();
         let mut running: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (unit, machine) in self.unit_processes().into_keys() {
+            running.entry(unit).or_default().push(machine);
+        }
+        running
+    }
+
+    /// Every unit process of this cluster: (unit, machine) → PID. A unit restarted has a new
+    /// PID.
+    pub fn unit_processes(&self) -> BTreeMap<(String, String), u32> {
+        let machines: BTreeSet<String> = self.machines().into_iter().collect();
+        let mut processes = BTreeMap::new();
         let Ok(entries) = std::fs::read_dir("/proc") else {
-            return running;
+            return processes;
         };
         for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
             let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
                 continue;
             };
             let title = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-            let Some(rest) = String::from_utf8_lossy(title)
+            let title = String::from_utf8_lossy(title);
+            let Some((unit, machine)) = title
                 .strip_prefix("unit:")
-                .map(str::to_owned)
+                .and_then(|rest| rest.rsplit_once(':'))
             else {
                 continue;
             };
-            let Some((unit, machine)) = rest.rsplit_once(':') else {
-                continue;
-            };
             if machines.contains(machine) {
-                running
-                    .entry(unit.to_owned())
-                    .or_default()
-                    .push(machine.to_owned());
+                processes.insert((unit.to_owned(), machine.to_owned()), pid);
             }
         }
-        for machines in running.values_mut() {
-            machines.sort();
-        }
-        running
+        processes
     }
 
     /// Polls `probe` every 100 ms until it succeeds; fails the test after `within` with the
