@@ -64,8 +64,11 @@ fn serve(config_path: Option<PathBuf>) -> i32 {
         0 => tracing::Level::INFO,
         _ => tracing::Level::DEBUG,
     };
+    // Colours only for a person at a terminal, never into journald or a log file.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_max_level(level)
+        .with_ansi(terminal)
         .with_writer(std::io::stderr)
         .init();
     for warning in warnings {
