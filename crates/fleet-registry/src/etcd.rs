@@ -67,7 +67,9 @@ impl std::fmt::Debug for EtcdConfig {
 }
 
 pub struct EtcdStore {
-    client: Client,
+    /// Replaced by a fresh connection when a keep-alive goes unanswered (see `keep_alive`).
+    client: std::sync::RwLock<Client>,
+    config: EtcdConfig,
     prefix: String,
     timeout: Duration,
     keepers: Mutex<HashMap<LeaseId, LeaseStream>>,
@@ -148,52 +150,9 @@ impl EtcdStore {
     /// Connects to etcd. Fails with `Unavailable` when no endpoint answers within the request
     /// timeout; callers that must wait for etcd retry with backoff.
     pub async fn connect(config: &EtcdConfig) -> Result<EtcdStore> {
-        if config.endpoints.is_empty() {
-            return Err(RegistryError::Invalid(
-                "no etcd endpoints configured".into(),
-            ));
-        }
-        let mut options = ConnectOptions::new()
-            .with_timeout(config.request_timeout)
-            .with_connect_timeout(config.request_timeout)
-            .with_keep_alive(Duration::from_secs(5), config.request_timeout);
-        if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            options = options.with_user(user.clone(), password.clone());
-        }
-        if config.ca_file.is_some() || config.cert_file.is_some() {
-            let mut tls = TlsOptions::new();
-            if let Some(ca) = &config.ca_file {
-                tls = tls.ca_certificate(Certificate::from_pem(read_file(ca, "CA file")?));
-            }
-            match (&config.cert_file, &config.key_file) {
-                (Some(cert), Some(key)) => {
-                    tls = tls.identity(Identity::from_pem(
-                        read_file(cert, "certificate file")?,
-                        read_file(key, "key file")?,
-                    ));
-                }
-                (None, None) => {}
-                _ => {
-                    return Err(RegistryError::Invalid(
-                        "etcd TLS needs both a certificate file and a key file".into(),
-                    ))
-                }
-            }
-            options = options.with_tls(tls);
-        }
-        let connect = Client::connect(&config.endpoints, Some(options));
-        let client = tokio::time::timeout(config.request_timeout, connect)
-            .await
-            .map_err(|_| {
-                unavailable(format!(
-                    "no answer from {} within {:?}",
-                    config.endpoints.join(","),
-                    config.request_timeout
-                ))
-            })?
-            .map_err(map_error)?;
         let store = EtcdStore {
-            client,
+            client: std::sync::RwLock::new(open(config).await?),
+            config: config.clone(),
             prefix: config.key_prefix.clone(),
             timeout: config.request_timeout,
             keepers: Mutex::new(HashMap::new()),
@@ -203,6 +162,79 @@ impl EtcdStore {
         Ok(store)
     }
 
+    fn client(&self) -> Client {
+        self.client
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// A new connection for the requests to come. After a network outage the old one can sit
+    /// in TCP's retransmission backoff for seconds after etcd is reachable again: longer than
+    /// a machine lease lives. Requests under way finish on the old one.
+    async fn reconnect(&self) {
+        match open(&self.config).await {
+            Ok(client) => {
+                *self
+                    .client
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = client;
+                tracing::debug!("etcd: connected afresh");
+            }
+            Err(error) => tracing::debug!(%error, "etcd: no fresh connection yet"),
+        }
+    }
+}
+
+/// A client of `config`'s endpoints: `Unavailable` when none answers within the request timeout.
+async fn open(config: &EtcdConfig) -> Result<Client> {
+    if config.endpoints.is_empty() {
+        return Err(RegistryError::Invalid(
+            "no etcd endpoints configured".into(),
+        ));
+    }
+    let mut options = ConnectOptions::new()
+        .with_timeout(config.request_timeout)
+        .with_connect_timeout(config.request_timeout)
+        .with_keep_alive(Duration::from_secs(5), config.request_timeout);
+    if let (Some(user), Some(password)) = (&config.username, &config.password) {
+        options = options.with_user(user.clone(), password.clone());
+    }
+    if config.ca_file.is_some() || config.cert_file.is_some() {
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &config.ca_file {
+            tls = tls.ca_certificate(Certificate::from_pem(read_file(ca, "CA file")?));
+        }
+        match (&config.cert_file, &config.key_file) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(
+                    read_file(cert, "certificate file")?,
+                    read_file(key, "key file")?,
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(RegistryError::Invalid(
+                    "etcd TLS needs both a certificate file and a key file".into(),
+                ))
+            }
+        }
+        options = options.with_tls(tls);
+    }
+    let connect = Client::connect(&config.endpoints, Some(options));
+    tokio::time::timeout(config.request_timeout, connect)
+        .await
+        .map_err(|_| {
+            unavailable(format!(
+                "no answer from {} within {:?}",
+                config.endpoints.join(","),
+                config.request_timeout
+            ))
+        })?
+        .map_err(map_error)
+}
+
+impl EtcdStore {
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
@@ -221,7 +253,7 @@ impl EtcdStore {
     {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            match tokio::time::timeout_at(deadline, request(self.client.clone())).await {
+            match tokio::time::timeout_at(deadline, request(self.client())).await {
                 Ok(Ok(response)) => return Ok(response),
                 Ok(Err(e))
                     if never_sent(&e) && tokio::time::Instant::now() + RESEND_PAUSE < deadline =>
@@ -418,6 +450,8 @@ impl KvStore for EtcdStore {
             }
             Err(_) => {
                 keepers.remove(&lease);
+                drop(keepers);
+                self.reconnect().await;
                 Err(unavailable(format!(
                     "lease keep-alive: no answer within {:?}",
                     self.timeout
