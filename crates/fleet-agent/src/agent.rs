@@ -224,10 +224,11 @@ impl Agent {
             if loaded.get(name) != Some(&record.hash) {
                 tracing::info!(unit = %name, "agent: loading");
                 if loaded.contains_key(name) {
-                    // A new version: the old one stops first, and the new one starts anew.
+                    // A new version: the old one stops first.
                     self.manager.stop(name).await.map_err(|e| e.to_string())?;
-                    self.started.remove(name);
                 }
+                // Whatever was remembered of an earlier copy, this one starts anew.
+                self.started.remove(name);
                 self.manager
                     .load(name, unit)
                     .await

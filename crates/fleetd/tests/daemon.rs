@@ -418,7 +418,12 @@ fn fleetctl_starts_units_and_says_why_one_cannot_be_placed() {
 
     // fleet's fleetctl waited for a failed unit forever; the agent starts it once.
     let broken = dir.path().join("broken.service");
-    std::fs::write(&broken, "[Service]\nExecStart=/bin/false\n").unwrap();
+    // Fails before it is ever active (a simple service that exits is active for a moment).
+    std::fs::write(
+        &broken,
+        "[Service]\nExecStartPre=/bin/false\nExecStart=/bin/sleep 30\n",
+    )
+    .unwrap();
     let (code, out, err) = fleetctl(dir.path(), &["start", broken.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert_eq!(

@@ -191,7 +191,8 @@ fn fleetd_drives_systemd_as_an_installed_service() {
 
     let files = host.files(&[
         ("hello.service", HELLO),
-        ("broken.service", "[Service]\nExecStart=/bin/false\n"),
+        // Fails before it is ever active (a simple service that exits is active for a moment).
+        ("broken.service", "[Service]\nExecStartPre=/bin/false\nExecStart=/bin/sleep 300\n"),
         (
             "main.service",
             "[Unit]\nRequires=db.service\nAfter=db.service\n\n[Service]\nExecStart=/bin/sleep 300\n",
