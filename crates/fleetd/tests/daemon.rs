@@ -3,7 +3,7 @@
 //! naming the option.
 
 mod common;
-use common::{eventually, holds, signal_and_wait, stop};
+use common::{eventually, holds, signal_and_wait, stop, Daemon};
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -189,7 +189,7 @@ fn still_running(child: &mut Child) -> Result<(), String> {
 }
 
 /// Spawns `command` (a fleetd of `dir`) and waits until its API socket answers.
-fn spawn_serving(mut command: Command, dir: &Path) -> Child {
+fn spawn_serving(mut command: Command, dir: &Path) -> Daemon {
     let socket = dir.join("fleet.sock");
     let mut child = command.spawn().unwrap();
     eventually("no API socket", TEN_SECONDS, || {
@@ -198,10 +198,10 @@ fn spawn_serving(mut command: Command, dir: &Path) -> Child {
             .map(drop)
             .map_err(|e| e.to_string())
     });
-    child
+    Daemon(child)
 }
 
-fn start_and_wait_for_socket(dir: &Path) -> Child {
+fn start_and_wait_for_socket(dir: &Path) -> Daemon {
     spawn_serving(fleetd(dir), dir)
 }
 
@@ -576,7 +576,7 @@ fn fleetctl_moves_a_unit_through_every_state() {
 use fleet_testkit::free_port;
 
 /// Starts fleetd with an https listener and the given extra configuration; its URL.
-fn start_https(dir: &Path, tls: &fleet_testkit::TlsFiles, extra: &str) -> (Child, String) {
+fn start_https(dir: &Path, tls: &fleet_testkit::TlsFiles, extra: &str) -> (Daemon, String) {
     let url = format!("https://127.0.0.1:{}", free_port());
     let conf = format!(
         "api_listen = unix://{}/fleet.sock,{url}\napi_tls_cert_file = {}\napi_tls_key_file = {}\n{extra}",

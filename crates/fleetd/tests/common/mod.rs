@@ -89,3 +89,36 @@ pub fn stop(child: &mut Child, signal: &str) {
 pub fn holds(condition: bool) -> Result<(), String> {
     condition.then_some(()).ok_or_else(|| "not yet".to_owned())
 }
+
+/// A daemon the test started: if the test ends without stopping it (an assertion failed), it
+/// gets SIGTERM (fleetd stops its units as it leaves) and, after 5 s, SIGKILL, so a failing
+/// test leaves nothing running.
+pub struct Daemon(pub Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        if !fleet_testkit::exits_within(&mut self.0, Duration::from_secs(5)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
