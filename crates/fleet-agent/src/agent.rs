@@ -208,10 +208,19 @@ impl Agent {
         }
     }
 
-    /// Loads, starts, stops and unloads until the machine matches `snapshot`. A unit is started
-    /// once when it is wanted launched and stopped once when it no longer is: what it does in
-    /// between (fail, exit, get pulled in by another unit) is its init system's business.
+    /// Loads, starts, stops and unloads until the machine matches `snapshot`, then publishes
+    /// the states. What it started or stopped is recorded once, also when a step failed.
     async fn reconcile(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let applied = self.apply(snapshot).await;
+        self.started.save();
+        applied?;
+        self.publish_states().await.map_err(|e| e.to_string())
+    }
+
+    /// A unit is started once when it is wanted launched and stopped once when it no longer
+    /// is: what it does in between (fail, exit, get pulled in by another unit) is its init
+    /// system's business.
+    async fn apply(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         let desired = self.desired(snapshot).await?;
         let loaded = self.manager.loaded().await.map_err(|e| e.to_string())?;
         for name in loaded.keys().filter(|n| !desired.contains_key(*n)) {
@@ -259,7 +268,7 @@ impl Agent {
                 _ => {}
             }
         }
-        self.publish_states().await.map_err(|e| e.to_string())
+        Ok(())
     }
 
     /// The units this machine should have: those placed here, then the global units (in name

@@ -16,6 +16,8 @@ pub struct Started {
     file: Option<PathBuf>,
     boot: String,
     units: BTreeSet<UnitName>,
+    /// Changed since the file was last written.
+    unsaved: bool,
 }
 
 impl Started {
@@ -30,33 +32,40 @@ impl Started {
             .and_then(|f| std::fs::read_to_string(f).ok())
             .map(|text| parse(&text, &boot))
             .unwrap_or_default();
-        Started { file, boot, units }
+        Started {
+            file,
+            boot,
+            units,
+            unsaved: false,
+        }
     }
 
     pub fn contains(&self, name: &UnitName) -> bool {
         self.units.contains(name)
     }
 
+    /// Remembered once [`Started::save`] runs (once per reconcile, not once per unit).
     pub fn insert(&mut self, name: &UnitName) {
-        if self.units.insert(name.clone()) {
-            self.save();
-        }
+        self.unsaved |= self.units.insert(name.clone());
     }
 
     pub fn remove(&mut self, name: &UnitName) {
-        if self.units.remove(name) {
-            self.save();
-        }
+        self.unsaved |= self.units.remove(name);
     }
 
-    /// Written whole under another name first, so a crash leaves the old list or the new.
-    fn save(&self) {
+    /// Writes the list if it changed, whole under another name first, so a crash leaves the
+    /// old list or the new.
+    pub fn save(&mut self) {
         let Some(file) = &self.file else { return };
+        if !std::mem::take(&mut self.unsaved) {
+            return;
+        }
         let text = format(&self.boot, &self.units);
         let temporary = file.with_extension("tmp");
         let written =
             std::fs::write(&temporary, text).and_then(|_| std::fs::rename(&temporary, file));
         if let Err(error) = written {
+            self.unsaved = true;
             tracing::warn!(%error, path = %file.display(), "agent: cannot record the units it started");
         }
     }
@@ -114,8 +123,14 @@ mod tests {
         let mut started = Started::open(Some(file.clone()));
         let name = UnitName::new("a.service").unwrap();
         started.insert(&name);
+        assert!(
+            !Started::open(Some(file.clone())).contains(&name),
+            "saved before save()"
+        );
+        started.save();
         assert!(Started::open(Some(file.clone())).contains(&name));
         started.remove(&name);
+        started.save();
         assert!(!Started::open(Some(file)).contains(&name));
     }
 }
