@@ -29,13 +29,12 @@ impl Network {
             NETWORKS.fetch_add(1, Ordering::Relaxed)
         );
         // Dropped on failure half-way: whatever was made goes.
-        let network = Network { prefix, hosts: 0 };
+        let mut network = Network { prefix, hosts: 0 };
         let switch = network.switch();
         ip(&["netns", "add", &switch])?;
         ip(&["-n", &switch, "link", "set", "lo", "up"])?;
         ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &switch, "link", "set", "br0", "up"])?;
-        let mut network = network;
         for i in 0..hosts {
             let ns = network.namespace(i);
             ip(&["netns", "add", &ns])?;

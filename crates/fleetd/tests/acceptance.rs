@@ -3,6 +3,7 @@
 //! `cluster/mod.rs`). Each scenario prints what it measured. Needs root.
 
 mod cluster;
+mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -113,11 +114,9 @@ fn constraints_hold_on_three_hosts() {
 #[test]
 fn a_host_cut_off_loses_its_units_and_stops_them_when_back() {
     let mut cluster = Cluster::start(3, 1, |_| String::new());
-    let names: Vec<String> = (0..6).map(|i| format!("job{i}.service")).collect();
+    let (names, before) = six_running(&cluster, "job");
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    cluster.start_units(0, &units(&names, ""));
     let within = Duration::from_secs(30);
-    let before = cluster.until_valid("six units running", within, each_once(&names));
     // The host with the most units is cut off (its fleetd's etcd is on another host).
     let machines = cluster.machines();
     let victim = (0..3)
@@ -185,11 +184,9 @@ fn a_host_cut_off_loses_its_units_and_stops_them_when_back() {
 #[test]
 fn kill_9_of_the_engine_leader() {
     let mut cluster = Cluster::start(3, 1, |_| String::new());
-    let names: Vec<String> = (0..6).map(|i| format!("task{i}.service")).collect();
+    let (names, _) = six_running(&cluster, "task");
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    cluster.start_units(0, &units(&names, ""));
     let within = Duration::from_secs(30);
-    cluster.until_valid("six units running", within, each_once(&names));
     let leader = cluster.leader().expect("a leader");
     let killed = Instant::now();
     cluster.signal_fleetd(leader, "-KILL");
@@ -225,17 +222,18 @@ fn kill_9_of_the_engine_leader() {
     );
 }
 
-/// Six units running once each on three hosts, and their processes.
-fn six_running(cluster: &Cluster, prefix: &str) -> BTreeMap<(String, String), u32> {
+/// Six plain units (`<prefix>0.service`...) started through host 0 and running once each:
+/// their names, and unit → the machine it runs on.
+fn six_running(cluster: &Cluster, prefix: &str) -> (Vec<String>, BTreeMap<String, Vec<String>>) {
     let names: Vec<String> = (0..6).map(|i| format!("{prefix}{i}.service")).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    cluster.start_units(0, &units(&names, ""));
-    cluster.until_valid(
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    cluster.start_units(0, &units(&refs, ""));
+    let running = cluster.until_valid(
         "six units running",
         Duration::from_secs(30),
-        each_once(&names),
+        each_once(&refs),
     );
-    cluster.unit_processes()
+    (names, running)
 }
 
 /// Waits `quiet` for anything to happen, then asserts that the unit processes are those of
@@ -259,7 +257,8 @@ fn nothing_restarted(cluster: &Cluster, before: &BTreeMap<(String, String), u32>
             (issue 8, next step)"]
 fn an_etcd_outage_shorter_than_agent_ttl_restarts_nothing() {
     let cluster = Cluster::start(3, 1, |_| String::new());
-    let before = six_running(&cluster, "calm");
+    six_running(&cluster, "calm");
+    let before = cluster.unit_processes();
     // etcd's host (the last) cut off for half the agent TTL.
     let etcd_host = 3;
     cluster.network.set_link(etcd_host, false).unwrap();
@@ -271,7 +270,8 @@ fn an_etcd_outage_shorter_than_agent_ttl_restarts_nothing() {
 #[test]
 fn fleetd_killed_and_restarted_within_agent_ttl_restarts_nothing() {
     let mut cluster = Cluster::start(3, 1, |_| String::new());
-    let before = six_running(&cluster, "steady");
+    six_running(&cluster, "steady");
+    let before = cluster.unit_processes();
     for host in 0..3 {
         cluster.signal_fleetd(host, "-KILL");
         cluster.start_fleetd(host);
@@ -282,7 +282,8 @@ fn fleetd_killed_and_restarted_within_agent_ttl_restarts_nothing() {
 #[test]
 fn one_of_three_etcd_members_killed_and_restarted() {
     let mut cluster = Cluster::start(3, 3, |_| String::new());
-    let before = six_running(&cluster, "kept");
+    let (mut every, _) = six_running(&cluster, "kept");
+    let before = cluster.unit_processes();
     let leader = cluster.etcd.leader().expect("an etcd leader");
     cluster.etcd.kill(leader);
     // fleetctl works on (its requests go to fleetd, whose etcd client moves to a live member).
@@ -302,7 +303,6 @@ fn one_of_three_etcd_members_killed_and_restarted() {
     assert_eq!(listed.lines().count(), 6, "{listed}");
     cluster.start_units(1, &units(&["during.service"], ""));
     cluster.etcd.restart(leader);
-    let mut every: Vec<String> = (0..6).map(|i| format!("kept{i}.service")).collect();
     every.push("during.service".into());
     let every: Vec<&str> = every.iter().map(String::as_str).collect();
     cluster.until_valid(

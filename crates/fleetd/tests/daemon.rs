@@ -378,7 +378,7 @@ fn fleetctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let endpoint = format!("--endpoint=unix://{}", dir.join("fleet.sock").display());
     let mut all = vec![endpoint.as_str()];
     all.extend_from_slice(args);
-    fleetctl::run_captured(&all, &[])
+    common::fleetctl(&all, &[])
 }
 
 #[test]
@@ -603,7 +603,7 @@ fn https_with_client_certificates() {
     let ca = format!("--ca-file={}", tls.ca.display());
     let cert = format!("--cert-file={}", tls.client_cert.display());
     let key = format!("--key-file={}", tls.client_key.display());
-    let (code, out, err) = fleetctl::run_captured(
+    let (code, out, err) = common::fleetctl(
         &[&endpoint, &ca, &cert, &key, "list-machines", "--no-legend"],
         &[],
     );
@@ -613,10 +613,10 @@ fn https_with_client_certificates() {
         "{err}"
     );
     // Without a client certificate the handshake is refused.
-    let (code, _, err) = fleetctl::run_captured(&[&endpoint, &ca, "list-machines"], &[]);
+    let (code, _, err) = common::fleetctl(&[&endpoint, &ca, "list-machines"], &[]);
     assert_eq!(code, 1, "{err}");
     // Without our CA, fleetd's certificate is not trusted; without any CA, https is refused.
-    let (code, _, err) = fleetctl::run_captured(&[&endpoint, "list-machines"], &[]);
+    let (code, _, err) = common::fleetctl(&[&endpoint, "list-machines"], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("an https endpoint needs --ca-file"), "{err}");
     stop(&mut child, "-TERM");
@@ -636,7 +636,7 @@ fn https_with_a_bearer_token() {
     let endpoint = format!("--endpoint={url}");
     let ca = format!("--ca-file={}", tls.ca.display());
     let with_token = [("FLEETCTL_API_TOKEN", "s3cret-token-0123456789")];
-    let (code, out, err) = fleetctl::run_captured(
+    let (code, out, err) = common::fleetctl(
         &[&endpoint, &ca, "list-machines", "--no-legend"],
         &with_token,
     );
@@ -645,7 +645,7 @@ fn https_with_a_bearer_token() {
         (0, "node1...\t10.0.0.9\t-\n"),
         "{err}"
     );
-    let (code, _, err) = fleetctl::run_captured(&[&endpoint, &ca, "list-machines"], &[]);
+    let (code, _, err) = common::fleetctl(&[&endpoint, &ca, "list-machines"], &[]);
     assert_eq!(code, 1);
     assert!(
         err.contains("googleapi: Error 401: missing or wrong bearer token"),
@@ -653,7 +653,7 @@ fn https_with_a_bearer_token() {
     );
     let wrong = [("FLEETCTL_API_TOKEN", "s3cret-token-0123456780")];
     assert_eq!(
-        fleetctl::run_captured(&[&endpoint, &ca, "list-machines"], &wrong).0,
+        common::fleetctl(&[&endpoint, &ca, "list-machines"], &wrong).0,
         1
     );
     // The unix socket needs no token: its file mode is the access control.

@@ -85,7 +85,7 @@ impl Host {
         let endpoint = format!("--endpoint=unix://{}", socket.display());
         let mut all = vec![endpoint.as_str()];
         all.extend_from_slice(args);
-        fleetctl::run_captured(&all, &[])
+        common::fleetctl(&all, &[])
     }
 
     /// `fleetctl ARGS`, which must succeed; its output.

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleet_api::client::{Client, Endpoint};
 use fleet_testkit::{EtcdCluster, Network};
@@ -117,7 +117,6 @@ impl Cluster {
             .env("FLEET_METADATA", &host.metadata)
             .env("FLEET_ETCD_SERVERS", endpoints.join(","))
             .env("FLEET_AGENT_TTL", format!("{}s", AGENT_TTL.as_secs()))
-            .env("NO_COLOR", "1")
             .env(
                 "FLEET_API_LISTEN",
                 format!("unix://{}", host.home.join("fleet.sock").display()),
@@ -157,7 +156,7 @@ impl Cluster {
         );
         let mut all = vec![endpoint.as_str()];
         all.extend_from_slice(args);
-        fleetctl::run_captured(&all, &[])
+        crate::common::fleetctl(&all, &[])
     }
 
     /// `fleetctl`, which must succeed; its stdout.
@@ -253,18 +252,11 @@ impl Cluster {
         &self,
         what: &str,
         within: Duration,
-        mut probe: impl FnMut() -> Result<T, String>,
+        probe: impl FnMut() -> Result<T, String>,
     ) -> T {
-        let deadline = Instant::now() + within;
-        loop {
-            match probe() {
-                Ok(value) => return value,
-                Err(last) if Instant::now() > deadline => {
-                    panic!("{what} not within {within:?}: {last}\n{}", self.logs())
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
+        crate::common::poll(what, within, Duration::from_millis(100), probe, || {
+            self.logs()
+        })
     }
 
     /// The last lines of every fleetd's log.

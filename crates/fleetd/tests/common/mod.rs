@@ -50,19 +50,53 @@ pub fn fleetd(home: &Path, machine: &str) -> Command {
 
 /// Polls `probe` every 20 ms until it gives a value, failing the test after `within` with
 /// `what` and the last thing `probe` reported.
-pub fn eventually<T>(
+pub fn eventually<T>(what: &str, within: Duration, probe: impl FnMut() -> Result<T, String>) -> T {
+    poll(what, within, Duration::from_millis(20), probe, String::new)
+}
+
+/// Polls `probe` every `every` until it gives a value; after `within`, fails the test with
+/// `what`, the last thing `probe` reported and what `explain` adds (logs, say).
+pub fn poll<T>(
     what: &str,
     within: Duration,
+    every: Duration,
     mut probe: impl FnMut() -> Result<T, String>,
+    explain: impl FnOnce() -> String,
 ) -> T {
     let deadline = Instant::now() + within;
     loop {
         match probe() {
             Ok(value) => return value,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
+            Err(last) if Instant::now() > deadline => {
+                panic!("{what} (not within {within:?}): {last}\n{}", explain())
+            }
+            Err(_) => std::thread::sleep(every),
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// How long one fleetctl command may take in a test (fleetctl itself waits without limit for
+/// a unit, as fleet's did).
+const FLEETCTL_LIMIT: Duration = Duration::from_secs(120);
+
+/// The fleetctl library run with `args` and environment `env`: (exit code, stdout, stderr).
+/// Fails the test if it has not finished within `FLEETCTL_LIMIT`.
+pub fn fleetctl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (done, result) = std::sync::mpsc::channel();
+    let shown = format!("{args:?}");
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let _ = done.send(fleetctl::run_captured(&args, &env));
+    });
+    result
+        .recv_timeout(FLEETCTL_LIMIT)
+        .unwrap_or_else(|_| panic!("fleetctl {shown} did not finish within {FLEETCTL_LIMIT:?}"))
 }
 
 /// Sends `signal` (`-TERM`, `-QUIT`, ...) to `child` and waits at most 15 s for it to exit.
