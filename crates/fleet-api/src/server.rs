@@ -614,19 +614,24 @@ fn decode_unit(body: &[u8]) -> Result<Unit, String> {
     }
 }
 
-fn state_views(snapshot: &Snapshot) -> Vec<UnitState> {
+/// The reported states that `wanted` keeps (by machine and unit name), sorted by unit and
+/// machine. Filtering comes first: one unit's state costs no view of all the others.
+fn state_views(snapshot: &Snapshot, wanted: impl Fn(&str, &str) -> bool) -> Vec<UnitState> {
     let mut states: Vec<UnitState> = snapshot
         .states
         .iter()
         .flat_map(|(machine, units)| {
-            units.iter().map(move |(name, s)| UnitState {
-                hash: s.hash.map(|h| h.to_string()).unwrap_or_default(),
-                machine_id: machine.to_string(),
-                name: name.to_string(),
-                systemd_active_state: s.active.clone(),
-                systemd_load_state: s.load.clone(),
-                systemd_sub_state: s.sub.clone(),
-            })
+            units
+                .iter()
+                .filter(|(name, _)| wanted(machine.as_str(), name.as_str()))
+                .map(move |(name, s)| UnitState {
+                    hash: s.hash.map(|h| h.to_string()).unwrap_or_default(),
+                    machine_id: machine.to_string(),
+                    name: name.to_string(),
+                    systemd_active_state: s.active.clone(),
+                    systemd_load_state: s.load.clone(),
+                    systemd_sub_state: s.sub.clone(),
+                })
         })
         .collect();
     states.sort_by(|a, b| (&a.name, &a.machine_id).cmp(&(&b.name, &b.machine_id)));
@@ -637,11 +642,10 @@ async fn list_states(state: &ApiState, query: &str) -> Reply {
     let (page, snapshot) = listing(state, query).await?;
     let units = query_values(query, "unitName");
     let machines = query_values(query, "machineID");
-    let states: Vec<UnitState> = state_views(&snapshot)
-        .into_iter()
-        .filter(|s| units.is_empty() || units.contains(&s.name))
-        .filter(|s| machines.is_empty() || machines.contains(&s.machine_id))
-        .collect();
+    let states = state_views(&snapshot, |machine, unit| {
+        (units.is_empty() || units.iter().any(|u| u == unit))
+            && (machines.is_empty() || machines.iter().any(|m| m == machine))
+    });
     let (states, next) = slice(&states, page);
     Ok(Answer::json(
         StatusCode::OK,
@@ -654,9 +658,9 @@ async fn list_states(state: &ApiState, query: &str) -> Reply {
 
 async fn get_state(state: &ApiState, name: &str) -> Reply {
     let snapshot = snapshot(state).await?;
-    let found = state_views(&snapshot)
+    let found = state_views(&snapshot, |_, unit| unit == name)
         .into_iter()
-        .find(|s| s.name == name)
+        .next()
         .ok_or_else(|| Answer::error(StatusCode::NOT_FOUND, "unit state does not exist"))?;
     Ok(Answer::json(StatusCode::OK, &found))
 }
