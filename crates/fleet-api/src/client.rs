@@ -307,11 +307,10 @@ impl Client {
                 (host.clone(), prefix.clone())
             }
         };
-        let separator = if path.contains('?') { '&' } else { '?' };
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let query = match query.is_empty() {
             true => "alt=json".to_owned(),
-            false => format!("alt=json{separator}{query}"),
+            false => format!("alt=json&{query}"),
         };
         let mut request = format!(
             "{method} {prefix}{base}{path}?{query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fleetctl-rs\r\nConnection: {}\r\n",

@@ -6,6 +6,7 @@ use std::io;
 
 use fleet_api::client::Client;
 
+use super::ssh::machine_address;
 use crate::{ssh, Globals, Io};
 
 /// A machine to run fleetctl on, and how.
@@ -26,24 +27,12 @@ impl Remote<'_> {
         command: &str,
         io: &mut Io<'_>,
     ) -> io::Result<i32> {
-        let address = match client.machines() {
-            Ok(machines) => machines
-                .into_iter()
-                .find(|m| m.id == self.machine)
-                .map(|m| m.primary_ip)
-                .filter(|ip| !ip.is_empty()),
+        let address = match machine_address(client, self.machine) {
+            Ok(address) => address,
             Err(e) => {
                 writeln!(io.err, "Error getting machine IP: {e}")?;
                 return Ok(1);
             }
-        };
-        let Some(address) = address else {
-            writeln!(
-                io.err,
-                "Error getting machine IP: machine {} has no address",
-                self.machine
-            )?;
-            return Ok(1);
         };
         let command = match self.sudo {
             true => format!("sudo fleetctl {command}"),

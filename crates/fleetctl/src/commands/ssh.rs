@@ -74,7 +74,7 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
 }
 
 /// The address of the one machine whose ID starts with `prefix`.
-fn machine_address(client: &Client, prefix: &str) -> Result<String, String> {
+pub(crate) fn machine_address(client: &Client, prefix: &str) -> Result<String, String> {
     let machines = client.machines().map_err(|e| e.to_string())?;
     let mut matching = machines.iter().filter(|m| m.id.starts_with(prefix));
     match (matching.next(), matching.next()) {
