@@ -129,12 +129,10 @@ impl SystemdManager {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn path(&self, name: &UnitName) -> Result<PathBuf> {
-        // Unit names never hold a '/', so the file stays in the units directory; checked anyway.
-        if name.as_str().contains('/') {
-            return Err(ManagerError(format!("invalid unit name {name}")));
-        }
-        Ok(self.config.units_dir.join(name.as_str()))
+    /// A `UnitName` is one path component (never `.` or `..`): the file stays in the units
+    /// directory.
+    fn path(&self, name: &UnitName) -> PathBuf {
+        self.config.units_dir.join(name.as_str())
     }
 
     /// `program` (systemctl or journalctl) for this systemd: under the command prefix, with
@@ -253,7 +251,7 @@ impl UnitManager for SystemdManager {
     }
 
     async fn load(&self, name: &UnitName, unit: &UnitFile) -> Result<()> {
-        let path = self.path(name)?;
+        let path = self.path(name);
         // Written whole under another name first: systemd never reads half a file.
         let temporary = self.config.units_dir.join(format!(".{name}.tmp"));
         std::fs::write(&temporary, unit.serialize())
@@ -277,7 +275,7 @@ impl UnitManager for SystemdManager {
     }
 
     async fn unload(&self, name: &UnitName) -> Result<()> {
-        let path = self.path(name)?;
+        let path = self.path(name);
         // Stopping a unit systemd does not know is not an error here.
         let _ = self.bus.stop_unit(name.as_str(), "replace").await;
         let _ = self.bus.disable_unit_files(&[name.as_str()], true).await;
