@@ -146,12 +146,23 @@ fn a_host_cut_off_loses_its_units_and_stops_them_when_back() {
             false => Err(format!("running: {running:?}")),
         }
     });
-    // Connectivity loss keeps units running: the cut-off host still runs its copies.
+    // Connectivity loss keeps units running: the cut-off host still runs its copies, and the
+    // invariant checker sees each of them twice.
     let running = cluster.running();
     assert!(
         moved.iter().all(|u| running[u].contains(&machines[victim])),
         "the cut-off host stopped its units: {running:?}"
     );
+    let seen = cluster
+        .violations_seen_by(&cluster.client_of((victim + 1) % 3))
+        .unwrap();
+    for unit in &moved {
+        assert!(
+            seen.iter()
+                .any(|v| v.starts_with(&format!("{unit} runs on "))),
+            "the checker missed the second copy of {unit}: {seen:?}"
+        );
+    }
     let heal = Instant::now();
     cluster.network.set_link(victim, true).unwrap();
     let stale_stopped = cluster.eventually("stale copies stopped", within, || {

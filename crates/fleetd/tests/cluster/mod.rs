@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use fleet_api::client::{Client, Endpoint};
 use fleet_testkit::{EtcdCluster, Network};
-use fleet_unit::Requirements;
+use fleet_unit::{Machine, MachineId, Requirements};
 
 /// fleet's functional tests ran with agent_ttl 2-3 s.
 pub const AGENT_TTL: Duration = Duration::from_secs(2);
@@ -186,9 +186,14 @@ impl Cluster {
         let host = self
             .hosts
             .iter()
-            .find(|h| h.child.is_some())
+            .position(|h| h.child.is_some())
             .expect("a running fleetd");
-        let url = format!("unix://{}", host.home.join("fleet.sock").display());
+        self.client_of(host)
+    }
+
+    /// The API client of host `i`'s fleetd.
+    pub fn client_of(&self, i: usize) -> Client {
+        let url = format!("unix://{}", self.hosts[i].home.join("fleet.sock").display());
         Client::new(Endpoint::parse(&url).unwrap(), Duration::from_secs(5))
     }
 
@@ -297,17 +302,25 @@ impl Cluster {
 
     /// The invariants, from the registry (units and their constraints, through the API) and
     /// from the hosts (what runs): no unit on two machines, no conflicting units together,
-    /// every MachineOf peer with its unit, every launched global unit on every running host
-    /// that may run it. Violations, described; empty when all hold.
+    /// every MachineOf peer with its unit, every launched global unit on every machine in the
+    /// registry whose metadata it accepts. Violations, described; empty when all hold.
     pub fn violations(&self) -> Result<Vec<String>, String> {
-        let units = self.client().units().map_err(|e| e.to_string())?;
-        let running = self.running();
-        let machines: Vec<String> = self
-            .hosts
-            .iter()
-            .filter(|h| h.child.is_some())
-            .map(|h| h.machine.clone())
+        self.violations_seen_by(&self.client())
+    }
+
+    /// [`Cluster::violations`], with the registry read through `client`.
+    pub fn violations_seen_by(&self, client: &Client) -> Result<Vec<String>, String> {
+        let units = client.units().map_err(|e| e.to_string())?;
+        let machines: Vec<Machine> = client
+            .machines()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|m| Machine {
+                metadata: m.metadata,
+                ..Machine::new(MachineId::new(m.id).expect("the API gives valid machine IDs"))
+            })
             .collect();
+        let running = self.running();
         let on_machine =
             |unit: &str| -> Vec<String> { running.get(unit).cloned().unwrap_or_default() };
         let mut violations = Vec::new();
@@ -347,23 +360,15 @@ impl Cluster {
                 }
             }
             if own.global && unit.desired_state == "launched" {
-                for host in self.hosts.iter().filter(|h| machines.contains(&h.machine)) {
-                    let eligible = own.metadata.iter().all(|(key, values)| {
-                        host.metadata
-                            .split(',')
-                            .filter_map(|kv| kv.split_once('='))
-                            .any(|(k, v)| k == key && values.contains(v))
-                    });
+                for machine in &machines {
+                    let id = machine.id.to_string();
                     let conflicting = constraints.iter().any(|(other, theirs)| {
                         other != &unit.name
-                            && on_machine(other).contains(&host.machine)
+                            && on_machine(other).contains(&id)
                             && (own.conflicts_with(other) || theirs.conflicts_with(&unit.name))
                     });
-                    if eligible && !conflicting && !here.contains(&host.machine) {
-                        violations.push(format!(
-                            "global unit {} does not run on {}",
-                            unit.name, host.machine
-                        ));
+                    if machine.has_metadata(&own.metadata) && !conflicting && !here.contains(&id) {
+                        violations.push(format!("global unit {} does not run on {id}", unit.name));
                     }
                 }
             }
