@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_registry::records::{JobRecord, MachineRecord, StateRecord};
-use fleet_registry::{MachineLease, Registry, RegistryError, Scope, Snapshot};
+use fleet_registry::{renewal_interval, MachineLease, Registry, RegistryError, Scope, Snapshot};
 use fleet_unit::{
     JobState, Machine, MachineId, Requirements, SystemdState, UnitFile, UnitHash, UnitName,
 };
@@ -74,7 +74,7 @@ pub async fn run(
             }
         }
     };
-    let mut keep_alive = tokio::time::interval(agent.config.ttl / 3);
+    let mut keep_alive = tokio::time::interval(renewal_interval(agent.config.ttl));
     // A manager that tells of state changes is only polled as a safety net.
     let mut changes = agent.manager.changes();
     let mut poll = tokio::time::interval(match changes {

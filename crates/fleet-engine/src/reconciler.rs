@@ -10,7 +10,7 @@ use fleet_registry::keys;
 use fleet_registry::kv::{EventKind, Op};
 use fleet_registry::records::JobRecord;
 use fleet_registry::registry::decisions;
-use fleet_registry::{Leadership, Registry, RegistryError, Scope, Snapshot};
+use fleet_registry::{renewal_interval, Leadership, Registry, RegistryError, Scope, Snapshot};
 use fleet_unit::{MachineId, Requirements, UnitFile, UnitHash, UnitName};
 use tokio::sync::watch;
 
@@ -63,7 +63,7 @@ async fn lead(
             return;
         }
     };
-    let mut keep_alive = tokio::time::interval(config.lease_ttl / 3);
+    let mut keep_alive = tokio::time::interval(renewal_interval(config.lease_ttl));
     let mut resync = tokio::time::interval(config.resync);
     let mut dirty = true;
     loop {

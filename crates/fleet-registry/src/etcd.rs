@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -67,8 +69,10 @@ impl std::fmt::Debug for EtcdConfig {
 }
 
 pub struct EtcdStore {
-    /// Replaced by a fresh connection when a keep-alive goes unanswered (see `keep_alive`).
-    client: std::sync::RwLock<Client>,
+    /// Replaced by a fresh connection when a keep-alive goes unanswered (see `reconnect`).
+    client: Arc<RwLock<Client>>,
+    /// A fresh connection is being opened.
+    reconnecting: Arc<AtomicBool>,
     config: EtcdConfig,
     prefix: String,
     timeout: Duration,
@@ -151,7 +155,8 @@ impl EtcdStore {
     /// timeout; callers that must wait for etcd retry with backoff.
     pub async fn connect(config: &EtcdConfig) -> Result<EtcdStore> {
         let store = EtcdStore {
-            client: std::sync::RwLock::new(open(config).await?),
+            client: Arc::new(RwLock::new(open(config).await?)),
+            reconnecting: Arc::new(AtomicBool::new(false)),
             config: config.clone(),
             prefix: config.key_prefix.clone(),
             timeout: config.request_timeout,
@@ -169,20 +174,31 @@ impl EtcdStore {
             .clone()
     }
 
-    /// A new connection for the requests to come. After a network outage the old one can sit
+    /// Opens a new connection for the requests to come, in the background (so that a lease
+    /// holder can go on trying to renew meanwhile). After a network outage the old one can sit
     /// in TCP's retransmission backoff for seconds after etcd is reachable again: longer than
     /// a machine lease lives. Requests under way finish on the old one.
-    async fn reconnect(&self) {
-        match open(&self.config).await {
-            Ok(client) => {
-                *self
-                    .client
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = client;
-                tracing::debug!("etcd: connected afresh");
-            }
-            Err(error) => tracing::debug!(%error, "etcd: no fresh connection yet"),
+    fn reconnect(&self) {
+        if self.reconnecting.swap(true, Ordering::SeqCst) {
+            return;
         }
+        let (slot, reconnecting, config) = (
+            self.client.clone(),
+            self.reconnecting.clone(),
+            self.config.clone(),
+        );
+        tokio::spawn(async move {
+            match open(&config).await {
+                Ok(client) => {
+                    *slot
+                        .write()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = client;
+                    tracing::debug!("etcd: connected afresh");
+                }
+                Err(error) => tracing::debug!(%error, "etcd: no fresh connection yet"),
+            }
+            reconnecting.store(false, Ordering::SeqCst);
+        });
     }
 }
 
@@ -247,11 +263,24 @@ impl EtcdStore {
     /// connection was refused: that member is down) is sent again, so the balancer can pick
     /// another member; anything that may have been applied is not, since a transaction is
     /// not idempotent.
-    async fn bounded<T, Fut>(&self, what: &str, mut request: impl FnMut(Client) -> Fut) -> Result<T>
+    async fn bounded<T, Fut>(&self, what: &str, request: impl FnMut(Client) -> Fut) -> Result<T>
     where
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.bounded_by(what, self.timeout, request).await
+    }
+
+    /// `request`, resent while it could not reach a member, given up after `within`.
+    async fn bounded_by<T, Fut>(
+        &self,
+        what: &str,
+        within: Duration,
+        mut request: impl FnMut(Client) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             match tokio::time::timeout_at(deadline, request(self.client())).await {
                 Ok(Ok(response)) => return Ok(response),
@@ -262,12 +291,7 @@ impl EtcdStore {
                     tokio::time::sleep(RESEND_PAUSE).await;
                 }
                 Ok(Err(e)) => return Err(map_error(e)),
-                Err(_) => {
-                    return Err(unavailable(format!(
-                        "{what}: no answer within {:?}",
-                        self.timeout
-                    )))
-                }
+                Err(_) => return Err(unavailable(format!("{what}: no answer within {within:?}"))),
             }
         }
     }
@@ -412,18 +436,25 @@ impl KvStore for EtcdStore {
         Ok(response.id())
     }
 
-    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>> {
+    async fn keep_alive(&self, lease: LeaseId, within: Duration) -> Result<Option<Duration>> {
+        let within = within.min(self.timeout);
+        let deadline = tokio::time::Instant::now() + within;
         let mut keepers = self.keepers.lock().await;
         let stream = match keepers.entry(lease) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
                 let opened = self
-                    .bounded("lease keep-alive", |mut c| async move {
+                    .bounded_by("lease keep-alive", within, |mut c| async move {
                         c.lease_keep_alive(lease).await
                     })
                     .await;
                 let (keeper, responses) = match opened {
                     Err(RegistryError::LeaseNotFound(_)) => return Ok(None),
+                    Err(error @ RegistryError::Unavailable(_)) => {
+                        drop(keepers);
+                        self.reconnect();
+                        return Err(error);
+                    }
                     other => other?,
                 };
                 entry.insert(LeaseStream { keeper, responses })
@@ -433,7 +464,7 @@ impl KvStore for EtcdStore {
             stream.keeper.keep_alive().await?;
             stream.responses.message().await
         };
-        match tokio::time::timeout(self.timeout, renewal).await {
+        match tokio::time::timeout_at(deadline, renewal).await {
             Ok(Ok(Some(response))) if response.ttl() > 0 => {
                 Ok(Some(Duration::from_secs(response.ttl() as u64)))
             }
@@ -449,12 +480,12 @@ impl KvStore for EtcdStore {
                 }
             }
             Err(_) => {
+                // The stream may still deliver this answer later, out of step: start afresh.
                 keepers.remove(&lease);
                 drop(keepers);
-                self.reconnect().await;
+                self.reconnect();
                 Err(unavailable(format!(
-                    "lease keep-alive: no answer within {:?}",
-                    self.timeout
+                    "lease keep-alive: no answer within {within:?}"
                 )))
             }
         }

@@ -210,7 +210,9 @@ pub trait KvStore: Send + Sync + 'static {
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId>;
 
     /// Renews a lease to its full TTL; `None` when it no longer exists (expired or revoked).
-    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>>;
+    /// A networked store gives up (`Unavailable`) after `within`, so that the caller can try
+    /// again before the lease runs out instead of waiting on one lost request.
+    async fn keep_alive(&self, lease: LeaseId, within: Duration) -> Result<Option<Duration>>;
 
     /// Ends a lease now, deleting its keys. Revoking an unknown lease is not an error.
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()>;

@@ -16,5 +16,5 @@ pub mod snapshot;
 
 pub use error::{RegistryError, Result};
 pub use kv::{KvStore, LeaseId, Revision};
-pub use registry::{Changed, Leadership, MachineLease, Registry, Scope, View};
+pub use registry::{renewal_interval, Changed, Leadership, MachineLease, Registry, Scope, View};
 pub use snapshot::Snapshot;

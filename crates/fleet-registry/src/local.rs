@@ -450,7 +450,7 @@ impl KvStore for LocalStore {
         Ok(id)
     }
 
-    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>> {
+    async fn keep_alive(&self, lease: LeaseId, _within: Duration) -> Result<Option<Duration>> {
         let mut state = self.lock();
         Ok(state.leases.get_mut(&lease).map(|lease| {
             lease.deadline = Instant::now() + lease.ttl;

@@ -68,6 +68,16 @@ impl Scope {
     }
 }
 
+/// How often a lease holder renews, and how long one renewal may take: a lease survives an
+/// outage of up to `ttl - 2 * ttl / RENEWALS_PER_TTL` (the last renewal may have been one
+/// interval before it began, and the first one after it may need another), 1.5 s of a 2 s TTL.
+pub const RENEWALS_PER_TTL: u32 = 8;
+
+/// The renewal interval (and the bound on one renewal) of a lease of `ttl`.
+pub fn renewal_interval(ttl: Duration) -> Duration {
+    ttl / RENEWALS_PER_TTL
+}
+
 /// A machine's presence, held by one lease that also carries its unit states.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineLease {
@@ -81,6 +91,7 @@ pub struct MachineLease {
 pub struct Leadership {
     pub machine: MachineId,
     pub lease: LeaseId,
+    pub ttl: Duration,
     /// The create revision of the leader key: a later leader's key has another.
     pub since: Revision,
 }
@@ -292,7 +303,11 @@ impl Registry {
         adopt: Option<LeaseId>,
     ) -> Result<MachineLease> {
         let adopted = match adopt {
-            Some(lease) => self.kv.keep_alive(lease).await?.map(|_| lease),
+            Some(lease) => self
+                .kv
+                .keep_alive(lease, renewal_interval(ttl))
+                .await?
+                .map(|_| lease),
             None => None,
         };
         let lease = match adopted {
@@ -341,7 +356,8 @@ impl Registry {
     /// Renews a machine's lease; `false` when it has expired (presence and states are gone:
     /// register again and re-report).
     pub async fn keep_alive(&self, lease: &MachineLease) -> Result<bool> {
-        Ok(self.kv.keep_alive(lease.lease).await?.is_some())
+        let renewed = self.kv.keep_alive(lease.lease, renewal_interval(lease.ttl));
+        Ok(renewed.await?.is_some())
     }
 
     /// Reports (or with `None` withdraws) a unit's state on the machine.
@@ -387,6 +403,7 @@ impl Registry {
             Ok(outcome) if outcome.succeeded => Ok(Some(Leadership {
                 machine: machine.clone(),
                 lease,
+                ttl,
                 since: outcome.revision,
             })),
             other => {
@@ -398,7 +415,10 @@ impl Registry {
 
     /// Renews leadership; `false` once it is lost.
     pub async fn keep_leading(&self, leadership: &Leadership) -> Result<bool> {
-        Ok(self.kv.keep_alive(leadership.lease).await?.is_some())
+        let renewed = self
+            .kv
+            .keep_alive(leadership.lease, renewal_interval(leadership.ttl));
+        Ok(renewed.await?.is_some())
     }
 
     /// Steps down at once, so another engine can take over without waiting for the TTL.

@@ -196,7 +196,10 @@ async fn lease_expiry_removes_keys_together(b: Backend) {
         events(&batch),
         vec![(EventKind::Delete, "states/m1/a".into(), String::new())]
     );
-    assert_eq!(s.keep_alive(lease).await.unwrap(), None);
+    assert_eq!(
+        s.keep_alive(lease, Duration::from_secs(1)).await.unwrap(),
+        None
+    );
     assert_eq!(s.lease_ttl(lease).await.unwrap(), None);
 }
 
@@ -209,7 +212,7 @@ async fn keep_alive_holds_a_lease(b: Backend) {
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(
-            s.keep_alive(lease).await.unwrap(),
+            s.keep_alive(lease, Duration::from_secs(1)).await.unwrap(),
             Some(Duration::from_secs(2))
         );
     }
