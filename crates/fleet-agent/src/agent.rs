@@ -6,10 +6,10 @@
 //! fleetd adopts the lease of its previous run: nothing disappears, nothing restarts. When the
 //! registry is unreachable, units keep running as they are.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleet_registry::records::{JobRecord, MachineRecord, StateRecord};
 use fleet_registry::{renewal_interval, MachineLease, Registry, RegistryError, Scope, Snapshot};
@@ -56,6 +56,9 @@ pub async fn run(
         published: BTreeMap::new(),
         units: BTreeMap::new(),
         started: Started::open(config.started_file.clone()),
+        renewed_at: None,
+        disconnected: false,
+        fenced: BTreeSet::new(),
         config,
     };
     let mut view = loop {
@@ -86,6 +89,17 @@ pub async fn run(
     loop {
         if agent.lease.is_none() {
             match agent.register().await {
+                Ok(()) if !agent.fenced.is_empty() => {
+                    // Back in the registry: what the engine did meanwhile decides whether the
+                    // stopped units start here again, so read it afresh before reconciling.
+                    match view.refresh().await {
+                        Ok(()) => {
+                            agent.fenced.clear();
+                            dirty = true;
+                        }
+                        Err(error) => tracing::warn!(%error, "agent: cannot read the registry"),
+                    }
+                }
                 Ok(()) => {}
                 Err(RegistryError::Conflict(why)) => return Err(why),
                 Err(error) => tracing::warn!(%error, "agent: cannot announce this machine"),
@@ -105,7 +119,14 @@ pub async fn run(
                     pause(&mut shutdown, Duration::from_millis(500)).await;
                 }
             },
-            _ = keep_alive.tick() => agent.keep_alive().await,
+            _ = keep_alive.tick() => {
+                dirty |= agent.keep_alive().await;
+                agent.fence_if_disconnected(view.snapshot()).await;
+            }
+            // Before the lease can run out, not a renewal interval later.
+            _ = until(agent.fence_deadline()) => {
+                agent.fence_if_disconnected(view.snapshot()).await;
+            }
             _ = poll.tick() => agent.publish_or_warn().await,
             Some(()) = next_change(&mut changes) => agent.publish_or_warn().await,
             _ = resync.tick() => dirty = true,
@@ -150,6 +171,14 @@ async fn next_change(changes: &mut Option<watch::Receiver<()>>) -> Option<()> {
     }
 }
 
+/// Sleeps until `deadline`; never resolves without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(duration) => {}
@@ -167,6 +196,14 @@ struct Agent {
     /// Unit files by hash (immutable).
     units: BTreeMap<UnitHash, UnitFile>,
     started: Started,
+    /// When the last successful renewal was sent: etcd took it later, so the lease lasts at
+    /// least until this plus the TTL.
+    renewed_at: Option<Instant>,
+    /// The lease is known or taken to be lost (until the next renewal or registration).
+    disconnected: bool,
+    /// `StopWhenDisconnected` units stopped because the lease was lost; not started again
+    /// until the machine is registered anew and has read what the engine did meanwhile.
+    fenced: BTreeSet<UnitName>,
 }
 
 impl Agent {
@@ -175,6 +212,7 @@ impl Agent {
         let previous = std::fs::read_to_string(&self.config.lease_file)
             .ok()
             .and_then(|text| text.trim().parse().ok());
+        let sent = Instant::now();
         let lease = self
             .registry
             .register_machine(
@@ -193,19 +231,90 @@ impl Agent {
         }
         tracing::info!(machine = %self.config.machine, lease = lease.lease, "agent: machine announced");
         self.lease = Some(lease);
+        self.renewed_at = Some(sent);
+        self.disconnected = false;
         Ok(())
     }
 
-    async fn keep_alive(&mut self) {
-        let Some(lease) = &self.lease else { return };
+    /// Renews the lease. `true` when units stopped for a lost lease may start again: the
+    /// lease outlived the estimate (etcd's clock ran slower than ours), so nothing moved.
+    async fn keep_alive(&mut self) -> bool {
+        let Some(lease) = &self.lease else {
+            return false;
+        };
+        let sent = Instant::now();
         match self.registry.keep_alive(lease).await {
-            Ok(true) => {}
+            Ok(true) => {
+                self.renewed_at = Some(sent);
+                self.disconnected = false;
+                if !self.fenced.is_empty() {
+                    self.fenced.clear();
+                    return true;
+                }
+            }
             Ok(false) => {
                 tracing::warn!("agent: the machine lease expired; announcing again");
                 self.lease = None;
             }
             Err(error) => tracing::warn!(%error, "agent: keep-alive failed; units keep running"),
         }
+        false
+    }
+
+    /// When `StopWhenDisconnected` units are stopped unless the lease is renewed first: two
+    /// renewal intervals (one for a renewal attempt under way, which holds up this loop, one
+    /// for the stops) before the earliest moment etcd can let the lease expire, after which
+    /// the engine may start them elsewhere. `None` while there is no lease or it is already
+    /// taken for lost.
+    fn fence_deadline(&self) -> Option<Instant> {
+        if self.lease.is_none() || self.disconnected {
+            return None;
+        }
+        let ttl = self.config.ttl;
+        self.renewed_at.map(|at| at + ttl - 2 * renewal_interval(ttl))
+    }
+
+    /// Once the lease is about to expire unrenewed (or etcd said it has), the engine may soon
+    /// place this machine's units elsewhere: those that asked for it (`StopWhenDisconnected`)
+    /// are stopped first, so they never run twice.
+    async fn fence_if_disconnected(&mut self, snapshot: &Snapshot) {
+        // A fleetd that has not held a lease yet has no evidence either way (it may have been
+        // restarted within the TTL of its predecessor's lease).
+        let lost = self.renewed_at.is_some()
+            && (self.lease.is_none()
+                || self.fence_deadline().is_some_and(|at| at <= Instant::now()));
+        if !lost {
+            return;
+        }
+        self.disconnected = true;
+        let me = self.config.machine.clone();
+        let fence: Vec<UnitName> = snapshot
+            .scheduled_on(&me)
+            .filter(|(name, record)| {
+                !self.fenced.contains(*name)
+                    && self.started.contains(name)
+                    && self.units.get(&record.hash).is_some_and(|unit| {
+                        Requirements::for_unit(unit, name.as_str()).stops_when_disconnected()
+                    })
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        // All at once: the time left before the lease can expire is short.
+        let manager = &self.manager;
+        let stops = fence.iter().map(|name| async move {
+            tracing::warn!(unit = %name, "agent: the machine lease is lost; stopping the unit so it does not run twice");
+            (name, manager.stop(name).await)
+        });
+        for (name, stopped) in futures_util::future::join_all(stops).await {
+            match stopped {
+                Ok(()) => {
+                    self.started.remove(name);
+                    self.fenced.insert(name.clone());
+                }
+                Err(error) => tracing::warn!(unit = %name, %error, "agent: stop failed"),
+            }
+        }
+        self.started.save();
     }
 
     /// Loads, starts, stops and unloads until the machine matches `snapshot`, then publishes
@@ -247,7 +356,7 @@ impl Agent {
         for (name, (record, _)) in &desired {
             let started = self.started.contains(name);
             match record.desired {
-                JobState::Launched if !started => {
+                JobState::Launched if !started && !self.fenced.contains(name) => {
                     let state = self.manager.state(name).await.map_err(|e| e.to_string())?;
                     // Running already (an earlier fleetd of this boot started it, or systemd
                     // did as a dependency): nothing to do but remember it.

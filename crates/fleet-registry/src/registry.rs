@@ -570,6 +570,12 @@ impl View {
         Ok(Changed::Keys(keys))
     }
 
+    /// Reads the whole scope again now, so the snapshot reflects every write made before
+    /// this call (a watch may still be catching up after an outage).
+    pub async fn refresh(&mut self) -> Result<()> {
+        self.relist().await.map(|_| ())
+    }
+
     async fn relist(&mut self) -> Result<Changed> {
         self.watch = None;
         let snapshot = self.registry.snapshot(&self.scope).await?;

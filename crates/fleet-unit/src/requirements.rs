@@ -18,6 +18,9 @@ pub const MACHINE_METADATA: &str = "MachineMetadata";
 pub const CONFLICTS: &str = "Conflicts";
 pub const GLOBAL: &str = "Global";
 pub const REPLACES: &str = "Replaces";
+/// Ours, not fleet's (fleet 1.0's fleetctl warns about it and submits the unit all the same):
+/// the unit is stopped on a machine that has lost its lease, so that it never runs on two.
+pub const STOP_WHEN_DISCONNECTED: &str = "StopWhenDisconnected";
 pub const LEGACY_MACHINE_ID: &str = "X-ConditionMachineID";
 pub const LEGACY_MACHINE_BOOT_ID: &str = "X-ConditionMachineBootID";
 pub const LEGACY_MACHINE_OF: &str = "X-ConditionMachineOf";
@@ -31,6 +34,7 @@ const KNOWN_KEYS: &[&str] = &[
     CONFLICTS,
     GLOBAL,
     REPLACES,
+    STOP_WHEN_DISCONNECTED,
     LEGACY_MACHINE_ID,
     LEGACY_MACHINE_BOOT_ID,
     LEGACY_MACHINE_OF,
@@ -139,7 +143,18 @@ impl Requirements {
 
     /// `Global=`: the last value decides; true, yes, 1, on and t (any case) mean global.
     pub fn is_global(&self) -> bool {
-        self.get(GLOBAL).last().is_some_and(|v| {
+        self.flag(GLOBAL)
+    }
+
+    /// `StopWhenDisconnected=`, read as `Global=` is. A machine that has surely lost its lease
+    /// (so the engine may be placing the unit elsewhere) stops such a unit until it is back in
+    /// the registry; other units keep running through a partition, as in fleet.
+    pub fn stops_when_disconnected(&self) -> bool {
+        self.flag(STOP_WHEN_DISCONNECTED)
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        self.get(key).last().is_some_and(|v| {
             ["true", "yes", "1", "on", "t"]
                 .iter()
                 .any(|t| v.eq_ignore_ascii_case(t))
@@ -365,5 +380,22 @@ mod tests {
         check("web@1.service", "x=%%i", "x=%1");
         check("web@1.service", "%H %m 100%", "%H %m 100%");
         check("plain.service", "%p-%i", "plain-");
+    }
+
+    #[test]
+    fn stop_when_disconnected_is_read_as_global_is() {
+        let flag = |text: &str| {
+            let unit = UnitFile::parse(text).unwrap();
+            Requirements::raw(&unit).stops_when_disconnected()
+        };
+        assert!(flag("[X-Fleet]\nStopWhenDisconnected=yes\n"));
+        assert!(flag("[X-Fleet]\nStopWhenDisconnected=no\nStopWhenDisconnected=On\n"));
+        assert!(!flag("[X-Fleet]\nStopWhenDisconnected=true\nStopWhenDisconnected=0\n"));
+        assert!(!flag("[X-Fleet]\nGlobal=true\n"));
+        let unknown = Requirements::raw(
+            &UnitFile::parse("[X-Fleet]\nStopWhenDisconnected=true\n").unwrap(),
+        )
+        .unknown_keys();
+        assert_eq!(unknown, Vec::<String>::new());
     }
 }

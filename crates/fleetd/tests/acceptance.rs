@@ -111,52 +111,124 @@ fn constraints_hold_on_three_hosts() {
     });
 }
 
+/// How long each unit has run on two machines at once, from polls of the hosts' processes.
+#[derive(Default)]
+struct Duplicates {
+    since: BTreeMap<String, Instant>,
+    longest: BTreeMap<String, Duration>,
+}
+
+impl Duplicates {
+    fn observe(&mut self, running: &BTreeMap<String, Vec<String>>) {
+        let now = Instant::now();
+        for (unit, machines) in running {
+            if machines.len() > 1 {
+                let since = *self.since.entry(unit.clone()).or_insert(now);
+                let longest = self.longest.entry(unit.clone()).or_default();
+                *longest = (*longest).max(now - since);
+            } else {
+                self.since.remove(unit);
+            }
+        }
+    }
+
+    /// The longest time any of `units` ran twice; `None` if none ever did.
+    fn longest_of(&self, units: &[String]) -> Option<Duration> {
+        units
+            .iter()
+            .filter_map(|u| self.longest.get(u))
+            .max()
+            .copied()
+    }
+}
+
+/// A host cut off from the others and from etcd. Its units are placed elsewhere once its lease
+/// expires. Those that keep running through a partition (fleet's behaviour) run twice until
+/// the link comes back; those with `StopWhenDisconnected=true` are stopped on the cut-off host
+/// when its lease has surely run out, so they never run twice; one that cannot move (pinned to
+/// the host) is stopped too, and starts there again after the partition.
 #[test]
 fn a_host_cut_off_loses_its_units_and_stops_them_when_back() {
     let mut cluster = Cluster::start(3, 1, |_| String::new());
-    let (names, before) = six_running(&cluster, "job");
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let victim = 2;
+    let kept: Vec<String> = (0..6).map(|i| format!("job{i}.service")).collect();
+    let guarded: Vec<String> = (0..6).map(|i| format!("guard{i}.service")).collect();
+    let pinned = "pinned-guard.service".to_owned();
+    let mut all: Vec<(String, String)> = kept.iter().map(|n| (n.clone(), unit(""))).collect();
+    all.extend(
+        guarded
+            .iter()
+            .map(|n| (n.clone(), unit("StopWhenDisconnected=true"))),
+    );
+    all.push((
+        pinned.clone(),
+        unit(&format!(
+            "StopWhenDisconnected=true\nMachineMetadata=host=h{victim}"
+        )),
+    ));
+    cluster.start_units(0, &all);
+    let every: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
     let within = Duration::from_secs(30);
-    // The host with the most units is cut off (its fleetd's etcd is on another host).
+    let before = cluster.until_valid("every unit once", within, each_once(&every));
     let machines = cluster.machines();
-    let victim = (0..3)
-        .max_by_key(|i| before.values().filter(|m| m[0] == machines[*i]).count())
-        .unwrap();
-    let moved: Vec<String> = before
-        .iter()
-        .filter(|(_, m)| m[0] == machines[victim])
-        .map(|(u, _)| u.clone())
-        .collect();
-    assert!(!moved.is_empty());
+    let on_victim = |units: &[String]| -> Vec<String> {
+        units
+            .iter()
+            .filter(|u| before[*u][0] == machines[victim])
+            .cloned()
+            .collect()
+    };
+    let (kept_moved, guarded_moved) = (on_victim(&kept), on_victim(&guarded));
+    assert!(
+        !kept_moved.is_empty() && !guarded_moved.is_empty(),
+        "the cut-off host must hold units of both kinds: {before:?}"
+    );
+    let mut moved = kept_moved.clone();
+    moved.extend(guarded_moved.iter().cloned());
+
     let cut = Instant::now();
     cluster.network.set_link(victim, false).unwrap();
-    let mut duplicates_since: Option<Instant> = None;
+    let mut duplicates = Duplicates::default();
+    let mut guards_stopped_after = None;
     let failover = cluster.eventually("the cut-off host's units elsewhere", within, || {
         let running = cluster.running();
-        if duplicates_since.is_none() && running.values().any(|m| m.len() > 1) {
-            duplicates_since = Some(Instant::now());
+        duplicates.observe(&running);
+        let on_victim = |u: &String| {
+            running
+                .get(u)
+                .is_some_and(|m| m.contains(&machines[victim]))
+        };
+        if guards_stopped_after.is_none()
+            && !guarded_moved.iter().any(on_victim)
+            && !on_victim(&pinned)
+        {
+            guards_stopped_after = Some(cut.elapsed());
         }
         let elsewhere = moved.iter().all(|u| {
             running
                 .get(u)
                 .is_some_and(|m| m.iter().any(|machine| machine != &machines[victim]))
         });
-        match elsewhere {
+        match elsewhere && guards_stopped_after.is_some() {
             true => Ok(cut.elapsed()),
             false => Err(format!("running: {running:?}")),
         }
     });
-    // Connectivity loss keeps units running: the cut-off host still runs its copies, and the
-    // invariant checker sees each of them twice.
+    // Connectivity loss keeps the other units running: the cut-off host still runs its
+    // copies, and the invariant checker sees each of them twice.
     let running = cluster.running();
+    duplicates.observe(&running);
     assert!(
-        moved.iter().all(|u| running[u].contains(&machines[victim])),
-        "the cut-off host stopped its units: {running:?}"
+        kept_moved
+            .iter()
+            .all(|u| running[u].contains(&machines[victim])),
+        "the cut-off host stopped units that keep running: {running:?}"
     );
+    assert!(!running.contains_key(&pinned), "{running:?}");
     let seen = cluster
         .violations_seen_by(&cluster.client_of((victim + 1) % 3))
         .unwrap();
-    for unit in &moved {
+    for unit in &kept_moved {
         assert!(
             seen.iter()
                 .any(|v| v.starts_with(&format!("{unit} runs on "))),
@@ -167,17 +239,22 @@ fn a_host_cut_off_loses_its_units_and_stops_them_when_back() {
     cluster.network.set_link(victim, true).unwrap();
     let stale_stopped = cluster.eventually("stale copies stopped", within, || {
         let running = cluster.running();
+        duplicates.observe(&running);
         match running.values().all(|m| m.len() == 1) {
             true => Ok(heal.elapsed()),
             false => Err(format!("running: {running:?}")),
         }
     });
-    let window = duplicates_since.map(|since| since.elapsed());
-    cluster.until_valid("all six once", within, each_once(&names));
+    let after = cluster.until_valid("every unit once", within, each_once(&every));
+    assert_eq!(after[&pinned], vec![machines[victim].clone()]);
+    let kept_window = duplicates.longest_of(&kept_moved);
+    let guarded_window = duplicates.longest_of(&guarded_moved);
     println!(
         "partition of a host with {} units (agent_ttl {AGENT_TTL:?}): units running elsewhere \
-         {failover:?} after the cut; stale copies stopped {stale_stopped:?} after the link came \
-         back; two copies ran for {window:?} in all (the partition lasted {:?})",
+         {failover:?} after the cut; StopWhenDisconnected units stopped there \
+         {guards_stopped_after:?} after the cut, and ran twice for {guarded_window:?}; other \
+         units ran twice for {kept_window:?} (the partition lasted {:?}); stale copies stopped \
+         {stale_stopped:?} after the link came back",
         moved.len(),
         heal.duration_since(cut)
     );
@@ -185,6 +262,7 @@ fn a_host_cut_off_loses_its_units_and_stops_them_when_back() {
         failover < AGENT_TTL + Duration::from_secs(5),
         "failover took {failover:?}"
     );
+    assert_eq!(guarded_window, None, "StopWhenDisconnected units ran twice");
     assert!(
         stale_stopped < Duration::from_secs(10),
         "stale copies stopped after {stale_stopped:?}"
