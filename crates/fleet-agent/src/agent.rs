@@ -271,7 +271,8 @@ impl Agent {
             return None;
         }
         let ttl = self.config.ttl;
-        self.renewed_at.map(|at| at + ttl - 2 * renewal_interval(ttl))
+        self.renewed_at
+            .map(|at| at + ttl - 2 * renewal_interval(ttl))
     }
 
     /// Once the lease is about to expire unrenewed (or etcd said it has), the engine may soon

@@ -173,6 +173,15 @@ impl Client {
         Ok(())
     }
 
+    /// `PATCH machines` with a JSON-patch body of metadata operations (`[{"op":"add",
+    /// "path":"/<machine>/metadata/<key>","value":"v"}]`, `replace`, `remove`).
+    pub fn patch_machines(&self, operations: &serde_json::Value) -> Result<()> {
+        let body =
+            serde_json::to_vec(operations).map_err(|e| ClientError::Transport(e.to_string()))?;
+        self.call("PATCH", "machines", Some(&body))?;
+        Ok(())
+    }
+
     /// `DELETE units/<name>`: `false` on 404.
     pub fn delete_unit(&self, name: &str) -> Result<bool> {
         match self.call("DELETE", &format!("units/{}", escape(name)), None) {

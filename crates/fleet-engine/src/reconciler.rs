@@ -4,7 +4,7 @@
 //! `leader` key alone and campaigns when it disappears, so followers write nothing.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleet_registry::keys;
 use fleet_registry::kv::{EventKind, Op};
@@ -14,6 +14,7 @@ use fleet_registry::{renewal_interval, Leadership, Registry, RegistryError, Scop
 use fleet_unit::{MachineId, Requirements, UnitFile, UnitHash, UnitName};
 use tokio::sync::watch;
 
+use crate::presence::Presence;
 use crate::scheduler::{schedule, Decision, JobInfo, MachineInfo};
 
 #[derive(Debug, Clone)]
@@ -24,23 +25,46 @@ pub struct EngineConfig {
     /// The safety-net reconcile period (fleet's engine_reconcile_interval).
     pub resync: Duration,
     pub version: String,
+    /// How long machines that vanished right after this engine could not reach the registry
+    /// still count (see `presence`): the agent TTL.
+    pub machine_grace: Duration,
+}
+
+/// What the engine keeps from one pass (and one leadership) to the next.
+struct Memory {
+    units: UnitCache,
+    presence: Presence,
+}
+
+impl Memory {
+    fn registry_failed(&mut self) {
+        self.presence.registry_failed(Instant::now());
+    }
 }
 
 /// Runs the engine until `shutdown` turns true; a leader resigns on the way out so a
 /// successor need not wait for the lease to expire.
 pub async fn run(registry: Registry, config: EngineConfig, mut shutdown: watch::Receiver<bool>) {
-    let mut units = UnitCache::default();
+    let mut memory = Memory {
+        units: UnitCache::default(),
+        presence: Presence::new(config.machine_grace),
+    };
     while !*shutdown.borrow() {
         let campaign = registry.campaign(&config.machine, config.lease_ttl, &config.version);
         match campaign.await {
             Ok(Some(leadership)) => {
                 tracing::info!(machine = %config.machine, "engine: leading");
-                lead(&registry, &config, &leadership, &mut units, &mut shutdown).await;
+                lead(&registry, &config, &leadership, &mut memory, &mut shutdown).await;
                 tracing::info!(machine = %config.machine, "engine: no longer leading");
             }
-            Ok(None) => wait_for_vacancy(&registry, &config, &mut shutdown).await,
+            Ok(None) => {
+                if !wait_for_vacancy(&registry, &config, &mut shutdown).await {
+                    memory.registry_failed();
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, "engine: cannot campaign; retrying");
+                memory.registry_failed();
                 pause(&mut shutdown, Duration::from_secs(1)).await;
             }
         }
@@ -52,13 +76,14 @@ async fn lead(
     registry: &Registry,
     config: &EngineConfig,
     leadership: &Leadership,
-    units: &mut UnitCache,
+    memory: &mut Memory,
     shutdown: &mut watch::Receiver<bool>,
 ) {
     let mut view = match registry.view(Scope::Engine).await {
         Ok(view) => view,
         Err(error) => {
             tracing::warn!(%error, "engine: cannot read the registry; stepping down");
+            memory.registry_failed();
             let _ = registry.resign(leadership).await;
             return;
         }
@@ -68,25 +93,39 @@ async fn lead(
     let mut dirty = true;
     loop {
         if dirty {
-            match reconcile(registry, leadership, view.snapshot(), units).await {
+            match reconcile(registry, leadership, view.snapshot(), memory).await {
                 Ok(true) => dirty = false,
                 Ok(false) => return,
-                Err(error) => tracing::warn!(%error, "engine: reconcile failed; retrying"),
+                Err(error) => {
+                    tracing::warn!(%error, "engine: reconcile failed; retrying");
+                    memory.registry_failed();
+                }
             }
         }
+        let grace_ends = memory.presence.grace_ends(Instant::now());
         tokio::select! {
             changed = view.changed() => match changed {
                 Ok(_) => dirty = true,
                 Err(error) => {
                     tracing::warn!(%error, "engine: registry unreachable");
+                    memory.registry_failed();
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             },
             _ = resync.tick() => dirty = true,
+            // Vanished machines stop counting: their units move now.
+            _ = until(grace_ends) => dirty = true,
             _ = keep_alive.tick() => match registry.keep_leading(leadership).await {
                 Ok(true) => {}
-                Ok(false) => return,
-                Err(error) => tracing::warn!(%error, "engine: leader keep-alive failed"),
+                Ok(false) => {
+                    // The lease ran out: etcd was out of reach for a while.
+                    memory.registry_failed();
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "engine: leader keep-alive failed");
+                    memory.registry_failed();
+                }
             },
             _ = shutdown.changed() => {
                 let _ = registry.resign(leadership).await;
@@ -96,12 +135,13 @@ async fn lead(
     }
 }
 
-/// Waits until the leader key is gone (or a bound passes, to campaign again anyway).
+/// Waits until the leader key is gone (or a bound passes, to campaign again anyway); `false`
+/// when the registry failed meanwhile.
 async fn wait_for_vacancy(
     registry: &Registry,
     config: &EngineConfig,
     shutdown: &mut watch::Receiver<bool>,
-) {
+) -> bool {
     let store = registry.store();
     let watched = async {
         let (ranges, revision) = store.range(&[keys::LEADER]).await?;
@@ -123,9 +163,17 @@ async fn wait_for_vacancy(
     };
     // A lease lasts at most its TTL: past twice that, look again in any case.
     tokio::select! {
-        _ = watched => {}
-        _ = tokio::time::sleep(config.lease_ttl * 2) => {}
-        _ = shutdown.changed() => {}
+        watched = watched => watched.is_ok(),
+        _ = tokio::time::sleep(config.lease_ttl * 2) => true,
+        _ = shutdown.changed() => true,
+    }
+}
+
+/// Sleeps until `deadline`; never resolves without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -165,9 +213,9 @@ async fn reconcile(
     registry: &Registry,
     leadership: &Leadership,
     snapshot: &Snapshot,
-    units: &mut UnitCache,
+    memory: &mut Memory,
 ) -> Result<bool, RegistryError> {
-    let machines: Vec<MachineInfo> = snapshot
+    let registered: Vec<MachineInfo> = snapshot
         .machines
         .keys()
         .map(|id| MachineInfo {
@@ -175,6 +223,8 @@ async fn reconcile(
             metadata: snapshot.machine_metadata(id),
         })
         .collect();
+    let machines = memory.presence.machines(registered, Instant::now());
+    let units = &mut memory.units;
     let mut groups: Vec<Vec<Op>> = Vec::new();
     let mut jobs = Vec::new();
     let mut placements: BTreeMap<&UnitName, Vec<&MachineId>> = BTreeMap::new();

@@ -23,6 +23,7 @@ fn config(machine: &str) -> EngineConfig {
         // Short, so the idle checks below span several resyncs.
         resync: Duration::from_millis(200),
         version: "test".into(),
+        machine_grace: Duration::from_secs(1),
     }
 }
 

@@ -389,13 +389,16 @@ mod tests {
             Requirements::raw(&unit).stops_when_disconnected()
         };
         assert!(flag("[X-Fleet]\nStopWhenDisconnected=yes\n"));
-        assert!(flag("[X-Fleet]\nStopWhenDisconnected=no\nStopWhenDisconnected=On\n"));
-        assert!(!flag("[X-Fleet]\nStopWhenDisconnected=true\nStopWhenDisconnected=0\n"));
+        assert!(flag(
+            "[X-Fleet]\nStopWhenDisconnected=no\nStopWhenDisconnected=On\n"
+        ));
+        assert!(!flag(
+            "[X-Fleet]\nStopWhenDisconnected=true\nStopWhenDisconnected=0\n"
+        ));
         assert!(!flag("[X-Fleet]\nGlobal=true\n"));
-        let unknown = Requirements::raw(
-            &UnitFile::parse("[X-Fleet]\nStopWhenDisconnected=true\n").unwrap(),
-        )
-        .unknown_keys();
+        let unknown =
+            Requirements::raw(&UnitFile::parse("[X-Fleet]\nStopWhenDisconnected=true\n").unwrap())
+                .unknown_keys();
         assert_eq!(unknown, Vec::<String>::new());
     }
 }

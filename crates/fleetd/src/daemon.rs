@@ -52,6 +52,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
             lease_ttl: config.engine_lease_ttl,
             resync: config.engine_reconcile_interval,
             version: VERSION.into(),
+            machine_grace: config.agent_ttl,
         };
         tasks.push(tokio::spawn(reconciler::run(
             registry.clone(),

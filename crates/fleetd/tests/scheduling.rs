@@ -53,6 +53,7 @@ impl Cluster {
             lease_ttl: Duration::from_millis(600),
             resync: Duration::from_secs(2),
             version: "test".into(),
+            machine_grace: Duration::from_secs(1),
         };
         let agent = AgentConfig {
             machine,

@@ -52,6 +52,7 @@ async fn a_launched_unit_runs_and_an_inactive_one_is_gone() {
             lease_ttl: Duration::from_secs(2),
             resync: Duration::from_secs(5),
             version: "test".into(),
+            machine_grace: Duration::from_secs(2),
         },
         shutdown.clone(),
     ));

@@ -55,6 +55,20 @@ impl Cluster {
         etcd_members: usize,
         extra_metadata: impl Fn(usize) -> String,
     ) -> Cluster {
+        let mut cluster = Cluster::create(hosts, etcd_members, extra_metadata);
+        for i in 0..hosts {
+            cluster.start_fleetd(i);
+        }
+        cluster.wait_for_machines(hosts);
+        cluster
+    }
+
+    /// [`Cluster::start`] without starting any fleetd.
+    pub fn create(
+        hosts: usize,
+        etcd_members: usize,
+        extra_metadata: impl Fn(usize) -> String,
+    ) -> Cluster {
         let network = Network::create(hosts + etcd_members).expect("network namespaces");
         let etcd_hosts: Vec<usize> = (hosts..hosts + etcd_members).collect();
         let etcd = EtcdCluster::start_on(&network, &etcd_hosts);
@@ -72,16 +86,16 @@ impl Cluster {
                 true => format!("host=h{i}"),
                 false => format!("host=h{i},{extra}"),
             };
+            let home = cluster.dir.path().join(format!("h{i}"));
+            std::fs::create_dir_all(&home).unwrap();
             cluster.hosts.push(Host {
                 index: i,
                 machine: format!("{tag}m{i}"),
                 metadata,
-                home: cluster.dir.path().join(format!("h{i}")),
+                home,
                 child: None,
             });
-            cluster.start_fleetd(i);
         }
-        cluster.wait_for_machines(hosts);
         cluster
     }
 
@@ -95,18 +109,23 @@ impl Cluster {
 
     /// Starts (or starts again) fleetd on host `i`.
     pub fn start_fleetd(&mut self, i: usize) {
+        let command = self.fleetd_command(i);
+        self.spawn_fleetd(i, command);
+    }
+
+    /// The command that runs fleetd on host `i` (inside its namespace, configured through
+    /// `FLEET_*` variables, logging to `fleetd.log` in its home), for a test to alter.
+    pub fn fleetd_command(&self, i: usize) -> Command {
         let endpoints: Vec<String> = self.etcd.endpoints();
         let address = self.network.address(i);
         let host = &self.hosts[i];
-        std::fs::create_dir_all(&host.home).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(host.home.join("fleetd.log"))
             .unwrap();
-        let child = self
-            .network
-            .command(i, env!("CARGO_BIN_EXE_fleetd"))
+        let mut command = self.network.command(i, env!("CARGO_BIN_EXE_fleetd"));
+        command
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("FLEET_DATA_DIR", host.home.join("data"))
@@ -123,10 +142,32 @@ impl Cluster {
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.hosts[i].child = Some(child);
+            .stderr(log);
+        command
+    }
+
+    /// Runs `command` as host `i`'s fleetd.
+    pub fn spawn_fleetd(&mut self, i: usize, mut command: Command) {
+        self.hosts[i].child = Some(command.spawn().unwrap());
+    }
+
+    /// Host `i`'s directory (its fleetd's data, units, socket and log).
+    pub fn home(&self, i: usize) -> &std::path::Path {
+        &self.hosts[i].home
+    }
+
+    /// Waits (10 s) for host `i`'s fleetd to exit by itself: its exit code, or `None` if it
+    /// still runs.
+    pub fn fleetd_exit(&mut self, i: usize) -> Option<i32> {
+        let child = self.hosts[i].child.as_mut()?;
+        match fleet_testkit::exits_within(child, Duration::from_secs(10)) {
+            true => {
+                let code = child.wait().ok().and_then(|s| s.code());
+                self.hosts[i].child = None;
+                Some(code.unwrap_or(-1))
+            }
+            false => None,
+        }
     }
 
     /// Sends `signal` (`-KILL`, `-QUIT`, `-TERM`) to host `i`'s fleetd and waits (10 s) for it
@@ -141,6 +182,15 @@ impl Cluster {
         if !fleet_testkit::exits_within(&mut child, Duration::from_secs(10)) {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` to host `i`'s fleetd and lets it run on (`-HUP`).
+    pub fn signal_fleetd_keep(&self, i: usize, signal: &str) {
+        if let Some(child) = &self.hosts[i].child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
         }
     }
 
@@ -197,7 +247,7 @@ impl Cluster {
         Client::new(Endpoint::parse(&url).unwrap(), Duration::from_secs(5))
     }
 
-    fn wait_for_machines(&self, count: usize) {
+    pub fn wait_for_machines(&self, count: usize) {
         self.eventually("every machine announced", Duration::from_secs(30), || {
             let machines = self.client().machines().map_err(|e| e.to_string())?;
             match machines.len() == count {
@@ -401,19 +451,24 @@ impl Drop for Cluster {
     /// killed fleetd by design), by PID, before the namespaces go.
     fn drop(&mut self) {
         for i in 0..self.hosts.len() {
-            self.signal_fleetd(i, "-KILL");
+            self.kill_host(i);
         }
-        for i in 0..self.hosts.len() {
-            let namespace = self.network.namespace(i);
-            let Ok(output) = Command::new("ip")
-                .args(["netns", "pids", &namespace])
-                .output()
-            else {
-                continue;
-            };
-            for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-KILL", pid]).status();
-            }
+    }
+}
+
+impl Cluster {
+    /// Host `i` dies: its fleetd and every process in its namespace are killed (SIGKILL).
+    pub fn kill_host(&mut self, i: usize) {
+        self.signal_fleetd(i, "-KILL");
+        let namespace = self.network.namespace(i);
+        let Ok(output) = Command::new("ip")
+            .args(["netns", "pids", &namespace])
+            .output()
+        else {
+            return;
+        };
+        for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
         }
     }
 }
