@@ -403,3 +403,92 @@ fn one_of_three_etcd_members_killed_and_restarted() {
     }
     println!("etcd leader member killed: fleetctl list-units answered after {answered:?}");
 }
+
+/// 200 units of every kind on five hosts; then a host dies. Every unit it ran that may run
+/// elsewhere is placed again, and every constraint holds throughout (the checker runs after
+/// each step).
+#[test]
+fn two_hundred_units_on_five_hosts_and_a_host_removed() {
+    // Hosts 0-2 are in zone a, 3-4 in zone b.
+    let mut cluster = Cluster::start(5, 1, |i| format!("zone={}", if i < 3 { "a" } else { "b" }));
+    let mut all: Vec<(String, String)> = Vec::new();
+    let mut add = |names: Vec<String>, x_fleet: &dyn Fn(&str) -> String| {
+        for name in names {
+            let text = unit(&x_fleet(&name));
+            all.push((name, text));
+        }
+    };
+    let names = |prefix: &str, count: usize| -> Vec<String> {
+        (0..count).map(|i| format!("{prefix}{i}.service")).collect()
+    };
+    add(names("plain", 118), &|_| String::new());
+    add(names("web@", 4), &|_| "Conflicts=web@*".into());
+    add(names("app", 30), &|_| String::new());
+    add(names("side", 30), &|name| {
+        format!("MachineOf={}", name.replace("side", "app"))
+    });
+    add(names("za", 10), &|_| "MachineMetadata=zone=a".into());
+    add(names("zb", 5), &|_| "MachineMetadata=zone=b".into());
+    add(names("everywhere", 2), &|_| "Global=true".into());
+    add(names("zone-a-global", 1), &|_| {
+        "Global=true\nMachineMetadata=zone=a".into()
+    });
+    assert_eq!(all.len(), 200);
+    let singles: Vec<String> = all
+        .iter()
+        .map(|(n, _)| n.clone())
+        .filter(|n| !n.starts_with("everywhere") && !n.starts_with("zone-a-global"))
+        .collect();
+    let started = Instant::now();
+    cluster.start_units(0, &all);
+    let within = Duration::from_secs(120);
+    let machines = cluster.machines();
+    let all_placed = |alive: usize| {
+        let singles = &singles;
+        move |running: &BTreeMap<String, Vec<String>>| -> Result<(), String> {
+            let missing = singles
+                .iter()
+                .filter(|n| running.get(*n).is_none_or(|m| m.len() != 1))
+                .count();
+            let globals = running.get("everywhere0.service").map_or(0, Vec::len);
+            match (missing, globals == alive) {
+                (0, true) => Ok(()),
+                _ => Err(format!(
+                    "{missing} units not running once; global on {globals}"
+                )),
+            }
+        }
+    };
+    let before = cluster.until_valid("200 units placed", within, all_placed(5));
+    let placed_in = started.elapsed();
+    assert_eq!(before["zone-a-global0.service"].len(), 3);
+    let victim = 3;
+    let lost: Vec<&String> = singles
+        .iter()
+        .filter(|n| before[*n][0] == machines[victim])
+        .collect();
+    assert!(!lost.is_empty());
+
+    let killed = Instant::now();
+    cluster.kill_host(victim);
+    let after = cluster.until_valid("every unit placed again", within, all_placed(4));
+    let replaced_in = killed.elapsed();
+    for unit in &lost {
+        assert_ne!(after[*unit][0], machines[victim], "{unit}");
+    }
+    for zb in (0..5).map(|i| format!("zb{i}.service")) {
+        assert_eq!(after[&zb], vec![machines[4].clone()], "{zb} left zone b");
+    }
+    // Units on the live machines stayed where they were.
+    let moved = singles
+        .iter()
+        .filter(|n| before[*n][0] != machines[victim] && before[*n] != after[*n])
+        .count();
+    println!(
+        "200 units on 5 hosts: all running {placed_in:?} after one fleetctl start; a host with \
+         {} of them killed: all placed again and running {replaced_in:?} later; {moved} units \
+         on live hosts moved",
+        lost.len()
+    );
+    assert_eq!(moved, 0);
+}
