@@ -66,11 +66,24 @@ pub struct TlsFiles {
 impl TlsFiles {
     /// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with `openssl`.
     pub fn generate(dir: &std::path::Path) -> Result<TlsFiles, String> {
+        TlsFiles::generate_for(dir, &["127.0.0.1"])
+    }
+
+    /// [`TlsFiles::generate`], the server certificate valid for `addresses` (IPs) too.
+    pub fn generate_for(dir: &std::path::Path, addresses: &[&str]) -> Result<TlsFiles, String> {
         let path = |name: &str| dir.join(name);
         let extensions = path("extensions.cnf");
+        let mut names: Vec<String> = addresses.iter().map(|a| format!("IP:{a}")).collect();
+        if !addresses.contains(&"127.0.0.1") {
+            names.push("IP:127.0.0.1".into());
+        }
+        names.push("DNS:localhost".into());
         std::fs::write(
             &extensions,
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+            format!(
+                "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\n",
+                names.join(",")
+            ),
         )
         .map_err(|e| e.to_string())?;
         let openssl = |args: &[&str]| -> Result<(), String> {

@@ -824,3 +824,47 @@ fn a_single_node_losing_etcd_keeps_its_units() {
         files_before
     );
 }
+
+/// The API over the network, as fleet's functional tests used it: fleetctl on one host drives
+/// the cluster through another host's fleetd (https on port 54728 with a bearer token); a
+/// missing or wrong token is refused with 401 and changes nothing.
+#[test]
+fn fleetctl_over_the_network_from_another_host() {
+    let cluster = Cluster::start(3, 1, |_| String::new());
+    let token = Some(cluster::API_TOKEN);
+    let (code, out, err) = cluster.remote_fleetctl(0, 1, token, &["list-machines", "--no-legend"]);
+    assert_eq!((code, lines(&out)), (0, 3), "{out}{err}");
+    let hello = files(&cluster, &[("hello.service".to_owned(), unit(""))]);
+    let (code, out, err) = cluster.remote_fleetctl(2, 1, token, &["start", &hello[0]]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Unit hello.service launched on "), "{out}");
+    let running = cluster.until_valid("hello runs", WITHIN, |running| {
+        match running.contains_key("hello.service") {
+            true => Ok(()),
+            false => Err("not yet".into()),
+        }
+    });
+    let (code, out, _) = cluster.remote_fleetctl(
+        0,
+        2,
+        token,
+        &[
+            "list-units",
+            "--no-legend",
+            "--full",
+            "--fields=unit,machine,active",
+        ],
+    );
+    assert_eq!(code, 0);
+    let machine = &running["hello.service"][0];
+    assert!(
+        out.starts_with(&format!("hello.service\t{machine}/")) && out.contains("\tactive"),
+        "{out}"
+    );
+    for wrong in [None, Some("cluster-test-token-wrong")] {
+        let (code, _, err) = cluster.remote_fleetctl(0, 1, wrong, &["destroy", "hello.service"]);
+        assert_eq!(code, 1);
+        assert!(err.contains("Error 401"), "{err}");
+    }
+    assert!(cluster.running().contains_key("hello.service"));
+}

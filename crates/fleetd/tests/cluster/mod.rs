@@ -18,11 +18,17 @@ use fleet_unit::{Machine, MachineId, Requirements};
 /// fleet's functional tests ran with agent_ttl 2-3 s.
 pub const AGENT_TTL: Duration = Duration::from_secs(2);
 
+/// Every fleetd also serves the API on this port of its host's address (fleet's functional
+/// tests used 54728), over TLS with a bearer token.
+pub const API_PORT: u16 = 54728;
+pub const API_TOKEN: &str = "cluster-test-token-0123456789";
+
 pub struct Cluster {
     // Dropped in this order: fleetds (and every process on their hosts), etcd, the network.
     hosts: Vec<Host>,
     pub etcd: EtcdCluster,
     pub network: Network,
+    pub tls: fleet_testkit::TlsFiles,
     dir: tempfile::TempDir,
 }
 
@@ -74,10 +80,22 @@ impl Cluster {
         let etcd = EtcdCluster::start_on(&network, &etcd_hosts);
         let dir = tempfile::tempdir().unwrap();
         let tag = network.namespace(0).replace('-', "");
+        let addresses: Vec<String> = (0..hosts).map(|i| network.address(i)).collect();
+        let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        let tls = fleet_testkit::TlsFiles::generate_for(dir.path(), &addresses).unwrap();
+        std::fs::write(dir.path().join("api-token"), API_TOKEN).unwrap();
+        // fleetd is fleetctl too, when called by that name.
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        std::os::unix::fs::symlink(
+            env!("CARGO_BIN_EXE_fleetd"),
+            dir.path().join("bin/fleetctl"),
+        )
+        .unwrap();
         let mut cluster = Cluster {
             hosts: Vec::new(),
             etcd,
             network,
+            tls,
             dir,
         };
         for i in 0..hosts {
@@ -138,8 +156,14 @@ impl Cluster {
             .env("FLEET_AGENT_TTL", format!("{}s", AGENT_TTL.as_secs()))
             .env(
                 "FLEET_API_LISTEN",
-                format!("unix://{}", host.home.join("fleet.sock").display()),
+                format!(
+                    "unix://{},https://{address}:{API_PORT}",
+                    host.home.join("fleet.sock").display()
+                ),
             )
+            .env("FLEET_API_TLS_CERT_FILE", &self.tls.server_cert)
+            .env("FLEET_API_TLS_KEY_FILE", &self.tls.server_key)
+            .env("FLEET_API_TOKEN_FILE", self.dir.path().join("api-token"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -207,6 +231,39 @@ impl Cluster {
         let mut all = vec![endpoint.as_str()];
         all.extend_from_slice(args);
         crate::common::fleetctl(&all, &[])
+    }
+
+    /// The fleetctl command, run inside host `from`'s namespace against host `to`'s API over
+    /// the network (https, with the cluster's CA and `token`): (exit code, stdout, stderr).
+    /// Bounded by 60 s.
+    pub fn remote_fleetctl(
+        &self,
+        from: usize,
+        to: usize,
+        token: Option<&str>,
+        args: &[&str],
+    ) -> (i32, String, String) {
+        let mut command = self.network.command(from, "/usr/bin/timeout");
+        command
+            .arg("60")
+            .arg(self.dir.path().join("bin/fleetctl"))
+            .arg(format!(
+                "--endpoint=https://{}:{API_PORT}",
+                self.network.address(to)
+            ))
+            .arg(format!("--ca-file={}", self.tls.ca.display()))
+            .args(args)
+            .env_remove("FLEETCTL_ENDPOINT")
+            .env_remove("FLEETCTL_API_TOKEN");
+        if let Some(token) = token {
+            command.env("FLEETCTL_API_TOKEN", token);
+        }
+        let output = command.output().expect("run fleetctl");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
 
     /// `fleetctl`, which must succeed; its stdout.
