@@ -29,6 +29,12 @@ impl SystemdSandbox {
     /// host's /tmp: a build directory such as `CARGO_TARGET_TMPDIR` is right) and waits until
     /// it is `running`.
     pub fn boot(base: &Path) -> Result<SystemdSandbox, String> {
+        SystemdSandbox::boot_in(base, None)
+    }
+
+    /// [`SystemdSandbox::boot`], in the network namespace `netns` (a host of a
+    /// [`crate::Network`]) instead of a new empty one.
+    pub fn boot_in(base: &Path, netns: Option<&str>) -> Result<SystemdSandbox, String> {
         if run_output(Command::new("id").arg("-u"))? != "0" {
             return Err("a sandboxed systemd needs root".into());
         }
@@ -50,6 +56,7 @@ impl SystemdSandbox {
             .args(["--pdeathsig", "KILL", "bash"])
             .arg(&script)
             .arg(dir.path())
+            .args(netns)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

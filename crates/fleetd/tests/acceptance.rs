@@ -492,3 +492,112 @@ fn two_hundred_units_on_five_hosts_and_a_host_removed() {
     );
     assert_eq!(moved, 0);
 }
+
+/// Two hosts whose fleetd runs as `fleet.service` of a real (sandboxed) systemd and hands
+/// units to it, beside a native host: units placed across both kinds; fleetd killed with
+/// SIGKILL and restarted by systemd (Restart=always) restarts no unit; a systemd host cut off
+/// loses its movable units to the others, and systemd stops its stale copies once it is back.
+#[test]
+fn hosts_on_systemd_beside_a_native_host() {
+    let mut cluster = Cluster::create(3, 1, |_| String::new());
+    cluster.start_on_systemd(0);
+    cluster.start_on_systemd(1);
+    cluster.start_fleetd(2);
+    cluster.wait_for_machines(3);
+    let mut all = units(
+        &["web@1.service", "web@2.service", "web@3.service"],
+        "Conflicts=web@*",
+    );
+    all.extend(units(
+        &["plain0.service", "plain1.service", "plain2.service"],
+        "",
+    ));
+    all.extend(units(&["everywhere.service"], "Global=true"));
+    cluster.start_units(2, &all);
+    let singles = [
+        "web@1.service",
+        "web@2.service",
+        "web@3.service",
+        "plain0.service",
+        "plain1.service",
+        "plain2.service",
+    ];
+    let within = Duration::from_secs(60);
+    let before = cluster.until_valid("units on every host", within, |running| {
+        each_once(&singles)(running)?;
+        match running.get("everywhere.service").map_or(0, Vec::len) {
+            3 => Ok(()),
+            n => Err(format!("the global unit on {n} hosts")),
+        }
+    });
+    let machines = cluster.machines();
+    // On a systemd host, the unit is systemd's.
+    for host in [0, 1] {
+        let sandbox = cluster.systemd(host).unwrap();
+        for (unit, on) in &before {
+            if on.contains(&machines[host]) {
+                let state = sandbox.systemctl(&["is-active", unit]).unwrap();
+                assert_eq!(state.trim(), "active", "{unit} on host {host}");
+            }
+        }
+    }
+
+    // fleetd killed; systemd starts it again; no unit restarted anywhere.
+    let processes = cluster.unit_processes();
+    let sandbox = cluster.systemd(0).unwrap();
+    let pid = |s: &fleet_testkit::SystemdSandbox| {
+        s.systemctl(&["show", "--value", "-p", "MainPID", "fleet.service"])
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let old = pid(sandbox);
+    cluster.signal_fleetd(0, "-KILL");
+    cluster.eventually("fleet.service restarted by systemd", within, || {
+        let now = pid(cluster.systemd(0).unwrap());
+        match now != old && now != "0" {
+            true => Ok(()),
+            false => Err(format!("MainPID {now}")),
+        }
+    });
+    nothing_restarted(&cluster, &processes, AGENT_TTL * 2);
+
+    // Host 1 cut off: its plain units run elsewhere; back, systemd stops its stale copies.
+    let victim = 1;
+    let movable: Vec<&String> = before
+        .iter()
+        .filter(|(u, on)| u.starts_with("plain") && on[0] == machines[victim])
+        .map(|(u, _)| u)
+        .collect();
+    assert!(!movable.is_empty(), "host {victim} runs no plain unit: {before:?}");
+    cluster.network.set_link(victim, false).unwrap();
+    cluster.eventually("the cut-off host's plain units elsewhere", within, || {
+        let running = cluster.running();
+        match movable
+            .iter()
+            .all(|u| running[*u].iter().any(|m| *m != machines[victim]))
+        {
+            true => Ok(()),
+            false => Err(format!("{running:?}")),
+        }
+    });
+    cluster.network.set_link(victim, true).unwrap();
+    cluster.until_valid("every unit once again", within, |running| {
+        each_once(&singles)(running)?;
+        match running["everywhere.service"].len() {
+            3 => Ok(()),
+            n => Err(format!("the global unit on {n} hosts")),
+        }
+    });
+    let sandbox = cluster.systemd(victim).unwrap();
+    for unit in movable {
+        let state = sandbox
+            .systemctl(&["is-active", unit])
+            .unwrap_or_else(|e| e);
+        assert_ne!(
+            state.trim(),
+            "active",
+            "{unit} still active on the cut-off host"
+        );
+    }
+}

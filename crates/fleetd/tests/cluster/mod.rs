@@ -38,6 +38,34 @@ pub struct Host {
     pub metadata: String,
     home: PathBuf,
     child: Option<Child>,
+    /// A host whose fleetd runs as `fleet.service` of a sandboxed systemd (its unit manager).
+    systemd: Option<fleet_testkit::SystemdSandbox>,
+}
+
+impl Host {
+    fn socket(&self) -> PathBuf {
+        match &self.systemd {
+            Some(sandbox) => sandbox.shared_dir().join("fleet.sock"),
+            None => self.home.join("fleet.sock"),
+        }
+    }
+
+    fn runs_fleetd(&self) -> bool {
+        self.child.is_some() || self.systemd.is_some()
+    }
+
+    /// fleetd's log: its file, or the sandbox's journal.
+    fn log(&self) -> String {
+        match &self.systemd {
+            Some(sandbox) => sandbox
+                .run(
+                    "journalctl",
+                    &["--no-pager", "-o", "cat", "-u", "fleet.service"],
+                )
+                .unwrap_or_else(|e| e),
+            None => std::fs::read_to_string(self.home.join("fleetd.log")).unwrap_or_default(),
+        }
+    }
 }
 
 /// A unit file whose process shows its name and machine (`unit:%n:%m`), with `x_fleet` lines
@@ -112,6 +140,7 @@ impl Cluster {
                 metadata,
                 home,
                 child: None,
+                systemd: None,
             });
         }
         cluster
@@ -170,6 +199,70 @@ impl Cluster {
         command
     }
 
+    /// Boots a sandboxed systemd on host `i` and starts fleetd there as production does: from
+    /// `contrib/systemd/fleet.service` and `fleet.socket`, with the unit manager on `auto`
+    /// (so systemd) and the machine ID from the sandbox's /etc/machine-id (fleet's default),
+    /// configured by a drop-in. Its machine ID replaces the host's.
+    pub fn start_on_systemd(&mut self, i: usize) {
+        const SERVICE: &str = include_str!("../../../../contrib/systemd/fleet.service");
+        const SOCKET: &str = include_str!("../../../../contrib/systemd/fleet.socket");
+        let namespace = self.network.namespace(i);
+        let sandbox = fleet_testkit::SystemdSandbox::boot_in(
+            env!("CARGO_TARGET_TMPDIR").as_ref(),
+            Some(&namespace),
+        )
+        .expect("a sandboxed systemd");
+        let machine = sandbox
+            .run("cat", &["/etc/machine-id"])
+            .expect("the sandbox's machine ID")
+            .trim()
+            .to_owned();
+        let units = sandbox.dir().join("run/systemd/system");
+        std::fs::write(units.join("fleet.service"), SERVICE).unwrap();
+        std::fs::write(units.join("fleet.socket"), SOCKET).unwrap();
+        let drop_in = |unit: &str, text: String| {
+            let dir = units.join(format!("{unit}.d"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("test.conf"), text).unwrap();
+        };
+        let host = &self.hosts[i];
+        drop_in(
+            "fleet.service",
+            format!(
+                "[Service]\nExecStart=\nExecStart={}\n\
+                 # Back well within the test's short agent TTL (fleet.service says 2 s).\n\
+                 RestartSec=300ms\n\
+                 Environment=FLEET_ETCD_SERVERS={}\n\
+                 Environment=FLEET_PUBLIC_IP={}\n\
+                 Environment=FLEET_METADATA={}\n\
+                 Environment=FLEET_AGENT_TTL={}s\n",
+                env!("CARGO_BIN_EXE_fleetd"),
+                self.etcd.endpoints().join(","),
+                self.network.address(i),
+                host.metadata,
+                AGENT_TTL.as_secs()
+            ),
+        );
+        drop_in(
+            "fleet.socket",
+            format!(
+                "[Socket]\nListenStream=\nListenStream={}\n",
+                sandbox.shared_dir().join("fleet.sock").display()
+            ),
+        );
+        sandbox.systemctl(&["daemon-reload"]).unwrap();
+        sandbox
+            .systemctl(&["start", "fleet.socket", "fleet.service"])
+            .unwrap_or_else(|e| panic!("fleet.service: {e}\n{}", sandbox.console()));
+        self.hosts[i].machine = machine;
+        self.hosts[i].systemd = Some(sandbox);
+    }
+
+    /// Host `i`'s sandboxed systemd, if it has one.
+    pub fn systemd(&self, i: usize) -> Option<&fleet_testkit::SystemdSandbox> {
+        self.hosts[i].systemd.as_ref()
+    }
+
     /// Runs `command` as host `i`'s fleetd.
     pub fn spawn_fleetd(&mut self, i: usize, mut command: Command) {
         self.hosts[i].child = Some(command.spawn().unwrap());
@@ -197,6 +290,11 @@ impl Cluster {
     /// Sends `signal` (`-KILL`, `-QUIT`, `-TERM`) to host `i`'s fleetd and waits (10 s) for it
     /// to end. Its units' processes stay (as they would on a real machine).
     pub fn signal_fleetd(&mut self, i: usize, signal: &str) {
+        if let Some(sandbox) = &self.hosts[i].systemd {
+            let signal = format!("--signal={}", signal.trim_start_matches('-'));
+            let _ = sandbox.systemctl(&["kill", &signal, "fleet.service"]);
+            return;
+        }
         let Some(mut child) = self.hosts[i].child.take() else {
             return;
         };
@@ -219,15 +317,12 @@ impl Cluster {
     }
 
     pub fn fleetd_running(&self, i: usize) -> bool {
-        self.hosts[i].child.is_some()
+        self.hosts[i].runs_fleetd()
     }
 
     /// fleetctl against host `i`'s fleetd; (exit code, stdout, stderr).
     pub fn fleetctl(&self, i: usize, args: &[&str]) -> (i32, String, String) {
-        let endpoint = format!(
-            "--endpoint=unix://{}",
-            self.hosts[i].home.join("fleet.sock").display()
-        );
+        let endpoint = format!("--endpoint=unix://{}", self.hosts[i].socket().display());
         let mut all = vec![endpoint.as_str()];
         all.extend_from_slice(args);
         crate::common::fleetctl(&all, &[])
@@ -293,14 +388,14 @@ impl Cluster {
         let host = self
             .hosts
             .iter()
-            .position(|h| h.child.is_some())
+            .position(Host::runs_fleetd)
             .expect("a running fleetd");
         self.client_of(host)
     }
 
     /// The API client of host `i`'s fleetd.
     pub fn client_of(&self, i: usize) -> Client {
-        let url = format!("unix://{}", self.hosts[i].home.join("fleet.sock").display());
+        let url = format!("unix://{}", self.hosts[i].socket().display());
         Client::new(Endpoint::parse(&url).unwrap(), Duration::from_secs(5))
     }
 
@@ -375,7 +470,7 @@ impl Cluster {
     pub fn logs(&self) -> String {
         let mut all = String::new();
         for host in &self.hosts {
-            let log = std::fs::read_to_string(host.home.join("fleetd.log")).unwrap_or_default();
+            let log = host.log();
             let lines: Vec<&str> = log.lines().collect();
             let tail = &lines[lines.len().saturating_sub(15)..];
             all.push_str(&format!(
@@ -391,8 +486,8 @@ impl Cluster {
     /// The host whose fleetd leads the engine now (the last to log that it leads).
     pub fn leader(&self) -> Option<usize> {
         let mut latest: Option<(String, usize)> = None;
-        for host in self.hosts.iter().filter(|h| h.child.is_some()) {
-            let log = std::fs::read_to_string(host.home.join("fleetd.log")).unwrap_or_default();
+        for host in self.hosts.iter().filter(|h| h.runs_fleetd()) {
+            let log = host.log();
             if let Some(line) = log.lines().rev().find(|l| l.contains("engine: leading")) {
                 let at = line
                     .split_whitespace()
@@ -516,6 +611,8 @@ impl Drop for Cluster {
 impl Cluster {
     /// Host `i` dies: its fleetd and every process in its namespace are killed (SIGKILL).
     pub fn kill_host(&mut self, i: usize) {
+        // Its systemd and everything under it.
+        drop(self.hosts[i].systemd.take());
         self.signal_fleetd(i, "-KILL");
         let namespace = self.network.namespace(i);
         let Ok(output) = Command::new("ip")
