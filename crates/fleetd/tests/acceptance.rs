@@ -569,7 +569,10 @@ fn hosts_on_systemd_beside_a_native_host() {
         .filter(|(u, on)| u.starts_with("plain") && on[0] == machines[victim])
         .map(|(u, _)| u)
         .collect();
-    assert!(!movable.is_empty(), "host {victim} runs no plain unit: {before:?}");
+    assert!(
+        !movable.is_empty(),
+        "host {victim} runs no plain unit: {before:?}"
+    );
     cluster.network.set_link(victim, false).unwrap();
     cluster.eventually("the cut-off host's plain units elsewhere", within, || {
         let running = cluster.running();
