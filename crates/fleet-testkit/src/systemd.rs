@@ -172,6 +172,45 @@ impl SystemdSandbox {
         self.run("systemctl", args)
     }
 
+    /// Installs fleetd as production does, from the project's `contrib/systemd/fleet.service`
+    /// and `fleet.socket`, with drop-ins for what a test changes: `fleetd` as the binary,
+    /// `service_settings` (lines for `[Service]`, e.g. `Environment=`), and the socket in
+    /// [`SystemdSandbox::shared_dir`]; then starts both units. The socket's path.
+    pub fn install_fleetd(&self, fleetd: &Path, service_settings: &str) -> Result<PathBuf, String> {
+        const SERVICE: &str = include_str!("../../../contrib/systemd/fleet.service");
+        const SOCKET: &str = include_str!("../../../contrib/systemd/fleet.socket");
+        let units = self.dir.path().join("run/systemd/system");
+        let write = |path: PathBuf, text: &str| {
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        write(units.join("fleet.service"), SERVICE)?;
+        write(units.join("fleet.socket"), SOCKET)?;
+        let socket = self.shared_dir().join("fleet.sock");
+        for (unit, text) in [
+            (
+                "fleet.service",
+                format!(
+                    "[Service]\nExecStart=\nExecStart={}\n{service_settings}",
+                    fleetd.display()
+                ),
+            ),
+            (
+                "fleet.socket",
+                format!(
+                    "[Socket]\nListenStream=\nListenStream={}\n",
+                    socket.display()
+                ),
+            ),
+        ] {
+            let dir = units.join(format!("{unit}.d"));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            write(dir.join("test.conf"), &text)?;
+        }
+        self.systemctl(&["daemon-reload"])?;
+        self.systemctl(&["start", "fleet.socket", "fleet.service"])?;
+        Ok(socket)
+    }
+
     /// What the sandbox's boot printed (for failure messages).
     pub fn console(&self) -> String {
         let read =

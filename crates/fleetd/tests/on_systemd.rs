@@ -13,9 +13,6 @@ use std::time::{Duration, Instant};
 use common::{eventually, holds};
 use fleet_testkit::SystemdSandbox;
 
-const SERVICE: &str = include_str!("../../../contrib/systemd/fleet.service");
-const SOCKET: &str = include_str!("../../../contrib/systemd/fleet.socket");
-
 /// A machine: a sandboxed systemd running fleetd as `fleet.service`.
 struct Host {
     sandbox: SystemdSandbox,
@@ -26,37 +23,17 @@ struct Host {
 impl Host {
     fn boot() -> Host {
         let sandbox = SystemdSandbox::boot(env!("CARGO_TARGET_TMPDIR").as_ref()).unwrap();
-        // The sandbox's /run/systemd/system, where runtime units go.
-        let units = sandbox.dir().join("run/systemd/system");
-        std::fs::write(units.join("fleet.service"), SERVICE).unwrap();
-        std::fs::write(units.join("fleet.socket"), SOCKET).unwrap();
-        let drop_in = |unit: &str, text: String| {
-            let dir = units.join(format!("{unit}.d"));
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("test.conf"), text).unwrap();
-        };
         // Only the binary and the socket's path differ from an installation.
-        drop_in(
-            "fleet.service",
-            format!(
-                "[Service]\nExecStart=\nExecStart={}\nEnvironment=FLEET_VERBOSITY=1\n",
-                env!("CARGO_BIN_EXE_fleetd")
-            ),
-        );
-        drop_in(
-            "fleet.socket",
-            format!(
-                "[Socket]\nListenStream=\nListenStream={}\n",
-                sandbox.shared_dir().join("fleet.sock").display()
-            ),
-        );
-        let host = Host {
+        sandbox
+            .install_fleetd(
+                env!("CARGO_BIN_EXE_fleetd").as_ref(),
+                "Environment=FLEET_VERBOSITY=1\n",
+            )
+            .unwrap_or_else(|e| panic!("fleet.service: {e}\n{}", sandbox.console()));
+        Host {
             sandbox,
             files: tempfile::tempdir().unwrap(),
-        };
-        host.systemctl(&["daemon-reload"]);
-        host.systemctl(&["start", "fleet.socket", "fleet.service"]);
-        host
+        }
     }
 
     fn systemctl(&self, args: &[&str]) -> String {

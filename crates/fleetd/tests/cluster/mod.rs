@@ -204,8 +204,6 @@ impl Cluster {
     /// (so systemd) and the machine ID from the sandbox's /etc/machine-id (fleet's default),
     /// configured by a drop-in. Its machine ID replaces the host's.
     pub fn start_on_systemd(&mut self, i: usize) {
-        const SERVICE: &str = include_str!("../../../../contrib/systemd/fleet.service");
-        const SOCKET: &str = include_str!("../../../../contrib/systemd/fleet.socket");
         let namespace = self.network.namespace(i);
         let sandbox = fleet_testkit::SystemdSandbox::boot_in(
             env!("CARGO_TARGET_TMPDIR").as_ref(),
@@ -217,42 +215,20 @@ impl Cluster {
             .expect("the sandbox's machine ID")
             .trim()
             .to_owned();
-        let units = sandbox.dir().join("run/systemd/system");
-        std::fs::write(units.join("fleet.service"), SERVICE).unwrap();
-        std::fs::write(units.join("fleet.socket"), SOCKET).unwrap();
-        let drop_in = |unit: &str, text: String| {
-            let dir = units.join(format!("{unit}.d"));
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("test.conf"), text).unwrap();
-        };
-        let host = &self.hosts[i];
-        drop_in(
-            "fleet.service",
-            format!(
-                "[Service]\nExecStart=\nExecStart={}\n\
-                 # Back well within the test's short agent TTL (fleet.service says 2 s).\n\
-                 RestartSec=300ms\n\
-                 Environment=FLEET_ETCD_SERVERS={}\n\
-                 Environment=FLEET_PUBLIC_IP={}\n\
-                 Environment=FLEET_METADATA={}\n\
-                 Environment=FLEET_AGENT_TTL={}s\n",
-                env!("CARGO_BIN_EXE_fleetd"),
-                self.etcd.endpoints().join(","),
-                self.network.address(i),
-                host.metadata,
-                AGENT_TTL.as_secs()
-            ),
+        let settings = format!(
+            "# Back well within the test's short agent TTL (fleet.service says 2 s).\n\
+             RestartSec=300ms\n\
+             Environment=FLEET_ETCD_SERVERS={}\n\
+             Environment=FLEET_PUBLIC_IP={}\n\
+             Environment=FLEET_METADATA={}\n\
+             Environment=FLEET_AGENT_TTL={}s\n",
+            self.etcd.endpoints().join(","),
+            self.network.address(i),
+            self.hosts[i].metadata,
+            AGENT_TTL.as_secs()
         );
-        drop_in(
-            "fleet.socket",
-            format!(
-                "[Socket]\nListenStream=\nListenStream={}\n",
-                sandbox.shared_dir().join("fleet.sock").display()
-            ),
-        );
-        sandbox.systemctl(&["daemon-reload"]).unwrap();
         sandbox
-            .systemctl(&["start", "fleet.socket", "fleet.service"])
+            .install_fleetd(env!("CARGO_BIN_EXE_fleetd").as_ref(), &settings)
             .unwrap_or_else(|e| panic!("fleet.service: {e}\n{}", sandbox.console()));
         self.hosts[i].machine = machine;
         self.hosts[i].systemd = Some(sandbox);
