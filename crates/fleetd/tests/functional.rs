@@ -490,7 +490,7 @@ fn templates_pin_by_machine_id_and_metadata() {
     assert_eq!(running["metadata@h1.service"], vec![machines[1].clone()]);
     let (code, _, err) = cluster.fleetctl(
         2,
-        &["start", "--block-attempts=20", "metadata@invalid.service"],
+        &["start", "--block-attempts=2", "metadata@invalid.service"],
     );
     assert_eq!(code, 1);
     assert!(
