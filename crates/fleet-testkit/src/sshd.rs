@@ -120,7 +120,10 @@ impl SshServer {
             user,
             host_key,
         };
-        wait_until("ssh-agent never made its socket", || agent_socket.exists())?;
+        // The socket file appears at bind(), before listen(): wait until it takes connections.
+        wait_until("ssh-agent never listened on its socket", || {
+            std::os::unix::net::UnixStream::connect(&agent_socket).is_ok()
+        })?;
         run_output(
             Command::new("ssh-add")
                 .arg("-q")
