@@ -118,6 +118,12 @@ fn remove_stale() {
             continue;
         };
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            // What a killed test left running there (fleetds, etcd, units) goes first.
+            if let Ok(pids) = run_output(Command::new("ip").args(["netns", "pids", name])) {
+                for pid in pids.split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
             let _ = ip(&["netns", "del", name]);
         }
     }

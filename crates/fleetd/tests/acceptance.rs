@@ -373,19 +373,16 @@ fn one_of_three_etcd_members_killed_and_restarted() {
     let before = cluster.unit_processes();
     let leader = cluster.etcd.leader().expect("an etcd leader");
     cluster.etcd.kill(leader);
-    // fleetctl works on (its requests go to fleetd, whose etcd client moves to a live member).
+    // fleetctl works on (its requests go to fleetd, whose etcd client moves to a live
+    // member): no error beyond one retry.
     let started = Instant::now();
-    let listed = cluster.eventually(
-        "list-units with a member down",
-        Duration::from_secs(10),
-        || {
-            let (code, out, err) = cluster.fleetctl(0, &["list-units", "--no-legend"]);
-            match code {
-                0 => Ok(out),
-                _ => Err(err),
-            }
-        },
-    );
+    let list = || cluster.fleetctl(0, &["list-units", "--no-legend"]);
+    let (mut code, mut listed, mut err) = list();
+    let retried = code != 0;
+    if retried {
+        (code, listed, err) = list();
+    }
+    assert_eq!(code, 0, "fleetctl failed twice with a member down: {err}");
     let answered = started.elapsed();
     assert_eq!(listed.lines().count(), 6, "{listed}");
     cluster.start_units(1, &units(&["during.service"], ""));
@@ -401,7 +398,10 @@ fn one_of_three_etcd_members_killed_and_restarted() {
     for (key, pid) in &before {
         assert_eq!(after.get(key), Some(pid), "{key:?} restarted");
     }
-    println!("etcd leader member killed: fleetctl list-units answered after {answered:?}");
+    println!(
+        "etcd leader member killed: fleetctl list-units answered after {answered:?} \
+         (retried: {retried})"
+    );
 }
 
 /// 200 units of every kind on five hosts; then a host dies. Every unit it ran that may run

@@ -611,7 +611,11 @@ fn members_join_and_leave() {
         .iter()
         .position(|m| before["member.0.service"][0] == *m)
         .unwrap();
-    cluster.signal_fleetd(leaving, "-TERM");
+    let stopping = std::time::Instant::now();
+    let code = cluster.signal_fleetd(leaving, "-TERM");
+    // TestShutdown: a clean exit, promptly, its units stopped first.
+    assert_eq!(code, Some(0), "fleetd's exit after SIGTERM");
+    assert!(stopping.elapsed() < Duration::from_secs(10));
     let after = cluster.until_valid(
         "member.0 on the new machine",
         WITHIN,

@@ -264,23 +264,25 @@ impl Cluster {
     }
 
     /// Sends `signal` (`-KILL`, `-QUIT`, `-TERM`) to host `i`'s fleetd and waits (10 s) for it
-    /// to end. Its units' processes stay (as they would on a real machine).
-    pub fn signal_fleetd(&mut self, i: usize, signal: &str) {
+    /// to end: its exit code (`None`: killed by a signal, or ended by force after the wait, or
+    /// a fleetd under systemd, which restarts it). Its units' processes stay (as they would on
+    /// a real machine).
+    pub fn signal_fleetd(&mut self, i: usize, signal: &str) -> Option<i32> {
         if let Some(sandbox) = &self.hosts[i].systemd {
             let signal = format!("--signal={}", signal.trim_start_matches('-'));
             let _ = sandbox.systemctl(&["kill", &signal, "fleet.service"]);
-            return;
+            return None;
         }
-        let Some(mut child) = self.hosts[i].child.take() else {
-            return;
-        };
+        let mut child = self.hosts[i].child.take()?;
         let _ = Command::new("kill")
             .args([signal, &child.id().to_string()])
             .status();
         if !fleet_testkit::exits_within(&mut child, Duration::from_secs(10)) {
             let _ = child.kill();
             let _ = child.wait();
+            return None;
         }
+        child.wait().ok().and_then(|status| status.code())
     }
 
     /// Sends `signal` to host `i`'s fleetd and lets it run on (`-HUP`).
@@ -589,7 +591,7 @@ impl Cluster {
     pub fn kill_host(&mut self, i: usize) {
         // Its systemd and everything under it.
         drop(self.hosts[i].systemd.take());
-        self.signal_fleetd(i, "-KILL");
+        let _ = self.signal_fleetd(i, "-KILL");
         let namespace = self.network.namespace(i);
         let Ok(output) = Command::new("ip")
             .args(["netns", "pids", &namespace])
