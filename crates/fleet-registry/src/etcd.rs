@@ -91,11 +91,15 @@ fn unavailable(e: impl std::fmt::Display) -> RegistryError {
 /// Maps etcd's errors onto ours, so that callers can tell an outage from a refusal.
 /// A missing lease maps to `LeaseNotFound(0)`: the caller knows which lease it asked about.
 fn map_error(e: etcd_client::Error) -> RegistryError {
+    classify(&e)
+}
+
+fn classify(e: &etcd_client::Error) -> RegistryError {
     let text = e.to_string();
     if text.contains("lease not found") {
         return RegistryError::LeaseNotFound(0);
     }
-    if let etcd_client::Error::GRpcStatus(status) = &e {
+    if let etcd_client::Error::GRpcStatus(status) = e {
         let message = status.message();
         if message.contains("too many operations in txn")
             || message.contains("duplicate key given in txn")
@@ -261,20 +265,27 @@ impl EtcdStore {
 
     /// Runs a request under the request timeout. A request that never reached a member (its
     /// connection was refused: that member is down) is sent again, so the balancer can pick
-    /// another member; anything that may have been applied is not, since a transaction is
-    /// not idempotent.
-    async fn bounded<T, Fut>(&self, what: &str, request: impl FnMut(Client) -> Fut) -> Result<T>
+    /// another member; so is a request that failed on the way (a member killed under it) if
+    /// sending it twice is harmless (`Resend::Idempotent`). A transaction or a lease grant is
+    /// not sent twice, since it may have been applied.
+    async fn bounded<T, Fut>(
+        &self,
+        what: &str,
+        resend: Resend,
+        request: impl FnMut(Client) -> Fut,
+    ) -> Result<T>
     where
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        self.bounded_by(what, self.timeout, request).await
+        self.bounded_by(what, self.timeout, resend, request).await
     }
 
-    /// `request`, resent while it could not reach a member, given up after `within`.
+    /// [`EtcdStore::bounded`], given up after `within`.
     async fn bounded_by<T, Fut>(
         &self,
         what: &str,
         within: Duration,
+        resend: Resend,
         mut request: impl FnMut(Client) -> Fut,
     ) -> Result<T>
     where
@@ -285,13 +296,34 @@ impl EtcdStore {
             match tokio::time::timeout_at(deadline, request(self.client())).await {
                 Ok(Ok(response)) => return Ok(response),
                 Ok(Err(e))
-                    if never_sent(&e) && tokio::time::Instant::now() + RESEND_PAUSE < deadline =>
+                    if resend.allows(&e)
+                        && tokio::time::Instant::now() + RESEND_PAUSE < deadline =>
                 {
                     tracing::debug!(what, error = %e, "etcd member unreachable; resending");
                     tokio::time::sleep(RESEND_PAUSE).await;
                 }
                 Ok(Err(e)) => return Err(map_error(e)),
                 Err(_) => return Err(unavailable(format!("{what}: no answer within {within:?}"))),
+            }
+        }
+    }
+}
+
+/// Which failed requests [`EtcdStore::bounded`] sends again.
+#[derive(Clone, Copy)]
+enum Resend {
+    /// Only one that never reached a member.
+    NeverSent,
+    /// Also one that failed on the way: reads, and writes whose repetition changes nothing.
+    Idempotent,
+}
+
+impl Resend {
+    fn allows(self, e: &etcd_client::Error) -> bool {
+        match self {
+            Resend::NeverSent => never_sent(e),
+            Resend::Idempotent => {
+                never_sent(e) || matches!(classify(e), RegistryError::Unavailable(_))
             }
         }
     }
@@ -316,7 +348,7 @@ impl KvStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let key = self.full_key(key);
         let response = self
-            .bounded("get", |mut c| {
+            .bounded("get", Resend::Idempotent, |mut c| {
                 let key = key.clone();
                 async move { c.get(key, None).await }
             })
@@ -336,7 +368,7 @@ impl KvStore for EtcdStore {
             .collect();
         let txn = Txn::new().and_then(ops);
         let response = self
-            .bounded("range", |mut c| {
+            .bounded("range", Resend::Idempotent, |mut c| {
                 let txn = txn.clone();
                 async move { c.txn(txn).await }
             })
@@ -402,7 +434,7 @@ impl KvStore for EtcdStore {
             .collect();
         let txn = Txn::new().when(compares).and_then(ops);
         let result = self
-            .bounded("txn", |mut c| {
+            .bounded("txn", Resend::NeverSent, |mut c| {
                 let txn = txn.clone();
                 async move { c.txn(txn).await }
             })
@@ -429,7 +461,7 @@ impl KvStore for EtcdStore {
             ));
         }
         let response = self
-            .bounded("lease grant", |mut c| async move {
+            .bounded("lease grant", Resend::NeverSent, |mut c| async move {
                 c.lease_grant(seconds, None).await
             })
             .await?;
@@ -444,9 +476,12 @@ impl KvStore for EtcdStore {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
                 let opened = self
-                    .bounded_by("lease keep-alive", within, |mut c| async move {
-                        c.lease_keep_alive(lease).await
-                    })
+                    .bounded_by(
+                        "lease keep-alive",
+                        within,
+                        Resend::Idempotent,
+                        |mut c| async move { c.lease_keep_alive(lease).await },
+                    )
                     .await;
                 let (keeper, responses) = match opened {
                     Err(RegistryError::LeaseNotFound(_)) => return Ok(None),
@@ -494,7 +529,7 @@ impl KvStore for EtcdStore {
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
         self.keepers.lock().await.remove(&lease);
         match self
-            .bounded("lease revoke", |mut c| async move {
+            .bounded("lease revoke", Resend::Idempotent, |mut c| async move {
                 c.lease_revoke(lease).await
             })
             .await
@@ -506,7 +541,7 @@ impl KvStore for EtcdStore {
 
     async fn lease_ttl(&self, lease: LeaseId) -> Result<Option<Duration>> {
         let response = self
-            .bounded("lease ttl", |mut c| async move {
+            .bounded("lease ttl", Resend::Idempotent, |mut c| async move {
                 c.lease_time_to_live(lease, None).await
             })
             .await?;
@@ -520,7 +555,7 @@ impl KvStore for EtcdStore {
         }
         let key = self.full_key(prefix);
         let mut stream = self
-            .bounded("watch", |mut c| {
+            .bounded("watch", Resend::Idempotent, |mut c| {
                 let (key, options) = (key.clone(), options.clone());
                 async move { c.watch(key, Some(options)).await }
             })
