@@ -261,18 +261,18 @@ impl Agent {
         false
     }
 
-    /// When `StopWhenDisconnected` units are stopped unless the lease is renewed first: two
+    /// When `StopWhenDisconnected` units are stopped unless the lease is renewed first: three
     /// renewal intervals (one for a renewal attempt under way, which holds up this loop, one
-    /// for the stops) before the earliest moment etcd can let the lease expire, after which
-    /// the engine may start them elsewhere. `None` while there is no lease or it is already
-    /// taken for lost.
+    /// for the stops, one for a busy machine's late timers) before the earliest moment etcd
+    /// can let the lease expire, after which the engine may start them elsewhere. `None` while
+    /// there is no lease or it is already taken for lost.
     fn fence_deadline(&self) -> Option<Instant> {
         if self.lease.is_none() || self.disconnected {
             return None;
         }
         let ttl = self.config.ttl;
         self.renewed_at
-            .map(|at| at + ttl - 2 * renewal_interval(ttl))
+            .map(|at| at + ttl - 3 * renewal_interval(ttl))
     }
 
     /// Once the lease is about to expire unrenewed (or etcd said it has), the engine may soon
@@ -288,6 +288,9 @@ impl Agent {
             return;
         }
         self.disconnected = true;
+        if let Some(at) = self.renewed_at {
+            tracing::info!(since_renewal = ?at.elapsed(), "agent: the machine lease is taken for lost");
+        }
         let me = self.config.machine.clone();
         let fence: Vec<UnitName> = snapshot
             .scheduled_on(&me)

@@ -76,7 +76,9 @@ pub struct EtcdStore {
     config: EtcdConfig,
     prefix: String,
     timeout: Duration,
-    keepers: Mutex<HashMap<LeaseId, LeaseStream>>,
+    /// One keep-alive stream per lease, each behind a lock of its own, so that renewing one
+    /// lease (a machine's) never waits for another's (the engine leader's).
+    keepers: std::sync::Mutex<HashMap<LeaseId, Arc<Mutex<Option<LeaseStream>>>>>,
 }
 
 struct LeaseStream {
@@ -164,11 +166,29 @@ impl EtcdStore {
             config: config.clone(),
             prefix: config.key_prefix.clone(),
             timeout: config.request_timeout,
-            keepers: Mutex::new(HashMap::new()),
+            keepers: std::sync::Mutex::new(HashMap::new()),
         };
         // A cheap request, so that a wrong endpoint or bad credentials fail here, not later.
         store.get("\u{0}probe").await?;
         Ok(store)
+    }
+
+    /// Drops the keep-alive stream of a lease that is gone.
+    fn forget(&self, lease: LeaseId) {
+        self.keepers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&lease);
+    }
+
+    /// The keep-alive stream slot of `lease` (made empty on first use).
+    fn keeper_slot(&self, lease: LeaseId) -> Arc<Mutex<Option<LeaseStream>>> {
+        self.keepers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(lease)
+            .or_default()
+            .clone()
     }
 
     fn client(&self) -> Client {
@@ -471,63 +491,73 @@ impl KvStore for EtcdStore {
     async fn keep_alive(&self, lease: LeaseId, within: Duration) -> Result<Option<Duration>> {
         let within = within.min(self.timeout);
         let deadline = tokio::time::Instant::now() + within;
-        let mut keepers = self.keepers.lock().await;
-        let stream = match keepers.entry(lease) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                let opened = self
-                    .bounded_by(
-                        "lease keep-alive",
-                        within,
-                        Resend::Idempotent,
-                        |mut c| async move { c.lease_keep_alive(lease).await },
-                    )
-                    .await;
-                let (keeper, responses) = match opened {
-                    Err(RegistryError::LeaseNotFound(_)) => return Ok(None),
-                    Err(error @ RegistryError::Unavailable(_)) => {
-                        drop(keepers);
-                        self.reconnect();
-                        return Err(error);
-                    }
-                    other => other?,
-                };
-                entry.insert(LeaseStream { keeper, responses })
+        let late = || unavailable(format!("lease keep-alive: no answer within {within:?}"));
+        let slot = self.keeper_slot(lease);
+        // The whole renewal, waiting for an earlier one of the same lease included, keeps to
+        // `within`: the caller's timing depends on it.
+        let Ok(mut stream) = tokio::time::timeout_at(deadline, slot.lock()).await else {
+            return Err(late());
+        };
+        if stream.is_none() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let opened = self
+                .bounded_by(
+                    "lease keep-alive",
+                    left,
+                    Resend::Idempotent,
+                    |mut c| async move { c.lease_keep_alive(lease).await },
+                )
+                .await;
+            match opened {
+                Ok((keeper, responses)) => *stream = Some(LeaseStream { keeper, responses }),
+                Err(RegistryError::LeaseNotFound(_)) => {
+                    self.forget(lease);
+                    return Ok(None);
+                }
+                Err(error @ RegistryError::Unavailable(_)) => {
+                    self.reconnect();
+                    return Err(error);
+                }
+                Err(error) => return Err(error),
             }
+        }
+        let Some(open) = stream.as_mut() else {
+            return Err(late());
         };
         let renewal = async {
-            stream.keeper.keep_alive().await?;
-            stream.responses.message().await
+            open.keeper.keep_alive().await?;
+            open.responses.message().await
         };
         match tokio::time::timeout_at(deadline, renewal).await {
             Ok(Ok(Some(response))) if response.ttl() > 0 => {
                 Ok(Some(Duration::from_secs(response.ttl() as u64)))
             }
             Ok(Ok(_)) => {
-                keepers.remove(&lease);
+                *stream = None;
+                self.forget(lease);
                 Ok(None)
             }
             Ok(Err(e)) => {
-                keepers.remove(&lease);
+                *stream = None;
                 match map_error(e) {
-                    RegistryError::LeaseNotFound(_) => Ok(None),
+                    RegistryError::LeaseNotFound(_) => {
+                        self.forget(lease);
+                        Ok(None)
+                    }
                     other => Err(other),
                 }
             }
             Err(_) => {
                 // The stream may still deliver this answer later, out of step: start afresh.
-                keepers.remove(&lease);
-                drop(keepers);
+                *stream = None;
                 self.reconnect();
-                Err(unavailable(format!(
-                    "lease keep-alive: no answer within {within:?}"
-                )))
+                Err(late())
             }
         }
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
-        self.keepers.lock().await.remove(&lease);
+        self.forget(lease);
         match self
             .bounded("lease revoke", Resend::Idempotent, |mut c| async move {
                 c.lease_revoke(lease).await
