@@ -1,0 +1,412 @@
+//! Placement at scale, against etcd's own limit measured in the same run: M simulated machines
+//! (real agents in one process, each with its own lease and watch, with a unit manager that
+//! starts units instantly, like kubemark or nomad-nodesim) and one real engine, on one etcd
+//! member with its data on disk. U units of a realistic mix are submitted as jobs in batched
+//! transactions; the clock runs from the first job written to every unit placed and reported
+//! launched (global units on every machine). Then every placement rule is checked on what the
+//! registry holds.
+//!
+//! Run with `scripts/bench placement`. Options: `--sizes 1000/100,10000/1000` (units/machines;
+//! `100000/5000` is the big one), `--agent-ttl S` (default 30, fleet's default).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleet_agent::agent::{self, AgentConfig};
+use fleet_agent::fake::FakeManager;
+use fleet_engine::reconciler::{self, EngineConfig};
+use fleet_registry::etcd::{EtcdConfig, EtcdStore};
+use fleet_registry::keys::RegistryKey;
+use fleet_registry::kv::{KvStore, Op, MAX_TXN_OPS};
+use fleet_registry::records::{encode, JobRecord, MachineRecord};
+use fleet_registry::{Registry, Scope, Snapshot};
+use fleet_testkit::{DataDir, EtcdServer};
+use fleet_unit::{JobState, Machine, MachineId, Requirements, UnitFile, UnitName};
+use tokio::sync::watch;
+
+struct Options {
+    sizes: Vec<(usize, usize)>,
+    agent_ttl: Duration,
+}
+
+fn options() -> Result<Options, String> {
+    let mut options = Options {
+        sizes: vec![(1_000, 100), (10_000, 1_000)],
+        agent_ttl: Duration::from_secs(30),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--sizes" => {
+                options.sizes = value
+                    .split(',')
+                    .map(|size| {
+                        let (units, machines) = size
+                            .split_once('/')
+                            .ok_or(format!("--sizes: {size:?} is not UNITS/MACHINES"))?;
+                        let number = |n: &str| {
+                            n.parse::<usize>()
+                                .ok()
+                                .filter(|n| *n > 0)
+                                .ok_or(format!("--sizes: {n:?} is not a positive number"))
+                        };
+                        Ok((number(units)?, number(machines)?))
+                    })
+                    .collect::<Result<_, String>>()?
+            }
+            "--agent-ttl" => {
+                let seconds: u64 = value
+                    .parse()
+                    .map_err(|_| format!("--agent-ttl: not a number of seconds: {value}"))?;
+                options.agent_ttl = Duration::from_secs(seconds.max(1));
+            }
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    Ok(options)
+}
+
+/// The unit files of the mix, by template: what fleet clusters ran (instances of a few
+/// templates), with every kind of constraint.
+fn templates() -> BTreeMap<&'static str, UnitFile> {
+    let service = "[Service]\nExecStart=/bin/sleep infinity\n";
+    [
+        ("web@.service", String::new()),
+        ("app@.service", String::new()),
+        ("side@.service", "MachineOf=app@%i.service\n".to_owned()),
+        ("db@.service", "MachineMetadata=disk=ssd\n".to_owned()),
+        ("lb@.service", "Conflicts=lb@*\n".to_owned()),
+        ("monitor@.service", "Global=true\n".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, x_fleet)| {
+        let text = match x_fleet.is_empty() {
+            true => service.to_owned(),
+            false => format!("{service}\n[X-Fleet]\n{x_fleet}"),
+        };
+        (name, UnitFile::parse(&text).expect("a valid unit"))
+    })
+    .collect()
+}
+
+/// `units` instances: per 1,000, 100 app/side pairs, 50 on SSD machines, 40 mutually
+/// conflicting, 2 global units in all, the rest plain.
+fn mix(units: usize) -> Vec<(UnitName, &'static str)> {
+    let per = |n: usize| (units * n).div_ceil(1000);
+    let mut mix = Vec::new();
+    let mut add = |template: &'static str, count: usize| {
+        for i in 0..count {
+            let name = template.replace("@.", &format!("@{i}."));
+            mix.push((UnitName::new(&name).expect("a valid name"), template));
+        }
+    };
+    let (pairs, ssd, conflicting, global) = (per(100), per(50), per(40), 2);
+    add("app@.service", pairs);
+    add("side@.service", pairs);
+    add("db@.service", ssd);
+    add("lb@.service", conflicting);
+    add("monitor@.service", global);
+    add(
+        "web@.service",
+        units.saturating_sub(2 * pairs + ssd + conflicting + global),
+    );
+    mix
+}
+
+struct Outcome {
+    units: usize,
+    machines: usize,
+    ceiling: f64,
+    placed_in: Duration,
+    launched_in: Duration,
+    violations: Vec<String>,
+}
+
+async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome {
+    let etcd = EtcdServer::start_in(DataDir::Disk);
+    let config = EtcdConfig::new(vec![etcd.endpoint()], "/bench/");
+    let store: Arc<dyn KvStore> = Arc::new(EtcdStore::connect(&config).await.expect("etcd"));
+    let ceiling = ceiling(store.as_ref(), 20_000).await;
+    let registry = Registry::open(Arc::clone(&store)).await.expect("registry");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (stop, shutdown) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for m in 0..machines {
+        let machine = MachineId::new(format!("m{m:05}")).expect("machine ID");
+        let mut metadata = BTreeMap::new();
+        if m % 2 == 0 {
+            metadata.insert("disk".to_owned(), "ssd".to_owned());
+        }
+        let config = AgentConfig {
+            machine,
+            record: MachineRecord {
+                metadata,
+                ..MachineRecord::default()
+            },
+            ttl: agent_ttl,
+            lease_file: dir.path().join(format!("m{m}.lease")),
+            started_file: None,
+            state_poll: Duration::from_secs(1),
+            resync: Duration::from_secs(600),
+            updates: None,
+        };
+        let manager = Arc::new(FakeManager::default());
+        let (registry, shutdown) = (registry.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = agent::run(registry, manager, config, shutdown).await {
+                eprintln!("agent: {error}");
+            }
+        }));
+    }
+    until(Duration::from_secs(600), || async {
+        let snapshot = registry.snapshot(&Scope::Engine).await.ok()?;
+        (snapshot.machines.len() == machines).then_some(())
+    })
+    .await
+    .expect("every machine registered within 10 minutes");
+    let engine = EngineConfig {
+        machine: MachineId::new("m00000").expect("machine ID"),
+        lease_ttl: Duration::from_secs(10),
+        resync: Duration::from_secs(600),
+        version: "bench".into(),
+        machine_grace: agent_ttl,
+    };
+    tasks.push(tokio::spawn(reconciler::run(
+        registry.clone(),
+        engine,
+        shutdown.clone(),
+    )));
+
+    // Unit files are content, written before the clock starts; jobs (desired states) are what
+    // is timed, written 128 to a transaction as a bulk submission would.
+    let templates = templates();
+    // Templates with the same text share one file.
+    let files: BTreeMap<String, String> = templates
+        .values()
+        .map(|unit| (RegistryKey::Unit(unit.hash()).path(), unit.serialize()))
+        .collect();
+    let files = files
+        .into_iter()
+        .map(|(key, text)| Op::put(key, text))
+        .collect();
+    store.txn(vec![], files).await.expect("unit files");
+    let mix = mix(units);
+    let globals = mix
+        .iter()
+        .filter(|(_, t)| *t == "monitor@.service")
+        .count();
+    let singles = mix.len() - globals;
+    let started = Instant::now();
+    for chunk in mix.chunks(MAX_TXN_OPS) {
+        let ops = chunk
+            .iter()
+            .map(|(name, template)| {
+                let unit = &templates[template];
+                let global = Requirements::for_unit(unit, name.as_str()).is_global();
+                let key = match global {
+                    true => RegistryKey::Global(name.clone()),
+                    false => RegistryKey::Job(name.clone()),
+                };
+                let record = JobRecord {
+                    hash: unit.hash(),
+                    desired: JobState::Launched,
+                };
+                Op::put(key.path(), encode(&record))
+            })
+            .collect();
+        store.txn(vec![], ops).await.expect("jobs");
+    }
+    let mut placed_in = None;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let launched_in = loop {
+        assert!(
+            Instant::now() < deadline,
+            "not every unit launched within 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Ok(snapshot) = registry.snapshot(&Scope::All).await else {
+            continue;
+        };
+        let placed: usize = snapshot.schedule.values().map(BTreeMap::len).sum();
+        if placed == singles && placed_in.is_none() {
+            placed_in = Some(started.elapsed());
+        }
+        let launched: usize = snapshot
+            .states
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter(|s| s.launched)
+            .count();
+        if launched == singles + globals * machines {
+            break started.elapsed();
+        }
+    };
+    let snapshot = registry.snapshot(&Scope::All).await.expect("snapshot");
+    let violations = violations(&snapshot, &templates, &mix);
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
+    Outcome {
+        units,
+        machines,
+        ceiling,
+        placed_in: placed_in.unwrap_or(launched_in),
+        launched_in,
+        violations,
+    }
+}
+
+/// Calls `probe` every 250 ms until it gives a value, at most `within`.
+async fn until<T, F, Fut>(within: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+/// The ceiling: transactions of 128 plain puts, back to back, straight through the KV layer.
+async fn ceiling(store: &dyn KvStore, keys: usize) -> f64 {
+    let value = vec![b'x'; 100];
+    let started = Instant::now();
+    for batch in 0..keys.div_ceil(MAX_TXN_OPS) {
+        let ops = (0..MAX_TXN_OPS)
+            .map(|i| Op::put(format!("ceiling/{batch}/{i}"), value.clone()))
+            .collect();
+        store.txn(vec![], ops).await.expect("ceiling write");
+    }
+    let written = keys.div_ceil(MAX_TXN_OPS) * MAX_TXN_OPS;
+    written as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Every placement rule, on what the registry holds: each unit placed on one machine that
+/// exists and has its metadata, no two conflicting units together, MachineOf peers together,
+/// every global unit launched on every machine whose metadata it accepts.
+fn violations(
+    snapshot: &Snapshot,
+    templates: &BTreeMap<&'static str, UnitFile>,
+    mix: &[(UnitName, &'static str)],
+) -> Vec<String> {
+    let mut violations = Vec::new();
+    let mut placed: BTreeMap<&UnitName, Vec<&MachineId>> = BTreeMap::new();
+    for (machine, units) in &snapshot.schedule {
+        for name in units.keys() {
+            placed.entry(name).or_default().push(machine);
+        }
+    }
+    let constraints: BTreeMap<&UnitName, _> = mix
+        .iter()
+        .map(|(name, template)| {
+            let unit = &templates[template];
+            (name, Requirements::for_unit(unit, name.as_str()).constraints())
+        })
+        .collect();
+    for (name, own) in &constraints {
+        if own.global {
+            for id in snapshot.machines.keys() {
+                let machine = Machine {
+                    metadata: snapshot.machine_metadata(id),
+                    ..Machine::new(id.clone())
+                };
+                let launched = snapshot
+                    .states
+                    .get(id)
+                    .and_then(|states| states.get(*name))
+                    .is_some_and(|s| s.launched);
+                if machine.has_metadata(&own.metadata) && !launched {
+                    violations.push(format!("global {name} not launched on {id}"));
+                }
+            }
+            continue;
+        }
+        let on = placed.get(name).cloned().unwrap_or_default();
+        let [machine] = on.as_slice() else {
+            violations.push(format!("{name} placed on {on:?}"));
+            continue;
+        };
+        let metadata = Machine {
+            metadata: snapshot.machine_metadata(machine),
+            ..Machine::new((*machine).clone())
+        };
+        if !snapshot.machines.contains_key(*machine) || !metadata.has_metadata(&own.metadata) {
+            violations.push(format!("{name} on {machine}, which cannot take it"));
+        }
+        let here: BTreeSet<&UnitName> = snapshot
+            .schedule
+            .get(*machine)
+            .map(|units| units.keys().collect())
+            .unwrap_or_default();
+        for other in &here {
+            if *other != *name && own.conflicts_with(other.as_str()) {
+                violations.push(format!("{name} and {other} conflict on {machine}"));
+            }
+        }
+        for peer in &own.peers {
+            if !here.iter().any(|u| u.as_str() == peer) {
+                violations.push(format!("{name} on {machine} without its peer {peer}"));
+            }
+        }
+    }
+    violations
+}
+
+fn main() {
+    let options = match options() {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("placement_bench: {error}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    println!(
+        "placement on one etcd member (data on disk), agent_ttl {:?}; clock from the first job \
+         written to every unit placed / reported launched",
+        options.agent_ttl
+    );
+    println!(
+        "{:>8} {:>8} {:>13} {:>10} {:>12} {:>10} {:>12} {:>9} violations",
+        "units",
+        "machines",
+        "etcd keys/s",
+        "placed s",
+        "placements/s",
+        "of etcd",
+        "launched s",
+        "units/s"
+    );
+    let mut failed = false;
+    for (units, machines) in options.sizes {
+        let outcome = runtime.block_on(measure(units, machines, options.agent_ttl));
+        let placements = units as f64 / outcome.placed_in.as_secs_f64();
+        println!(
+            "{:>8} {:>8} {:>13.0} {:>10.2} {:>12.0} {:>10.2} {:>12.2} {:>9.0} {}",
+            outcome.units,
+            outcome.machines,
+            outcome.ceiling,
+            outcome.placed_in.as_secs_f64(),
+            placements,
+            placements / outcome.ceiling,
+            outcome.launched_in.as_secs_f64(),
+            units as f64 / outcome.launched_in.as_secs_f64(),
+            outcome.violations.len()
+        );
+        for violation in outcome.violations.iter().take(10) {
+            println!("    {violation}");
+            failed = true;
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
