@@ -349,6 +349,10 @@ impl Resend {
     }
 }
 
+/// The largest listing read in one answer: every key of a scope (states, schedule, jobs) of a
+/// cluster of 100,000+ units is tens of megabytes; etcd itself sends any size.
+const MAX_LISTING_BYTES: usize = 1 << 30;
+
 /// Between sends of a request whose member refused the connection.
 const RESEND_PAUSE: Duration = Duration::from_millis(20);
 
@@ -388,9 +392,11 @@ impl KvStore for EtcdStore {
             .collect();
         let txn = Txn::new().and_then(ops);
         let response = self
-            .bounded("range", Resend::Idempotent, |mut c| {
+            .bounded("range", Resend::Idempotent, |c| {
                 let txn = txn.clone();
-                async move { c.txn(txn).await }
+                // A scope of 10,000 units is more than gRPC's default 4 MB answer.
+                let mut kv = c.kv_client().max_decoding_message_size(MAX_LISTING_BYTES);
+                async move { kv.txn(txn).await }
             })
             .await?;
         let revision = response.header().map_or(0, |h| h.revision());

@@ -93,6 +93,23 @@ async fn range_is_sorted_and_consistent(b: Backend) {
     assert_eq!(revision, last);
 }
 
+/// A listing bigger than gRPC's default 4 MB answer (the states of a cluster of 10,000+ units)
+/// is read whole.
+async fn a_range_of_many_megabytes_is_read_whole(b: Backend) {
+    let s = &*b.store;
+    let value = vec![b'v'; 1000];
+    let batches = 48;
+    for batch in 0..batches {
+        let ops = (0..MAX_TXN_OPS)
+            .map(|i| Op::put(format!("big/{batch:03}/{i:03}"), value.clone()))
+            .collect();
+        s.txn(vec![], ops).await.unwrap();
+    }
+    let (ranges, _) = s.range(&["big/"]).await.unwrap();
+    assert_eq!(ranges[0].len(), batches * MAX_TXN_OPS);
+    assert!(ranges[0].iter().all(|kv| kv.value == value));
+}
+
 async fn compare_and_swap(b: Backend) {
     let s = &*b.store;
     let create = || {
@@ -305,6 +322,7 @@ async fn watch_of_compacted_history_fails_clearly(mut b: Backend) {
 on_every_backend!(
     put_get_delete,
     range_is_sorted_and_consistent,
+    a_range_of_many_megabytes_is_read_whole,
     compare_and_swap,
     transaction_limits,
     lease_expiry_removes_keys_together,

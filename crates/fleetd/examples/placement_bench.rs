@@ -193,10 +193,7 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
         .collect();
     store.txn(vec![], files).await.expect("unit files");
     let mix = mix(units);
-    let globals = mix
-        .iter()
-        .filter(|(_, t)| *t == "monitor@.service")
-        .count();
+    let globals = mix.iter().filter(|(_, t)| *t == "monitor@.service").count();
     let singles = mix.len() - globals;
     let started = Instant::now();
     for chunk in mix.chunks(MAX_TXN_OPS) {
@@ -308,7 +305,10 @@ fn violations(
         .iter()
         .map(|(name, template)| {
             let unit = &templates[template];
-            (name, Requirements::for_unit(unit, name.as_str()).constraints())
+            (
+                name,
+                Requirements::for_unit(unit, name.as_str()).constraints(),
+            )
         })
         .collect();
     for (name, own) in &constraints {
