@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fleet_unit::{Constraints, JobState, Machine, MachineId};
+use fleet_unit::{metadata_satisfies, Constraints, JobState, MachineId};
 
 /// A machine as the scheduler sees it (metadata: configured and dynamic, merged).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +65,10 @@ struct Round<'a> {
     jobs: BTreeMap<&'a str, &'a JobInfo>,
     /// Unit → machine, as decided so far this round.
     placement: BTreeMap<&'a str, MachineId>,
+    /// The same, inverted: the units on each machine.
+    hosted: BTreeMap<MachineId, BTreeSet<&'a str>>,
+    /// The machines of the cluster in placement order: fewest units first, ties by ID.
+    by_load: BTreeSet<(usize, &'a MachineId)>,
     decisions: Vec<Decision>,
 }
 
@@ -75,16 +79,49 @@ impl<'a> Round<'a> {
             .filter(|j| !j.constraints.global)
             .map(|j| (j.name.as_str(), j))
             .collect();
-        let placement = jobs
+        let mut round = Round {
+            machines: machines.iter().map(|m| (&m.id, m)).collect(),
+            jobs,
+            placement: BTreeMap::new(),
+            hosted: BTreeMap::new(),
+            by_load: machines.iter().map(|m| (0, &m.id)).collect(),
+            decisions: Vec::new(),
+        };
+        let placed: Vec<(&'a str, MachineId)> = round
+            .jobs
             .values()
             .filter_map(|j| j.placed.clone().map(|m| (j.name.as_str(), m)))
             .collect();
-        Round {
-            machines: machines.iter().map(|m| (&m.id, m)).collect(),
-            jobs,
-            placement,
-            decisions: Vec::new(),
+        for (name, machine) in placed {
+            round.assign(name, machine);
         }
+        round
+    }
+
+    /// Records `name` on `machine`, keeping the machines' order by load.
+    fn assign(&mut self, name: &'a str, machine: MachineId) {
+        let units = self.hosted.entry(machine.clone()).or_default();
+        if let Some((id, _)) = self.machines.get_key_value(&machine) {
+            self.by_load.remove(&(units.len(), *id));
+            self.by_load.insert((units.len() + 1, *id));
+        }
+        units.insert(name);
+        self.placement.insert(name, machine);
+    }
+
+    /// Takes `name` off its machine.
+    fn release(&mut self, name: &str) {
+        let Some(machine) = self.placement.remove(name) else {
+            return;
+        };
+        let Some(units) = self.hosted.get_mut(&machine) else {
+            return;
+        };
+        if let Some((id, _)) = self.machines.get_key_value(&machine) {
+            self.by_load.remove(&(units.len(), *id));
+            self.by_load.insert((units.len() - 1, *id));
+        }
+        units.remove(name);
     }
 
     /// Pass 1: placed units that must leave their machine.
@@ -105,7 +142,7 @@ impl<'a> Round<'a> {
                     .map(|r| format!("no longer fits machine {machine}: {}", describe(&r)))
             };
             if let Some(reason) = reason {
-                self.placement.remove(name);
+                self.release(name);
                 self.decisions.push(Decision::Unplace {
                     unit: name.to_owned(),
                     machine,
@@ -133,7 +170,7 @@ impl<'a> Round<'a> {
             match self.choose(job) {
                 Ok(machine) => {
                     for replaced in self.replaced_on(job, &machine) {
-                        self.placement.remove(replaced);
+                        self.release(replaced);
                         self.decisions.push(Decision::Unplace {
                             unit: replaced.to_owned(),
                             machine: machine.clone(),
@@ -143,7 +180,7 @@ impl<'a> Round<'a> {
                             queue.push(replaced);
                         }
                     }
-                    self.placement.insert(name, machine.clone());
+                    self.assign(name, machine.clone());
                     self.decisions.push(Decision::Place {
                         unit: name.to_owned(),
                         machine,
@@ -163,18 +200,31 @@ impl<'a> Round<'a> {
         if self.machines.is_empty() {
             return Err("no machines in the cluster".into());
         }
-        let load = self.load();
-        let mut candidates: Vec<&MachineInfo> = self.machines.values().copied().collect();
-        candidates.sort_by_key(|m| {
-            let hosts_replaced = !self.replaced_on(job, &m.id).is_empty();
-            (
-                !hosts_replaced,
-                load.get(&m.id).copied().unwrap_or(0),
-                m.id.clone(),
-            )
-        });
+        // Where its MachineOf peers are is the only place it can go: try that first, and
+        // look at every machine only to explain a refusal.
+        if let Some(machine) = self.peers_machine(job) {
+            if self.refusal(job, machine).is_none() {
+                return Ok(machine.id.clone());
+            }
+        }
+        let replacing: Vec<&MachineId> = match job.constraints.replaces.is_empty() {
+            true => Vec::new(),
+            false => self
+                .by_load
+                .iter()
+                .map(|(_, m)| *m)
+                .filter(|m| !self.replaced_on(job, m).is_empty())
+                .collect(),
+        };
+        let in_order = replacing.iter().copied().chain(
+            self.by_load
+                .iter()
+                .map(|(_, m)| *m)
+                .filter(|m| !replacing.contains(m)),
+        );
         let mut refusals = Vec::new();
-        for machine in candidates {
+        for id in in_order {
+            let machine = self.machines[id];
             match self.refusal(job, machine) {
                 None => return Ok(machine.id.clone()),
                 Some(refusal) => refusals.push((machine.id.clone(), refusal)),
@@ -183,13 +233,12 @@ impl<'a> Round<'a> {
         Err(explain(job, &refusals))
     }
 
-    /// Units per machine: placed units, and global ones are the agents' business.
-    fn load(&self) -> BTreeMap<MachineId, usize> {
-        let mut load = BTreeMap::new();
-        for machine in self.placement.values() {
-            *load.entry(machine.clone()).or_default() += 1;
-        }
-        load
+    /// The machine of `job`'s first MachineOf peer, if that peer is placed on a machine of
+    /// the cluster.
+    fn peers_machine(&self, job: &JobInfo) -> Option<&'a MachineInfo> {
+        let peer = job.constraints.peers.first()?;
+        let machine = self.placement.get(peer.as_str())?;
+        self.machines.get(machine).copied()
     }
 
     /// Units on `machine` that `job` replaces.
@@ -197,12 +246,12 @@ impl<'a> Round<'a> {
         if job.constraints.replaces.is_empty() {
             return Vec::new();
         }
-        self.placement
-            .iter()
-            .filter(|(name, m)| {
-                *m == machine && **name != job.name && job.constraints.replaces_unit(name)
-            })
-            .map(|(name, _)| *name)
+        self.hosted
+            .get(machine)
+            .into_iter()
+            .flatten()
+            .filter(|name| **name != job.name && job.constraints.replaces_unit(name))
+            .copied()
             .collect()
     }
 
@@ -214,11 +263,7 @@ impl<'a> Round<'a> {
                 return Some(Refusal::OtherMachine(id.clone()));
             }
         }
-        let as_machine = Machine {
-            metadata: machine.metadata.clone(),
-            ..Machine::new(machine.id.clone())
-        };
-        if !as_machine.has_metadata(&c.metadata) {
+        if !metadata_satisfies(&machine.metadata, &c.metadata) {
             return Some(Refusal::Metadata);
         }
         for peer in &c.peers {
@@ -228,8 +273,8 @@ impl<'a> Round<'a> {
                 Some(_) => {}
             }
         }
-        for (other, m) in &self.placement {
-            if *m != machine.id || *other == job.name {
+        for other in self.hosted.get(&machine.id).into_iter().flatten() {
+            if *other == job.name {
                 continue;
             }
             let other_constraints = &self.jobs[other].constraints;

@@ -21,7 +21,7 @@ pub mod unit_file;
 pub mod validate;
 
 pub use hash::UnitHash;
-pub use machine::{Machine, MachineId};
+pub use machine::{metadata_satisfies, Machine, MachineId};
 pub use name::{NameError, NameInfo, UnitName};
 pub use requirements::{Constraints, Requirements};
 pub use state::{JobState, SystemdState, UnitState};

@@ -93,12 +93,20 @@ impl Machine {
 
     /// Whether the machine has, for every required key, one of the allowed values.
     pub fn has_metadata(&self, required: &BTreeMap<String, BTreeSet<String>>) -> bool {
-        required.iter().all(|(key, allowed)| {
-            self.metadata
-                .get(key)
-                .is_some_and(|value| allowed.contains(value))
-        })
+        metadata_satisfies(&self.metadata, required)
     }
+}
+
+/// Whether `metadata` has, for every required key, one of the allowed values.
+pub fn metadata_satisfies(
+    metadata: &BTreeMap<String, String>,
+    required: &BTreeMap<String, BTreeSet<String>>,
+) -> bool {
+    required.iter().all(|(key, allowed)| {
+        metadata
+            .get(key)
+            .is_some_and(|value| allowed.contains(value))
+    })
 }
 
 #[cfg(test)]

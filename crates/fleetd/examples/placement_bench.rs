@@ -236,6 +236,12 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
             .flat_map(BTreeMap::values)
             .filter(|s| s.launched)
             .count();
+        if std::env::var_os("BENCH_PROGRESS").is_some() {
+            eprintln!(
+                "{:?}: placed {placed}, launched {launched}",
+                started.elapsed()
+            );
+        }
         if launched == singles + globals * machines {
             break started.elapsed();
         }
