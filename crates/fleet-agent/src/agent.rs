@@ -474,32 +474,39 @@ impl Agent {
                 return Ok(());
             }
         };
+        // Every change at once: a machine that starts many units reports them together.
+        let mut changes: Vec<(UnitName, Option<StateRecord>)> = Vec::new();
         for (name, hash) in &loaded {
             let Ok(state) = self.manager.state(name).await else {
                 continue;
             };
             let record = state_record(&state, *hash, self.started.contains(name));
             if self.published.get(name) != Some(&record) {
-                match self.registry.set_state(&lease, name, Some(&record)).await {
-                    Ok(()) => {
-                        self.published.insert(name.clone(), record);
-                    }
-                    Err(RegistryError::LeaseNotFound(_)) => {
-                        self.lease = None;
-                        return Ok(());
-                    }
-                    Err(error) => return Err(error),
-                }
+                changes.push((name.clone(), Some(record)));
             }
         }
-        let gone: Vec<UnitName> = self
-            .published
-            .keys()
-            .filter(|n| !loaded.contains_key(*n))
-            .cloned()
-            .collect();
-        for name in gone {
-            self.withdraw(&name).await;
+        changes.extend(
+            self.published
+                .keys()
+                .filter(|n| !loaded.contains_key(*n))
+                .map(|n| (n.clone(), None)),
+        );
+        if changes.is_empty() {
+            return Ok(());
+        }
+        match self.registry.set_states(&lease, &changes).await {
+            Ok(()) => {}
+            Err(RegistryError::LeaseNotFound(_)) => {
+                self.lease = None;
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        }
+        for (name, record) in changes {
+            match record {
+                Some(record) => self.published.insert(name, record),
+                None => self.published.remove(&name),
+            };
         }
         Ok(())
     }

@@ -367,12 +367,30 @@ impl Registry {
         name: &UnitName,
         state: Option<&StateRecord>,
     ) -> Result<()> {
-        let path = RegistryKey::State(lease.machine.clone(), name.clone()).path();
-        let op = match state {
-            Some(state) => Op::put_with_lease(path, encode(state), lease.lease),
-            None => Op::delete(path),
-        };
-        self.kv.txn(vec![], vec![op]).await?;
+        self.set_states(lease, &[(name.clone(), state.cloned())])
+            .await
+    }
+
+    /// Reports (or withdraws) several units' states, as few transactions as the limit allows:
+    /// a machine that starts many units at once reports them together.
+    pub async fn set_states(
+        &self,
+        lease: &MachineLease,
+        states: &[(UnitName, Option<StateRecord>)],
+    ) -> Result<()> {
+        for chunk in states.chunks(MAX_TXN_OPS) {
+            let ops = chunk
+                .iter()
+                .map(|(name, state)| {
+                    let path = RegistryKey::State(lease.machine.clone(), name.clone()).path();
+                    match state {
+                        Some(state) => Op::put_with_lease(path, encode(state), lease.lease),
+                        None => Op::delete(path),
+                    }
+                })
+                .collect();
+            self.kv.txn(vec![], ops).await?;
+        }
         Ok(())
     }
 
@@ -435,15 +453,55 @@ impl Registry {
         leadership: &Leadership,
         groups: Vec<Vec<Op>>,
     ) -> Result<Option<Revision>> {
+        let mut groups = groups;
+        // When no key is written twice, the order of the groups does not matter, so: grouped
+        // by key (by machine, for placements), each machine's agent hears of all its new
+        // units in one or two transactions rather than one per unit; and several transactions
+        // in flight let etcd commit them in one round.
+        let independent = writes_each_key_once(&groups);
+        if independent {
+            groups.sort_by(|a, b| first_key(a).cmp(first_key(b)));
+        }
+        let batches = pack(groups)?;
+        let in_flight = match independent {
+            true => DECISIONS_IN_FLIGHT,
+            false => 1,
+        };
         let mut revision = 0;
-        for batch in pack(groups)? {
-            let outcome = self.kv.txn(vec![leadership.fence()], batch).await?;
-            if !outcome.succeeded {
-                return Ok(None);
+        for wave in batches.chunks(in_flight) {
+            let sent = wave
+                .iter()
+                .map(|batch| self.kv.txn(vec![leadership.fence()], batch.clone()));
+            for outcome in futures_util::future::join_all(sent).await {
+                let outcome = outcome?;
+                if !outcome.succeeded {
+                    return Ok(None);
+                }
+                revision = revision.max(outcome.revision);
             }
-            revision = outcome.revision;
         }
         Ok(Some(revision))
+    }
+}
+
+/// How many of the engine's decision transactions are sent at once.
+const DECISIONS_IN_FLIGHT: usize = 8;
+
+/// Whether no key is the target of two operations (a prefix deletion counts as touching
+/// everything).
+fn writes_each_key_once(groups: &[Vec<Op>]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    groups.iter().flatten().all(|op| match op {
+        Op::Put { key, .. } | Op::Delete { key } => seen.insert(key.as_str()),
+        Op::DeletePrefix { .. } => false,
+    })
+}
+
+fn first_key(group: &[Op]) -> &str {
+    match group.first() {
+        Some(Op::Put { key, .. } | Op::Delete { key }) => key,
+        Some(Op::DeletePrefix { prefix }) => prefix,
+        None => "",
     }
 }
 
