@@ -27,6 +27,8 @@ use fleet_testkit::{DataDir, EtcdServer};
 use fleet_unit::{JobState, Machine, MachineId, Requirements, UnitFile, UnitName};
 use tokio::sync::watch;
 
+const AGENTS_PER_CONNECTION: usize = 100;
+
 struct Options {
     sizes: Vec<(usize, usize)>,
     agent_ttl: Duration,
@@ -135,6 +137,14 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
     let dir = tempfile::tempdir().expect("temp dir");
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = Vec::new();
+    // Real machines each have a connection of their own; a hundred agents share one here (all
+    // on one, thousands of watch and keep-alive streams trip HTTP/2's reset limits).
+    let mut connections = Vec::new();
+    for _ in 0..machines.div_ceil(AGENTS_PER_CONNECTION) {
+        let store = EtcdStore::connect(&config).await.expect("etcd");
+        let registry = Registry::open(Arc::new(store)).await.expect("registry");
+        connections.push(registry);
+    }
     for m in 0..machines {
         let machine = MachineId::new(format!("m{m:05}")).expect("machine ID");
         let mut metadata = BTreeMap::new();
@@ -155,7 +165,8 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
             updates: None,
         };
         let manager = Arc::new(FakeManager::default());
-        let (registry, shutdown) = (registry.clone(), shutdown.clone());
+        let registry = connections[m / AGENTS_PER_CONNECTION].clone();
+        let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(error) = agent::run(registry, manager, config, shutdown).await {
                 eprintln!("agent: {error}");
@@ -289,7 +300,9 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
     let snapshot = registry.snapshot(&Scope::All).await.expect("snapshot");
     let mut violations = violations(&snapshot, &templates, &mix);
     if unplaced > 0 {
-        violations.push(format!("{unplaced} placements were taken back during the run"));
+        violations.push(format!(
+            "{unplaced} placements were taken back during the run"
+        ));
     }
     let _ = stop.send(true);
     for task in tasks {
