@@ -130,7 +130,9 @@ struct Outcome {
 
 async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome {
     let etcd = EtcdServer::start_in(DataDir::Disk);
-    let config = EtcdConfig::new(vec![etcd.endpoint()], "/bench/");
+    let mut config = EtcdConfig::new(vec![etcd.endpoint()], "/bench/");
+    // At 100,000 units etcd answers a busy client in seconds, not fleetd's default bound.
+    config.request_timeout = Duration::from_secs(15);
     let store: Arc<dyn KvStore> = Arc::new(EtcdStore::connect(&config).await.expect("etcd"));
     let ceiling = ceiling(store.as_ref(), 20_000).await;
     let registry = Registry::open(Arc::clone(&store)).await.expect("registry");
@@ -244,10 +246,21 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
         .collect();
     // Eight transactions in flight, as a bulk submission through a few API clients would.
     for wave in batches.chunks(8) {
-        let sent = wave.iter().map(|ops| store.txn(vec![], ops.clone()));
-        for outcome in futures_util::future::join_all(sent).await {
-            outcome.expect("jobs");
-        }
+        let sent = wave.iter().map(|ops| async {
+            // Plain puts: sending one again after a timeout is harmless.
+            let mut attempts = 0;
+            loop {
+                match store.txn(vec![], ops.clone()).await {
+                    Ok(_) => return,
+                    Err(error) if attempts < 5 => {
+                        attempts += 1;
+                        eprintln!("jobs: {error}; sending again");
+                    }
+                    Err(error) => panic!("jobs: {error}"),
+                }
+            }
+        });
+        futures_util::future::join_all(sent).await;
     }
     let mut placed_in = None;
     let mut placed: BTreeSet<String> = BTreeSet::new();
