@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use fleet_unit::glob::glob_match;
 use fleet_unit::{metadata_satisfies, Constraints, JobState, MachineId};
 
 /// A machine as the scheduler sees it (metadata: configured and dynamic, merged).
@@ -69,7 +70,91 @@ struct Round<'a> {
     hosted: BTreeMap<MachineId, BTreeSet<&'a str>>,
     /// The machines of the cluster in placement order: fewest units first, ties by ID.
     by_load: BTreeSet<(usize, &'a MachineId)>,
+    conflicts: ConflictIndex<'a>,
     decisions: Vec<Decision>,
+}
+
+/// Where `Conflicts=` keeps a unit out, kept as placements change, so that choosing a machine
+/// for one of 4,000 mutually conflicting units does not look at every unit of every machine.
+/// Patterns are few (units are instances of a few templates): per distinct pattern, the
+/// machines hosting units it matches and the machines hosting units that hold it.
+#[derive(Default)]
+struct ConflictIndex<'a> {
+    /// Per job: the patterns it holds, and the patterns that match its name (as indexes).
+    of_job: BTreeMap<&'a str, (Vec<usize>, Vec<usize>)>,
+    matching: Vec<BTreeMap<MachineId, usize>>,
+    holding: Vec<BTreeMap<MachineId, usize>>,
+}
+
+impl<'a> ConflictIndex<'a> {
+    fn new(jobs: &BTreeMap<&'a str, &'a JobInfo>) -> ConflictIndex<'a> {
+        let patterns: BTreeSet<&str> = jobs
+            .values()
+            .flat_map(|j| j.constraints.conflicts.iter().map(String::as_str))
+            .collect();
+        let patterns: Vec<&str> = patterns.into_iter().collect();
+        let index_of = |p: &str| patterns.binary_search(&p).ok();
+        let of_job = jobs
+            .iter()
+            .map(|(name, job)| {
+                let holds = job
+                    .constraints
+                    .conflicts
+                    .iter()
+                    .filter_map(|p| index_of(p))
+                    .collect();
+                let matched_by = (0..patterns.len())
+                    .filter(|i| glob_match(patterns[*i], name).unwrap_or(false))
+                    .collect();
+                (*name, (holds, matched_by))
+            })
+            .collect();
+        ConflictIndex {
+            of_job,
+            matching: vec![BTreeMap::new(); patterns.len()],
+            holding: vec![BTreeMap::new(); patterns.len()],
+        }
+    }
+
+    /// Counts `name` on `machine` (`+1`) or takes it off (`-1`).
+    fn count(&mut self, name: &str, machine: &MachineId, add: bool) {
+        let Some((holds, matched_by)) = self.of_job.get(name) else {
+            return;
+        };
+        for p in holds {
+            bump(&mut self.holding[*p], machine, add);
+        }
+        for p in matched_by {
+            bump(&mut self.matching[*p], machine, add);
+        }
+    }
+
+    /// Whether a unit on `machine` surely conflicts with `name` (either way round).
+    fn keeps_out(&self, name: &str, machine: &MachineId) -> bool {
+        let Some((holds, matched_by)) = self.of_job.get(name) else {
+            return false;
+        };
+        holds
+            .iter()
+            .any(|p| self.matching[*p].contains_key(machine))
+            || matched_by
+                .iter()
+                .any(|p| self.holding[*p].contains_key(machine))
+    }
+}
+
+fn bump(table: &mut BTreeMap<MachineId, usize>, machine: &MachineId, add: bool) {
+    match add {
+        true => *table.entry(machine.clone()).or_default() += 1,
+        false => {
+            if let Some(count) = table.get_mut(machine) {
+                *count -= 1;
+                if *count == 0 {
+                    table.remove(machine);
+                }
+            }
+        }
+    }
 }
 
 impl<'a> Round<'a> {
@@ -79,8 +164,10 @@ impl<'a> Round<'a> {
             .filter(|j| !j.constraints.global)
             .map(|j| (j.name.as_str(), j))
             .collect();
+        let conflicts = ConflictIndex::new(&jobs);
         let mut round = Round {
             machines: machines.iter().map(|m| (&m.id, m)).collect(),
+            conflicts,
             jobs,
             placement: BTreeMap::new(),
             hosted: BTreeMap::new(),
@@ -106,6 +193,7 @@ impl<'a> Round<'a> {
             self.by_load.insert((units.len() + 1, *id));
         }
         units.insert(name);
+        self.conflicts.count(name, &machine, true);
         self.placement.insert(name, machine);
     }
 
@@ -122,6 +210,7 @@ impl<'a> Round<'a> {
             self.by_load.insert((units.len() - 1, *id));
         }
         units.remove(name);
+        self.conflicts.count(name, &machine, false);
     }
 
     /// Pass 1: placed units that must leave their machine.
@@ -222,12 +311,21 @@ impl<'a> Round<'a> {
                 .map(|(_, m)| *m)
                 .filter(|m| !replacing.contains(m)),
         );
+        // The first machine that takes it, passing over those a conflict surely keeps it out
+        // of; the refusals of every machine are gathered only to explain a failure.
+        for id in in_order.clone() {
+            if self.conflicts.keeps_out(&job.name, id) {
+                continue;
+            }
+            if self.refusal(job, self.machines[id]).is_none() {
+                return Ok(id.clone());
+            }
+        }
         let mut refusals = Vec::new();
         for id in in_order {
-            let machine = self.machines[id];
-            match self.refusal(job, machine) {
-                None => return Ok(machine.id.clone()),
-                Some(refusal) => refusals.push((machine.id.clone(), refusal)),
+            match self.refusal(job, self.machines[id]) {
+                None => return Ok(id.clone()),
+                Some(refusal) => refusals.push((id.clone(), refusal)),
             }
         }
         Err(explain(job, &refusals))

@@ -108,8 +108,17 @@ async fn places_explains_and_goes_quiet() {
     let mars = UnitName::new("mars.service").unwrap();
     assert_eq!(snapshot.reasons[&mars].reason, "no machine has region=mars");
 
-    // Done: nothing more is written.
-    let before = store.range(&["version"]).await.unwrap().1;
+    // Done: once it has written its last decision (a pass may still be under way when the
+    // outcome is visible), nothing more is written.
+    let mut before = store.range(&["version"]).await.unwrap().1;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = store.range(&["version"]).await.unwrap().1;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
         store.range(&["version"]).await.unwrap().1,
