@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleet_registry::etcd::{EtcdConfig, EtcdStore};
-use fleet_registry::kv::{KvStore, Op, MAX_TXN_OPS};
+use fleet_registry::kv::{batched_put_rate, KvStore, Op};
 use fleet_registry::local::LocalStore;
 use fleet_registry::records::{JobRecord, StateRecord};
 use fleet_registry::registry::decisions;
@@ -61,20 +61,6 @@ fn print(rows: &[Row]) {
             row.backend, row.what, row.value, row.unit, row.note
         );
     }
-}
-
-/// The ceiling: transactions of 128 plain puts, back to back, straight through the KV layer.
-async fn ceiling(store: &dyn KvStore, keys: usize) -> f64 {
-    let value = vec![b'x'; 100];
-    let started = Instant::now();
-    for batch in 0..keys.div_ceil(MAX_TXN_OPS) {
-        let ops = (0..MAX_TXN_OPS)
-            .map(|i| Op::put(format!("ceiling/{batch}/{i}"), value.clone()))
-            .collect();
-        store.txn(vec![], ops).await.expect("ceiling write");
-    }
-    let written = keys.div_ceil(MAX_TXN_OPS) * MAX_TXN_OPS;
-    written as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Single puts back to back: what a scheduler writing one decision per round trip gets.
@@ -194,7 +180,9 @@ async fn run(
     rows: &mut Vec<Row>,
 ) {
     let registry = Registry::open(Arc::clone(&store)).await.expect("open");
-    let ceiling = ceiling(&*store, options.decisions * 2).await;
+    let ceiling = batched_put_rate(&*store, options.decisions * 2)
+        .await
+        .expect("ceiling write");
     rows.push(Row {
         backend,
         what: "ceiling: plain puts in 128-op transactions".into(),

@@ -269,3 +269,19 @@ pub fn check_txn(compares: &[Compare], ops: &[Op]) -> Result<()> {
     }
     Ok(())
 }
+
+/// A store's own ceiling for the benchmarks: keys written per second as transactions of
+/// [`MAX_TXN_OPS`] plain puts (100-byte values under `ceiling/`), back to back, about `keys`
+/// of them.
+pub async fn batched_put_rate(store: &dyn KvStore, keys: usize) -> Result<f64> {
+    let value = vec![b'x'; 100];
+    let started = std::time::Instant::now();
+    let batches = keys.div_ceil(MAX_TXN_OPS);
+    for batch in 0..batches {
+        let ops = (0..MAX_TXN_OPS)
+            .map(|i| Op::put(format!("ceiling/{batch}/{i}"), value.clone()))
+            .collect();
+        store.txn(vec![], ops).await?;
+    }
+    Ok((batches * MAX_TXN_OPS) as f64 / started.elapsed().as_secs_f64())
+}

@@ -20,7 +20,7 @@ use fleet_registry::etcd::{EtcdConfig, EtcdStore};
 use fleet_registry::keys;
 use fleet_registry::keys::RegistryKey;
 use fleet_registry::kv::EventKind;
-use fleet_registry::kv::{KvStore, Op, MAX_TXN_OPS};
+use fleet_registry::kv::{batched_put_rate, KvStore, Op, MAX_TXN_OPS};
 use fleet_registry::records::{decode, encode, JobRecord, MachineRecord, StateRecord};
 use fleet_registry::{Registry, Scope, Snapshot};
 use fleet_testkit::{DataDir, EtcdServer};
@@ -134,7 +134,9 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
     // At 100,000 units etcd answers a busy client in seconds, not fleetd's default bound.
     config.request_timeout = Duration::from_secs(15);
     let store: Arc<dyn KvStore> = Arc::new(EtcdStore::connect(&config).await.expect("etcd"));
-    let ceiling = ceiling(store.as_ref(), 20_000).await;
+    let ceiling = batched_put_rate(store.as_ref(), 20_000)
+        .await
+        .expect("ceiling write");
     let registry = Registry::open(Arc::clone(&store)).await.expect("registry");
     let dir = tempfile::tempdir().expect("temp dir");
     let (stop, shutdown) = watch::channel(false);
@@ -345,20 +347,6 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     None
-}
-
-/// The ceiling: transactions of 128 plain puts, back to back, straight through the KV layer.
-async fn ceiling(store: &dyn KvStore, keys: usize) -> f64 {
-    let value = vec![b'x'; 100];
-    let started = Instant::now();
-    for batch in 0..keys.div_ceil(MAX_TXN_OPS) {
-        let ops = (0..MAX_TXN_OPS)
-            .map(|i| Op::put(format!("ceiling/{batch}/{i}"), value.clone()))
-            .collect();
-        store.txn(vec![], ops).await.expect("ceiling write");
-    }
-    let written = keys.div_ceil(MAX_TXN_OPS) * MAX_TXN_OPS;
-    written as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Every placement rule, on what the registry holds: each unit placed on one machine that
