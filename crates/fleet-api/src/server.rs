@@ -35,6 +35,10 @@ pub struct ApiState {
     units: Mutex<BTreeMap<UnitHash, UnitFile>>,
     /// Requests answered, by method and status (for /metrics).
     requests: std::sync::Mutex<BTreeMap<(String, u16), u64>>,
+    /// The last snapshot read, reused while the registry's revision has not moved: fleetctl
+    /// reads a listing of 10,000 units as 100 pages, and each page would otherwise read the
+    /// whole registry again.
+    last_snapshot: std::sync::Mutex<Option<Arc<Snapshot>>>,
     /// This machine's units, for `GET /fleet-rs/v1/journal/<name>` and `.../status/<name>`
     /// (ours).
     local: Option<Arc<dyn LocalUnits>>,
@@ -81,6 +85,7 @@ impl ApiState {
             version: version.to_owned(),
             units: Mutex::new(BTreeMap::new()),
             requests: std::sync::Mutex::new(BTreeMap::new()),
+            last_snapshot: std::sync::Mutex::new(None),
             local,
         })
     }
@@ -335,13 +340,29 @@ fn slice<T: Clone>(items: &[T], page: PageToken) -> (Vec<T>, String) {
 }
 
 /// What every list call starts with: the page asked for, and the registry's snapshot.
-async fn listing(state: &ApiState, query: &str) -> Result<(PageToken, Snapshot), Answer> {
+async fn listing(state: &ApiState, query: &str) -> Result<(PageToken, Arc<Snapshot>), Answer> {
     let page = page(state, query)?;
     Ok((page, snapshot(state).await?))
 }
 
-async fn snapshot(state: &ApiState) -> Result<Snapshot, Answer> {
-    Ok(state.registry.snapshot(&Scope::All).await?)
+/// The registry now: the last snapshot if nothing was written since (asking for the current
+/// revision is one small read), else a fresh one.
+async fn snapshot(state: &ApiState) -> Result<Arc<Snapshot>, Answer> {
+    let (_, revision) = state.registry.store().range(&["\u{0}revision"]).await?;
+    let cached = state
+        .last_snapshot
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    if let Some(cached) = cached.filter(|c| c.revision == revision) {
+        return Ok(cached);
+    }
+    let fresh = Arc::new(state.registry.snapshot(&Scope::All).await?);
+    *state
+        .last_snapshot
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fresh.clone());
+    Ok(fresh)
 }
 
 /// The unit file of `hash`, from the cache or the registry. Files are immutable, so a cached one

@@ -126,6 +126,9 @@ struct Outcome {
     placed_in: Duration,
     launched_in: Duration,
     violations: Vec<String>,
+    /// Wall time of `fleetctl list-units` and `list-unit-files` against the cluster.
+    list_units: Duration,
+    list_unit_files: Duration,
 }
 
 async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome {
@@ -319,6 +322,7 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
             "{unplaced} placements were taken back during the run"
         ));
     }
+    let (list_units, list_unit_files) = listings(&registry, dir.path()).await;
     let _ = stop.send(true);
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
@@ -330,7 +334,45 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
         placed_in: placed_in.unwrap_or(launched_in),
         launched_in,
         violations,
+        list_units,
+        list_unit_files,
     }
+}
+
+/// The median wall time of five runs each of `fleetctl list-units` and `list-unit-files`
+/// through the API (fleet's page size, 100) served on a unix socket from this registry.
+async fn listings(registry: &Registry, dir: &std::path::Path) -> (Duration, Duration) {
+    let socket = dir.join("api.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).expect("API socket");
+    let router = fleet_api::server::router(fleet_api::server::ApiState::new(
+        registry.clone(),
+        100,
+        "bench",
+    ));
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let endpoint = format!("--endpoint=unix://{}", socket.display());
+    let mut medians = Vec::new();
+    for command in ["list-units", "list-unit-files"] {
+        let endpoint = endpoint.clone();
+        let mut times = tokio::task::spawn_blocking(move || {
+            (0..5)
+                .map(|_| {
+                    let started = Instant::now();
+                    let (code, out, err) =
+                        fleetctl::run_captured(&[&endpoint, command, "--no-legend"], &[]);
+                    assert_eq!(code, 0, "fleetctl {command}: {err}");
+                    assert!(!out.is_empty());
+                    started.elapsed()
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .expect("fleetctl");
+        times.sort();
+        medians.push(times[2]);
+    }
+    server.abort();
+    (medians[0], medians[1])
 }
 
 /// Calls `probe` every 250 ms until it gives a value, at most `within`.
@@ -444,7 +486,7 @@ fn main() {
         options.agent_ttl
     );
     println!(
-        "{:>8} {:>8} {:>13} {:>10} {:>12} {:>10} {:>12} {:>9} violations",
+        "{:>8} {:>8} {:>13} {:>10} {:>12} {:>10} {:>12} {:>9} {:>12} {:>12} violations",
         "units",
         "machines",
         "etcd keys/s",
@@ -452,14 +494,16 @@ fn main() {
         "placements/s",
         "of etcd",
         "launched s",
-        "units/s"
+        "units/s",
+        "list-units",
+        "unit-files"
     );
     let mut failed = false;
     for (units, machines) in options.sizes {
         let outcome = runtime.block_on(measure(units, machines, options.agent_ttl));
         let placements = units as f64 / outcome.placed_in.as_secs_f64();
         println!(
-            "{:>8} {:>8} {:>13.0} {:>10.2} {:>12.0} {:>10.2} {:>12.2} {:>9.0} {}",
+            "{:>8} {:>8} {:>13.0} {:>10.2} {:>12.0} {:>10.2} {:>12.2} {:>9.0} {:>10.0}ms {:>10.0}ms {}",
             outcome.units,
             outcome.machines,
             outcome.ceiling,
@@ -468,6 +512,8 @@ fn main() {
             placements / outcome.ceiling,
             outcome.launched_in.as_secs_f64(),
             units as f64 / outcome.launched_in.as_secs_f64(),
+            outcome.list_units.as_secs_f64() * 1000.0,
+            outcome.list_unit_files.as_secs_f64() * 1000.0,
             outcome.violations.len()
         );
         for violation in outcome.violations.iter().take(10) {
