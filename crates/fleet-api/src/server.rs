@@ -9,9 +9,10 @@ use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
+use fleet_registry::records::StateRecord;
 use fleet_registry::registry::JobWrite;
 use fleet_registry::{Registry, RegistryError, Scope, Snapshot};
-use fleet_unit::{validate_options, JobState, NameInfo, UnitFile, UnitHash, UnitName};
+use fleet_unit::{validate_options, JobState, MachineId, NameInfo, UnitFile, UnitHash, UnitName};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
@@ -457,17 +458,13 @@ fn unit_missing() -> Answer {
 
 async fn list_units(state: &ApiState, query: &str) -> Reply {
     let (page, snapshot) = listing(state, query).await?;
-    let names: Vec<UnitName> = snapshot
-        .jobs
-        .keys()
-        .chain(snapshot.global.keys())
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    // References, so that a page of a 10,000-unit listing copies only its own hundred names.
+    let mut names: Vec<&UnitName> = snapshot.jobs.keys().chain(snapshot.global.keys()).collect();
+    names.sort();
+    names.dedup();
     let (chosen, next) = slice(&names, page);
     let mut units = Vec::with_capacity(chosen.len());
-    for name in &chosen {
+    for name in chosen {
         units.extend(unit_view(state, &snapshot, name).await?);
     }
     Ok(Answer::json(
@@ -638,36 +635,53 @@ fn decode_unit(body: &[u8]) -> Result<Unit, String> {
 /// The reported states that `wanted` keeps (by machine and unit name), sorted by unit and
 /// machine. Filtering comes first: one unit's state costs no view of all the others.
 fn state_views(snapshot: &Snapshot, wanted: impl Fn(&str, &str) -> bool) -> Vec<UnitState> {
-    let mut states: Vec<UnitState> = snapshot
+    states_in_order(snapshot, wanted)
+        .into_iter()
+        .map(state_view)
+        .collect()
+}
+
+/// The reported states that `wanted` keeps, sorted by unit and machine, as references: a page
+/// of a listing makes views of its hundred only.
+fn states_in_order(
+    snapshot: &Snapshot,
+    wanted: impl Fn(&str, &str) -> bool,
+) -> Vec<(&UnitName, &MachineId, &StateRecord)> {
+    let mut states: Vec<(&UnitName, &MachineId, &StateRecord)> = snapshot
         .states
         .iter()
         .flat_map(|(machine, units)| {
             units
                 .iter()
                 .filter(|(name, _)| wanted(machine.as_str(), name.as_str()))
-                .map(move |(name, s)| UnitState {
-                    hash: s.hash.map(|h| h.to_string()).unwrap_or_default(),
-                    machine_id: machine.to_string(),
-                    name: name.to_string(),
-                    systemd_active_state: s.active.clone(),
-                    systemd_load_state: s.load.clone(),
-                    systemd_sub_state: s.sub.clone(),
-                })
+                .map(move |(name, s)| (name, machine, s))
         })
         .collect();
-    states.sort_by(|a, b| (&a.name, &a.machine_id).cmp(&(&b.name, &b.machine_id)));
+    states.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     states
+}
+
+fn state_view((name, machine, s): (&UnitName, &MachineId, &StateRecord)) -> UnitState {
+    UnitState {
+        hash: s.hash.map(|h| h.to_string()).unwrap_or_default(),
+        machine_id: machine.to_string(),
+        name: name.to_string(),
+        systemd_active_state: s.active.clone(),
+        systemd_load_state: s.load.clone(),
+        systemd_sub_state: s.sub.clone(),
+    }
 }
 
 async fn list_states(state: &ApiState, query: &str) -> Reply {
     let (page, snapshot) = listing(state, query).await?;
     let units = query_values(query, "unitName");
     let machines = query_values(query, "machineID");
-    let states = state_views(&snapshot, |machine, unit| {
+    let in_order = states_in_order(&snapshot, |machine, unit| {
         (units.is_empty() || units.iter().any(|u| u == unit))
             && (machines.is_empty() || machines.iter().any(|m| m == machine))
     });
-    let (states, next) = slice(&states, page);
+    let (chosen, next) = slice(&in_order, page);
+    let states: Vec<UnitState> = chosen.into_iter().map(state_view).collect();
     Ok(Answer::json(
         StatusCode::OK,
         &UnitStatePage {
