@@ -89,20 +89,21 @@ pub async fn run(
     loop {
         if agent.lease.is_none() {
             match agent.register().await {
-                Ok(()) if !agent.fenced.is_empty() => {
-                    // Back in the registry: what the engine did meanwhile decides whether the
-                    // stopped units start here again, so read it afresh before reconciling.
-                    match view.refresh().await {
-                        Ok(()) => {
-                            agent.fenced.clear();
-                            dirty = true;
-                        }
-                        Err(error) => tracing::warn!(%error, "agent: cannot read the registry"),
-                    }
-                }
                 Ok(()) => {}
                 Err(RegistryError::Conflict(why)) => return Err(why),
                 Err(error) => tracing::warn!(%error, "agent: cannot announce this machine"),
+            }
+        }
+        if !agent.fenced.is_empty() && agent.holds_lease() {
+            // Back in the registry (or the lease outlived the estimate): what the engine did
+            // meanwhile decides whether the stopped units start here again, so the registry is
+            // read afresh first (again on the next round if that fails).
+            match view.refresh().await {
+                Ok(()) => {
+                    agent.fenced.clear();
+                    dirty = true;
+                }
+                Err(error) => tracing::warn!(%error, "agent: cannot read the registry"),
             }
         }
         if dirty {
@@ -120,7 +121,7 @@ pub async fn run(
                 }
             },
             _ = keep_alive.tick() => {
-                dirty |= agent.keep_alive().await;
+                agent.keep_alive().await;
                 agent.fence_if_disconnected(view.snapshot()).await;
             }
             // Before the lease can run out, not a renewal interval later.
@@ -236,21 +237,16 @@ impl Agent {
         Ok(())
     }
 
-    /// Renews the lease. `true` when units stopped for a lost lease may start again: the
-    /// lease outlived the estimate (etcd's clock ran slower than ours), so nothing moved.
-    async fn keep_alive(&mut self) -> bool {
+    /// Renews the lease.
+    async fn keep_alive(&mut self) {
         let Some(lease) = &self.lease else {
-            return false;
+            return;
         };
         let sent = Instant::now();
         match self.registry.keep_alive(lease).await {
             Ok(true) => {
                 self.renewed_at = Some(sent);
                 self.disconnected = false;
-                if !self.fenced.is_empty() {
-                    self.fenced.clear();
-                    return true;
-                }
             }
             Ok(false) => {
                 tracing::warn!("agent: the machine lease expired; announcing again");
@@ -258,7 +254,11 @@ impl Agent {
             }
             Err(error) => tracing::warn!(%error, "agent: keep-alive failed; units keep running"),
         }
-        false
+    }
+
+    /// The machine holds a lease that is not taken for lost: registered anew, or renewed.
+    fn holds_lease(&self) -> bool {
+        self.lease.is_some() && !self.disconnected
     }
 
     /// When `StopWhenDisconnected` units are stopped unless the lease is renewed first: three
@@ -267,7 +267,7 @@ impl Agent {
     /// can let the lease expire, after which the engine may start them elsewhere. `None` while
     /// there is no lease or it is already taken for lost.
     fn fence_deadline(&self) -> Option<Instant> {
-        if self.lease.is_none() || self.disconnected {
+        if !self.holds_lease() {
             return None;
         }
         let ttl = self.config.ttl;
