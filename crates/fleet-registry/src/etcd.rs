@@ -504,31 +504,31 @@ impl KvStore for EtcdStore {
         let Ok(mut stream) = tokio::time::timeout_at(deadline, slot.lock()).await else {
             return Err(late());
         };
-        if stream.is_none() {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let opened = self
-                .bounded_by(
-                    "lease keep-alive",
-                    left,
-                    Resend::Idempotent,
-                    |mut c| async move { c.lease_keep_alive(lease).await },
-                )
-                .await;
-            match opened {
-                Ok((keeper, responses)) => *stream = Some(LeaseStream { keeper, responses }),
-                Err(RegistryError::LeaseNotFound(_)) => {
-                    self.forget(lease);
-                    return Ok(None);
+        let open = match stream.as_mut() {
+            Some(open) => open,
+            None => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let opened = self
+                    .bounded_by(
+                        "lease keep-alive",
+                        left,
+                        Resend::Idempotent,
+                        |mut c| async move { c.lease_keep_alive(lease).await },
+                    )
+                    .await;
+                match opened {
+                    Ok((keeper, responses)) => stream.insert(LeaseStream { keeper, responses }),
+                    Err(RegistryError::LeaseNotFound(_)) => {
+                        self.forget(lease);
+                        return Ok(None);
+                    }
+                    Err(error @ RegistryError::Unavailable(_)) => {
+                        self.reconnect();
+                        return Err(error);
+                    }
+                    Err(error) => return Err(error),
                 }
-                Err(error @ RegistryError::Unavailable(_)) => {
-                    self.reconnect();
-                    return Err(error);
-                }
-                Err(error) => return Err(error),
             }
-        }
-        let Some(open) = stream.as_mut() else {
-            return Err(late());
         };
         let renewal = async {
             open.keeper.keep_alive().await?;
