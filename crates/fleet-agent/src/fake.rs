@@ -103,8 +103,4 @@ impl UnitManager for FakeManager {
         // Nothing is ever written: a receiver whose sender is gone ends at once.
         Ok(tokio::sync::mpsc::channel(1).1)
     }
-
-    async fn status(&self, _name: &UnitName) -> Result<Option<crate::manager::UnitStatus>> {
-        Ok(None)
-    }
 }

@@ -53,7 +53,9 @@ pub trait UnitManager: Send + Sync {
     async fn follow(&self, name: &UnitName) -> Result<mpsc::Receiver<String>>;
     /// What the init system itself says of the unit (`systemctl status`); `None` when it has
     /// no words of its own and the caller lays the state out.
-    async fn status(&self, name: &UnitName) -> Result<Option<UnitStatus>>;
+    async fn status(&self, _name: &UnitName) -> Result<Option<UnitStatus>> {
+        Ok(None)
+    }
     /// Told whenever a unit's state may have changed, so the agent publishes it at once instead
     /// of polling; `None` when the manager cannot tell (the agent polls then).
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<()>> {
@@ -176,10 +178,6 @@ impl UnitManager for Supervisor {
         let (records, receiver) = mpsc::channel(256);
         tokio::spawn(follow(self.run_dir(name), records, FOLLOW_POLL));
         Ok(receiver)
-    }
-
-    async fn status(&self, _name: &UnitName) -> Result<Option<UnitStatus>> {
-        Ok(None)
     }
 }
 
