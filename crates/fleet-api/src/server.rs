@@ -633,16 +633,8 @@ fn decode_unit(body: &[u8]) -> Result<Unit, String> {
 }
 
 /// The reported states that `wanted` keeps (by machine and unit name), sorted by unit and
-/// machine. Filtering comes first: one unit's state costs no view of all the others.
-fn state_views(snapshot: &Snapshot, wanted: impl Fn(&str, &str) -> bool) -> Vec<UnitState> {
-    states_in_order(snapshot, wanted)
-        .into_iter()
-        .map(state_view)
-        .collect()
-}
-
-/// The reported states that `wanted` keeps, sorted by unit and machine, as references: a page
-/// of a listing makes views of its hundred only.
+/// machine, as references: filtering comes first, and a page of a listing makes views of its
+/// hundred only.
 fn states_in_order(
     snapshot: &Snapshot,
     wanted: impl Fn(&str, &str) -> bool,
@@ -693,9 +685,10 @@ async fn list_states(state: &ApiState, query: &str) -> Reply {
 
 async fn get_state(state: &ApiState, name: &str) -> Reply {
     let snapshot = snapshot(state).await?;
-    let found = state_views(&snapshot, |_, unit| unit == name)
+    let found = states_in_order(&snapshot, |_, unit| unit == name)
         .into_iter()
         .next()
+        .map(state_view)
         .ok_or_else(|| Answer::error(StatusCode::NOT_FOUND, "unit state does not exist"))?;
     Ok(Answer::json(StatusCode::OK, &found))
 }
