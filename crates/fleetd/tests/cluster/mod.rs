@@ -268,15 +268,11 @@ impl Cluster {
     /// a fleetd under systemd, which restarts it). Its units' processes stay (as they would on
     /// a real machine).
     pub fn signal_fleetd(&mut self, i: usize, signal: &str) -> Option<i32> {
-        if let Some(sandbox) = &self.hosts[i].systemd {
-            let signal = format!("--signal={}", signal.trim_start_matches('-'));
-            let _ = sandbox.systemctl(&["kill", &signal, "fleet.service"]);
+        self.signal_fleetd_keep(i, signal);
+        if self.hosts[i].systemd.is_some() {
             return None;
         }
         let mut child = self.hosts[i].child.take()?;
-        let _ = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status();
         if !fleet_testkit::exits_within(&mut child, Duration::from_secs(10)) {
             let _ = child.kill();
             let _ = child.wait();
@@ -287,7 +283,11 @@ impl Cluster {
 
     /// Sends `signal` to host `i`'s fleetd and lets it run on (`-HUP`).
     pub fn signal_fleetd_keep(&self, i: usize, signal: &str) {
-        if let Some(child) = &self.hosts[i].child {
+        let host = &self.hosts[i];
+        if let Some(sandbox) = &host.systemd {
+            let signal = format!("--signal={}", signal.trim_start_matches('-'));
+            let _ = sandbox.systemctl(&["kill", &signal, "fleet.service"]);
+        } else if let Some(child) = &host.child {
             let _ = Command::new("kill")
                 .args([signal, &child.id().to_string()])
                 .status();
