@@ -206,20 +206,13 @@ impl Registry {
         unit: &UnitFile,
         desired: JobState,
     ) -> Result<JobWrite> {
-        let hash = unit.hash();
-        let global = Requirements::for_unit(unit, name.as_str()).is_global();
-        let key = match global {
-            true => RegistryKey::Global(name.clone()),
-            false => RegistryKey::Job(name.clone()),
-        };
-        let record = JobRecord { hash, desired };
         let compares = vec![
             Compare::Absent(RegistryKey::Job(name.clone()).path()),
             Compare::Absent(RegistryKey::Global(name.clone()).path()),
         ];
         let ops = vec![
-            Op::put(RegistryKey::Unit(hash).path(), unit.serialize()),
-            Op::put(key.path(), encode(&record)),
+            Op::put(RegistryKey::Unit(unit.hash()).path(), unit.serialize()),
+            submissions::job(name, unit, desired),
         ];
         Ok(match self.kv.txn(compares, ops).await?.succeeded {
             true => JobWrite::Done,
@@ -502,6 +495,25 @@ fn first_key(group: &[Op]) -> &str {
         Some(Op::Put { key, .. } | Op::Delete { key }) => key,
         Some(Op::DeletePrefix { prefix }) => prefix,
         None => "",
+    }
+}
+
+/// Operations that submit units, for writers that batch them (a bulk submission, a benchmark).
+pub mod submissions {
+    use super::*;
+
+    /// Writes the job of `name` (under `global/` for a global unit) with its file's hash and
+    /// `desired`; the unit file itself goes under `units/<hash>`.
+    pub fn job(name: &UnitName, unit: &UnitFile, desired: JobState) -> Op {
+        let key = match Requirements::for_unit(unit, name.as_str()).is_global() {
+            true => RegistryKey::Global(name.clone()),
+            false => RegistryKey::Job(name.clone()),
+        };
+        let record = JobRecord {
+            hash: unit.hash(),
+            desired,
+        };
+        Op::put(key.path(), encode(&record))
     }
 }
 

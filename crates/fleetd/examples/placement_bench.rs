@@ -21,7 +21,8 @@ use fleet_registry::keys;
 use fleet_registry::keys::RegistryKey;
 use fleet_registry::kv::EventKind;
 use fleet_registry::kv::{batched_put_rate, KvStore, Op, MAX_TXN_OPS};
-use fleet_registry::records::{decode, encode, JobRecord, MachineRecord, StateRecord};
+use fleet_registry::records::{decode, MachineRecord, StateRecord};
+use fleet_registry::registry::submissions;
 use fleet_registry::{Registry, Scope, Snapshot};
 use fleet_testkit::{DataDir, EtcdServer};
 use fleet_unit::{JobState, Machine, MachineId, Requirements, UnitFile, UnitName};
@@ -234,17 +235,7 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
             chunk
                 .iter()
                 .map(|(name, template)| {
-                    let unit = &templates[template];
-                    let global = Requirements::for_unit(unit, name.as_str()).is_global();
-                    let key = match global {
-                        true => RegistryKey::Global(name.clone()),
-                        false => RegistryKey::Job(name.clone()),
-                    };
-                    let record = JobRecord {
-                        hash: unit.hash(),
-                        desired: JobState::Launched,
-                    };
-                    Op::put(key.path(), encode(&record))
+                    submissions::job(name, &templates[template], JobState::Launched)
                 })
                 .collect()
         })
