@@ -179,6 +179,10 @@ impl UnitManager for Supervisor {
         tokio::spawn(follow(self.run_dir(name), records, FOLLOW_POLL));
         Ok(receiver)
     }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        Some(Supervisor::changes(self))
+    }
 }
 
 #[cfg(test)]

@@ -629,7 +629,11 @@ async fn unit_manager(
             })
             .map_err(|e| e.to_string())?;
             tracing::info!(units = %config.units_directory.display(), "unit manager: native supervisor");
-            Ok(Arc::new(supervisor))
+            let supervisor = Arc::new(supervisor);
+            let bindings = Arc::clone(&supervisor);
+            // BindsTo= is kept at every change of a unit's state; the period is a safety net.
+            tokio::spawn(async move { bindings.keep_bindings(Duration::from_secs(10)).await });
+            Ok(supervisor)
         }
     }
 }

@@ -185,11 +185,12 @@ async fn a_sidekick_starts_after_its_main_unit_and_stops_with_it() {
     supervisor.enforce_bindings().await.unwrap();
     assert_eq!(supervisor.state(&side).await.sub, "dead");
 
-    // Without being asked: the supervisor's own loop notices within its period.
+    // Without being asked: the supervisor's own loop hears the main unit's shim end (its
+    // safety-net period is ten minutes).
     let supervisor = std::sync::Arc::new(supervisor);
     let watcher = {
         let supervisor = std::sync::Arc::clone(&supervisor);
-        tokio::spawn(async move { supervisor.keep_bindings(Duration::from_millis(50)).await })
+        tokio::spawn(async move { supervisor.keep_bindings(Duration::from_secs(600)).await })
     };
     supervisor.start(&side).await.unwrap();
     wait_sub(&supervisor, &side, "running").await;
@@ -303,4 +304,31 @@ async fn a_unit_with_a_long_name_runs_too() {
     wait_sub(&supervisor, &unit, "running").await;
     supervisor.stop(&unit).await.unwrap();
     assert_eq!(supervisor.state(&unit).await.sub, "dead");
+}
+
+#[tokio::test]
+async fn a_change_of_state_is_told_without_polling() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::open(config(dir.path())).unwrap();
+    let unit = load(&supervisor, "told.service", SLEEPER);
+    let mut changes = supervisor.changes();
+    supervisor.start(&unit).await.unwrap();
+    wait_sub(&supervisor, &unit, "running").await;
+    changes.borrow_and_update();
+
+    kill_main_process(&supervisor, &unit).await;
+    let told = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
+    assert!(told.is_ok(), "no change told within 5 s of the unit's death");
+    wait_sub(&supervisor, &unit, "failed").await;
+
+    // A supervisor opened afresh (fleetd restarted) watches the shims it finds.
+    supervisor.start(&unit).await.unwrap();
+    wait_sub(&supervisor, &unit, "running").await;
+    let reopened = Supervisor::open(config(dir.path())).unwrap();
+    let mut changes = reopened.changes();
+    changes.borrow_and_update();
+    reopened.stop(&unit).await.unwrap();
+    let told = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
+    assert!(told.is_ok(), "no change told when the found shim stopped");
+    assert_eq!(reopened.state(&unit).await.sub, "dead");
 }

@@ -14,3 +14,4 @@ pub mod status;
 pub mod supervisor;
 pub mod timespan;
 pub mod unit_environment;
+pub mod watchers;

@@ -8,6 +8,7 @@
 //! leaving `state.json` with the final state.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -206,6 +207,15 @@ pub fn read_state(dir: &Path) -> io::Result<Option<UnitStatus>> {
     }
 }
 
+/// Connects to the control socket of the shim of run directory `dir`.
+pub async fn connect(dir: &Path) -> io::Result<UnixStream> {
+    // Through the directory's descriptor: the full path of a long unit name's socket would
+    // pass the 108-byte limit of socket addresses.
+    let directory = std::fs::File::open(dir)?;
+    let short = format!("/proc/self/fd/{}/{SOCKET}", directory.as_raw_fd());
+    UnixStream::connect(&short).await
+}
+
 fn bind(path: &Path) -> io::Result<UnixListener> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
@@ -219,8 +229,12 @@ async fn serve(
     controls: mpsc::Sender<Control>,
     status: watch::Receiver<UnitStatus>,
 ) {
+    // Sessions end with the server (the shim aborts it once it has written its final state),
+    // so a watcher that sees its connection close can read that state.
+    let mut sessions = tokio::task::JoinSet::new();
     while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(session(stream, controls.clone(), status.clone()));
+        while sessions.try_join_next().is_some() {}
+        sessions.spawn(session(stream, controls.clone(), status.clone()));
     }
 }
 
@@ -249,8 +263,12 @@ async fn session(
         if request.trim() == "watch" {
             loop {
                 let current = status.borrow_and_update().clone();
-                if send(&mut writer, &current).await.is_err() || status.changed().await.is_err() {
+                if send(&mut writer, &current).await.is_err() {
                     return;
+                }
+                if status.changed().await.is_err() {
+                    // The unit is done; the connection closes when the server is aborted.
+                    std::future::pending::<()>().await;
                 }
             }
         }

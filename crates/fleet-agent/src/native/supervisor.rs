@@ -4,24 +4,24 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use fleet_unit::{UnitFile, UnitName};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use tokio::process::Command;
 
 use super::log::rfc3339;
 use crate::manager::units_in;
 
 use super::plan::{start_plan, stop_plan, unbound, Node};
 use super::service::{Relations, Service};
-use super::shim::{read_state, write_state, ShimSpec, PID, SOCKET, SPEC, STATE};
+use super::shim::{connect, read_state, write_state, ShimSpec, PID, SOCKET, SPEC, STATE};
 use super::specifiers::SpecifierContext;
 use super::status::{RunResult, SubState, UnitStatus};
+use super::watchers::ShimWatchers;
 
 /// Where a supervisor keeps things and what its units are told about the machine.
 #[derive(Debug, Clone)]
@@ -74,6 +74,7 @@ pub struct UnitState {
 pub struct Supervisor {
     config: SupervisorConfig,
     loaded: Mutex<BTreeMap<UnitName, Loaded>>,
+    watchers: ShimWatchers,
 }
 
 /// A loaded unit, with its relations read once, when it was loaded.
@@ -106,6 +107,7 @@ impl Supervisor {
         Ok(Supervisor {
             config,
             loaded: Mutex::new(loaded),
+            watchers: ShimWatchers::default(),
         })
     }
 
@@ -211,15 +213,32 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Enforces `BindsTo=` every `period`, forever (run it as a task): a sidekick stops within
-    /// one period of its bound unit dying, even when nobody asks.
+    /// Enforces `BindsTo=` whenever a unit's state changes, and every `period` besides, forever
+    /// (run it as a task): a sidekick stops as soon as its bound unit dies, even when nobody
+    /// asks.
     pub async fn keep_bindings(&self, period: Duration) {
+        let mut changes = self.changes();
         loop {
             if let Err(e) = self.enforce_bindings().await {
                 tracing::warn!(error = %e, "cannot stop a unit whose bound unit is gone");
             }
-            tokio::time::sleep(period).await;
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(period) => {}
+            }
         }
+    }
+
+    /// Told whenever a running unit's state changes or its shim ends. Watches the shims an
+    /// earlier fleetd started, too.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<()> {
+        for name in self.loaded_units() {
+            let dir = self.run_dir(&name);
+            if let Some(shim) = shim_pid(&dir) {
+                self.watchers.watch(&name, dir, shim);
+            }
+        }
+        self.watchers.subscribe()
     }
 
     /// What the planner needs: every loaded unit's relations, and whether it is active.
@@ -327,9 +346,10 @@ impl Supervisor {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| SupervisorError::Io(format!("cannot start the shim {program}: {e}")))?;
+        let shim = child.id();
         // Reap the shim when it ends, should it end while we still run (it outlives us
         // otherwise, re-parented to init or our own subreaper).
-        std::thread::spawn(move || child.wait());
+        tokio::spawn(async move { child.wait().await });
         let deadline = Instant::now() + SHIM_START;
         while read_state(&dir).ok().flatten().is_none() {
             if Instant::now() > deadline {
@@ -338,6 +358,9 @@ impl Supervisor {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(shim) = shim {
+            self.watchers.watch(name, dir, shim);
         }
         Ok(())
     }
@@ -359,6 +382,7 @@ impl Supervisor {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        self.watchers.forget(name, pid);
         Ok(())
     }
 
@@ -370,12 +394,9 @@ impl Supervisor {
             "not-found"
         };
         let dir = self.run_dir(name);
-        let status = match shim_pid(&dir) {
-            Some(_) => match request(&dir, "status").await {
-                Ok(status) => Some(status),
-                Err(_) => read_state(&dir).ok().flatten(),
-            },
-            None => read_state(&dir).ok().flatten(),
+        let status = match self.watchers.status(name) {
+            Some(status) => Some(status),
+            None => asked_status(&dir).await,
         };
         let sub = status.as_ref().map_or(SubState::Dead, |s| s.sub);
         UnitState {
@@ -384,6 +405,17 @@ impl Supervisor {
             sub: sub.as_str(),
             status,
         }
+    }
+}
+
+/// A unit's status from its live shim, else the last one a shim left in its run directory.
+async fn asked_status(dir: &Path) -> Option<UnitStatus> {
+    match shim_pid(dir) {
+        Some(_) => match request(dir, "status").await {
+            Ok(status) => Some(status),
+            Err(_) => read_state(dir).ok().flatten(),
+        },
+        None => read_state(dir).ok().flatten(),
     }
 }
 
@@ -449,12 +481,7 @@ fn alive(pid: u32, dir: &Path) -> bool {
 async fn request(dir: &Path, line: &str) -> Result<UnitStatus, SupervisorError> {
     let path = dir.join(SOCKET);
     let exchange = async {
-        // Through the directory's descriptor: the full path of a long unit name's socket would
-        // pass the 108-byte limit of socket addresses.
-        let directory = std::fs::File::open(dir)?;
-        let short = format!("/proc/self/fd/{}/{SOCKET}", directory.as_raw_fd());
-        let mut stream = UnixStream::connect(&short).await?;
-        drop(directory);
+        let mut stream = connect(dir).await?;
         stream.write_all(format!("{line}\n").as_bytes()).await?;
         let mut answer = String::new();
         BufReader::new(stream).read_line(&mut answer).await?;
