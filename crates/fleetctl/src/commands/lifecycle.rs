@@ -6,7 +6,7 @@
 
 use std::io;
 use std::thread::sleep;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleet_api::client::Client;
 use fleet_api::schema::{wire_options, Unit, UnitState};
@@ -16,7 +16,11 @@ use fleet_unit::UnitFile;
 use crate::commands::list_units::machine_column;
 use crate::{Globals, Io};
 
+/// The pause between polls once a state is slow to come (fleet's, always).
 const POLL: Duration = Duration::from_millis(250);
+/// The first pause, doubled after each poll up to `POLL`: a unit usually gets where it is
+/// sent within tens of milliseconds, and a flat 250 ms made that a quarter of a second.
+const FIRST_POLL: Duration = Duration::from_millis(5);
 /// One "block attempt": a window of polls.
 const ATTEMPT: Duration = Duration::from_secs(2);
 
@@ -580,17 +584,18 @@ fn wait_active(client: &Client, name: &str, attempts: u32) -> Activation {
     outcome.unwrap_or(Activation::TimedOut)
 }
 
+/// Polls `check` until it answers, for `attempts` windows of `ATTEMPT` (0: no limit).
 fn poll<T>(attempts: u32, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let polls_per_attempt = (ATTEMPT.as_millis() / POLL.as_millis()) as u32;
-    let mut polls = 0u32;
+    let deadline = (attempts > 0).then(|| Instant::now() + ATTEMPT.saturating_mul(attempts));
+    let mut pause = FIRST_POLL;
     loop {
         if let Some(found) = check() {
             return Some(found);
         }
-        polls += 1;
-        if attempts > 0 && polls >= attempts.saturating_mul(polls_per_attempt) {
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return None;
         }
-        sleep(POLL);
+        sleep(pause);
+        pause = (pause * 2).min(POLL);
     }
 }
