@@ -2,6 +2,7 @@
 //! text of the API lives here, so the server and fleetctl cannot disagree.
 
 pub mod client;
+mod listed;
 pub mod schema;
 pub mod server;
 pub mod tls;

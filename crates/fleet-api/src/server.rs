@@ -9,9 +9,10 @@ use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use fleet_registry::records::StateRecord;
 use fleet_registry::registry::JobWrite;
 use fleet_registry::{Registry, RegistryError, Scope, Snapshot};
+
+use crate::listed::Listed;
 use fleet_unit::{validate_options, JobState, MachineId, NameInfo, UnitFile, UnitHash, UnitName};
 use serde::Serialize;
 use tokio::sync::Mutex;
@@ -39,7 +40,7 @@ pub struct ApiState {
     /// The last snapshot read, reused while the registry's revision has not moved: fleetctl
     /// reads a listing of 10,000 units as 100 pages, and each page would otherwise read the
     /// whole registry again.
-    last_snapshot: std::sync::Mutex<Option<Arc<Snapshot>>>,
+    last_snapshot: std::sync::Mutex<Option<Arc<Listed>>>,
     /// This machine's units, for `GET /fleet-rs/v1/journal/<name>` and `.../status/<name>`
     /// (ours).
     local: Option<Arc<dyn LocalUnits>>,
@@ -341,14 +342,14 @@ fn slice<T: Clone>(items: &[T], page: PageToken) -> (Vec<T>, String) {
 }
 
 /// What every list call starts with: the page asked for, and the registry's snapshot.
-async fn listing(state: &ApiState, query: &str) -> Result<(PageToken, Arc<Snapshot>), Answer> {
+async fn listing(state: &ApiState, query: &str) -> Result<(PageToken, Arc<Listed>), Answer> {
     let page = page(state, query)?;
     Ok((page, snapshot(state).await?))
 }
 
 /// The registry now: the last snapshot if nothing was written since (asking for the current
 /// revision is one small read), else a fresh one.
-async fn snapshot(state: &ApiState) -> Result<Arc<Snapshot>, Answer> {
+async fn snapshot(state: &ApiState) -> Result<Arc<Listed>, Answer> {
     let (_, revision) = state.registry.store().range(&["\u{0}revision"]).await?;
     let cached = state
         .last_snapshot
@@ -358,7 +359,7 @@ async fn snapshot(state: &ApiState) -> Result<Arc<Snapshot>, Answer> {
     if let Some(cached) = cached.filter(|c| c.revision == revision) {
         return Ok(cached);
     }
-    let fresh = Arc::new(state.registry.snapshot(&Scope::All).await?);
+    let fresh = Arc::new(Listed::new(state.registry.snapshot(&Scope::All).await?));
     *state
         .last_snapshot
         .lock()
@@ -457,15 +458,11 @@ fn unit_missing() -> Answer {
 }
 
 async fn list_units(state: &ApiState, query: &str) -> Reply {
-    let (page, snapshot) = listing(state, query).await?;
-    // References, so that a page of a 10,000-unit listing copies only its own hundred names.
-    let mut names: Vec<&UnitName> = snapshot.jobs.keys().chain(snapshot.global.keys()).collect();
-    names.sort();
-    names.dedup();
-    let (chosen, next) = slice(&names, page);
+    let (page, listed) = listing(state, query).await?;
+    let (chosen, next) = slice(listed.units(), page);
     let mut units = Vec::with_capacity(chosen.len());
-    for name in chosen {
-        units.extend(unit_view(state, &snapshot, name).await?);
+    for name in &chosen {
+        units.extend(unit_view(state, &listed, name).await?);
     }
     Ok(Answer::json(
         StatusCode::OK,
@@ -632,48 +629,41 @@ fn decode_unit(body: &[u8]) -> Result<Unit, String> {
     }
 }
 
-/// The reported states that `wanted` keeps (by machine and unit name), sorted by unit and
-/// machine, as references: filtering comes first, and a page of a listing makes views of its
-/// hundred only.
-fn states_in_order(
-    snapshot: &Snapshot,
-    wanted: impl Fn(&str, &str) -> bool,
-) -> Vec<(&UnitName, &MachineId, &StateRecord)> {
-    let mut states: Vec<(&UnitName, &MachineId, &StateRecord)> = snapshot
-        .states
-        .iter()
-        .flat_map(|(machine, units)| {
-            units
-                .iter()
-                .filter(|(name, _)| wanted(machine.as_str(), name.as_str()))
-                .map(move |(name, s)| (name, machine, s))
-        })
-        .collect();
-    states.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    states
-}
-
-fn state_view((name, machine, s): (&UnitName, &MachineId, &StateRecord)) -> UnitState {
-    UnitState {
+fn state_view(listed: &Listed, (name, machine): &(UnitName, MachineId)) -> Option<UnitState> {
+    let s = listed.state(name, machine)?;
+    Some(UnitState {
         hash: s.hash.map(|h| h.to_string()).unwrap_or_default(),
         machine_id: machine.to_string(),
         name: name.to_string(),
         systemd_active_state: s.active.clone(),
         systemd_load_state: s.load.clone(),
         systemd_sub_state: s.sub.clone(),
-    }
+    })
 }
 
 async fn list_states(state: &ApiState, query: &str) -> Reply {
-    let (page, snapshot) = listing(state, query).await?;
+    let (page, listed) = listing(state, query).await?;
     let units = query_values(query, "unitName");
     let machines = query_values(query, "machineID");
-    let in_order = states_in_order(&snapshot, |machine, unit| {
-        (units.is_empty() || units.iter().any(|u| u == unit))
-            && (machines.is_empty() || machines.iter().any(|m| m == machine))
-    });
-    let (chosen, next) = slice(&in_order, page);
-    let states: Vec<UnitState> = chosen.into_iter().map(state_view).collect();
+    let (chosen, next) = match units.is_empty() && machines.is_empty() {
+        true => slice(listed.states(), page),
+        false => {
+            let kept: Vec<(UnitName, MachineId)> = listed
+                .states()
+                .iter()
+                .filter(|(unit, machine)| {
+                    (units.is_empty() || units.iter().any(|u| u == unit.as_str()))
+                        && (machines.is_empty() || machines.iter().any(|m| m == machine.as_str()))
+                })
+                .cloned()
+                .collect();
+            slice(&kept, page)
+        }
+    };
+    let states: Vec<UnitState> = chosen
+        .iter()
+        .filter_map(|state| state_view(&listed, state))
+        .collect();
     Ok(Answer::json(
         StatusCode::OK,
         &UnitStatePage {
@@ -684,11 +674,13 @@ async fn list_states(state: &ApiState, query: &str) -> Reply {
 }
 
 async fn get_state(state: &ApiState, name: &str) -> Reply {
-    let snapshot = snapshot(state).await?;
-    let found = states_in_order(&snapshot, |_, unit| unit == name)
-        .into_iter()
-        .next()
-        .map(state_view)
+    let listed = snapshot(state).await?;
+    let ordered = listed.states();
+    let first = ordered.partition_point(|(unit, _)| unit.as_str() < name);
+    let found = ordered
+        .get(first)
+        .filter(|(unit, _)| unit.as_str() == name)
+        .and_then(|state| state_view(&listed, state))
         .ok_or_else(|| Answer::error(StatusCode::NOT_FOUND, "unit state does not exist"))?;
     Ok(Answer::json(StatusCode::OK, &found))
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use fleet_agent::agent::{self, AgentConfig};
 use fleet_agent::fake::FakeManager;
+use fleet_engine::invariants::{self, Observed, Strictness};
 use fleet_engine::reconciler::{self, EngineConfig};
 use fleet_registry::etcd::{EtcdConfig, EtcdStore};
 use fleet_registry::keys;
@@ -25,7 +26,7 @@ use fleet_registry::records::{decode, MachineRecord, StateRecord};
 use fleet_registry::registry::submissions;
 use fleet_registry::{Registry, Scope, Snapshot};
 use fleet_testkit::{DataDir, EtcdServer};
-use fleet_unit::{JobState, Machine, MachineId, Requirements, UnitFile, UnitName};
+use fleet_unit::{Constraints, JobState, Machine, MachineId, Requirements, UnitFile, UnitName};
 use tokio::sync::watch;
 
 const AGENTS_PER_CONNECTION: usize = 100;
@@ -382,78 +383,60 @@ where
     None
 }
 
-/// Every placement rule, on what the registry holds: each unit placed on one machine that
-/// exists and has its metadata, no two conflicting units together, MachineOf peers together,
-/// every global unit launched on every machine whose metadata it accepts.
+/// Every placement rule (`fleet_engine::invariants`, at its strictest: every unit here is
+/// launched and can be placed), on what the registry holds: where the engine placed each unit,
+/// and where each global unit was reported launched.
 fn violations(
     snapshot: &Snapshot,
     templates: &BTreeMap<&'static str, UnitFile>,
     mix: &[(UnitName, &'static str)],
 ) -> Vec<String> {
-    let mut violations = Vec::new();
-    let mut placed: BTreeMap<&UnitName, Vec<&MachineId>> = BTreeMap::new();
-    for (machine, units) in &snapshot.schedule {
-        for name in units.keys() {
-            placed.entry(name).or_default().push(machine);
-        }
-    }
-    let constraints: BTreeMap<&UnitName, _> = mix
+    let units: BTreeMap<String, (Constraints, bool)> = mix
         .iter()
         .map(|(name, template)| {
-            let unit = &templates[template];
-            (
-                name,
-                Requirements::for_unit(unit, name.as_str()).constraints(),
-            )
+            let constraints =
+                Requirements::for_unit(&templates[template], name.as_str()).constraints();
+            (name.to_string(), (constraints, true))
         })
         .collect();
-    for (name, own) in &constraints {
-        if own.global {
-            for id in snapshot.machines.keys() {
-                let machine = Machine {
-                    metadata: snapshot.machine_metadata(id),
-                    ..Machine::new(id.clone())
-                };
-                let launched = snapshot
-                    .states
-                    .get(id)
-                    .and_then(|states| states.get(*name))
-                    .is_some_and(|s| s.launched);
-                if machine.has_metadata(&own.metadata) && !launched {
-                    violations.push(format!("global {name} not launched on {id}"));
-                }
-            }
-            continue;
+    let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (machine, placed) in &snapshot.schedule {
+        for name in placed.keys() {
+            hosts
+                .entry(name.to_string())
+                .or_default()
+                .push(machine.to_string());
         }
-        let on = placed.get(name).cloned().unwrap_or_default();
-        let [machine] = on.as_slice() else {
-            violations.push(format!("{name} placed on {on:?}"));
-            continue;
-        };
-        let metadata = Machine {
-            metadata: snapshot.machine_metadata(machine),
-            ..Machine::new((*machine).clone())
-        };
-        if !snapshot.machines.contains_key(*machine) || !metadata.has_metadata(&own.metadata) {
-            violations.push(format!("{name} on {machine}, which cannot take it"));
-        }
-        let here: BTreeSet<&UnitName> = snapshot
-            .schedule
-            .get(*machine)
-            .map(|units| units.keys().collect())
-            .unwrap_or_default();
-        for other in &here {
-            if *other != *name && own.conflicts_with(other.as_str()) {
-                violations.push(format!("{name} and {other} conflict on {machine}"));
-            }
-        }
-        for peer in &own.peers {
-            if !here.iter().any(|u| u.as_str() == peer) {
-                violations.push(format!("{name} on {machine} without its peer {peer}"));
+    }
+    for (machine, states) in &snapshot.states {
+        for (name, state) in states {
+            let global = units.get(name.as_str()).is_some_and(|(c, _)| c.global);
+            if global && state.launched {
+                hosts
+                    .entry(name.to_string())
+                    .or_default()
+                    .push(machine.to_string());
             }
         }
     }
-    violations
+    let machines = snapshot
+        .machines
+        .keys()
+        .map(|id| Machine {
+            metadata: snapshot.machine_metadata(id),
+            ..Machine::new(id.clone())
+        })
+        .collect();
+    let observed = Observed {
+        units,
+        hosts,
+        machines,
+    };
+    let strict = Strictness {
+        every_unit_placed: true,
+        peers_present: true,
+    };
+    invariants::violations(&observed, strict)
 }
 
 fn main() {

@@ -231,7 +231,7 @@ fn a_host_cut_off_loses_its_units_and_stops_them_when_back() {
     for unit in &kept_moved {
         assert!(
             seen.iter()
-                .any(|v| v.starts_with(&format!("{unit} runs on "))),
+                .any(|v| v.starts_with(&format!("{unit} is on ["))),
             "the checker missed the second copy of {unit}: {seen:?}"
         );
     }

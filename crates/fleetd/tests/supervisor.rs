@@ -318,7 +318,10 @@ async fn a_change_of_state_is_told_without_polling() {
 
     kill_main_process(&supervisor, &unit).await;
     let told = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
-    assert!(told.is_ok(), "no change told within 5 s of the unit's death");
+    assert!(
+        told.is_ok(),
+        "no change told within 5 s of the unit's death"
+    );
     wait_sub(&supervisor, &unit, "failed").await;
 
     // A supervisor opened afresh (fleetd restarted) watches the shims it finds.

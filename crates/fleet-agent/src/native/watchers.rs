@@ -55,13 +55,7 @@ impl ShimWatchers {
             if table.get(name).is_some_and(|w| w.shim == shim) {
                 return;
             }
-            table.insert(
-                name.clone(),
-                Watched {
-                    shim,
-                    status: None,
-                },
-            );
+            table.insert(name.clone(), Watched { shim, status: None });
         }
         let (table, changes, name) = (self.table.clone(), self.changes.clone(), name.clone());
         runtime.spawn(async move {

@@ -47,7 +47,8 @@ impl<'a> Cluster<'a> {
     fn add(&mut self) {
         let machine = format!("fo{}", self.started);
         self.started += 1;
-        self.nodes.push(Node::start(self.base, &machine, &self.setup));
+        self.nodes
+            .push(Node::start(self.base, &machine, &self.setup));
     }
 
     /// Waits until every live machine is in the registry and one of them leads.

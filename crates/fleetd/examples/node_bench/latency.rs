@@ -70,6 +70,8 @@ pub fn clean(node: &Node, prefix: &str, count: usize) {
         node.destroy(&format!("{prefix}{i}.service"));
     }
     until(Duration::from_secs(120), "units destroyed", || {
-        node.states().iter().all(|(name, _, _)| !name.starts_with(prefix))
+        node.states()
+            .iter()
+            .all(|(name, _, _)| !name.starts_with(prefix))
     });
 }

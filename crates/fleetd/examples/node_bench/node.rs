@@ -87,11 +87,7 @@ impl Node {
             let page = self.get(&format!("/fleet/v1/state{token}"));
             for state in page["states"].as_array().into_iter().flatten() {
                 let field = |key: &str| state[key].as_str().unwrap_or_default().to_owned();
-                states.push((
-                    field("name"),
-                    field("machineID"),
-                    field("systemdSubState"),
-                ));
+                states.push((field("name"), field("machineID"), field("systemdSubState")));
             }
             match page["nextPageToken"].as_str() {
                 Some(next) => token = format!("?nextPageToken={next}"),
@@ -165,7 +161,13 @@ fn tree(pid: u32) -> Vec<u32> {
         .filter_map(|entry| {
             let child: u32 = entry.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let parent = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            let parent = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
             Some((child, parent))
         })
         .collect();
@@ -173,7 +175,12 @@ fn tree(pid: u32) -> Vec<u32> {
     let mut at = 0;
     while at < found.len() {
         let parent = found[at];
-        found.extend(parents.iter().filter(|(_, p)| *p == parent).map(|(c, _)| *c));
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
         at += 1;
     }
     found

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fleet_api::client::{Client, Endpoint};
+use fleet_engine::invariants::{violations, Observed, Strictness};
 use fleet_testkit::{EtcdCluster, Network};
 use fleet_unit::{Machine, MachineId, Requirements};
 
@@ -491,69 +492,29 @@ impl Cluster {
     /// [`Cluster::violations`], with the registry read through `client`.
     pub fn violations_seen_by(&self, client: &Client) -> Result<Vec<String>, String> {
         let units = client.units().map_err(|e| e.to_string())?;
-        let machines: Vec<Machine> = client
-            .machines()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|m| Machine {
-                metadata: m.metadata,
-                ..Machine::new(MachineId::new(m.id).expect("the API gives valid machine IDs"))
-            })
-            .collect();
-        let running = self.running();
-        let on_machine =
-            |unit: &str| -> Vec<String> { running.get(unit).cloned().unwrap_or_default() };
-        let mut violations = Vec::new();
-        let mut constraints = BTreeMap::new();
-        for unit in &units {
-            let file = unit.unit_file();
-            constraints.insert(
-                unit.name.clone(),
-                Requirements::for_unit(&file, &unit.name).constraints(),
-            );
-        }
-        for unit in &units {
-            let own = &constraints[&unit.name];
-            let here = on_machine(&unit.name);
-            if !own.global && here.len() > 1 {
-                violations.push(format!("{} runs on {here:?}", unit.name));
-            }
-            for machine in &here {
-                for (other, theirs) in &constraints {
-                    if other == &unit.name || !on_machine(other).contains(machine) {
-                        continue;
-                    }
-                    if own.conflicts_with(other) || theirs.conflicts_with(&unit.name) {
-                        violations.push(format!(
-                            "{} and {other} conflict but both run on {machine}",
-                            unit.name
-                        ));
-                    }
-                }
-                for peer in &own.peers {
-                    if on_machine(peer).iter().any(|m| m != machine) {
-                        violations.push(format!(
-                            "{} runs on {machine}, its MachineOf peer {peer} elsewhere",
-                            unit.name
-                        ));
-                    }
-                }
-            }
-            if own.global && unit.desired_state == "launched" {
-                for machine in &machines {
-                    let id = machine.id.to_string();
-                    let conflicting = constraints.iter().any(|(other, theirs)| {
-                        other != &unit.name
-                            && on_machine(other).contains(&id)
-                            && (own.conflicts_with(other) || theirs.conflicts_with(&unit.name))
-                    });
-                    if machine.has_metadata(&own.metadata) && !conflicting && !here.contains(&id) {
-                        violations.push(format!("global unit {} does not run on {id}", unit.name));
-                    }
-                }
-            }
-        }
-        Ok(violations)
+        let machines = client.machines().map_err(|e| e.to_string())?;
+        let observed = Observed {
+            units: units
+                .iter()
+                .map(|unit| {
+                    let constraints =
+                        Requirements::for_unit(&unit.unit_file(), &unit.name).constraints();
+                    let launched = unit.desired_state == "launched";
+                    (unit.name.clone(), (constraints, launched))
+                })
+                .collect(),
+            hosts: self.running(),
+            machines: machines
+                .into_iter()
+                .map(|m| Machine {
+                    metadata: m.metadata,
+                    ..Machine::new(MachineId::new(m.id).expect("the API gives valid machine IDs"))
+                })
+                .collect(),
+        };
+        // Units may be stopped or unplaceable here, and a peer may be stopped: the rules that
+        // need everything launched and placed are the benchmark's.
+        Ok(violations(&observed, Strictness::default()))
     }
 
     /// Waits (at most `within`) until every invariant holds and `settled` says the cluster

@@ -1,0 +1,153 @@
+//! A registry snapshot with its listings in the API's orders, each made once per snapshot
+//! when first asked for. fleetctl reads a listing a hundred items at a time (fleet's page
+//! size), so 10,000 units are a hundred requests against one unchanged snapshot: sorting
+//! every unit and state again for each page cost more than the pages themselves.
+
+use std::ops::Deref;
+use std::sync::OnceLock;
+
+use fleet_registry::records::StateRecord;
+use fleet_registry::Snapshot;
+use fleet_unit::{MachineId, UnitName};
+
+pub struct Listed {
+    snapshot: Snapshot,
+    units: OnceLock<Vec<UnitName>>,
+    states: OnceLock<Vec<(UnitName, MachineId)>>,
+}
+
+impl Listed {
+    pub fn new(snapshot: Snapshot) -> Listed {
+        Listed {
+            snapshot,
+            units: OnceLock::new(),
+            states: OnceLock::new(),
+        }
+    }
+
+    /// Every unit (jobs and global units), by name.
+    pub fn units(&self) -> &[UnitName] {
+        self.units.get_or_init(|| {
+            let mut names: Vec<UnitName> = self
+                .snapshot
+                .jobs
+                .keys()
+                .chain(self.snapshot.global.keys())
+                .cloned()
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        })
+    }
+
+    /// Every reported state, by unit and then machine.
+    pub fn states(&self) -> &[(UnitName, MachineId)] {
+        self.states.get_or_init(|| {
+            let mut states: Vec<(UnitName, MachineId)> = self
+                .snapshot
+                .states
+                .iter()
+                .flat_map(|(machine, units)| {
+                    units
+                        .keys()
+                        .map(move |name| (name.clone(), machine.clone()))
+                })
+                .collect();
+            states.sort();
+            states
+        })
+    }
+
+    /// The state `machine` reported for `unit`.
+    pub fn state(&self, unit: &UnitName, machine: &MachineId) -> Option<&StateRecord> {
+        self.snapshot.states.get(machine)?.get(unit)
+    }
+}
+
+impl Deref for Listed {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_registry::records::JobRecord;
+    use fleet_unit::JobState;
+
+    fn check(
+        jobs: &[&str],
+        global: &[&str],
+        states: &[(&str, &str)],
+        units: &[&str],
+        ordered: &[(&str, &str)],
+    ) {
+        let mut snapshot = Snapshot::default();
+        let record = JobRecord {
+            hash: fleet_unit::UnitFile::parse(b"").unwrap().hash(),
+            desired: JobState::Launched,
+        };
+        for name in jobs {
+            snapshot
+                .jobs
+                .insert(UnitName::new(*name).unwrap(), record.clone());
+        }
+        for name in global {
+            snapshot
+                .global
+                .insert(UnitName::new(*name).unwrap(), record.clone());
+        }
+        for (unit, machine) in states {
+            snapshot
+                .states
+                .entry(MachineId::new(*machine).unwrap())
+                .or_default()
+                .insert(
+                    UnitName::new(*unit).unwrap(),
+                    StateRecord {
+                        hash: None,
+                        load: "loaded".into(),
+                        active: "active".into(),
+                        sub: "running".into(),
+                        launched: true,
+                    },
+                );
+        }
+        let listed = Listed::new(snapshot);
+        let names: Vec<&str> = listed.units().iter().map(UnitName::as_str).collect();
+        assert_eq!(names, units);
+        let pairs: Vec<(&str, &str)> = listed
+            .states()
+            .iter()
+            .map(|(u, m)| (u.as_str(), m.as_str()))
+            .collect();
+        assert_eq!(pairs, ordered);
+        for (unit, machine) in listed.states() {
+            assert!(listed.state(unit, machine).is_some());
+        }
+    }
+
+    #[test]
+    fn listings_are_in_the_api_order() {
+        check(&[], &[], &[], &[], &[]);
+        check(
+            &["b.service", "a.service"],
+            &["c.service", "a.service"],
+            &[
+                ("b.service", "m2"),
+                ("b.service", "m1"),
+                ("a.service", "m2"),
+            ],
+            &["a.service", "b.service", "c.service"],
+            &[
+                ("a.service", "m2"),
+                ("b.service", "m1"),
+                ("b.service", "m2"),
+            ],
+        );
+    }
+}
