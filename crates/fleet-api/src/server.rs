@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
@@ -37,10 +38,10 @@ pub struct ApiState {
     units: Mutex<BTreeMap<UnitHash, UnitFile>>,
     /// Requests answered, by method and status (for /metrics).
     requests: std::sync::Mutex<BTreeMap<(String, u16), u64>>,
-    /// The last snapshot read, reused while the registry's revision has not moved: fleetctl
-    /// reads a listing of 10,000 units as 100 pages, and each page would otherwise read the
-    /// whole registry again.
-    last_snapshot: std::sync::Mutex<Option<Arc<Listed>>>,
+    /// The last snapshot read and when it was last known current. It is reused while the
+    /// registry's revision has not moved: fleetctl reads a listing of 10,000 units as 100
+    /// pages, and each page would otherwise read the whole registry again.
+    last_snapshot: std::sync::Mutex<Option<(Arc<Listed>, Instant)>>,
     /// This machine's units, for `GET /fleet-rs/v1/journal/<name>` and `.../status/<name>`
     /// (ours).
     local: Option<Arc<dyn LocalUnits>>,
@@ -341,30 +342,45 @@ fn slice<T: Clone>(items: &[T], page: PageToken) -> (Vec<T>, String) {
     (chosen, next)
 }
 
-/// What every list call starts with: the page asked for, and the registry's snapshot.
+/// How long after a listing's first page its next pages are cut from the same snapshot.
+const PAGES_OF_ONE_SNAPSHOT: Duration = Duration::from_secs(1);
+
+/// What every list call starts with: the page asked for, and the registry's snapshot. The
+/// first page reads the registry as it is now; the pages after it, asked for right after,
+/// come from the same snapshot without asking the registry again, so a listing read page by
+/// page is one consistent view (fleet read each page afresh and could skip or repeat items).
 async fn listing(state: &ApiState, query: &str) -> Result<(PageToken, Arc<Listed>), Answer> {
     let page = page(state, query)?;
+    if page.page > 1 {
+        let recent = last_snapshot(state).filter(|(_, at)| at.elapsed() < PAGES_OF_ONE_SNAPSHOT);
+        if let Some((listed, _)) = recent {
+            return Ok((page, listed));
+        }
+    }
     Ok((page, snapshot(state).await?))
+}
+
+fn last_snapshot(state: &ApiState) -> Option<(Arc<Listed>, Instant)> {
+    state
+        .last_snapshot
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
 }
 
 /// The registry now: the last snapshot if nothing was written since (asking for the current
 /// revision is one small read), else a fresh one.
 async fn snapshot(state: &ApiState) -> Result<Arc<Listed>, Answer> {
     let (_, revision) = state.registry.store().range(&["\u{0}revision"]).await?;
-    let cached = state
-        .last_snapshot
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
-    if let Some(cached) = cached.filter(|c| c.revision == revision) {
-        return Ok(cached);
-    }
-    let fresh = Arc::new(Listed::new(state.registry.snapshot(&Scope::All).await?));
+    let current = match last_snapshot(state).filter(|(cached, _)| cached.revision == revision) {
+        Some((cached, _)) => cached,
+        None => Arc::new(Listed::new(state.registry.snapshot(&Scope::All).await?)),
+    };
     *state
         .last_snapshot
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fresh.clone());
-    Ok(fresh)
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((current.clone(), Instant::now()));
+    Ok(current)
 }
 
 /// The unit file of `hash`, from the cache or the registry. Files are immutable, so a cached one

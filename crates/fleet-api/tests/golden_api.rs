@@ -224,3 +224,72 @@ async fn the_discovery_document_describes_the_schema() {
         );
     }
 }
+
+/// A listing read page by page is one view: a unit created between two pages neither shifts
+/// the next page (fleet repeated or skipped items then) nor shows in it; a new first page
+/// shows it.
+#[tokio::test]
+async fn the_pages_of_a_listing_are_one_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("api.sock");
+    let registry = Registry::open(Arc::new(LocalStore::in_memory()))
+        .await
+        .unwrap();
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let served = registry.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, router(ApiState::new(served, 2, "test")))
+            .await
+            .unwrap();
+    });
+    let create = |name: &str| {
+        let unit = fleet_unit::UnitName::new(name).unwrap();
+        let file = fleet_unit::UnitFile::parse("[Service]\nExecStart=/bin/true\n").unwrap();
+        let registry = registry.clone();
+        async move {
+            registry
+                .create_job(&unit, &file, fleet_unit::JobState::Inactive)
+                .await
+                .unwrap()
+        }
+    };
+    let names = |path: &'static str| {
+        let socket = socket.clone();
+        async move {
+            let (status, body) = tokio::task::spawn_blocking(move || {
+                fleet_testkit::measure::http_unix(&socket, "GET", path, None)
+            })
+            .await
+            .unwrap();
+            assert_eq!(status, 200, "{body}");
+            let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let names: Vec<String> = page["units"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["name"].as_str().unwrap().to_owned())
+                .collect();
+            (names, page["nextPageToken"].as_str().map(str::to_owned))
+        }
+    };
+    for name in ["b.service", "c.service", "d.service"] {
+        create(name).await;
+    }
+    let (first, token) = names("/fleet/v1/units").await;
+    assert_eq!(first, ["b.service", "c.service"]);
+    assert_eq!(token.as_deref(), Some("AgACAA=="));
+    create("a.service").await;
+    let (second, token) = names("/fleet/v1/units?nextPageToken=AgACAA%3D%3D").await;
+    assert_eq!(
+        second,
+        ["d.service"],
+        "the second page of the first snapshot"
+    );
+    assert_eq!(token, None);
+    let (first, _) = names("/fleet/v1/units").await;
+    assert_eq!(
+        first,
+        ["a.service", "b.service"],
+        "a new listing sees the new unit"
+    );
+}
