@@ -414,7 +414,7 @@ async fn unit_file(
 /// A unit as the API shows it; `None` when it does not exist.
 async fn unit_view(
     state: &ApiState,
-    snapshot: &Snapshot,
+    snapshot: &Listed,
     name: &UnitName,
 ) -> Result<Option<Unit>, RegistryError> {
     let (record, global) = match (snapshot.jobs.get(name), snapshot.global.get(name)) {
@@ -449,7 +449,7 @@ async fn unit_view(
 
 /// fleet's currentState: inactive until placed; loaded once placed; launched once the machine's
 /// agent has started the current version of it (whatever became of it since: failed, exited).
-fn current_state(snapshot: &Snapshot, name: &UnitName, hash: &UnitHash) -> JobState {
+fn current_state(snapshot: &Listed, name: &UnitName, hash: &UnitHash) -> JobState {
     let Some(machine) = snapshot.placements(name).next() else {
         return JobState::Inactive;
     };
@@ -799,7 +799,7 @@ async fn metrics(state: &ApiState) -> Answer {
             );
         }
     }
-    if let Ok(snapshot) = state.registry.snapshot(&Scope::All).await {
+    if let Ok(snapshot) = snapshot(state).await {
         let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
         for name in snapshot.jobs.keys() {
             let record = &snapshot.jobs[name];
@@ -1025,7 +1025,7 @@ mod tests {
                 .create_job(&name, &UnitFile::parse(&text).unwrap(), JobState::Inactive)
                 .await
                 .unwrap();
-            let snapshot = registry.snapshot(&Scope::All).await.unwrap();
+            let snapshot = Listed::new(registry.snapshot(&Scope::All).await.unwrap());
             let unit = unit_view(&state, &snapshot, &name).await.unwrap().unwrap();
             assert_eq!(unit.options[0].value, format!("/bin/sleep {i}"), "current");
         }

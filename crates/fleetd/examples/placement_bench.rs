@@ -10,6 +10,7 @@
 //! `100000/5000` is the big one), `--agent-ttl S` (default 30, fleet's default).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -230,35 +231,25 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
         .expect("watch");
     let started = Instant::now();
     tracing::info!("bench: writing jobs");
-    let batches: Vec<Vec<Op>> = mix
+    // Each batch with the number of units in it that get a placement (all but globals).
+    let batches: Vec<(Vec<Op>, usize)> = mix
         .chunks(MAX_TXN_OPS)
         .map(|chunk| {
-            chunk
+            let ops = chunk
                 .iter()
                 .map(|(name, template)| {
                     submissions::job(name, &templates[template], JobState::Launched)
                 })
-                .collect()
+                .collect();
+            let singles = chunk
+                .iter()
+                .filter(|(_, t)| *t != "monitor@.service")
+                .count();
+            (ops, singles)
         })
         .collect();
-    // Eight transactions in flight, as a bulk submission through a few API clients would.
-    for wave in batches.chunks(8) {
-        let sent = wave.iter().map(|ops| async {
-            // Plain puts: sending one again after a timeout is harmless.
-            let mut attempts = 0;
-            loop {
-                match store.txn(vec![], ops.clone()).await {
-                    Ok(_) => return,
-                    Err(error) if attempts < 5 => {
-                        attempts += 1;
-                        eprintln!("jobs: {error}; sending again");
-                    }
-                    Err(error) => panic!("jobs: {error}"),
-                }
-            }
-        });
-        futures_util::future::join_all(sent).await;
-    }
+    let launched_so_far = Arc::new(AtomicUsize::new(0));
+    let submitter = tokio::spawn(submit(Arc::clone(&store), batches, launched_so_far.clone()));
     let mut placed_in = None;
     let mut placed: BTreeSet<String> = BTreeSet::new();
     let mut launched: BTreeSet<String> = BTreeSet::new();
@@ -292,6 +283,7 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
                 false => set.remove(&key),
             };
         }
+        launched_so_far.store(launched.len(), Ordering::Relaxed);
         if placed.len() == singles && placed_in.is_none() {
             placed_in = Some(started.elapsed());
         }
@@ -307,6 +299,7 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
             break started.elapsed();
         }
     };
+    submitter.await.expect("every job written");
     let snapshot = registry.snapshot(&Scope::All).await.expect("snapshot");
     let mut violations = violations(&snapshot, &templates, &mix);
     if unplaced > 0 {
@@ -328,6 +321,47 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
         violations,
         list_units,
         list_unit_files,
+    }
+}
+
+/// At most this many units submitted and not yet reported launched: a bulk submission paced
+/// by what the cluster takes in. At 100,000 units, writing every job at once left etcd's apply
+/// so far behind its raft log that its own proposals timed out, and lease renewals (which
+/// etcd answers only once it has applied what it committed) with them. Above 10,000, so the
+/// smaller sizes are submitted in one go.
+const UNLAUNCHED_AT_MOST: usize = 16_384;
+
+/// Writes the jobs, eight transactions in flight, as a bulk submission through a few API
+/// clients would, never more than `UNLAUNCHED_AT_MOST` ahead of the units launched.
+async fn submit(
+    store: Arc<dyn KvStore>,
+    batches: Vec<(Vec<Op>, usize)>,
+    launched: Arc<AtomicUsize>,
+) {
+    let mut submitted = 0;
+    for wave in batches.chunks(8) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while submitted > launched.load(Ordering::Relaxed) + UNLAUNCHED_AT_MOST {
+            assert!(Instant::now() < deadline, "nothing launched for 10 minutes");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let sent = wave.iter().map(|(ops, _)| async {
+            // Plain puts: sending one again after a timeout is harmless. A busy etcd is given
+            // time, not a failure: the bench ends at its own deadline if it never recovers.
+            let mut pause = Duration::from_millis(100);
+            loop {
+                match store.txn(vec![], ops.clone()).await {
+                    Ok(_) => return,
+                    Err(error) => {
+                        eprintln!("jobs: {error}; sending again in {pause:?}");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(sent).await;
+        submitted += wave.iter().map(|(_, singles)| singles).sum::<usize>();
     }
 }
 

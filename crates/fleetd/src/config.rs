@@ -28,9 +28,10 @@ pub struct Config {
     pub etcd_key_prefix: String,
     pub etcd_request_timeout: Duration,
     pub engine_reconcile_interval: Duration,
-    /// How long a dead engine leader holds up its successor. Ours: fleet 1.0 used
-    /// 5 × engine_reconcile_interval (10 s); an event-driven engine needs no such coupling.
-    pub engine_lease_ttl: Duration,
+    /// How long a dead engine leader holds up its successor, when set (see
+    /// [`Config::engine_lease`]). Ours: fleet 1.0 used 5 × engine_reconcile_interval (10 s);
+    /// an event-driven engine needs no such coupling.
+    pub engine_lease_ttl: Option<Duration>,
     /// Empty: detected from the default route.
     pub public_ip: String,
     pub metadata: BTreeMap<String, String>,
@@ -90,7 +91,7 @@ impl Default for Config {
             etcd_key_prefix: "/_coreos.com/fleet/".into(),
             etcd_request_timeout: Duration::from_secs(1),
             engine_reconcile_interval: Duration::from_secs(2),
-            engine_lease_ttl: Duration::from_secs(3),
+            engine_lease_ttl: None,
             public_ip: String::new(),
             metadata: BTreeMap::new(),
             agent_ttl: Duration::from_secs(30),
@@ -134,7 +135,20 @@ const IGNORED: &[(&str, &str)] = &[
     ("authorized_keys_file", "deprecated in fleet 1.0"),
 ];
 
+const DEFAULT_ENGINE_LEASE: Duration = Duration::from_secs(3);
+
 impl Config {
+    /// The engine leader's lease TTL: as set, else 3 s, or agent_ttl when that is shorter
+    /// (at least 1 s), so that the death of the leader's machine moves its units as soon as
+    /// any other machine's death would.
+    pub fn engine_lease(&self) -> Duration {
+        self.engine_lease_ttl.unwrap_or_else(|| {
+            DEFAULT_ENGINE_LEASE
+                .min(self.agent_ttl)
+                .max(Duration::from_secs(1))
+        })
+    }
+
     /// Reads `file` (the text of fleet.conf, if any) and then the `FLEET_*` variables of
     /// `environment` over it. Returns the configuration and warnings (unknown or ignored
     /// options); a bad value is an error.
@@ -200,7 +214,7 @@ impl Config {
                 if ttl < Duration::from_secs(1) {
                     return Err(invalid("must be at least 1s".into()));
                 }
-                self.engine_lease_ttl = ttl;
+                self.engine_lease_ttl = Some(ttl);
             }
             "public_ip" => self.public_ip = value.trim().to_owned(),
             "metadata" => self.metadata = metadata(value).map_err(invalid)?,
@@ -412,6 +426,20 @@ mod tests {
             config.etcd_servers.is_empty(),
             "no etcd configured: embedded registry"
         );
+    }
+
+    #[test]
+    fn the_engine_lease_is_never_longer_than_a_machines_unless_set() {
+        let lease =
+            |pairs: &[(&str, &str)]| Config::load(None, &env(pairs)).unwrap().0.engine_lease();
+        assert_eq!(lease(&[]), Duration::from_secs(3));
+        assert_eq!(lease(&[("FLEET_AGENT_TTL", "2s")]), Duration::from_secs(2));
+        assert_eq!(
+            lease(&[("FLEET_AGENT_TTL", "300ms")]),
+            Duration::from_secs(1)
+        );
+        let set = [("FLEET_AGENT_TTL", "2s"), ("FLEET_ENGINE_LEASE_TTL", "5s")];
+        assert_eq!(lease(&set), Duration::from_secs(5));
     }
 
     #[test]

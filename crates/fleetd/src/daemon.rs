@@ -49,7 +49,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
     if !config.disable_engine {
         let engine = EngineConfig {
             machine: machine.clone(),
-            lease_ttl: config.engine_lease_ttl,
+            lease_ttl: config.engine_lease(),
             resync: config.engine_reconcile_interval,
             version: VERSION.into(),
             machine_grace: config.agent_ttl,
@@ -479,7 +479,7 @@ fn apply_reload(running: &Config, reload: &Reload, announce: &watch::Sender<Mach
         ),
         (
             "engine_lease_ttl",
-            running.engine_lease_ttl != config.engine_lease_ttl,
+            running.engine_lease() != config.engine_lease(),
         ),
         (
             "disable_engine",
