@@ -384,6 +384,24 @@ impl KvStore for EtcdStore {
             .transpose()
     }
 
+    async fn get_applied(&self, key: &str) -> Result<Option<KeyValue>> {
+        let key = self.full_key(key);
+        let response = self
+            .bounded("get", Resend::Idempotent, |mut c| {
+                let key = key.clone();
+                async move {
+                    let serializable = GetOptions::new().with_serializable();
+                    c.get(key, Some(serializable)).await
+                }
+            })
+            .await?;
+        response
+            .kvs()
+            .first()
+            .map(|kv| self.convert(kv))
+            .transpose()
+    }
+
     async fn range(&self, prefixes: &[&str]) -> Result<(Vec<Vec<KeyValue>>, Revision)> {
         // One transaction of ranges: every range is read at the same revision.
         let ops: Vec<TxnOp> = prefixes

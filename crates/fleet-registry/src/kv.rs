@@ -198,6 +198,15 @@ pub trait KvStore: Send + Sync + 'static {
     /// The entry at `key`, or `None`.
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
 
+    /// The entry at `key` as the member answering has applied it, without a round of
+    /// agreement: it may miss the latest writes, but it does not wait for the member to catch
+    /// up with them (etcd answers a linearizable read only once it has applied everything
+    /// committed, which under a burst of writes takes up to seconds). For content that never
+    /// changes once written, a hit is as good as `get`; a miss must be asked again with `get`.
+    async fn get_applied(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.get(key).await
+    }
+
     /// Every entry under each prefix, sorted by key, all read at one revision, which is
     /// returned: a consistent snapshot from which a watch can resume (`revision + 1`).
     async fn range(&self, prefixes: &[&str]) -> Result<(Vec<Vec<KeyValue>>, Revision)>;

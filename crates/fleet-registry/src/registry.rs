@@ -12,7 +12,7 @@ use fleet_unit::{JobState, MachineId, Requirements, UnitFile, UnitHash, UnitName
 
 use crate::error::{RegistryError, Result};
 use crate::keys::{self, RegistryKey};
-use crate::kv::{Compare, KvStore, LeaseId, Op, Revision, Watch, MAX_TXN_OPS};
+use crate::kv::{Compare, Event, KvStore, LeaseId, Op, Revision, Watch, WatchBatch, MAX_TXN_OPS};
 use crate::records::{
     decode, decode_text, encode, JobRecord, LeaderRecord, MachineRecord, ReasonRecord, StateRecord,
     FORMAT,
@@ -35,6 +35,17 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// What a view of the scope watches: one stream where one prefix covers the scope (the
+    /// root, for the engine's and the whole registry), so that its changes come in revision
+    /// order and a revision seen means every change before it was seen; the agent's three
+    /// prefixes otherwise (one stream of everything would bring it every machine's changes).
+    fn watched(&self) -> Vec<String> {
+        match self {
+            Scope::Agent(_) => self.prefixes(),
+            Scope::Engine | Scope::All => vec![String::new()],
+        }
+    }
+
     pub fn prefixes(&self) -> Vec<String> {
         match self {
             Scope::Agent(machine) => vec![
@@ -159,6 +170,8 @@ impl Registry {
         let watch = self.watch(&scope, snapshot.revision + 1).await?;
         Ok(View {
             registry: self.clone(),
+            prefixes: scope.prefixes(),
+            ordered: scope.watched().len() == 1,
             scope,
             snapshot,
             watch: Some(watch),
@@ -167,7 +180,7 @@ impl Registry {
 
     async fn watch(&self, scope: &Scope, from: Revision) -> Result<Watch> {
         let mut watches = Vec::new();
-        for prefix in scope.prefixes() {
+        for prefix in scope.watched() {
             watches.push(self.kv.watch(&prefix, from).await?);
         }
         Ok(Watch::merge(watches))
@@ -176,10 +189,16 @@ impl Registry {
     /// The unit file stored under `hash`, checked against it.
     pub async fn unit_file(&self, hash: &UnitHash) -> Result<Option<UnitFile>> {
         let key = RegistryKey::Unit(*hash).path();
-        match self.kv.get(&key).await? {
-            Some(kv) => decode_unit(&key, hash, &kv.value).map(Some),
-            None => Ok(None),
-        }
+        // A file never changes once written (its key is its hash), so what the member has
+        // applied will do, and it answers at once when etcd is busy; a file written a moment
+        // ago may not be applied there yet, so a miss is asked again, linearizably.
+        let found = match self.kv.get_applied(&key).await? {
+            Some(kv) => Some(kv),
+            None => self.kv.get(&key).await?,
+        };
+        found
+            .map(|kv| decode_unit(&key, hash, &kv.value))
+            .transpose()
     }
 
     /// The job named `name` (global or not), with whether it is global.
@@ -589,6 +608,12 @@ fn busy(key: &str) -> RegistryError {
 pub struct View {
     registry: Registry,
     scope: Scope,
+    /// The scope's prefixes: changes to other keys (which a watch of the root brings) are
+    /// passed over.
+    prefixes: Vec<String>,
+    /// Whether the view watches one stream, so that a batch's revision says every change up
+    /// to it has been seen (see [`Scope::watched`]).
+    ordered: bool,
     snapshot: Snapshot,
     watch: Option<Watch>,
 }
@@ -614,30 +639,55 @@ impl View {
     /// Waits for the next change and applies it. An `Err` (registry unreachable) leaves the
     /// snapshot as it was; call again after a backoff and the view re-lists.
     pub async fn changed(&mut self) -> Result<Changed> {
-        let Some(watch) = self.watch.as_mut() else {
-            return self.relist().await;
-        };
-        let mut keys = match watch.next().await {
-            Some(Ok(batch)) => self.snapshot.apply(batch.revision, &batch.events),
-            Some(Err(RegistryError::Compacted { .. })) | None => return self.relist().await,
-            Some(Err(e)) => {
-                self.watch = None;
-                return Err(e);
-            }
-        };
-        // Take whatever else has arrived too (a revision that touched several prefixes comes
-        // as one batch per prefix), so the caller reconciles once.
-        while let Some(next) = watch.try_next() {
-            match next {
-                Ok(batch) => keys.extend(self.snapshot.apply(batch.revision, &batch.events)),
-                // Reported by the next call, which re-lists.
-                Err(_) => {
+        loop {
+            let Some(watch) = self.watch.as_mut() else {
+                return self.relist().await;
+            };
+            let batch = match watch.next().await {
+                Some(Ok(batch)) => batch,
+                Some(Err(RegistryError::Compacted { .. })) | None => return self.relist().await,
+                Some(Err(e)) => {
                     self.watch = None;
-                    break;
+                    return Err(e);
+                }
+            };
+            let mut keys = self.apply(batch);
+            // Take whatever else has arrived too (a revision that touched several prefixes
+            // comes as one batch per prefix), so the caller reconciles once.
+            while let Some(next) = self.watch.as_mut().and_then(Watch::try_next) {
+                match next {
+                    Ok(batch) => keys.extend(self.apply(batch)),
+                    // Reported by the next call, which re-lists.
+                    Err(_) => {
+                        self.watch = None;
+                        break;
+                    }
                 }
             }
+            // Changes outside the scope only (other machines' states, in the engine's view of
+            // the root) are nothing to tell of.
+            if !keys.is_empty() {
+                return Ok(Changed::Keys(keys));
+            }
         }
-        Ok(Changed::Keys(keys))
+    }
+
+    /// Applies the batch's changes within the scope.
+    fn apply(&mut self, batch: WatchBatch) -> Vec<RegistryKey> {
+        let in_scope: Vec<Event> = batch
+            .events
+            .into_iter()
+            .filter(|event| {
+                self.prefixes
+                    .iter()
+                    .any(|prefix| event.kv.key.starts_with(prefix.as_str()))
+            })
+            .collect();
+        let keys = self.snapshot.apply(&in_scope);
+        if self.ordered {
+            self.snapshot.revision = self.snapshot.revision.max(batch.revision);
+        }
+        keys
     }
 
     /// Reads the whole scope again now, so the snapshot reflects every write made before

@@ -17,7 +17,9 @@ pub type Nested<K, V> = BTreeMap<MachineId, BTreeMap<K, V>>;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Everything up to and including this revision is reflected.
+    /// Everything up to and including this revision is reflected. (A view that watches
+    /// several prefixes, an agent's, gets their events in no common order: its revision stays
+    /// that of its last full read.)
     pub revision: Revision,
     pub jobs: BTreeMap<UnitName, JobRecord>,
     pub global: BTreeMap<UnitName, JobRecord>,
@@ -53,7 +55,9 @@ impl Snapshot {
 
     /// Applies one watch batch; returns the keys it changed (undecodable ones included, as
     /// their raw text, in `problems`).
-    pub fn apply(&mut self, revision: Revision, events: &[Event]) -> Vec<RegistryKey> {
+    /// Applies watched changes; the caller, who knows up to which revision it has seen every
+    /// change, moves `revision`.
+    pub fn apply(&mut self, events: &[Event]) -> Vec<RegistryKey> {
         let mut changed = Vec::with_capacity(events.len());
         for event in events {
             let value = match event.kind {
@@ -64,7 +68,6 @@ impl Snapshot {
                 changed.push(key);
             }
         }
-        self.revision = self.revision.max(revision);
         changed
     }
 

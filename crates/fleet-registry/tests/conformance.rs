@@ -62,6 +62,11 @@ async fn put_get_delete(b: Backend) {
     assert!(second > first);
     s.txn(vec![], vec![Op::delete("a")]).await.unwrap();
     assert_eq!(s.get("a").await.unwrap(), None);
+    // One member (every backend here): what it applied is what was written.
+    assert_eq!(s.get_applied("a").await.unwrap(), None);
+    let third = put(s, "a", "3").await;
+    let kv = s.get_applied("a").await.unwrap().unwrap();
+    assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"3"[..], third));
 }
 
 async fn range_is_sorted_and_consistent(b: Backend) {

@@ -196,11 +196,22 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
         version: "bench".into(),
         machine_grace: agent_ttl,
     };
-    tasks.push(tokio::spawn(reconciler::run(
-        registry.clone(),
-        engine,
-        shutdown.clone(),
-    )));
+    // The engine leads from a fleetd of its own in a real cluster: here a thread with its own
+    // runtime and etcd connection, so it does not wait behind the simulated agents' tasks.
+    let engine_thread = {
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("engine runtime");
+            runtime.block_on(async move {
+                let store = EtcdStore::connect(&config).await.expect("etcd");
+                let registry = Registry::open(Arc::new(store)).await.expect("registry");
+                reconciler::run(registry, engine, shutdown).await
+            })
+        })
+    };
 
     // Unit files are content, written before the clock starts; jobs (desired states) are what
     // is timed, written 128 to a transaction as a bulk submission would.
@@ -312,6 +323,7 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     }
+    let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     Outcome {
         units,
         machines,
