@@ -96,13 +96,20 @@ async fn lead(
     // The revision of this leader's last write: a pass on a snapshot that does not show it yet
     // would decide again what that write already did (placing units twice, moving them).
     let mut written: Revision = 0;
+    // After a pass that wrote a batch, the next waits a moment: under a bulk submission the
+    // jobs keep coming while a pass is written, and fewer, larger passes mean fewer reports
+    // from each agent. Units started one by one are placed at once.
+    let mut next_pass = Instant::now();
     loop {
-        if dirty && view.snapshot().revision >= written {
+        if dirty && view.snapshot().revision >= written && Instant::now() >= next_pass {
             match reconcile(registry, leadership, view.snapshot(), memory).await {
                 Ok(Pass::Quiet) => dirty = false,
-                Ok(Pass::Wrote(revision)) => {
+                Ok(Pass::Wrote { revision, writes }) => {
                     written = revision;
                     dirty = false;
+                    if writes >= BUSY_WRITES {
+                        next_pass = Instant::now() + BUSY_PAUSE;
+                    }
                 }
                 Ok(Pass::Deposed) => return,
                 Err(error) => {
@@ -124,6 +131,7 @@ async fn lead(
             _ = resync.tick() => dirty = true,
             // Vanished machines stop counting: their units move now.
             _ = until(grace_ends) => dirty = true,
+            _ = until(Some(next_pass).filter(|at| dirty && *at > Instant::now())) => {}
             _ = keep_alive.tick() => match registry.keep_leading(leadership).await {
                 Ok(true) => {}
                 Ok(false) => {
@@ -144,37 +152,49 @@ async fn lead(
     }
 }
 
-/// Waits until the leader key is gone (or a bound passes, to campaign again anyway); `false`
-/// when the registry failed meanwhile.
+/// A pass that wrote this many decisions (a transaction's worth) is followed by `BUSY_PAUSE`.
+const BUSY_WRITES: usize = 128;
+/// The pause after a busy pass before the next one.
+const BUSY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Waits until the leader key is gone; `false` when the registry failed meanwhile. It only
+/// reads: a follower that campaigned on a timer would have etcd grant and revoke a lease for
+/// nothing every few seconds, writes on an idle cluster. A lease lasts at most its TTL, so
+/// every twice that the key is read again, in case a deletion went past the watch.
 async fn wait_for_vacancy(
     registry: &Registry,
     config: &EngineConfig,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let store = registry.store();
-    let watched = async {
-        let (ranges, revision) = store.range(&[keys::LEADER]).await?;
-        if ranges[0].iter().all(|kv| kv.key != keys::LEADER) {
-            return Ok::<(), RegistryError>(());
-        }
-        let mut watch = store.watch(keys::LEADER, revision + 1).await?;
-        while let Some(batch) = watch.next().await {
-            let batch = batch?;
-            if batch
-                .events
-                .iter()
-                .any(|e| e.kv.key == keys::LEADER && e.kind == EventKind::Delete)
-            {
-                return Ok(());
+    loop {
+        let vacated = async {
+            let (ranges, revision) = store.range(&[keys::LEADER]).await?;
+            if ranges[0].iter().all(|kv| kv.key != keys::LEADER) {
+                return Ok::<bool, RegistryError>(true);
             }
+            let mut watch = store.watch(keys::LEADER, revision + 1).await?;
+            while let Some(batch) = watch.next().await {
+                let deleted = batch?
+                    .events
+                    .iter()
+                    .any(|e| e.kv.key == keys::LEADER && e.kind == EventKind::Delete);
+                if deleted {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        tokio::select! {
+            vacated = vacated => match vacated {
+                Ok(true) => return true,
+                // The watch ended: read again, shortly.
+                Ok(false) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(_) => return false,
+            },
+            _ = tokio::time::sleep(config.lease_ttl * 2) => {}
+            _ = shutdown.changed() => return true,
         }
-        Ok(())
-    };
-    // A lease lasts at most its TTL: past twice that, look again in any case.
-    tokio::select! {
-        watched = watched => watched.is_ok(),
-        _ = tokio::time::sleep(config.lease_ttl * 2) => true,
-        _ = shutdown.changed() => true,
     }
 }
 
@@ -251,7 +271,7 @@ enum Pass {
     /// Nothing to decide.
     Quiet,
     /// Decisions written; the last at this revision.
-    Wrote(Revision),
+    Wrote { revision: Revision, writes: usize },
     /// Another engine leads now.
     Deposed,
 }
@@ -388,7 +408,7 @@ async fn reconcile(
         written_in = ?started.elapsed() - decided,
         "engine: decisions written"
     );
-    Ok(committed.map_or(Pass::Deposed, Pass::Wrote))
+    Ok(committed.map_or(Pass::Deposed, |revision| Pass::Wrote { revision, writes }))
 }
 
 /// Records why a unit is not placed, unless that is already what the registry says.

@@ -294,3 +294,20 @@ pub async fn batched_put_rate(store: &dyn KvStore, keys: usize) -> Result<f64> {
     }
     Ok((batches * MAX_TXN_OPS) as f64 / started.elapsed().as_secs_f64())
 }
+
+/// A store's ceiling for many small writers (agents reporting states): transactions per second
+/// of one 100-byte put each, `writers` of them in flight at once, `txns` in all.
+pub async fn small_txn_rate(store: &dyn KvStore, txns: usize, writers: usize) -> Result<f64> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    let value = vec![b'x'; 100];
+    let started = std::time::Instant::now();
+    stream::iter(0..txns)
+        .map(|i| {
+            let op = Op::put(format!("ceiling/small/{i}"), value.clone());
+            async move { store.txn(vec![], vec![op]).await }
+        })
+        .buffer_unordered(writers.max(1))
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(txns as f64 / started.elapsed().as_secs_f64())
+}

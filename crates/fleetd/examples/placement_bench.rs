@@ -4,7 +4,10 @@
 //! member with its data on disk. U units of a realistic mix are submitted as jobs in batched
 //! transactions; the clock runs from the first job written to every unit placed and reported
 //! launched (global units on every machine). Then every placement rule is checked on what the
-//! registry holds.
+//! registry holds. Two ceilings of the same etcd are measured first: keys per second written
+//! in 128-put transactions, and one-put transactions per second from 256 writers at once
+//! (agents report in small transactions); `txns/unit` is how many transactions etcd committed
+//! per unit during the run.
 //!
 //! Run with `scripts/bench placement`. Options: `--sizes 1000/100,10000/1000` (units/machines;
 //! `100000/5000` is the big one), `--agent-ttl S` (default 30, fleet's default).
@@ -22,7 +25,7 @@ use fleet_registry::etcd::{EtcdConfig, EtcdStore};
 use fleet_registry::keys;
 use fleet_registry::keys::RegistryKey;
 use fleet_registry::kv::EventKind;
-use fleet_registry::kv::{batched_put_rate, KvStore, Op, MAX_TXN_OPS};
+use fleet_registry::kv::{batched_put_rate, small_txn_rate, KvStore, Op, MAX_TXN_OPS};
 use fleet_registry::records::{decode, MachineRecord, StateRecord};
 use fleet_registry::registry::submissions;
 use fleet_registry::{Registry, Scope, Snapshot};
@@ -126,9 +129,14 @@ struct Outcome {
     units: usize,
     machines: usize,
     ceiling: f64,
+    small_ceiling: f64,
     placed_in: Duration,
     launched_in: Duration,
     violations: Vec<String>,
+    /// Transactions etcd committed from the first job to the last unit launched (its raft
+    /// proposals: jobs, placements, agents' reports, lease grants), per unit: what bounds the
+    /// rate once each is small.
+    proposals_per_unit: f64,
     /// Wall time of `fleetctl list-units` and `list-unit-files` against the cluster.
     list_units: Duration,
     list_unit_files: Duration,
@@ -141,6 +149,12 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
     config.request_timeout = Duration::from_secs(15);
     let store: Arc<dyn KvStore> = Arc::new(EtcdStore::connect(&config).await.expect("etcd"));
     let ceiling = batched_put_rate(store.as_ref(), 20_000)
+        .await
+        .expect("ceiling write");
+    // Agents report in small transactions, many at once: etcd's rate for those is the other
+    // ceiling (256 writers, as 1,000 agents with a few passes each keep about that many in
+    // flight).
+    let small_ceiling = small_txn_rate(store.as_ref(), 10_000, 256)
         .await
         .expect("ceiling write");
     let registry = Registry::open(Arc::clone(&store)).await.expect("registry");
@@ -240,6 +254,11 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
         .watch(keys::STATES, revision + 1)
         .await
         .expect("watch");
+    let proposals = || {
+        etcd.metric("etcd_server_proposals_committed_total")
+            .unwrap_or(0.0)
+    };
+    let proposals_before = proposals();
     let started = Instant::now();
     tracing::info!("bench: writing jobs");
     // Each batch with the number of units in it that get a placement (all but globals).
@@ -310,6 +329,7 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
             break started.elapsed();
         }
     };
+    let proposals_per_unit = (proposals() - proposals_before) / units as f64;
     submitter.await.expect("every job written");
     let snapshot = registry.snapshot(&Scope::All).await.expect("snapshot");
     let mut violations = violations(&snapshot, &templates, &mix);
@@ -325,6 +345,8 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
     }
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     Outcome {
+        small_ceiling,
+        proposals_per_unit,
         units,
         machines,
         ceiling,
@@ -506,15 +528,17 @@ fn main() {
         options.agent_ttl
     );
     println!(
-        "{:>8} {:>8} {:>13} {:>10} {:>12} {:>10} {:>12} {:>9} {:>12} {:>12} violations",
+        "{:>8} {:>8} {:>13} {:>13} {:>10} {:>12} {:>10} {:>12} {:>9} {:>10} {:>12} {:>12} violations",
         "units",
         "machines",
         "etcd keys/s",
+        "etcd txns/s",
         "placed s",
         "placements/s",
         "of etcd",
         "launched s",
         "units/s",
+        "txns/unit",
         "list-units",
         "unit-files"
     );
@@ -523,15 +547,17 @@ fn main() {
         let outcome = runtime.block_on(measure(units, machines, options.agent_ttl));
         let placements = units as f64 / outcome.placed_in.as_secs_f64();
         println!(
-            "{:>8} {:>8} {:>13.0} {:>10.2} {:>12.0} {:>10.2} {:>12.2} {:>9.0} {:>10.0}ms {:>10.0}ms {}",
+            "{:>8} {:>8} {:>13.0} {:>13.0} {:>10.2} {:>12.0} {:>10.2} {:>12.2} {:>9.0} {:>10.2} {:>10.0}ms {:>10.0}ms {}",
             outcome.units,
             outcome.machines,
             outcome.ceiling,
+            outcome.small_ceiling,
             outcome.placed_in.as_secs_f64(),
             placements,
             placements / outcome.ceiling,
             outcome.launched_in.as_secs_f64(),
             units as f64 / outcome.launched_in.as_secs_f64(),
+            outcome.proposals_per_unit,
             outcome.list_units.as_secs_f64() * 1000.0,
             outcome.list_unit_files.as_secs_f64() * 1000.0,
             outcome.violations.len()
