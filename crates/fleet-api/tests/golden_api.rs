@@ -4,7 +4,7 @@
 //! byte-identical; where fleet had a bug, the golden file's correct behaviour is expected;
 //! where we differ on purpose, the difference is listed here with its reason.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fleet_api::server::{router, ApiState};
@@ -56,6 +56,24 @@ const DEVIATIONS: &[(&str, u16, &str)] = &[
     ),
 ];
 
+/// Our API on a unix socket in a new directory (kept while the guard lives), over an in-memory
+/// registry, with pages of `token_limit` items; the socket and the registry.
+async fn serve(token_limit: u16) -> (tempfile::TempDir, PathBuf, Registry) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("api.sock");
+    let registry = Registry::open(Arc::new(LocalStore::in_memory()))
+        .await
+        .unwrap();
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let served = registry.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, router(ApiState::new(served, token_limit, "test")))
+            .await
+            .unwrap();
+    });
+    (dir, socket, registry)
+}
+
 fn send(socket: &Path, row: &serde_json::Value) -> (u16, String) {
     let method = row["method"].as_str().unwrap();
     let path = row["path"].as_str().unwrap();
@@ -98,18 +116,7 @@ fn correct(row: &serde_json::Value) -> Option<(u16, Option<String>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_golden_exchange() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("api.sock");
-    let registry = Registry::open(Arc::new(LocalStore::in_memory()))
-        .await
-        .unwrap();
-    let seeding = registry.clone();
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, router(ApiState::new(registry, 2, "test")))
-            .await
-            .unwrap();
-    });
+    let (_dir, socket, seeding) = serve(2).await;
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(GOLDEN)
         .unwrap()
         .lines()
@@ -176,17 +183,7 @@ async fn every_golden_exchange() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_discovery_document_describes_the_schema() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("api.sock");
-    let registry = Registry::open(Arc::new(LocalStore::in_memory()))
-        .await
-        .unwrap();
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, router(ApiState::new(registry, 100, "test")))
-            .await
-            .unwrap();
-    });
+    let (_dir, socket, _) = serve(100).await;
     let row = serde_json::json!({"method": "GET", "path": "/fleet/v1/discovery", "headers": {}, "body": null});
     let (status, body) = tokio::task::spawn_blocking(move || send(&socket, &row))
         .await
@@ -230,18 +227,7 @@ async fn the_discovery_document_describes_the_schema() {
 /// shows it.
 #[tokio::test]
 async fn the_pages_of_a_listing_are_one_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("api.sock");
-    let registry = Registry::open(Arc::new(LocalStore::in_memory()))
-        .await
-        .unwrap();
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    let served = registry.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router(ApiState::new(served, 2, "test")))
-            .await
-            .unwrap();
-    });
+    let (_dir, socket, registry) = serve(2).await;
     let create = |name: &str| {
         let unit = fleet_unit::UnitName::new(name).unwrap();
         let file = fleet_unit::UnitFile::parse("[Service]\nExecStart=/bin/true\n").unwrap();

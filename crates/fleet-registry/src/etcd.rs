@@ -157,6 +157,22 @@ fn convert(prefix: &str, kv: &etcd_client::KeyValue) -> Result<KeyValue> {
 }
 
 impl EtcdStore {
+    /// One key, read as `options` say (linearizably without them).
+    async fn get_with(&self, key: &str, options: Option<GetOptions>) -> Result<Option<KeyValue>> {
+        let key = self.full_key(key);
+        let response = self
+            .bounded("get", Resend::Idempotent, |mut c| {
+                let (key, options) = (key.clone(), options.clone());
+                async move { c.get(key, options).await }
+            })
+            .await?;
+        response
+            .kvs()
+            .first()
+            .map(|kv| self.convert(kv))
+            .transpose()
+    }
+
     /// Connects to etcd. Fails with `Unavailable` when no endpoint answers within the request
     /// timeout; callers that must wait for etcd retry with backoff.
     pub async fn connect(config: &EtcdConfig) -> Result<EtcdStore> {
@@ -370,36 +386,12 @@ fn never_sent(e: &etcd_client::Error) -> bool {
 #[async_trait]
 impl KvStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let key = self.full_key(key);
-        let response = self
-            .bounded("get", Resend::Idempotent, |mut c| {
-                let key = key.clone();
-                async move { c.get(key, None).await }
-            })
-            .await?;
-        response
-            .kvs()
-            .first()
-            .map(|kv| self.convert(kv))
-            .transpose()
+        self.get_with(key, None).await
     }
 
     async fn get_applied(&self, key: &str) -> Result<Option<KeyValue>> {
-        let key = self.full_key(key);
-        let response = self
-            .bounded("get", Resend::Idempotent, |mut c| {
-                let key = key.clone();
-                async move {
-                    let serializable = GetOptions::new().with_serializable();
-                    c.get(key, Some(serializable)).await
-                }
-            })
-            .await?;
-        response
-            .kvs()
-            .first()
-            .map(|kv| self.convert(kv))
-            .transpose()
+        let serializable = GetOptions::new().with_serializable();
+        self.get_with(key, Some(serializable)).await
     }
 
     async fn range(&self, prefixes: &[&str]) -> Result<(Vec<Vec<KeyValue>>, Revision)> {
