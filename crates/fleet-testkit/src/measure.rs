@@ -28,8 +28,8 @@ pub fn latency_table(rows: &[(String, &[Duration])]) -> String {
 }
 
 /// A live process's memory in KiB, from /proc: all it has resident (`VmRSS`, which counts
-/// the pages of its binary that every copy shares) and its own (`RssAnon`, what one more
-/// copy costs).
+/// the pages of its binary that every copy shares), its own (`RssAnon`, what one more copy
+/// costs) and the most it has had resident (`VmHWM`).
 pub fn memory_kib(pid: u32) -> Option<Memory> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u64> {
@@ -39,7 +39,19 @@ pub fn memory_kib(pid: u32) -> Option<Memory> {
     Some(Memory {
         resident: field("VmRSS:")?,
         private: field("RssAnon:")?,
+        peak: field("VmHWM:")?,
     })
+}
+
+/// The CPU time (user and system) so far of the process or thread whose stat file is `stat`
+/// (`/proc/<pid>/stat`, `/proc/<pid>/task/<tid>/stat`), in seconds.
+pub fn cpu_seconds(stat: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime, fields 14 and 15 of stat: 12 and 13 after the command name.
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Counted in USER_HZ, which is 100 on every Linux architecture.
+    Some(ticks as f64 / 100.0)
 }
 
 /// See [`memory_kib`].
@@ -47,6 +59,7 @@ pub fn memory_kib(pid: u32) -> Option<Memory> {
 pub struct Memory {
     pub resident: u64,
     pub private: u64,
+    pub peak: u64,
 }
 
 /// The time to spawn `/bin/sleep` directly, `count` times, sorted: the floor any supervisor's

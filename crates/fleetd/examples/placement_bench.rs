@@ -5,9 +5,9 @@
 //! transactions; the clock runs from the first job written to every unit placed and reported
 //! launched (global units on every machine). Then every placement rule is checked on what the
 //! registry holds. Two ceilings of the same etcd are measured first: keys per second written
-//! in 128-put transactions, and one-put transactions per second from 256 writers at once
-//! (agents report in small transactions); `txns/unit` is how many transactions etcd committed
-//! per unit during the run.
+//! in 128-put transactions, and, once every machine is connected, one-put transactions per
+//! second from 256 writers at once (agents report in small transactions); `txns/unit` is how
+//! many transactions etcd committed per unit during the run.
 //!
 //! Run with `scripts/bench placement`. Options: `--sizes 1000/100,10000/1000` (units/machines;
 //! `100000/5000` is the big one), `--agent-ttl S` (default 30, fleet's default).
@@ -29,6 +29,7 @@ use fleet_registry::kv::{batched_put_rate, small_txn_rate, KvStore, Op, MAX_TXN_
 use fleet_registry::records::{decode, MachineRecord, StateRecord};
 use fleet_registry::registry::submissions;
 use fleet_registry::{Registry, Scope, Snapshot};
+use fleet_testkit::measure::cpu_seconds;
 use fleet_testkit::{DataDir, EtcdServer};
 use fleet_unit::{Constraints, JobState, Machine, MachineId, Requirements, UnitFile, UnitName};
 use tokio::sync::watch;
@@ -137,9 +138,19 @@ struct Outcome {
     /// proposals: jobs, placements, agents' reports, lease grants), per unit: what bounds the
     /// rate once each is small.
     proposals_per_unit: f64,
+    /// CPU seconds used from the first job to the last unit launched.
+    cpu: Cpu,
     /// Wall time of `fleetctl list-units` and `list-unit-files` against the cluster.
     list_units: Duration,
     list_unit_files: Duration,
+}
+
+/// CPU seconds: etcd's, the simulated machines' (this process but the engine's thread), and
+/// the engine's.
+struct Cpu {
+    etcd: f64,
+    process: f64,
+    engine: f64,
 }
 
 async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome {
@@ -149,12 +160,6 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
     config.request_timeout = Duration::from_secs(15);
     let store: Arc<dyn KvStore> = Arc::new(EtcdStore::connect(&config).await.expect("etcd"));
     let ceiling = batched_put_rate(store.as_ref(), 20_000)
-        .await
-        .expect("ceiling write");
-    // Agents report in small transactions, many at once: etcd's rate for those is the other
-    // ceiling (256 writers, as 1,000 agents with a few passes each keep about that many in
-    // flight).
-    let small_ceiling = small_txn_rate(store.as_ref(), 10_000, 256)
         .await
         .expect("ceiling write");
     let registry = Registry::open(Arc::clone(&store)).await.expect("registry");
@@ -203,6 +208,11 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
     })
     .await
     .expect("every machine registered within 10 minutes");
+    // Agents report in small transactions, many at once: etcd's rate for those, with every
+    // machine connected (keep-alives and watches, as during the run), is the other ceiling.
+    let small_ceiling = small_txn_rate(store.as_ref(), 10_000, 256)
+        .await
+        .expect("ceiling write");
     let engine = EngineConfig {
         machine: MachineId::new("m00000").expect("machine ID"),
         lease_ttl: Duration::from_secs(10),
@@ -212,9 +222,13 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
     };
     // The engine leads from a fleetd of its own in a real cluster: here a thread with its own
     // runtime and etcd connection, so it does not wait behind the simulated agents' tasks.
+    let (engine_tid, tid_receiver) = std::sync::mpsc::channel();
     let engine_thread = {
         let (config, shutdown) = (config.clone(), shutdown.clone());
         std::thread::spawn(move || {
+            // `/proc/thread-self` links to `<pid>/task/<tid>`, relative to /proc.
+            let task = std::fs::read_link("/proc/thread-self").ok();
+            let _ = engine_tid.send(task.map(|task| std::path::Path::new("/proc").join(task)));
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -259,6 +273,19 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
             .unwrap_or(0.0)
     };
     let proposals_before = proposals();
+    // Where the CPU goes: etcd, this process (the simulated machines, and the engine's thread,
+    // counted apart).
+    let engine_stat = tid_receiver
+        .recv()
+        .ok()
+        .flatten()
+        .map(|task| task.join("stat"));
+    let cpu = || Cpu {
+        etcd: etcd.metric("process_cpu_seconds_total").unwrap_or(0.0),
+        process: cpu_seconds(std::path::Path::new("/proc/self/stat")).unwrap_or(0.0),
+        engine: engine_stat.as_deref().and_then(cpu_seconds).unwrap_or(0.0),
+    };
+    let cpu_before = cpu();
     let started = Instant::now();
     tracing::info!("bench: writing jobs");
     // Each batch with the number of units in it that get a placement (all but globals).
@@ -330,6 +357,12 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
         }
     };
     let proposals_per_unit = (proposals() - proposals_before) / units as f64;
+    let cpu_after = cpu();
+    let cpu_used = Cpu {
+        etcd: cpu_after.etcd - cpu_before.etcd,
+        engine: cpu_after.engine - cpu_before.engine,
+        process: (cpu_after.process - cpu_after.engine) - (cpu_before.process - cpu_before.engine),
+    };
     submitter.await.expect("every job written");
     let snapshot = registry.snapshot(&Scope::All).await.expect("snapshot");
     let mut violations = violations(&snapshot, &templates, &mix);
@@ -345,6 +378,7 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
     }
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     Outcome {
+        cpu: cpu_used,
         small_ceiling,
         proposals_per_unit,
         units,
@@ -528,7 +562,7 @@ fn main() {
         options.agent_ttl
     );
     println!(
-        "{:>8} {:>8} {:>13} {:>13} {:>10} {:>12} {:>10} {:>12} {:>9} {:>10} {:>12} {:>12} violations",
+        "{:>8} {:>8} {:>13} {:>13} {:>10} {:>12} {:>10} {:>12} {:>9} {:>10} {:>18} {:>12} {:>12} violations",
         "units",
         "machines",
         "etcd keys/s",
@@ -539,6 +573,7 @@ fn main() {
         "launched s",
         "units/s",
         "txns/unit",
+        "cpu s etcd/m/eng",
         "list-units",
         "unit-files"
     );
@@ -547,7 +582,7 @@ fn main() {
         let outcome = runtime.block_on(measure(units, machines, options.agent_ttl));
         let placements = units as f64 / outcome.placed_in.as_secs_f64();
         println!(
-            "{:>8} {:>8} {:>13.0} {:>13.0} {:>10.2} {:>12.0} {:>10.2} {:>12.2} {:>9.0} {:>10.2} {:>10.0}ms {:>10.0}ms {}",
+            "{:>8} {:>8} {:>13.0} {:>13.0} {:>10.2} {:>12.0} {:>10.2} {:>12.2} {:>9.0} {:>10.2} {:>18} {:>10.0}ms {:>10.0}ms {}",
             outcome.units,
             outcome.machines,
             outcome.ceiling,
@@ -558,6 +593,10 @@ fn main() {
             outcome.launched_in.as_secs_f64(),
             units as f64 / outcome.launched_in.as_secs_f64(),
             outcome.proposals_per_unit,
+            format!(
+                "{:.1}/{:.1}/{:.1}",
+                outcome.cpu.etcd, outcome.cpu.process, outcome.cpu.engine
+            ),
             outcome.list_units.as_secs_f64() * 1000.0,
             outcome.list_unit_files.as_secs_f64() * 1000.0,
             outcome.violations.len()

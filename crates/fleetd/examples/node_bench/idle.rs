@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fleet_testkit::measure::memory_kib;
+use fleet_testkit::measure::{cpu_seconds, memory_kib};
 use fleet_testkit::EtcdServer;
 
 use crate::node::{until, Node, Setup};
@@ -62,21 +62,21 @@ pub fn measure(base: &Path, etcd: Option<&EtcdServer>, window: Duration) -> Idle
         ]
     };
     let before = counters();
-    let cpu_before = cpu_ticks(holder.pid());
+    let stat = std::path::PathBuf::from(format!("/proc/{}/stat", holder.pid()));
+    let cpu_before = cpu_seconds(&stat).expect("fleetd lives");
     let started = Instant::now();
     std::thread::sleep(window);
     let seconds = started.elapsed().as_secs_f64();
-    let cpu_after = cpu_ticks(holder.pid());
+    let cpu_after = cpu_seconds(&stat).expect("fleetd lives");
     let after = counters();
     let memory = memory_kib(holder.pid()).expect("fleetd lives");
-    let peak = peak_kib(holder.pid());
 
     let machines = (1 + nodes.len()) as f64;
     let rate = |i: usize| (after[i] - before[i]) / seconds / machines;
     let idle = Idle {
         rss_kib: memory.resident,
-        peak_kib: peak,
-        cpu: (cpu_after - cpu_before) as f64 / ticks_per_second() / seconds,
+        peak_kib: memory.peak,
+        cpu: (cpu_after - cpu_before) / seconds,
         writes: rate(0),
         proposals: rate(1),
         renewals: rate(2),
@@ -89,35 +89,4 @@ pub fn measure(base: &Path, etcd: Option<&EtcdServer>, window: Duration) -> Idle
         node.stop();
     }
     idle
-}
-
-/// User and system CPU time of `pid` so far, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("fleetd lives");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the command name.
-    fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0)
-}
-
-fn ticks_per_second() -> f64 {
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100);
-    ticks as f64
-}
-
-/// The most memory `pid` has had resident (`VmHWM`), in KiB.
-fn peak_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
 }
