@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleet_engine::reconciler::{run, EngineConfig};
-use fleet_registry::kv::{Compare, KeyValue, Op, TxnOutcome, Watch};
+use fleet_registry::kv::{Compare, KeyRange, KeyValue, Op, TxnOutcome, Watch};
 use fleet_registry::local::LocalStore;
 use fleet_registry::records::MachineRecord;
 use fleet_registry::{KvStore, LeaseId, MachineLease, Registry, Revision, Scope, Snapshot};
@@ -287,8 +287,8 @@ impl KvStore for CountingStore {
     async fn lease_ttl(&self, lease: LeaseId) -> fleet_registry::Result<Option<Duration>> {
         self.inner.lease_ttl(lease).await
     }
-    async fn watch(&self, prefix: &str, from: Revision) -> fleet_registry::Result<Watch> {
-        self.inner.watch(prefix, from).await
+    async fn watch_range(&self, range: &KeyRange, from: Revision) -> fleet_registry::Result<Watch> {
+        self.inner.watch_range(range, from).await
     }
 }
 

@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::error::{RegistryError, Result};
 use crate::kv::{
-    check_txn, Compare, Event, EventKind, KeyValue, KvStore, LeaseId, Op, Revision, TxnOutcome,
-    Watch, WatchBatch,
+    check_txn, prefix_end, Compare, Event, EventKind, KeyRange, KeyValue, KvStore, LeaseId, Op,
+    Revision, TxnOutcome, Watch, WatchBatch,
 };
 
 #[derive(Clone)]
@@ -594,12 +594,18 @@ impl KvStore for EtcdStore {
         Ok((response.ttl() > 0).then(|| Duration::from_secs(response.ttl() as u64)))
     }
 
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<Watch> {
-        let mut options = WatchOptions::new().with_prefix();
+    async fn watch_range(&self, range: &KeyRange, from: Revision) -> Result<Watch> {
+        // The range within this store's key prefix: its end, or the end of the prefix (etcd's
+        // "\0" end is "every key from the start on", for a store without a prefix).
+        let end = match &range.end {
+            Some(end) => self.full_key(end),
+            None => prefix_end(&self.prefix).unwrap_or_else(|| "\0".to_owned()),
+        };
+        let mut options = WatchOptions::new().with_range(end);
         if from > 0 {
             options = options.with_start_revision(from);
         }
-        let key = self.full_key(prefix);
+        let key = self.full_key(&range.start);
         let mut stream = self
             .bounded("watch", Resend::Idempotent, |mut c| {
                 let (key, options) = (key.clone(), options.clone());

@@ -229,8 +229,56 @@ pub trait KvStore: Send + Sync + 'static {
     /// The time left on a lease, `None` when it does not exist.
     async fn lease_ttl(&self, lease: LeaseId) -> Result<Option<Duration>>;
 
+    /// Watches every key in `range` from revision `from` on (0: from now).
+    async fn watch_range(&self, range: &KeyRange, from: Revision) -> Result<Watch>;
+
     /// Watches every key under `prefix` from revision `from` on (0: from now).
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<Watch>;
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<Watch> {
+        self.watch_range(&KeyRange::prefix(prefix), from).await
+    }
+}
+
+/// The keys from `start` (included) to `end` (excluded; `None`: to the last key), as etcd's
+/// ranges are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    pub start: String,
+    pub end: Option<String>,
+}
+
+impl KeyRange {
+    /// Every key that begins with `prefix`.
+    pub fn prefix(prefix: &str) -> KeyRange {
+        KeyRange {
+            start: prefix.to_owned(),
+            end: prefix_end(prefix),
+        }
+    }
+
+    /// From the first key under `first` to the last under `last`.
+    pub fn spanning(first: &str, last: &str) -> KeyRange {
+        KeyRange {
+            start: first.to_owned(),
+            end: prefix_end(last),
+        }
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        key >= self.start.as_str() && self.end.as_deref().is_none_or(|end| key < end)
+    }
+}
+
+/// The least key after every key that begins with `prefix` (its last character, one up);
+/// `None` for the empty prefix, which every key begins with.
+pub fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = char::from_u32(last as u32 + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// Checks what every backend must refuse alike, before it touches anything.

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use crate::disk::{Change, Disk, DiskWrite};
 use crate::error::{RegistryError, Result};
 use crate::kv::{
-    check_txn, Compare, Event, EventKind, KeyValue, KvStore, LeaseId, Op, Revision, TxnOutcome,
-    Watch, WatchBatch,
+    check_txn, Compare, Event, EventKind, KeyRange, KeyValue, KvStore, LeaseId, Op, Revision,
+    TxnOutcome, Watch, WatchBatch,
 };
 
 /// How many committed revisions a store keeps for watches that resume from the past.
@@ -53,7 +53,7 @@ struct Lease {
 
 struct Watcher {
     id: u64,
-    prefix: String,
+    range: KeyRange,
     sender: mpsc::Sender<Result<WatchBatch>>,
 }
 
@@ -337,11 +337,11 @@ impl State {
         Ok(())
     }
 
-    /// Sends the part of `batch` under each watcher's prefix; drops watchers that are gone or
-    /// too far behind (their watch ends and they re-list).
+    /// Sends the part of `batch` in each watcher's range; drops watchers that are gone or too
+    /// far behind (their watch ends and they re-list).
     fn notify(&mut self, batch: &WatchBatch) {
         self.watchers.retain(|watcher| {
-            let Some(part) = filter(batch, &watcher.prefix) else {
+            let Some(part) = filter(batch, &watcher.range) else {
                 return true;
             };
             watcher.sender.try_send(Ok(part)).is_ok()
@@ -349,11 +349,11 @@ impl State {
     }
 }
 
-fn filter(batch: &WatchBatch, prefix: &str) -> Option<WatchBatch> {
+fn filter(batch: &WatchBatch, range: &KeyRange) -> Option<WatchBatch> {
     let events: Vec<Event> = batch
         .events
         .iter()
-        .filter(|e| e.kv.key.starts_with(prefix))
+        .filter(|e| range.contains(&e.kv.key))
         .cloned()
         .collect();
     (!events.is_empty()).then_some(WatchBatch {
@@ -472,7 +472,7 @@ impl KvStore for LocalStore {
             .map(|l| l.deadline - now))
     }
 
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<Watch> {
+    async fn watch_range(&self, range: &KeyRange, from: Revision) -> Result<Watch> {
         let mut state = self.lock();
         if from != 0 && from <= state.compacted {
             return Err(RegistryError::Compacted {
@@ -483,7 +483,7 @@ impl KvStore for LocalStore {
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
         if from != 0 {
             for batch in state.history.iter().filter(|b| b.revision >= from) {
-                if let Some(part) = filter(batch, prefix) {
+                if let Some(part) = filter(batch, range) {
                     if sender.try_send(Ok(part)).is_err() {
                         return Err(RegistryError::Compacted {
                             requested: from,
@@ -497,7 +497,7 @@ impl KvStore for LocalStore {
         state.next_watcher += 1;
         state.watchers.push(Watcher {
             id,
-            prefix: prefix.to_owned(),
+            range: range.clone(),
             sender,
         });
         let guard = WatchGuard {

@@ -12,7 +12,9 @@ use fleet_unit::{JobState, MachineId, Requirements, UnitFile, UnitHash, UnitName
 
 use crate::error::{RegistryError, Result};
 use crate::keys::{self, RegistryKey};
-use crate::kv::{Compare, Event, KvStore, LeaseId, Op, Revision, Watch, WatchBatch, MAX_TXN_OPS};
+use crate::kv::{
+    Compare, Event, KeyRange, KvStore, LeaseId, Op, Revision, Watch, WatchBatch, MAX_TXN_OPS,
+};
 use crate::records::{
     decode, decode_text, encode, JobRecord, LeaderRecord, MachineRecord, ReasonRecord, StateRecord,
     FORMAT,
@@ -35,14 +37,20 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// What a view of the scope watches: one stream where one prefix covers the scope (the
-    /// root, for the engine's and the whole registry), so that its changes come in revision
-    /// order and a revision seen means every change before it was seen; the agent's three
-    /// prefixes otherwise (one stream of everything would bring it every machine's changes).
-    fn watched(&self) -> Vec<String> {
+    /// What a view of the scope watches: one stream where one range of keys covers the scope,
+    /// so that its changes come in revision order and a revision seen means every change
+    /// before it was seen. The engine's prefixes are adjacent in key order (`jobs/` to
+    /// `schedule/`: agents' `states/` and the unit files fall outside); the agent's three
+    /// prefixes are not (one stream of everything would bring it every machine's changes).
+    fn watched(&self) -> Vec<KeyRange> {
         match self {
-            Scope::Agent(_) => self.prefixes(),
-            Scope::Engine | Scope::All => vec![String::new()],
+            Scope::Agent(_) => self
+                .prefixes()
+                .iter()
+                .map(|p| KeyRange::prefix(p))
+                .collect(),
+            Scope::Engine => vec![KeyRange::spanning(keys::JOBS, keys::SCHEDULE)],
+            Scope::All => vec![KeyRange::prefix("")],
         }
     }
 
@@ -180,8 +188,8 @@ impl Registry {
 
     async fn watch(&self, scope: &Scope, from: Revision) -> Result<Watch> {
         let mut watches = Vec::new();
-        for prefix in scope.watched() {
-            watches.push(self.kv.watch(&prefix, from).await?);
+        for range in scope.watched() {
+            watches.push(self.kv.watch_range(&range, from).await?);
         }
         Ok(Watch::merge(watches))
     }
@@ -712,6 +720,41 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A view's watched ranges hold exactly its scope's keys, of every kind of key there is.
+    #[test]
+    fn views_watch_their_scope_and_nothing_else() {
+        let (m1, m2) = (MachineId::new("m1").unwrap(), MachineId::new("m2").unwrap());
+        let unit = UnitName::new("a.service").unwrap();
+        let hash = UnitFile::parse("").unwrap().hash();
+        let every_key = [
+            RegistryKey::Version,
+            RegistryKey::Leader,
+            RegistryKey::Unit(hash),
+            RegistryKey::Job(unit.clone()),
+            RegistryKey::Global(unit.clone()),
+            RegistryKey::Schedule(m1.clone(), unit.clone()),
+            RegistryKey::Schedule(m2.clone(), unit.clone()),
+            RegistryKey::Reason(unit.clone()),
+            RegistryKey::State(m1.clone(), unit.clone()),
+            RegistryKey::Machine(m1.clone()),
+            RegistryKey::Metadata(m1.clone(), "disk".into()),
+            RegistryKey::Metadata(m2.clone(), "disk".into()),
+        ];
+        for scope in [Scope::Agent(m1.clone()), Scope::Engine, Scope::All] {
+            for key in &every_key {
+                let path = key.path();
+                let in_scope = scope
+                    .prefixes()
+                    .iter()
+                    .any(|p| path.starts_with(p.as_str()));
+                let watched = scope.watched().iter().any(|r| r.contains(&path));
+                // The whole registry's view watches the root, unit files and version included.
+                let expected = in_scope || matches!(scope, Scope::All);
+                assert_eq!(watched, expected, "{scope:?}: {path}");
+            }
+        }
+    }
 
     fn check(groups: &[usize], expected: &[usize]) {
         let groups = groups

@@ -8,7 +8,9 @@ mod common;
 
 use common::{put, Backend};
 use fleet_registry::error::RegistryError;
-use fleet_registry::kv::{Compare, EventKind, KvStore, Op, Watch, WatchBatch, MAX_TXN_OPS};
+use fleet_registry::kv::{
+    Compare, EventKind, KeyRange, KvStore, Op, Watch, WatchBatch, MAX_TXN_OPS,
+};
 
 async fn value(store: &dyn KvStore, key: &str) -> Option<String> {
     let kv = store.get(key).await.unwrap()?;
@@ -295,6 +297,31 @@ async fn watch_resumes_from_a_revision(b: Backend) {
     );
 }
 
+/// A range watch sees the keys from its start up to its end: here every key under `b/` to
+/// every key under `d/`, and nothing before or after.
+async fn a_range_watch_sees_its_range_only(b: Backend) {
+    let s = &*b.store;
+    let mut watch = s
+        .watch_range(&KeyRange::spanning("b/", "d/"), 0)
+        .await
+        .unwrap();
+    let ops = ["a/1", "b", "b/1", "c", "c/1/2", "d/1", "d0", "e/1"]
+        .iter()
+        .map(|key| Op::put(*key, "v"))
+        .collect();
+    s.txn(vec![], ops).await.unwrap();
+    let keys: Vec<String> = events(&next(&mut watch).await)
+        .into_iter()
+        .map(|(_, key, _)| key)
+        .collect();
+    assert_eq!(keys, ["b/1", "c", "c/1/2", "d/1"]);
+    // The empty prefix is every key.
+    let mut all = s.watch("", 0).await.unwrap();
+    let rev = put(s, "zz", "v").await;
+    let batch = next(&mut all).await;
+    assert_eq!((batch.revision, events(&batch).len()), (rev, 1));
+}
+
 async fn watch_of_compacted_history_fails_clearly(mut b: Backend) {
     let old = put(&*b.store, "jobs/a", "1").await;
     put(&*b.store, "jobs/a", "2").await;
@@ -334,5 +361,6 @@ on_every_backend!(
     keep_alive_holds_a_lease,
     revoke_deletes_at_once,
     watch_resumes_from_a_revision,
+    a_range_watch_sees_its_range_only,
     watch_of_compacted_history_fails_clearly,
 );
