@@ -407,17 +407,14 @@ impl EtcdServer {
 
     /// The value of one of etcd's Prometheus metrics (e.g. `etcd_mvcc_put_total`).
     pub fn metric(&self, name: &str) -> Option<f64> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.member.client_port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        response.lines().find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            (key == name).then(|| value.parse().ok()).flatten()
-        })
+        read_metrics(self.member.client_port, &[name])[0]
+    }
+
+    /// A reader of several of this member's metrics at once (one request), which can be moved
+    /// to another task or thread.
+    pub fn metrics_reader(&self) -> impl Fn(&[&str]) -> Vec<Option<f64>> + Send + Sync + 'static {
+        let port = self.member.client_port;
+        move |names| read_metrics(port, names)
     }
 
     /// SIGKILL, as a crash would.
@@ -567,4 +564,28 @@ impl EtcdServer {
             panic!("etcdctl compact failed: {e}");
         }
     }
+}
+
+/// The values of `names` among the Prometheus metrics etcd serves on `port`, in their order.
+fn read_metrics(port: u16, names: &[&str]) -> Vec<Option<f64>> {
+    let text = (|| {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        Some(response)
+    })()
+    .unwrap_or_default();
+    names
+        .iter()
+        .map(|name| {
+            text.lines().find_map(|line| {
+                let (key, value) = line.split_once(' ')?;
+                (key == *name).then(|| value.parse().ok()).flatten()
+            })
+        })
+        .collect()
 }

@@ -210,7 +210,7 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
     .expect("every machine registered within 10 minutes");
     // Agents report in small transactions, many at once: etcd's rate for those, with every
     // machine connected (keep-alives and watches, as during the run), is the other ceiling.
-    let small_ceiling = small_txn_rate(store.as_ref(), 10_000, 256)
+    let small_ceiling = small_txn_rate(store.as_ref(), 3_000, 256)
         .await
         .expect("ceiling write");
     let engine = EngineConfig {
@@ -306,7 +306,20 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
         })
         .collect();
     let launched_so_far = Arc::new(AtomicUsize::new(0));
-    let submitter = tokio::spawn(submit(Arc::clone(&store), batches, launched_so_far.clone()));
+    let metrics = etcd.metrics_reader();
+    let backlog = move || {
+        let read = metrics(&[
+            "etcd_server_proposals_committed_total",
+            "etcd_server_proposals_applied_total",
+        ]);
+        read[0].unwrap_or(0.0) - read[1].unwrap_or(0.0)
+    };
+    let submitter = tokio::spawn(submit(
+        Arc::clone(&store),
+        batches,
+        launched_so_far.clone(),
+        backlog,
+    ));
     let mut placed_in = None;
     let mut placed: BTreeSet<String> = BTreeSet::new();
     let mut launched: BTreeSet<String> = BTreeSet::new();
@@ -399,19 +412,28 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
 /// smaller sizes are submitted in one go.
 const UNLAUNCHED_AT_MOST: usize = 16_384;
 
+/// At most this many raft entries committed by etcd and not yet applied before the next jobs
+/// are written: etcd refuses proposals (`too many requests`) at 5,000, and holds lease renewals
+/// until it has applied what it committed, so a deep backlog expires machines' leases.
+const APPLY_BACKLOG_AT_MOST: f64 = 500.0;
+
 /// Writes the jobs, eight transactions in flight, as a bulk submission through a few API
-/// clients would, never more than `UNLAUNCHED_AT_MOST` ahead of the units launched.
+/// clients would, never more than `UNLAUNCHED_AT_MOST` ahead of the units launched, and only
+/// while etcd keeps up with applying what it commits (`backlog`, from its metrics).
 async fn submit(
     store: Arc<dyn KvStore>,
     batches: Vec<(Vec<Op>, usize)>,
     launched: Arc<AtomicUsize>,
+    backlog: impl Fn() -> f64,
 ) {
     let mut submitted = 0;
     for wave in batches.chunks(8) {
         let deadline = Instant::now() + Duration::from_secs(600);
-        while submitted > launched.load(Ordering::Relaxed) + UNLAUNCHED_AT_MOST {
+        while submitted > launched.load(Ordering::Relaxed) + UNLAUNCHED_AT_MOST
+            || backlog() > APPLY_BACKLOG_AT_MOST
+        {
             assert!(Instant::now() < deadline, "nothing launched for 10 minutes");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let sent = wave.iter().map(|(ops, _)| async {
             // Plain puts: sending one again after a timeout is harmless. A busy etcd is given
