@@ -13,7 +13,7 @@ use fleet_unit::{JobState, MachineId, Requirements, UnitFile, UnitHash, UnitName
 use crate::error::{RegistryError, Result};
 use crate::keys::{self, RegistryKey};
 use crate::kv::{
-    Compare, Event, KeyRange, KvStore, LeaseId, Op, Revision, Watch, WatchBatch, MAX_TXN_OPS,
+    Compare, KeyRange, KvStore, LeaseId, Op, Revision, Watch, WatchBatch, MAX_TXN_OPS,
 };
 use crate::records::{
     decode, decode_text, encode, JobRecord, LeaderRecord, MachineRecord, ReasonRecord, StateRecord,
@@ -37,11 +37,12 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// What a view of the scope watches: one stream where one range of keys covers the scope,
-    /// so that its changes come in revision order and a revision seen means every change
-    /// before it was seen. The engine's prefixes are adjacent in key order (`jobs/` to
-    /// `schedule/`: agents' `states/` and the unit files fall outside); the agent's three
-    /// prefixes are not (one stream of everything would bring it every machine's changes).
+    /// What a view of the scope watches, exactly the scope's keys: one range where the
+    /// scope's prefixes are adjacent in key order, so that its changes come in revision order
+    /// and a revision seen means every change before it was seen (the engine's, `jobs/` to
+    /// `schedule/`; the whole registry's, `global/` to `states/`; agents' reports and unit
+    /// files fall outside the first, unit files outside the second); the agent's three
+    /// prefixes otherwise, which are not adjacent.
     fn watched(&self) -> Vec<KeyRange> {
         match self {
             Scope::Agent(_) => self
@@ -50,7 +51,7 @@ impl Scope {
                 .map(|p| KeyRange::prefix(p))
                 .collect(),
             Scope::Engine => vec![KeyRange::spanning(keys::JOBS, keys::SCHEDULE)],
-            Scope::All => vec![KeyRange::prefix("")],
+            Scope::All => vec![KeyRange::spanning(keys::GLOBAL, keys::STATES)],
         }
     }
 
@@ -178,7 +179,6 @@ impl Registry {
         let watch = self.watch(&scope, snapshot.revision + 1).await?;
         Ok(View {
             registry: self.clone(),
-            prefixes: scope.prefixes(),
             ordered: scope.watched().len() == 1,
             scope,
             snapshot,
@@ -616,9 +616,6 @@ fn busy(key: &str) -> RegistryError {
 pub struct View {
     registry: Registry,
     scope: Scope,
-    /// The scope's prefixes: changes to other keys (which a watch of the root brings) are
-    /// passed over.
-    prefixes: Vec<String>,
     /// Whether the view watches one stream, so that a batch's revision says every change up
     /// to it has been seen (see [`Scope::watched`]).
     ordered: bool,
@@ -647,51 +644,35 @@ impl View {
     /// Waits for the next change and applies it. An `Err` (registry unreachable) leaves the
     /// snapshot as it was; call again after a backoff and the view re-lists.
     pub async fn changed(&mut self) -> Result<Changed> {
-        loop {
-            let Some(watch) = self.watch.as_mut() else {
-                return self.relist().await;
-            };
-            let batch = match watch.next().await {
-                Some(Ok(batch)) => batch,
-                Some(Err(RegistryError::Compacted { .. })) | None => return self.relist().await,
-                Some(Err(e)) => {
-                    self.watch = None;
-                    return Err(e);
-                }
-            };
-            let mut keys = self.apply(batch);
-            // Take whatever else has arrived too (a revision that touched several prefixes
-            // comes as one batch per prefix), so the caller reconciles once.
-            while let Some(next) = self.watch.as_mut().and_then(Watch::try_next) {
-                match next {
-                    Ok(batch) => keys.extend(self.apply(batch)),
-                    // Reported by the next call, which re-lists.
-                    Err(_) => {
-                        self.watch = None;
-                        break;
-                    }
-                }
+        let Some(watch) = self.watch.as_mut() else {
+            return self.relist().await;
+        };
+        let mut keys = match watch.next().await {
+            Some(Ok(batch)) => self.apply(&batch),
+            Some(Err(RegistryError::Compacted { .. })) | None => return self.relist().await,
+            Some(Err(e)) => {
+                self.watch = None;
+                return Err(e);
             }
-            // Changes outside the scope only (other machines' states, in the engine's view of
-            // the root) are nothing to tell of.
-            if !keys.is_empty() {
-                return Ok(Changed::Keys(keys));
+        };
+        // Take whatever else has arrived too (a revision that touched several prefixes comes
+        // as one batch per prefix), so the caller reconciles once.
+        while let Some(next) = self.watch.as_mut().and_then(Watch::try_next) {
+            match next {
+                Ok(batch) => keys.extend(self.apply(&batch)),
+                // Reported by the next call, which re-lists.
+                Err(_) => {
+                    self.watch = None;
+                    break;
+                }
             }
         }
+        Ok(Changed::Keys(keys))
     }
 
-    /// Applies the batch's changes within the scope.
-    fn apply(&mut self, batch: WatchBatch) -> Vec<RegistryKey> {
-        let in_scope: Vec<Event> = batch
-            .events
-            .into_iter()
-            .filter(|event| {
-                self.prefixes
-                    .iter()
-                    .any(|prefix| event.kv.key.starts_with(prefix.as_str()))
-            })
-            .collect();
-        let keys = self.snapshot.apply(&in_scope);
+    /// Applies a batch of the view's watch.
+    fn apply(&mut self, batch: &WatchBatch) -> Vec<RegistryKey> {
+        let keys = self.snapshot.apply(&batch.events);
         if self.ordered {
             self.snapshot.revision = self.snapshot.revision.max(batch.revision);
         }
@@ -749,9 +730,7 @@ mod tests {
                     .iter()
                     .any(|p| path.starts_with(p.as_str()));
                 let watched = scope.watched().iter().any(|r| r.contains(&path));
-                // The whole registry's view watches the root, unit files and version included.
-                let expected = in_scope || matches!(scope, Scope::All);
-                assert_eq!(watched, expected, "{scope:?}: {path}");
+                assert_eq!(watched, in_scope, "{scope:?}: {path}");
             }
         }
     }

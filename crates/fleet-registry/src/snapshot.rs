@@ -53,10 +53,9 @@ impl Snapshot {
         snapshot
     }
 
-    /// Applies one watch batch; returns the keys it changed (undecodable ones included, as
-    /// their raw text, in `problems`).
-    /// Applies watched changes; the caller, who knows up to which revision it has seen every
-    /// change, moves `revision`.
+    /// Applies watched changes; returns the keys they changed (undecodable ones included, as
+    /// their raw text, in `problems`). The caller, who knows up to which revision it has seen
+    /// every change, moves `revision`.
     pub fn apply(&mut self, events: &[Event]) -> Vec<RegistryKey> {
         let mut changed = Vec::with_capacity(events.len());
         for event in events {
