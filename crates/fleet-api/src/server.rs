@@ -12,11 +12,11 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use fleet_registry::registry::JobWrite;
 use fleet_registry::{Registry, RegistryError, Scope, Snapshot};
-
-use crate::listed::Listed;
 use fleet_unit::{validate_options, JobState, MachineId, NameInfo, UnitFile, UnitHash, UnitName};
 use serde::Serialize;
 use tokio::sync::Mutex;
+
+use crate::listed::Listed;
 
 use crate::schema::{
     wire_options, ErrorBody, Machine, MachinePage, Unit, UnitPage, UnitState, UnitStatePage,
@@ -371,7 +371,7 @@ fn last_snapshot(state: &ApiState) -> Option<(Arc<Listed>, Instant)> {
 /// The registry now: the last snapshot if nothing was written since (asking for the current
 /// revision is one small read), else a fresh one.
 async fn snapshot(state: &ApiState) -> Result<Arc<Listed>, Answer> {
-    let (_, revision) = state.registry.store().range(&["\u{0}revision"]).await?;
+    let revision = state.registry.revision().await?;
     let current = match last_snapshot(state).filter(|(cached, _)| cached.revision == revision) {
         Some((cached, _)) => cached,
         None => Arc::new(Listed::new(state.registry.snapshot(&Scope::All).await?)),
@@ -661,23 +661,17 @@ async fn list_states(state: &ApiState, query: &str) -> Reply {
     let (page, listed) = listing(state, query).await?;
     let units = query_values(query, "unitName");
     let machines = query_values(query, "machineID");
-    let (chosen, next) = match units.is_empty() && machines.is_empty() {
-        true => slice(listed.states(), page),
-        false => {
-            let kept: Vec<(UnitName, MachineId)> = listed
-                .states()
-                .iter()
-                .filter(|(unit, machine)| {
-                    (units.is_empty() || units.iter().any(|u| u == unit.as_str()))
-                        && (machines.is_empty() || machines.iter().any(|m| m == machine.as_str()))
-                })
-                .cloned()
-                .collect();
-            slice(&kept, page)
-        }
-    };
-    let states: Vec<UnitState> = chosen
+    let kept: Vec<&(UnitName, MachineId)> = listed
+        .states()
         .iter()
+        .filter(|(unit, machine)| {
+            (units.is_empty() || units.iter().any(|u| u == unit.as_str()))
+                && (machines.is_empty() || machines.iter().any(|m| m == machine.as_str()))
+        })
+        .collect();
+    let (chosen, next) = slice(&kept, page);
+    let states: Vec<UnitState> = chosen
+        .into_iter()
         .filter_map(|state| state_view(&listed, state))
         .collect();
     Ok(Answer::json(

@@ -173,6 +173,13 @@ impl Registry {
         Ok(Snapshot::from_listing(revision, ranges.iter().flatten()))
     }
 
+    /// The registry's current revision: whether anything was written since a snapshot, for
+    /// the price of one small read (a range that holds no key).
+    pub async fn revision(&self) -> Result<Revision> {
+        let (_, revision) = self.kv.range(&["\u{0}revision"]).await?;
+        Ok(revision)
+    }
+
     /// A snapshot of `scope` kept current by a watch; see [`View`].
     pub async fn view(&self, scope: Scope) -> Result<View> {
         let snapshot = self.snapshot(&scope).await?;
