@@ -65,18 +65,13 @@ impl Listed {
     }
 
     /// The machines `unit` is placed on: one, unless a broken writer placed it twice.
-    pub fn placements(&self, unit: &UnitName) -> impl Iterator<Item = &MachineId> {
+    pub fn placed_on(&self, unit: &UnitName) -> impl Iterator<Item = &MachineId> {
         let placed = self.placed.get_or_init(|| {
-            let mut placed: BTreeMap<UnitName, Vec<MachineId>> = BTreeMap::new();
-            for (machine, units) in &self.snapshot.schedule {
-                for name in units.keys() {
-                    placed
-                        .entry(name.clone())
-                        .or_default()
-                        .push(machine.clone());
-                }
-            }
-            placed
+            self.snapshot
+                .placed_units()
+                .into_iter()
+                .map(|(name, machines)| (name.clone(), machines.into_iter().cloned().collect()))
+                .collect()
         });
         placed.get(unit).into_iter().flatten()
     }
@@ -153,7 +148,7 @@ mod tests {
         }
         for name in listed.units() {
             let theirs: Vec<&MachineId> = listed.snapshot.placements(name).collect();
-            let ours: Vec<&MachineId> = listed.placements(name).collect();
+            let ours: Vec<&MachineId> = listed.placed_on(name).collect();
             assert_eq!(ours, theirs, "{name}");
         }
     }

@@ -433,7 +433,7 @@ async fn unit_view(
         ..Unit::default()
     };
     if !global {
-        let placed = snapshot.placements(name).next();
+        let placed = snapshot.placed_on(name).next();
         unit.current_state = current_state(snapshot, name, &record.hash)
             .as_str()
             .to_owned();
@@ -450,7 +450,7 @@ async fn unit_view(
 /// fleet's currentState: inactive until placed; loaded once placed; launched once the machine's
 /// agent has started the current version of it (whatever became of it since: failed, exited).
 fn current_state(snapshot: &Listed, name: &UnitName, hash: &UnitHash) -> JobState {
-    let Some(machine) = snapshot.placements(name).next() else {
+    let Some(machine) = snapshot.placed_on(name).next() else {
         return JobState::Inactive;
     };
     let placed = &snapshot.schedule[machine][name];
@@ -957,7 +957,7 @@ async fn local_unit(
             ));
         }
     }
-    let placed: Vec<String> = snapshot.placements(&name).map(|m| m.to_string()).collect();
+    let placed: Vec<String> = snapshot.placed_on(&name).map(|m| m.to_string()).collect();
     let global = snapshot.global.contains_key(&name);
     if !global && !snapshot.jobs.contains_key(&name) {
         return Err(unit_missing());

@@ -296,12 +296,7 @@ async fn reconcile(
     let units = &mut memory.units;
     let mut groups: Vec<Vec<Op>> = Vec::new();
     let mut jobs = Vec::new();
-    let mut placements: BTreeMap<&UnitName, Vec<&MachineId>> = BTreeMap::new();
-    for (machine, placed) in &snapshot.schedule {
-        for name in placed.keys() {
-            placements.entry(name).or_default().push(machine);
-        }
-    }
+    let placements = snapshot.placed_units();
     for (name, record) in &snapshot.jobs {
         let mut placed = placements
             .get(name)

@@ -152,6 +152,18 @@ impl Snapshot {
         }
     }
 
+    /// Where each unit is placed: the schedule turned around, for a caller that asks of many
+    /// units (asking [`Snapshot::placements`] of each looks at every machine each time).
+    pub fn placed_units(&self) -> BTreeMap<&UnitName, Vec<&MachineId>> {
+        let mut placed: BTreeMap<&UnitName, Vec<&MachineId>> = BTreeMap::new();
+        for (machine, units) in &self.schedule {
+            for name in units.keys() {
+                placed.entry(name).or_default().push(machine);
+            }
+        }
+        placed
+    }
+
     /// The machines a unit is placed on: one, unless a broken writer placed it twice.
     pub fn placements<'a>(&'a self, name: &'a UnitName) -> impl Iterator<Item = &'a MachineId> {
         self.schedule

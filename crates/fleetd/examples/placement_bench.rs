@@ -523,15 +523,14 @@ fn violations(
             (name.to_string(), (constraints, true))
         })
         .collect();
-    let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (machine, placed) in &snapshot.schedule {
-        for name in placed.keys() {
-            hosts
-                .entry(name.to_string())
-                .or_default()
-                .push(machine.to_string());
-        }
-    }
+    let mut hosts: BTreeMap<String, Vec<String>> = snapshot
+        .placed_units()
+        .into_iter()
+        .map(|(name, machines)| {
+            let machines = machines.into_iter().map(MachineId::to_string).collect();
+            (name.to_string(), machines)
+        })
+        .collect();
     for (machine, states) in &snapshot.states {
         for (name, state) in states {
             let global = units.get(name.as_str()).is_some_and(|(c, _)| c.global);
