@@ -41,6 +41,11 @@ pub fn violations(observed: &Observed, strictness: Strictness) -> Vec<String> {
         let of = |unit: &str| observed.units.get(unit).map(|(c, _)| c);
         of(a).is_some_and(|c| c.conflicts_with(b)) || of(b).is_some_and(|c| c.conflicts_with(a))
     };
+    let machines: BTreeMap<&str, &Machine> = observed
+        .machines
+        .iter()
+        .map(|m| (m.id.as_str(), m))
+        .collect();
     // Which units each machine holds, for the conflict rule.
     let mut held: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (unit, machines) in &observed.hosts {
@@ -60,7 +65,7 @@ pub fn violations(observed: &Observed, strictness: Strictness) -> Vec<String> {
             violations.push(format!("{name} is on no machine"));
         }
         for machine in here {
-            match observed.machines.iter().find(|m| m.id.as_str() == machine) {
+            match machines.get(machine.as_str()) {
                 None => violations.push(format!("{name} is on {machine}, which is gone")),
                 Some(m) if !m.has_metadata(&own.metadata) => violations.push(format!(
                     "{name} is on {machine}, whose metadata it does not accept"
