@@ -478,9 +478,8 @@ impl Registry {
     pub async fn commit_decisions(
         &self,
         leadership: &Leadership,
-        groups: Vec<Vec<Op>>,
+        mut groups: Vec<Vec<Op>>,
     ) -> Result<Option<Revision>> {
-        let mut groups = groups;
         // When no key is written twice, the order of the groups does not matter, so: grouped
         // by key (by machine, for placements), each machine's agent hears of all its new
         // units in one or two transactions rather than one per unit; and several transactions
