@@ -9,23 +9,30 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use fleet_registry::kv::LeaseId;
 use fleet_registry::records::{JobRecord, MachineRecord, StateRecord};
-use fleet_registry::{renewal_interval, MachineLease, Registry, RegistryError, Scope, Snapshot};
+use fleet_registry::{Registry, RegistryError, Scope, Snapshot};
 use fleet_unit::{
     JobState, Machine, MachineId, Requirements, SystemdState, UnitFile, UnitHash, UnitName,
 };
-use tokio::sync::watch;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
 
+use crate::fence::{self, Fence};
+use crate::jobs::{self, Job, Outcome, Work};
+use crate::lease::{self, LeaseConfig, LeaseStatus};
 use crate::manager::UnitManager;
+use crate::order;
 use crate::started::Started;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub machine: MachineId,
     pub record: MachineRecord,
-    /// The machine lease's TTL (fleet's agent_ttl); keep-alives go at a third of it.
+    /// The machine lease's TTL (fleet's agent_ttl); keep-alives go at an eighth of it.
     pub ttl: Duration,
     /// Where the machine lease's ID is kept across restarts.
     pub lease_file: PathBuf,
@@ -43,24 +50,77 @@ pub struct AgentConfig {
 /// Runs the agent until `shutdown` turns true. Units are left as they are on the way out
 /// (fleetd decides whether a shutdown unloads them). `Err` only for what no retry can fix: the
 /// machine ID is in use by another live fleetd.
+///
+/// Three tasks: the lease keeper (`lease`), the fence (`fence`) and this loop, which follows
+/// the registry, issues jobs (`jobs`) and publishes states. Neither of the first two ever waits
+/// for the third.
 pub async fn run(
     registry: Registry,
     manager: Arc<dyn UnitManager>,
     config: AgentConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let mut agent = Agent {
-        registry,
-        manager,
-        lease: None,
-        published: BTreeMap::new(),
-        units: BTreeMap::new(),
-        started: Started::open(config.started_file.clone()),
-        renewed_at: None,
-        disconnected: false,
-        fenced: BTreeSet::new(),
-        config,
-    };
+    let (lease_status, lease) = watch::channel(LeaseStatus::default());
+    let (expired, expired_receiver) = mpsc::channel(1);
+    let mut keeper = tokio::spawn(lease::keep(
+        registry.clone(),
+        LeaseConfig {
+            machine: config.machine.clone(),
+            record: config.record.clone(),
+            ttl: config.ttl,
+            lease_file: config.lease_file.clone(),
+            updates: config.updates.clone(),
+        },
+        lease_status,
+        expired_receiver,
+        shutdown.clone(),
+    ));
+    let fence = Arc::new(Fence::default());
+    let (fence_stopped, mut fenced) = watch::channel(());
+    let guard = tokio::spawn(fence::guard(
+        Arc::clone(&fence),
+        Arc::clone(&manager),
+        lease.clone(),
+        fence_stopped,
+    ));
+    let result = follow(
+        Agent {
+            registry,
+            manager,
+            lease: lease.clone(),
+            expired,
+            published: BTreeMap::new(),
+            published_on: None,
+            units: BTreeMap::new(),
+            started: Started::open(config.started_file.clone()),
+            fence,
+            jobs: JoinSet::new(),
+            busy: BTreeMap::new(),
+            permits: Arc::new(Semaphore::new(jobs::CONCURRENT)),
+            config,
+        },
+        lease,
+        &mut fenced,
+        &mut keeper,
+        &mut shutdown,
+    )
+    .await;
+    guard.abort();
+    if !keeper.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut keeper).await;
+        keeper.abort();
+    }
+    result
+}
+
+/// The agent's own loop, until shutdown (or the lease keeper gives up for good).
+async fn follow(
+    mut agent: Agent,
+    mut lease: watch::Receiver<LeaseStatus>,
+    fenced: &mut watch::Receiver<()>,
+    keeper: &mut tokio::task::JoinHandle<Result<(), String>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
     let mut view = loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -73,11 +133,10 @@ pub async fn run(
             Ok(view) => break view,
             Err(error) => {
                 tracing::warn!(%error, "agent: registry unreachable; retrying");
-                pause(&mut shutdown, Duration::from_secs(1)).await;
+                pause(shutdown, Duration::from_secs(1)).await;
             }
         }
     };
-    let mut keep_alive = tokio::time::interval(renewal_interval(agent.config.ttl));
     // A manager that tells of state changes is only polled as a safety net.
     let mut changes = agent.manager.changes();
     let mut poll = tokio::time::interval(match changes {
@@ -86,21 +145,16 @@ pub async fn run(
     });
     let mut resync = tokio::time::interval(agent.config.resync);
     let mut dirty = true;
+    let mut refresh = false;
     loop {
-        if agent.lease.is_none() {
-            match agent.register().await {
-                Ok(()) => {}
-                Err(RegistryError::Conflict(why)) => return Err(why),
-                Err(error) => tracing::warn!(%error, "agent: cannot announce this machine"),
-            }
-        }
-        if !agent.fenced.is_empty() && agent.holds_lease() {
-            // Back in the registry (or the lease outlived the estimate): what the engine did
-            // meanwhile decides whether the stopped units start here again, so the registry is
-            // read afresh first (again on the next round if that fails).
+        if refresh && lease.borrow().held().is_some() {
+            // Back in the registry: what the engine did meanwhile decides whether the fenced
+            // units start here again, so the registry is read afresh first (again on the
+            // next round if that fails).
             match view.refresh().await {
                 Ok(()) => {
-                    agent.fenced.clear();
+                    agent.fence.release();
+                    refresh = false;
                     dirty = true;
                 }
                 Err(error) => tracing::warn!(%error, "agent: cannot read the registry"),
@@ -117,45 +171,48 @@ pub async fn run(
                 Ok(_) => dirty = true,
                 Err(error) => {
                     tracing::warn!(%error, "agent: registry unreachable; units keep running");
-                    pause(&mut shutdown, Duration::from_millis(500)).await;
+                    pause(shutdown, Duration::from_millis(500)).await;
                 }
             },
-            _ = keep_alive.tick() => {
-                agent.keep_alive().await;
-                agent.fence_if_disconnected(view.snapshot()).await;
+            Some(finished) = agent.jobs.join_next() => {
+                agent.finished(finished);
+                while let Some(finished) = agent.jobs.try_join_next() {
+                    agent.finished(finished);
+                }
+                agent.started.save();
+                agent.publish_or_warn().await;
+                dirty = true;
             }
-            // Before the lease can run out, not a renewal interval later.
-            _ = until(agent.fence_deadline()) => {
-                agent.fence_if_disconnected(view.snapshot()).await;
+            changed = lease.changed() => {
+                if changed.is_err() {
+                    return keeper_result(keeper).await;
+                }
+                let status = lease.borrow_and_update().clone();
+                if status.held().is_some() {
+                    refresh |= !agent.fence.fenced().is_empty();
+                    agent.publish_or_warn().await;
+                }
             }
+            _ = fenced.changed() => dirty = true,
             _ = poll.tick() => agent.publish_or_warn().await,
             Some(()) = next_change(&mut changes) => agent.publish_or_warn().await,
             _ = resync.tick() => dirty = true,
-            Some(record) = next_update(&mut agent.config.updates) => {
-                tracing::info!("agent: announcing the machine's new configuration");
-                agent.config.record = record;
-                agent.lease = None;
-                dirty = true;
+            ended = &mut *keeper => return ended.unwrap_or_else(|e| Err(format!("the lease keeper failed: {e}"))),
+            _ = shutdown.changed() => {
+                agent.wind_down().await;
+                return Ok(());
             }
-            _ = shutdown.changed() => return Ok(()),
         }
     }
 }
 
-/// The next machine record to announce; never resolves without an update channel.
-async fn next_update(
-    updates: &mut Option<watch::Receiver<MachineRecord>>,
-) -> Option<MachineRecord> {
-    let Some(receiver) = updates else {
-        return std::future::pending().await;
-    };
-    match receiver.changed().await {
-        Ok(()) => Some(receiver.borrow_and_update().clone()),
-        Err(_) => {
-            *updates = None;
-            None
-        }
-    }
+/// What the lease keeper ended with.
+async fn keeper_result(
+    keeper: &mut tokio::task::JoinHandle<Result<(), String>>,
+) -> Result<(), String> {
+    keeper
+        .await
+        .unwrap_or_else(|e| Err(format!("the lease keeper failed: {e}")))
 }
 
 /// The next state change the manager tells of; never resolves for a manager that does not.
@@ -172,14 +229,6 @@ async fn next_change(changes: &mut Option<watch::Receiver<()>>) -> Option<()> {
     }
 }
 
-/// Sleeps until `deadline`; never resolves without one.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(duration) => {}
@@ -187,201 +236,206 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
     }
 }
 
+/// How long jobs under way may take to finish when fleetd stops, before they are abandoned
+/// (a unit manager call cut short leaves the unit as the init system has it, never half).
+const WIND_DOWN: Duration = Duration::from_secs(5);
+
 struct Agent {
     registry: Registry,
     manager: Arc<dyn UnitManager>,
     config: AgentConfig,
-    lease: Option<MachineLease>,
+    lease: watch::Receiver<LeaseStatus>,
+    /// Tells the lease keeper that the registry no longer knows the lease.
+    expired: mpsc::Sender<()>,
     /// What was last published per unit, so only changes are written.
     published: BTreeMap<UnitName, StateRecord>,
+    /// The lease `published` was written on: a new lease carries no states yet.
+    published_on: Option<LeaseId>,
     /// Unit files by hash (immutable).
     units: BTreeMap<UnitHash, UnitFile>,
     started: Started,
-    /// When the last successful renewal was sent: etcd took it later, so the lease lasts at
-    /// least until this plus the TTL.
-    renewed_at: Option<Instant>,
-    /// The lease is known or taken to be lost (until the next renewal or registration).
-    disconnected: bool,
-    /// `StopWhenDisconnected` units stopped because the lease was lost; not started again
-    /// until the machine is registered anew and has read what the engine did meanwhile.
-    fenced: BTreeSet<UnitName>,
+    fence: Arc<Fence>,
+    jobs: JoinSet<Outcome>,
+    /// Units with a job under way, with its "done" bell (starts ordered after it wait for it).
+    busy: BTreeMap<UnitName, watch::Receiver<bool>>,
+    permits: Arc<Semaphore>,
 }
 
 impl Agent {
-    /// Announces the machine, adopting the previous run's lease if it is still alive.
-    async fn register(&mut self) -> Result<(), RegistryError> {
-        let previous = std::fs::read_to_string(&self.config.lease_file)
-            .ok()
-            .and_then(|text| text.trim().parse().ok());
-        let sent = Instant::now();
-        let lease = self
-            .registry
-            .register_machine(
-                &self.config.machine,
-                &self.config.record,
-                self.config.ttl,
-                previous,
-            )
-            .await?;
-        if Some(lease.lease) != previous {
-            // A new lease carries no states yet: publish them all again.
-            self.published.clear();
-        }
-        if let Err(error) = std::fs::write(&self.config.lease_file, lease.lease.to_string()) {
-            tracing::warn!(%error, path = %self.config.lease_file.display(), "agent: cannot keep the lease ID");
-        }
-        tracing::info!(machine = %self.config.machine, lease = lease.lease, "agent: machine announced");
-        self.lease = Some(lease);
-        self.renewed_at = Some(sent);
-        self.disconnected = false;
-        Ok(())
-    }
-
-    /// Renews the lease.
-    async fn keep_alive(&mut self) {
-        let Some(lease) = &self.lease else {
-            return;
+    /// Applies what a job did to what the agent remembers.
+    fn finished(&mut self, finished: Result<Outcome, tokio::task::JoinError>) {
+        let outcome = match finished {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::warn!(%error, "agent: a job failed");
+                // Its unit is found by its bell, which the aborted job can no longer ring.
+                self.busy.retain(|_, done| done.has_changed().is_ok());
+                return;
+            }
         };
-        let sent = Instant::now();
-        match self.registry.keep_alive(lease).await {
-            Ok(true) => {
-                self.renewed_at = Some(sent);
-                self.disconnected = false;
-            }
-            Ok(false) => {
-                tracing::warn!("agent: the machine lease expired; announcing again");
-                self.lease = None;
-            }
-            Err(error) => tracing::warn!(%error, "agent: keep-alive failed; units keep running"),
+        self.busy.remove(&outcome.name);
+        match outcome.started {
+            Some(true) => self.started.insert(&outcome.name),
+            Some(false) => self.started.remove(&outcome.name),
+            None => {}
         }
     }
 
-    /// The machine holds a lease that is not taken for lost: registered anew, or renewed.
-    fn holds_lease(&self) -> bool {
-        self.lease.is_some() && !self.disconnected
-    }
-
-    /// When `StopWhenDisconnected` units are stopped unless the lease is renewed first: three
-    /// renewal intervals (one for a renewal attempt under way, which holds up this loop, one
-    /// for the stops, one for a busy machine's late timers) before the earliest moment etcd
-    /// can let the lease expire, after which the engine may start them elsewhere. `None` while
-    /// there is no lease or it is already taken for lost.
-    fn fence_deadline(&self) -> Option<Instant> {
-        if !self.holds_lease() {
-            return None;
+    /// Lets the jobs under way finish (bounded), so what they did is remembered.
+    async fn wind_down(&mut self) {
+        let deadline = tokio::time::Instant::now() + WIND_DOWN;
+        while let Ok(Some(finished)) =
+            tokio::time::timeout_at(deadline, self.jobs.join_next()).await
+        {
+            self.finished(finished);
         }
-        let ttl = self.config.ttl;
-        self.renewed_at
-            .map(|at| at + ttl - 3 * renewal_interval(ttl))
-    }
-
-    /// Once the lease is about to expire unrenewed (or etcd said it has), the engine may soon
-    /// place this machine's units elsewhere: those that asked for it (`StopWhenDisconnected`)
-    /// are stopped first, so they never run twice.
-    async fn fence_if_disconnected(&mut self, snapshot: &Snapshot) {
-        // A fleetd that has not held a lease yet has no evidence either way (it may have been
-        // restarted within the TTL of its predecessor's lease).
-        let lost = self.renewed_at.is_some()
-            && (self.lease.is_none()
-                || self.fence_deadline().is_some_and(|at| at <= Instant::now()));
-        if !lost {
-            return;
-        }
-        self.disconnected = true;
-        if let Some(at) = self.renewed_at {
-            tracing::info!(since_renewal = ?at.elapsed(), "agent: the machine lease is taken for lost");
-        }
-        let me = self.config.machine.clone();
-        let fence: Vec<UnitName> = snapshot
-            .scheduled_on(&me)
-            .filter(|(name, record)| {
-                !self.fenced.contains(*name)
-                    && self.started.contains(name)
-                    && self.units.get(&record.hash).is_some_and(|unit| {
-                        Requirements::for_unit(unit, name.as_str()).stops_when_disconnected()
-                    })
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        // All at once: the time left before the lease can expire is short.
-        let manager = &self.manager;
-        let stops = fence.iter().map(|name| async move {
-            tracing::warn!(unit = %name, "agent: the machine lease is lost; stopping the unit so it does not run twice");
-            (name, manager.stop(name).await)
-        });
-        for (name, stopped) in futures_util::future::join_all(stops).await {
-            match stopped {
-                Ok(()) => {
-                    self.started.remove(name);
-                    self.fenced.insert(name.clone());
-                }
-                Err(error) => tracing::warn!(unit = %name, %error, "agent: stop failed"),
-            }
+        if !self.jobs.is_empty() {
+            tracing::warn!(
+                jobs = self.jobs.len(),
+                "agent: stopping with jobs still under way"
+            );
+            self.jobs.abort_all();
         }
         self.started.save();
     }
 
-    /// Loads, starts, stops and unloads until the machine matches `snapshot`, then publishes
-    /// the states. What it started or stopped is recorded once, also when a step failed.
+    /// Issues the jobs that make the machine match `snapshot` (loads of new units first, at
+    /// once and concurrently, so that the starts that follow see every unit), then publishes
+    /// the states. Units with a job under way are left to it: the job's end brings another
+    /// round.
     async fn reconcile(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        let applied = self.apply(snapshot).await;
+        for name in self.fence.fenced() {
+            self.started.remove(&name);
+        }
+        for name in self.manager.take_lost().await {
+            // Its processes were found gone without the unit having ended (its shim was
+            // killed, or the machine crashed): it is no longer running by the agent's hand,
+            // so a unit wanted launched starts again.
+            tracing::warn!(unit = %name, "agent: the unit's processes are gone; it counts as not started");
+            self.started.remove(&name);
+        }
+        let desired = self.desired(snapshot).await?;
+        let loaded = self.manager.loaded().await.map_err(|e| e.to_string())?;
+        let fresh: Vec<(UnitName, UnitFile)> = desired
+            .iter()
+            .filter(|(name, _)| !loaded.contains_key(*name) && !self.busy.contains_key(*name))
+            .map(|(name, (_, unit))| (name.clone(), unit.clone()))
+            .collect();
+        let loads = futures_util::stream::iter(fresh.into_iter().map(|(name, unit)| {
+            let manager = Arc::clone(&self.manager);
+            async move {
+                tracing::info!(unit = %name, "agent: loading");
+                let result = manager.load(&name, &unit).await;
+                (name, result)
+            }
+        }))
+        .buffer_unordered(jobs::CONCURRENT)
+        .collect::<Vec<_>>()
+        .await;
+        let mut failed = BTreeSet::new();
+        for (name, result) in loads {
+            if let Err(error) = result {
+                tracing::warn!(unit = %name, %error, "agent: load failed");
+                failed.insert(name);
+            } else {
+                // Whatever was remembered of an earlier copy, this one starts anew.
+                self.started.remove(&name);
+            }
+        }
+        let mut work: BTreeMap<UnitName, (Work, bool)> = BTreeMap::new();
+        for name in loaded.keys().filter(|n| !desired.contains_key(*n)) {
+            work.insert(name.clone(), (Work::Unload, false));
+        }
+        let mut candidates = BTreeSet::new();
+        for (name, (record, unit)) in &desired {
+            if failed.contains(name) {
+                continue;
+            }
+            let launched = record.desired == JobState::Launched;
+            let swd = Requirements::for_unit(unit, name.as_str()).stops_when_disconnected();
+            if swd && self.started.contains(name) {
+                candidates.insert(name.clone());
+            }
+            let replaced = loaded.get(name).is_some_and(|hash| *hash != record.hash);
+            let started = self.started.contains(name) && !replaced;
+            let fenced = self.fence.is_fenced(name);
+            let job = if replaced {
+                Some(Work::Replace {
+                    unit: unit.clone(),
+                    start: launched && !fenced,
+                })
+            } else if launched && !started && !fenced {
+                Some(Work::Start)
+            } else if !launched && started {
+                Some(Work::Stop)
+            } else {
+                None
+            };
+            if let Some(job) = job {
+                work.insert(name.clone(), (job, swd));
+            }
+        }
+        self.fence.set_candidates(candidates);
+        self.issue(work, &desired);
         self.started.save();
-        applied?;
         self.publish_states().await.map_err(|e| e.to_string())
     }
 
-    /// A unit is started once when it is wanted launched and stopped once when it no longer
-    /// is: what it does in between (fail, exit, get pulled in by another unit) is its init
-    /// system's business.
-    async fn apply(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        let desired = self.desired(snapshot).await?;
-        let loaded = self.manager.loaded().await.map_err(|e| e.to_string())?;
-        for name in loaded.keys().filter(|n| !desired.contains_key(*n)) {
-            tracing::info!(unit = %name, "agent: unloading");
-            self.manager.unload(name).await.map_err(|e| e.to_string())?;
-            self.started.remove(name);
-            self.withdraw(name).await;
+    /// Spawns a job for every unit in `work` that has none under way; a start waits for the
+    /// starts it is ordered after, in this batch or still under way.
+    fn issue(
+        &mut self,
+        work: BTreeMap<UnitName, (Work, bool)>,
+        desired: &BTreeMap<UnitName, (JobRecord, UnitFile)>,
+    ) {
+        let work: BTreeMap<UnitName, (Work, bool)> = work
+            .into_iter()
+            .filter(|(name, _)| !self.busy.contains_key(name))
+            .collect();
+        if work.is_empty() {
+            return;
         }
-        for (name, (record, unit)) in &desired {
-            if loaded.get(name) != Some(&record.hash) {
-                tracing::info!(unit = %name, "agent: loading");
-                if loaded.contains_key(name) {
-                    // A new version: the old one stops first.
-                    self.manager.stop(name).await.map_err(|e| e.to_string())?;
-                }
-                // Whatever was remembered of an earlier copy, this one starts anew.
-                self.started.remove(name);
-                self.manager
-                    .load(name, unit)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+        let starting: BTreeMap<UnitName, &UnitFile> = desired
+            .iter()
+            .filter(|(name, _)| {
+                self.busy.contains_key(*name)
+                    || matches!(
+                        work.get(*name),
+                        Some((Work::Start | Work::Replace { start: true, .. }, _))
+                    )
+            })
+            .map(|(name, (_, unit))| (name.clone(), unit))
+            .collect();
+        let order = order::predecessors(&starting);
+        let mut bells: BTreeMap<UnitName, watch::Sender<bool>> = BTreeMap::new();
+        for name in work.keys() {
+            let (done, waiting) = watch::channel(false);
+            self.busy.insert(name.clone(), waiting);
+            bells.insert(name.clone(), done);
         }
-        for (name, (record, _)) in &desired {
-            let started = self.started.contains(name);
-            match record.desired {
-                JobState::Launched if !started && !self.fenced.contains(name) => {
-                    let state = self.manager.state(name).await.map_err(|e| e.to_string())?;
-                    // Running already (an earlier fleetd of this boot started it, or systemd
-                    // did as a dependency): nothing to do but remember it.
-                    if !matches!(state.active.as_str(), "active" | "activating" | "reloading") {
-                        tracing::info!(unit = %name, "agent: starting");
-                        if let Err(error) = self.manager.start(name).await {
-                            tracing::warn!(unit = %name, %error, "agent: start failed");
-                            continue;
-                        }
-                    }
-                    self.started.insert(name);
-                }
-                JobState::Loaded | JobState::Inactive if started => {
-                    tracing::info!(unit = %name, "agent: stopping");
-                    self.manager.stop(name).await.map_err(|e| e.to_string())?;
-                    self.started.remove(name);
-                }
-                _ => {}
-            }
+        for (name, (work, stops_when_disconnected)) in work {
+            let after = order
+                .get(&name)
+                .into_iter()
+                .flatten()
+                .filter_map(|earlier| Some((earlier.clone(), self.busy.get(earlier)?.clone())))
+                .collect();
+            let Some(done) = bells.remove(&name) else {
+                continue;
+            };
+            let job = Job {
+                name,
+                work,
+                after,
+                done,
+                stops_when_disconnected,
+            };
+            self.jobs.spawn(job.run(
+                Arc::clone(&self.manager),
+                Arc::clone(&self.permits),
+                self.lease.clone(),
+            ));
         }
-        Ok(())
     }
 
     /// The units this machine should have: those placed here, then the global units (in name
@@ -395,6 +449,12 @@ impl Agent {
             .scheduled_on(&me)
             .map(|(name, record)| (name.clone(), record.clone()))
             .collect();
+        let hashes: BTreeSet<UnitHash> = placed
+            .iter()
+            .map(|(_, record)| record.hash)
+            .chain(snapshot.global.values().map(|record| record.hash))
+            .collect();
+        self.fetch_units(hashes).await?;
         let mut desired = BTreeMap::new();
         let mut constraints = BTreeMap::new();
         for (name, record) in placed {
@@ -441,6 +501,28 @@ impl Agent {
         Ok(desired)
     }
 
+    /// Reads the unit files not cached yet, several at once: a machine handed a thousand new
+    /// units waits for one round trip's worth, not a thousand.
+    async fn fetch_units(&mut self, hashes: BTreeSet<UnitHash>) -> Result<(), String> {
+        let missing: Vec<UnitHash> = hashes
+            .into_iter()
+            .filter(|hash| !self.units.contains_key(hash))
+            .collect();
+        let fetched: Vec<_> = futures_util::stream::iter(missing.into_iter().map(|hash| {
+            let registry = self.registry.clone();
+            async move { (hash, registry.unit_file(&hash).await) }
+        }))
+        .buffer_unordered(jobs::CONCURRENT)
+        .collect()
+        .await;
+        for (hash, unit) in fetched {
+            if let Some(unit) = unit.map_err(|e| e.to_string())? {
+                self.units.insert(hash, unit);
+            }
+        }
+        Ok(())
+    }
+
     async fn unit(&mut self, hash: &UnitHash) -> Result<Option<UnitFile>, String> {
         if let Some(unit) = self.units.get(hash) {
             return Ok(Some(unit.clone()));
@@ -464,9 +546,14 @@ impl Agent {
 
     /// Writes the states that changed since last published; nothing when nothing changed.
     async fn publish_states(&mut self) -> Result<(), RegistryError> {
-        let Some(lease) = self.lease.clone() else {
+        let Some(lease) = self.lease.borrow().lease.clone() else {
             return Ok(());
         };
+        if self.published_on != Some(lease.lease) {
+            // A new lease carries no states yet: publish them all again.
+            self.published.clear();
+            self.published_on = Some(lease.lease);
+        }
         let loaded = match self.manager.loaded().await {
             Ok(loaded) => loaded,
             Err(error) => {
@@ -497,7 +584,7 @@ impl Agent {
         match self.registry.set_states(&lease, &changes).await {
             Ok(()) => {}
             Err(RegistryError::LeaseNotFound(_)) => {
-                self.lease = None;
+                let _ = self.expired.try_send(());
                 return Ok(());
             }
             Err(error) => return Err(error),
@@ -509,14 +596,6 @@ impl Agent {
             };
         }
         Ok(())
-    }
-
-    async fn withdraw(&mut self, name: &UnitName) {
-        if let Some(lease) = &self.lease {
-            if self.registry.set_state(lease, name, None).await.is_ok() {
-                self.published.remove(name);
-            }
-        }
     }
 }
 

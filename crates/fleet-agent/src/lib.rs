@@ -6,7 +6,11 @@
 
 pub mod agent;
 pub mod fake;
+pub mod fence;
+pub mod jobs;
+pub mod lease;
 pub mod manager;
 pub mod native;
+pub mod order;
 pub mod started;
 pub mod systemd;

@@ -56,6 +56,13 @@ pub trait UnitManager: Send + Sync {
     async fn status(&self, _name: &UnitName) -> Result<Option<UnitStatus>> {
         Ok(None)
     }
+    /// The units whose processes were found gone since last asked although the unit had not
+    /// ended (its supervising process was killed, or the machine crashed under a persistent
+    /// data directory): they are reported as they are, and the agent starts them again where
+    /// they are wanted launched.
+    async fn take_lost(&self) -> Vec<UnitName> {
+        Vec::new()
+    }
     /// Told whenever a unit's state may have changed, so the agent publishes it at once instead
     /// of polling; `None` when the manager cannot tell (the agent polls then).
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<()>> {

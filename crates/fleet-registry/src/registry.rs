@@ -98,6 +98,11 @@ pub fn renewal_interval(ttl: Duration) -> Duration {
     ttl / RENEWALS_PER_TTL
 }
 
+/// A TTL as etcd grants it: whole seconds, rounded up.
+fn whole_seconds(ttl: Duration) -> u64 {
+    ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)
+}
+
 /// A machine's presence, held by one lease that also carries its unit states.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineLease {
@@ -329,12 +334,18 @@ impl Registry {
         ttl: Duration,
         adopt: Option<LeaseId>,
     ) -> Result<MachineLease> {
+        let mut replaced = None;
         let adopted = match adopt {
-            Some(lease) => self
-                .kv
-                .keep_alive(lease, renewal_interval(ttl))
-                .await?
-                .map(|_| lease),
+            Some(lease) => match self.kv.keep_alive(lease, renewal_interval(ttl)).await? {
+                // A lease of another TTL (agent_ttl changed across a restart) is handed over
+                // to a new one: the machine key moves to it and the old one ends.
+                Some(granted) if whole_seconds(granted) != whole_seconds(ttl) => {
+                    replaced = Some(lease);
+                    None
+                }
+                Some(_) => Some(lease),
+                None => None,
+            },
             None => None,
         };
         let lease = match adopted {
@@ -342,12 +353,17 @@ impl Registry {
             None => self.kv.grant_lease(ttl).await?,
         };
         let key = RegistryKey::Machine(machine.clone()).path();
-        let result = self.claim_machine(&key, record, lease).await;
+        let result = self.claim_machine(&key, record, lease, replaced).await;
         if result.is_err() && adopted.is_none() {
             // Best effort: an unused lease would expire anyway.
             let _ = self.kv.revoke_lease(lease).await;
         }
         result?;
+        if let Some(old) = replaced {
+            // Only the old states go with it (the machine key is on the new lease now); the
+            // agent publishes every state again on a new lease.
+            let _ = self.kv.revoke_lease(old).await;
+        }
         Ok(MachineLease {
             machine: machine.clone(),
             lease,
@@ -355,11 +371,19 @@ impl Registry {
         })
     }
 
-    async fn claim_machine(&self, key: &str, record: &MachineRecord, lease: LeaseId) -> Result<()> {
+    /// Puts the machine's record on `lease`, if the key is free or already on `lease` (or on
+    /// `replacing`, the lease it takes over from).
+    async fn claim_machine(
+        &self,
+        key: &str,
+        record: &MachineRecord,
+        lease: LeaseId,
+        replacing: Option<LeaseId>,
+    ) -> Result<()> {
         for _ in 0..CAS_ATTEMPTS {
             let compare = match self.kv.get(key).await? {
                 None => Compare::Absent(key.to_owned()),
-                Some(kv) if kv.lease == lease => {
+                Some(kv) if kv.lease == lease || Some(kv.lease) == replacing => {
                     Compare::ModRevision(key.to_owned(), kv.mod_revision)
                 }
                 Some(kv) => {

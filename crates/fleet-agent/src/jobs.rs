@@ -1,0 +1,194 @@
+//! The agent's work on units, as jobs: a reconcile issues them and returns; each runs on a
+//! task of its own, at most [`CONCURRENT`] at once (like systemd's job queue, a bound on what
+//! runs, not on what is queued), and its outcome comes back to the agent. One unit has at
+//! most one job at a time, so the steps for one unit stay in order (a new version stops
+//! before it is loaded and started), while a slow or hanging unit holds up nothing else.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleet_unit::{UnitFile, UnitName};
+use tokio::sync::{watch, Semaphore};
+
+use crate::lease::LeaseStatus;
+use crate::manager::UnitManager;
+
+/// How many unit manager calls the agent has under way at once.
+pub const CONCURRENT: usize = 32;
+
+/// The longest a start waits for the starts it is ordered after to finish.
+const ORDER_WAIT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// Stop it if it runs and forget it.
+    Unload,
+    /// A new version of a loaded unit: stop the old, load the new, and start it if wanted.
+    Replace {
+        unit: UnitFile,
+        start: bool,
+    },
+    /// Start it unless it is running already.
+    Start,
+    Stop,
+}
+
+pub struct Job {
+    pub name: UnitName,
+    pub work: Work,
+    /// Starts this one is ordered after (`After=`/`Before=`): each job's "done" bell.
+    pub after: Vec<(UnitName, watch::Receiver<bool>)>,
+    /// Rung when this job is done (dropped without ringing if it is aborted: also done).
+    pub done: watch::Sender<bool>,
+    /// The unit is stopped when the lease is lost; it is not started while it is.
+    pub stops_when_disconnected: bool,
+}
+
+/// What a job changed in what the agent remembers of a unit.
+#[derive(Debug)]
+pub struct Outcome {
+    pub name: UnitName,
+    /// `Some(true)`: the agent started it (or found it running); `Some(false)`: it is no
+    /// longer running by the agent's hand; `None`: as before.
+    pub started: Option<bool>,
+    /// The job did what it was for.
+    pub ok: bool,
+}
+
+impl Job {
+    pub async fn run(
+        self,
+        manager: Arc<dyn UnitManager>,
+        permits: Arc<Semaphore>,
+        lease: watch::Receiver<LeaseStatus>,
+    ) -> Outcome {
+        let name = self.name.clone();
+        for (earlier, done) in &self.after {
+            wait_started(&*manager, earlier, done.clone()).await;
+        }
+        let outcome = match permits.acquire().await {
+            Ok(_permit) => self.work(&*manager, &lease).await,
+            Err(_) => Outcome {
+                name,
+                started: None,
+                ok: false,
+            },
+        };
+        self.done.send_replace(true);
+        outcome
+    }
+
+    async fn work(
+        &self,
+        manager: &dyn UnitManager,
+        lease: &watch::Receiver<LeaseStatus>,
+    ) -> Outcome {
+        let name = &self.name;
+        let outcome = |started: Option<bool>, ok: bool| Outcome {
+            name: name.clone(),
+            started,
+            ok,
+        };
+        match &self.work {
+            Work::Unload => {
+                tracing::info!(unit = %name, "agent: unloading");
+                match manager.unload(name).await {
+                    Ok(()) => outcome(Some(false), true),
+                    Err(error) => {
+                        tracing::warn!(unit = %name, %error, "agent: unload failed");
+                        outcome(None, false)
+                    }
+                }
+            }
+            Work::Stop => {
+                tracing::info!(unit = %name, "agent: stopping");
+                match manager.stop(name).await {
+                    Ok(()) => outcome(Some(false), true),
+                    Err(error) => {
+                        tracing::warn!(unit = %name, %error, "agent: stop failed");
+                        outcome(None, false)
+                    }
+                }
+            }
+            Work::Replace { unit, start } => {
+                tracing::info!(unit = %name, "agent: loading a new version");
+                if let Err(error) = manager.stop(name).await {
+                    tracing::warn!(unit = %name, %error, "agent: stop of the old version failed");
+                    return outcome(None, false);
+                }
+                if let Err(error) = manager.load(name, unit).await {
+                    tracing::warn!(unit = %name, %error, "agent: load failed");
+                    return outcome(Some(false), false);
+                }
+                match start {
+                    true => self.start(manager, lease).await,
+                    false => outcome(Some(false), true),
+                }
+            }
+            Work::Start => self.start(manager, lease).await,
+        }
+    }
+
+    async fn start(
+        &self,
+        manager: &dyn UnitManager,
+        lease: &watch::Receiver<LeaseStatus>,
+    ) -> Outcome {
+        let name = &self.name;
+        let outcome = |started: Option<bool>, ok: bool| Outcome {
+            name: name.clone(),
+            started,
+            ok,
+        };
+        if self.stops_when_disconnected && lease.borrow().lost {
+            return outcome(None, false);
+        }
+        let state = match manager.state(name).await {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!(unit = %name, %error, "agent: cannot read the unit's state");
+                return outcome(None, false);
+            }
+        };
+        // Running already (an earlier fleetd of this boot started it, or systemd did as a
+        // dependency): nothing to do but remember it.
+        if matches!(state.active.as_str(), "active" | "activating" | "reloading") {
+            return outcome(Some(true), true);
+        }
+        tracing::info!(unit = %name, "agent: starting");
+        match manager.start(name).await {
+            Ok(()) => outcome(Some(true), true),
+            Err(error) => {
+                tracing::warn!(unit = %name, %error, "agent: start failed");
+                outcome(None, false)
+            }
+        }
+    }
+}
+
+/// Waits until the start job of `earlier` is done and the unit has left `activating` (as
+/// systemd's job for it would have finished), bounded by [`ORDER_WAIT`].
+async fn wait_started(
+    manager: &dyn UnitManager,
+    earlier: &UnitName,
+    mut done: watch::Receiver<bool>,
+) {
+    let deadline = Instant::now() + ORDER_WAIT;
+    let finished = done.wait_for(|done| *done);
+    if tokio::time::timeout_at(deadline.into(), finished)
+        .await
+        .is_err()
+    {
+        tracing::warn!(unit = %earlier, "agent: gave up waiting for a start ordered before another");
+        return;
+    }
+    let mut pause = Duration::from_millis(5);
+    while Instant::now() < deadline {
+        match manager.state(earlier).await {
+            Ok(state) if state.active == "activating" => {}
+            _ => return,
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
