@@ -195,7 +195,11 @@ async fn follow(
             }
             _ = fenced.changed() => dirty = true,
             _ = poll.tick() => agent.publish_or_warn().await,
-            Some(()) = next_change(&mut changes) => agent.publish_or_warn().await,
+            Some(()) = next_change(&mut changes) => {
+                agent.publish_or_warn().await;
+                // A unit found gone without having ended is started again by a reconcile.
+                dirty |= agent.forget_lost().await;
+            }
             _ = resync.tick() => dirty = true,
             ended = &mut *keeper => return ended.unwrap_or_else(|e| Err(format!("the lease keeper failed: {e}"))),
             _ = shutdown.changed() => {
@@ -281,6 +285,18 @@ impl Agent {
         }
     }
 
+    /// Units whose processes were found gone without the unit having ended (a shim killed, a
+    /// machine crashed under a persistent data directory) no longer run by the agent's hand,
+    /// so those wanted launched start again. Whether there were any.
+    async fn forget_lost(&mut self) -> bool {
+        let lost = self.manager.take_lost().await;
+        for name in &lost {
+            tracing::warn!(unit = %name, "agent: the unit's processes are gone; it counts as not started");
+            self.started.remove(name);
+        }
+        !lost.is_empty()
+    }
+
     /// Lets the jobs under way finish (bounded), so what they did is remembered.
     async fn wind_down(&mut self) {
         let deadline = tokio::time::Instant::now() + WIND_DOWN;
@@ -307,13 +323,7 @@ impl Agent {
         for name in self.fence.fenced() {
             self.started.remove(&name);
         }
-        for name in self.manager.take_lost().await {
-            // Its processes were found gone without the unit having ended (its shim was
-            // killed, or the machine crashed): it is no longer running by the agent's hand,
-            // so a unit wanted launched starts again.
-            tracing::warn!(unit = %name, "agent: the unit's processes are gone; it counts as not started");
-            self.started.remove(&name);
-        }
+        self.forget_lost().await;
         let desired = self.desired(snapshot).await?;
         let loaded = self.manager.loaded().await.map_err(|e| e.to_string())?;
         let fresh: Vec<(UnitName, UnitFile)> = desired

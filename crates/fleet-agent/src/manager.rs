@@ -190,6 +190,10 @@ impl UnitManager for Supervisor {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<()>> {
         Some(Supervisor::changes(self))
     }
+
+    async fn take_lost(&self) -> Vec<UnitName> {
+        Supervisor::take_lost(self)
+    }
 }
 
 #[cfg(test)]

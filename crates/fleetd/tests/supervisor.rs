@@ -335,3 +335,121 @@ async fn a_change_of_state_is_told_without_polling() {
     assert!(told.is_ok(), "no change told when the found shim stopped");
     assert_eq!(reopened.state(&unit).await.sub, "dead");
 }
+
+/// The PID of the unit's live shim, from its run directory.
+fn shim_of(dir: &Path, unit: &UnitName) -> u32 {
+    let path = dir.join("run").join(unit.as_str()).join("shim.pid");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn sigkill(pid: u32) {
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    assert!(killed.unwrap().success(), "kill -9 {pid}");
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Waits (bounded) until the unit's state is `(active, sub)`; the state then.
+async fn wait_state(
+    supervisor: &Supervisor,
+    unit: &UnitName,
+    expected: (&str, &str),
+) -> fleet_agent::native::supervisor::UnitState {
+    for _ in 0..500 {
+        let state = supervisor.state(unit).await;
+        if (state.active, state.sub) == expected {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "{unit} never {expected:?}: {:?}",
+        supervisor.state(unit).await
+    );
+}
+
+#[tokio::test]
+async fn a_killed_shim_fails_its_unit_and_ends_what_it_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::open(config(dir.path())).unwrap();
+    let unit = load(&supervisor, "orphan.service", SLEEPER);
+    supervisor.start(&unit).await.unwrap();
+    let running = wait_state(&supervisor, &unit, ("active", "running")).await;
+    let main = running.status.unwrap().main_pid.unwrap();
+    let shim = shim_of(dir.path(), &unit);
+    sigkill(shim); // as the OOM killer would
+    let failed = wait_state(&supervisor, &unit, ("failed", "failed")).await;
+    let reason = failed.status.unwrap().reason.unwrap();
+    assert!(
+        reason.starts_with(&format!("the unit's shim (PID {shim}) ended unexpectedly")),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("1 process(es) of the unit ran on unsupervised and were stopped"),
+        "{reason}"
+    );
+    assert!(
+        !alive(main),
+        "the unit's process was ended, not left unmanaged"
+    );
+    assert_eq!(
+        supervisor.take_lost(),
+        vec![unit.clone()],
+        "the agent is told"
+    );
+    assert_eq!(supervisor.take_lost(), Vec::<UnitName>::new(), "once");
+    // A stop says nothing false, and a start starts it for real.
+    supervisor.stop(&unit).await.unwrap();
+    assert_eq!(supervisor.state(&unit).await.active, "failed");
+    supervisor.start(&unit).await.unwrap();
+    let again = wait_state(&supervisor, &unit, ("active", "running")).await;
+    let new_main = again.status.unwrap().main_pid.unwrap();
+    assert!(alive(new_main) && new_main != main);
+    supervisor.stop(&unit).await.unwrap();
+    assert!(!alive(new_main));
+}
+
+#[tokio::test]
+async fn units_killed_with_their_shims_are_failed_when_the_supervisor_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = name("crashed.service");
+    let main = {
+        let supervisor = Supervisor::open(config(dir.path())).unwrap();
+        load(&supervisor, unit.as_str(), SLEEPER);
+        supervisor.start(&unit).await.unwrap();
+        let running = wait_state(&supervisor, &unit, ("active", "running")).await;
+        let main = running.status.unwrap().main_pid.unwrap();
+        // The machine's crash: shim and unit die together, fleetd with them.
+        sigkill(shim_of(dir.path(), &unit));
+        sigkill(main);
+        main
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let supervisor = Supervisor::open(config(dir.path())).unwrap();
+    assert_eq!(supervisor.take_lost(), vec![unit.clone()]);
+    let state = supervisor.state(&unit).await;
+    assert_eq!(
+        (state.load, state.active, state.sub),
+        ("loaded", "failed", "failed")
+    );
+    assert_eq!(
+        state.status.unwrap().reason.as_deref(),
+        Some(fleet_agent::native::supervisor::GONE_AT_START)
+    );
+    supervisor.start(&unit).await.unwrap();
+    let running = wait_state(&supervisor, &unit, ("active", "running")).await;
+    assert_ne!(running.status.unwrap().main_pid, Some(main));
+    supervisor.unload(&unit).await.unwrap();
+}

@@ -179,8 +179,46 @@ fn switch_user(command: &mut Command, identity: &Identity) -> std::io::Result<()
     Ok(())
 }
 
-/// Every live descendant of `root` (not `root` itself), read from /proc.
+/// Every live descendant of `root` (not `root` itself), read from /proc: through each
+/// thread's `children` list, which costs what the unit has, not what the machine runs (a
+/// shim asks at every stop, and a machine may run thousands of units); by a scan of every
+/// process where the kernel has no such lists.
 pub fn descendants(root: u32) -> Vec<u32> {
+    match children_of(root) {
+        Some(first) => {
+            let mut found = Vec::new();
+            let mut queue = first;
+            while let Some(pid) = queue.pop() {
+                found.push(pid);
+                queue.extend(children_of(pid).unwrap_or_default());
+            }
+            found
+        }
+        None if std::path::Path::new(&format!("/proc/{root}")).exists() => scan_descendants(root),
+        None => Vec::new(),
+    }
+}
+
+/// The children of `pid`, from `/proc/<pid>/task/*/children`; `None` when unreadable.
+fn children_of(pid: u32) -> Option<Vec<u32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut children = Vec::new();
+    let mut readable = false;
+    for task in tasks.flatten() {
+        let Ok(list) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        readable = true;
+        children.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    readable.then_some(children)
+}
+
+/// Every live descendant of `root`, from the parent of every process on the machine.
+fn scan_descendants(root: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -206,6 +244,29 @@ pub fn descendants(root: u32) -> Vec<u32> {
         }
     }
     found
+}
+
+/// Every live process of session `session` but its leader (not a zombie), by a scan of
+/// every process: for the processes a dead shim left, whose parents are gone.
+pub fn session_members(session: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != session)
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(after_name) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+                return false;
+            };
+            let fields: Vec<&str> = after_name.split(' ').collect();
+            fields.first() != Some(&"Z") && fields.get(3) == Some(&session.to_string().as_str())
+        })
+        .collect()
 }
 
 /// The parent PID from /proc/<pid>/stat (after the command name, which may hold spaces).
@@ -335,6 +396,7 @@ mod tests {
             found = descendants(root);
         }
         assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(scan_descendants(root), found, "both ways find the same");
         signal_each(&found, Signal::SIGKILL);
         child.wait().unwrap();
         assert!(descendants(root).is_empty());

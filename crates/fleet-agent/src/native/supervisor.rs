@@ -2,7 +2,7 @@
 //! unit, and finds them again after a restart. It holds no state a restart could lose: loaded
 //! units are files in `units_dir`, running ones are shims with run directories in `run_dir`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,6 +17,7 @@ use super::log::rfc3339;
 use crate::manager::units_in;
 
 use super::plan::{start_plan, stop_plan, unbound, Node};
+use super::process::{session_members, signal_each};
 use super::service::{Relations, Service};
 use super::shim::{connect, read_state, write_state, ShimSpec, PID, SOCKET, SPEC, STATE};
 use super::specifiers::SpecifierContext;
@@ -75,7 +76,12 @@ pub struct Supervisor {
     config: SupervisorConfig,
     loaded: Mutex<BTreeMap<UnitName, Loaded>>,
     watchers: ShimWatchers,
+    /// Units found running on paper with no shim behind them, not yet told to the agent.
+    lost: Mutex<BTreeSet<UnitName>>,
 }
+
+/// Why a unit that was running on paper is failed: found so when fleetd started.
+pub const GONE_AT_START: &str = "the unit's processes were gone when fleetd started";
 
 /// A loaded unit, with its relations read once, when it was loaded.
 #[derive(Clone)]
@@ -96,7 +102,7 @@ impl Supervisor {
         for dir in [&config.units_dir, &config.run_dir] {
             std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
         }
-        let loaded = units_in(&config.units_dir)
+        let loaded: BTreeMap<UnitName, Loaded> = units_in(&config.units_dir)
             .map_err(|e| io("cannot read", &config.units_dir, e))?
             .into_iter()
             .map(|(name, unit)| {
@@ -104,11 +110,29 @@ impl Supervisor {
                 (name, Loaded { unit, relations })
             })
             .collect();
+        // A unit is re-adopted only where its shim lives; what an earlier run left without
+        // one (fleetd, shims and units killed together, a crash, a reboot) is said as it is.
+        let mut lost = BTreeSet::new();
+        for name in loaded.keys() {
+            let dir = config.run_dir.join(name.as_str());
+            if let Some(status) = orphaned_status(&dir) {
+                mark_lost(name, &dir, status, GONE_AT_START);
+                lost.insert(name.clone());
+            }
+        }
         Ok(Supervisor {
             config,
             loaded: Mutex::new(loaded),
             watchers: ShimWatchers::default(),
+            lost: Mutex::new(lost),
         })
+    }
+
+    /// The units found running on paper with no shim since last asked; they are failed now,
+    /// with the reason.
+    pub fn take_lost(&self) -> Vec<UnitName> {
+        let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *lost).into_iter().collect()
     }
 
     fn loaded(&self) -> std::sync::MutexGuard<'_, BTreeMap<UnitName, Loaded>> {
@@ -309,6 +333,8 @@ impl Supervisor {
         if is_active(&dir) {
             return Ok(());
         }
+        // What a killed shim left running goes first: never two copies of a unit.
+        self.settle_orphan(name, &dir).await;
         // A shim that has written its final state is about to exit: let it, then start anew.
         let deadline = Instant::now() + SHIM_START;
         while shim_pid(&dir).is_some() {
@@ -370,6 +396,7 @@ impl Supervisor {
     async fn stop_one(&self, name: &UnitName) -> Result<(), SupervisorError> {
         let dir = self.run_dir(name);
         let Some(pid) = shim_pid(&dir) else {
+            self.settle_orphan(name, &dir).await;
             return Ok(());
         };
         request(&dir, "stop").await?;
@@ -396,7 +423,7 @@ impl Supervisor {
         let dir = self.run_dir(name);
         let status = match self.watchers.status(name) {
             Some(status) => Some(status),
-            None => asked_status(&dir).await,
+            None => self.observed_status(name, &dir).await,
         };
         let sub = status.as_ref().map_or(SubState::Dead, |s| s.sub);
         UnitState {
@@ -408,15 +435,113 @@ impl Supervisor {
     }
 }
 
-/// A unit's status from its live shim, else the last one a shim left in its run directory.
-async fn asked_status(dir: &Path) -> Option<UnitStatus> {
-    match shim_pid(dir) {
-        Some(_) => match request(dir, "status").await {
-            Ok(status) => Some(status),
-            Err(_) => read_state(dir).ok().flatten(),
-        },
-        None => read_state(dir).ok().flatten(),
+impl Supervisor {
+    /// A unit's status from its live shim, else the last one a shim left in its run
+    /// directory, unless that says it runs: without a shim nothing runs it (the shim was
+    /// killed), so it is failed, its leftover processes stopped, and the agent told.
+    async fn observed_status(&self, name: &UnitName, dir: &Path) -> Option<UnitStatus> {
+        if shim_pid(dir).is_some() {
+            return match request(dir, "status").await {
+                Ok(status) => Some(status),
+                Err(_) => read_state(dir).ok().flatten(),
+            };
+        }
+        match self.settle_orphan(name, dir).await {
+            Some(failed) => Some(failed),
+            None => read_state(dir).ok().flatten(),
+        }
     }
+
+    /// Fails a unit whose run directory says it runs although no shim does, stopping what of
+    /// it still runs unsupervised and telling the agent; its status then, if it was so.
+    async fn settle_orphan(&self, name: &UnitName, dir: &Path) -> Option<UnitStatus> {
+        let status = orphaned_status(dir)?;
+        let shim = recorded_shim(dir);
+        let reason = match shim {
+            Some(pid) => format!("the unit's shim (PID {pid}) ended unexpectedly"),
+            None => "the unit's shim ended unexpectedly".to_owned(),
+        };
+        let (lost_name, lost_dir) = (name.clone(), dir.to_owned());
+        // Stopping leftovers waits for them (bounded): not on the runtime's threads.
+        let failed =
+            tokio::task::spawn_blocking(move || mark_lost(&lost_name, &lost_dir, status, &reason))
+                .await
+                .ok()?;
+        self.lost
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone());
+        Some(failed)
+    }
+}
+
+/// The state a run directory claims when that claim is false: live, but no shim runs it.
+fn orphaned_status(dir: &Path) -> Option<UnitStatus> {
+    if shim_pid(dir).is_some() {
+        return None;
+    }
+    read_state(dir)
+        .ok()
+        .flatten()
+        .filter(|status| status.sub.is_live())
+}
+
+/// The PID the unit's shim wrote, alive or not.
+fn recorded_shim(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join(PID))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Writes down that a unit whose shim is gone is failed, after stopping whatever of it still
+/// runs unsupervised (SIGTERM, SIGKILL after [`LEFTOVER_STOP`]); the failed status.
+fn mark_lost(name: &UnitName, dir: &Path, was: UnitStatus, reason: &str) -> UnitStatus {
+    let mut reason = reason.to_owned();
+    if let Some(shim) = recorded_shim(dir) {
+        let left = stop_session(shim);
+        if left > 0 {
+            reason = format!(
+                "{reason}; {left} process(es) of the unit ran on unsupervised and were stopped"
+            );
+        }
+    }
+    tracing::warn!(unit = %name, reason, "native supervisor: the unit runs no more");
+    let status = UnitStatus {
+        sub: SubState::Failed,
+        result: RunResult::Resources,
+        main_pid: None,
+        exit: was.exit,
+        reason: Some(reason),
+        restarts: was.restarts,
+        since: rfc3339(SystemTime::now()),
+    };
+    if let Err(error) = write_state(&dir.join(STATE), &status) {
+        tracing::warn!(unit = %name, %error, "native supervisor: cannot record the unit's state");
+    }
+    let _ = std::fs::remove_file(dir.join(PID));
+    status
+}
+
+/// How long the leftover processes of a unit whose shim died get to end after SIGTERM.
+const LEFTOVER_STOP: Duration = Duration::from_secs(5);
+
+/// Ends every process of the session a dead shim led (the unit's processes: the shim made
+/// the session, and its commands keep it); how many there were.
+fn stop_session(session: u32) -> usize {
+    use nix::sys::signal::Signal;
+    let members = session_members(session);
+    if members.is_empty() {
+        return 0;
+    }
+    signal_each(&members, Signal::SIGTERM);
+    let deadline = Instant::now() + LEFTOVER_STOP;
+    while Instant::now() < deadline && !session_members(session).is_empty() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal_each(&session_members(session), Signal::SIGKILL);
+    members.len()
 }
 
 /// A unit's relations to others, its specifiers resolved for this machine. A unit that does
