@@ -780,3 +780,115 @@ fn replace_follows_fleets_rules() {
         .contains("sleep 32"));
     stop(&mut child, "-TERM");
 }
+
+/// The process IDs of the descendants of `root`, from every process's parent.
+fn descendants_of(root: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut queue = vec![root];
+    while let Some(parent) = queue.pop() {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .collect();
+            if fields[0] != "Z" && fields[1] == parent.to_string() {
+                found.push(pid);
+                queue.push(pid);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_unit_whose_processes_died_runs_again_with_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let socket = dir.path().join("fleet.sock");
+    let run = dir.path().join("data/run/hello.service");
+    let mut first = start_and_wait_for_socket(dir.path());
+    let old = launch_sleeper(&socket);
+    let shim: u32 = std::fs::read_to_string(run.join("shim.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // fleetd, the shim and the unit's process die together (a crash, an OOM kill of all).
+    for pid in [shim, old] {
+        let killed = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        assert!(killed.unwrap().success());
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let mut second = start_and_wait_for_socket(dir.path());
+    let (new, new_shim) = running_anew(&socket, &run, old);
+    assert_eq!(
+        descendants_of(new_shim),
+        vec![new],
+        "one process, under its shim"
+    );
+
+    // Its shim alone killed (the OOM killer's choice): the unit's process is not left
+    // unmanaged, and the unit runs again under a new shim.
+    let killed = Command::new("kill")
+        .args(["-KILL", &new_shim.to_string()])
+        .status();
+    assert!(killed.unwrap().success());
+    let (newest, newest_shim) = running_anew(&socket, &run, new);
+    assert!(!alive(new), "the process the killed shim left was ended");
+    assert_eq!(descendants_of(newest_shim), vec![newest]);
+    stop(&mut second, "-TERM");
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// Waits until hello.service runs, reported so, with a main process other than `old`; that
+/// process and its shim.
+fn running_anew(socket: &Path, run: &Path, old: u32) -> (u32, u32) {
+    eventually("never running again", Duration::from_secs(15), || {
+        let state = std::fs::read_to_string(run.join("state.json")).map_err(|e| e.to_string())?;
+        let state: serde_json::Value = serde_json::from_str(&state).map_err(|e| e.to_string())?;
+        let main = state["main_pid"].as_u64().map(|p| p as u32);
+        let shim = std::fs::read_to_string(run.join("shim.pid"))
+            .map_err(|e| e.to_string())?
+            .trim()
+            .parse::<u32>()
+            .map_err(|e| e.to_string())?;
+        let (status, body) = http(
+            socket,
+            "GET",
+            "/fleet/v1/state/hello.service?alt=json",
+            None,
+        );
+        match main {
+            Some(main) if main != old && body.contains(r#""systemdSubState":"running""#) => {
+                Ok((main, shim))
+            }
+            _ => Err(format!("{status} {body} {state}")),
+        }
+    })
+}
