@@ -92,6 +92,7 @@ pub async fn run(
             published: BTreeMap::new(),
             published_on: None,
             units: BTreeMap::new(),
+            load_errors: BTreeMap::new(),
             started: Started::open(config.started_file.clone()),
             fence,
             jobs: JoinSet::new(),
@@ -257,6 +258,8 @@ struct Agent {
     published_on: Option<LeaseId>,
     /// Unit files by hash (immutable).
     units: BTreeMap<UnitHash, UnitFile>,
+    /// Units wanted here whose load the init system refused, with the hash refused.
+    load_errors: BTreeMap<UnitName, UnitHash>,
     started: Started,
     fence: Arc<Fence>,
     jobs: JoinSet<Outcome>,
@@ -342,14 +345,23 @@ impl Agent {
         .buffer_unordered(jobs::CONCURRENT)
         .collect::<Vec<_>>()
         .await;
+        self.load_errors.retain(|name, hash| {
+            desired
+                .get(name)
+                .is_some_and(|(record, _)| record.hash == *hash)
+        });
         let mut failed = BTreeSet::new();
         for (name, result) in loads {
             if let Err(error) = result {
                 tracing::warn!(unit = %name, %error, "agent: load failed");
+                if let Some((record, _)) = desired.get(&name) {
+                    self.load_errors.insert(name.clone(), record.hash);
+                }
                 failed.insert(name);
             } else {
                 // Whatever was remembered of an earlier copy, this one starts anew.
                 self.started.remove(&name);
+                self.load_errors.remove(&name);
             }
         }
         let mut work: BTreeMap<UnitName, (Work, bool)> = BTreeMap::new();
@@ -582,10 +594,22 @@ impl Agent {
                 changes.push((name.clone(), Some(record)));
             }
         }
+        // A unit the init system refused to load is reported so (systemd's `error`), not
+        // left without a state.
+        for (name, hash) in &self.load_errors {
+            let record = state_record(
+                &SystemdState::new("error", "inactive", "dead"),
+                *hash,
+                false,
+            );
+            if !loaded.contains_key(name) && self.published.get(name) != Some(&record) {
+                changes.push((name.clone(), Some(record)));
+            }
+        }
         changes.extend(
             self.published
                 .keys()
-                .filter(|n| !loaded.contains_key(*n))
+                .filter(|n| !loaded.contains_key(*n) && !self.load_errors.contains_key(*n))
                 .map(|n| (n.clone(), None)),
         );
         if changes.is_empty() {

@@ -105,6 +105,23 @@ pub(crate) fn units_in(dir: &Path) -> std::io::Result<BTreeMap<UnitName, UnitFil
     Ok(units)
 }
 
+/// Writes `unit` to `<dir>/<name>` whole: under a temporary name of fixed length first (so a
+/// reader never sees half a file, and a name of any valid length or shape, `..service`
+/// included, has a temporary file too), then renamed over. A valid `UnitName` is one path
+/// component, never `.` or `..`, so the file stays in `dir`.
+pub(crate) fn write_unit_file(dir: &Path, name: &UnitName, unit: &UnitFile) -> Result<()> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary = dir.join(format!(".load-{}-{serial}.tmp", std::process::id()));
+    let path = dir.join(name.as_str());
+    let written = std::fs::write(&temporary, unit.serialize())
+        .and_then(|()| std::fs::rename(&temporary, &path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&temporary);
+        ManagerError(format!("cannot write {}: {e}", path.display()))
+    })
+}
+
 /// How often a followed native log is read for new records.
 const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 

@@ -223,3 +223,72 @@ fn a_notify_service_is_running_after_ready() {
         &["Main process exited before READY=1, code=exited, status=0."],
     );
 }
+
+#[test]
+fn exec_stop_runs_after_the_main_process_crashed_but_not_after_a_failed_start() {
+    // systemd runs ExecStop= whenever the start had succeeded, also when the main process
+    // then ended on its own.
+    check(
+        "[Service]\nExecStart=/bin/sh -c 'echo up; kill -9 $$$$'\nExecStop=/bin/echo stop-ran\nExecStopPost=/bin/echo post-ran\n",
+        None,
+        SubState::Failed,
+        RunResult::Signal,
+        &["Stdout: up", "Stdout: stop-ran", "Stdout: post-ran"],
+    );
+    let (_, log) = run(
+        "[Service]\nExecStartPre=/bin/false\nExecStart=/bin/sleep 30\nExecStop=/bin/echo stop-ran\n",
+        None,
+    );
+    assert!(!log.iter().any(|l| l.contains("stop-ran")), "{log:?}");
+}
+
+#[test]
+fn a_control_group_stop_signals_every_process_at_once() {
+    // A shell loop with a child: both get SIGTERM at once, so the stop takes no sleep's
+    // length.
+    let begun = std::time::Instant::now();
+    check(
+        "[Service]\nExecStart=/bin/sh -c 'echo ready; while :; do sleep 5; done'\n",
+        Some(Duration::from_millis(300)),
+        SubState::Dead,
+        RunResult::Success,
+        &["Stdout: ready"],
+    );
+    assert!(
+        begun.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        begun.elapsed()
+    );
+}
+
+#[test]
+fn output_that_is_not_utf8_or_never_ends_a_line_is_logged_and_bounded() {
+    // A byte that is not UTF-8 is shown as U+FFFD, and the unit writes on (no SIGPIPE).
+    check(
+        "[Service]\nExecStart=/bin/sh -c 'printf \"\\\\377\\\\n\"; sleep 0.2; echo after'\n",
+        None,
+        SubState::Dead,
+        RunResult::Success,
+        &["Stdout: \u{fffd}", "Stdout: after"],
+    );
+    // 200,000 bytes without a newline become records of at most LINE_MAX bytes.
+    let (status, log) = run(
+        "[Service]\nExecStart=/bin/sh -c 'head -c 200000 /dev/zero | tr \"\\\\000\" a'\n",
+        None,
+    );
+    assert_eq!(
+        (status.sub, status.result),
+        (SubState::Dead, RunResult::Success)
+    );
+    let sizes: Vec<usize> = log
+        .iter()
+        .filter_map(|l| l.strip_prefix("Stdout: "))
+        .map(str::len)
+        .collect();
+    let max = fleet_agent::native::runner::LINE_MAX;
+    assert_eq!(
+        sizes,
+        vec![max, max, max, max, 200_000 - 4 * max],
+        "{sizes:?}"
+    );
+}

@@ -892,3 +892,56 @@ fn running_anew(socket: &Path, run: &Path, old: u32) -> (u32, u32) {
         }
     })
 }
+
+#[test]
+fn awkward_unit_names_run_or_fail_alone_and_never_stop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let socket = dir.path().join("fleet.sock");
+    let mut daemon = start_and_wait_for_socket(dir.path());
+    let long = |length: usize| format!("{}.service", "a".repeat(length - ".service".len()));
+    // `..service` is a valid name (`%2E.service` in a URL path); 255 bytes is the longest a
+    // file name can be; 256 bytes is valid for fleet but no file can carry it.
+    let names = [
+        ("..service".to_owned(), "%2E.service".to_owned()),
+        (long(255), long(255)),
+        (long(256), long(256)),
+        ("after.service".to_owned(), "after.service".to_owned()),
+    ];
+    for (name, path) in &names {
+        let unit = format!(
+            r#"{{"desiredState":"launched","name":"{name}","options":[{{"name":"ExecStart","section":"Service","value":"/bin/sleep 60"}}]}}"#
+        );
+        let (status, body) = http(
+            &socket,
+            "PUT",
+            &format!("/fleet/v1/units/{path}?alt=json"),
+            Some(&unit),
+        );
+        assert_eq!(status, 201, "{name}: {body}");
+    }
+    let sub_of = |path: &str| {
+        let (_, body) = http(
+            &socket,
+            "GET",
+            &format!("/fleet/v1/state/{path}?alt=json"),
+            None,
+        );
+        body
+    };
+    for (name, path) in &names {
+        let expected = match name.len() {
+            256 => r#""systemdLoadState":"error""#,
+            _ => r#""systemdSubState":"running""#,
+        };
+        eventually(
+            &format!("{name} never {expected}"),
+            Duration::from_secs(15),
+            || {
+                let body = sub_of(path);
+                body.contains(expected).then_some(()).ok_or(body)
+            },
+        );
+    }
+    stop(&mut daemon, "-TERM");
+}

@@ -136,6 +136,7 @@ impl Runner {
             .timeout_start
             .map(|t| tokio::time::Instant::now() + t);
         let started = self.start(deadline).await;
+        let started_up = started.is_ok();
         let (mut result, mut exit, mut reason, stop_requested) = match started {
             Ok(main) => match self.running(main).await {
                 Ok(ended) => ended,
@@ -143,7 +144,7 @@ impl Runner {
             },
             Err(failure) => failure_parts(failure),
         };
-        if let Err(Failure::Failed(r, e, why)) = self.stop_sequence().await {
+        if let Err(Failure::Failed(r, e, why)) = self.stop_sequence(started_up).await {
             if result == RunResult::Success {
                 (result, exit, reason) = (r, e, Some(why));
             }
@@ -307,11 +308,12 @@ impl Runner {
             .map(|t| tokio::time::Instant::now() + t)
     }
 
-    /// `ExecStop=`, then the signals, then `ExecStopPost=`.
-    async fn stop_sequence(&mut self) -> Result<(), Failure> {
+    /// `ExecStop=` (when the start had succeeded: also after the main process ended on its
+    /// own, as systemd does), then the signals, then `ExecStopPost=`.
+    async fn stop_sequence(&mut self, started_up: bool) -> Result<(), Failure> {
         let main = self.status.borrow().main_pid;
         let mut outcome = Ok(());
-        if main.is_some_and(|pid| descendants(std::process::id()).contains(&pid)) {
+        if started_up && !self.service.exec_stop.is_empty() {
             self.set_sub(SubState::Stop);
             let stop = self.service.exec_stop.clone();
             let deadline = self.stop_deadline();
@@ -619,17 +621,66 @@ fn describe(exit: Exit) -> String {
     }
 }
 
-/// Copies a process's output, line by line, to the log task until the pipe closes.
+/// The longest record a unit's output becomes: a longer line (or output that never ends a
+/// line) is cut into records of this size, as journald's `LineMax=` does, so a unit's output
+/// never grows the shim.
+pub const LINE_MAX: usize = 48 * 1024;
+
+/// Copies a process's output, line by line, to the log task until the pipe closes. Bytes
+/// that are not UTF-8 are shown as U+FFFD; the pipe is read to its end whatever comes, so
+/// the unit never dies of SIGPIPE for what it wrote.
 fn forward(stream: Stream, fd: OwnedFd, log: mpsc::Sender<(Stream, String)>) {
     let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         return;
     };
     tokio::spawn(async move {
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if log.send((stream, line)).await.is_err() {
-                return;
+        let mut reader = BufReader::with_capacity(8192, pipe);
+        let mut line = Vec::with_capacity(256);
+        loop {
+            let buffer = match reader.fill_buf().await {
+                Ok([]) | Err(_) => break,
+                Ok(buffer) => buffer,
+            };
+            let room = LINE_MAX - line.len();
+            let (taken, complete) = match buffer.iter().take(room).position(|b| *b == b'\n') {
+                Some(end) => (end + 1, true),
+                None => (
+                    buffer.len().min(room),
+                    line.len() + buffer.len() >= LINE_MAX,
+                ),
+            };
+            line.extend_from_slice(&buffer[..taken]);
+            reader.consume(taken);
+            if complete {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                let record = String::from_utf8_lossy(&line).into_owned();
+                line.clear();
+                if log.send((stream, record)).await.is_err() {
+                    // Nobody writes the log any more: keep draining, never SIGPIPE the unit.
+                    drain(reader).await;
+                    return;
+                }
             }
         }
+        if !line.is_empty() {
+            let _ = log
+                .send((stream, String::from_utf8_lossy(&line).into_owned()))
+                .await;
+        }
     });
+}
+
+/// Reads a pipe to its end, discarding what comes.
+async fn drain(mut reader: BufReader<tokio::net::unix::pipe::Receiver>) {
+    loop {
+        match reader.fill_buf().await {
+            Ok([]) | Err(_) => return,
+            Ok(buffer) => {
+                let size = buffer.len();
+                reader.consume(size);
+            }
+        }
+    }
 }

@@ -181,7 +181,7 @@ impl Service {
         };
         let mut given = Given::default();
         for option in unit.options() {
-            let value = resolve(&option.value, context).map_err(|e| {
+            let value = resolve(&joined(&option.value), context).map_err(|e| {
                 LoadError(format!(
                     "[{}] {}={}: {e}",
                     option.section, option.name, option.value
@@ -199,7 +199,8 @@ impl Service {
         Ok(service)
     }
 
-    /// Applies one option; `Err` for a value that cannot be used.
+    /// Applies one option; `Err` for a value that cannot be used (`value`: continuations
+    /// joined, specifiers resolved).
     fn apply(&mut self, option: &UnitOption, value: &str, given: &mut Given) -> Result<(), String> {
         let list = |target: &mut Vec<String>| {
             if value.trim().is_empty() {
@@ -448,9 +449,71 @@ fn non_empty(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
 }
 
+/// A value as systemd reads it: fleet keeps a continued line verbatim (its hash depends on
+/// it), systemd joins it, each backslash-newline becoming a space, with comment lines inside
+/// the continuation left out.
+fn joined(value: &str) -> String {
+    if !value.contains('\n') {
+        return value.to_owned();
+    }
+    let mut out = String::with_capacity(value.len());
+    for (index, line) in value.split('\n').enumerate() {
+        let trimmed = line.trim_start();
+        if index > 0 && (trimmed.starts_with('#') || trimmed.starts_with(';')) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(body) => {
+                out.push_str(body);
+                out.push(' ');
+            }
+            None => out.push_str(line),
+        }
+    }
+    out.trim_end().to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn continued_lines_are_joined_as_systemd_joins_them() {
+        let check = |raw: &str, expected: &str| assert_eq!(joined(raw), expected, "{raw:?}");
+        check("plain", "plain");
+        check(
+            "/bin/sh -c '\\\n  echo a; \\\n  echo b'",
+            "/bin/sh -c '   echo a;    echo b'",
+        );
+        check("a \\\n# a comment\n b", "a   b");
+        check("a \\\n", "a");
+    }
+
+    /// The etcd-registration sidekick of fleet's own documentation (`apache-discovery@.service`),
+    /// continued over several lines.
+    #[test]
+    fn the_documented_sidekick_loads() {
+        let text = "[Unit]\nDescription=Announce Apache on port %i\nBindsTo=apache@%i.service\nAfter=apache@%i.service\n\n[Service]\nExecStart=/bin/bash -c '\\\n  while true; do \\\n    curl -f ${COREOS_PUBLIC_IPV4}:%i; \\\n    if [ $? -eq 0 ]; then \\\n      etcdctl set /services/website/${COREOS_PUBLIC_IPV4} \\'{\"host\": \"%H\", \"port\": %i}\\' --ttl 30; \\\n    else \\\n      etcdctl rm /services/website/${COREOS_PUBLIC_IPV4}; \\\n    fi; \\\n    sleep 20; \\\n  done'\nExecStop=/usr/bin/etcdctl rm /services/website/${COREOS_PUBLIC_IPV4}\n\n[X-Fleet]\nMachineOf=apache@%i.service\n";
+        let unit = UnitFile::parse(text).unwrap();
+        let context = SpecifierContext {
+            unit_name: "apache-discovery@8080.service".into(),
+            hostname: "core-01".into(),
+            ..SpecifierContext::default()
+        };
+        let service = Service::load(&unit, &context).unwrap();
+        assert_eq!(service.description, "Announce Apache on port 8080");
+        assert_eq!(service.relations.binds_to, vec!["apache@8080.service"]);
+        let start = &service.exec_start[0];
+        let (program, argv) = start.expand(&Default::default());
+        assert_eq!(program, "/bin/bash");
+        assert_eq!(argv.len(), 3, "{argv:?}");
+        assert_eq!(argv[1], "-c");
+        let script = argv[2].split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(
+            script,
+            "while true; do curl -f :8080; if [ $? -eq 0 ]; then etcdctl set /services/website/ '{\"host\": \"core-01\", \"port\": 8080}' --ttl 30; else etcdctl rm /services/website/; fi; sleep 20; done"
+        );
+    }
 
     fn load(name: &str, text: &str) -> Result<Service, LoadError> {
         let unit = UnitFile::parse(text).unwrap();

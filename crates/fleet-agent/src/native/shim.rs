@@ -32,6 +32,11 @@ pub const STATE: &str = "state.json";
 pub const SOCKET: &str = "shim.sock";
 pub const PID: &str = "shim.pid";
 
+/// Records of output waiting for the log file: with records of at most
+/// [`super::runner::LINE_MAX`] bytes, a unit's output holds at most this many of them in the
+/// shim's memory (the unit waits on its pipe meanwhile, as it would on journald).
+const LOG_BACKLOG: usize = 128;
+
 /// What the supervisor tells a shim to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShimSpec {
@@ -54,7 +59,7 @@ pub async fn run(dir: &Path) -> io::Result<UnitStatus> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{SPEC}: {e}")))?;
 
     let mut log = UnitLog::open(dir, spec.log_max_bytes)?;
-    let (log_sender, mut records) = mpsc::channel::<(Stream, String)>(1024);
+    let (log_sender, mut records) = mpsc::channel::<(Stream, String)>(LOG_BACKLOG);
     let log_task = tokio::spawn(async move {
         while let Some((stream, line)) = records.recv().await {
             if let Err(e) = log.append(stream, &line, SystemTime::now()) {

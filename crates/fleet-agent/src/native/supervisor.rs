@@ -147,11 +147,8 @@ impl Supervisor {
 
     /// Writes the unit file and makes it known (replacing an earlier version).
     pub fn load(&self, name: &UnitName, unit: &UnitFile) -> Result<(), SupervisorError> {
-        let path = self.config.units_dir.join(name.as_str());
-        let temporary = path.with_extension("tmp-load");
-        std::fs::write(&temporary, unit.serialize())
-            .map_err(|e| io("cannot write", &temporary, e))?;
-        std::fs::rename(&temporary, &path).map_err(|e| io("cannot write", &path, e))?;
+        crate::manager::write_unit_file(&self.config.units_dir, name, unit)
+            .map_err(|e| SupervisorError::Io(e.0))?;
         let relations = relations(&self.config, name, unit);
         let loaded = Loaded {
             unit: unit.clone(),

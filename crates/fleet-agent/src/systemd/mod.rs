@@ -19,7 +19,9 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use zbus::OwnedVariant;
 
-use crate::manager::{units_in, ManagerError, ManagerKind, Result, UnitManager, UnitStatus};
+use crate::manager::{
+    units_in, write_unit_file, ManagerError, ManagerKind, Result, UnitManager, UnitStatus,
+};
 use crate::native::log::rfc3339;
 use bus::{unit_name_of_path, ManagerProxy, UNIT_PATH_PREFIX};
 
@@ -253,10 +255,7 @@ impl UnitManager for SystemdManager {
     async fn load(&self, name: &UnitName, unit: &UnitFile) -> Result<()> {
         let path = self.path(name);
         // Written whole under another name first: systemd never reads half a file.
-        let temporary = self.config.units_dir.join(format!(".{name}.tmp"));
-        std::fs::write(&temporary, unit.serialize())
-            .and_then(|_| std::fs::rename(&temporary, &path))
-            .map_err(|e| ManagerError(format!("cannot write {}: {e}", path.display())))?;
+        write_unit_file(&self.config.units_dir, name, unit)?;
         let path_text = path.display().to_string();
         self.bus
             .link_unit_files(&[&path_text], true, true)
