@@ -31,6 +31,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
     // Before anything can be seen from outside: a stop signal must never find fleetd
     // without its handlers (and die of the default action).
     let mut signals = StopSignals::install()?;
+    raise_open_files_limit();
     let machine = machine_id(&config)?;
     let public_ip = match config.public_ip.is_empty() {
         true => detect_public_ip().unwrap_or_default(),
@@ -512,16 +513,26 @@ const LEASE_FILE: &str = "machine-lease";
 /// In the data directory: the units the agent started in this boot (`fleet_agent::started`).
 const STARTED_FILE: &str = "started-units";
 
+/// How many units are stopped at once when fleetd leaves the cluster.
+const LEAVE_CONCURRENCY: usize = 128;
+
 /// Unloads every unit of this machine and ends its lease (presence and states go at once).
 async fn leave(registry: &Registry, manager: &dyn UnitManager, config: &Config) {
     tracing::info!("fleetd leaving the cluster: unloading this machine's units");
     match manager.loaded().await {
         Ok(loaded) => {
-            for name in loaded.keys() {
+            // All at once (bounded), as systemd stops units at shutdown: a machine of a
+            // thousand units is left in seconds, not in a thousand stops' time.
+            use futures_util::StreamExt;
+            let unloads = loaded.keys().map(|name| async move {
                 if let Err(error) = manager.unload(name).await {
                     tracing::warn!(unit = %name, %error, "cannot unload");
                 }
-            }
+            });
+            futures_util::stream::iter(unloads)
+                .buffer_unordered(LEAVE_CONCURRENCY)
+                .collect::<()>()
+                .await;
         }
         Err(error) => tracing::warn!(%error, "cannot list units to unload"),
     }
@@ -535,6 +546,22 @@ async fn leave(registry: &Registry, manager: &dyn UnitManager, config: &Config) 
             tracing::warn!(%error, "cannot end the machine lease; it will expire");
         }
         let _ = std::fs::remove_file(lease_file);
+    }
+}
+
+/// Lifts the soft limit of open files to the hard one (as Go's runtime does for fleet 1.0):
+/// fleetd holds a connection to each running unit's shim, and a machine of thousands of
+/// units would pass the usual soft limit of 1,024.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, hard, "cannot raise the limit of open files");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the limit of open files"),
     }
 }
 

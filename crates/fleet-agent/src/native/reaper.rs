@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -40,8 +39,12 @@ impl Reaper {
         tokio::spawn(async move {
             loop {
                 reap(&inner);
-                // SIGCHLDs can coalesce; the tick is the safety net.
-                let _ = tokio::time::timeout(Duration::from_secs(1), sigchld.recv()).await;
+                // SIGCHLDs coalesce, but one that arrives after the stream exists always
+                // wakes the next `recv`, and `reap` collects every child that has ended: no
+                // timer is needed, so an idle shim never wakes.
+                if sigchld.recv().await.is_none() {
+                    return;
+                }
             }
         });
         Ok(reaper)

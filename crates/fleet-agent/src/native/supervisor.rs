@@ -272,7 +272,13 @@ impl Supervisor {
         relations
             .into_iter()
             .map(|(name, relations)| {
-                let active = is_active(&self.run_dir(&name));
+                // A watched shim's last word costs nothing; only units without one (not
+                // running, as a rule) are looked up on disk. Every start asks this of every
+                // loaded unit.
+                let active = self
+                    .watchers
+                    .is_live(&name)
+                    .unwrap_or_else(|| is_active(&self.run_dir(&name)));
                 (name.to_string(), Node { relations, active })
             })
             .collect()

@@ -71,6 +71,14 @@ impl ShimWatchers {
         });
     }
 
+    /// Whether the unit has a live shim being watched, and it is up or on its way (before
+    /// its first status line, a live shim is on its way); `None` when it is not watched.
+    pub fn is_live(&self, name: &UnitName) -> Option<bool> {
+        let table = lock(&self.table);
+        let watched = table.get(name)?;
+        Some(watched.status.as_ref().is_none_or(|s| s.sub.is_live()))
+    }
+
     /// The latest status the live shim of `name` sent, if it is watched.
     pub fn status(&self, name: &UnitName) -> Option<UnitStatus> {
         lock(&self.table).get(name)?.status.clone()

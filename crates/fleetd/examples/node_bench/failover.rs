@@ -29,6 +29,7 @@ impl<'a> Cluster<'a> {
         let setup = Setup {
             etcd: Some(etcd.endpoint()),
             settings: vec![("AGENT_TTL", AGENT_TTL.to_owned())],
+            log: None,
         };
         let mut cluster = Cluster {
             base,

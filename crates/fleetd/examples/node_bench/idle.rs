@@ -32,6 +32,7 @@ pub fn measure(base: &Path, etcd: Option<&EtcdServer>, window: Duration) -> Idle
     let setup = Setup {
         etcd: etcd.map(EtcdServer::endpoint),
         settings: Vec::new(),
+        log: None,
     };
     let tag = match etcd {
         Some(_) => "idle-etcd",

@@ -39,6 +39,7 @@ fn main() {
             &Setup {
                 etcd,
                 settings: Vec::new(),
+                log: None,
             },
         );
         let api = latency::via_api(&node, "api", starts);

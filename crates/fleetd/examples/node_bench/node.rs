@@ -24,6 +24,8 @@ pub struct Setup {
     pub etcd: Option<String>,
     /// Extra `FLEET_*` settings, e.g. `("AGENT_TTL", "2s")`.
     pub settings: Vec<(&'static str, String)>,
+    /// Where fleetd's log goes (nowhere without).
+    pub log: Option<PathBuf>,
 }
 
 impl Node {
@@ -49,6 +51,9 @@ impl Node {
         }
         for (key, value) in &setup.settings {
             command.env(format!("FLEET_{key}"), value);
+        }
+        if let Some(log) = &setup.log {
+            command.stderr(std::fs::File::create(log).expect("fleetd's log file"));
         }
         let child = command.spawn().expect("fleetd starts");
         let deadline = Instant::now() + Duration::from_secs(20);
