@@ -68,6 +68,10 @@ struct Round<'a> {
     placement: BTreeMap<&'a str, MachineId>,
     /// The same, inverted: the units on each machine.
     hosted: BTreeMap<MachineId, BTreeSet<&'a str>>,
+    /// Of those, the units that hold `Conflicts=` or `Replaces=` patterns: the only ones that
+    /// can keep a unit without patterns of its own out, so checking one of a machine's
+    /// thousand units against it costs what the few constrained ones cost.
+    constrained: BTreeMap<MachineId, BTreeSet<&'a str>>,
     /// The machines of the cluster in placement order: fewest units first, ties by ID.
     by_load: BTreeSet<(usize, &'a MachineId)>,
     conflicts: ConflictIndex<'a>,
@@ -171,6 +175,7 @@ impl<'a> Round<'a> {
             jobs,
             placement: BTreeMap::new(),
             hosted: BTreeMap::new(),
+            constrained: BTreeMap::new(),
             by_load: machines.iter().map(|m| (0, &m.id)).collect(),
             decisions: Vec::new(),
         };
@@ -193,6 +198,12 @@ impl<'a> Round<'a> {
             self.by_load.insert((units.len() + 1, *id));
         }
         units.insert(name);
+        if self.jobs.get(name).is_some_and(|j| holds_patterns(j)) {
+            self.constrained
+                .entry(machine.clone())
+                .or_default()
+                .insert(name);
+        }
         self.conflicts.count(name, &machine, true);
         self.placement.insert(name, machine);
     }
@@ -210,6 +221,9 @@ impl<'a> Round<'a> {
             self.by_load.insert((units.len() - 1, *id));
         }
         units.remove(name);
+        if let Some(constrained) = self.constrained.get_mut(&machine) {
+            constrained.remove(name);
+        }
         self.conflicts.count(name, &machine, false);
     }
 
@@ -371,7 +385,13 @@ impl<'a> Round<'a> {
                 Some(_) => {}
             }
         }
-        for other in self.hosted.get(&machine.id).into_iter().flatten() {
+        // A unit with patterns of its own is checked against every unit there; one without,
+        // only against those holding patterns (no other can refuse it).
+        let others = match c.conflicts.is_empty() {
+            true => self.constrained.get(&machine.id),
+            false => self.hosted.get(&machine.id),
+        };
+        for other in others.into_iter().flatten() {
             if *other == job.name {
                 continue;
             }
@@ -385,6 +405,11 @@ impl<'a> Round<'a> {
         }
         None
     }
+}
+
+/// Whether a unit holds `Conflicts=` or `Replaces=` patterns.
+fn holds_patterns(job: &JobInfo) -> bool {
+    !job.constraints.conflicts.is_empty() || !job.constraints.replaces.is_empty()
 }
 
 fn describe(refusal: &Refusal) -> String {
