@@ -200,6 +200,37 @@ async fn a_sidekick_starts_after_its_main_unit_and_stops_with_it() {
 }
 
 #[tokio::test]
+async fn a_sidekick_without_after_started_with_its_main_unit_keeps_running() {
+    // systemd stops a BindsTo= unit only when the unit it is bound to is inactive with no
+    // start under way; started together, both run.
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = std::sync::Arc::new(Supervisor::open(config(dir.path())).unwrap());
+    let bindings = {
+        let supervisor = std::sync::Arc::clone(&supervisor);
+        tokio::spawn(async move { supervisor.keep_bindings(Duration::from_secs(600)).await })
+    };
+    let main = load(
+        &supervisor,
+        "main.service",
+        "[Service]\nExecStartPre=/bin/sleep 0.3\nExecStart=/bin/sleep 60\n",
+    );
+    let side = load(
+        &supervisor,
+        "side.service",
+        "[Unit]\nBindsTo=main.service\n[Service]\nExecStart=/bin/sleep 60\n",
+    );
+    let (a, b) = tokio::join!(supervisor.start(&side), supervisor.start(&main));
+    a.unwrap();
+    b.unwrap();
+    wait_sub(&supervisor, &main, "running").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(supervisor.state(&side).await.sub, "running");
+    supervisor.stop(&main).await.unwrap();
+    wait_sub(&supervisor, &side, "dead").await;
+    bindings.abort();
+}
+
+#[tokio::test]
 async fn a_unit_wanted_by_another_starts_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let supervisor = Supervisor::open(config(dir.path())).unwrap();

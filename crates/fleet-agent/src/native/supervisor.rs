@@ -78,6 +78,40 @@ pub struct Supervisor {
     watchers: ShimWatchers,
     /// Units found running on paper with no shim behind them, not yet told to the agent.
     lost: Mutex<BTreeSet<UnitName>>,
+    /// Units with a start under way (systemd: a start job), counted per start that includes
+    /// them: a unit bound to one of them is not stopped for it being inactive yet.
+    starting: Mutex<BTreeMap<UnitName, usize>>,
+}
+
+/// Counts a start's units as starting until the start is over, however it ends.
+struct Starting<'a> {
+    jobs: &'a Mutex<BTreeMap<UnitName, usize>>,
+    units: Vec<UnitName>,
+}
+
+impl<'a> Starting<'a> {
+    fn new(jobs: &'a Mutex<BTreeMap<UnitName, usize>>, units: Vec<UnitName>) -> Starting<'a> {
+        let mut table = jobs.lock().unwrap_or_else(|e| e.into_inner());
+        for unit in &units {
+            *table.entry(unit.clone()).or_default() += 1;
+        }
+        drop(table);
+        Starting { jobs, units }
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        let mut table = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        for unit in &self.units {
+            if let Some(count) = table.get_mut(unit) {
+                *count -= 1;
+                if *count == 0 {
+                    table.remove(unit);
+                }
+            }
+        }
+    }
 }
 
 /// Why a unit that was running on paper is failed: found so when fleetd started.
@@ -125,6 +159,7 @@ impl Supervisor {
             loaded: Mutex::new(loaded),
             watchers: ShimWatchers::default(),
             lost: Mutex::new(lost),
+            starting: Mutex::default(),
         })
     }
 
@@ -192,6 +227,12 @@ impl Supervisor {
             return Err(SupervisorError::NotLoaded(name.to_string()));
         }
         let plan = start_plan(&self.nodes(), name.as_str()).map_err(SupervisorError::Refused)?;
+        let units = plan
+            .start
+            .iter()
+            .map(|unit| unit_name(unit))
+            .collect::<Result<Vec<_>, _>>()?;
+        let _starting = Starting::new(&self.starting, units);
         for conflicting in &plan.stop {
             self.stop_one(&unit_name(conflicting)?).await?;
         }
@@ -269,16 +310,22 @@ impl Supervisor {
             .iter()
             .map(|(name, loaded)| (name.clone(), loaded.relations.clone()))
             .collect();
+        let starting = self
+            .starting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         relations
             .into_iter()
             .map(|(name, relations)| {
                 // A watched shim's last word costs nothing; only units without one (not
                 // running, as a rule) are looked up on disk. Every start asks this of every
                 // loaded unit.
-                let active = self
-                    .watchers
-                    .is_live(&name)
-                    .unwrap_or_else(|| is_active(&self.run_dir(&name)));
+                let active = starting.contains_key(&name)
+                    || self
+                        .watchers
+                        .is_live(&name)
+                        .unwrap_or_else(|| is_active(&self.run_dir(&name)));
                 (name.to_string(), Node { relations, active })
             })
             .collect()
