@@ -93,6 +93,7 @@ pub async fn run(
             published_on: None,
             units: BTreeMap::new(),
             load_errors: BTreeMap::new(),
+            collateral: BTreeMap::new(),
             started: Started::open(config.started_file.clone()),
             fence,
             jobs: JoinSet::new(),
@@ -258,6 +259,9 @@ struct Agent {
     published_on: Option<LeaseId>,
     /// Unit files by hash (immutable).
     units: BTreeMap<UnitHash, UnitFile>,
+    /// Units a stop of the key took down with it (its dependents), started again when the key
+    /// is started again.
+    collateral: BTreeMap<UnitName, BTreeSet<UnitName>>,
     /// Units wanted here whose load the init system refused, with the hash refused.
     load_errors: BTreeMap<UnitName, UnitHash>,
     started: Started,
@@ -282,9 +286,23 @@ impl Agent {
         };
         self.busy.remove(&outcome.name);
         match outcome.started {
-            Some(true) => self.started.insert(&outcome.name),
+            Some(true) => {
+                self.started.insert(&outcome.name);
+                // What its stop took down comes back with it, as systemd propagates a restart
+                // to BindsTo=/PartOf= dependents: those still wanted launched start again.
+                for unit in self.collateral.remove(&outcome.name).unwrap_or_default() {
+                    self.started.remove(&unit);
+                }
+            }
             Some(false) => self.started.remove(&outcome.name),
             None => {}
+        }
+        if !outcome.collateral.is_empty() {
+            tracing::info!(unit = %outcome.name, took_down = ?outcome.collateral, "agent: the stop took other units down with it");
+            self.collateral
+                .entry(outcome.name.clone())
+                .or_default()
+                .extend(outcome.collateral);
         }
     }
 
@@ -389,7 +407,16 @@ impl Agent {
             } else if launched && !started && !fenced {
                 Some(Work::Start)
             } else if !launched && started {
-                Some(Work::Stop)
+                let others = desired
+                    .iter()
+                    .filter(|(other, (record, _))| {
+                        *other != name
+                            && record.desired == JobState::Launched
+                            && self.started.contains(other)
+                    })
+                    .map(|(other, _)| other.clone())
+                    .collect();
+                Some(Work::Stop { others })
             } else {
                 None
             };

@@ -24,13 +24,12 @@ pub enum Work {
     /// Stop it if it runs and forget it.
     Unload,
     /// A new version of a loaded unit: stop the old, load the new, and start it if wanted.
-    Replace {
-        unit: UnitFile,
-        start: bool,
-    },
+    Replace { unit: UnitFile, start: bool },
     /// Start it unless it is running already.
     Start,
-    Stop,
+    /// Stop it; of `others` (units the agent started), those the stop takes down with it
+    /// (`BindsTo=`, `PartOf=`, `Requires=` dependents) are told in the outcome.
+    Stop { others: Vec<UnitName> },
 }
 
 pub struct Job {
@@ -51,8 +50,18 @@ pub struct Outcome {
     /// `Some(true)`: the agent started it (or found it running); `Some(false)`: it is no
     /// longer running by the agent's hand; `None`: as before.
     pub started: Option<bool>,
-    /// The job did what it was for.
-    pub ok: bool,
+    /// Units that were active before this job's stop and are not after it.
+    pub collateral: Vec<UnitName>,
+}
+
+impl Outcome {
+    fn of(name: &UnitName, started: Option<bool>) -> Outcome {
+        Outcome {
+            name: name.clone(),
+            started,
+            collateral: Vec::new(),
+        }
+    }
 }
 
 impl Job {
@@ -68,11 +77,7 @@ impl Job {
         }
         let outcome = match permits.acquire().await {
             Ok(_permit) => self.work(&*manager, &lease).await,
-            Err(_) => Outcome {
-                name,
-                started: None,
-                ok: false,
-            },
+            Err(_) => Outcome::of(&name, None),
         };
         self.done.send_replace(true);
         outcome
@@ -84,29 +89,34 @@ impl Job {
         lease: &watch::Receiver<LeaseStatus>,
     ) -> Outcome {
         let name = &self.name;
-        let outcome = |started: Option<bool>, ok: bool| Outcome {
-            name: name.clone(),
-            started,
-            ok,
-        };
+        let outcome = |started| Outcome::of(name, started);
         match &self.work {
             Work::Unload => {
                 tracing::info!(unit = %name, "agent: unloading");
                 match manager.unload(name).await {
-                    Ok(()) => outcome(Some(false), true),
+                    Ok(()) => outcome(Some(false)),
                     Err(error) => {
                         tracing::warn!(unit = %name, %error, "agent: unload failed");
-                        outcome(None, false)
+                        outcome(None)
                     }
                 }
             }
-            Work::Stop => {
+            Work::Stop { others } => {
                 tracing::info!(unit = %name, "agent: stopping");
+                let before = active_among(manager, others).await;
                 match manager.stop(name).await {
-                    Ok(()) => outcome(Some(false), true),
+                    Ok(()) => {
+                        let after = active_among(manager, &before).await;
+                        let collateral =
+                            before.into_iter().filter(|u| !after.contains(u)).collect();
+                        Outcome {
+                            collateral,
+                            ..outcome(Some(false))
+                        }
+                    }
                     Err(error) => {
                         tracing::warn!(unit = %name, %error, "agent: stop failed");
-                        outcome(None, false)
+                        outcome(None)
                     }
                 }
             }
@@ -114,15 +124,15 @@ impl Job {
                 tracing::info!(unit = %name, "agent: loading a new version");
                 if let Err(error) = manager.stop(name).await {
                     tracing::warn!(unit = %name, %error, "agent: stop of the old version failed");
-                    return outcome(None, false);
+                    return outcome(None);
                 }
                 if let Err(error) = manager.load(name, unit).await {
                     tracing::warn!(unit = %name, %error, "agent: load failed");
-                    return outcome(Some(false), false);
+                    return outcome(Some(false));
                 }
                 match start {
                     true => self.start(manager, lease).await,
-                    false => outcome(Some(false), true),
+                    false => outcome(Some(false)),
                 }
             }
             Work::Start => self.start(manager, lease).await,
@@ -135,35 +145,44 @@ impl Job {
         lease: &watch::Receiver<LeaseStatus>,
     ) -> Outcome {
         let name = &self.name;
-        let outcome = |started: Option<bool>, ok: bool| Outcome {
-            name: name.clone(),
-            started,
-            ok,
-        };
+        let outcome = |started| Outcome::of(name, started);
         if self.stops_when_disconnected && lease.borrow().lost {
-            return outcome(None, false);
+            return outcome(None);
         }
         let state = match manager.state(name).await {
             Ok(state) => state,
             Err(error) => {
                 tracing::warn!(unit = %name, %error, "agent: cannot read the unit's state");
-                return outcome(None, false);
+                return outcome(None);
             }
         };
         // Running already (an earlier fleetd of this boot started it, or systemd did as a
         // dependency): nothing to do but remember it.
         if matches!(state.active.as_str(), "active" | "activating" | "reloading") {
-            return outcome(Some(true), true);
+            return outcome(Some(true));
         }
         tracing::info!(unit = %name, "agent: starting");
         match manager.start(name).await {
-            Ok(()) => outcome(Some(true), true),
+            Ok(()) => outcome(Some(true)),
             Err(error) => {
                 tracing::warn!(unit = %name, %error, "agent: start failed");
-                outcome(None, false)
+                outcome(None)
             }
         }
     }
+}
+
+/// Those of `units` that are active (or on their way) now.
+async fn active_among(manager: &dyn UnitManager, units: &[UnitName]) -> Vec<UnitName> {
+    let mut active = Vec::new();
+    for unit in units {
+        if let Ok(state) = manager.state(unit).await {
+            if matches!(state.active.as_str(), "active" | "activating" | "reloading") {
+                active.push(unit.clone());
+            }
+        }
+    }
+    active
 }
 
 /// Waits until the start job of `earlier` is done and the unit has left `activating` (as

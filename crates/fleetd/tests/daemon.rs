@@ -945,3 +945,53 @@ fn awkward_unit_names_run_or_fail_alone_and_never_stop_the_others() {
     }
     stop(&mut daemon, "-TERM");
 }
+
+/// The main PID of `unit` from its run directory, while it runs.
+fn main_pid_of(dir: &Path, unit: &str) -> Option<u64> {
+    let state = std::fs::read_to_string(dir.join("data/run").join(unit).join("state.json")).ok()?;
+    let state: serde_json::Value = serde_json::from_str(&state).ok()?;
+    (state["sub"] == "running").then(|| state["main_pid"].as_u64())?
+}
+
+#[test]
+fn a_restart_of_a_main_unit_brings_its_bound_sidekick_back() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let mut daemon = start_and_wait_for_socket(dir.path());
+    let main = dir.path().join("web.service");
+    std::fs::write(&main, "[Service]\nExecStart=/bin/sleep 60\n").unwrap();
+    let side = dir.path().join("web-discovery.service");
+    std::fs::write(
+        &side,
+        "[Unit]\nBindsTo=web.service\nAfter=web.service\n[Service]\nExecStart=/bin/sleep 61\n[X-Fleet]\nMachineOf=web.service\n",
+    )
+    .unwrap();
+    let (code, _, err) = fleetctl(
+        dir.path(),
+        &["start", main.to_str().unwrap(), side.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let before = eventually("the sidekick never ran", TEN_SECONDS, || {
+        main_pid_of(dir.path(), "web-discovery.service").ok_or("not running".to_owned())
+    });
+    let (code, _, err) = fleetctl(dir.path(), &["restart", "web.service"]);
+    assert_eq!(code, 0, "{err}");
+    // As systemd propagates a restart to BindsTo= dependents: the sidekick runs again, anew,
+    // and the registry (still launched) agrees with the machine.
+    let after = eventually("the sidekick never came back", TEN_SECONDS, || {
+        main_pid_of(dir.path(), "web-discovery.service")
+            .filter(|pid| *pid != before)
+            .ok_or("not running anew".to_owned())
+    });
+    assert_ne!(after, before);
+    eventually("the listing never agreed", TEN_SECONDS, || {
+        let (_, out, _) = fleetctl(
+            dir.path(),
+            &["list-units", "--no-legend", "--fields=unit,active,sub"],
+        );
+        (out == "web-discovery.service\tactive\trunning\nweb.service\t\tactive\trunning\n")
+            .then_some(())
+            .ok_or(format!("{out:?}"))
+    });
+    stop(&mut daemon, "-TERM");
+}
