@@ -197,6 +197,43 @@ async fn a_machine_lease_carries_presence_and_states(b: Backend) {
     assert_ne!(again.unwrap().lease, m1.lease);
 }
 
+async fn a_lease_of_another_ttl_is_handed_over_not_adopted(b: Backend) {
+    let r = registry(&b).await;
+    let record = MachineRecord::default();
+    let id = machine("m1");
+    let old = r
+        .register_machine(&id, &record, Duration::from_secs(30), None)
+        .await
+        .unwrap();
+    r.set_state(&old, &name("a.service"), Some(&running()))
+        .await
+        .unwrap();
+    // fleetd restarted with agent_ttl=5s: a new lease of 5 s, the machine never absent.
+    let new = r
+        .register_machine(&id, &record, Duration::from_secs(5), Some(old.lease))
+        .await
+        .unwrap();
+    assert_ne!(new.lease, old.lease);
+    assert_eq!(new.ttl, Duration::from_secs(5));
+    let left = b.store.lease_ttl(new.lease).await.unwrap().unwrap();
+    assert!(left <= Duration::from_secs(5), "{left:?}");
+    assert_eq!(
+        b.store.get("machines/m1").await.unwrap().unwrap().lease,
+        new.lease
+    );
+    // The old lease is over, with the states it carried (the agent publishes them anew).
+    assert_eq!(b.store.lease_ttl(old.lease).await.unwrap(), None);
+    let all = r.snapshot(&Scope::All).await.unwrap();
+    assert!(all.machines.contains_key(&id));
+    assert!(!all.states.contains_key(&id));
+    // The same TTL again: adopted.
+    let same = r
+        .register_machine(&id, &record, Duration::from_secs(5), Some(new.lease))
+        .await
+        .unwrap();
+    assert_eq!(same.lease, new.lease);
+}
+
 async fn an_idle_machine_writes_nothing(b: Backend) {
     let r = registry(&b).await;
     let record = MachineRecord::default();
@@ -364,6 +401,7 @@ on_every_backend!(
     jobs_are_created_once_and_routed_by_global,
     an_agent_watch_wakes_only_for_its_machine,
     a_machine_lease_carries_presence_and_states,
+    a_lease_of_another_ttl_is_handed_over_not_adopted,
     an_idle_machine_writes_nothing,
     leadership_is_exclusive_and_fences_writes,
     decisions_are_batched,

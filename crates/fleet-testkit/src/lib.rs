@@ -28,6 +28,30 @@ pub fn exits_within(child: &mut std::process::Child, within: std::time::Duration
     }
 }
 
+/// A valid machine ID (32 lowercase hex digits, as /etc/machine-id) for a test's machine
+/// `label`, the same for the same label: a label that is one already, else its bytes in hex
+/// (up to 12 of them), zeros, then a hash of the whole label, so long labels that share a
+/// start still differ.
+pub fn machine_id(label: &str) -> String {
+    if label.len() == 32
+        && label
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return label.to_owned();
+    }
+    let mut id: String = label.bytes().take(12).map(|b| format!("{b:02x}")).collect();
+    while id.len() < 24 {
+        id.push('0');
+    }
+    // FNV-1a, 32 bits.
+    let hash = label.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    id.push_str(&format!("{hash:08x}"));
+    id
+}
+
 /// A loopback TCP port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

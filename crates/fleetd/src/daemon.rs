@@ -568,14 +568,27 @@ fn raise_open_files_limit() {
 /// The configured machine ID, else `/etc/machine-id`.
 fn machine_id(config: &Config) -> Result<MachineId, String> {
     if !config.machine_id.is_empty() {
-        return MachineId::new(config.machine_id.clone()).map_err(|e| e.to_string());
+        return valid_machine_id(&config.machine_id).map_err(|e| format!("machine_id: {e}"));
     }
     let text = std::fs::read_to_string("/etc/machine-id").map_err(|e| {
         format!(
             "cannot read /etc/machine-id ({e}); set machine_id in fleet.conf or FLEET_MACHINE_ID"
         )
     })?;
-    MachineId::new(text.trim()).map_err(|e| format!("/etc/machine-id: {e}"))
+    valid_machine_id(text.trim()).map_err(|e| format!("/etc/machine-id: {e}"))
+}
+
+/// A machine ID as systemd makes them (`/etc/machine-id`): 32 lowercase hexadecimal digits.
+/// fleet took any text, and machines whose IDs differ only in case or length were a way to
+/// end up with two machines that are one.
+fn valid_machine_id(id: &str) -> Result<MachineId, String> {
+    let hex = id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !hex {
+        return Err(format!(
+            "{id:?} is not a machine ID: 32 lowercase hexadecimal digits, as in /etc/machine-id"
+        ));
+    }
+    MachineId::new(id.to_owned()).map_err(|e| e.to_string())
 }
 
 /// The source address of the default route (a UDP "connect" sends nothing).
@@ -677,4 +690,26 @@ fn read_trimmed(path: impl Into<PathBuf>) -> String {
     std::fs::read_to_string(path.into())
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_ids_are_what_systemd_makes() {
+        let check = |id: &str, valid: bool| {
+            assert_eq!(valid_machine_id(id).is_ok(), valid, "{id:?}");
+        };
+        check("3d1219c7c4c5404aaa1f6d2a48adfda4", true);
+        check("3D1219C7C4C5404AAA1F6D2A48ADFDA4", false);
+        check("xyz", false);
+        check("3d1219c7c4c5404aaa1f6d2a48adfda", false);
+        check("3d1219c7c4c5404aaa1f6d2a48adfda4a", false);
+        check("3d1219c7-c4c5-404a-aa1f-6d2a48adfda4", false);
+        assert_eq!(
+            valid_machine_id("xyz").unwrap_err(),
+            "\"xyz\" is not a machine ID: 32 lowercase hexadecimal digits, as in /etc/machine-id"
+        );
+    }
 }

@@ -61,6 +61,19 @@ fn a_bad_configuration_is_refused_with_the_option_named() {
     );
     let missing = fleetd(dir.path()).arg("extra").output().unwrap();
     assert_eq!(missing.status.code(), Some(2));
+
+    // A machine ID is what systemd makes: 32 lowercase hex digits.
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let output = fleetd(dir.path())
+        .env("FLEET_MACHINE_ID", "xyz")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("machine_id: \"xyz\" is not a machine ID: 32 lowercase hexadecimal digits, as in /etc/machine-id"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -119,7 +132,7 @@ fn a_unit_launched_through_the_api_runs() {
         None,
     );
     assert_eq!(status, 200);
-    assert!(body.starts_with(r#"{"currentState":"launched","desiredState":"launched","machineID":"node1","name":"hello.service","options":["#), "{body}");
+    assert!(body.starts_with(r#"{"currentState":"launched","desiredState":"launched","machineID":"6e6f646531000000000000000f4e2874","name":"hello.service","options":["#), "{body}");
     let (status, metrics) = http(&socket, "GET", "/metrics", None);
     assert_eq!(status, 200);
     for line in [
@@ -349,7 +362,10 @@ fn socket_activation_serves_the_socket_systemd_passes() {
             dir.path().join("units").display()
         ))
         .arg("-E")
-        .arg("FLEET_MACHINE_ID=node1")
+        .arg(format!(
+            "FLEET_MACHINE_ID={}",
+            fleet_testkit::machine_id("node1")
+        ))
         .arg("-E")
         .arg("FLEET_UNIT_MANAGER=native")
         .arg(env!("CARGO_BIN_EXE_fleetd"))
@@ -392,12 +408,12 @@ fn fleetctl_starts_units_and_says_why_one_cannot_be_placed() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out,
-        "Unit hello.service inactive\nUnit hello.service launched on node1.../10.0.0.9\n"
+        "Unit hello.service inactive\nUnit hello.service launched on 6e6f6465.../10.0.0.9\n"
     );
     let (code, out, _) = fleetctl(dir.path(), &["list-units", "--no-legend"]);
     assert_eq!(
         (code, out.as_str()),
-        (0, "hello.service\tnode1.../10.0.0.9\tactive\trunning\n")
+        (0, "hello.service\t6e6f6465.../10.0.0.9\tactive\trunning\n")
     );
 
     let mars = dir.path().join("mars.service");
@@ -428,7 +444,7 @@ fn fleetctl_starts_units_and_says_why_one_cannot_be_placed() {
     assert_eq!(code, 1, "{out}");
     assert_eq!(
         err,
-        "Unit broken.service failed to start on node1: failed (failed); \
+        "Unit broken.service failed to start on 6e6f646531000000000000000f4e2874: failed (failed); \
          `fleetctl status broken.service` shows why\n"
     );
     let (_, out, _) = fleetctl(dir.path(), &["list-unit-files", "--no-legend"]);
@@ -464,7 +480,9 @@ fn a_second_fleetd_with_the_same_machine_id_is_refused() {
     assert_eq!(second.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(
-        stderr.contains("machine ID node1 is already in use by another live fleetd"),
+        stderr.contains(
+            "machine ID 6e6f646531000000000000000f4e2874 is already in use by another live fleetd"
+        ),
         "{stderr}"
     );
     stop(&mut first, "-TERM");
@@ -497,7 +515,7 @@ fn fleetctl_moves_a_unit_through_every_state() {
     let text = "[Unit]\nDescription=Web\n\n[Service]\nExecStart=/bin/sleep 30\n";
     std::fs::write(&file, text).unwrap();
     let path = file.to_str().unwrap();
-    let on = "on node1.../10.0.0.9";
+    let on = "on 6e6f6465.../10.0.0.9";
     let steps: &[(&[&str], i32, String, String)] = &[
         (
             &["submit", path],
@@ -609,7 +627,7 @@ fn https_with_client_certificates() {
     );
     assert_eq!(
         (code, out.as_str()),
-        (0, "node1...\t10.0.0.9\t-\n"),
+        (0, "6e6f6465...\t10.0.0.9\t-\n"),
         "{err}"
     );
     // Without a client certificate the handshake is refused.
@@ -642,7 +660,7 @@ fn https_with_a_bearer_token() {
     );
     assert_eq!(
         (code, out.as_str()),
-        (0, "node1...\t10.0.0.9\t-\n"),
+        (0, "6e6f6465...\t10.0.0.9\t-\n"),
         "{err}"
     );
     let (code, _, err) = common::fleetctl(&[&endpoint, &ca, "list-machines"], &[]);
@@ -712,17 +730,17 @@ fn fleetctl_journal_shows_a_units_output() {
         .collect();
     assert_eq!(texts, vec!["two", "three"]);
     assert!(
-        out.lines().all(|l| l.contains(" node1 talk.service: ")),
+        out.lines().all(|l| l.contains(" 6e6f6465 talk.service: ")),
         "{out}"
     );
     let (code, status, err) = fleetctl(dir.path(), &["status", "talk.service"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        status.starts_with("● talk.service\n   Loaded: loaded\n   Active: active (running)\n  Machine: node1.../10.0.0.9\n\n"),
+        status.starts_with("● talk.service\n   Loaded: loaded\n   Active: active (running)\n  Machine: 6e6f6465.../10.0.0.9\n\n"),
         "{status}"
     );
     assert!(
-        status.ends_with(" node1 talk.service: three\n"),
+        status.ends_with(" 6e6f6465 talk.service: three\n"),
         "the log follows: {status}"
     );
     let (code, _, err) = fleetctl(dir.path(), &["journal", "nope.service"]);
@@ -773,7 +791,7 @@ fn replace_follows_fleets_rules() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out,
-        "Unit app.service inactive\nUnit app.service launched on node1.../10.0.0.9\n"
+        "Unit app.service inactive\nUnit app.service launched on 6e6f6465.../10.0.0.9\n"
     );
     assert!(fleetctl(dir.path(), &["cat", "app.service"])
         .1

@@ -63,7 +63,7 @@ async fn an_etcd_outage_restarts_no_unit() {
         Some(pid),
         "not restarted after the outage"
     );
-    let me = MachineId::new("m1").unwrap();
+    let me = MachineId::new(fleet_testkit::machine_id("m1")).unwrap();
     common::until(
         &registry,
         "the state is reported again",

@@ -15,8 +15,8 @@ use fleet_testkit::{EtcdServer, SshServer};
 
 mod common;
 
-const MACHINE_A: &str = "aaaa1111";
-const MACHINE_B: &str = "bbbb2222";
+const MACHINE_A: &str = "aaaa1111000000000000000000000000";
+const MACHINE_B: &str = "bbbb2222000000000000000000000000";
 const WITHIN: Duration = Duration::from_secs(20);
 
 /// A fleetd binary, stopped (SIGTERM, then SIGKILL) when dropped.

@@ -101,8 +101,12 @@ async fn takeover_and_rescheduling_with_real_fleetds() {
     let host = running_on(&placed, &name).unwrap();
 
     // Kill -9 the engine leader: the other fleetd leads within the lease TTL (5 × 0.2 s).
+    let (m1, m2) = (
+        fleet_testkit::machine_id("m1"),
+        fleet_testkit::machine_id("m2"),
+    );
     let leader = both.leader.unwrap().machine.to_string();
-    let leader_index = if leader == "m1" { 0 } else { 1 };
+    let leader_index = if leader == m1 { 0 } else { 1 };
     fleetds[leader_index].kill();
     let killed = Instant::now();
     until(&registry, "takeover", Duration::from_secs(20), |s| {
@@ -115,7 +119,11 @@ async fn takeover_and_rescheduling_with_real_fleetds() {
 
     // If the killed fleetd hosted the unit, its machine's lease expires (agent_ttl 2 s) and
     // the unit runs on the survivor; otherwise it stays where it is.
-    let survivor = if leader == "m1" { "m2" } else { "m1" };
+    let survivor = if leader == m1 {
+        m2.as_str()
+    } else {
+        m1.as_str()
+    };
     let after = until(
         &registry,
         "running on the survivor",

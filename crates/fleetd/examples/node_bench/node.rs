@@ -38,7 +38,7 @@ impl Node {
             .env_clear()
             .env("FLEET_DATA_DIR", &data)
             .env("FLEET_UNITS_DIRECTORY", data.join("units"))
-            .env("FLEET_MACHINE_ID", machine)
+            .env("FLEET_MACHINE_ID", fleet_testkit::machine_id(machine))
             .env("FLEET_UNIT_MANAGER", "native")
             .env("FLEET_API_LISTEN", format!("unix://{}", socket.display()))
             .stdin(Stdio::null())
@@ -62,7 +62,7 @@ impl Node {
             std::thread::sleep(Duration::from_millis(10));
         }
         Node {
-            machine: machine.to_owned(),
+            machine: fleet_testkit::machine_id(machine),
             data,
             socket,
             child,

@@ -137,7 +137,7 @@ impl Cluster {
             std::fs::create_dir_all(&home).unwrap();
             cluster.hosts.push(Host {
                 index: i,
-                machine: format!("{tag}m{i}"),
+                machine: fleet_testkit::machine_id(&format!("{tag}m{i}")),
                 metadata,
                 home,
                 child: None,

@@ -27,7 +27,8 @@ pub async fn until(
     }
 }
 
-/// The fleetd binary as machine `machine`, with nothing from the test's environment: the native
+/// The fleetd binary as machine `machine` (a label: the ID is [`fleet_testkit::machine_id`]
+/// of it), with nothing from the test's environment: the native
 /// unit manager, its registry data in `home/data`, unit files in `home/units` and the API on
 /// `home/fleet.sock`; no standard streams. Callers add the rest (etcd, timings, config).
 pub fn fleetd(home: &Path, machine: &str) -> Command {
@@ -36,7 +37,7 @@ pub fn fleetd(home: &Path, machine: &str) -> Command {
         .env_clear()
         .env("FLEET_DATA_DIR", home.join("data"))
         .env("FLEET_UNITS_DIRECTORY", home.join("units"))
-        .env("FLEET_MACHINE_ID", machine)
+        .env("FLEET_MACHINE_ID", fleet_testkit::machine_id(machine))
         .env("FLEET_UNIT_MANAGER", "native")
         .env(
             "FLEET_API_LISTEN",
