@@ -77,6 +77,7 @@ pub async fn run(dir: &Path) -> io::Result<UnitStatus> {
     let server = tokio::spawn(serve(listener, controls, status.subscribe()));
 
     let state_path = dir.join(STATE);
+    let mut reported = FirstReport::default();
     let final_status = match prepare(&spec, log_sender.clone()).await {
         Ok((service, context)) => {
             let runner = Runner::new(service, context, status, control_receiver);
@@ -94,6 +95,7 @@ pub async fn run(dir: &Path) -> io::Result<UnitStatus> {
                         }
                         let current = changes.borrow_and_update().clone();
                         write_state(&state_path, &current)?;
+                        reported.tell();
                     }
                 }
             }
@@ -115,6 +117,24 @@ pub async fn run(dir: &Path) -> io::Result<UnitStatus> {
     let _ = tokio::time::timeout(Duration::from_secs(2), log_task).await;
     let _ = std::fs::remove_file(dir.join(PID));
     Ok(final_status)
+}
+
+/// Tells the supervisor, once, on standard output (a pipe it reads), that the first state is
+/// written; standard output is closed then. A shim that ends sooner closes it by exiting.
+#[derive(Default)]
+struct FirstReport {
+    told: bool,
+}
+
+impl FirstReport {
+    fn tell(&mut self) {
+        if std::mem::replace(&mut self.told, true) {
+            return;
+        }
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = out.write_all(b"reported\n").and_then(|()| out.flush());
+    }
 }
 
 fn initial_status() -> UnitStatus {

@@ -81,6 +81,9 @@ pub struct Supervisor {
     /// Units with a start under way (systemd: a start job), counted per start that includes
     /// them: a unit bound to one of them is not stopped for it being inactive yet.
     starting: Mutex<BTreeMap<UnitName, usize>>,
+    /// Every live shim is watched (`changes` was asked for): a unit without a watcher has no
+    /// shim, and its run directory need not be read to know it.
+    watching: std::sync::atomic::AtomicBool,
 }
 
 /// Counts a start's units as starting until the start is over, however it ends.
@@ -160,6 +163,7 @@ impl Supervisor {
             watchers: ShimWatchers::default(),
             lost: Mutex::new(lost),
             starting: Mutex::default(),
+            watching: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -294,12 +298,17 @@ impl Supervisor {
     /// Told whenever a running unit's state changes or its shim ends. Watches the shims an
     /// earlier fleetd started, too.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<()> {
+        let mut watched_all = tokio::runtime::Handle::try_current().is_ok();
         for name in self.loaded_units() {
             let dir = self.run_dir(&name);
             if let Some(shim) = shim_pid(&dir) {
                 self.watchers.watch(&name, dir, shim);
+                // Its watcher is in the table from now on, before its first status line.
+                watched_all &= self.watchers.is_live(&name).is_some();
             }
         }
+        self.watching
+            .fetch_or(watched_all, std::sync::atomic::Ordering::AcqRel);
         self.watchers.subscribe()
     }
 
@@ -315,6 +324,7 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let watching = self.watching.load(std::sync::atomic::Ordering::Acquire);
         relations
             .into_iter()
             .map(|(name, relations)| {
@@ -322,10 +332,11 @@ impl Supervisor {
                 // running, as a rule) are looked up on disk. Every start asks this of every
                 // loaded unit.
                 let active = starting.contains_key(&name)
-                    || self
-                        .watchers
-                        .is_live(&name)
-                        .unwrap_or_else(|| is_active(&self.run_dir(&name)));
+                    || match self.watchers.is_live(&name) {
+                        Some(live) => live,
+                        None if watching => false,
+                        None => is_active(&self.run_dir(&name)),
+                    };
                 (name.to_string(), Node { relations, active })
             })
             .collect()
@@ -418,22 +429,29 @@ impl Supervisor {
             .args(args)
             .arg(&dir)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| SupervisorError::Io(format!("cannot start the shim {program}: {e}")))?;
         let shim = child.id();
+        let reported = child.stdout.take();
         // Reap the shim when it ends, should it end while we still run (it outlives us
         // otherwise, re-parented to init or our own subreaper).
         tokio::spawn(async move { child.wait().await });
-        let deadline = Instant::now() + SHIM_START;
-        while read_state(&dir).ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                return Err(SupervisorError::Io(format!(
-                    "the shim of {name} did not report within {SHIM_START:?}"
-                )));
+        // The shim says on its standard output when it has written its first state (or
+        // closes it, when it ends before): no polling of its run directory.
+        let report = async {
+            let mut byte = [0u8; 1];
+            if let Some(mut pipe) = reported {
+                let _ = tokio::io::AsyncReadExt::read(&mut pipe, &mut byte).await;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        if tokio::time::timeout(SHIM_START, report).await.is_err()
+            || read_state(&dir).ok().flatten().is_none()
+        {
+            return Err(SupervisorError::Io(format!(
+                "the shim of {name} did not report within {SHIM_START:?}"
+            )));
         }
         if let Some(shim) = shim {
             self.watchers.watch(name, dir, shim);
@@ -449,15 +467,28 @@ impl Supervisor {
             self.settle_orphan(name, &dir).await;
             return Ok(());
         };
-        request(&dir, "stop").await?;
         let deadline = Instant::now() + SHIM_STOP;
+        // The shim closes the connection once it has written the final state; then it only
+        // flushes its log and exits.
+        let stopped = tokio::time::timeout(SHIM_STOP, stop_and_hear_the_end(&dir)).await;
+        match stopped {
+            Ok(Ok(())) => {}
+            // Gone between the look at its PID and the request: nothing left to stop.
+            Ok(Err(_)) if !alive(pid, &dir) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(SupervisorError::Io(format!(
+                    "{name} did not finish stopping within {SHIM_STOP:?} (shim PID {pid})"
+                )))
+            }
+        }
         while alive(pid, &dir) {
             if Instant::now() > deadline {
                 return Err(SupervisorError::Io(format!(
                     "{name} did not finish stopping within {SHIM_STOP:?} (shim PID {pid})"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         self.watchers.forget(name, pid);
         Ok(())
@@ -650,6 +681,20 @@ fn alive(pid: u32, dir: &Path) -> bool {
         })
         .unwrap_or(true);
     ours && !zombie
+}
+
+/// Asks a shim to stop its unit and reads what it says until it closes the connection, which
+/// it does once the unit's final state is written.
+async fn stop_and_hear_the_end(dir: &Path) -> Result<(), SupervisorError> {
+    let path = dir.join(SOCKET);
+    let exchange = async {
+        let mut stream = connect(dir).await?;
+        stream.write_all(b"stop\n").await?;
+        let mut lines = BufReader::new(stream).lines();
+        while lines.next_line().await?.is_some() {}
+        Ok::<(), std::io::Error>(())
+    };
+    exchange.await.map_err(|e| io("shim socket", &path, e))
 }
 
 /// One request to a shim's control socket; its status answer.
