@@ -115,7 +115,8 @@ pub async fn run(dir: &Path) -> io::Result<UnitStatus> {
     let _ = std::fs::remove_file(dir.join(SOCKET));
     drop(log_sender);
     let _ = tokio::time::timeout(Duration::from_secs(2), log_task).await;
-    let _ = std::fs::remove_file(dir.join(PID));
+    // shim.pid stays: it names a process that has ended (a reader checks), and the next shim
+    // of the unit writes over it instead of making a new file.
     Ok(final_status)
 }
 
@@ -214,11 +215,25 @@ fn working_directory(service: &Service, who: &Identity) -> Result<PathBuf, Strin
 }
 
 /// Replaces `state.json` atomically: a reader sees the old state or the new one, never half.
+/// The new state is written to `state.json.tmp` and the two files are exchanged, so the same
+/// two inodes serve every change of a unit's life (a rename over the old file would make the
+/// filesystem allocate and free one per change, a cost that grows on a busy ext4).
 pub fn write_state(path: &Path, status: &UnitStatus) -> io::Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
     let temporary = path.with_extension("json.tmp");
     let json = serde_json::to_vec(status).map_err(io::Error::other)?;
     std::fs::write(&temporary, json)?;
-    std::fs::rename(temporary, path)
+    match renameat2(
+        AT_FDCWD,
+        &temporary,
+        AT_FDCWD,
+        path,
+        RenameFlags::RENAME_EXCHANGE,
+    ) {
+        Ok(()) => Ok(()),
+        // No state yet (or a filesystem without exchange): an ordinary rename.
+        Err(_) => std::fs::rename(temporary, path),
+    }
 }
 
 /// Reads a unit's `state.json`; `None` if there is none yet.
