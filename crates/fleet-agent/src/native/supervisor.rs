@@ -84,6 +84,9 @@ pub struct Supervisor {
     /// Every live shim is watched (`changes` was asked for): a unit without a watcher has no
     /// shim, and its run directory need not be read to know it.
     watching: std::sync::atomic::AtomicBool,
+    /// One start or stop of a unit's shim at a time (two starts that both include a unit,
+    /// a sidekick's and its main unit's, must not spawn two shims for it).
+    shim_locks: Mutex<BTreeMap<UnitName, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Counts a start's units as starting until the start is over, however it ends.
@@ -164,6 +167,7 @@ impl Supervisor {
             lost: Mutex::new(lost),
             starting: Mutex::default(),
             watching: std::sync::atomic::AtomicBool::new(false),
+            shim_locks: Mutex::default(),
         })
     }
 
@@ -383,8 +387,18 @@ impl Supervisor {
         write_state(&dir.join(STATE), &status).map_err(|e| io("cannot write", &dir, e))
     }
 
+    /// The lock on `name`'s shim.
+    fn shim_lock(&self, name: &UnitName) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.shim_locks.lock().unwrap_or_else(|e| e.into_inner());
+        // Locks of units no one holds go, so the table stays as small as what is under way.
+        locks.retain(|_, lock| std::sync::Arc::strong_count(lock) > 1);
+        std::sync::Arc::clone(locks.entry(name.clone()).or_default())
+    }
+
     /// Starts the unit's shim unless one runs already; returns once the shim has reported.
     async fn start_one(&self, name: &UnitName) -> Result<(), SupervisorError> {
+        let lock = self.shim_lock(name);
+        let _held = lock.lock().await;
         let unit = self
             .loaded()
             .get(name)
@@ -462,6 +476,8 @@ impl Supervisor {
     /// Asks the unit's shim to stop the unit and waits until the shim has gone. The shim
     /// bounds each stop step by the unit's own timeouts; this wait is bounded by `SHIM_STOP`.
     async fn stop_one(&self, name: &UnitName) -> Result<(), SupervisorError> {
+        let lock = self.shim_lock(name);
+        let _held = lock.lock().await;
         let dir = self.run_dir(name);
         let Some(pid) = shim_pid(&dir) else {
             self.settle_orphan(name, &dir).await;
