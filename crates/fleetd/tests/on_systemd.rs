@@ -29,7 +29,17 @@ impl Host {
                 env!("CARGO_BIN_EXE_fleetd").as_ref(),
                 "Environment=FLEET_VERBOSITY=1\n",
             )
-            .unwrap_or_else(|e| panic!("fleet.service: {e}\n{}", sandbox.console()));
+            .unwrap_or_else(|e| {
+                let log = sandbox.run(
+                    "journalctl",
+                    &["--no-pager", "-u", "fleet.service", "-n", "20"],
+                );
+                panic!(
+                    "fleet.service: {e}\n{}\n{}",
+                    log.unwrap_or_else(|e| e),
+                    sandbox.console()
+                )
+            });
         Host {
             sandbox,
             files: tempfile::tempdir().unwrap(),

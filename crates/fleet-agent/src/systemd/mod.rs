@@ -39,6 +39,13 @@ pub struct SystemdConfig {
     pub command_prefix: Vec<String>,
 }
 
+/// How long a start or stop waits for its unit to get there before leaving the rest to
+/// systemd.
+const JOB_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// systemd's error for a unit it does not know.
+const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+
 /// How long `systemctl status` or `journalctl` may take before the answer is an error.
 const TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -48,6 +55,9 @@ pub struct SystemdManager {
     known: Arc<Mutex<Known>>,
     /// Sent to whenever a state in `known` changes.
     changed: watch::Sender<()>,
+    /// Held for a `Reload` and the resync after it: calls made meanwhile wait for it, so
+    /// that none asks systemd about a unit whose file it has not read yet.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// What fleetd knows of its units in systemd.
@@ -96,6 +106,20 @@ impl SystemdManager {
         let signals = zbus::MessageStream::for_match_rule(rule, &connection, None)
             .await
             .map_err(unreachable)?;
+        // systemd itself may leave the bus and come back (dbus-daemon disconnects a client
+        // that passes its limits; systemd reconnects): its subscription to our signals is
+        // gone then, and the states we hold may be stale.
+        let owner_rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender("org.freedesktop.DBus")
+            .interface("org.freedesktop.DBus")
+            .member("NameOwnerChanged")
+            .add_arg("org.freedesktop.systemd1")
+            .build()
+            .map_err(unreachable)?;
+        let owners = zbus::MessageStream::for_match_rule(owner_rule, &connection, None)
+            .await
+            .map_err(unreachable)?;
         bus.subscribe().await.map_err(unreachable)?;
         std::fs::create_dir_all(&config.units_dir).map_err(|e| {
             ManagerError(format!("cannot create {}: {e}", config.units_dir.display()))
@@ -120,8 +144,10 @@ impl SystemdManager {
             config,
             known,
             changed,
+            reloading: tokio::sync::Mutex::new(()),
         });
         manager.resync().await?;
+        tokio::spawn(follow_systemd(owners, Arc::downgrade(&manager)));
         Ok(manager)
     }
 
@@ -168,6 +194,7 @@ impl SystemdManager {
 
     /// The one `Reload` for the unit files changed since the last, then fresh states.
     async fn settle(&self) -> Result<()> {
+        let _reloading = self.reloading.lock().await;
         if !std::mem::take(&mut self.known().reload_pending) {
             return Ok(());
         }
@@ -176,6 +203,37 @@ impl SystemdManager {
             return Err(bus_error("Reload", e));
         }
         self.resync().await
+    }
+
+    /// Waits, at most [`JOB_SETTLE`], until `name` is in one of the `done` active states, as
+    /// its job has left it. systemd answers a start or stop once the job is queued and runs it
+    /// later; it serves D-Bus requests before it runs jobs, and tracks each job's client with
+    /// a match rule on the bus, so a thousand quick requests queue a thousand jobs and pass
+    /// dbus-daemon's 512 rules, which disconnects systemd from the bus. Waiting keeps the
+    /// jobs queued to what the agent has under way; a slow unit is left to systemd after the
+    /// bound.
+    async fn until_settled(
+        &self,
+        name: &UnitName,
+        mut changes: watch::Receiver<()>,
+        done: &[&str],
+    ) {
+        let settled = async {
+            loop {
+                let active = self
+                    .known()
+                    .states
+                    .get(name.as_str())
+                    .map(|s| s.active.clone());
+                if active.is_some_and(|a| done.contains(&a.as_str())) {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(JOB_SETTLE, settled).await;
     }
 
     /// Every loaded unit's state from `ListUnitsByNames`.
@@ -197,6 +255,35 @@ impl SystemdManager {
         }
         self.changed.send_replace(());
         Ok(())
+    }
+}
+
+/// Whenever systemd takes its name on the bus anew (it was disconnected and came back), asks
+/// it again for signals and reads every unit's state afresh: nothing is restarted, and no
+/// state goes stale.
+async fn follow_systemd(mut owners: zbus::MessageStream, manager: Weak<SystemdManager>) {
+    while let Some(message) = owners.next().await {
+        let Ok(message) = message else { continue };
+        let Ok((_, _, new_owner)) = message.body().deserialize::<(String, String, String)>() else {
+            continue;
+        };
+        let Some(manager) = manager.upgrade() else {
+            return;
+        };
+        if new_owner.is_empty() {
+            tracing::warn!("systemd left the bus; waiting for it to come back");
+            continue;
+        }
+        tracing::warn!(
+            owner = new_owner,
+            "systemd is back on the bus; subscribing again and reading every state"
+        );
+        if let Err(error) = manager.bus.subscribe().await {
+            tracing::warn!(%error, "systemd: Subscribe failed");
+        }
+        if let Err(error) = manager.resync().await {
+            tracing::warn!(%error, "systemd: cannot read the units' states");
+        }
     }
 }
 
@@ -275,8 +362,17 @@ impl UnitManager for SystemdManager {
 
     async fn unload(&self, name: &UnitName) -> Result<()> {
         let path = self.path(name);
-        // Stopping a unit systemd does not know is not an error here.
-        let _ = self.bus.stop_unit(name.as_str(), "replace").await;
+        // Stopping a unit systemd does not know is not an error here; any other failure is
+        // (the unit would run on, unloaded, where nothing watches it).
+        let changes = self.changed.subscribe();
+        match self.bus.stop_unit(name.as_str(), "replace").await {
+            Ok(_) => {
+                self.until_settled(name, changes, &["inactive", "failed"])
+                    .await;
+            }
+            Err(zbus::Error::MethodError(error, _, _)) if error.as_str() == NO_SUCH_UNIT => {}
+            Err(e) => return Err(bus_error(&format!("StopUnit {name}"), e)),
+        }
         let _ = self.bus.disable_unit_files(&[name.as_str()], true).await;
         let _ = self.bus.reset_failed_unit(name.as_str()).await;
         match std::fs::remove_file(&path) {
@@ -298,19 +394,25 @@ impl UnitManager for SystemdManager {
 
     async fn start(&self, name: &UnitName) -> Result<()> {
         self.settle().await?;
+        let changes = self.changed.subscribe();
         self.bus
             .start_unit(name.as_str(), "replace")
             .await
             .map_err(|e| bus_error(&format!("StartUnit {name}"), e))?;
+        self.until_settled(name, changes, &["active", "failed", "reloading"])
+            .await;
         Ok(())
     }
 
     async fn stop(&self, name: &UnitName) -> Result<()> {
         self.settle().await?;
+        let changes = self.changed.subscribe();
         self.bus
             .stop_unit(name.as_str(), "replace")
             .await
             .map_err(|e| bus_error(&format!("StopUnit {name}"), e))?;
+        self.until_settled(name, changes, &["inactive", "failed"])
+            .await;
         Ok(())
     }
 

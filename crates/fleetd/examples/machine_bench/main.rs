@@ -7,12 +7,15 @@
 //! fleetd; and, from fleetd's own log, lease renewals missed and units started more than once
 //! (both must be 0).
 //!
+//! The same with systemd as the unit manager (`systemd.rs`), against systemd's own rate.
+//!
 //! Run with `scripts/bench machine`. Options: `--sizes 100,1000,2000`, `--idle-seconds S`
-//! (default 10).
+//! (default 10), `--no-systemd` (native only; the systemd rows need root), `--only-systemd`.
 
-#[path = "node_bench/node.rs"]
+#[path = "../node_bench/node.rs"]
 #[allow(dead_code)]
 mod node;
+mod systemd;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,19 +27,25 @@ use fleet_testkit::measure::{built_binary, count_option, cpu_seconds, memory_kib
 use node::{Node, Setup};
 
 /// What each unit runs; the argument tells this benchmark's processes from any other.
-const SLEEP: &str = "/bin/sleep 3599";
+pub const SLEEP: &str = "/bin/sleep 3599";
 /// How long any phase may take before the benchmark gives up.
-const LIMIT: Duration = Duration::from_secs(600);
+pub const LIMIT: Duration = Duration::from_secs(600);
 
 fn main() {
     let sizes = sizes_option();
     let idle = Duration::from_secs(count_option("--idle-seconds", 10) as u64);
+    let with_systemd = !std::env::args().any(|a| a == "--no-systemd");
+    let with_native = !std::env::args().any(|a| a == "--only-systemd");
     let dir = tempfile::tempdir().expect("temp dir");
     let mut starts = Vec::new();
     let mut costs = Vec::new();
     for &units in &sizes {
         let ceiling = spawn_directly(units);
-        for mode in [Mode::Fleetctl, Mode::Api] {
+        let native_modes = match with_native {
+            true => vec![Mode::Fleetctl, Mode::Api],
+            false => Vec::new(),
+        };
+        for mode in native_modes {
             let base = dir.path().join(format!("{units}-{}", mode.label()));
             std::fs::create_dir_all(&base).expect("bench dir");
             let log = base.join("fleetd.log");
@@ -53,7 +62,7 @@ fn main() {
             let (submitted, running) = start_all(&node, &base, mode, &names);
             assert_all_running(&node, &names);
             let cost = match mode {
-                Mode::Api => Some(cost_of(&node, units, idle)),
+                Mode::Api | Mode::SystemdApi => Some(cost_of(&node, units, idle)),
                 Mode::Fleetctl => None,
             };
             let (destroyed, gone) = match mode {
@@ -63,7 +72,7 @@ fn main() {
                     (Some(destroyed), gone)
                 }
                 // The API run's units go with fleetd's SIGTERM, as a machine leaving does.
-                Mode::Api => {
+                Mode::Api | Mode::SystemdApi => {
                     let begun = Instant::now();
                     node.stop();
                     wait_processes(0, "fleetd's SIGTERM");
@@ -86,6 +95,11 @@ fn main() {
                 costs.push(cost);
             }
         }
+        if with_systemd {
+            let (row, cost) = systemd::run(units, idle);
+            starts.push(row);
+            costs.push(cost);
+        }
     }
     print_starts(&starts);
     println!();
@@ -93,11 +107,13 @@ fn main() {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub enum Mode {
     /// One `fleetctl start --no-block` of every unit file.
     Fleetctl,
     /// One `PUT /fleet/v1/units/<name>` per unit, launched, 16 at a time.
     Api,
+    /// The same, with systemd as the unit manager; its ceiling is systemd's own.
+    SystemdApi,
 }
 
 impl Mode {
@@ -105,11 +121,19 @@ impl Mode {
         match self {
             Mode::Fleetctl => "fleetctl",
             Mode::Api => "api",
+            Mode::SystemdApi => "api",
+        }
+    }
+
+    fn manager(self) -> &'static str {
+        match self {
+            Mode::SystemdApi => "systemd",
+            _ => "native",
         }
     }
 }
 
-struct StartRow {
+pub struct StartRow {
     units: usize,
     mode: Mode,
     /// Until fleetctl returned, or every PUT was answered.
@@ -126,8 +150,9 @@ struct StartRow {
     restarted: usize,
 }
 
-struct Cost {
+pub struct Cost {
     units: usize,
+    manager: &'static str,
     fleetd_pss_kib: u64,
     shims_pss_kib: u64,
     fleetd_threads: u64,
@@ -199,7 +224,7 @@ fn start_all(node: &Node, base: &Path, mode: Mode, names: &[String]) -> (Duratio
                 .expect("fleetctl runs");
             assert!(status.success(), "fleetctl start: {status}");
         }
-        Mode::Api => {
+        Mode::Api | Mode::SystemdApi => {
             let (program, arg) = SLEEP.split_once(' ').expect("a command with an argument");
             let body = serde_json::json!({
                 "desiredState": "launched",
@@ -267,7 +292,7 @@ fn destroy_all(node: &Node, base: &Path, names: &[String]) -> (Duration, Duratio
 }
 
 /// Waits (bounded) until exactly `count` of this benchmark's unit processes exist.
-fn wait_processes(count: usize, what: &str) {
+pub fn wait_processes(count: usize, what: &str) {
     let begun = Instant::now();
     loop {
         let found = unit_processes().len();
@@ -283,7 +308,7 @@ fn wait_processes(count: usize, what: &str) {
 }
 
 /// The live processes running [`SLEEP`].
-fn unit_processes() -> Vec<u32> {
+pub fn unit_processes() -> Vec<u32> {
     let wanted: Vec<u8> = SLEEP.replace(' ', "\0").into_bytes();
     std::fs::read_dir("/proc")
         .into_iter()
@@ -309,7 +334,7 @@ fn shims(node: &Node) -> Vec<u32> {
 }
 
 /// A process's proportional set size (shared pages split among their users), in KiB.
-fn pss_kib(pid: u32) -> u64 {
+pub fn pss_kib(pid: u32) -> u64 {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     rollup
         .lines()
@@ -318,7 +343,7 @@ fn pss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn threads(pid: u32) -> u64 {
+pub fn threads(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -344,6 +369,7 @@ fn cost_of(node: &Node, units: usize, idle: Duration) -> Cost {
     let _ = memory_kib(node.pid());
     Cost {
         units,
+        manager: "native",
         fleetd_pss_kib: pss_kib(node.pid()),
         shims_pss_kib: shim_pids.iter().map(|pid| pss_kib(*pid)).sum(),
         fleetd_threads: threads(node.pid()),
@@ -355,10 +381,14 @@ fn cost_of(node: &Node, units: usize, idle: Duration) -> Cost {
     }
 }
 
+/// From fleetd's log file: see [`from_log_text`].
+fn from_log(log: &Path) -> (usize, usize) {
+    from_log_text(&std::fs::read_to_string(log).unwrap_or_default())
+}
+
 /// From fleetd's log: renewals missed (the lease taken for lost, or found expired) and units
 /// started more than once.
-fn from_log(log: &Path) -> (usize, usize) {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+pub fn from_log_text(text: &str) -> (usize, usize) {
     let missed = text
         .lines()
         .filter(|l| l.contains("lease is taken for lost") || l.contains("lease expired"))
@@ -378,8 +408,9 @@ fn seconds(d: Duration) -> String {
 
 fn print_starts(rows: &[StartRow]) {
     println!(
-        "{:>6} {:<9} {:>10} {:>11} {:>10} {:>11} {:>7} {:>10} {:>9} {:>7} {:>10}",
+        "{:>6} {:<8} {:<9} {:>10} {:>11} {:>10} {:>11} {:>7} {:>10} {:>9} {:>7} {:>10}",
         "units",
+        "manager",
         "via",
         "submit s",
         "running s",
@@ -395,8 +426,9 @@ fn print_starts(rows: &[StartRow]) {
         let rate = row.units as f64 / row.running.as_secs_f64();
         let ceiling = row.units as f64 / row.ceiling.as_secs_f64();
         println!(
-            "{:>6} {:<9} {:>10} {:>11} {:>10.0} {:>11.0} {:>7.2} {:>10} {:>9} {:>7} {:>10}",
+            "{:>6} {:<8} {:<9} {:>10} {:>11} {:>10.0} {:>11.0} {:>7.2} {:>10} {:>9} {:>7} {:>10}",
             row.units,
+            row.mode.manager(),
             row.mode.label(),
             seconds(row.submitted),
             seconds(row.running),
@@ -414,14 +446,20 @@ fn print_starts(rows: &[StartRow]) {
     println!(
         "running: from the first request until every unit's process exists (submit included);"
     );
-    println!("ceiling: the same number of processes spawned one after another from one process;");
+    println!(
+        "ceiling: native, the same number of processes spawned one after another from one process;"
+    );
+    println!(
+        "         systemd, as many services started by one systemctl start on the same systemd;"
+    );
     println!("gone: from fleetctl destroy (or fleetd's SIGTERM) until no unit process is left.");
 }
 
 fn print_costs(costs: &[Cost]) {
     println!(
-        "{:>6} {:>14} {:>13} {:>14} {:>9} {:>13} {:>7} {:>11}",
+        "{:>6} {:<8} {:>14} {:>13} {:>14} {:>9} {:>13} {:>7} {:>11}",
         "units",
+        "manager",
         "fleetd PSS MiB",
         "shims PSS MiB",
         "KiB/unit (PSS)",
@@ -433,8 +471,9 @@ fn print_costs(costs: &[Cost]) {
     for cost in costs {
         let total = cost.fleetd_pss_kib + cost.shims_pss_kib;
         println!(
-            "{:>6} {:>14.1} {:>13.1} {:>14.0} {:>9} {:>13} {:>7} {:>11.2}",
+            "{:>6} {:<8} {:>14.1} {:>13.1} {:>14.0} {:>9} {:>13} {:>7} {:>11.2}",
             cost.units,
+            cost.manager,
             cost.fleetd_pss_kib as f64 / 1024.0,
             cost.shims_pss_kib as f64 / 1024.0,
             total as f64 / cost.units as f64,
