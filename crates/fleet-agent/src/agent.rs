@@ -148,6 +148,7 @@ async fn follow(
     let mut resync = tokio::time::interval(agent.config.resync);
     let mut dirty = true;
     let mut refresh = false;
+    let mut last_held = None;
     loop {
         if refresh && lease.borrow().held().is_some() {
             // Back in the registry: what the engine did meanwhile decides whether the fenced
@@ -190,10 +191,14 @@ async fn follow(
                     return keeper_result(keeper).await;
                 }
                 let status = lease.borrow_and_update().clone();
-                if status.held().is_some() {
+                // A renewal changes only when it was renewed: only a new lease, or one held
+                // again after it was taken for lost, needs the states written (again).
+                let held = status.held().map(|l| l.lease);
+                if held.is_some() && held != last_held {
                     refresh |= !agent.fence.fenced().is_empty();
                     agent.publish_or_warn().await;
                 }
+                last_held = held;
             }
             _ = fenced.changed() => dirty = true,
             _ = poll.tick() => agent.publish_or_warn().await,

@@ -39,6 +39,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut starts = Vec::new();
     let mut costs = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
     for &units in &sizes {
         let ceiling = spawn_directly(units);
         let native_modes = match with_native {
@@ -96,14 +97,30 @@ fn main() {
             }
         }
         if with_systemd {
-            let (row, cost) = systemd::run(units, idle);
-            starts.push(row);
-            costs.push(cost);
+            // A failure is a result too (the row says why), not the end of the run.
+            match std::panic::catch_unwind(|| systemd::run(units, idle)) {
+                Ok((row, cost)) => {
+                    starts.push(row);
+                    costs.push(cost);
+                }
+                Err(why) => {
+                    let why = why
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| why.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    let first = why.lines().take(3).collect::<Vec<_>>().join(" / ");
+                    failures.push(format!("{units} units, systemd: {first}"));
+                }
+            }
         }
     }
     print_starts(&starts);
     println!();
     print_costs(&costs);
+    for failure in &failures {
+        println!("FAILED: {failure}");
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -80,7 +80,11 @@ pub fn run(units: usize, idle: Duration) -> (StartRow, Cost) {
                 &["--no-pager", "-o", "cat", "-p", "warning", "-n", "40"],
             )
             .unwrap_or_default();
-        panic!("after the destroy, still running: {left:?}\n{log}");
+        let shown: Vec<&String> = left.iter().take(5).collect();
+        panic!(
+            "after the destroy, {} units still run ({shown:?}, ...)\n{log}",
+            left.len()
+        );
     }
     let gone = begun.elapsed();
     let log = sandbox
