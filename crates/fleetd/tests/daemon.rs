@@ -799,35 +799,10 @@ fn replace_follows_fleets_rules() {
     stop(&mut child, "-TERM");
 }
 
-/// The process IDs of the descendants of `root`, from every process's parent.
+/// The live descendants of `root` (the supervisor's own reading of /proc, itself checked
+/// against a scan of every process in its unit tests).
 fn descendants_of(root: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let mut queue = vec![root];
-    while let Some(parent) = queue.pop() {
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let fields: Vec<&str> = stat
-                .rsplit_once(')')
-                .unwrap()
-                .1
-                .split_whitespace()
-                .collect();
-            if fields[0] != "Z" && fields[1] == parent.to_string() {
-                found.push(pid);
-                queue.push(pid);
-            }
-        }
-    }
-    found
+    fleet_agent::native::process::descendants(root)
 }
 
 #[test]
