@@ -29,7 +29,7 @@ fn starts_on_the_embedded_registry_and_stops_on_sigterm() {
         "metadata = role=test\nagent_ttl = 5s\n",
     )
     .unwrap();
-    let mut child = fleetd(dir.path()).spawn().unwrap();
+    let mut child = Daemon(fleetd(dir.path()).spawn().unwrap());
     let lease = dir.path().join("data/machine-lease");
     eventually("fleetd never announced its machine", TEN_SECONDS, || {
         still_running(&mut child)?;
@@ -470,7 +470,7 @@ fn a_second_fleetd_with_the_same_machine_id_is_refused() {
         command.env("FLEET_ETCD_SERVERS", etcd.endpoint());
         command
     };
-    let mut first = start("one").spawn().unwrap();
+    let mut first = Daemon(start("one").spawn().unwrap());
     let lease = dir.path().join("one/data/machine-lease");
     eventually("the first never announced itself", TEN_SECONDS, || {
         still_running(&mut first)?;

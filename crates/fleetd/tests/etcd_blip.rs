@@ -24,12 +24,15 @@ fn main_pid(dir: &Path) -> Option<u64> {
 async fn an_etcd_outage_restarts_no_unit() {
     let mut etcd = EtcdServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut fleetd = common::fleetd(dir.path(), "m1")
-        .env("FLEET_ETCD_SERVERS", etcd.endpoint())
-        .env("FLEET_ETCD_KEY_PREFIX", "/fleet-blip/")
-        .env("FLEET_AGENT_TTL", "30s")
-        .spawn()
-        .unwrap();
+    // Stopped on drop, also when the test fails: no fleetd outlives its test.
+    let mut fleetd = common::Daemon(
+        common::fleetd(dir.path(), "m1")
+            .env("FLEET_ETCD_SERVERS", etcd.endpoint())
+            .env("FLEET_ETCD_KEY_PREFIX", "/fleet-blip/")
+            .env("FLEET_AGENT_TTL", "30s")
+            .spawn()
+            .unwrap(),
+    );
     let store = EtcdStore::connect(&EtcdConfig::new(vec![etcd.endpoint()], "/fleet-blip/"))
         .await
         .unwrap();
