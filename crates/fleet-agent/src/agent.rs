@@ -156,14 +156,20 @@ async fn follow(
             // next round if that fails).
             match view.refresh().await {
                 Ok(()) => {
-                    agent.fence.release();
+                    // Stopped by the fence, so no longer started here, whether or not a
+                    // reconcile saw them fenced.
+                    for name in agent.fence.release() {
+                        agent.started.remove(&name);
+                    }
                     refresh = false;
                     dirty = true;
                 }
                 Err(error) => tracing::warn!(%error, "agent: cannot read the registry"),
             }
         }
-        if dirty {
+        // Nothing is loaded, started or stopped before this fleetd holds the machine's lease:
+        // until then the machine ID may be another live fleetd's, whose units these are.
+        if dirty && lease.borrow().lease.is_some() {
             match agent.reconcile(view.snapshot()).await {
                 Ok(()) => dirty = false,
                 Err(error) => tracing::warn!(%error, "agent: reconcile failed; retrying"),

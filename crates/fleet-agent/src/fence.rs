@@ -43,9 +43,10 @@ impl Fence {
         lock(&self.fenced).contains(name)
     }
 
-    /// The machine holds its lease again and the agent has read the registry afresh.
-    pub fn release(&self) {
-        lock(&self.fenced).clear();
+    /// The machine holds its lease again and the agent has read the registry afresh: the
+    /// units fenced until now, which were stopped and may start again.
+    pub fn release(&self) -> BTreeSet<UnitName> {
+        std::mem::take(&mut *lock(&self.fenced))
     }
 }
 

@@ -62,6 +62,19 @@ impl UnitManager for Slow {
     }
 }
 
+fn agent_config(machine: &MachineId, ttl: Duration, dir: &std::path::Path) -> AgentConfig {
+    AgentConfig {
+        machine: machine.clone(),
+        record: MachineRecord::default(),
+        ttl,
+        lease_file: dir.join("lease"),
+        started_file: None,
+        state_poll: Duration::from_millis(50),
+        resync: Duration::from_secs(5),
+        updates: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_slower_than_the_lease_ttl_loses_no_lease_and_stops_no_unit() {
     let store = Arc::new(LocalStore::in_memory());
@@ -90,16 +103,7 @@ async fn a_manager_slower_than_the_lease_ttl_loses_no_lease_and_stops_no_unit() 
     let agent = tokio::spawn(agent::run(
         registry.clone(),
         manager.clone(),
-        AgentConfig {
-            machine: machine.clone(),
-            record: MachineRecord::default(),
-            ttl,
-            lease_file: dir.path().join("lease"),
-            started_file: None,
-            state_poll: Duration::from_millis(50),
-            resync: Duration::from_secs(5),
-            updates: None,
-        },
+        agent_config(&machine, ttl, dir.path()),
         shutdown,
     ));
     let key = format!("machines/{machine}");
@@ -177,6 +181,76 @@ async fn a_manager_slower_than_the_lease_ttl_loses_no_lease_and_stops_no_unit() 
             .unwrap();
     }
     tokio::time::timeout(Duration::from_secs(10), agent)
+        .await
+        .expect("the agent stops")
+        .unwrap()
+        .unwrap();
+}
+
+/// A second fleetd with a machine ID in use (a copied disk image, a typo) must fail before it
+/// touches a unit: the units placed on that ID run on the other machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_machine_id_is_in_use_starts_nothing() {
+    let registry = Registry::open(Arc::new(LocalStore::in_memory()) as Arc<dyn KvStore>)
+        .await
+        .unwrap();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let machine = MachineId::new("a").unwrap();
+    let ttl = Duration::from_secs(30);
+    let (stop, shutdown) = watch::channel(false);
+    let engine = tokio::spawn(reconciler::run(
+        registry.clone(),
+        EngineConfig {
+            machine: machine.clone(),
+            lease_ttl: Duration::from_secs(2),
+            resync: Duration::from_secs(5),
+            version: "test".into(),
+            machine_grace: ttl,
+        },
+        shutdown.clone(),
+    ));
+    let owner = Arc::new(FakeManager::default());
+    let first = tokio::spawn(agent::run(
+        registry.clone(),
+        owner.clone(),
+        agent_config(&machine, ttl, dirs[0].path()),
+        shutdown.clone(),
+    ));
+    let unit = UnitFile::parse("[Service]\nExecStart=/bin/sleep 60\n").unwrap();
+    let name = UnitName::new("placed.service").unwrap();
+    registry
+        .create_job(&name, &unit, JobState::Launched)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while owner.active().is_empty() {
+        assert!(Instant::now() < deadline, "the unit never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let intruder = Arc::new(FakeManager::default());
+    let second = agent::run(
+        registry.clone(),
+        intruder.clone(),
+        agent_config(&machine, ttl, dirs[1].path()),
+        shutdown.clone(),
+    );
+    let refused = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the second agent gives up")
+        .expect_err("the second agent is refused");
+    assert!(refused.contains("already in use"), "{refused}");
+    assert_eq!(intruder.calls(), Vec::<String>::new());
+    assert_eq!(owner.active(), vec!["placed.service".to_owned()]);
+
+    stop.send(true).unwrap();
+    for task in [engine] {
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the engine stops")
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(10), first)
         .await
         .expect("the agent stops")
         .unwrap()
