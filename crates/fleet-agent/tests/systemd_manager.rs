@@ -122,6 +122,51 @@ async fn load_start_stop_unload_and_the_log() {
     assert_eq!(state.load, "not-found");
 }
 
+/// A unit is loaded without a `Reload` when systemd holds nothing under its name; a copy
+/// that replaces one systemd still holds (named by another unit, unloaded a moment ago or
+/// loaded over) is read with one: systemd runs the new text either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_copy_under_the_same_name_runs_its_own_text() {
+    let machine = Machine::boot().await;
+    let copy = |n: u32| {
+        format!("[Unit]\nDescription=Copy {n}\n\n[Service]\nExecStart=/bin/sh -c 'echo copy {n}; exec sleep 300'\n")
+    };
+    // A unit that names it keeps systemd from collecting it while it is stopped.
+    let holder = machine
+        .load(
+            "holder.service",
+            "[Unit]\nAfter=copy.service\n\n[Service]\nExecStart=/bin/sleep 300\n",
+        )
+        .await;
+    machine.manager.start(&holder).await.unwrap();
+    let name = machine.load("copy.service", &copy(1)).await;
+    machine.manager.start(&name).await.unwrap();
+    machine.until_state(&name, "active", "running").await;
+    machine.until_logged(&name, "copy 1").await;
+
+    // Unloaded while running and loaded again at once: systemd still has the old unit.
+    machine.manager.unload(&name).await.unwrap();
+    machine.load("copy.service", &copy(2)).await;
+    machine.manager.start(&name).await.unwrap();
+    machine.until_state(&name, "active", "running").await;
+    machine.until_logged(&name, "copy 2").await;
+    let description = |machine: &Machine| {
+        machine
+            .sandbox
+            .systemctl(&["show", "-P", "Description", "copy.service"])
+            .unwrap()
+    };
+    assert_eq!(description(&machine).trim(), "Copy 2");
+
+    // Loaded over while it runs, then restarted, as a --replace does.
+    machine.load("copy.service", &copy(3)).await;
+    machine.manager.stop(&name).await.unwrap();
+    machine.manager.start(&name).await.unwrap();
+    machine.until_state(&name, "active", "running").await;
+    machine.until_logged(&name, "copy 3").await;
+    assert_eq!(description(&machine).trim(), "Copy 3");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_unit_is_failed() {
     let machine = Machine::boot().await;

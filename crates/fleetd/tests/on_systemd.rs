@@ -265,10 +265,16 @@ fn fleetd_drives_systemd_as_an_installed_service() {
 
     // destroy: stopped, gone from systemd and from the units directory.
     host.fleetctl_ok(&["destroy", "hello.service"]);
-    eventually("hello.service gone from systemd", within, || {
-        holds(host.property("hello.service", "LoadState") == "not-found")
-    });
-    assert!(!host.units_dir().join("hello.service").exists());
+    eventually(
+        "hello.service gone from systemd and its file",
+        within,
+        || {
+            holds(
+                host.property("hello.service", "LoadState") == "not-found"
+                    && !host.units_dir().join("hello.service").exists(),
+            )
+        },
+    );
     assert!(host.units_dir().join("main.service").exists());
     // What fleet did not load is never touched.
     assert_eq!(host.property("dbus.service", "ActiveState"), "active");

@@ -198,11 +198,20 @@ impl SystemdManager {
         if !std::mem::take(&mut self.known().reload_pending) {
             return Ok(());
         }
+        let begun = std::time::Instant::now();
         if let Err(e) = self.bus.reload().await {
             self.known().reload_pending = true;
             return Err(bus_error("Reload", e));
         }
-        self.resync().await
+        let reloaded_in = begun.elapsed();
+        let result = self.resync().await;
+        tracing::info!(
+            ?reloaded_in,
+            resynced_in = ?begun.elapsed() - reloaded_in,
+            units = self.known().loaded.len(),
+            "systemd: unit files read again"
+        );
+        result
     }
 
     /// Waits, at most [`JOB_SETTLE`], until `name` is in one of the `done` active states, as
@@ -234,6 +243,28 @@ impl SystemdManager {
             }
         };
         let _ = tokio::time::timeout(JOB_SETTLE, settled).await;
+    }
+
+    /// Whether systemd has an object for `name` (when in doubt, that it has).
+    async fn systemd_holds(&self, name: &UnitName) -> bool {
+        match self.bus.get_unit(name.as_str()).await {
+            Err(zbus::Error::MethodError(error, _, _)) => error.as_str() != NO_SUCH_UNIT,
+            _ => true,
+        }
+    }
+
+    /// The unit's state as systemd has it, loading it if need be.
+    async fn state_from_systemd(&self, name: &UnitName) -> Result<SystemdState> {
+        let rows = self
+            .bus
+            .list_units_by_names(&[name.as_str()])
+            .await
+            .map_err(|e| bus_error("ListUnitsByNames", e))?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(|row| SystemdState::new(&row.2, &row.3, &row.4))
+            .unwrap_or_else(|| SystemdState::new("not-found", "inactive", "dead")))
     }
 
     /// Every loaded unit's state from `ListUnitsByNames`.
@@ -348,15 +379,30 @@ impl UnitManager for SystemdManager {
             .link_unit_files(&[&path_text], true, true)
             .await
             .map_err(|e| bus_error(&format!("LinkUnitFiles {name}"), e))?;
-        if unit.options().iter().any(|o| o.section == "Install") {
+        let installed = unit.options().iter().any(|o| o.section == "Install");
+        if installed {
             if let Err(e) = self.bus.enable_unit_files(&[&path_text], true, true).await {
                 let _ = self.unload(name).await;
                 return Err(bus_error(&format!("EnableUnitFiles {name}"), e));
             }
         }
+        // systemd reads the file of a unit it has no object for when the unit is first asked
+        // for; only an object it holds already (an earlier copy, or a stub left by a
+        // dependency) and the targets an `[Install]` section adds to need a `Reload`, which
+        // takes systemd a second with a thousand units and holds up every other call.
+        let reload = installed || self.systemd_holds(name).await;
+        let state = match reload {
+            true => None,
+            false => Some(self.state_from_systemd(name).await?),
+        };
         let mut known = self.known();
         known.loaded.insert(name.clone(), unit.hash());
-        known.reload_pending = true;
+        match state {
+            Some(state) => {
+                known.states.insert(name.to_string(), state);
+            }
+            None => known.reload_pending = true,
+        }
         Ok(())
     }
 
@@ -373,6 +419,9 @@ impl UnitManager for SystemdManager {
             Err(zbus::Error::MethodError(error, _, _)) if error.as_str() == NO_SUCH_UNIT => {}
             Err(e) => return Err(bus_error(&format!("StopUnit {name}"), e)),
         }
+        // Removes the link (and the `[Install]` symlinks). No `Reload` follows: the stopped
+        // unit, its file gone, is garbage-collected by systemd, and a later copy under the
+        // same name is loaded with one.
         let _ = self.bus.disable_unit_files(&[name.as_str()], true).await;
         let _ = self.bus.reset_failed_unit(name.as_str()).await;
         match std::fs::remove_file(&path) {
@@ -388,7 +437,6 @@ impl UnitManager for SystemdManager {
         let mut known = self.known();
         known.loaded.remove(name);
         known.states.remove(name.as_str());
-        known.reload_pending = true;
         Ok(())
     }
 
@@ -426,16 +474,7 @@ impl UnitManager for SystemdManager {
         if let Some(state) = self.known().states.get(name.as_str()) {
             return Ok(state.clone());
         }
-        let rows = self
-            .bus
-            .list_units_by_names(&[name.as_str()])
-            .await
-            .map_err(|e| bus_error("ListUnitsByNames", e))?;
-        let state = rows
-            .into_iter()
-            .next()
-            .map(|row| SystemdState::new(&row.2, &row.3, &row.4))
-            .unwrap_or_else(|| SystemdState::new("not-found", "inactive", "dead"));
+        let state = self.state_from_systemd(name).await?;
         if self.known().loaded.contains_key(name) {
             self.known().states.insert(name.to_string(), state.clone());
         }

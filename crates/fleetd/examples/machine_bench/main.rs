@@ -263,8 +263,41 @@ fn start_all(node: &Node, base: &Path, mode: Mode, names: &[String]) -> (Duratio
         }
     }
     let submitted = begun.elapsed();
-    wait_processes(names.len(), "units running");
+    if let Err(found) = processes_reach(names.len(), START_LIMIT) {
+        panic!(
+            "units running: {found} processes, not {}, after {START_LIMIT:?}; {}",
+            names.len(),
+            not_running(node, base, names)
+        );
+    }
     (submitted, begun.elapsed())
+}
+
+/// How long a start may take before the run stops with the units that did not start.
+const START_LIMIT: Duration = Duration::from_secs(180);
+
+/// The units the API does not show running, with their states and what fleetd logged of
+/// them: a start that fails says why.
+fn not_running(node: &Node, base: &Path, names: &[String]) -> String {
+    let states: BTreeMap<String, String> = node
+        .states()
+        .into_iter()
+        .map(|(name, machine, sub)| (name, format!("{sub} on {machine}")))
+        .collect();
+    let log = std::fs::read_to_string(base.join("fleetd.log")).unwrap_or_default();
+    let mut report = String::new();
+    for name in names
+        .iter()
+        .filter(|n| states.get(*n).is_none_or(|s| !s.starts_with("running")))
+        .take(5)
+    {
+        let state = states.get(name).map_or("no state", String::as_str);
+        report.push_str(&format!("\n{name}: {state}"));
+        for line in log.lines().filter(|l| l.contains(name.as_str())) {
+            report.push_str(&format!("\n  {line}"));
+        }
+    }
+    report
 }
 
 fn fleetctl(node: &Node) -> Command {
@@ -310,16 +343,23 @@ fn destroy_all(node: &Node, base: &Path, names: &[String]) -> (Duration, Duratio
 
 /// Waits (bounded) until exactly `count` of this benchmark's unit processes exist.
 pub fn wait_processes(count: usize, what: &str) {
+    if let Err(found) = processes_reach(count, LIMIT) {
+        panic!("{what}: {found} processes, not {count}");
+    }
+}
+
+/// Waits until exactly `count` of this benchmark's unit processes exist; `Err` with the
+/// number found when `limit` passes first.
+fn processes_reach(count: usize, limit: Duration) -> Result<(), usize> {
     let begun = Instant::now();
     loop {
         let found = unit_processes().len();
         if found == count {
-            return;
+            return Ok(());
         }
-        assert!(
-            begun.elapsed() < LIMIT,
-            "{what}: {found} processes, not {count}"
-        );
+        if begun.elapsed() >= limit {
+            return Err(found);
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }

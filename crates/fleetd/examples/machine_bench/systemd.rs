@@ -93,6 +93,16 @@ pub fn run(units: usize, idle: Duration) -> (StartRow, Cost) {
             &["--no-pager", "-o", "cat", "-u", "fleet.service"],
         )
         .unwrap_or_default();
+    if let Some(path) = std::env::var_os("FLEET_BENCH_JOURNAL") {
+        // For a look at where the time went: fleetd's log with precise times.
+        let precise = sandbox
+            .run(
+                "journalctl",
+                &["--no-pager", "-o", "short-precise", "-u", "fleet.service"],
+            )
+            .unwrap_or_default();
+        std::fs::write(&path, precise).expect("FLEET_BENCH_JOURNAL is writable");
+    }
     let (missed, restarted) = from_log_text(&log);
     let row = StartRow {
         units,
