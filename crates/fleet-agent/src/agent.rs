@@ -149,6 +149,9 @@ async fn follow(
     let mut dirty = true;
     let mut refresh = false;
     let mut last_held = None;
+    // When the states changed since the last report are written: a burst of changes (a
+    // thousand units starting) is reported in a few writes, each a look at every unit.
+    let mut report_at: Option<tokio::time::Instant> = None;
     loop {
         if refresh && lease.borrow().held().is_some() {
             // Back in the registry: what the engine did meanwhile decides whether the fenced
@@ -189,7 +192,7 @@ async fn follow(
                     agent.finished(finished);
                 }
                 agent.started.save();
-                agent.publish_or_warn().await;
+                // The reconcile that follows reports the states.
                 dirty = true;
             }
             changed = lease.changed() => {
@@ -209,9 +212,13 @@ async fn follow(
             _ = fenced.changed() => dirty = true,
             _ = poll.tick() => agent.publish_or_warn().await,
             Some(()) = next_change(&mut changes) => {
-                agent.publish_or_warn().await;
+                report_at.get_or_insert_with(|| tokio::time::Instant::now() + REPORT_DELAY);
                 // A unit found gone without having ended is started again by a reconcile.
                 dirty |= agent.forget_lost().await;
+            }
+            _ = sleep_until(report_at), if report_at.is_some() => {
+                report_at = None;
+                agent.publish_or_warn().await;
             }
             _ = resync.tick() => dirty = true,
             ended = &mut *keeper => return ended.unwrap_or_else(|e| Err(format!("the lease keeper failed: {e}"))),
@@ -243,6 +250,16 @@ async fn next_change(changes: &mut Option<watch::Receiver<()>>) -> Option<()> {
             *changes = None;
             None
         }
+    }
+}
+
+/// How long after a state change the agent reports it, with the changes that came meanwhile.
+const REPORT_DELAY: Duration = Duration::from_millis(50);
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -614,7 +631,7 @@ impl Agent {
             self.published.clear();
             self.published_on = Some(lease.lease);
         }
-        let loaded = match self.manager.loaded().await {
+        let loaded = match self.manager.states().await {
             Ok(loaded) => loaded,
             Err(error) => {
                 tracing::warn!(%error, "agent: cannot list units");
@@ -623,11 +640,8 @@ impl Agent {
         };
         // Every change at once: a machine that starts many units reports them together.
         let mut changes: Vec<(UnitName, Option<StateRecord>)> = Vec::new();
-        for (name, hash) in &loaded {
-            let Ok(state) = self.manager.state(name).await else {
-                continue;
-            };
-            let record = state_record(&state, *hash, self.started.contains(name));
+        for (name, (hash, state)) in &loaded {
+            let record = state_record(state, *hash, self.started.contains(name));
             if self.published.get(name) != Some(&record) {
                 changes.push((name.clone(), Some(record)));
             }

@@ -13,7 +13,9 @@ use tokio::sync::{watch, Semaphore};
 use crate::lease::LeaseStatus;
 use crate::manager::UnitManager;
 
-/// How many unit manager calls the agent has under way at once.
+/// How many unit manager calls the agent has under way at once (for jobs, and as many for
+/// loads). With systemd, each is a D-Bus call awaiting its reply, and dbus-daemon refuses a
+/// connection more than 128 of those (`LimitsExceeded`); 96 at once passed it.
 pub const CONCURRENT: usize = 32;
 
 /// The longest a start waits for the starts it is ordered after to finish.

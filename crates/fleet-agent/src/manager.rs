@@ -47,6 +47,17 @@ pub trait UnitManager: Send + Sync {
     async fn loaded(&self) -> Result<BTreeMap<UnitName, UnitHash>>;
     /// The unit's state in systemd's words (`not-found` when it is not loaded).
     async fn state(&self, name: &UnitName) -> Result<SystemdState>;
+    /// Every loaded unit with the hash of its file and its state: what the agent reports,
+    /// read at once where the manager can (the agent asks at every change of any unit).
+    async fn states(&self) -> Result<BTreeMap<UnitName, (UnitHash, SystemdState)>> {
+        let mut states = BTreeMap::new();
+        for (name, hash) in self.loaded().await? {
+            if let Ok(state) = self.state(&name).await {
+                states.insert(name, (hash, state));
+            }
+        }
+        Ok(states)
+    }
     /// The last `lines` lines of the unit's log, oldest first.
     async fn journal(&self, name: &UnitName, lines: usize) -> Result<Vec<String>>;
     /// The records the unit writes to its log from now on, until the receiver is dropped.

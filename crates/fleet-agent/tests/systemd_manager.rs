@@ -76,6 +76,7 @@ fn config(sandbox: &SystemdSandbox) -> SystemdConfig {
         user: false,
         units_dir: sandbox.shared_dir().join("units"),
         command_prefix: sandbox.enter(),
+        root: sandbox.root(),
     }
 }
 
@@ -85,6 +86,14 @@ const SLEEPER: &str = "[Unit]\nDescription=Sleeps\n\n[Service]\nExecStart=/bin/s
 async fn load_start_stop_unload_and_the_log() {
     let machine = Machine::boot().await;
     let name = machine.load("hello.service", SLEEPER).await;
+    let link = machine
+        .sandbox
+        .root()
+        .join("run/systemd/system/hello.service");
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        machine.sandbox.shared_dir().join("units/hello.service")
+    );
     let state = machine.manager.state(&name).await.unwrap();
     assert_eq!(
         (state.load.as_str(), state.active.as_str()),
@@ -118,6 +127,11 @@ async fn load_start_stop_unload_and_the_log() {
         .shared_dir()
         .join("units/hello.service")
         .exists());
+    assert!(
+        link.symlink_metadata().is_err(),
+        "{} is left",
+        link.display()
+    );
     let state = machine.manager.state(&name).await.unwrap();
     assert_eq!(state.load, "not-found");
 }
@@ -262,6 +276,7 @@ async fn an_unreachable_systemd_is_named() {
         user: false,
         units_dir: dir.path().join("units"),
         command_prefix: Vec::new(),
+        root: dir.path().to_owned(),
     })
     .await
     .err()

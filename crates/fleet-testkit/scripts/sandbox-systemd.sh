@@ -3,8 +3,9 @@
 # From the test environment notes of this project (a verified recipe), kept with every protection;
 # added: a DIR/shared directory, and --kill-child (the sandbox dies with the unshare process).
 # Boots the host's systemd as PID 1 of new pid/mount/uts/ipc/cgroup(/net) namespaces on an overlay of the host
-# root (changes go to a tmpfs), so nothing it does touches the host's files. DIR/run is its /run: the bus socket
-# is DIR/run/dbus/system_bus_socket and the journal DIR/run/log/journal; DIR/shared is seen at the same path inside. Stop: kill -s SIGRTMIN+4 <pid 1>.
+# root (changes go to a tmpfs), so nothing it does touches the host's files. Its /run is a tmpfs seeded with DIR/run,
+# reached from the host as /proc/<pid 1>/root/run (the bus socket, the journal); DIR/shared is seen at the same path
+# inside. Stop: kill -s SIGRTMIN+4 <pid 1>.
 set -euo pipefail
 D=$1; NETNS=${2:-}; NAME=$(basename "$D")
 # Its own cgroup2 subtree: where cgroup2 is mounted (hybrid hosts: .../unified).
@@ -24,7 +25,8 @@ mount -t proc -o nosuid,nodev,noexec proc \$R/proc
 mount --bind \$R/proc/sys \$R/proc/sys; mount -o remount,bind,ro \$R/proc/sys
 mount --bind /sys \$R/sys; mount -o remount,bind,ro \$R/sys
 mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 \$R/sys/fs/cgroup
-mount --bind $D/run \$R/run
+# /run is a tmpfs, as on a machine (files there cost what they cost there), seeded with DIR/run.
+mount -t tmpfs -o mode=755,nosuid,nodev tmpfs \$R/run; cp -a $D/run/. \$R/run/
 # DIR/shared is the same directory at the same path inside and out (unit files written from outside).
 mkdir -p \$R$D/shared; mount --bind $D/shared \$R$D/shared
 mount -t tmpfs -o mode=755,nosuid tmpfs \$R/dev

@@ -5,7 +5,8 @@
 //! tmpfiles setup once emptied the host's /tmp. Needs root.
 //!
 //! From the test process: the system bus at `bus_address()`, the journal under `journal_dir()`,
-//! and `shared_dir()`, a directory at the same path inside and outside (for unit files).
+//! the sandbox's files under `root()`, and `shared_dir()`, a directory at the same path inside
+//! and outside (for unit files).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -100,8 +101,14 @@ impl SystemdSandbox {
         self.dir.path()
     }
 
+    /// The sandbox's filesystem as the host sees it (through its PID 1): its /run is a tmpfs
+    /// of its own, as on a machine, and the host reaches it only this way.
+    pub fn root(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.pid1))
+    }
+
     fn bus_socket(&self) -> PathBuf {
-        self.dir.path().join("run/dbus/system_bus_socket")
+        self.root().join("run/dbus/system_bus_socket")
     }
 
     /// The system bus of the sandbox, as a D-Bus address.
@@ -115,7 +122,7 @@ impl SystemdSandbox {
     }
 
     pub fn journal_dir(&self) -> PathBuf {
-        self.dir.path().join("run/log/journal")
+        self.root().join("run/log/journal")
     }
 
     /// The cgroup of the sandbox's unit `unit` (`system.slice/<unit>`), as the host sees it:
@@ -179,7 +186,7 @@ impl SystemdSandbox {
     pub fn install_fleetd(&self, fleetd: &Path, service_settings: &str) -> Result<PathBuf, String> {
         const SERVICE: &str = include_str!("../../../contrib/systemd/fleet.service");
         const SOCKET: &str = include_str!("../../../contrib/systemd/fleet.socket");
-        let units = self.dir.path().join("run/systemd/system");
+        let units = self.root().join("run/systemd/system");
         let write = |path: PathBuf, text: &str| {
             std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
         };

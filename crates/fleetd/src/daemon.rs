@@ -648,6 +648,7 @@ async fn unit_manager(
                 user: config.systemd_user,
                 units_dir: config.units_directory.clone(),
                 command_prefix: Vec::new(),
+                root: "/".into(),
             })
             .await
             .map_err(|e| format!("{e} (unit_manager=native runs units without systemd)"))?;

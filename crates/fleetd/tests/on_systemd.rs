@@ -134,7 +134,7 @@ impl Host {
 
     /// The units directory fleetd writes, as seen from outside (the sandbox's /run).
     fn units_dir(&self) -> PathBuf {
-        self.sandbox.dir().join("run/fleet/units")
+        self.sandbox.root().join("run/fleet/units")
     }
 
     /// The host PID of fleetd (fleet.service's main process).

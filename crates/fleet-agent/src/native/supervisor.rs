@@ -127,6 +127,8 @@ pub const GONE_AT_START: &str = "the unit's processes were gone when fleetd star
 #[derive(Clone)]
 struct Loaded {
     unit: UnitFile,
+    /// The file's hash, computed once: the agent asks for every unit's at every report.
+    hash: fleet_unit::UnitHash,
     relations: Relations,
 }
 
@@ -147,7 +149,15 @@ impl Supervisor {
             .into_iter()
             .map(|(name, unit)| {
                 let relations = relations(&config, &name, &unit);
-                (name, Loaded { unit, relations })
+                let hash = unit.hash();
+                (
+                    name,
+                    Loaded {
+                        unit,
+                        hash,
+                        relations,
+                    },
+                )
             })
             .collect();
         // A unit is re-adopted only where its shim lives; what an earlier run left without
@@ -195,6 +205,7 @@ impl Supervisor {
         let relations = relations(&self.config, name, unit);
         let loaded = Loaded {
             unit: unit.clone(),
+            hash: unit.hash(),
             relations,
         };
         self.loaded().insert(name.clone(), loaded);
@@ -222,7 +233,7 @@ impl Supervisor {
     pub fn loaded_hashes(&self) -> BTreeMap<UnitName, fleet_unit::UnitHash> {
         self.loaded()
             .iter()
-            .map(|(name, loaded)| (name.clone(), loaded.unit.hash()))
+            .map(|(name, loaded)| (name.clone(), loaded.hash))
             .collect()
     }
 

@@ -1,15 +1,18 @@
 //! The systemd unit manager: units go to the machine's systemd over D-Bus (zbus, no libdbus),
 //! as fleet's agent handed them over. Unit files are written into the units directory and
 //! linked (runtime, force); units with an `[Install]` section are enabled too, so `WantedBy=`
-//! works. Loads and unloads of one round share one `Reload`. States come from systemd's
-//! `PropertiesChanged` signals into a cache (with `ListUnitsByNames` after every reload and
-//! for a unit not yet seen), so reading them costs no D-Bus call. Units whose files are not in
+//! works. systemd reads a new unit's file when the unit is first asked for, so only a unit it
+//! already holds (a copy replaced) needs a `Reload`, shared by the loads of one round. States
+//! come from systemd's `PropertiesChanged` signals into a cache (with `ListUnitsByNames`
+//! after a reload and, in one call, for the units loaded since the last look), so reading
+//! them costs no D-Bus call. Units whose files are not in
 //! the units directory are never touched; after a restart, the files there (and their hashes)
 //! are what fleetd loaded before, and their units are left running.
 
 pub mod bus;
+pub mod jobs;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -24,6 +27,7 @@ use crate::manager::{
 };
 use crate::native::log::rfc3339;
 use bus::{unit_name_of_path, ManagerProxy, UNIT_PATH_PREFIX};
+use jobs::JobTracker;
 
 /// How to reach systemd and where unit files go.
 #[derive(Debug, Clone)]
@@ -37,6 +41,9 @@ pub struct SystemdConfig {
     /// What `systemctl` and `journalctl` run under to reach this systemd: nothing on a real
     /// machine; `nsenter -t PID -a` for a systemd in another namespace (tests).
     pub command_prefix: Vec<String>,
+    /// Where systemd's root is in fleetd's view: `/` on a machine; the sandbox's root when
+    /// fleetd runs outside it (tests). Links under `/run/systemd` are removed through it.
+    pub root: PathBuf,
 }
 
 /// How long a start or stop waits for its unit to get there before leaving the rest to
@@ -58,6 +65,8 @@ pub struct SystemdManager {
     /// Held for a `Reload` and the resync after it: calls made meanwhile wait for it, so
     /// that none asks systemd about a unit whose file it has not read yet.
     reloading: tokio::sync::Mutex<()>,
+    /// fleetd's jobs in systemd, at most [`jobs::MAX_JOBS`].
+    jobs: Arc<JobTracker>,
 }
 
 /// What fleetd knows of its units in systemd.
@@ -69,6 +78,9 @@ struct Known {
     states: BTreeMap<String, SystemdState>,
     /// Unit files changed since the last `Reload`.
     reload_pending: bool,
+    /// Units loaded since, whose states systemd has not been asked for: asked together, as
+    /// every first look after a new link makes systemd read all its unit directories again.
+    unread: BTreeSet<String>,
 }
 
 fn bus_error(what: &str, e: zbus::Error) -> ManagerError {
@@ -120,6 +132,16 @@ impl SystemdManager {
         let owners = zbus::MessageStream::for_match_rule(owner_rule, &connection, None)
             .await
             .map_err(unreachable)?;
+        let removals_rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.freedesktop.systemd1.Manager")
+            .member("JobRemoved")
+            .path("/org/freedesktop/systemd1")
+            .build()
+            .map_err(unreachable)?;
+        let removals = zbus::MessageStream::for_match_rule(removals_rule, &connection, None)
+            .await
+            .map_err(unreachable)?;
         bus.subscribe().await.map_err(unreachable)?;
         std::fs::create_dir_all(&config.units_dir).map_err(|e| {
             ManagerError(format!("cannot create {}: {e}", config.units_dir.display()))
@@ -134,6 +156,8 @@ impl SystemdManager {
             ..Known::default()
         }));
         let changed = watch::Sender::new(());
+        let jobs = Arc::new(JobTracker::default());
+        tokio::spawn(jobs::follow_removals(removals, Arc::downgrade(&jobs)));
         tokio::spawn(follow_signals(
             signals,
             Arc::downgrade(&known),
@@ -145,6 +169,7 @@ impl SystemdManager {
             known,
             changed,
             reloading: tokio::sync::Mutex::new(()),
+            jobs,
         });
         manager.resync().await?;
         tokio::spawn(follow_systemd(owners, Arc::downgrade(&manager)));
@@ -192,11 +217,12 @@ impl SystemdManager {
         command
     }
 
-    /// The one `Reload` for the unit files changed since the last, then fresh states.
+    /// The one `Reload` for the unit files changed since the last, then fresh states; or,
+    /// with no `Reload` due, the states of the units loaded since the last look, in one call.
     async fn settle(&self) -> Result<()> {
         let _reloading = self.reloading.lock().await;
         if !std::mem::take(&mut self.known().reload_pending) {
-            return Ok(());
+            return self.read_new_states().await;
         }
         let begun = std::time::Instant::now();
         if let Err(e) = self.bus.reload().await {
@@ -204,6 +230,7 @@ impl SystemdManager {
             return Err(bus_error("Reload", e));
         }
         let reloaded_in = begun.elapsed();
+        self.known().unread.clear();
         let result = self.resync().await;
         tracing::info!(
             ?reloaded_in,
@@ -214,13 +241,48 @@ impl SystemdManager {
         result
     }
 
+    async fn read_new_states(&self) -> Result<()> {
+        let unread: Vec<String> = std::mem::take(&mut self.known().unread)
+            .into_iter()
+            .collect();
+        if unread.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = unread.iter().map(String::as_str).collect();
+        let rows = match self.bus.list_units_by_names(&names).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.known().unread.extend(unread);
+                return Err(bus_error("ListUnitsByNames", e));
+            }
+        };
+        let mut known = self.known();
+        for row in rows {
+            let ours = UnitName::new(&row.0).is_ok_and(|name| known.loaded.contains_key(&name));
+            if ours {
+                let state = SystemdState::new(&row.2, &row.3, &row.4);
+                known.states.insert(row.0, state);
+            }
+        }
+        self.changed.send_replace(());
+        Ok(())
+    }
+
+    /// Queues a start or a stop of `name` (`StartUnit` or `StopUnit`, mode `replace`) once
+    /// fleetd has fewer than [`jobs::MAX_JOBS`] jobs in systemd.
+    async fn queue(&self, name: &UnitName, start: bool) -> zbus::Result<()> {
+        let permit = self.jobs.permit(name.as_str()).await;
+        let job = match start {
+            true => self.bus.start_unit(name.as_str(), "replace").await?,
+            false => self.bus.stop_unit(name.as_str(), "replace").await?,
+        };
+        self.jobs.queued(job.as_str(), permit);
+        Ok(())
+    }
+
     /// Waits, at most [`JOB_SETTLE`], until `name` is in one of the `done` active states, as
-    /// its job has left it. systemd answers a start or stop once the job is queued and runs it
-    /// later; it serves D-Bus requests before it runs jobs, and tracks each job's client with
-    /// a match rule on the bus, so a thousand quick requests queue a thousand jobs and pass
-    /// dbus-daemon's 512 rules, which disconnects systemd from the bus. Waiting keeps the
-    /// jobs queued to what the agent has under way; a slow unit is left to systemd after the
-    /// bound.
+    /// its job has left it; a slow unit is left to systemd after the bound (its job still
+    /// holds its permit).
     async fn until_settled(
         &self,
         name: &UnitName,
@@ -243,6 +305,51 @@ impl SystemdManager {
             }
         };
         let _ = tokio::time::timeout(JOB_SETTLE, settled).await;
+    }
+
+    /// Where a runtime `LinkUnitFiles` puts the link to `name`'s file, as fleetd sees it:
+    /// systemd's runtime unit directory, if it is there.
+    fn link_path(&self, name: &UnitName) -> Option<PathBuf> {
+        let runtime = match self.config.user {
+            false => PathBuf::from("run/systemd/system"),
+            true => PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?).join("systemd/user"),
+        };
+        let dir = self
+            .config
+            .root
+            .join(runtime.strip_prefix("/").unwrap_or(&runtime));
+        dir.is_dir().then(|| dir.join(name.as_str()))
+    }
+
+    /// Links `name`'s file into systemd's runtime unit directory, replacing what was there,
+    /// as `LinkUnitFiles` (runtime, force) does, which takes systemd itself over a millisecond
+    /// with a thousand units; `false` when it cannot (then systemd is asked to).
+    fn create_link(&self, name: &UnitName) -> bool {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let Some(link) = self.link_path(name) else {
+            return false;
+        };
+        let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temporary =
+            link.with_file_name(format!(".fleet-link-{}-{serial}.tmp", std::process::id()));
+        let linked = std::os::unix::fs::symlink(self.path(name), &temporary)
+            .and_then(|()| std::fs::rename(&temporary, &link));
+        if linked.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        linked.is_ok()
+    }
+
+    /// Removes the runtime link to `name`'s file, if it is there and points to it; `false`
+    /// when it is not (then systemd is asked to).
+    fn remove_link(&self, name: &UnitName) -> bool {
+        let Some(link) = self.link_path(name) else {
+            return false;
+        };
+        match std::fs::read_link(&link) {
+            Ok(target) if target == self.path(name) => std::fs::remove_file(&link).is_ok(),
+            _ => false,
+        }
     }
 
     /// Whether systemd has an object for `name` (when in doubt, that it has).
@@ -301,6 +408,9 @@ async fn follow_systemd(mut owners: zbus::MessageStream, manager: Weak<SystemdMa
         let Some(manager) = manager.upgrade() else {
             return;
         };
+        // The jobs fleetd waited for went with systemd's connection, or come back with
+        // their own signals, which nothing waits for then.
+        manager.jobs.forget_all();
         if new_owner.is_empty() {
             tracing::warn!("systemd left the bus; waiting for it to come back");
             continue;
@@ -375,10 +485,12 @@ impl UnitManager for SystemdManager {
         // Written whole under another name first: systemd never reads half a file.
         write_unit_file(&self.config.units_dir, name, unit)?;
         let path_text = path.display().to_string();
-        self.bus
-            .link_unit_files(&[&path_text], true, true)
-            .await
-            .map_err(|e| bus_error(&format!("LinkUnitFiles {name}"), e))?;
+        if !self.create_link(name) {
+            self.bus
+                .link_unit_files(&[&path_text], true, true)
+                .await
+                .map_err(|e| bus_error(&format!("LinkUnitFiles {name}"), e))?;
+        }
         let installed = unit.options().iter().any(|o| o.section == "Install");
         if installed {
             if let Err(e) = self.bus.enable_unit_files(&[&path_text], true, true).await {
@@ -391,17 +503,13 @@ impl UnitManager for SystemdManager {
         // dependency) and the targets an `[Install]` section adds to need a `Reload`, which
         // takes systemd a second with a thousand units and holds up every other call.
         let reload = installed || self.systemd_holds(name).await;
-        let state = match reload {
-            true => None,
-            false => Some(self.state_from_systemd(name).await?),
-        };
         let mut known = self.known();
         known.loaded.insert(name.clone(), unit.hash());
-        match state {
-            Some(state) => {
-                known.states.insert(name.to_string(), state);
+        match reload {
+            true => known.reload_pending = true,
+            false => {
+                known.unread.insert(name.to_string());
             }
-            None => known.reload_pending = true,
         }
         Ok(())
     }
@@ -411,18 +519,26 @@ impl UnitManager for SystemdManager {
         // Stopping a unit systemd does not know is not an error here; any other failure is
         // (the unit would run on, unloaded, where nothing watches it).
         let changes = self.changed.subscribe();
-        match self.bus.stop_unit(name.as_str(), "replace").await {
-            Ok(_) => {
+        match self.queue(name, false).await {
+            Ok(()) => {
                 self.until_settled(name, changes, &["inactive", "failed"])
                     .await;
             }
             Err(zbus::Error::MethodError(error, _, _)) if error.as_str() == NO_SUCH_UNIT => {}
             Err(e) => return Err(bus_error(&format!("StopUnit {name}"), e)),
         }
-        // Removes the link (and the `[Install]` symlinks). No `Reload` follows: the stopped
+        // The link goes, and the `[Install]` symlinks with `DisableUnitFiles`, which takes
+        // systemd 80 ms at a thousand units (it walks every unit directory), so a unit without
+        // an `[Install]` section has its link removed by fleetd. No `Reload` follows: the stopped
         // unit, its file gone, is garbage-collected by systemd, and a later copy under the
         // same name is loaded with one.
-        let _ = self.bus.disable_unit_files(&[name.as_str()], true).await;
+        let installed = match UnitFile::parse(std::fs::read(&path).unwrap_or_default()) {
+            Ok(unit) => unit.options().iter().any(|o| o.section == "Install"),
+            Err(_) => true,
+        };
+        if installed || !self.remove_link(name) {
+            let _ = self.bus.disable_unit_files(&[name.as_str()], true).await;
+        }
         let _ = self.bus.reset_failed_unit(name.as_str()).await;
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -437,26 +553,25 @@ impl UnitManager for SystemdManager {
         let mut known = self.known();
         known.loaded.remove(name);
         known.states.remove(name.as_str());
+        known.unread.remove(name.as_str());
         Ok(())
     }
 
+    /// Queues the start and returns: systemd runs it (in `After=` order with the other jobs
+    /// queued), and its states come by signal. Waiting for each would keep systemd's job
+    /// queue to what the agent has under way and halve its rate; the queued jobs are bounded
+    /// by [`jobs::MAX_JOBS`] instead.
     async fn start(&self, name: &UnitName) -> Result<()> {
         self.settle().await?;
-        let changes = self.changed.subscribe();
-        self.bus
-            .start_unit(name.as_str(), "replace")
+        self.queue(name, true)
             .await
-            .map_err(|e| bus_error(&format!("StartUnit {name}"), e))?;
-        self.until_settled(name, changes, &["active", "failed", "reloading"])
-            .await;
-        Ok(())
+            .map_err(|e| bus_error(&format!("StartUnit {name}"), e))
     }
 
     async fn stop(&self, name: &UnitName) -> Result<()> {
         self.settle().await?;
         let changes = self.changed.subscribe();
-        self.bus
-            .stop_unit(name.as_str(), "replace")
+        self.queue(name, false)
             .await
             .map_err(|e| bus_error(&format!("StopUnit {name}"), e))?;
         self.until_settled(name, changes, &["inactive", "failed"])
@@ -479,6 +594,30 @@ impl UnitManager for SystemdManager {
             self.known().states.insert(name.to_string(), state.clone());
         }
         Ok(state)
+    }
+
+    async fn states(&self) -> Result<BTreeMap<UnitName, (UnitHash, SystemdState)>> {
+        self.settle().await?;
+        let (mut states, unseen) = {
+            let known = self.known();
+            let mut states = BTreeMap::new();
+            let mut unseen = Vec::new();
+            for (name, hash) in &known.loaded {
+                match known.states.get(name.as_str()) {
+                    Some(state) => {
+                        states.insert(name.clone(), (*hash, state.clone()));
+                    }
+                    None => unseen.push((name.clone(), *hash)),
+                }
+            }
+            (states, unseen)
+        };
+        for (name, hash) in unseen {
+            if let Ok(state) = self.state(&name).await {
+                states.insert(name, (hash, state));
+            }
+        }
+        Ok(states)
     }
 
     async fn journal(&self, name: &UnitName, lines: usize) -> Result<Vec<String>> {

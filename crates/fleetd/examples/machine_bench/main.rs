@@ -507,7 +507,7 @@ fn print_starts(rows: &[StartRow]) {
         "ceiling: native, the same number of processes spawned one after another from one process;"
     );
     println!(
-        "         systemd, as many services started by one systemctl start on the same systemd;"
+        "         systemd, as many transient services made and started by systemd (StartTransientUnit);"
     );
     println!("gone: from fleetctl destroy (or fleetd's SIGTERM) until no unit process is left.");
 }

@@ -1,0 +1,166 @@
+//! A bound on fleetd's jobs in systemd. systemd answers a start or stop as soon as the job is
+//! queued, serves D-Bus requests before it runs jobs, and tracks each job's client with a
+//! match rule of its own on the bus: a client that keeps asking queues jobs without end, and
+//! at dbus-daemon's 512 rules per connection systemd is thrown off the bus (seen at 540 quick
+//! `StartUnit` or `StartTransientUnit` calls). Every job fleetd queues holds one of
+//! [`MAX_JOBS`] permits until systemd's `JobRemoved` signal for it, like systemd's own job
+//! queue bounds what runs at once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Jobs of fleetd's that systemd may hold at once: far below dbus-daemon's 512 match rules,
+/// with room for systemd's own and other clients'.
+pub const MAX_JOBS: usize = 128;
+
+/// How long a start or stop waits for a free permit before it says so in the log (it goes on
+/// waiting: the jobs under way end when their units' timeouts say).
+const SLOW_QUEUE: Duration = Duration::from_secs(10);
+
+/// Jobs removed before their caller told which job it queued (the reply and the signal race
+/// through different tasks); the last few thousand are enough.
+const REMEMBERED: usize = 4096;
+
+pub struct JobTracker {
+    permits: Arc<Semaphore>,
+    state: Mutex<Tracked>,
+}
+
+#[derive(Default)]
+struct Tracked {
+    /// fleetd's jobs systemd holds, by object path.
+    held: HashMap<String, OwnedSemaphorePermit>,
+    /// Jobs systemd removed lately, whoever queued them.
+    removed: HashSet<String>,
+    removed_order: VecDeque<String>,
+}
+
+impl Default for JobTracker {
+    fn default() -> Self {
+        JobTracker {
+            permits: Arc::new(Semaphore::new(MAX_JOBS)),
+            state: Mutex::new(Tracked::default()),
+        }
+    }
+}
+
+impl JobTracker {
+    fn state(&self) -> MutexGuard<'_, Tracked> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A permit to queue one job, once fewer than [`MAX_JOBS`] are held.
+    pub async fn permit(&self, unit: &str) -> OwnedSemaphorePermit {
+        let permits = Arc::clone(&self.permits);
+        let acquire = permits.clone().acquire_owned();
+        tokio::pin!(acquire);
+        let permit = match tokio::time::timeout(SLOW_QUEUE, &mut acquire).await {
+            Ok(permit) => permit,
+            Err(_) => {
+                tracing::warn!(
+                    unit,
+                    jobs = MAX_JOBS,
+                    "systemd: fleetd's jobs fill the queue; waiting for one to end"
+                );
+                acquire.await
+            }
+        };
+        permit.expect("the semaphore is never closed")
+    }
+
+    /// `job` was queued with `permit`, which is given back when systemd removes the job.
+    pub fn queued(&self, job: &str, permit: OwnedSemaphorePermit) {
+        let mut state = self.state();
+        if !state.removed.contains(job) {
+            state.held.insert(job.to_owned(), permit);
+        }
+    }
+
+    fn removed(&self, job: &str) {
+        let mut state = self.state();
+        if state.held.remove(job).is_some() {
+            return;
+        }
+        if state.removed.insert(job.to_owned()) {
+            state.removed_order.push_back(job.to_owned());
+        }
+        while state.removed_order.len() > REMEMBERED {
+            if let Some(old) = state.removed_order.pop_front() {
+                state.removed.remove(&old);
+            }
+        }
+    }
+
+    /// systemd left the bus: the jobs it held are no longer fleetd's to wait for.
+    pub fn forget_all(&self) {
+        self.state().held.clear();
+    }
+
+    /// How many of fleetd's jobs systemd holds.
+    pub fn held(&self) -> usize {
+        self.state().held.len()
+    }
+}
+
+/// Gives permits back as systemd's `JobRemoved` signals come, for as long as the tracker
+/// lives.
+pub async fn follow_removals(mut signals: zbus::MessageStream, tracker: Weak<JobTracker>) {
+    while let Some(message) = signals.next().await {
+        let Some(tracker) = tracker.upgrade() else {
+            return;
+        };
+        let Ok(message) = message else { continue };
+        if let Ok((_, job, _, _)) = message
+            .body()
+            .deserialize::<(u32, zbus::OwnedObjectPath, String, String)>()
+        {
+            tracker.removed(job.as_str());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_permit_comes_back_when_its_job_is_removed_whichever_comes_first() {
+        let tracker = JobTracker::default();
+        let permit = tracker.permit("a.service").await;
+        tracker.queued("/job/1", permit);
+        assert_eq!(tracker.permits.available_permits(), MAX_JOBS - 1);
+        tracker.removed("/job/1");
+        assert_eq!(tracker.permits.available_permits(), MAX_JOBS);
+
+        // The signal before the reply's caller: the permit is not kept.
+        tracker.removed("/job/2");
+        let permit = tracker.permit("b.service").await;
+        tracker.queued("/job/2", permit);
+        assert_eq!(tracker.held(), 0);
+        assert_eq!(tracker.permits.available_permits(), MAX_JOBS);
+
+        // Only so many are remembered.
+        for n in 0..REMEMBERED + 10 {
+            tracker.removed(&format!("/other/{n}"));
+        }
+        assert_eq!(tracker.state().removed.len(), REMEMBERED);
+    }
+
+    #[tokio::test]
+    async fn no_more_than_the_bound_are_held() {
+        let tracker = JobTracker::default();
+        for n in 0..MAX_JOBS {
+            let permit = tracker.permit("u.service").await;
+            tracker.queued(&format!("/job/{n}"), permit);
+        }
+        let more = tokio::time::timeout(Duration::from_millis(50), tracker.permit("u.service"));
+        assert!(more.await.is_err(), "a permit beyond the bound");
+        tracker.forget_all();
+        let more = tokio::time::timeout(Duration::from_millis(50), tracker.permit("u.service"));
+        assert!(more.await.is_ok());
+    }
+}
