@@ -389,3 +389,106 @@ fn two_hundred_units_are_cheap_to_hold() {
     );
     assert_eq!(host.listed().len(), COUNT);
 }
+
+/// The host PIDs of processes whose command line is `command` (space-separated).
+fn processes_of(command: &str) -> std::collections::BTreeSet<u32> {
+    let wanted: Vec<u8> = command.replace(' ', "\0").into_bytes();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            cmdline.starts_with(&wanted).then_some(pid)
+        })
+        .collect()
+}
+
+/// A thousand units at once through D-Bus: each runs once, systemd stays on the bus (with
+/// every start queued at once it was thrown off at about 540), and a destroy of all of them
+/// leaves no process and no file behind.
+#[test]
+fn a_thousand_units_through_dbus_run_once_and_go_with_destroy() {
+    const COUNT: usize = 1000;
+    const COMMAND: &str = "/bin/sleep 7201";
+    let host = Host::boot();
+    let socket = host.sandbox.shared_dir().join("fleet.sock");
+    let names: Vec<String> = (0..COUNT).map(|i| format!("k{i:04}.service")).collect();
+    let body = format!(
+        r#"{{"desiredState":"launched","options":[{{"section":"Service","name":"ExecStart","value":"{COMMAND}"}}]}}"#
+    );
+    let each = |method: &str, body: Option<&str>| {
+        std::thread::scope(|scope| {
+            for worker in 0..8 {
+                let names = &names;
+                let socket = &socket;
+                scope.spawn(move || {
+                    for name in names.iter().skip(worker).step_by(8) {
+                        let path = format!("/fleet/v1/units/{name}");
+                        let (status, answer) =
+                            fleet_testkit::measure::http_unix(socket, method, &path, body);
+                        assert!(
+                            matches!(status, 201 | 204),
+                            "{method} {name}: {status} {answer}"
+                        );
+                    }
+                });
+            }
+        })
+    };
+    let started = Instant::now();
+    each("PUT", Some(&body));
+    eventually("a thousand units running", Duration::from_secs(60), || {
+        let running = processes_of(COMMAND).len();
+        holds(running == COUNT).map_err(|_| format!("{running} of {COUNT} running"))
+    });
+    let all_running = started.elapsed();
+    let pids = processes_of(COMMAND);
+    // Reported as systemd has them, and none started twice meanwhile.
+    eventually("every unit listed running", Duration::from_secs(60), || {
+        let listed = host.listed();
+        let running = listed.values().filter(|(_, s)| s == "running").count();
+        holds(running == COUNT).map_err(|_| format!("{running} of {COUNT} listed running"))
+    });
+    assert_eq!(processes_of(COMMAND), pids, "units were started again");
+    let log = host
+        .sandbox
+        .run(
+            "journalctl",
+            &["--no-pager", "-o", "cat", "-u", "fleet.service"],
+        )
+        .unwrap_or_else(|e| e);
+    for trouble in [
+        "systemd left the bus",
+        "LimitsExceeded",
+        "load failed",
+        "start failed",
+    ] {
+        assert!(!log.contains(trouble), "fleetd logged {trouble:?}:\n{log}");
+    }
+
+    let destroyed = Instant::now();
+    each("DELETE", None);
+    // 55 s when every unlink cost systemd a walk of its unit directories.
+    eventually("every unit's process gone", Duration::from_secs(20), || {
+        let left = processes_of(COMMAND).len();
+        holds(left == 0).map_err(|_| format!("{left} still run"))
+    });
+    let all_gone = destroyed.elapsed();
+    eventually("every unit file removed", Duration::from_secs(30), || {
+        let left = std::fs::read_dir(host.units_dir())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        holds(left == 0).map_err(|_| format!("{left} files left"))
+    });
+    let links = host.sandbox.root().join("run/systemd/system");
+    let left: Vec<String> = std::fs::read_dir(&links)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('k'))
+        .collect();
+    assert!(left.is_empty(), "links left: {left:?}");
+    println!("{COUNT} units through D-Bus: all running {all_running:?}; gone {all_gone:?} after the destroy");
+}
