@@ -321,3 +321,42 @@ async fn a_systemd_reexec_restarts_nothing_and_keeps_states_current() {
         .unwrap();
     machine.until_state(&name, "inactive", "dead").await;
 }
+
+/// dbus-daemon restarted under fleetd (an upgrade, a crash): the manager connects again,
+/// restarts nothing, and its signals and calls work on the new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_bus_connection_is_made_again_and_restarts_nothing() {
+    let machine = Machine::boot().await;
+    let name = machine.load("steady.service", SLEEPER).await;
+    machine.manager.start(&name).await.unwrap();
+    machine.until_state(&name, "active", "running").await;
+    let pid = machine
+        .sandbox
+        .systemctl(&["show", "-P", "MainPID", "steady.service"])
+        .unwrap();
+
+    machine
+        .sandbox
+        .systemctl(&["restart", "dbus.service"])
+        .unwrap();
+    // Calls work again on the new connection (a unit loaded and started through it)...
+    let probe = machine.load("probe.service", SLEEPER).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while machine.manager.start(&probe).await.is_err() {
+        assert!(Instant::now() < deadline, "no start on a new connection");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    machine.until_state(&probe, "active", "running").await;
+    // ...the unit that ran before runs on, the same process...
+    let now = machine
+        .sandbox
+        .systemctl(&["show", "-P", "MainPID", "steady.service"])
+        .unwrap();
+    assert_eq!(now, pid, "steady.service was restarted");
+    // ...and signals come on it: a stop behind fleetd's back is seen.
+    machine
+        .sandbox
+        .systemctl(&["stop", "steady.service"])
+        .unwrap();
+    machine.until_state(&name, "inactive", "dead").await;
+}

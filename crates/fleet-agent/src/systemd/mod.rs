@@ -57,7 +57,8 @@ const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
 const TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct SystemdManager {
-    bus: ManagerProxy<'static>,
+    /// Replaced when the connection is made again.
+    bus: std::sync::RwLock<ManagerProxy<'static>>,
     config: SystemdConfig,
     known: Arc<Mutex<Known>>,
     /// Sent to whenever a state in `known` changes.
@@ -87,10 +88,22 @@ fn bus_error(what: &str, e: zbus::Error) -> ManagerError {
     ManagerError(format!("systemd: {what}: {e}"))
 }
 
-impl SystemdManager {
-    /// Connects, subscribes to unit changes and reads what earlier runs loaded. Fails with the
-    /// reason when systemd cannot be reached.
-    pub async fn connect(config: SystemdConfig) -> Result<Arc<SystemdManager>> {
+/// A connection to systemd's bus: the Manager interface, subscribed, and the signals fleetd
+/// follows on it.
+struct Connection {
+    bus: ManagerProxy<'static>,
+    /// `PropertiesChanged` of units.
+    signals: zbus::MessageStream,
+    /// systemd itself leaving the bus and coming back (dbus-daemon disconnects a client that
+    /// passes its limits, and systemd reconnects): its subscription to our signals is gone
+    /// then, and the states we hold may be stale.
+    owners: zbus::MessageStream,
+    /// `JobRemoved`, which gives a job's permit back.
+    removals: zbus::MessageStream,
+}
+
+impl Connection {
+    async fn open(config: &SystemdConfig) -> Result<Connection> {
         let where_ = match (&config.address, config.user) {
             (Some(address), _) => address.clone(),
             (None, true) => "the session bus".into(),
@@ -108,20 +121,17 @@ impl SystemdManager {
         };
         let bus = ManagerProxy::new(&connection).await.map_err(unreachable)?;
         bus.system_state().await.map_err(unreachable)?;
-        let rule = zbus::MatchRule::builder()
+        let stream = |rule: zbus::MatchRule<'static>| {
+            zbus::MessageStream::for_match_rule(rule, &connection, None)
+        };
+        let signals = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .interface("org.freedesktop.DBus.Properties")
             .member("PropertiesChanged")
             .path_namespace(UNIT_PATH_PREFIX.trim_end_matches('/'))
             .build()
             .map_err(unreachable)?;
-        let signals = zbus::MessageStream::for_match_rule(rule, &connection, None)
-            .await
-            .map_err(unreachable)?;
-        // systemd itself may leave the bus and come back (dbus-daemon disconnects a client
-        // that passes its limits; systemd reconnects): its subscription to our signals is
-        // gone then, and the states we hold may be stale.
-        let owner_rule = zbus::MatchRule::builder()
+        let owners = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .sender("org.freedesktop.DBus")
             .interface("org.freedesktop.DBus")
@@ -129,20 +139,29 @@ impl SystemdManager {
             .add_arg("org.freedesktop.systemd1")
             .build()
             .map_err(unreachable)?;
-        let owners = zbus::MessageStream::for_match_rule(owner_rule, &connection, None)
-            .await
-            .map_err(unreachable)?;
-        let removals_rule = zbus::MatchRule::builder()
+        let removals = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .interface("org.freedesktop.systemd1.Manager")
             .member("JobRemoved")
             .path("/org/freedesktop/systemd1")
             .build()
             .map_err(unreachable)?;
-        let removals = zbus::MessageStream::for_match_rule(removals_rule, &connection, None)
-            .await
-            .map_err(unreachable)?;
-        bus.subscribe().await.map_err(unreachable)?;
+        let connection = Connection {
+            signals: stream(signals).await.map_err(unreachable)?,
+            owners: stream(owners).await.map_err(unreachable)?,
+            removals: stream(removals).await.map_err(unreachable)?,
+            bus,
+        };
+        connection.bus.subscribe().await.map_err(unreachable)?;
+        Ok(connection)
+    }
+}
+
+impl SystemdManager {
+    /// Connects, subscribes to unit changes and reads what earlier runs loaded. Fails with the
+    /// reason when systemd cannot be reached; a connection lost later is made again.
+    pub async fn connect(config: SystemdConfig) -> Result<Arc<SystemdManager>> {
+        let connection = Connection::open(&config).await?;
         std::fs::create_dir_all(&config.units_dir).map_err(|e| {
             ManagerError(format!("cannot create {}: {e}", config.units_dir.display()))
         })?;
@@ -151,29 +170,28 @@ impl SystemdManager {
             .into_iter()
             .map(|(name, unit)| (name, unit.hash()))
             .collect();
-        let known = Arc::new(Mutex::new(Known {
-            loaded,
-            ..Known::default()
-        }));
-        let changed = watch::Sender::new(());
-        let jobs = Arc::new(JobTracker::default());
-        tokio::spawn(jobs::follow_removals(removals, Arc::downgrade(&jobs)));
-        tokio::spawn(follow_signals(
-            signals,
-            Arc::downgrade(&known),
-            changed.clone(),
-        ));
         let manager = Arc::new(SystemdManager {
-            bus,
+            bus: std::sync::RwLock::new(connection.bus.clone()),
             config,
-            known,
-            changed,
+            known: Arc::new(Mutex::new(Known {
+                loaded,
+                ..Known::default()
+            })),
+            changed: watch::Sender::new(()),
             reloading: tokio::sync::Mutex::new(()),
-            jobs,
+            jobs: Arc::new(JobTracker::default()),
         });
         manager.resync().await?;
-        tokio::spawn(follow_systemd(owners, Arc::downgrade(&manager)));
+        tokio::spawn(follow_bus(Arc::downgrade(&manager), connection));
         Ok(manager)
+    }
+
+    /// The Manager interface on the current connection.
+    fn bus(&self) -> ManagerProxy<'static> {
+        self.bus
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
@@ -225,7 +243,7 @@ impl SystemdManager {
             return self.read_new_states().await;
         }
         let begun = std::time::Instant::now();
-        if let Err(e) = self.bus.reload().await {
+        if let Err(e) = self.bus().reload().await {
             self.known().reload_pending = true;
             return Err(bus_error("Reload", e));
         }
@@ -249,7 +267,7 @@ impl SystemdManager {
             return Ok(());
         }
         let names: Vec<&str> = unread.iter().map(String::as_str).collect();
-        let rows = match self.bus.list_units_by_names(&names).await {
+        let rows = match self.bus().list_units_by_names(&names).await {
             Ok(rows) => rows,
             Err(e) => {
                 self.known().unread.extend(unread);
@@ -273,8 +291,8 @@ impl SystemdManager {
     async fn queue(&self, name: &UnitName, start: bool) -> zbus::Result<()> {
         let permit = self.jobs.permit(name.as_str()).await;
         let job = match start {
-            true => self.bus.start_unit(name.as_str(), "replace").await?,
-            false => self.bus.stop_unit(name.as_str(), "replace").await?,
+            true => self.bus().start_unit(name.as_str(), "replace").await?,
+            false => self.bus().stop_unit(name.as_str(), "replace").await?,
         };
         self.jobs.queued(job.as_str(), permit);
         Ok(())
@@ -354,7 +372,7 @@ impl SystemdManager {
 
     /// Whether systemd has an object for `name` (when in doubt, that it has).
     async fn systemd_holds(&self, name: &UnitName) -> bool {
-        match self.bus.get_unit(name.as_str()).await {
+        match self.bus().get_unit(name.as_str()).await {
             Err(zbus::Error::MethodError(error, _, _)) => error.as_str() != NO_SUCH_UNIT,
             _ => true,
         }
@@ -363,7 +381,7 @@ impl SystemdManager {
     /// The unit's state as systemd has it, loading it if need be.
     async fn state_from_systemd(&self, name: &UnitName) -> Result<SystemdState> {
         let rows = self
-            .bus
+            .bus()
             .list_units_by_names(&[name.as_str()])
             .await
             .map_err(|e| bus_error("ListUnitsByNames", e))?;
@@ -382,7 +400,7 @@ impl SystemdManager {
         }
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let rows = self
-            .bus
+            .bus()
             .list_units_by_names(&refs)
             .await
             .map_err(|e| bus_error("ListUnitsByNames", e))?;
@@ -393,6 +411,65 @@ impl SystemdManager {
         }
         self.changed.send_replace(());
         Ok(())
+    }
+}
+
+/// How long the first attempt to connect again waits, and the longest between attempts.
+const RECONNECT_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Follows the connection's signals for as long as the manager lives; when the connection is
+/// lost (dbus-daemon restarted, or it threw fleetd off), connects again, subscribes and reads
+/// every state afresh. Nothing is restarted: the units run in systemd meanwhile.
+async fn follow_bus(manager: Weak<SystemdManager>, mut connection: Connection) {
+    loop {
+        {
+            let Some(current) = manager.upgrade() else {
+                return;
+            };
+            let (known, changed, jobs) = (
+                Arc::downgrade(&current.known),
+                current.changed.clone(),
+                Arc::downgrade(&current.jobs),
+            );
+            drop(current);
+            tokio::select! {
+                _ = follow_signals(connection.signals, known, changed) => {}
+                _ = jobs::follow_removals(connection.removals, jobs) => {}
+                _ = follow_systemd(connection.owners, manager.clone()) => {}
+            }
+        }
+        let mut pause = RECONNECT_FIRST;
+        connection = loop {
+            let Some(current) = manager.upgrade() else {
+                return;
+            };
+            tracing::warn!("systemd: the connection to the bus is lost; connecting again");
+            tokio::time::sleep(pause).await;
+            match Connection::open(&current.config).await {
+                Ok(connection) => {
+                    *current
+                        .bus
+                        .write()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = connection.bus.clone();
+                    // The jobs fleetd waited for were tracked on the old connection.
+                    current.jobs.forget_all();
+                    match current.resync().await {
+                        Ok(()) => {
+                            tracing::info!("systemd: connected again; every state read afresh")
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "systemd: connected again, but cannot read the units' states")
+                        }
+                    }
+                    break connection;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "systemd: cannot connect again yet");
+                    pause = (pause * 2).min(RECONNECT_MAX);
+                }
+            }
+        };
     }
 }
 
@@ -419,7 +496,7 @@ async fn follow_systemd(mut owners: zbus::MessageStream, manager: Weak<SystemdMa
             owner = new_owner,
             "systemd is back on the bus; subscribing again and reading every state"
         );
-        if let Err(error) = manager.bus.subscribe().await {
+        if let Err(error) = manager.bus().subscribe().await {
             tracing::warn!(%error, "systemd: Subscribe failed");
         }
         if let Err(error) = manager.resync().await {
@@ -486,14 +563,18 @@ impl UnitManager for SystemdManager {
         write_unit_file(&self.config.units_dir, name, unit)?;
         let path_text = path.display().to_string();
         if !self.create_link(name) {
-            self.bus
+            self.bus()
                 .link_unit_files(&[&path_text], true, true)
                 .await
                 .map_err(|e| bus_error(&format!("LinkUnitFiles {name}"), e))?;
         }
         let installed = unit.options().iter().any(|o| o.section == "Install");
         if installed {
-            if let Err(e) = self.bus.enable_unit_files(&[&path_text], true, true).await {
+            if let Err(e) = self
+                .bus()
+                .enable_unit_files(&[&path_text], true, true)
+                .await
+            {
                 let _ = self.unload(name).await;
                 return Err(bus_error(&format!("EnableUnitFiles {name}"), e));
             }
@@ -537,9 +618,9 @@ impl UnitManager for SystemdManager {
             Err(_) => true,
         };
         if installed || !self.remove_link(name) {
-            let _ = self.bus.disable_unit_files(&[name.as_str()], true).await;
+            let _ = self.bus().disable_unit_files(&[name.as_str()], true).await;
         }
-        let _ = self.bus.reset_failed_unit(name.as_str()).await;
+        let _ = self.bus().reset_failed_unit(name.as_str()).await;
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
