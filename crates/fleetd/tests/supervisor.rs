@@ -484,3 +484,117 @@ async fn units_killed_with_their_shims_are_failed_when_the_supervisor_starts_aga
     assert_ne!(running.status.unwrap().main_pid, Some(main));
     supervisor.unload(&unit).await.unwrap();
 }
+
+/// Waits (bounded by `within`) until the unit's log has a record ending with `text`.
+async fn wait_logged(supervisor: &Supervisor, unit: &UnitName, text: &str, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let log = fleet_agent::manager::UnitManager::journal(supervisor, unit, 5)
+            .await
+            .unwrap_or_default();
+        if log.iter().any(|r| r.ends_with(text)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{unit} never logged {text:?}: {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The largest resident size a process has had (`VmHWM`), in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    fleet_testkit::measure::memory_kib(pid)
+        .expect("a live process")
+        .peak
+}
+
+/// A unit writing 100 MB to its output: its log stays within its bound (rotated once past
+/// it), its shim's memory flat, and the unit and its neighbour run on.
+#[tokio::test]
+async fn a_hundred_megabytes_of_output_keep_the_log_bounded_and_the_shim_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::open(config(dir.path())).unwrap();
+    let neighbour = load(&supervisor, "neighbour.service", SLEEPER);
+    supervisor.start(&neighbour).await.unwrap();
+    let chatty = load(
+        &supervisor,
+        "chatty.service",
+        "[Service]\nExecStart=/bin/sh -c 'yes 0123456789012345678901234567890123456789012345678901234567890123456789 | head -c 100000000; echo written; exec sleep 600'\n",
+    );
+    supervisor.start(&chatty).await.unwrap();
+    wait_logged(&supervisor, &chatty, "written", Duration::from_secs(240)).await;
+    let log_bytes: u64 = std::fs::read_dir(dir.path().join("run/chatty.service"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("log"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    let bound = config(dir.path()).log_max_bytes;
+    assert!(
+        log_bytes <= 2 * bound + 64 * 1024,
+        "the log holds {log_bytes} bytes (bound {bound})"
+    );
+    let shim = shim_of(dir.path(), &chatty);
+    assert!(
+        peak_kib(shim) < 32 * 1024,
+        "the shim peaked at {} KiB",
+        peak_kib(shim)
+    );
+    wait_state(&supervisor, &chatty, ("active", "running")).await;
+    wait_state(&supervisor, &neighbour, ("active", "running")).await;
+    supervisor.stop(&chatty).await.unwrap();
+    supervisor.stop(&neighbour).await.unwrap();
+}
+
+/// A unit that forks a thousand children: they are its processes, and its stop ends every
+/// one of them at once.
+#[tokio::test]
+async fn a_unit_with_a_thousand_children_is_stopped_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::open(config(dir.path())).unwrap();
+    let forking = load(
+        &supervisor,
+        "forking.service",
+        "[Service]\nExecStart=/bin/sh -c 'i=0; while [ $i -lt 1000 ]; do sleep 6011 & i=$((i+1)); done; echo forked; wait'\n",
+    );
+    supervisor.start(&forking).await.unwrap();
+    wait_logged(&supervisor, &forking, "forked", Duration::from_secs(60)).await;
+    let shim = shim_of(dir.path(), &forking);
+    let children = fleet_agent::native::process::descendants(shim).len();
+    assert!(children > 1000, "{children} processes under the shim");
+    assert_eq!(running("sleep 6011"), 1000);
+    let begun = std::time::Instant::now();
+    supervisor.stop(&forking).await.unwrap();
+    let stopped_in = begun.elapsed();
+    let state = supervisor.state(&forking).await;
+    assert_eq!((state.active, state.sub), ("inactive", "dead"));
+    assert_eq!(
+        running("sleep 6011"),
+        0,
+        "children outlived their unit's stop"
+    );
+    assert!(
+        stopped_in < Duration::from_secs(10),
+        "the stop took {stopped_in:?}"
+    );
+}
+
+/// How many live processes run `command` (its words, space-separated).
+fn running(command: &str) -> usize {
+    let wanted: Vec<u8> = command.replace(' ', "\0").into_bytes();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            let pid = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok());
+            pid.is_some_and(alive)
+                && std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c.starts_with(&wanted))
+        })
+        .count()
+}
