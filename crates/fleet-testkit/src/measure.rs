@@ -54,6 +54,27 @@ pub fn cpu_seconds(stat: &Path) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// The live processes (zombies left out) whose command line starts with `command`'s words
+/// (space-separated): how tests and benchmarks count a unit's processes from outside.
+pub fn processes_running(command: &str) -> std::collections::BTreeSet<u32> {
+    let wanted: Vec<u8> = command.replace(' ', "\0").into_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            (!zombie && cmdline.starts_with(&wanted)).then_some(pid)
+        })
+        .collect()
+}
+
 /// See [`memory_kib`].
 #[derive(Debug, Clone, Copy)]
 pub struct Memory {

@@ -62,6 +62,32 @@ impl UnitManager for Slow {
     }
 }
 
+fn engine_config(machine: &MachineId, ttl: Duration) -> EngineConfig {
+    EngineConfig {
+        machine: machine.clone(),
+        lease_ttl: Duration::from_secs(2),
+        resync: Duration::from_secs(5),
+        version: "test".into(),
+        machine_grace: ttl,
+    }
+}
+
+/// Waits (bounded) for the engine and the agent to end after shutdown, the agent without error.
+async fn both_stop(
+    engine: tokio::task::JoinHandle<()>,
+    agent: tokio::task::JoinHandle<std::result::Result<(), String>>,
+) {
+    tokio::time::timeout(Duration::from_secs(10), engine)
+        .await
+        .expect("the engine stops")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), agent)
+        .await
+        .expect("the agent stops")
+        .unwrap()
+        .unwrap();
+}
+
 fn agent_config(machine: &MachineId, ttl: Duration, dir: &std::path::Path) -> AgentConfig {
     AgentConfig {
         machine: machine.clone(),
@@ -91,13 +117,7 @@ async fn a_manager_slower_than_the_lease_ttl_loses_no_lease_and_stops_no_unit() 
     let (stop, shutdown) = watch::channel(false);
     let engine = tokio::spawn(reconciler::run(
         registry.clone(),
-        EngineConfig {
-            machine: machine.clone(),
-            lease_ttl: Duration::from_secs(2),
-            resync: Duration::from_secs(5),
-            version: "test".into(),
-            machine_grace: ttl,
-        },
+        engine_config(&machine, ttl),
         shutdown.clone(),
     ));
     let agent = tokio::spawn(agent::run(
@@ -174,17 +194,7 @@ async fn a_manager_slower_than_the_lease_ttl_loses_no_lease_and_stops_no_unit() 
     assert!(stopped.is_empty(), "units were stopped: {stopped:?}");
     assert_eq!(lease_of().await, Some(lease));
     stop.send(true).unwrap();
-    for task in [engine] {
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("the engine stops")
-            .unwrap();
-    }
-    tokio::time::timeout(Duration::from_secs(10), agent)
-        .await
-        .expect("the agent stops")
-        .unwrap()
-        .unwrap();
+    both_stop(engine, agent).await;
 }
 
 /// A second fleetd with a machine ID in use (a copied disk image, a typo) must fail before it
@@ -200,13 +210,7 @@ async fn an_agent_whose_machine_id_is_in_use_starts_nothing() {
     let (stop, shutdown) = watch::channel(false);
     let engine = tokio::spawn(reconciler::run(
         registry.clone(),
-        EngineConfig {
-            machine: machine.clone(),
-            lease_ttl: Duration::from_secs(2),
-            resync: Duration::from_secs(5),
-            version: "test".into(),
-            machine_grace: ttl,
-        },
+        engine_config(&machine, ttl),
         shutdown.clone(),
     ));
     let owner = Arc::new(FakeManager::default());
@@ -244,15 +248,5 @@ async fn an_agent_whose_machine_id_is_in_use_starts_nothing() {
     assert_eq!(owner.active(), vec!["placed.service".to_owned()]);
 
     stop.send(true).unwrap();
-    for task in [engine] {
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("the engine stops")
-            .unwrap();
-    }
-    tokio::time::timeout(Duration::from_secs(10), first)
-        .await
-        .expect("the agent stops")
-        .unwrap()
-        .unwrap();
+    both_stop(engine, first).await;
 }

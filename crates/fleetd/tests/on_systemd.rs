@@ -390,21 +390,6 @@ fn two_hundred_units_are_cheap_to_hold() {
     assert_eq!(host.listed().len(), COUNT);
 }
 
-/// The host PIDs of processes whose command line is `command` (space-separated).
-fn processes_of(command: &str) -> std::collections::BTreeSet<u32> {
-    let wanted: Vec<u8> = command.replace(' ', "\0").into_bytes();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            cmdline.starts_with(&wanted).then_some(pid)
-        })
-        .collect()
-}
-
 /// A thousand units at once through D-Bus: each runs once, systemd stays on the bus (with
 /// every start queued at once it was thrown off at about 540), and a destroy of all of them
 /// leaves no process and no file behind.
@@ -440,18 +425,22 @@ fn a_thousand_units_through_dbus_run_once_and_go_with_destroy() {
     let started = Instant::now();
     each("PUT", Some(&body));
     eventually("a thousand units running", Duration::from_secs(60), || {
-        let running = processes_of(COMMAND).len();
+        let running = fleet_testkit::measure::processes_running(COMMAND).len();
         holds(running == COUNT).map_err(|_| format!("{running} of {COUNT} running"))
     });
     let all_running = started.elapsed();
-    let pids = processes_of(COMMAND);
+    let pids = fleet_testkit::measure::processes_running(COMMAND);
     // Reported as systemd has them, and none started twice meanwhile.
     eventually("every unit listed running", Duration::from_secs(60), || {
         let listed = host.listed();
         let running = listed.values().filter(|(_, s)| s == "running").count();
         holds(running == COUNT).map_err(|_| format!("{running} of {COUNT} listed running"))
     });
-    assert_eq!(processes_of(COMMAND), pids, "units were started again");
+    assert_eq!(
+        fleet_testkit::measure::processes_running(COMMAND),
+        pids,
+        "units were started again"
+    );
     let log = host
         .sandbox
         .run(
@@ -472,7 +461,7 @@ fn a_thousand_units_through_dbus_run_once_and_go_with_destroy() {
     each("DELETE", None);
     // 55 s when every unlink cost systemd a walk of its unit directories.
     eventually("every unit's process gone", Duration::from_secs(20), || {
-        let left = processes_of(COMMAND).len();
+        let left = fleet_testkit::measure::processes_running(COMMAND).len();
         holds(left == 0).map_err(|_| format!("{left} still run"))
     });
     let all_gone = destroyed.elapsed();

@@ -564,14 +564,17 @@ async fn a_unit_with_a_thousand_children_is_stopped_whole() {
     let shim = shim_of(dir.path(), &forking);
     let children = fleet_agent::native::process::descendants(shim).len();
     assert!(children > 1000, "{children} processes under the shim");
-    assert_eq!(running("sleep 6011"), 1000);
+    assert_eq!(
+        fleet_testkit::measure::processes_running("sleep 6011").len(),
+        1000
+    );
     let begun = std::time::Instant::now();
     supervisor.stop(&forking).await.unwrap();
     let stopped_in = begun.elapsed();
     let state = supervisor.state(&forking).await;
     assert_eq!((state.active, state.sub), ("inactive", "dead"));
     assert_eq!(
-        running("sleep 6011"),
+        fleet_testkit::measure::processes_running("sleep 6011").len(),
         0,
         "children outlived their unit's stop"
     );
@@ -579,22 +582,4 @@ async fn a_unit_with_a_thousand_children_is_stopped_whole() {
         stopped_in < Duration::from_secs(10),
         "the stop took {stopped_in:?}"
     );
-}
-
-/// How many live processes run `command` (its words, space-separated).
-fn running(command: &str) -> usize {
-    let wanted: Vec<u8> = command.replace(' ', "\0").into_bytes();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|entry| {
-            let pid = entry
-                .file_name()
-                .to_str()
-                .and_then(|p| p.parse::<u32>().ok());
-            pid.is_some_and(alive)
-                && std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c.starts_with(&wanted))
-        })
-        .count()
 }

@@ -16,15 +16,7 @@ const COMMAND: &str = "/bin/sleep 3597";
 
 /// The live processes running [`COMMAND`].
 fn unit_processes() -> usize {
-    let wanted: Vec<u8> = COMMAND.replace(' ', "\0").into_bytes();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|entry| {
-            std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c.starts_with(&wanted))
-        })
-        .count()
+    fleet_testkit::measure::processes_running(COMMAND).len()
 }
 
 #[test]

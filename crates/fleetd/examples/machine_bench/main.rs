@@ -366,16 +366,8 @@ fn processes_reach(count: usize, limit: Duration) -> Result<(), usize> {
 
 /// The live processes running [`SLEEP`].
 pub fn unit_processes() -> Vec<u32> {
-    let wanted: Vec<u8> = SLEEP.replace(' ', "\0").into_bytes();
-    std::fs::read_dir("/proc")
+    fleet_testkit::measure::processes_running(SLEEP)
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            cmdline.starts_with(&wanted).then_some(pid)
-        })
         .collect()
 }
 
