@@ -506,6 +506,50 @@ fn a_fleetd_killed_with_sigkill_is_replaced_without_restarting_its_units() {
     stop(&mut second, "-TERM");
 }
 
+/// fleetctl works on several units at once but prints as it did one after another: every
+/// unit's lines in the order given; an invalid name ends the command there, with the units
+/// before it submitted and none after it.
+#[test]
+fn fleetctl_submits_many_units_at_once_and_reports_them_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let mut child = start_and_wait_for_socket(dir.path());
+    let files: Vec<String> = (0..40)
+        .map(|i| {
+            let path = dir.path().join(format!("many{i:02}.service"));
+            std::fs::write(&path, "[Service]\nExecStart=/bin/sleep 30\n").unwrap();
+            path.display().to_string()
+        })
+        .collect();
+    let mut args = vec!["start", "--no-block"];
+    args.extend(files.iter().map(String::as_str));
+    let (code, out, err) = fleetctl(dir.path(), &args);
+    assert_eq!(code, 0, "{err}");
+    let expected: String = (0..40)
+        .map(|i| format!("Unit many{i:02}.service inactive\n"))
+        .chain((0..40).map(|i| format!("Triggered unit many{i:02}.service start\n")))
+        .collect();
+    assert_eq!(out, expected);
+
+    let first = dir.path().join("first.service");
+    let after = dir.path().join("after.service");
+    for path in [&first, &after] {
+        std::fs::write(path, "[Service]\nExecStart=/bin/sleep 30\n").unwrap();
+    }
+    let (first, after) = (first.display().to_string(), after.display().to_string());
+    let (code, out, err) = fleetctl(dir.path(), &["submit", &first, "in valid", &after]);
+    assert_eq!(
+        (code, out.as_str()),
+        (1, "Unit first.service inactive\n"),
+        "{err}"
+    );
+    assert!(err.starts_with("Error creating units: "), "{err}");
+    let (_, listed, _) = fleetctl(dir.path(), &["list-unit-files", "--no-legend"]);
+    assert!(listed.contains("first.service"), "{listed}");
+    assert!(!listed.contains("after.service"), "{listed}");
+    stop(&mut child, "-TERM");
+}
+
 #[test]
 fn fleetctl_moves_a_unit_through_every_state() {
     let dir = tempfile::tempdir().unwrap();

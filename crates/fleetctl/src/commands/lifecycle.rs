@@ -111,44 +111,34 @@ pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) 
         Err(code) => return Ok(code),
     };
     let client = globals.client();
+    // The names before the first invalid one are worked on; that one is the error, as when
+    // fleetctl went one by one.
+    let invalid = names
+        .iter()
+        .position(|arg| validate_name(mangle(arg).as_bytes()).is_err());
+    let valid = &names[..invalid.unwrap_or(names.len())];
     let mut started = Vec::new();
-    for arg in &names {
-        let name = mangle(arg);
-        if let Err(e) = validate_name(name.as_bytes()) {
+    for step in prepare_all(&client, valid, target, replace, attempts) {
+        io.out.write_all(&step.out)?;
+        io.err.write_all(&step.err)?;
+        match step.outcome {
+            Prepared::Ready(unit) => started.push(unit),
+            Prepared::Skipped => {}
+            Prepared::Failed => return Ok(1),
+        }
+    }
+    if let Some(at) = invalid {
+        if let Err(e) = validate_name(mangle(&names[at]).as_bytes()) {
             writeln!(io.err, "Error creating units: {e}")?;
-            return Ok(1);
         }
-        let unit = match client.unit(&name) {
-            Ok(Some(unit)) => {
-                match compare_local(&client, arg, &name, unit, target, replace, attempts, io)? {
-                    Local::Proceed(unit) => unit,
-                    Local::Skip => continue,
-                    Local::Fail => return Ok(1),
-                }
-            }
-            Ok(None) => match create(&client, arg, &name, attempts, io)? {
-                Some(unit) => unit,
-                None => return Ok(1),
-            },
-            Err(e) => {
-                writeln!(io.err, "Error retrieving Unit({name}) from Registry: {e}")?;
-                return Ok(1);
-            }
-        };
-        if target == Target::Submit {
-            continue;
-        }
-        if unit.desired_state != target.state() && !set_desired(&client, &name, target.state(), io)?
-        {
-            return Ok(1);
-        }
-        started.push(name);
+        return Ok(1);
     }
     if target == Target::Submit {
         return Ok(0);
     }
-    for name in &started {
-        let global = matches!(client.unit(name), Ok(Some(ref u)) if u.is_global());
+    for unit in &started {
+        let name = &unit.name;
+        let global = unit.is_global();
         if global || !block {
             let kind = if global { "global unit" } else { "unit" };
             writeln!(io.out, "Triggered {kind} {name} {}", target.verb())?;
@@ -173,6 +163,118 @@ pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) 
         }
     }
     Ok(0)
+}
+
+/// How many units are worked on at once (created, compared, set to their target state): a
+/// thousand unit files are submitted in a few seconds, not a thousand round trips after
+/// another.
+const CONCURRENT: usize = 8;
+
+/// One unit's step: what it printed, and where it got.
+struct Step {
+    out: Vec<u8>,
+    err: Vec<u8>,
+    outcome: Prepared,
+}
+
+enum Prepared {
+    /// In the cluster at its target state (`submit`: created).
+    Ready(Unit),
+    Skipped,
+    /// The error is said; the command ends with it.
+    Failed,
+}
+
+/// [`prepare`] for every name, [`CONCURRENT`] at a time, in the order given; after a failure
+/// no further unit is begun (those under way finish), and the steps after it are left out.
+fn prepare_all(
+    client: &Client,
+    names: &[String],
+    target: Target,
+    replace: bool,
+    attempts: u32,
+) -> Vec<Step> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let steps: Mutex<Vec<Option<Step>>> = Mutex::new((0..names.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..CONCURRENT.min(names.len()) {
+            scope.spawn(|| loop {
+                if failed.load(Ordering::Acquire) {
+                    return;
+                }
+                let at = next.fetch_add(1, Ordering::AcqRel);
+                let Some(arg) = names.get(at) else { return };
+                let step = prepare(client, arg, target, replace, attempts);
+                if matches!(step.outcome, Prepared::Failed) {
+                    failed.store(true, Ordering::Release);
+                }
+                steps.lock().unwrap_or_else(|e| e.into_inner())[at] = Some(step);
+            });
+        }
+    });
+    let steps = steps.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut ordered = Vec::new();
+    for step in steps {
+        let Some(step) = step else { break };
+        let failed = matches!(step.outcome, Prepared::Failed);
+        ordered.push(step);
+        if failed {
+            break;
+        }
+    }
+    ordered
+}
+
+/// Brings the unit of `arg` into the cluster (created, or compared with the local file) and
+/// to the target's desired state.
+fn prepare(client: &Client, arg: &str, target: Target, replace: bool, attempts: u32) -> Step {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut io = Io {
+        out: &mut out,
+        err: &mut err,
+    };
+    // Writes go to memory and cannot fail.
+    let outcome =
+        prepare_into(client, arg, target, replace, attempts, &mut io).unwrap_or(Prepared::Failed);
+    Step { out, err, outcome }
+}
+
+fn prepare_into(
+    client: &Client,
+    arg: &str,
+    target: Target,
+    replace: bool,
+    attempts: u32,
+    io: &mut Io<'_>,
+) -> io::Result<Prepared> {
+    let name = mangle(arg);
+    let unit = match client.unit(&name) {
+        Ok(Some(unit)) => {
+            match compare_local(client, arg, &name, unit, target, replace, attempts, io)? {
+                Local::Proceed(unit) => unit,
+                Local::Skip => return Ok(Prepared::Skipped),
+                Local::Fail => return Ok(Prepared::Failed),
+            }
+        }
+        Ok(None) => match create(client, arg, &name, attempts, io)? {
+            Some(unit) => unit,
+            None => return Ok(Prepared::Failed),
+        },
+        Err(e) => {
+            writeln!(io.err, "Error retrieving Unit({name}) from Registry: {e}")?;
+            return Ok(Prepared::Failed);
+        }
+    };
+    if target != Target::Submit
+        && unit.desired_state != target.state()
+        && !set_desired(client, &name, target.state(), io)?
+    {
+        return Ok(Prepared::Failed);
+    }
+    Ok(Prepared::Ready(unit))
 }
 
 /// What to do with a unit already in the cluster, given the local file of the same name.

@@ -201,25 +201,36 @@ fn sizes_option() -> Vec<usize> {
 fn spawn_directly(units: usize) -> Duration {
     let (program, args) = SLEEP.split_once(' ').expect("a command with an argument");
     let begun = Instant::now();
-    let mut children: Vec<_> = (0..units)
-        .map(|_| {
-            Command::new(program)
-                .arg(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn")
-        })
-        .collect();
+    let children = Spawned(
+        (0..units)
+            .map(|_| {
+                Command::new(program)
+                    .arg(args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect(),
+    );
     wait_processes(units, "directly spawned processes");
     let elapsed = begun.elapsed();
-    for child in &mut children {
-        let _ = child.kill();
-    }
-    for child in &mut children {
-        let _ = child.wait();
-    }
+    drop(children);
     elapsed
+}
+
+/// Processes the benchmark spawned itself: ended when dropped, also by a panic.
+struct Spawned(Vec<std::process::Child>);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
 }
 
 fn start_all(node: &Node, base: &Path, mode: Mode, names: &[String]) -> (Duration, Duration) {
@@ -295,6 +306,14 @@ fn not_running(node: &Node, base: &Path, names: &[String]) -> String {
         report.push_str(&format!("\n{name}: {state}"));
         for line in log.lines().filter(|l| l.contains(name.as_str())) {
             report.push_str(&format!("\n  {line}"));
+        }
+        // The unit's own log and last state, as its shim left them.
+        let run = node.data.join("run").join(name);
+        for file in ["log", "state.json"] {
+            let text = std::fs::read_to_string(run.join(file)).unwrap_or_default();
+            for line in text.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev() {
+                report.push_str(&format!("\n  {file}: {line}"));
+            }
         }
     }
     report

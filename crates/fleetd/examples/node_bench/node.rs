@@ -125,12 +125,19 @@ impl Node {
 
     /// Stops fleetd with SIGTERM (it stops its units) and waits for it, bounded.
     pub fn stop(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
         signal("-TERM", self.child.id());
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.child.try_wait().ok().flatten().is_none() {
             if Instant::now() > deadline {
                 eprintln!("fleetd {} ignored SIGTERM for 60 s; killing", self.machine);
-                self.die();
+                self.kill_all();
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -139,6 +146,10 @@ impl Node {
 
     /// The machine dies: fleetd and every process of its units are SIGKILLed together.
     pub fn die(mut self) {
+        self.kill_all();
+    }
+
+    fn kill_all(&mut self) {
         let shims: Vec<u32> = std::fs::read_dir(self.data.join("run"))
             .into_iter()
             .flatten()
@@ -154,6 +165,13 @@ impl Node {
             signal("-KILL", *pid);
         }
         self.child.wait().ok();
+    }
+}
+
+/// A benchmark that fails part way (a panic) leaves no fleetd, shim or unit behind.
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
