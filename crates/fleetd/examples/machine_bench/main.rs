@@ -311,7 +311,8 @@ fn not_running(node: &Node, base: &Path, names: &[String]) -> String {
         let run = node.data.join("run").join(name);
         for file in ["log", "state.json"] {
             let text = std::fs::read_to_string(run.join(file)).unwrap_or_default();
-            for line in text.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev() {
+            let lines: Vec<&str> = text.lines().collect();
+            for line in &lines[lines.len().saturating_sub(10)..] {
                 report.push_str(&format!("\n  {file}: {line}"));
             }
         }
