@@ -27,6 +27,8 @@ mount --bind /sys \$R/sys; mount -o remount,bind,ro \$R/sys
 mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 \$R/sys/fs/cgroup
 # /run is a tmpfs, as on a machine (files there cost what they cost there), seeded with DIR/run.
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs \$R/run; cp -a $D/run/. \$R/run/
+# Its own /tmp first: DIR may be under the host's /tmp, and DIR/shared is bound below it.
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs \$R/tmp
 # DIR/shared is the same directory at the same path inside and out (unit files written from outside).
 mkdir -p \$R$D/shared; mount --bind $D/shared \$R$D/shared
 mount -t tmpfs -o mode=755,nosuid tmpfs \$R/dev
@@ -34,7 +36,6 @@ for n in null zero full random urandom tty; do touch \$R/dev/\$n; mount --bind /
 mkdir \$R/dev/pts \$R/dev/shm; touch \$R/dev/console; mount --bind $D/pid1-console.log \$R/dev/console
 mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts \$R/dev/pts; ln -s pts/ptmx \$R/dev/ptmx
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs \$R/dev/shm
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs \$R/tmp
 cat /proc/sys/kernel/random/uuid | tr -d - > \$R/etc/machine-id
 echo test-$NAME > \$R/etc/hostname; hostname test-$NAME
 cd \$R; mount --move . /
