@@ -190,6 +190,11 @@ impl SystemdSandbox {
         let write = |path: PathBuf, text: &str| {
             std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
         };
+        // A copy in the shared directory: the binary's own path may be under the host's
+        // /tmp, which the sandbox does not see.
+        let copy = self.shared_dir().join("fleetd");
+        std::fs::copy(fleetd, &copy).map_err(|e| format!("{}: {e}", fleetd.display()))?;
+        let fleetd = copy.as_path();
         write(units.join("fleet.service"), SERVICE)?;
         write(units.join("fleet.socket"), SOCKET)?;
         let socket = self.shared_dir().join("fleet.sock");
