@@ -49,6 +49,8 @@ pub trait Manager {
     ) -> zbus::Result<(bool, Vec<Change>)>;
     fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<Change>>;
     fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<UnitRow>>;
+    /// Every unit systemd holds an object for (loaded, or a stub), without loading any.
+    fn list_units(&self) -> zbus::Result<Vec<UnitRow>>;
     #[zbus(property)]
     fn system_state(&self) -> zbus::Result<String>;
 }

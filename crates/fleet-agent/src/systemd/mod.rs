@@ -68,7 +68,15 @@ pub struct SystemdManager {
     reloading: tokio::sync::Mutex<()>,
     /// fleetd's jobs in systemd, at most [`jobs::MAX_JOBS`].
     jobs: Arc<JobTracker>,
+    /// The names systemd held objects for at a recent look, and when: the loads of one round
+    /// share one `ListUnits` instead of a `GetUnit` each.
+    held: tokio::sync::Mutex<Option<(std::time::Instant, std::collections::HashSet<String>)>>,
 }
+
+/// How long a look at the units systemd holds serves the loads that follow. An object made
+/// meanwhile can only be a stub for a unit another names, which systemd reads afresh once
+/// its file appears.
+const HELD_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What fleetd knows of its units in systemd.
 #[derive(Default)]
@@ -180,6 +188,7 @@ impl SystemdManager {
             changed: watch::Sender::new(()),
             reloading: tokio::sync::Mutex::new(()),
             jobs: Arc::new(JobTracker::default()),
+            held: tokio::sync::Mutex::new(None),
         });
         manager.resync().await?;
         tokio::spawn(follow_bus(Arc::downgrade(&manager), connection));
@@ -370,11 +379,26 @@ impl SystemdManager {
         }
     }
 
-    /// Whether systemd has an object for `name` (when in doubt, that it has).
+    /// Whether systemd has an object for `name` (when in doubt, that it has), from a look at
+    /// every unit it holds no older than [`HELD_FRESH`].
     async fn systemd_holds(&self, name: &UnitName) -> bool {
-        match self.bus().get_unit(name.as_str()).await {
-            Err(zbus::Error::MethodError(error, _, _)) => error.as_str() != NO_SUCH_UNIT,
-            _ => true,
+        let mut held = self.held.lock().await;
+        let fresh = held
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < HELD_FRESH);
+        if !fresh {
+            *held = match self.bus().list_units().await {
+                Ok(rows) => Some((
+                    std::time::Instant::now(),
+                    rows.into_iter().map(|row| row.0).collect(),
+                )),
+                Err(_) => return true,
+            };
+        }
+        match held.as_mut() {
+            // From now on systemd may hold it: it is loaded.
+            Some((_, names)) => !names.insert(name.to_string()),
+            None => true,
         }
     }
 
@@ -665,8 +689,13 @@ impl UnitManager for SystemdManager {
         Ok(self.known().loaded.clone())
     }
 
+    /// A unit fleet has not loaded (or has unloaded: systemd may hold the stopped unit a
+    /// moment longer, until it collects it) is `not-found`, as for fleet it is.
     async fn state(&self, name: &UnitName) -> Result<SystemdState> {
         self.settle().await?;
+        if !self.known().loaded.contains_key(name) {
+            return Ok(SystemdState::new("not-found", "inactive", "dead"));
+        }
         if let Some(state) = self.known().states.get(name.as_str()) {
             return Ok(state.clone());
         }
