@@ -24,7 +24,7 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
     // Several requests at once (a machine of a thousand units is emptied in a second, not in
     // a thousand round trips), reported in the order given; after a failure no new request
     // is sent, and what was destroyed before it is still said.
-    let results = delete_all(&client, &present);
+    let results = super::in_order::each(&present, |name| client.delete_unit(name), Result::is_err);
     for (name, result) in present.iter().zip(results) {
         match result {
             Some(Ok(_)) => writeln!(io.out, "Destroyed {name}")?,
@@ -36,38 +36,4 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
         }
     }
     Ok(0)
-}
-
-/// How many DELETE requests are under way at once.
-const CONCURRENT: usize = 8;
-
-/// Deletes `names`, [`CONCURRENT`] at a time; each one's result, `None` for those not tried
-/// because an earlier one failed.
-fn delete_all(
-    client: &fleet_api::client::Client,
-    names: &[&String],
-) -> Vec<Option<fleet_api::client::Result<bool>>> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::Mutex;
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<fleet_api::client::Result<bool>>>> =
-        Mutex::new((0..names.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..CONCURRENT.min(names.len()) {
-            scope.spawn(|| loop {
-                if failed.load(Ordering::Acquire) {
-                    return;
-                }
-                let at = next.fetch_add(1, Ordering::AcqRel);
-                let Some(name) = names.get(at) else { return };
-                let result = client.delete_unit(name);
-                if result.is_err() {
-                    failed.store(true, Ordering::Release);
-                }
-                results.lock().unwrap_or_else(|e| e.into_inner())[at] = Some(result);
-            });
-        }
-    });
-    results.into_inner().unwrap_or_else(|e| e.into_inner())
 }

@@ -165,11 +165,6 @@ pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) 
     Ok(0)
 }
 
-/// How many units are worked on at once (created, compared, set to their target state): a
-/// thousand unit files are submitted in a few seconds, not a thousand round trips after
-/// another.
-const CONCURRENT: usize = 8;
-
 /// One unit's step: what it printed, and where it got.
 struct Step {
     out: Vec<u8>,
@@ -185,8 +180,10 @@ enum Prepared {
     Failed,
 }
 
-/// [`prepare`] for every name, [`CONCURRENT`] at a time, in the order given; after a failure
-/// no further unit is begun (those under way finish), and the steps after it are left out.
+/// [`prepare`] for every name, several at a time (created, compared, set to their target
+/// state: a thousand unit files are submitted in seconds, not a thousand round trips after
+/// another), in the order given; after a failure no further unit is begun (those under way
+/// finish), and the steps after it are left out.
 fn prepare_all(
     client: &Client,
     names: &[String],
@@ -194,28 +191,11 @@ fn prepare_all(
     replace: bool,
     attempts: u32,
 ) -> Vec<Step> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::Mutex;
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let steps: Mutex<Vec<Option<Step>>> = Mutex::new((0..names.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..CONCURRENT.min(names.len()) {
-            scope.spawn(|| loop {
-                if failed.load(Ordering::Acquire) {
-                    return;
-                }
-                let at = next.fetch_add(1, Ordering::AcqRel);
-                let Some(arg) = names.get(at) else { return };
-                let step = prepare(client, arg, target, replace, attempts);
-                if matches!(step.outcome, Prepared::Failed) {
-                    failed.store(true, Ordering::Release);
-                }
-                steps.lock().unwrap_or_else(|e| e.into_inner())[at] = Some(step);
-            });
-        }
-    });
-    let steps = steps.into_inner().unwrap_or_else(|e| e.into_inner());
+    let steps = super::in_order::each(
+        names,
+        |arg| prepare(client, arg, target, replace, attempts),
+        |step| matches!(step.outcome, Prepared::Failed),
+    );
     let mut ordered = Vec::new();
     for step in steps {
         let Some(step) = step else { break };

@@ -5,6 +5,7 @@ pub mod destroy;
 pub mod fd_forward;
 pub mod flags;
 pub mod help;
+pub mod in_order;
 pub mod journal;
 pub mod lifecycle;
 pub mod list_machines;
