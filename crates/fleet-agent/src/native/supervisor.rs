@@ -132,6 +132,16 @@ struct Loaded {
     relations: Relations,
 }
 
+impl Loaded {
+    fn new(config: &SupervisorConfig, name: &UnitName, unit: UnitFile) -> Loaded {
+        Loaded {
+            relations: relations(config, name, &unit),
+            hash: unit.hash(),
+            unit,
+        }
+    }
+}
+
 /// How long a shim may take to write its first state.
 const SHIM_START: Duration = Duration::from_secs(10);
 /// The longest a stop is waited for: beyond every default stop timeout of a unit.
@@ -148,16 +158,8 @@ impl Supervisor {
             .map_err(|e| io("cannot read", &config.units_dir, e))?
             .into_iter()
             .map(|(name, unit)| {
-                let relations = relations(&config, &name, &unit);
-                let hash = unit.hash();
-                (
-                    name,
-                    Loaded {
-                        unit,
-                        hash,
-                        relations,
-                    },
-                )
+                let loaded = Loaded::new(&config, &name, unit);
+                (name, loaded)
             })
             .collect();
         // A unit is re-adopted only where its shim lives; what an earlier run left without
@@ -202,12 +204,7 @@ impl Supervisor {
     pub fn load(&self, name: &UnitName, unit: &UnitFile) -> Result<(), SupervisorError> {
         crate::manager::write_unit_file(&self.config.units_dir, name, unit)
             .map_err(|e| SupervisorError::Io(e.0))?;
-        let relations = relations(&self.config, name, unit);
-        let loaded = Loaded {
-            unit: unit.clone(),
-            hash: unit.hash(),
-            relations,
-        };
+        let loaded = Loaded::new(&self.config, name, unit.clone());
         self.loaded().insert(name.clone(), loaded);
         Ok(())
     }

@@ -32,9 +32,6 @@ pub trait Manager {
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
-    /// The unit's object, if systemd has one (loaded, or a stub for a unit it could not
-    /// find); `NoSuchUnit` otherwise. Never loads the unit.
-    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn link_unit_files(
         &self,
         files: &[&str],

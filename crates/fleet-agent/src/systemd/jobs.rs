@@ -17,8 +17,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// with room for systemd's own and other clients'.
 pub const MAX_JOBS: usize = 128;
 
-/// How long a start or stop waits for a free permit before it says so in the log (it goes on
-/// waiting: the jobs under way end when their units' timeouts say).
+/// How long a job waits for a free permit before it says so in the log. A start goes on
+/// waiting (the jobs under way end when their units' timeouts say); a stop goes ahead without
+/// one, since the jobs holding every permit may be starts that hang, which only a stop ends.
 const SLOW_QUEUE: Duration = Duration::from_secs(10);
 
 /// Jobs removed before their caller told which job it queued (the reply and the signal race
@@ -53,27 +54,42 @@ impl JobTracker {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A permit to queue one job, once fewer than [`MAX_JOBS`] are held.
-    pub async fn permit(&self, unit: &str) -> OwnedSemaphorePermit {
-        let permits = Arc::clone(&self.permits);
-        let acquire = permits.clone().acquire_owned();
+    /// A permit to queue a start, once fewer than [`MAX_JOBS`] are held.
+    pub async fn for_start(&self, unit: &str) -> Option<OwnedSemaphorePermit> {
+        self.permit(unit, None).await
+    }
+
+    /// A permit to queue a stop, or none after [`SLOW_QUEUE`]: the stop goes ahead anyway.
+    pub async fn for_stop(&self, unit: &str) -> Option<OwnedSemaphorePermit> {
+        self.permit(unit, Some(SLOW_QUEUE)).await
+    }
+
+    /// A permit once fewer than [`MAX_JOBS`] are held; `None` once `patience` has passed.
+    async fn permit(&self, unit: &str, patience: Option<Duration>) -> Option<OwnedSemaphorePermit> {
+        let acquire = Arc::clone(&self.permits).acquire_owned();
         tokio::pin!(acquire);
-        let permit = match tokio::time::timeout(SLOW_QUEUE, &mut acquire).await {
-            Ok(permit) => permit,
-            Err(_) => {
-                tracing::warn!(
-                    unit,
-                    jobs = MAX_JOBS,
-                    "systemd: fleetd's jobs fill the queue; waiting for one to end"
-                );
-                acquire.await
+        if let Ok(permit) = tokio::time::timeout(patience.unwrap_or(SLOW_QUEUE), &mut acquire).await
+        {
+            return permit.ok();
+        }
+        tracing::warn!(
+            unit,
+            jobs = MAX_JOBS,
+            "systemd: fleetd's jobs fill the queue; {}",
+            match patience {
+                Some(_) => "queueing the stop all the same",
+                None => "waiting for one to end",
             }
-        };
-        permit.expect("the semaphore is never closed")
+        );
+        match patience {
+            Some(_) => None,
+            None => acquire.await.ok(),
+        }
     }
 
     /// `job` was queued with `permit`, which is given back when systemd removes the job.
-    pub fn queued(&self, job: &str, permit: OwnedSemaphorePermit) {
+    pub fn queued(&self, job: &str, permit: Option<OwnedSemaphorePermit>) {
+        let Some(permit) = permit else { return };
         let mut state = self.state();
         if !state.removed.contains(job) {
             state.held.insert(job.to_owned(), permit);
@@ -101,7 +117,8 @@ impl JobTracker {
     }
 
     /// How many of fleetd's jobs systemd holds.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.state().held.len()
     }
 }
@@ -130,7 +147,7 @@ mod tests {
     #[tokio::test]
     async fn a_permit_comes_back_when_its_job_is_removed_whichever_comes_first() {
         let tracker = JobTracker::default();
-        let permit = tracker.permit("a.service").await;
+        let permit = tracker.for_start("a.service").await;
         tracker.queued("/job/1", permit);
         assert_eq!(tracker.permits.available_permits(), MAX_JOBS - 1);
         tracker.removed("/job/1");
@@ -138,7 +155,7 @@ mod tests {
 
         // The signal before the reply's caller: the permit is not kept.
         tracker.removed("/job/2");
-        let permit = tracker.permit("b.service").await;
+        let permit = tracker.for_start("b.service").await;
         tracker.queued("/job/2", permit);
         assert_eq!(tracker.held(), 0);
         assert_eq!(tracker.permits.available_permits(), MAX_JOBS);
@@ -154,13 +171,18 @@ mod tests {
     async fn no_more_than_the_bound_are_held() {
         let tracker = JobTracker::default();
         for n in 0..MAX_JOBS {
-            let permit = tracker.permit("u.service").await;
+            let permit = tracker.for_start("u.service").await;
             tracker.queued(&format!("/job/{n}"), permit);
         }
-        let more = tokio::time::timeout(Duration::from_millis(50), tracker.permit("u.service"));
+        let more = tokio::time::timeout(Duration::from_millis(50), tracker.for_start("u.service"));
         assert!(more.await.is_err(), "a permit beyond the bound");
+        // A stop is not held up for ever by starts that hang: after its patience, it goes
+        // ahead without a permit.
+        let stop = tracker.permit("u.service", Some(Duration::from_millis(50)));
+        let stop = tokio::time::timeout(Duration::from_secs(5), stop).await;
+        assert!(matches!(stop, Ok(None)), "the stop waited on");
         tracker.forget_all();
-        let more = tokio::time::timeout(Duration::from_millis(50), tracker.permit("u.service"));
-        assert!(more.await.is_ok());
+        let more = tokio::time::timeout(Duration::from_millis(50), tracker.for_start("u.service"));
+        assert!(more.await.is_ok_and(|p| p.is_some()));
     }
 }

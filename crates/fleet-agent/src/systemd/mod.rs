@@ -42,7 +42,8 @@ pub struct SystemdConfig {
     /// machine; `nsenter -t PID -a` for a systemd in another namespace (tests).
     pub command_prefix: Vec<String>,
     /// Where systemd's root is in fleetd's view: `/` on a machine; the sandbox's root when
-    /// fleetd runs outside it (tests). Links under `/run/systemd` are removed through it.
+    /// fleetd runs outside it (tests). Links under `/run/systemd` are made and removed
+    /// through it.
     pub root: PathBuf,
 }
 
@@ -298,7 +299,10 @@ impl SystemdManager {
     /// Queues a start or a stop of `name` (`StartUnit` or `StopUnit`, mode `replace`) once
     /// fleetd has fewer than [`jobs::MAX_JOBS`] jobs in systemd.
     async fn queue(&self, name: &UnitName, start: bool) -> zbus::Result<()> {
-        let permit = self.jobs.permit(name.as_str()).await;
+        let permit = match start {
+            true => self.jobs.for_start(name.as_str()).await,
+            false => self.jobs.for_stop(name.as_str()).await,
+        };
         let job = match start {
             true => self.bus().start_unit(name.as_str(), "replace").await?,
             false => self.bus().stop_unit(name.as_str(), "replace").await?,
@@ -592,7 +596,7 @@ impl UnitManager for SystemdManager {
                 .await
                 .map_err(|e| bus_error(&format!("LinkUnitFiles {name}"), e))?;
         }
-        let installed = unit.options().iter().any(|o| o.section == "Install");
+        let installed = unit.has_section("Install");
         if installed {
             if let Err(e) = self
                 .bus()
@@ -607,7 +611,9 @@ impl UnitManager for SystemdManager {
         // for; only an object it holds already (an earlier copy, or a stub left by a
         // dependency) and the targets an `[Install]` section adds to need a `Reload`, which
         // takes systemd a second with a thousand units and holds up every other call.
-        let reload = installed || self.systemd_holds(name).await;
+        // Asked also for an `[Install]` unit: a copy loaded after it must see it held.
+        let held = self.systemd_holds(name).await;
+        let reload = installed || held;
         let mut known = self.known();
         known.loaded.insert(name.clone(), unit.hash());
         match reload {
@@ -638,7 +644,7 @@ impl UnitManager for SystemdManager {
         // unit, its file gone, is garbage-collected by systemd, and a later copy under the
         // same name is loaded with one.
         let installed = match UnitFile::parse(std::fs::read(&path).unwrap_or_default()) {
-            Ok(unit) => unit.options().iter().any(|o| o.section == "Install"),
+            Ok(unit) => unit.has_section("Install"),
             Err(_) => true,
         };
         if installed || !self.remove_link(name) {

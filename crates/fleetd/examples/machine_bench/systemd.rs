@@ -260,7 +260,7 @@ fn systemd_itself(sandbox: &SystemdSandbox, units: usize) -> Duration {
             async move {
                 let exec = vec![(program, vec![program, arg], false)];
                 let properties = [("ExecStart", zbus::Variant::from(exec))];
-                let permit = jobs.permit(name).await;
+                let permit = jobs.for_start(name).await;
                 let job = systemd
                     .start_transient_unit(name, "fail", &properties, &[])
                     .await
