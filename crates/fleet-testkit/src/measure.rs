@@ -54,8 +54,17 @@ pub fn cpu_seconds(stat: &Path) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// The live processes (zombies left out) whose command line starts with `command`'s words
-/// (space-separated): how tests and benchmarks count a unit's processes from outside.
+/// Whether `pid` is a live process (not gone, not a zombie awaiting its parent).
+pub fn is_live(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// The live processes whose command line starts with `command`'s words (space-separated):
+/// how tests and benchmarks count a unit's processes from outside.
 pub fn processes_running(command: &str) -> std::collections::BTreeSet<u32> {
     let wanted: Vec<u8> = command.replace(' ', "\0").into_bytes();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -65,12 +74,8 @@ pub fn processes_running(command: &str) -> std::collections::BTreeSet<u32> {
         .flatten()
         .filter_map(|entry| {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let zombie = stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            (!zombie && cmdline.starts_with(&wanted)).then_some(pid)
+            (cmdline.starts_with(&wanted) && is_live(pid)).then_some(pid)
         })
         .collect()
 }

@@ -190,10 +190,12 @@ impl SystemdSandbox {
         let write = |path: PathBuf, text: &str| {
             std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
         };
-        // A copy in the shared directory: the binary's own path may be under the host's
-        // /tmp, which the sandbox does not see.
+        // In the shared directory (a hard link where it can be, else a copy): the binary's
+        // own path may be under the host's /tmp, which the sandbox does not see.
         let copy = self.shared_dir().join("fleetd");
-        std::fs::copy(fleetd, &copy).map_err(|e| format!("{}: {e}", fleetd.display()))?;
+        std::fs::hard_link(fleetd, &copy)
+            .or_else(|_| std::fs::copy(fleetd, &copy).map(drop))
+            .map_err(|e| format!("{}: {e}", fleetd.display()))?;
         let fleetd = copy.as_path();
         write(units.join("fleet.service"), SERVICE)?;
         write(units.join("fleet.socket"), SOCKET)?;

@@ -4,6 +4,7 @@
 
 mod common;
 use common::{eventually, holds, signal_and_wait, stop, Daemon};
+use fleet_testkit::measure::is_live;
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -887,20 +888,9 @@ fn a_unit_whose_processes_died_runs_again_with_one_process() {
         .status();
     assert!(killed.unwrap().success());
     let (newest, newest_shim) = running_anew(&socket, &run, new);
-    assert!(!alive(new), "the process the killed shim left was ended");
+    assert!(!is_live(new), "the process the killed shim left was ended");
     assert_eq!(descendants_of(newest_shim), vec![newest]);
     stop(&mut second, "-TERM");
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .trim_start()
-            .starts_with('Z')
-    })
 }
 
 /// Waits until hello.service runs, reported so, with a main process other than `old`; that

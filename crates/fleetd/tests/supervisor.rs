@@ -1,6 +1,7 @@
 //! The native supervisor with real shims: units load, start, report and stop, and a
 //! supervisor killed with SIGKILL leaves its units running for the next one to find.
 
+use fleet_testkit::measure::is_live;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -384,14 +385,6 @@ fn sigkill(pid: u32) {
     assert!(killed.unwrap().success(), "kill -9 {pid}");
 }
 
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-    })
-}
-
 /// Waits (bounded) until the unit's state is `(active, sub)`; the state then.
 async fn wait_state(
     supervisor: &Supervisor,
@@ -432,7 +425,7 @@ async fn a_killed_shim_fails_its_unit_and_ends_what_it_left_running() {
         "{reason}"
     );
     assert!(
-        !alive(main),
+        !is_live(main),
         "the unit's process was ended, not left unmanaged"
     );
     assert_eq!(
@@ -447,9 +440,9 @@ async fn a_killed_shim_fails_its_unit_and_ends_what_it_left_running() {
     supervisor.start(&unit).await.unwrap();
     let again = wait_state(&supervisor, &unit, ("active", "running")).await;
     let new_main = again.status.unwrap().main_pid.unwrap();
-    assert!(alive(new_main) && new_main != main);
+    assert!(is_live(new_main) && new_main != main);
     supervisor.stop(&unit).await.unwrap();
-    assert!(!alive(new_main));
+    assert!(!is_live(new_main));
 }
 
 #[tokio::test]
