@@ -70,6 +70,12 @@ impl Machine {
     }
 }
 
+/// A property of a unit as systemd itself has it (`systemctl show -P`), e.g. `MainPID`.
+fn property(sandbox: &SystemdSandbox, unit: &str, property: &str) -> String {
+    let value = sandbox.systemctl(&["show", "-P", property, unit]);
+    value.unwrap().trim().to_owned()
+}
+
 fn config(sandbox: &SystemdSandbox) -> SystemdConfig {
     SystemdConfig {
         address: Some(sandbox.bus_address()),
@@ -164,13 +170,11 @@ async fn a_new_copy_under_the_same_name_runs_its_own_text() {
     machine.manager.start(&name).await.unwrap();
     machine.until_state(&name, "active", "running").await;
     machine.until_logged(&name, "copy 2").await;
-    let description = |machine: &Machine| {
-        machine
-            .sandbox
-            .systemctl(&["show", "-P", "Description", "copy.service"])
-            .unwrap()
-    };
-    assert_eq!(description(&machine).trim(), "Copy 2");
+
+    assert_eq!(
+        property(&machine.sandbox, "copy.service", "Description"),
+        "Copy 2"
+    );
 
     // Loaded over while it runs, then restarted, as a --replace does.
     machine.load("copy.service", &copy(3)).await;
@@ -178,7 +182,10 @@ async fn a_new_copy_under_the_same_name_runs_its_own_text() {
     machine.manager.start(&name).await.unwrap();
     machine.until_state(&name, "active", "running").await;
     machine.until_logged(&name, "copy 3").await;
-    assert_eq!(description(&machine).trim(), "Copy 3");
+    assert_eq!(
+        property(&machine.sandbox, "copy.service", "Description"),
+        "Copy 3"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,10 +245,7 @@ async fn a_new_manager_finds_what_the_last_loaded_and_leaves_it_running() {
     let name = machine.load("keep.service", SLEEPER).await;
     machine.manager.start(&name).await.unwrap();
     machine.until_state(&name, "active", "running").await;
-    let pid = machine
-        .sandbox
-        .systemctl(&["show", "-p", "MainPID", "--value", "keep.service"])
-        .unwrap();
+    let pid = property(&machine.sandbox, "keep.service", "MainPID");
     let hashes = machine.manager.loaded().await.unwrap();
     drop(machine.manager);
 
@@ -254,10 +258,7 @@ async fn a_new_manager_finds_what_the_last_loaded_and_leaves_it_running() {
         (state.active.as_str(), state.sub.as_str()),
         ("active", "running")
     );
-    let pid_after = machine
-        .sandbox
-        .systemctl(&["show", "-p", "MainPID", "--value", "keep.service"])
-        .unwrap();
+    let pid_after = property(&machine.sandbox, "keep.service", "MainPID");
     assert_eq!(pid, pid_after, "restarted");
     // A unit fleetd did not load is never listed, whatever systemd runs.
     assert!(!again
@@ -296,12 +297,7 @@ async fn a_systemd_reexec_restarts_nothing_and_keeps_states_current() {
     let name = machine.load("steady.service", SLEEPER).await;
     machine.manager.start(&name).await.unwrap();
     machine.until_state(&name, "active", "running").await;
-    let main_pid = || {
-        machine
-            .sandbox
-            .systemctl(&["show", "-p", "MainPID", "--value", "steady.service"])
-            .unwrap()
-    };
+    let main_pid = || property(&machine.sandbox, "steady.service", "MainPID");
     let before = main_pid();
     // systemd re-executes itself: it leaves the bus and takes its name again (its
     // subscribers survive a re-exec; those of a systemd that dbus-daemon disconnected do not,
@@ -330,10 +326,7 @@ async fn a_lost_bus_connection_is_made_again_and_restarts_nothing() {
     let name = machine.load("steady.service", SLEEPER).await;
     machine.manager.start(&name).await.unwrap();
     machine.until_state(&name, "active", "running").await;
-    let pid = machine
-        .sandbox
-        .systemctl(&["show", "-P", "MainPID", "steady.service"])
-        .unwrap();
+    let pid = property(&machine.sandbox, "steady.service", "MainPID");
 
     machine
         .sandbox
@@ -348,10 +341,7 @@ async fn a_lost_bus_connection_is_made_again_and_restarts_nothing() {
     }
     machine.until_state(&probe, "active", "running").await;
     // ...the unit that ran before runs on, the same process...
-    let now = machine
-        .sandbox
-        .systemctl(&["show", "-P", "MainPID", "steady.service"])
-        .unwrap();
+    let now = property(&machine.sandbox, "steady.service", "MainPID");
     assert_eq!(now, pid, "steady.service was restarted");
     // ...and signals come on it: a stop behind fleetd's back is seen.
     machine
