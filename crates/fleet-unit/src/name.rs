@@ -116,6 +116,13 @@ fn is_name_char(c: char) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UnitName(String);
 
+/// Tables keyed by unit name can be asked with a `&str`: the order is the string's.
+impl std::borrow::Borrow<str> for UnitName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl UnitName {
     pub fn new(name: impl Into<String>) -> Result<UnitName, NameError> {
         let name = name.into();

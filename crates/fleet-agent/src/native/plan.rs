@@ -6,11 +6,55 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::service::Relations;
 
-/// What the planner knows of one loaded unit.
+/// The loaded units as the planner sees them. Every start plans over all of them (units
+/// installed into the target, conflicts named by others), so a plan borrows the relations
+/// and asks whether a unit is active only of the units it needs to know it of: a thousand
+/// starts must not copy a thousand units' relations each.
+pub trait Graph {
+    /// The relations of a loaded unit; `None` when no such unit is loaded.
+    fn relations(&self, name: &str) -> Option<&Relations>;
+    /// Whether a loaded unit is active (or on its way).
+    fn active(&self, name: &str) -> bool;
+    /// Every loaded unit with its relations.
+    fn each(&self) -> Box<dyn Iterator<Item = (&str, &Relations)> + '_>;
+}
+
+/// What the planner knows of one loaded unit, for a graph held in a table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Node {
     pub relations: Relations,
     pub active: bool,
+}
+
+impl Graph for BTreeMap<String, Node> {
+    fn relations(&self, name: &str) -> Option<&Relations> {
+        self.get(name).map(|n| &n.relations)
+    }
+
+    fn active(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|n| n.active)
+    }
+
+    fn each(&self) -> Box<dyn Iterator<Item = (&str, &Relations)> + '_> {
+        Box::new(self.iter().map(|(name, n)| (name.as_str(), &n.relations)))
+    }
+}
+
+/// The relations of a unit the plan already knows is loaded.
+fn relations_of<'a>(units: &'a (impl Graph + ?Sized), name: &str) -> &'a Relations {
+    static NONE: Relations = Relations {
+        requires: Vec::new(),
+        requisite: Vec::new(),
+        wants: Vec::new(),
+        binds_to: Vec::new(),
+        part_of: Vec::new(),
+        conflicts: Vec::new(),
+        after: Vec::new(),
+        before: Vec::new(),
+        wanted_by: Vec::new(),
+        required_by: Vec::new(),
+    };
+    units.relations(name).unwrap_or(&NONE)
 }
 
 /// A start: first stop `stop` (conflicting units), then start `start` in that order.
@@ -24,8 +68,8 @@ pub struct StartPlan {
 }
 
 /// Plans starting `target`. Errors are systemd's words for why nothing starts.
-pub fn start_plan(units: &BTreeMap<String, Node>, target: &str) -> Result<StartPlan, String> {
-    let node = |name: &str| units.get(name);
+pub fn start_plan(units: &(impl Graph + ?Sized), target: &str) -> Result<StartPlan, String> {
+    let node = |name: &str| units.relations(name);
     if node(target).is_none() {
         return Err(format!("Unit {target} not found."));
     }
@@ -37,7 +81,7 @@ pub fn start_plan(units: &BTreeMap<String, Node>, target: &str) -> Result<StartP
         if !set.insert(name.clone()) {
             continue;
         }
-        let relations = &units[&name].relations;
+        let relations = relations_of(units, &name);
         for required in relations.requires.iter().chain(&relations.binds_to) {
             if node(required).is_none() {
                 return Err(format!("Unit {required} not found."));
@@ -45,10 +89,11 @@ pub fn start_plan(units: &BTreeMap<String, Node>, target: &str) -> Result<StartP
             queue.push(required.clone());
         }
         for requisite in &relations.requisite {
-            match node(requisite) {
-                None => return Err(format!("Unit {requisite} not found.")),
-                Some(n) if !n.active => return Err(format!("Unit {requisite} is not active.")),
-                Some(_) => {}
+            if node(requisite).is_none() {
+                return Err(format!("Unit {requisite} not found."));
+            }
+            if !units.active(requisite) {
+                return Err(format!("Unit {requisite} is not active."));
             }
         }
         queue.extend(
@@ -58,17 +103,16 @@ pub fn start_plan(units: &BTreeMap<String, Node>, target: &str) -> Result<StartP
                 .filter(|w| node(w).is_some())
                 .cloned(),
         );
-        for (other, n) in units {
-            let installed = &n.relations;
+        for (other, installed) in units.each() {
             if installed.wanted_by.contains(&name) || installed.required_by.contains(&name) {
-                queue.push(other.clone());
+                queue.push(other.to_owned());
             }
         }
     }
     // Conflicts= works both ways.
     let mut stop = BTreeSet::new();
     for name in &set {
-        for other in &units[name].relations.conflicts {
+        for other in &relations_of(units, name).conflicts {
             if set.contains(other) {
                 return Err(format!(
                     "Units {name} and {other} conflict and were both to start."
@@ -76,20 +120,20 @@ pub fn start_plan(units: &BTreeMap<String, Node>, target: &str) -> Result<StartP
             }
             stop.insert(other.clone());
         }
-        for (other, n) in units {
-            if n.relations.conflicts.contains(name) && !set.contains(other) {
-                stop.insert(other.clone());
+        for (other, relations) in units.each() {
+            if relations.conflicts.contains(name) && !set.contains(other) {
+                stop.insert(other.to_owned());
             }
         }
     }
     let stop = stop
         .into_iter()
-        .filter(|name| node(name).is_some_and(|n| n.active))
+        .filter(|name| node(name).is_some() && units.active(name))
         .collect();
     let start = order(units, &set);
     let mut needs = BTreeMap::new();
     for name in &start {
-        let relations = &units[name].relations;
+        let relations = relations_of(units, name);
         let needed: Vec<String> = relations
             .requires
             .iter()
@@ -106,21 +150,20 @@ pub fn start_plan(units: &BTreeMap<String, Node>, target: &str) -> Result<StartP
 
 /// Plans stopping `target`: it and every active unit that requires it, is bound to it or is
 /// part of it, transitively; those ordered after it stop first.
-pub fn stop_plan(units: &BTreeMap<String, Node>, target: &str) -> Vec<String> {
+pub fn stop_plan(units: &(impl Graph + ?Sized), target: &str) -> Vec<String> {
     let mut set = BTreeSet::new();
     let mut queue = vec![target.to_owned()];
     while let Some(name) = queue.pop() {
         if !set.insert(name.clone()) {
             continue;
         }
-        for (other, n) in units {
-            let r = &n.relations;
-            if n.active
-                && (r.requires.contains(&name)
-                    || r.binds_to.contains(&name)
-                    || r.part_of.contains(&name))
+        for (other, r) in units.each() {
+            if (r.requires.contains(&name)
+                || r.binds_to.contains(&name)
+                || r.part_of.contains(&name))
+                && units.active(other)
             {
-                queue.push(other.clone());
+                queue.push(other.to_owned());
             }
         }
     }
@@ -130,35 +173,35 @@ pub fn stop_plan(units: &BTreeMap<String, Node>, target: &str) -> Vec<String> {
 }
 
 /// Active units bound (`BindsTo=`) to a unit that is not active: they must stop.
-pub fn unbound(units: &BTreeMap<String, Node>) -> Vec<String> {
+pub fn unbound(units: &(impl Graph + ?Sized)) -> Vec<String> {
     units
-        .iter()
-        .filter(|(_, n)| {
-            n.active
-                && n.relations
-                    .binds_to
-                    .iter()
-                    .any(|b| !units.get(b).is_some_and(|bound| bound.active))
+        .each()
+        .filter(|(name, relations)| {
+            relations
+                .binds_to
+                .iter()
+                .any(|b| units.relations(b).is_none() || !units.active(b))
+                && units.active(name)
         })
-        .map(|(name, _)| name.clone())
+        .map(|(name, _)| name.to_owned())
         .collect()
 }
 
 /// Whether `first` is ordered before `second` (`second` After= `first`, or `first` Before=
 /// `second`).
-fn before(units: &BTreeMap<String, Node>, first: &str, second: &str) -> bool {
+fn before(units: &(impl Graph + ?Sized), first: &str, second: &str) -> bool {
     let after = units
-        .get(second)
-        .is_some_and(|n| n.relations.after.iter().any(|a| a == first));
+        .relations(second)
+        .is_some_and(|r| r.after.iter().any(|a| a == first));
     let before = units
-        .get(first)
-        .is_some_and(|n| n.relations.before.iter().any(|b| b == second));
+        .relations(first)
+        .is_some_and(|r| r.before.iter().any(|b| b == second));
     after || before
 }
 
 /// The units of `set` in start order: After=/Before= respected, otherwise by name. A cycle
 /// is broken at the smallest name, so every unit still appears once.
-fn order(units: &BTreeMap<String, Node>, set: &BTreeSet<String>) -> Vec<String> {
+fn order(units: &(impl Graph + ?Sized), set: &BTreeSet<String>) -> Vec<String> {
     let mut remaining: BTreeSet<String> = set.clone();
     let mut ordered = Vec::with_capacity(set.len());
     while !remaining.is_empty() {

@@ -16,13 +16,13 @@ use tokio::process::Command;
 use super::log::rfc3339;
 use crate::manager::units_in;
 
-use super::plan::{start_plan, stop_plan, unbound, Node};
+use super::plan::{start_plan, stop_plan, unbound, Graph};
 use super::process::{session_members, signal_each};
 use super::service::{Relations, Service};
 use super::shim::{connect, read_state, write_state, ShimSpec, PID, SOCKET, SPEC, STATE};
 use super::specifiers::SpecifierContext;
 use super::status::{RunResult, SubState, UnitStatus};
-use super::watchers::ShimWatchers;
+use super::watchers::{Lookup, ShimWatchers};
 
 /// Where a supervisor keeps things and what its units are told about the machine.
 #[derive(Debug, Clone)]
@@ -142,6 +142,43 @@ impl Loaded {
     }
 }
 
+/// The loaded units as the planner sees them.
+struct LoadedUnits<'a> {
+    loaded: &'a BTreeMap<UnitName, Loaded>,
+    starting: &'a BTreeMap<UnitName, usize>,
+    supervisor: &'a Supervisor,
+    /// Every live shim is watched: a unit without a watcher is not active.
+    watching: bool,
+}
+
+impl Graph for LoadedUnits<'_> {
+    fn relations(&self, name: &str) -> Option<&Relations> {
+        self.loaded.get(name).map(|loaded| &loaded.relations)
+    }
+
+    /// A watched shim's last word costs nothing; only units without one (not running, as a
+    /// rule) are looked up on disk, and only before every shim is watched.
+    fn active(&self, name: &str) -> bool {
+        let Some((name, _)) = self.loaded.get_key_value(name) else {
+            return false;
+        };
+        self.starting.contains_key(name)
+            || match self.supervisor.watchers.is_live(name) {
+                Some(live) => live,
+                None if self.watching => false,
+                None => is_active(&self.supervisor.run_dir(name)),
+            }
+    }
+
+    fn each(&self) -> Box<dyn Iterator<Item = (&str, &Relations)> + '_> {
+        Box::new(
+            self.loaded
+                .iter()
+                .map(|(name, loaded)| (name.as_str(), &loaded.relations)),
+        )
+    }
+}
+
 /// How long a shim may take to write its first state.
 const SHIM_START: Duration = Duration::from_secs(10);
 /// The longest a stop is waited for: beyond every default stop timeout of a unit.
@@ -219,6 +256,7 @@ impl Supervisor {
             Err(e) => return Err(io("cannot remove", &path, e)),
         }
         self.loaded().remove(name);
+        self.watchers.remove(name);
         Ok(())
     }
 
@@ -242,7 +280,9 @@ impl Supervisor {
         if !self.loaded().contains_key(name) {
             return Err(SupervisorError::NotLoaded(name.to_string()));
         }
-        let plan = start_plan(&self.nodes(), name.as_str()).map_err(SupervisorError::Refused)?;
+        let plan = self
+            .plan(|units| start_plan(units, name.as_str()))
+            .map_err(SupervisorError::Refused)?;
         let units = plan
             .start
             .iter()
@@ -276,7 +316,7 @@ impl Supervisor {
 
     /// Stops a unit and every active unit that requires it, is bound to it or is part of it.
     pub async fn stop(&self, name: &UnitName) -> Result<(), SupervisorError> {
-        for unit in stop_plan(&self.nodes(), name.as_str()) {
+        for unit in self.plan(|units| stop_plan(units, name.as_str())) {
             self.stop_one(&unit_name(&unit)?).await?;
         }
         Ok(())
@@ -285,7 +325,7 @@ impl Supervisor {
     /// Stops the active units bound (BindsTo=) to a unit that is no longer active, as systemd
     /// does when the bound-to unit stops or fails. Call it when states change.
     pub async fn enforce_bindings(&self) -> Result<(), SupervisorError> {
-        for unit in unbound(&self.nodes()) {
+        for unit in self.plan(|units| unbound(units)) {
             self.stop_one(&unit_name(&unit)?).await?;
         }
         Ok(())
@@ -314,7 +354,7 @@ impl Supervisor {
         for name in self.loaded_units() {
             let dir = self.run_dir(&name);
             if let Some(shim) = shim_pid(&dir) {
-                self.watchers.watch(&name, dir, shim);
+                self.watchers.watch(&name, dir, shim, None);
                 // Its watcher is in the table from now on, before its first status line.
                 watched_all &= self.watchers.is_live(&name).is_some();
             }
@@ -324,34 +364,17 @@ impl Supervisor {
         self.watchers.subscribe()
     }
 
-    /// What the planner needs: every loaded unit's relations, and whether it is active.
-    fn nodes(&self) -> BTreeMap<String, Node> {
-        let relations: Vec<(UnitName, Relations)> = self
-            .loaded()
-            .iter()
-            .map(|(name, loaded)| (name.clone(), loaded.relations.clone()))
-            .collect();
-        let starting = self
-            .starting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let watching = self.watching.load(std::sync::atomic::Ordering::Acquire);
-        relations
-            .into_iter()
-            .map(|(name, relations)| {
-                // A watched shim's last word costs nothing; only units without one (not
-                // running, as a rule) are looked up on disk. Every start asks this of every
-                // loaded unit.
-                let active = starting.contains_key(&name)
-                    || match self.watchers.is_live(&name) {
-                        Some(live) => live,
-                        None if watching => false,
-                        None => is_active(&self.run_dir(&name)),
-                    };
-                (name.to_string(), Node { relations, active })
-            })
-            .collect()
+    /// Runs `planner` over the loaded units (under the table's lock: planners are quick and
+    /// never wait).
+    fn plan<T>(&self, planner: impl FnOnce(&LoadedUnits<'_>) -> T) -> T {
+        let loaded = self.loaded();
+        let starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        planner(&LoadedUnits {
+            loaded: &loaded,
+            starting: &starting,
+            supervisor: self,
+            watching: self.watching.load(std::sync::atomic::Ordering::Acquire),
+        })
     }
 
     /// Waits (bounded) until a starting unit has come up or given up; whether it is active.
@@ -392,7 +415,11 @@ impl Supervisor {
             restarts: 0,
             since: rfc3339(SystemTime::now()),
         };
-        write_state(&dir.join(STATE), &status).map_err(|e| io("cannot write", &dir, e))
+        self.watchers.invalidate(name);
+        let written =
+            write_state(&dir.join(STATE), &status).map_err(|e| io("cannot write", &dir, e));
+        self.watchers.invalidate(name);
+        written
     }
 
     /// The lock on `name`'s shim.
@@ -407,6 +434,15 @@ impl Supervisor {
     async fn start_one(&self, name: &UnitName) -> Result<(), SupervisorError> {
         let lock = self.shim_lock(name);
         let _held = lock.lock().await;
+        let started = self.spawn_shim(name).await;
+        if started.is_err() {
+            self.watchers.invalidate(name);
+        }
+        started
+    }
+
+    /// [`Supervisor::start_one`] under the unit's shim lock.
+    async fn spawn_shim(&self, name: &UnitName) -> Result<(), SupervisorError> {
         let unit = self
             .loaded()
             .get(name)
@@ -418,6 +454,8 @@ impl Supervisor {
         }
         // What a killed shim left running goes first: never two copies of a unit.
         self.settle_orphan(name, &dir).await;
+        self.watchers
+            .starting(name, read_state(&dir).ok().flatten());
         // A shim that has written its final state is about to exit: let it, then start anew.
         let deadline = Instant::now() + SHIM_START;
         while shim_pid(&dir).is_some() {
@@ -468,15 +506,15 @@ impl Supervisor {
                 let _ = tokio::io::AsyncReadExt::read(&mut pipe, &mut byte).await;
             }
         };
-        if tokio::time::timeout(SHIM_START, report).await.is_err()
-            || read_state(&dir).ok().flatten().is_none()
-        {
+        let reported = tokio::time::timeout(SHIM_START, report).await.is_ok();
+        let first = read_state(&dir).ok().flatten();
+        if !reported || first.is_none() {
             return Err(SupervisorError::Io(format!(
                 "the shim of {name} did not report within {SHIM_START:?}"
             )));
         }
         if let Some(shim) = shim {
-            self.watchers.watch(name, dir, shim);
+            self.watchers.watch(name, dir, shim, first);
         }
         Ok(())
     }
@@ -518,17 +556,23 @@ impl Supervisor {
         Ok(())
     }
 
-    /// What the machine knows of a unit.
+    /// What the machine knows of a unit: a watched shim's last word, or what its run
+    /// directory said when last read (read again only after something happened to it).
     pub async fn state(&self, name: &UnitName) -> UnitState {
-        let load = if self.loaded().contains_key(name) {
-            "loaded"
-        } else {
-            "not-found"
-        };
+        let is_loaded = self.loaded().contains_key(name);
+        let load = if is_loaded { "loaded" } else { "not-found" };
         let dir = self.run_dir(name);
-        let status = match self.watchers.status(name) {
-            Some(status) => Some(status),
-            None => self.observed_status(name, &dir).await,
+        let status = match is_loaded.then(|| self.watchers.lookup(name)) {
+            Some(Lookup::Watched(Some(status))) => Some(status),
+            Some(Lookup::Settled(status)) => status,
+            Some(Lookup::Unknown(epoch)) if shim_pid(&dir).is_none() => {
+                let status = self.observed_status(name, &dir).await;
+                self.watchers.settle(name, epoch, status.clone());
+                status
+            }
+            Some(Lookup::Watched(None) | Lookup::Unknown(_)) | None => {
+                self.observed_status(name, &dir).await
+            }
         };
         let sub = status.as_ref().map_or(SubState::Dead, |s| s.sub);
         UnitState {
@@ -572,6 +616,7 @@ impl Supervisor {
             tokio::task::spawn_blocking(move || mark_lost(&lost_name, &lost_dir, status, &reason))
                 .await
                 .ok()?;
+        self.watchers.invalidate(name);
         self.lost
             .lock()
             .unwrap_or_else(|e| e.into_inner())
