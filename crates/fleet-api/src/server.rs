@@ -447,18 +447,23 @@ async fn unit_view(
     Ok(Some(unit))
 }
 
-/// fleet's currentState: inactive until placed; loaded once placed; launched once the machine's
-/// agent has started the current version of it (whatever became of it since: failed, exited).
+/// fleet's currentState (`determineJobState`): inactive until placed and reported by the
+/// machine it is placed on; loaded once that machine's agent reports it (it has loaded it, or
+/// says why it could not); launched once the agent has started the current version of it
+/// (whatever became of it since: failed, exited).
 fn current_state(snapshot: &Listed, name: &UnitName, hash: &UnitHash) -> JobState {
     let Some(machine) = snapshot.placed_on(name).next() else {
         return JobState::Inactive;
     };
     let placed = &snapshot.schedule[machine][name];
-    let launched = snapshot
+    let Some(reported) = snapshot
         .states
         .get(machine)
         .and_then(|states| states.get(name))
-        .is_some_and(|s| s.hash.as_ref() == Some(hash) && s.launched);
+    else {
+        return JobState::Inactive;
+    };
+    let launched = reported.hash.as_ref() == Some(hash) && reported.launched;
     match placed.desired == JobState::Launched && launched {
         true => JobState::Launched,
         false => JobState::Loaded,
