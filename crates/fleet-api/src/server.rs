@@ -1031,4 +1031,60 @@ mod tests {
         let cached = state.units.lock().await.len();
         assert!(cached <= 2 + 64, "one unit in use, {cached} files cached");
     }
+    /// currentState of a unit placed on a machine with `desired`, given what that machine
+    /// reported of it: nothing, or (the same version?, started by the agent?).
+    fn check(desired: JobState, reported: Option<(bool, bool)>, expected: JobState) {
+        use fleet_registry::records::{JobRecord, StateRecord};
+        let name = UnitName::new("a.service").unwrap();
+        let unit = UnitFile::parse("[Service]\nExecStart=/bin/true\n").unwrap();
+        let other = UnitFile::parse("[Service]\nExecStart=/bin/false\n").unwrap();
+        let machine = MachineId::new("0123456789abcdef0123456789abcdef").unwrap();
+        let mut snapshot = Snapshot::default();
+        let record = JobRecord {
+            hash: unit.hash(),
+            desired,
+        };
+        snapshot.jobs.insert(name.clone(), record.clone());
+        snapshot
+            .schedule
+            .entry(machine.clone())
+            .or_default()
+            .insert(name.clone(), record);
+        if let Some((same, launched)) = reported {
+            let hash = if same { unit.hash() } else { other.hash() };
+            let state = StateRecord {
+                hash: Some(hash),
+                load: "loaded".into(),
+                active: "active".into(),
+                sub: "running".into(),
+                launched,
+            };
+            snapshot
+                .states
+                .entry(machine)
+                .or_default()
+                .insert(name.clone(), state);
+        }
+        let listed = Listed::new(snapshot);
+        assert_eq!(
+            current_state(&listed, &name, &unit.hash()),
+            expected,
+            "{desired:?} reported {reported:?}"
+        );
+    }
+
+    #[test]
+    fn current_state_is_what_the_units_machine_reported() {
+        use JobState::*;
+        // Placed, but its machine has said nothing of it yet (fleet's determineJobState).
+        check(Launched, None, Inactive);
+        check(Loaded, None, Inactive);
+        check(Loaded, Some((true, false)), Loaded);
+        check(Launched, Some((true, false)), Loaded);
+        check(Launched, Some((true, true)), Launched);
+        // Started, but an older version: the new one is not launched yet.
+        check(Launched, Some((false, true)), Loaded);
+        // Wanted loaded again: the agent has yet to stop it.
+        check(Loaded, Some((true, true)), Loaded);
+    }
 }
