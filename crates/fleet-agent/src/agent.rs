@@ -174,12 +174,7 @@ async fn follow(
         // until then the machine ID may be another live fleetd's, whose units these are.
         if dirty && lease.borrow().lease.is_some() {
             match agent.reconcile(view.snapshot()).await {
-                Ok(()) => {
-                    dirty = false;
-                    // What the round did is reported with the state changes that follow it:
-                    // a report is a look at every unit, and each one a registry revision.
-                    report_at.get_or_insert_with(|| tokio::time::Instant::now() + REPORT_DELAY);
-                }
+                Ok(()) => dirty = false,
                 Err(error) => tracing::warn!(%error, "agent: reconcile failed; retrying"),
             }
         }
@@ -370,9 +365,9 @@ impl Agent {
     }
 
     /// Issues the jobs that make the machine match `snapshot` (loads of new units first, at
-    /// once and concurrently, so that the starts that follow see every unit); the loop then
-    /// reports the states within `REPORT_DELAY`. Units with a job under way are left to it:
-    /// the job's end brings another round.
+    /// once and concurrently, so that the starts that follow see every unit), then publishes
+    /// the states. Units with a job under way are left to it: the job's end brings another
+    /// round.
     async fn reconcile(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         for name in self.fence.fenced() {
             self.started.remove(&name);
@@ -460,7 +455,7 @@ impl Agent {
         self.fence.set_candidates(candidates);
         self.issue(work, &desired);
         self.started.save();
-        Ok(())
+        self.publish_states().await.map_err(|e| e.to_string())
     }
 
     /// Spawns a job for every unit in `work` that has none under way; a start waits for the

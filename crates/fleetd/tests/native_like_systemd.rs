@@ -56,11 +56,21 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "stoppost.service",
-        // systemd also sets $SERVICE_RESULT, $EXIT_CODE and $EXIT_STATUS here; the native
-        // supervisor does not yet (docs/compatibility.md).
-        unit: "[Service]\nExecStart=/bin/true\nExecStopPost=/bin/sh -c 'echo after > OUT'\n",
+        unit: "[Service]\nExecStart=/bin/true\nExecStopPost=/bin/sh -c 'echo \"$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS\" > OUT'\n",
         settles: ("inactive", "dead"),
-        writes: "after\n",
+        writes: "success exited 0\n",
+    },
+    Case {
+        name: "stoppost-failed.service",
+        unit: "[Service]\nExecStart=/bin/sh -c 'exit 3'\nExecStopPost=/bin/sh -c 'echo \"$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS\" > OUT'\n",
+        settles: ("failed", "failed"),
+        writes: "exit-code exited 3\n",
+    },
+    Case {
+        name: "stoppost-killed.service",
+        unit: "[Service]\nExecStart=/bin/sh -c 'kill -9 $$$$'\nExecStopPost=/bin/sh -c 'echo \"$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS\" > OUT'\n",
+        settles: ("failed", "failed"),
+        writes: "signal killed KILL\n",
     },
 ];
 

@@ -144,7 +144,8 @@ impl Runner {
             },
             Err(failure) => failure_parts(failure),
         };
-        if let Err(Failure::Failed(r, e, why)) = self.stop_sequence(started_up).await {
+        let outcome = (result, exit);
+        if let Err(Failure::Failed(r, e, why)) = self.stop_sequence(started_up, outcome).await {
             if result == RunResult::Success {
                 (result, exit, reason) = (r, e, Some(why));
             }
@@ -309,8 +310,24 @@ impl Runner {
     }
 
     /// `ExecStop=` (when the start had succeeded: also after the main process ended on its
-    /// own, as systemd does), then the signals, then `ExecStopPost=`.
-    async fn stop_sequence(&mut self, started_up: bool) -> Result<(), Failure> {
+    /// own, as systemd does), then the signals, then `ExecStopPost=`; each told how the unit
+    /// fared so far, as systemd tells them (`$SERVICE_RESULT`, and `$EXIT_CODE` and
+    /// `$EXIT_STATUS` once the main process has ended).
+    async fn stop_sequence(
+        &mut self,
+        started_up: bool,
+        (result, exit): (RunResult, Option<Exit>),
+    ) -> Result<(), Failure> {
+        let unit_environment = self.context.environment.clone();
+        self.context
+            .environment
+            .extend(stop_environment(result, exit));
+        let stopped = self.stop_commands(started_up).await;
+        self.context.environment = unit_environment;
+        stopped
+    }
+
+    async fn stop_commands(&mut self, started_up: bool) -> Result<(), Failure> {
         let main = self.status.borrow().main_pid;
         let mut outcome = Ok(());
         if started_up && !self.service.exec_stop.is_empty() {
@@ -596,6 +613,28 @@ fn failure_parts(failure: Failure) -> (RunResult, Option<Exit>, Option<String>, 
         Failure::Failed(result, exit, why) => (result, exit, Some(why), false),
         Failure::Stopped => (RunResult::Success, None, None, true),
     }
+}
+
+/// What systemd tells `ExecStop=`/`ExecStopPost=` of how the unit fared: `SERVICE_RESULT`,
+/// and once the main process has ended `EXIT_CODE` (`exited`, `killed`) and `EXIT_STATUS` (the
+/// status, or the signal's name without `SIG`).
+fn stop_environment(result: RunResult, exit: Option<Exit>) -> Vec<(String, String)> {
+    let mut environment = vec![("SERVICE_RESULT".to_owned(), result.as_str().to_owned())];
+    let ended = match exit {
+        Some(Exit::Code(code)) => Some(("exited", code.to_string())),
+        Some(Exit::Signal(signal)) => {
+            let name = nix::sys::signal::Signal::try_from(signal)
+                .map(|s| s.as_str().trim_start_matches("SIG").to_owned())
+                .unwrap_or_else(|_| signal.to_string());
+            Some(("killed", name))
+        }
+        None => None,
+    };
+    if let Some((code, status)) = ended {
+        environment.push(("EXIT_CODE".to_owned(), code.to_owned()));
+        environment.push(("EXIT_STATUS".to_owned(), status));
+    }
+    environment
 }
 
 /// systemd's verdict on an exit: clean are status 0 and SIGHUP, SIGINT, SIGTERM, SIGPIPE.

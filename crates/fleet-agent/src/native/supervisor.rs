@@ -434,6 +434,8 @@ impl Supervisor {
     async fn start_one(&self, name: &UnitName) -> Result<(), SupervisorError> {
         let lock = self.shim_lock(name);
         let _held = lock.lock().await;
+        // However the start ends (failed, or dropped half-way), what was known of the unit
+        // before it no longer holds unless the new shim is watched.
         let started = self.spawn_shim(name).await;
         if started.is_err() {
             self.watchers.invalidate(name);
