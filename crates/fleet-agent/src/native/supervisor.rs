@@ -142,6 +142,18 @@ impl Loaded {
     }
 }
 
+/// Makes the unit's run directory be read again when dropped (see `ShimWatchers::invalidate`).
+struct Reread<'a> {
+    watchers: &'a ShimWatchers,
+    name: &'a UnitName,
+}
+
+impl Drop for Reread<'_> {
+    fn drop(&mut self) {
+        self.watchers.invalidate(self.name);
+    }
+}
+
 /// The loaded units as the planner sees them.
 struct LoadedUnits<'a> {
     loaded: &'a BTreeMap<UnitName, Loaded>,
@@ -434,13 +446,13 @@ impl Supervisor {
     async fn start_one(&self, name: &UnitName) -> Result<(), SupervisorError> {
         let lock = self.shim_lock(name);
         let _held = lock.lock().await;
-        // However the start ends (failed, or dropped half-way), what was known of the unit
-        // before it no longer holds unless the new shim is watched.
-        let started = self.spawn_shim(name).await;
-        if started.is_err() {
-            self.watchers.invalidate(name);
-        }
-        started
+        // However the start ends (done, failed, or dropped half-way), what was known of the
+        // unit before it no longer holds; a new shim is watched, which this leaves alone.
+        let _reread = Reread {
+            watchers: &self.watchers,
+            name,
+        };
+        self.spawn_shim(name).await
     }
 
     /// [`Supervisor::start_one`] under the unit's shim lock.
