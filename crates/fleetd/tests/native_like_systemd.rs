@@ -95,6 +95,8 @@ async fn run_all(manager: &dyn UnitManager, out: &Path) -> Vec<((String, String)
             written = std::fs::read_to_string(&file).unwrap_or_default();
         }
         left.push((state, written));
+        // Nothing outlives the test (a oneshot with RemainAfterExit= keeps its shim).
+        manager.unload(&name).await.unwrap();
     }
     left
 }
