@@ -427,9 +427,9 @@ impl Supervisor {
             restarts: 0,
             since: rfc3339(SystemTime::now()),
         };
-        self.watchers.invalidate(name);
         let written =
             write_state(&dir.join(STATE), &status).map_err(|e| io("cannot write", &dir, e));
+        // After the write: a read that raced it is refused (a new epoch), not kept.
         self.watchers.invalidate(name);
         written
     }
@@ -468,8 +468,11 @@ impl Supervisor {
         }
         // What a killed shim left running goes first: never two copies of a unit.
         self.settle_orphan(name, &dir).await;
-        self.watchers
-            .starting(name, read_state(&dir).ok().flatten());
+        let before = match self.watchers.lookup(name) {
+            Lookup::Settled(status) => status,
+            Lookup::Watched(_) | Lookup::Unknown(_) => read_state(&dir).ok().flatten(),
+        };
+        self.watchers.starting(name, before);
         // A shim that has written its final state is about to exit: let it, then start anew.
         let deadline = Instant::now() + SHIM_START;
         while shim_pid(&dir).is_some() {

@@ -136,9 +136,9 @@ impl ShimWatchers {
     /// Whether the unit has a live shim being watched, and it is up or on its way (before
     /// its first status line, a live shim is on its way); `None` when it is not watched.
     pub fn is_live(&self, name: &UnitName) -> Option<bool> {
-        match self.lookup(name) {
-            Lookup::Watched(status) => Some(status.as_ref().is_none_or(|s| s.sub.is_live())),
-            Lookup::Settled(_) | Lookup::Unknown(_) => None,
+        match &lock(&self.table).get(name)?.known {
+            Known::Watched { status, .. } => Some(status.as_ref().is_none_or(|s| s.sub.is_live())),
+            Known::Settled(_) | Known::Starting(_) | Known::Unknown => None,
         }
     }
 
@@ -200,11 +200,9 @@ impl ShimWatchers {
     /// The unit's run directory is about to change (a start, a stop, a state written): what
     /// was read of it no longer holds. A watched shim stays watched.
     pub fn invalidate(&self, name: &UnitName) {
-        let mut table = lock(&self.table);
-        if let Some(slot) = table.get_mut(name) {
+        if let Some(slot) = lock(&self.table).get_mut(name) {
             if !matches!(slot.known, Known::Watched { .. }) {
-                slot.epoch = self.epoch();
-                slot.known = Known::Unknown;
+                slot.reset(&self.epochs);
             }
         }
     }
@@ -226,12 +224,18 @@ impl ShimWatchers {
 }
 
 fn forget(table: &Table, epochs: &AtomicU64, name: &UnitName, shim: u32) {
-    let mut table = lock(table);
-    if let Some(slot) = table.get_mut(name) {
+    if let Some(slot) = lock(table).get_mut(name) {
         if matches!(slot.known, Known::Watched { shim: watched, .. } if watched == shim) {
-            slot.epoch = epochs.fetch_add(1, Ordering::Relaxed);
-            slot.known = Known::Unknown;
+            slot.reset(epochs);
         }
+    }
+}
+
+impl Slot {
+    /// Nothing known any more: the run directory is read next, under a new epoch.
+    fn reset(&mut self, epochs: &AtomicU64) {
+        self.epoch = epochs.fetch_add(1, Ordering::Relaxed);
+        self.known = Known::Unknown;
     }
 }
 
