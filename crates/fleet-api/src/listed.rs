@@ -7,23 +7,23 @@
 
 use std::collections::BTreeMap;
 use std::ops::Deref;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use fleet_registry::records::StateRecord;
 use fleet_registry::Snapshot;
 use fleet_unit::{MachineId, UnitName};
 
 pub struct Listed {
-    snapshot: Snapshot,
+    snapshot: Arc<Snapshot>,
     units: OnceLock<Vec<UnitName>>,
     states: OnceLock<Vec<(UnitName, MachineId)>>,
     placed: OnceLock<BTreeMap<UnitName, Vec<MachineId>>>,
 }
 
 impl Listed {
-    pub fn new(snapshot: Snapshot) -> Listed {
+    pub fn new(snapshot: impl Into<Arc<Snapshot>>) -> Listed {
         Listed {
-            snapshot,
+            snapshot: snapshot.into(),
             units: OnceLock::new(),
             states: OnceLock::new(),
             placed: OnceLock::new(),

@@ -2,7 +2,7 @@
 //! `machines`, under `/fleet/v1/` and `/v1-alpha/`. Routing is by hand so that every path,
 //! method and error answers as fleet answered.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use fleet_registry::registry::JobWrite;
-use fleet_registry::{Registry, RegistryError, Scope, Snapshot};
+use fleet_registry::{Reflector, Registry, RegistryError, Scope, Snapshot};
 use fleet_unit::{validate_options, JobState, MachineId, NameInfo, UnitFile, UnitHash, UnitName};
 use serde::Serialize;
 use tokio::sync::Mutex;
@@ -38,9 +38,14 @@ pub struct ApiState {
     units: Mutex<BTreeMap<UnitHash, UnitFile>>,
     /// Requests answered, by method and status (for /metrics).
     requests: std::sync::Mutex<BTreeMap<(String, u16), u64>>,
-    /// The last snapshot read and when it was last known current. It is reused while the
+    /// The registry as a background watch keeps it, started by the first request that reads:
+    /// what the API answers from, so that a request does not read the whole registry (fleetctl
+    /// reads a unit after every write it makes; a registry read each time made starting 1,000
+    /// units quadratic).
+    reflector: tokio::sync::OnceCell<Reflector>,
+    /// The last snapshot listed and when it was last known current. It is reused while the
     /// registry's revision has not moved: fleetctl reads a listing of 10,000 units as 100
-    /// pages, and each page would otherwise read the whole registry again.
+    /// pages, and each page would otherwise sort every unit again.
     last_snapshot: std::sync::Mutex<Option<(Arc<Listed>, Instant)>>,
     /// This machine's units, for `GET /fleet-rs/v1/journal/<name>` and `.../status/<name>`
     /// (ours).
@@ -88,6 +93,7 @@ impl ApiState {
             version: version.to_owned(),
             units: Mutex::new(BTreeMap::new()),
             requests: std::sync::Mutex::new(BTreeMap::new()),
+            reflector: tokio::sync::OnceCell::new(),
             last_snapshot: std::sync::Mutex::new(None),
             local,
         })
@@ -368,28 +374,71 @@ fn last_snapshot(state: &ApiState) -> Option<(Arc<Listed>, Instant)> {
         .clone()
 }
 
-/// The registry now: the last snapshot if nothing was written since (asking for the current
-/// revision is one small read), else a fresh one.
-async fn snapshot(state: &ApiState) -> Result<Arc<Listed>, Answer> {
-    let revision = state.registry.revision().await?;
-    let current = match last_snapshot(state).filter(|(cached, _)| cached.revision == revision) {
-        Some((cached, _)) => cached,
-        None => Arc::new(Listed::new(state.registry.snapshot(&Scope::All).await?)),
+/// How long a read waits for the writes this fleetd made (its API, engine and agent) to reach
+/// its reflector before it reads the registry itself instead: a read always sees them.
+const OWN_WRITES: Duration = Duration::from_secs(2);
+
+/// How long a read waits for the reflector to reach the registry's revision, for writes made
+/// elsewhere (other machines' fleetds, which arrive within the watch's latency). In an etcd
+/// shared with other programs their writes move the revision too and never arrive: then the
+/// read is answered after this wait from what the watch has delivered.
+const OTHER_WRITES: Duration = Duration::from_millis(20);
+
+/// The reflector, once it has caught up with what a read must see; `None` when it cannot be
+/// had or lags (the caller reads the registry itself). Asks the registry its revision first,
+/// so that an unreachable registry is the error it is for every read, never a stale answer.
+async fn reflected(state: &ApiState) -> Result<Option<&Reflector>, Answer> {
+    let now = state.registry.revision().await?;
+    let started = state
+        .reflector
+        .get_or_try_init(|| state.registry.reflect(Scope::All))
+        .await;
+    let reflector = match started {
+        Ok(reflector) => reflector,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot follow the registry; reading it for each request");
+            return Ok(None);
+        }
     };
+    let written = state.registry.written();
+    if !reflector.caught_up(written, OWN_WRITES).await {
+        tracing::warn!(
+            written,
+            reflected = reflector.revision(),
+            "the registry watch lags this fleetd's own writes; reading the registry"
+        );
+        return Ok(None);
+    }
+    reflector.caught_up(now, OTHER_WRITES).await;
+    Ok(Some(reflector))
+}
+
+/// The registry now, with its listings: the last listed snapshot if nothing was written
+/// since, else the reflector's (or the registry's own when the reflector cannot serve).
+async fn snapshot(state: &ApiState) -> Result<Arc<Listed>, Answer> {
+    let current = match reflected(state).await? {
+        Some(reflector) => reflector.snapshot(),
+        None => Arc::new(state.registry.snapshot(&Scope::All).await?),
+    };
+    let listed =
+        match last_snapshot(state).filter(|(cached, _)| cached.revision == current.revision) {
+            Some((cached, _)) => cached,
+            None => Arc::new(Listed::new(current)),
+        };
     *state
         .last_snapshot
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((current.clone(), Instant::now()));
-    Ok(current)
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((listed.clone(), Instant::now()));
+    Ok(listed)
 }
 
 /// The unit file of `hash`, from the cache or the registry. Files are immutable, so a cached one
-/// is never stale; the cache only has to forget files no unit uses any more, which it does
-/// whenever it holds twice as many as `snapshot` refers to.
+/// is never stale; the cache only has to forget files no unit uses any more: it starts over
+/// whenever it holds twice as many as the registry's `units`.
 async fn unit_file(
     state: &ApiState,
-    snapshot: &Snapshot,
     hash: &UnitHash,
+    units: usize,
 ) -> Result<Option<UnitFile>, RegistryError> {
     if let Some(unit) = state.units.lock().await.get(hash) {
         return Ok(Some(unit.clone()));
@@ -397,44 +446,33 @@ async fn unit_file(
     let unit = state.registry.unit_file(hash).await?;
     if let Some(unit) = &unit {
         let mut cache = state.units.lock().await;
-        if cache.len() >= 2 * (snapshot.jobs.len() + snapshot.global.len()) + 64 {
-            let in_use: BTreeSet<&UnitHash> = snapshot
-                .jobs
-                .values()
-                .chain(snapshot.global.values())
-                .map(|record| &record.hash)
-                .collect();
-            cache.retain(|hash, _| in_use.contains(hash));
+        if cache.len() >= 2 * units + 64 {
+            cache.clear();
         }
         cache.insert(*hash, unit.clone());
     }
     Ok(unit)
 }
 
-/// A unit as the API shows it; `None` when it does not exist.
-async fn unit_view(
-    state: &ApiState,
-    snapshot: &Listed,
+/// A unit as the API shows it but for its options, with the hash of its file; `None` when it
+/// does not exist. `placed` is where the schedule has it.
+fn unit_fields(
+    snapshot: &Snapshot,
     name: &UnitName,
-) -> Result<Option<Unit>, RegistryError> {
+    placed: Option<&MachineId>,
+) -> Option<(Unit, UnitHash)> {
     let (record, global) = match (snapshot.jobs.get(name), snapshot.global.get(name)) {
         (Some(record), _) => (record, false),
         (None, Some(record)) => (record, true),
-        (None, None) => return Ok(None),
+        (None, None) => return None,
     };
-    let options = unit_file(state, snapshot, &record.hash)
-        .await?
-        .map(|unit| wire_options(&unit))
-        .unwrap_or_default();
     let mut unit = Unit {
         desired_state: record.desired.as_str().to_owned(),
         name: name.to_string(),
-        options,
         ..Unit::default()
     };
     if !global {
-        let placed = snapshot.placed_on(name).next();
-        unit.current_state = current_state(snapshot, name, &record.hash)
+        unit.current_state = current_state(snapshot, name, &record.hash, placed)
             .as_str()
             .to_owned();
         unit.machine_id = placed.map(|m| m.to_string()).unwrap_or_default();
@@ -444,18 +482,55 @@ async fn unit_view(
             }
         }
     }
-    Ok(Some(unit))
+    Some((unit, record.hash))
+}
+
+/// `unit` with the options of its file `hash`, in a registry of `units` units.
+async fn with_options(
+    state: &ApiState,
+    (mut unit, hash): (Unit, UnitHash),
+    units: usize,
+) -> Result<Unit, RegistryError> {
+    unit.options = unit_file(state, &hash, units)
+        .await?
+        .map(|file| wire_options(&file))
+        .unwrap_or_default();
+    Ok(unit)
+}
+
+/// A unit of a listing as the API shows it; `None` when it does not exist.
+async fn unit_view(
+    state: &ApiState,
+    listed: &Listed,
+    name: &UnitName,
+) -> Result<Option<Unit>, RegistryError> {
+    let Some(fields) = unit_fields(listed, name, listed.placed_on(name).next()) else {
+        return Ok(None);
+    };
+    let units = listed.jobs.len() + listed.global.len();
+    with_options(state, fields, units).await.map(Some)
 }
 
 /// fleet's currentState (`determineJobState`): inactive until placed and reported by the
-/// machine it is placed on; loaded once that machine's agent reports it (it has loaded it, or
-/// says why it could not); launched once the agent has started the current version of it
-/// (whatever became of it since: failed, exited).
-fn current_state(snapshot: &Listed, name: &UnitName, hash: &UnitHash) -> JobState {
-    let Some(machine) = snapshot.placed_on(name).next() else {
+/// machine it is placed on (`placed`); loaded once that machine's agent reports it (it has
+/// loaded it, or says why it could not); launched once the agent has started the current
+/// version of it (whatever became of it since: failed, exited).
+fn current_state(
+    snapshot: &Snapshot,
+    name: &UnitName,
+    hash: &UnitHash,
+    placed: Option<&MachineId>,
+) -> JobState {
+    let Some(machine) = placed else {
         return JobState::Inactive;
     };
-    let placed = &snapshot.schedule[machine][name];
+    let Some(placed) = snapshot
+        .schedule
+        .get(machine)
+        .and_then(|units| units.get(name))
+    else {
+        return JobState::Inactive;
+    };
     let Some(reported) = snapshot
         .states
         .get(machine)
@@ -496,10 +571,17 @@ async fn list_units(state: &ApiState, query: &str) -> Reply {
 
 async fn get_unit(state: &ApiState, name: &str) -> Reply {
     let name = UnitName::new(name).map_err(|_| unit_missing())?;
-    let snapshot = snapshot(state).await?;
-    let unit = unit_view(state, &snapshot, &name)
-        .await?
-        .ok_or_else(unit_missing)?;
+    // Read in place, not held: one unit's fields do not need a snapshot of their own.
+    let fields = |snapshot: &Snapshot| {
+        let placed = snapshot.placements(&name).next();
+        let fields = unit_fields(snapshot, &name, placed);
+        (fields, snapshot.jobs.len() + snapshot.global.len())
+    };
+    let (fields, units) = match reflected(state).await? {
+        Some(reflector) => reflector.read(fields),
+        None => fields(&state.registry.snapshot(&Scope::All).await?),
+    };
+    let unit = with_options(state, fields.ok_or_else(unit_missing)?, units).await?;
     Ok(Answer::json(StatusCode::OK, &unit))
 }
 
@@ -803,7 +885,15 @@ async fn metrics(state: &ApiState) -> Answer {
         for name in snapshot.jobs.keys() {
             let record = &snapshot.jobs[name];
             *by_state
-                .entry(current_state(&snapshot, name, &record.hash).as_str())
+                .entry(
+                    current_state(
+                        &snapshot,
+                        name,
+                        &record.hash,
+                        snapshot.placed_on(name).next(),
+                    )
+                    .as_str(),
+                )
                 .or_default() += 1;
         }
         let _ = writeln!(
@@ -1065,9 +1155,9 @@ mod tests {
                 .or_default()
                 .insert(name.clone(), state);
         }
-        let listed = Listed::new(snapshot);
+        let placed = snapshot.placements(&name).next().cloned();
         assert_eq!(
-            current_state(&listed, &name, &unit.hash()),
+            current_state(&snapshot, &name, &unit.hash(), placed.as_ref()),
             expected,
             "{desired:?} reported {reported:?}"
         );

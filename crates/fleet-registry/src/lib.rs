@@ -11,10 +11,12 @@ pub mod keys;
 pub mod kv;
 pub mod local;
 pub mod records;
+mod reflector;
 pub mod registry;
 pub mod snapshot;
 
 pub use error::{RegistryError, Result};
 pub use kv::{KvStore, LeaseId, Revision};
+pub use reflector::Reflector;
 pub use registry::{renewal_interval, Changed, Leadership, MachineLease, Registry, Scope, View};
 pub use snapshot::Snapshot;

@@ -5,6 +5,7 @@
 //! writes its own `machines/<id>` and `states/<id>/` on its one machine lease, and only when
 //! something changed. Nothing is rewritten on a timer: an idle cluster sends only keep-alives.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use fleet_unit::{JobState, MachineId, Requirements, UnitFile, UnitHash, UnitName
 use crate::error::{RegistryError, Result};
 use crate::keys::{self, RegistryKey};
 use crate::kv::{
-    Compare, KeyRange, KvStore, LeaseId, Op, Revision, Watch, WatchBatch, MAX_TXN_OPS,
+    Compare, KeyRange, KvStore, LeaseId, Op, Revision, TxnOutcome, Watch, WatchBatch, MAX_TXN_OPS,
 };
 use crate::records::{
     decode, decode_text, encode, JobRecord, LeaderRecord, MachineRecord, ReasonRecord, StateRecord,
@@ -37,12 +38,11 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// What a view of the scope watches, exactly the scope's keys: one range where the
-    /// scope's prefixes are adjacent in key order, so that its changes come in revision order
-    /// and a revision seen means every change before it was seen (the engine's, `jobs/` to
-    /// `schedule/`; the whole registry's, `global/` to `states/`; agents' reports and unit
-    /// files fall outside the first, unit files outside the second); the agent's three
-    /// prefixes otherwise, which are not adjacent.
+    /// What a view of the scope watches: one range where the scope's prefixes are adjacent in
+    /// key order, so that its changes come in revision order and a revision seen means every
+    /// change before it was seen (the engine's, `jobs/` to `schedule/`, which leaves agents'
+    /// reports and unit files out; the whole registry's, `global/` to `units/`); the agent's
+    /// three prefixes otherwise, which are not adjacent.
     fn watched(&self) -> Vec<KeyRange> {
         match self {
             Scope::Agent(_) => self
@@ -51,8 +51,17 @@ impl Scope {
                 .map(|p| KeyRange::prefix(p))
                 .collect(),
             Scope::Engine => vec![KeyRange::spanning(keys::JOBS, keys::SCHEDULE)],
-            Scope::All => vec![KeyRange::spanning(keys::GLOBAL, keys::STATES)],
+            // Unit files too, though a snapshot keeps none: every write but the format
+            // version's falls in the range, so a view that has seen revision R has seen every
+            // write up to R (the registry's own revision is a target it can reach).
+            Scope::All => vec![KeyRange::spanning(keys::GLOBAL, keys::UNITS)],
         }
+    }
+
+    /// Whether the scope is watched as one stream, so that a revision seen means every change
+    /// up to it was seen.
+    pub fn is_ordered(&self) -> bool {
+        self.watched().len() == 1
     }
 
     pub fn prefixes(&self) -> Vec<String> {
@@ -140,6 +149,9 @@ pub enum JobWrite {
 #[derive(Clone)]
 pub struct Registry {
     kv: Arc<dyn KvStore>,
+    /// The revision of the latest write made through this registry (and its clones): what a
+    /// reader in the same process waits for to see its own writes.
+    written: Arc<AtomicI64>,
 }
 
 impl Registry {
@@ -161,11 +173,28 @@ impl Registry {
                 });
             }
         }
-        Ok(Registry { kv })
+        Ok(Registry {
+            kv,
+            written: Arc::new(AtomicI64::new(0)),
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn KvStore> {
         &self.kv
+    }
+
+    /// The revision of the latest write made through this registry or a clone of it.
+    pub fn written(&self) -> Revision {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// Every transaction goes through here, so that [`Registry::written`] knows of it.
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<TxnOutcome> {
+        let outcome = self.kv.txn(compares, ops).await?;
+        if outcome.succeeded {
+            self.written.fetch_max(outcome.revision, Ordering::AcqRel);
+        }
+        Ok(outcome)
     }
 
     // ----- reading -----
@@ -191,14 +220,14 @@ impl Registry {
         let watch = self.watch(&scope, snapshot.revision + 1).await?;
         Ok(View {
             registry: self.clone(),
-            ordered: scope.watched().len() == 1,
+            ordered: scope.is_ordered(),
             scope,
             snapshot,
             watch: Some(watch),
         })
     }
 
-    async fn watch(&self, scope: &Scope, from: Revision) -> Result<Watch> {
+    pub(crate) async fn watch(&self, scope: &Scope, from: Revision) -> Result<Watch> {
         let mut watches = Vec::new();
         for range in scope.watched() {
             watches.push(self.kv.watch_range(&range, from).await?);
@@ -253,7 +282,7 @@ impl Registry {
             Op::put(RegistryKey::Unit(unit.hash()).path(), unit.serialize()),
             submissions::job(name, unit, desired),
         ];
-        Ok(match self.kv.txn(compares, ops).await?.succeeded {
+        Ok(match self.txn(compares, ops).await?.succeeded {
             true => JobWrite::Done,
             false => JobWrite::Exists,
         })
@@ -283,7 +312,7 @@ impl Registry {
             record.desired = desired;
             let unchanged = Compare::ModRevision(path.clone(), kv.mod_revision);
             let put = Op::put(path, encode(&record));
-            if self.kv.txn(vec![unchanged], vec![put]).await?.succeeded {
+            if self.txn(vec![unchanged], vec![put]).await?.succeeded {
                 return Ok(JobWrite::Done);
             }
         }
@@ -297,7 +326,7 @@ impl Registry {
             Op::delete(RegistryKey::Global(name.clone()).path()),
         ];
         let before = self.job(name).await?;
-        self.kv.txn(vec![], ops).await?;
+        self.txn(vec![], ops).await?;
         Ok(match before {
             Some(_) => JobWrite::Done,
             None => JobWrite::NotFound,
@@ -317,7 +346,7 @@ impl Registry {
             Some(value) => Op::put(path, value),
             None => Op::delete(path),
         };
-        self.kv.txn(vec![], vec![op]).await?;
+        self.txn(vec![], vec![op]).await?;
         Ok(())
     }
 
@@ -397,7 +426,7 @@ impl Registry {
                 }
             };
             let put = Op::put_with_lease(key, encode(record), lease);
-            if self.kv.txn(vec![compare], vec![put]).await?.succeeded {
+            if self.txn(vec![compare], vec![put]).await?.succeeded {
                 return Ok(());
             }
         }
@@ -440,7 +469,7 @@ impl Registry {
                     }
                 })
                 .collect();
-            self.kv.txn(vec![], ops).await?;
+            self.txn(vec![], ops).await?;
         }
         Ok(())
     }
@@ -467,7 +496,7 @@ impl Registry {
         };
         let absent = Compare::Absent(keys::LEADER.into());
         let put = Op::put_with_lease(keys::LEADER, encode(&record), lease);
-        let outcome = self.kv.txn(vec![absent], vec![put]).await;
+        let outcome = self.txn(vec![absent], vec![put]).await;
         match outcome {
             Ok(outcome) if outcome.succeeded => Ok(Some(Leadership {
                 machine: machine.clone(),
@@ -521,7 +550,7 @@ impl Registry {
         for wave in batches.chunks(in_flight) {
             let sent = wave
                 .iter()
-                .map(|batch| self.kv.txn(vec![leadership.fence()], batch.clone()));
+                .map(|batch| self.txn(vec![leadership.fence()], batch.clone()));
             for outcome in futures_util::future::join_all(sent).await {
                 let outcome = outcome?;
                 if !outcome.succeeded {
@@ -732,7 +761,8 @@ impl View {
 mod tests {
     use super::*;
 
-    /// A view's watched ranges hold exactly its scope's keys, of every kind of key there is.
+    /// A view's watched ranges hold its scope's keys and no other records, of every kind of
+    /// key there is.
     #[test]
     fn views_watch_their_scope_and_nothing_else() {
         let (m1, m2) = (MachineId::new("m1").unwrap(), MachineId::new("m2").unwrap());
@@ -760,7 +790,10 @@ mod tests {
                     .iter()
                     .any(|p| path.starts_with(p.as_str()));
                 let watched = scope.watched().iter().any(|r| r.contains(&path));
-                assert_eq!(watched, in_scope, "{scope:?}: {path}");
+                // The whole registry's view watches unit files too (for their revisions).
+                let expected =
+                    in_scope || (scope == Scope::All && matches!(key, RegistryKey::Unit(_)));
+                assert_eq!(watched, expected, "{scope:?}: {path}");
             }
         }
     }

@@ -135,6 +135,37 @@ async fn a_view_comes_through_an_etcd_restart_with_what_changed_meanwhile() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reflector_re_lists_after_an_etcd_restart_and_follows_on() {
+    let mut etcd = EtcdServer::start();
+    let store: Arc<dyn KvStore> =
+        Arc::new(EtcdStore::connect(&config(etcd.endpoint())).await.unwrap());
+    let registry = Registry::open(Arc::clone(&store)).await.unwrap();
+    let me = MachineId::new("m1").unwrap();
+    let reflector = registry.reflect(Scope::All).await.unwrap();
+    etcd.kill();
+    etcd.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while let Err(e) = registry.set_metadata(&me, "zone", Some("b")).await {
+        assert!(e.is_unavailable() && Instant::now() < deadline, "{e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let written = registry.written();
+    assert!(
+        reflector.caught_up(written, Duration::from_secs(15)).await,
+        "caught up with revision {written} after the restart (at {})",
+        reflector.revision()
+    );
+    assert_eq!(reflector.read(|s| s.metadata[&me]["zone"].clone()), "b");
+    registry.set_metadata(&me, "zone", Some("c")).await.unwrap();
+    assert!(
+        reflector
+            .caught_up(registry.written(), Duration::from_secs(10))
+            .await
+    );
+    assert_eq!(reflector.read(|s| s.metadata[&me]["zone"].clone()), "c");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificates_and_a_password() {
     let etcd = EtcdServer::start_secure("s3cret-pa55");
     let tls = etcd.tls().unwrap().clone();

@@ -388,6 +388,63 @@ async fn the_engine_view_is_in_revision_order(b: Backend) {
     );
 }
 
+/// A reflector catches up with every write (its own process's and the registry's revision),
+/// hands out snapshots that do not change under their holder, and only follows scopes whose
+/// revision means something.
+async fn a_reflector_follows_every_write_and_keeps_held_snapshots(b: Backend) {
+    let r = registry(&b).await;
+    let within = Duration::from_secs(10);
+    let reflector = r.reflect(Scope::All).await.unwrap();
+    let a = name("a.service");
+    r.create_job(
+        &a,
+        &unit("[Service]\nExecStart=/bin/true\n"),
+        JobState::Inactive,
+    )
+    .await
+    .unwrap();
+    assert!(reflector.caught_up(r.written(), within).await);
+    let held = reflector.snapshot();
+    assert_eq!(held.jobs[&a].desired, JobState::Inactive);
+
+    r.set_desired(&a, JobState::Launched).await.unwrap();
+    assert!(reflector.caught_up(r.written(), within).await);
+    assert_eq!(reflector.read(|s| s.jobs[&a].desired), JobState::Launched);
+    assert_eq!(
+        held.jobs[&a].desired,
+        JobState::Inactive,
+        "a held snapshot stays"
+    );
+    assert!(reflector.revision() > held.revision);
+
+    // A unit file alone moves the registry's revision; the reflector gets there too.
+    b.store
+        .txn(
+            vec![],
+            vec![Op::put(RegistryKey::Unit(unit("").hash()).path(), "")],
+        )
+        .await
+        .unwrap();
+    let now = revision(&*b.store).await;
+    assert!(reflector.caught_up(now, within).await, "revision {now}");
+    assert!(reflector.caught_up(now, Duration::ZERO).await);
+    // Nothing is written at a revision to come: the wait ends at its bound.
+    let later = tokio::time::Instant::now();
+    assert!(
+        !reflector
+            .caught_up(now + 1, Duration::from_millis(200))
+            .await
+    );
+    assert!(later.elapsed() >= Duration::from_millis(200));
+
+    r.destroy_job(&a).await.unwrap();
+    assert!(reflector.caught_up(r.written(), within).await);
+    assert!(reflector.read(|s| s.jobs.is_empty()));
+
+    let refused = r.reflect(Scope::Agent(machine("m1"))).await.err().unwrap();
+    assert!(matches!(refused, RegistryError::Invalid(_)), "{refused}");
+}
+
 async fn another_format_is_refused(b: Backend) {
     put(&*b.store, "version", "2").await;
     let err = Registry::open(Arc::clone(&b.store)).await.err().unwrap();
@@ -408,4 +465,5 @@ on_every_backend!(
     unreadable_records_are_named_not_fatal,
     another_format_is_refused,
     the_engine_view_is_in_revision_order,
+    a_reflector_follows_every_write_and_keeps_held_snapshots,
 );
