@@ -19,6 +19,7 @@ async fn main() {
         units_dir: dir.path().join("units"),
         run_dir: dir.path().join("run"),
         shim_command: vec![built_binary("fleetd").display().to_string(), "shim".into()],
+        zygote: None,
         machine_id: "bench".into(),
         public_ip: String::new(),
         hostname: "bench".into(),

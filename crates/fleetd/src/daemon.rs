@@ -8,6 +8,7 @@ use std::time::Duration;
 use fleet_agent::agent::{self, AgentConfig};
 use fleet_agent::manager::{ManagerKind, UnitManager};
 use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
+use fleet_agent::native::zygote::Zygote;
 use fleet_agent::systemd::{SystemdConfig, SystemdManager};
 use fleet_api::server::{router, router_with_token, ApiState};
 use fleet_engine::reconciler::{self, EngineConfig};
@@ -27,7 +28,12 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub type Reload = Box<dyn Fn() -> Result<(Config, Vec<String>), String> + Send + Sync>;
 
 /// Runs fleetd until it is told to stop; an `Err` is why it could not start.
-pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
+/// `zygote`, when fleetd made one, is where the native supervisor forks its shims.
+pub async fn run(
+    config: Config,
+    reload: Reload,
+    zygote: Option<Arc<Zygote>>,
+) -> Result<(), String> {
     // Before anything can be seen from outside: a stop signal must never find fleetd
     // without its handlers (and die of the default action).
     let mut signals = StopSignals::install()?;
@@ -42,7 +48,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), String> {
         .map_err(|e| format!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
     let store = open_registry(&config).await?;
     let registry = Registry::open(store).await.map_err(|e| e.to_string())?;
-    let manager = unit_manager(&config, &machine, &public_ip).await?;
+    let manager = unit_manager(&config, &machine, &public_ip, zygote).await?;
     let manager_for_exit = Arc::clone(&manager);
 
     let (stop, shutdown) = watch::channel(false);
@@ -634,6 +640,7 @@ async fn unit_manager(
     config: &Config,
     machine: &MachineId,
     public_ip: &str,
+    zygote: Option<Arc<Zygote>>,
 ) -> Result<Arc<dyn UnitManager>, String> {
     let configured = match config.unit_manager {
         UnitManagerChoice::Auto => None,
@@ -662,6 +669,7 @@ async fn unit_manager(
                 units_dir: config.units_directory.clone(),
                 run_dir: config.data_dir.join("run"),
                 shim_command: vec![shim.display().to_string(), "shim".into()],
+                zygote,
                 machine_id: machine.to_string(),
                 public_ip: public_ip.to_owned(),
                 hostname: hostname(),

@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use fleetd::config::Config;
+use std::sync::Arc;
+
+use fleet_agent::native::zygote::Zygote;
+use fleetd::config::{Config, UnitManagerChoice};
 use fleetd::daemon::{self, VERSION};
 
 const DEFAULT_CONFIG: &str = "/etc/fleet/fleet.conf";
@@ -74,6 +77,10 @@ fn serve(config_path: Option<PathBuf>) -> i32 {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
+    let zygote = match config.unit_manager {
+        UnitManagerChoice::Systemd => None,
+        UnitManagerChoice::Native | UnitManagerChoice::Auto => start_zygote(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,12 +100,26 @@ fn serve(config_path: Option<PathBuf>) -> i32 {
         let environment: BTreeMap<String, String> = std::env::vars().collect();
         Config::load(file.as_deref(), &environment).map_err(|e| e.to_string())
     });
-    match runtime.block_on(daemon::run(config, reload)) {
+    match runtime.block_on(daemon::run(config, reload, zygote)) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("cannot start: {e}");
             eprintln!("fleetd: {e}");
             1
+        }
+    }
+}
+
+/// The process the native supervisor forks its shims from; `None` (shims are executed) when
+/// it cannot be made.
+#[allow(unsafe_code)]
+fn start_zygote() -> Option<Arc<Zygote>> {
+    // SAFETY: called from `serve` before the runtime or any thread starts.
+    match unsafe { Zygote::start(shim) } {
+        Ok(zygote) => Some(Arc::new(zygote)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot fork the shims' zygote; shims will be executed");
+            None
         }
     }
 }

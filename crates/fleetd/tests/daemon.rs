@@ -507,6 +507,118 @@ fn a_fleetd_killed_with_sigkill_is_replaced_without_restarting_its_units() {
     stop(&mut second, "-TERM");
 }
 
+/// The parent of `pid`, from /proc.
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name in parentheses: state, then the parent's PID.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// The signals `pid` ignores, as /proc shows the mask.
+fn ignored_signals(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .unwrap();
+    u64::from_str_radix(mask.trim(), 16).unwrap()
+}
+
+/// Shims are forked by fleetd's zygote (no binary executed per unit), which ends with fleetd
+/// while the shims and their units run on; a unit does not inherit the zygote's ignored
+/// SIGCHLD (a shell waiting for its children would break).
+#[test]
+fn shims_are_forked_by_a_zygote_that_ends_with_fleetd() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let socket = dir.path().join("fleet.sock");
+    let mut first = start_and_wait_for_socket(dir.path());
+    let unit = launch_sleeper(&socket);
+    let shim_pid = dir.path().join("data/run/hello.service/shim.pid");
+    let shim: u32 = std::fs::read_to_string(shim_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let zygote = parent_of(shim);
+    assert_ne!(zygote, first.id(), "the shim was not executed by fleetd");
+    assert_eq!(
+        parent_of(zygote),
+        first.id(),
+        "the zygote is fleetd's child"
+    );
+    const SIGCHLD_BIT: u64 = 1 << (17 - 1);
+    assert_eq!(
+        ignored_signals(unit) & SIGCHLD_BIT,
+        0,
+        "the unit handles SIGCHLD"
+    );
+    assert_eq!(
+        ignored_signals(shim) & SIGCHLD_BIT,
+        0,
+        "the shim handles SIGCHLD"
+    );
+
+    first.kill().unwrap();
+    first.wait().unwrap();
+    eventually(
+        "the zygote outlived fleetd",
+        TEN_SECONDS,
+        || match is_live(zygote) {
+            true => Err(format!("zygote {zygote} still runs")),
+            false => Ok(()),
+        },
+    );
+    assert!(
+        is_live(shim) && is_live(unit),
+        "the shim and its unit live on"
+    );
+    let mut second = start_and_wait_for_socket(dir.path());
+    assert_eq!(running_pid(&socket), unit, "re-adopted, not restarted");
+    stop(&mut second, "-TERM");
+}
+
+/// When the zygote is gone (killed, as an OOM killer might), shims are executed instead and
+/// units still start.
+#[test]
+fn without_its_zygote_fleetd_executes_shims() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let socket = dir.path().join("fleet.sock");
+    let mut fleetd = start_and_wait_for_socket(dir.path());
+    let children: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid| is_live(*pid) && parent_of(*pid) == fleetd.id())
+        .collect();
+    let [zygote] = children[..] else {
+        panic!("fleetd has one child, its zygote: {children:?}")
+    };
+    let killed = Command::new("kill")
+        .args(["-KILL", &zygote.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    eventually(
+        "the zygote survived SIGKILL",
+        TEN_SECONDS,
+        || match is_live(zygote) {
+            true => Err(String::new()),
+            false => Ok(()),
+        },
+    );
+    launch_sleeper(&socket);
+    let shim_pid = dir.path().join("data/run/hello.service/shim.pid");
+    let shim: u32 = std::fs::read_to_string(shim_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(parent_of(shim), fleetd.id(), "executed by fleetd itself");
+    stop(&mut fleetd, "-TERM");
+}
+
 /// fleetctl works on several units at once but prints as it did one after another: every
 /// unit's lines in the order given; an invalid name ends the command there, with the units
 /// before it submitted and none after it.

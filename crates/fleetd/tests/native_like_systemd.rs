@@ -143,6 +143,7 @@ async fn the_native_supervisor_runs_each_unit_file_as_systemd_does() {
             units_dir: native_dir.path().join("units"),
             run_dir: native_dir.path().join("run"),
             shim_command: vec![env!("CARGO_BIN_EXE_fleetd").into(), "shim".into()],
+            zygote: None,
             machine_id: "0123456789abcdef0123456789abcdef".into(),
             public_ip: String::new(),
             hostname: "host1".into(),

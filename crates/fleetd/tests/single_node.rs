@@ -36,6 +36,7 @@ async fn a_launched_unit_runs_and_an_inactive_one_is_gone() {
         units_dir: dir.path().join("units"),
         run_dir: dir.path().join("run"),
         shim_command: vec![env!("CARGO_BIN_EXE_fleetd").into(), "shim".into()],
+        zygote: None,
         machine_id: me.to_string(),
         public_ip: String::new(),
         hostname: "node1".into(),

@@ -17,6 +17,7 @@ fn config(dir: &Path) -> SupervisorConfig {
         units_dir: dir.join("units"),
         run_dir: dir.join("run"),
         shim_command: vec![env!("CARGO_BIN_EXE_fleetd").into(), "shim".into()],
+        zygote: None,
         machine_id: "m1".into(),
         public_ip: String::new(),
         hostname: "host1".into(),

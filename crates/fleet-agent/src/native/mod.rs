@@ -15,3 +15,4 @@ pub mod supervisor;
 pub mod timespan;
 pub mod unit_environment;
 pub mod watchers;
+pub mod zygote;

@@ -54,6 +54,9 @@ pub struct ShimSpec {
 pub async fn run(dir: &Path) -> io::Result<UnitStatus> {
     let _ = nix::unistd::setsid();
     nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
+    // Before its PID is written: working in its run directory is how fleetd knows a shim
+    // (a forked one has fleetd's command line).
+    std::env::set_current_dir(dir)?;
     std::fs::write(dir.join(PID), std::process::id().to_string())?;
     let spec: ShimSpec = serde_json::from_slice(&std::fs::read(dir.join(SPEC))?)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{SPEC}: {e}")))?;
@@ -72,7 +75,6 @@ pub async fn run(dir: &Path) -> io::Result<UnitStatus> {
     let (controls, control_receiver) = mpsc::channel(16);
     // Bound by a relative name, from inside the run directory: a socket path is limited to
     // 108 bytes, and a run directory of a long unit name is longer.
-    std::env::set_current_dir(dir)?;
     let listener = bind(Path::new(SOCKET))?;
     let server = tokio::spawn(serve(listener, controls, status.subscribe()));
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use fleet_unit::{UnitFile, UnitName};
@@ -23,6 +23,7 @@ use super::shim::{connect, read_state, write_state, ShimSpec, PID, SOCKET, SPEC,
 use super::specifiers::SpecifierContext;
 use super::status::{RunResult, SubState, UnitStatus};
 use super::watchers::{Lookup, ShimWatchers};
+use super::zygote::Zygote;
 
 /// Where a supervisor keeps things and what its units are told about the machine.
 #[derive(Debug, Clone)]
@@ -31,6 +32,9 @@ pub struct SupervisorConfig {
     pub run_dir: PathBuf,
     /// The program and arguments that start a shim; the run directory is appended.
     pub shim_command: Vec<String>,
+    /// Where shims are forked instead, when fleetd has one (the command is the way when
+    /// the zygote cannot answer).
+    pub zygote: Option<Arc<Zygote>>,
     pub machine_id: String,
     pub public_ip: String,
     pub hostname: String,
@@ -497,31 +501,12 @@ impl Supervisor {
         let spec_path = dir.join(SPEC);
         let json = serde_json::to_vec(&spec).map_err(|e| SupervisorError::Io(e.to_string()))?;
         std::fs::write(&spec_path, json).map_err(|e| io("cannot write", &spec_path, e))?;
-        let (program, args) = self
-            .config
-            .shim_command
-            .split_first()
-            .ok_or_else(|| SupervisorError::Io("no shim command configured".into()))?;
-        let mut child = Command::new(program)
-            .args(args)
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| SupervisorError::Io(format!("cannot start the shim {program}: {e}")))?;
-        let shim = child.id();
-        let reported = child.stdout.take();
-        // Reap the shim when it ends, should it end while we still run (it outlives us
-        // otherwise, re-parented to init or our own subreaper).
-        tokio::spawn(async move { child.wait().await });
+        let (shim, reported) = self.launch_shim(name, &dir).await?;
         // The shim says on its standard output when it has written its first state (or
         // closes it, when it ends before): no polling of its run directory.
         let report = async {
             let mut byte = [0u8; 1];
-            if let Some(mut pipe) = reported {
-                let _ = tokio::io::AsyncReadExt::read(&mut pipe, &mut byte).await;
-            }
+            let _ = tokio::io::AsyncReadExt::read(&mut { reported }, &mut byte).await;
         };
         let reported = tokio::time::timeout(SHIM_START, report).await.is_ok();
         let first = read_state(&dir).ok().flatten();
@@ -530,10 +515,49 @@ impl Supervisor {
                 "the shim of {name} did not report within {SHIM_START:?}"
             )));
         }
-        if let Some(shim) = shim {
-            self.watchers.watch(name, dir, shim, first);
-        }
+        self.watchers.watch(name, dir, shim, first);
         Ok(())
+    }
+
+    /// Starts the shim of `name` in `dir`, forked by the zygote where there is one, else
+    /// executed: its PID and the pipe it reports its first state on.
+    async fn launch_shim(
+        &self,
+        name: &UnitName,
+        dir: &Path,
+    ) -> Result<(u32, tokio::net::unix::pipe::Receiver), SupervisorError> {
+        if let Some(zygote) = self.config.zygote.as_ref().filter(|z| z.is_working()) {
+            match fork_shim(zygote, dir).await {
+                Ok(launched) => return Ok(launched),
+                Err(e) => tracing::warn!(
+                    unit = %name,
+                    error = %e,
+                    zygote = zygote.pid(),
+                    "the zygote cannot fork shims; executing them from now on"
+                ),
+            }
+        }
+        let (program, args) = self
+            .config
+            .shim_command
+            .split_first()
+            .ok_or_else(|| SupervisorError::Io("no shim command configured".into()))?;
+        let (reading, writing) = report_pipe()?;
+        let mut child = Command::new(program)
+            .args(args)
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(writing)
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| SupervisorError::Io(format!("cannot start the shim {program}: {e}")))?;
+        let shim = child
+            .id()
+            .ok_or_else(|| SupervisorError::Io(format!("the shim of {name} ended at once")))?;
+        // Reap the shim when it ends, should it end while we still run (it outlives us
+        // otherwise, re-parented to init or our own subreaper).
+        tokio::spawn(async move { child.wait().await });
+        Ok((shim, reading))
     }
 
     /// Asks the unit's shim to stop the unit and waits until the shim has gone. The shim
@@ -750,16 +774,13 @@ fn shim_pid(dir: &Path) -> Option<u32> {
     alive(pid, dir).then_some(pid)
 }
 
-/// Whether `pid` is still the shim of `dir` (not a reused PID, not a zombie).
+/// Whether `pid` is still the shim of `dir` (not a reused PID, not a zombie): a shim works in
+/// its run directory (its command line says nothing: a forked shim has fleetd's).
 fn alive(pid: u32, dir: &Path) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+    let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else {
         return false;
     };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let ours = args.iter().any(|a| *a == b"shim")
-        && args
-            .iter()
-            .any(|a| Path::new(std::str::from_utf8(a).unwrap_or("")) == dir);
+    let ours = cwd == dir || std::fs::canonicalize(dir).is_ok_and(|dir| cwd == dir);
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
             s.rsplit_once(')')
@@ -801,4 +822,27 @@ async fn request(dir: &Path, line: &str) -> Result<UnitStatus, SupervisorError> 
             path.display()
         ))),
     }
+}
+
+/// A pipe for a shim's first report: fleetd's end to await, the shim's end to hand over.
+fn report_pipe() -> Result<(tokio::net::unix::pipe::Receiver, std::os::fd::OwnedFd), SupervisorError>
+{
+    let (reading, writing) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| SupervisorError::Io(format!("cannot make a pipe for a shim: {e}")))?;
+    let reading = tokio::net::unix::pipe::Receiver::from_owned_fd(reading)
+        .map_err(|e| SupervisorError::Io(format!("cannot watch a shim's pipe: {e}")))?;
+    Ok((reading, writing))
+}
+
+/// Has the zygote fork the shim of `dir`.
+async fn fork_shim(
+    zygote: &Zygote,
+    dir: &Path,
+) -> Result<(u32, tokio::net::unix::pipe::Receiver), SupervisorError> {
+    let (reading, writing) = report_pipe()?;
+    let pid = zygote
+        .spawn(dir, writing)
+        .await
+        .map_err(|e| SupervisorError::Io(e.to_string()))?;
+    Ok((pid, reading))
 }
