@@ -67,6 +67,11 @@ pub trait UnitManager: Send + Sync {
     async fn status(&self, _name: &UnitName) -> Result<Option<UnitStatus>> {
         Ok(None)
     }
+    /// The unit's `Description=` as this machine reads it (specifiers resolved), for a caller
+    /// that lays the state out itself; `None` when the manager's status says it already.
+    async fn description(&self, _name: &UnitName) -> Option<String> {
+        None
+    }
     /// The units whose processes were found gone since last asked although the unit had not
     /// ended (its supervising process was killed, or the machine crashed under a persistent
     /// data directory): they are reported as they are, and the agent starts them again where
@@ -194,6 +199,10 @@ impl UnitManager for Supervisor {
 
     async fn stop(&self, name: &UnitName) -> Result<()> {
         Ok(Supervisor::stop(self, name).await?)
+    }
+
+    async fn description(&self, name: &UnitName) -> Option<String> {
+        Supervisor::description(self, name)
     }
 
     async fn loaded(&self) -> Result<BTreeMap<UnitName, UnitHash>> {

@@ -437,6 +437,10 @@ pub struct UnitStatusText {
     pub text: Option<String>,
     #[serde(rename = "exitCode")]
     pub exit_code: i32,
+    /// The unit's description as its machine reads it (specifiers resolved), given when
+    /// `text` is not.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 fn journal_path(name: &str, lines: usize, machine: Option<&str>, follow: bool) -> String {

@@ -64,6 +64,10 @@ pub trait LocalUnits: Send + Sync {
     /// What the init system says of `unit` (`systemctl status`) and its exit code; `Ok(None)`
     /// when it has no words of its own (the native supervisor).
     async fn status(&self, unit: &UnitName) -> Result<Option<(String, i32)>, String>;
+    /// The unit's description as this machine reads it, when `status` has no words of its own.
+    async fn description(&self, _unit: &UnitName) -> Option<String> {
+        None
+    }
 }
 
 impl ApiState {
@@ -1006,7 +1010,7 @@ pub const STATUS: &str = "/fleet-rs/v1/status/";
 
 /// `GET /fleet-rs/v1/status/<name>[?machineID=M]`: JSON `{"machineID":..., "text":...,
 /// "exitCode":...}`, `text` being `systemctl status` (null from the native supervisor: the
-/// client lays the state out itself). 404 and 409 as for the journal.
+/// client lays the state out itself, with the `description` given beside it). 404 and 409 as for the journal.
 async fn status(state: &ApiState, name: &str, query: &str) -> Result<Answer, Answer> {
     let (name, local, here) = local_unit(state, name, query).await?;
     let (text, code) = match local.status(&name).await {
@@ -1019,10 +1023,13 @@ async fn status(state: &ApiState, name: &str, query: &str) -> Result<Answer, Ans
             ))
         }
     };
-    Ok(Answer::json(
-        StatusCode::OK,
-        &serde_json::json!({ "machineID": here, "text": text, "exitCode": code }),
-    ))
+    let mut answer = serde_json::json!({ "machineID": here, "text": text, "exitCode": code });
+    if text.is_none() {
+        if let Some(description) = local.description(&name).await {
+            answer["description"] = description.into();
+        }
+    }
+    Ok(Answer::json(StatusCode::OK, &answer))
 }
 
 /// The unit `name` (percent-encoded) when this fleetd's machine runs it, and that machine: 404

@@ -405,6 +405,10 @@ impl fleet_api::server::LocalUnits for ManagerUnits {
             Err(e) => Err(e.to_string()),
         }
     }
+
+    async fn description(&self, unit: &fleet_unit::UnitName) -> Option<String> {
+        self.manager.description(unit).await
+    }
 }
 
 /// How fleetd was asked to stop.

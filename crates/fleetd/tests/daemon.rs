@@ -908,6 +908,35 @@ fn fleetctl_journal_shows_a_units_output() {
     stop(&mut child, "-TERM");
 }
 
+/// `status` of an instance shows its description as systemd would: specifiers resolved by
+/// the machine (fleet's documented `Apache web server on port %i`).
+#[test]
+fn fleetctl_status_shows_the_description_with_its_specifiers_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let mut child = start_and_wait_for_socket(dir.path());
+    let template = dir.path().join("web@.service");
+    std::fs::write(
+        &template,
+        "[Unit]\nDescription=Web server on port %i of %m\n\n[Service]\nExecStart=/bin/sleep 30\n",
+    )
+    .unwrap();
+    let (code, _, err) = fleetctl(dir.path(), &["submit", template.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = fleetctl(dir.path(), &["start", "web@8080.service"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, status, err) = fleetctl(dir.path(), &["status", "web@8080.service"]);
+    assert_eq!(code, 0, "{err}");
+    let machine = fleet_testkit::machine_id("node1");
+    let first = status.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        format!("● web@8080.service - Web server on port 8080 of {machine}"),
+        "{status}"
+    );
+    stop(&mut child, "-TERM");
+}
+
 #[test]
 fn replace_follows_fleets_rules() {
     let dir = tempfile::tempdir().unwrap();

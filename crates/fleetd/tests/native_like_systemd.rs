@@ -72,6 +72,39 @@ const CASES: &[Case] = &[
         settles: ("failed", "failed"),
         writes: "signal killed KILL\n",
     },
+    Case {
+        name: "workdir.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nWorkingDirectory=/usr\nExecStart=/bin/sh -c 'pwd > OUT'\n",
+        settles: ("active", "exited"),
+        writes: "/usr\n",
+    },
+    Case {
+        // $A unbraced is split into words, ${B} stays one: no shell does this, the manager does.
+        name: "words.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nEnvironment=\"A=x y\" \"B=p q\"\nExecStart=/bin/sh -c 'echo \"$1|$2|$3\" > OUT' sh $A ${B}\n",
+        settles: ("active", "exited"),
+        writes: "x|y|p q\n",
+    },
+    Case {
+        name: "ignored-failure.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=-/bin/false\nExecStartPost=/bin/sh -c 'echo post > OUT'\n",
+        settles: ("active", "exited"),
+        writes: "post\n",
+    },
+    Case {
+        // Fails twice, then succeeds: restarted after each failure.
+        name: "restarts.service",
+        unit: "[Service]\nRestart=on-failure\nRestartSec=100ms\nExecStart=/bin/sh -c 'echo x >> OUT; [ $(wc -l < OUT) -ge 3 ]'\n",
+        settles: ("inactive", "dead"),
+        writes: "x\nx\nx\n",
+    },
+    Case {
+        name: "user.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nUser=nobody\nExecStart=/bin/sh -c 'echo $(id -un) $USER $LOGNAME \"[$HOME]\" \"[$SHELL]\" > OUT'\n",
+        settles: ("active", "exited"),
+        // systemd knows nobody without the user database: no home, no login shell.
+        writes: "nobody nobody nobody [] []\n",
+    },
 ];
 
 /// Runs every case under `manager`, its files in `out`; what each left: (state, file).
@@ -127,6 +160,9 @@ async fn the_native_supervisor_runs_each_unit_file_as_systemd_does() {
     let native_out = shared.join("out-native");
     for dir in [&systemd_out, &native_out] {
         std::fs::create_dir_all(dir).unwrap();
+        // Writable by the cases that run as another user.
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+            .unwrap();
     }
     let systemd = SystemdManager::connect(SystemdConfig {
         address: Some(sandbox.bus_address()),

@@ -276,6 +276,14 @@ impl Supervisor {
         Ok(())
     }
 
+    /// The `Description=` of a loaded unit, its specifiers resolved for this machine (as
+    /// systemd shows it); `None` when it has none or does not load.
+    pub fn description(&self, name: &UnitName) -> Option<String> {
+        let unit = self.loaded().get(name)?.unit.clone();
+        let service = Service::load(&unit, &specifier_context(&self.config, name)).ok()?;
+        Some(service.description).filter(|d| !d.is_empty())
+    }
+
     pub fn loaded_units(&self) -> Vec<UnitName> {
         self.loaded().keys().cloned().collect()
     }
@@ -738,16 +746,21 @@ fn stop_session(session: u32) -> usize {
 /// A unit's relations to others, its specifiers resolved for this machine. A unit that does
 /// not load has none (its start fails in its shim, with the reason).
 fn relations(config: &SupervisorConfig, name: &UnitName, unit: &UnitFile) -> Relations {
-    let context = SpecifierContext {
+    Service::load(unit, &specifier_context(config, name))
+        .map(|service| service.relations)
+        .unwrap_or_default()
+}
+
+/// What specifiers resolve to for `name` on this machine, outside its shim (which knows the
+/// user it runs as too).
+fn specifier_context(config: &SupervisorConfig, name: &UnitName) -> SpecifierContext {
+    SpecifierContext {
         unit_name: name.to_string(),
         machine_id: config.machine_id.clone(),
         boot_id: config.boot_id.clone(),
         hostname: config.hostname.clone(),
         ..SpecifierContext::default()
-    };
-    Service::load(unit, &context)
-        .map(|service| service.relations)
-        .unwrap_or_default()
+    }
 }
 
 fn unit_name(name: &str) -> Result<UnitName, SupervisorError> {

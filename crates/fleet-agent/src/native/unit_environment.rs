@@ -18,6 +18,30 @@ pub struct MachineEnvironment {
     pub public_ip: String,
 }
 
+/// `$HOME` and `$SHELL` as systemd sets them for `User=` (its "clean" credentials): no home
+/// that is empty, `/` or relative, no shell that is empty, relative or one that refuses logins;
+/// and neither for `nobody`, whom systemd knows without asking the user database (home `/`,
+/// shell nologin).
+fn login_home_and_shell(identity: &Identity) -> (Option<&str>, Option<&str>) {
+    const NOLOGIN: &[&str] = &[
+        "/bin/nologin",
+        "/sbin/nologin",
+        "/usr/bin/nologin",
+        "/usr/sbin/nologin",
+        "/bin/false",
+        "/usr/bin/false",
+        "/bin/true",
+        "/usr/bin/true",
+    ];
+    if identity.user == "nobody" || identity.uid == 65534 {
+        return (None, None);
+    }
+    let home = Some(identity.home.as_str()).filter(|h| h.starts_with('/') && *h != "/");
+    let shell =
+        Some(identity.shell.as_str()).filter(|s| s.starts_with('/') && !NOLOGIN.contains(s));
+    (home, shell)
+}
+
 /// The environment, with the warnings of environment files that had bad lines. Order, later
 /// winning: defaults (PATH, and USER/LOGNAME/HOME/SHELL when `User=` is set), fleet's
 /// variables, `Environment=`, then `EnvironmentFile=`s (systemd's rule: files override).
@@ -31,13 +55,16 @@ pub fn unit_environment(
     let mut warnings = Vec::new();
     environment.insert("PATH".to_owned(), DEFAULT_PATH.to_owned());
     if service.user.is_some() {
+        let (home, shell) = login_home_and_shell(identity);
         for (name, value) in [
-            ("USER", &identity.user),
-            ("LOGNAME", &identity.user),
-            ("HOME", &identity.home),
-            ("SHELL", &identity.shell),
+            ("USER", Some(identity.user.as_str())),
+            ("LOGNAME", Some(identity.user.as_str())),
+            ("HOME", home),
+            ("SHELL", shell),
         ] {
-            environment.insert(name.to_owned(), value.clone());
+            if let Some(value) = value {
+                environment.insert(name.to_owned(), value.to_owned());
+            }
         }
     }
     environment.insert("FLEET_MACHINE_ID".to_owned(), machine.machine_id.clone());
@@ -143,6 +170,44 @@ mod tests {
             &[("B", "from-file"), ("COREOS_PUBLIC_IPV4", "1.2.3.4")],
             &[],
         );
+    }
+
+    #[test]
+    fn home_and_shell_are_set_as_systemd_cleans_them() {
+        type HomeAndShell = (Option<&'static str>, Option<&'static str>);
+        let cases: &[(&str, u32, &str, &str, HomeAndShell)] = &[
+            (
+                "app",
+                1000,
+                "/home/app",
+                "/bin/bash",
+                (Some("/home/app"), Some("/bin/bash")),
+            ),
+            ("svc", 998, "/", "/usr/sbin/nologin", (None, None)),
+            ("svc", 998, "", "bash", (None, None)),
+            (
+                "svc",
+                998,
+                "/var/lib/svc",
+                "/bin/false",
+                (Some("/var/lib/svc"), None),
+            ),
+            ("nobody", 65534, "/nonexistent", "/bin/sh", (None, None)),
+        ];
+        for (user, uid, home, shell, expected) in cases {
+            let identity = Identity {
+                user: user.to_string(),
+                uid: *uid,
+                gid: *uid,
+                home: home.to_string(),
+                shell: shell.to_string(),
+            };
+            assert_eq!(
+                login_home_and_shell(&identity),
+                *expected,
+                "{user} {home} {shell}"
+            );
+        }
     }
 
     #[test]

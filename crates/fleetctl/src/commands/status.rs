@@ -122,7 +122,9 @@ impl Context<'_> {
                 Ok(Shown::Status(exit_code))
             }
             // The machine's fleetd runs units without systemd.
-            Ok(_) => self.summary(unit, state, io),
+            Ok(UnitStatusText { description, .. }) => {
+                self.summary(unit, state, description.as_deref(), io)
+            }
             Err(ClientError::Api { code: 409, .. }) if !self.here => {
                 let command = format!(
                     "status --here --machine {} {}",
@@ -141,17 +143,29 @@ impl Context<'_> {
                 }
             }
             // A fleetd without the status endpoint (fleet's own): the summary and the log.
-            Err(_) => self.summary(unit, state, io),
+            Err(_) => self.summary(unit, state, None, io),
         }
     }
 
-    /// The state of `unit` laid out like systemctl's summary, then its last log lines.
-    fn summary(&self, unit: &Unit, state: &UnitState, io: &mut Io<'_>) -> io::Result<Shown> {
-        let description = unit
-            .options
-            .iter()
-            .rfind(|o| o.section == "Unit" && o.name == "Description")
-            .map(|o| format!(" - {}", o.value))
+    /// The state of `unit` laid out like systemctl's summary, then its last log lines. The
+    /// description is the machine's (`described`, specifiers resolved) where it said one,
+    /// else the unit file's own words.
+    fn summary(
+        &self,
+        unit: &Unit,
+        state: &UnitState,
+        described: Option<&str>,
+        io: &mut Io<'_>,
+    ) -> io::Result<Shown> {
+        let written = || {
+            unit.options
+                .iter()
+                .rfind(|o| o.section == "Unit" && o.name == "Description")
+                .map(|o| o.value.as_str())
+        };
+        let description = described
+            .or_else(written)
+            .map(|d| format!(" - {d}"))
             .unwrap_or_default();
         let dot = match state.systemd_active_state.as_str() {
             "active" => "●",
