@@ -398,6 +398,13 @@ fn fleetctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
     common::fleetctl(&all, &[])
 }
 
+/// fleetctl's standard output, once it has exited 0.
+fn fleetctl_ok(dir: &Path, args: &[&str]) -> String {
+    let (code, out, err) = fleetctl(dir, args);
+    assert_eq!(code, 0, "fleetctl {args:?}: {err}");
+    out
+}
+
 #[test]
 fn fleetctl_starts_units_and_says_why_one_cannot_be_placed() {
     let dir = tempfile::tempdir().unwrap();
@@ -871,8 +878,7 @@ fn fleetctl_journal_shows_a_units_output() {
         "[Service]\nExecStart=/bin/sh -c 'echo one; echo two; echo three; exec sleep 30'\n",
     )
     .unwrap();
-    let (code, _, err) = fleetctl(dir.path(), &["start", file.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+    fleetctl_ok(dir.path(), &["start", file.to_str().unwrap()]);
     let out = eventually("never two lines", TEN_SECONDS, || {
         let (code, out, err) = fleetctl(dir.path(), &["journal", "--lines", "2", "talk.service"]);
         assert_eq!(code, 0, "{err}");
@@ -890,8 +896,7 @@ fn fleetctl_journal_shows_a_units_output() {
         out.lines().all(|l| l.contains(" 6e6f6465 talk.service: ")),
         "{out}"
     );
-    let (code, status, err) = fleetctl(dir.path(), &["status", "talk.service"]);
-    assert_eq!(code, 0, "{err}");
+    let status = fleetctl_ok(dir.path(), &["status", "talk.service"]);
     assert!(
         status.starts_with("● talk.service\n   Loaded: loaded\n   Active: active (running)\n  Machine: 6e6f6465.../10.0.0.9\n\n"),
         "{status}"
@@ -921,12 +926,9 @@ fn fleetctl_status_shows_the_description_with_its_specifiers_resolved() {
         "[Unit]\nDescription=Web server on port %i of %m\n\n[Service]\nExecStart=/bin/sleep 30\n",
     )
     .unwrap();
-    let (code, _, err) = fleetctl(dir.path(), &["submit", template.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let (code, _, err) = fleetctl(dir.path(), &["start", "web@8080.service"]);
-    assert_eq!(code, 0, "{err}");
-    let (code, status, err) = fleetctl(dir.path(), &["status", "web@8080.service"]);
-    assert_eq!(code, 0, "{err}");
+    fleetctl_ok(dir.path(), &["submit", template.to_str().unwrap()]);
+    fleetctl_ok(dir.path(), &["start", "web@8080.service"]);
+    let status = fleetctl_ok(dir.path(), &["status", "web@8080.service"]);
     let machine = fleet_testkit::machine_id("node1");
     let first = status.lines().next().unwrap_or_default();
     assert_eq!(
