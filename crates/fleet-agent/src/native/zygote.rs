@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{signal, SigHandler, Signal};
@@ -29,8 +29,11 @@ use nix::unistd::{fork, ForkResult};
 /// millisecond): past it, the shim is executed the ordinary way.
 const ANSWER: Duration = Duration::from_secs(5);
 
-/// The longest run directory a request carries (a path, so at most `PATH_MAX`).
-const MAX_REQUEST: usize = 4096;
+/// A request: its number (8 bytes) and a run directory (a path, so at most `PATH_MAX`).
+const MAX_REQUEST: usize = 8 + 4096;
+
+/// An answer: the request's number and the shim's PID (or the fork's `-errno`), 8 bytes each.
+const ANSWER_BYTES: usize = 16;
 
 /// fleetd's end of the zygote.
 pub struct Zygote {
@@ -42,6 +45,9 @@ pub struct Zygote {
     /// Cleared by the first request that fails: the zygote is not asked again, and shims are
     /// executed from then on.
     working: AtomicBool,
+    /// The number of the next request. An answer carries its request's: one to a request
+    /// whose asker gave up (its future dropped between asking and hearing) is passed over.
+    requests: AtomicU64,
 }
 
 impl std::fmt::Debug for Zygote {
@@ -74,6 +80,7 @@ impl Zygote {
                     socket: tokio::sync::OnceCell::new(),
                     pid: child.as_raw() as u32,
                     working: AtomicBool::new(true),
+                    requests: AtomicU64::new(0),
                 })
             }
         }
@@ -110,10 +117,14 @@ impl Zygote {
                 tokio::net::UnixDatagram::from_std(made).map(tokio::sync::Mutex::new)
             })
             .await?;
+        let number = self.requests.fetch_add(1, Ordering::Relaxed).to_le_bytes();
         let exchange = async {
             let socket = socket.lock().await;
             let fds = [report.as_raw_fd()];
-            let request = [IoSlice::new(dir.as_os_str().as_bytes())];
+            let request = [
+                IoSlice::new(&number),
+                IoSlice::new(dir.as_os_str().as_bytes()),
+            ];
             socket
                 .async_io(tokio::io::Interest::WRITABLE, || {
                     sendmsg::<()>(
@@ -126,11 +137,17 @@ impl Zygote {
                     .map_err(io::Error::from)
                 })
                 .await?;
-            let mut answer = [0u8; 8];
-            let read = socket.recv(&mut answer).await?;
-            match <[u8; 8]>::try_from(&answer[..read]) {
-                Ok(bytes) => Ok(i64::from_le_bytes(bytes)),
-                Err(_) => Err(io::Error::other("the zygote answered in pieces")),
+            loop {
+                let mut answer = [0u8; ANSWER_BYTES];
+                let read = socket.recv(&mut answer).await?;
+                if read != ANSWER_BYTES {
+                    return Err(io::Error::other("the zygote answered in pieces"));
+                }
+                let (to, pid) = answer.split_at(8);
+                if to == number {
+                    let pid: [u8; 8] = pid.try_into().expect("8 of 16 bytes");
+                    return Ok(i64::from_le_bytes(pid));
+                }
             }
         };
         let answer = tokio::time::timeout(ANSWER, exchange).await.map_err(|_| {
@@ -156,21 +173,27 @@ fn serve(socket: &UnixDatagram, parent: u32, shim: fn(&Path) -> i32) -> i32 {
     let _ = unsafe { signal(Signal::SIGCHLD, SigHandler::SigIgn) };
     let mut request = vec![0u8; MAX_REQUEST];
     loop {
-        let (dir, report) = match receive(socket, &mut request) {
+        let (received, report) = match receive(socket, &mut request) {
             Ok(Some(received)) => received,
             Ok(None) => return 0,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return 1,
         };
+        let Some((number, dir)) = received.split_first_chunk::<8>() else {
+            return 1;
+        };
         // SAFETY: the zygote has one thread.
         let answer: i64 = match unsafe { fork() } {
-            Ok(ForkResult::Child) => become_shim(socket, &dir, report, shim),
+            Ok(ForkResult::Child) => become_shim(socket, dir, report, shim),
             Ok(ForkResult::Parent { child }) => i64::from(child.as_raw()),
             Err(errno) => -(errno as i64),
         };
         // The zygote's copy of the pipe closes here: only the shim holds it now.
         drop(report);
-        if socket.send(&answer.to_le_bytes()).is_err() {
+        let mut reply = [0u8; ANSWER_BYTES];
+        reply[..8].copy_from_slice(number);
+        reply[8..].copy_from_slice(&answer.to_le_bytes());
+        if socket.send(&reply).is_err() {
             return 1;
         }
     }
