@@ -404,6 +404,11 @@ async fn reflected(state: &ApiState) -> Result<Option<&Reflector>, Answer> {
             return Ok(None);
         }
     };
+    // Re-listing after a broken watch: the registry answers again (it just did), so it is
+    // read directly rather than waited for.
+    if !reflector.is_following() {
+        return Ok(None);
+    }
     let written = state.registry.written();
     if !reflector.caught_up(written, OWN_WRITES).await {
         tracing::warn!(
@@ -528,18 +533,10 @@ fn current_state(
     let Some(machine) = placed else {
         return JobState::Inactive;
     };
-    let Some(placed) = snapshot
-        .schedule
-        .get(machine)
-        .and_then(|units| units.get(name))
-    else {
-        return JobState::Inactive;
-    };
-    let Some(reported) = snapshot
-        .states
-        .get(machine)
-        .and_then(|states| states.get(name))
-    else {
+    let (Some(placed), Some(reported)) = (
+        snapshot.placed(name, machine),
+        snapshot.state(name, machine),
+    ) else {
         return JobState::Inactive;
     };
     let launched = reported.hash.as_ref() == Some(hash) && reported.launched;

@@ -86,6 +86,12 @@ impl Reflector {
         self.progress.borrow().revision
     }
 
+    /// Whether its watch runs: while it is broken (until the task has re-listed) the snapshot
+    /// stands still, however far the registry moves.
+    pub fn is_following(&self) -> bool {
+        self.progress.borrow().following
+    }
+
     /// Waits, at most `within`, until the snapshot reflects every change up to `revision`;
     /// whether it does. A broken watch does not count as caught up until it has re-listed.
     pub async fn caught_up(&self, revision: Revision, within: Duration) -> bool {

@@ -17,6 +17,13 @@ fn config(endpoint: String) -> EtcdConfig {
     config
 }
 
+/// A registry on `etcd`, through a store with this file's short timeouts.
+async fn registry_on(etcd: &EtcdServer) -> Registry {
+    let store: Arc<dyn KvStore> =
+        Arc::new(EtcdStore::connect(&config(etcd.endpoint())).await.unwrap());
+    Registry::open(store).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_at_start_is_a_quick_clear_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -97,9 +104,7 @@ async fn outage_gives_bounded_errors_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_comes_through_an_etcd_restart_with_what_changed_meanwhile() {
     let mut etcd = EtcdServer::start();
-    let store: Arc<dyn KvStore> =
-        Arc::new(EtcdStore::connect(&config(etcd.endpoint())).await.unwrap());
-    let registry = Registry::open(Arc::clone(&store)).await.unwrap();
+    let registry = registry_on(&etcd).await;
     let me = MachineId::new("m1").unwrap();
     let mut view = registry.view(Scope::Agent(me.clone())).await.unwrap();
     etcd.kill();
@@ -137,12 +142,19 @@ async fn a_view_comes_through_an_etcd_restart_with_what_changed_meanwhile() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reflector_re_lists_after_an_etcd_restart_and_follows_on() {
     let mut etcd = EtcdServer::start();
-    let store: Arc<dyn KvStore> =
-        Arc::new(EtcdStore::connect(&config(etcd.endpoint())).await.unwrap());
-    let registry = Registry::open(Arc::clone(&store)).await.unwrap();
+    let registry = registry_on(&etcd).await;
     let me = MachineId::new("m1").unwrap();
     let reflector = registry.reflect(Scope::All).await.unwrap();
+    assert!(reflector.is_following());
     etcd.kill();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while reflector.is_following() {
+        assert!(
+            Instant::now() < deadline,
+            "the reflector never saw the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     etcd.restart();
     let deadline = Instant::now() + Duration::from_secs(15);
     while let Err(e) = registry.set_metadata(&me, "zone", Some("b")).await {
