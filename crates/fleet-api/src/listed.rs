@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
-use fleet_registry::records::StateRecord;
 use fleet_registry::Snapshot;
 use fleet_unit::{MachineId, UnitName};
 
@@ -75,11 +74,6 @@ impl Listed {
         });
         placed.get(unit).into_iter().flatten()
     }
-
-    /// The state `machine` reported for `unit`.
-    pub fn state(&self, unit: &UnitName, machine: &MachineId) -> Option<&StateRecord> {
-        self.snapshot.states.get(machine)?.get(unit)
-    }
 }
 
 impl Deref for Listed {
@@ -93,7 +87,7 @@ impl Deref for Listed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleet_registry::records::JobRecord;
+    use fleet_registry::records::{JobRecord, StateRecord};
     use fleet_unit::JobState;
 
     fn check(

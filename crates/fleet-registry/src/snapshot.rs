@@ -172,6 +172,16 @@ impl Snapshot {
             .map(|(machine, _)| machine)
     }
 
+    /// What the engine placed on `machine` as `unit`.
+    pub fn placed(&self, unit: &UnitName, machine: &MachineId) -> Option<&JobRecord> {
+        self.schedule.get(machine)?.get(unit)
+    }
+
+    /// The state `machine` reported for `unit`.
+    pub fn state(&self, unit: &UnitName, machine: &MachineId) -> Option<&StateRecord> {
+        self.states.get(machine)?.get(unit)
+    }
+
     /// The units placed on `machine`.
     pub fn scheduled_on(
         &self,

@@ -12,6 +12,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A fleetd's home, with `conf` as its fleet.conf.
+fn configured(conf: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), conf).unwrap();
+    dir
+}
+
 fn fleetd(dir: &Path) -> Command {
     let mut command = common::fleetd(dir, "node1");
     command
@@ -51,8 +58,7 @@ fn starts_on_the_embedded_registry_and_stops_on_sigterm() {
 
 #[test]
 fn a_bad_configuration_is_refused_with_the_option_named() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "agent_ttl = forever\n").unwrap();
+    let dir = configured("agent_ttl = forever\n");
     let output = fleetd(dir.path()).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -79,8 +85,7 @@ fn a_bad_configuration_is_refused_with_the_option_named() {
 
 #[test]
 fn systemd_requested_but_unreachable_stops_fleetd_with_the_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "unit_manager = systemd\n").unwrap();
+    let dir = configured("unit_manager = systemd\n");
     let bus = format!("unix:path={}/no-bus", dir.path().display());
     let output = fleetd(dir.path())
         .env("FLEET_UNIT_MANAGER", "systemd")
@@ -101,8 +106,7 @@ use fleet_testkit::measure::http_unix as http;
 
 #[test]
 fn a_unit_launched_through_the_api_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let socket = dir.path().join("fleet.sock");
     let mut child = start_and_wait_for_socket(dir.path());
     use std::os::unix::fs::PermissionsExt;
@@ -252,8 +256,7 @@ fn launch_sleeper(socket: &Path) -> u32 {
 
 #[test]
 fn sigquit_leaves_units_running_for_the_next_fleetd_and_sigterm_unloads_them() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let socket = dir.path().join("fleet.sock");
     let mut first = start_and_wait_for_socket(dir.path());
     let pid = launch_sleeper(&socket);
@@ -285,8 +288,7 @@ fn sigquit_leaves_units_running_for_the_next_fleetd_and_sigterm_unloads_them() {
 
 #[test]
 fn readiness_is_notified_when_systemd_asks_for_it() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let notify = dir.path().join("notify.sock");
     let listener = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
     listener
@@ -308,8 +310,7 @@ fn readiness_is_notified_when_systemd_asks_for_it() {
 
 #[test]
 fn sighup_reloads_metadata_and_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "metadata = role=a\n").unwrap();
+    let dir = configured("metadata = role=a\n");
     let socket = dir.path().join("fleet.sock");
     let mut child = start_and_wait_for_socket(dir.path());
     let machines = |want: &str| {
@@ -345,8 +346,7 @@ fn sighup_reloads_metadata_and_keeps_serving() {
 
 #[test]
 fn socket_activation_serves_the_socket_systemd_passes() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let socket = dir.path().join("activated.sock");
     // systemd's own tool: binds the socket and runs fleetd with LISTEN_FDS=1, LISTEN_PID.
     let mut child = Command::new("systemd-socket-activate")
@@ -407,8 +407,7 @@ fn fleetctl_ok(dir: &Path, args: &[&str]) -> String {
 
 #[test]
 fn fleetctl_starts_units_and_says_why_one_cannot_be_placed() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let mut child = start_and_wait_for_socket(dir.path());
     let hello = dir.path().join("hello.service");
     std::fs::write(&hello, "[Service]\nExecStart=/bin/sleep 30\n").unwrap();
@@ -498,8 +497,7 @@ fn a_second_fleetd_with_the_same_machine_id_is_refused() {
 
 #[test]
 fn a_fleetd_killed_with_sigkill_is_replaced_without_restarting_its_units() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let socket = dir.path().join("fleet.sock");
     let mut first = start_and_wait_for_socket(dir.path());
     let pid = launch_sleeper(&socket);
@@ -537,8 +535,7 @@ fn ignored_signals(pid: u32) -> u64 {
 /// SIGCHLD (a shell waiting for its children would break).
 #[test]
 fn shims_are_forked_by_a_zygote_that_ends_with_fleetd() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let socket = dir.path().join("fleet.sock");
     let mut first = start_and_wait_for_socket(dir.path());
     let unit = launch_sleeper(&socket);
@@ -590,8 +587,7 @@ fn shims_are_forked_by_a_zygote_that_ends_with_fleetd() {
 /// units still start.
 #[test]
 fn without_its_zygote_fleetd_executes_shims() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let socket = dir.path().join("fleet.sock");
     let mut fleetd = start_and_wait_for_socket(dir.path());
     let children: Vec<u32> = std::fs::read_dir("/proc")
@@ -631,8 +627,7 @@ fn without_its_zygote_fleetd_executes_shims() {
 /// before it submitted and none after it.
 #[test]
 fn fleetctl_submits_many_units_at_once_and_reports_them_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let mut child = start_and_wait_for_socket(dir.path());
     let files: Vec<String> = (0..40)
         .map(|i| {
@@ -672,8 +667,7 @@ fn fleetctl_submits_many_units_at_once_and_reports_them_in_order() {
 
 #[test]
 fn fleetctl_moves_a_unit_through_every_state() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let mut child = start_and_wait_for_socket(dir.path());
     let file = dir.path().join("web.service");
     let text = "[Unit]\nDescription=Web\n\n[Service]\nExecStart=/bin/sleep 30\n";
@@ -869,8 +863,7 @@ fn a_network_api_without_tls_or_authentication_is_refused() {
 
 #[test]
 fn fleetctl_journal_shows_a_units_output() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let mut child = start_and_wait_for_socket(dir.path());
     let file = dir.path().join("talk.service");
     std::fs::write(
@@ -917,8 +910,7 @@ fn fleetctl_journal_shows_a_units_output() {
 /// the machine (fleet's documented `Apache web server on port %i`).
 #[test]
 fn fleetctl_status_shows_the_description_with_its_specifiers_resolved() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let mut child = start_and_wait_for_socket(dir.path());
     let template = dir.path().join("web@.service");
     std::fs::write(
@@ -941,8 +933,7 @@ fn fleetctl_status_shows_the_description_with_its_specifiers_resolved() {
 
 #[test]
 fn replace_follows_fleets_rules() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let mut child = start_and_wait_for_socket(dir.path());
     let file = dir.path().join("app.service");
     let path = file.to_str().unwrap().to_owned();
@@ -995,8 +986,7 @@ fn descendants_of(root: u32) -> Vec<u32> {
 
 #[test]
 fn a_unit_whose_processes_died_runs_again_with_one_process() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let socket = dir.path().join("fleet.sock");
     let run = dir.path().join("data/run/hello.service");
     let mut first = start_and_wait_for_socket(dir.path());
@@ -1065,8 +1055,7 @@ fn running_anew(socket: &Path, run: &Path, old: u32) -> (u32, u32) {
 
 #[test]
 fn awkward_unit_names_run_or_fail_alone_and_never_stop_the_others() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let socket = dir.path().join("fleet.sock");
     let mut daemon = start_and_wait_for_socket(dir.path());
     let long = |length: usize| format!("{}.service", "a".repeat(length - ".service".len()));
@@ -1125,8 +1114,7 @@ fn main_pid_of(dir: &Path, unit: &str) -> Option<u64> {
 
 #[test]
 fn a_restart_of_a_main_unit_brings_its_bound_sidekick_back() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let dir = configured("");
     let mut daemon = start_and_wait_for_socket(dir.path());
     let main = dir.path().join("web.service");
     std::fs::write(&main, "[Service]\nExecStart=/bin/sleep 60\n").unwrap();

@@ -127,19 +127,28 @@ impl Drop for Starting<'_> {
 /// Why a unit that was running on paper is failed: found so when fleetd started.
 pub const GONE_AT_START: &str = "the unit's processes were gone when fleetd started";
 
-/// A loaded unit, with its relations read once, when it was loaded.
+/// A loaded unit, with what is read of it once, when it was loaded.
 #[derive(Clone)]
 struct Loaded {
     unit: UnitFile,
     /// The file's hash, computed once: the agent asks for every unit's at every report.
     hash: fleet_unit::UnitHash,
     relations: Relations,
+    /// `Description=`, its specifiers resolved for this machine (as systemd shows it).
+    description: String,
 }
 
 impl Loaded {
+    /// A unit that does not load has no relations and no description (its start fails in
+    /// its shim, with the reason).
     fn new(config: &SupervisorConfig, name: &UnitName, unit: UnitFile) -> Loaded {
+        let service = Service::load(&unit, &specifier_context(config, name)).ok();
+        let (relations, description) = service
+            .map(|service| (service.relations, service.description))
+            .unwrap_or_default();
         Loaded {
-            relations: relations(config, name, &unit),
+            relations,
+            description,
             hash: unit.hash(),
             unit,
         }
@@ -279,9 +288,8 @@ impl Supervisor {
     /// The `Description=` of a loaded unit, its specifiers resolved for this machine (as
     /// systemd shows it); `None` when it has none or does not load.
     pub fn description(&self, name: &UnitName) -> Option<String> {
-        let unit = self.loaded().get(name)?.unit.clone();
-        let service = Service::load(&unit, &specifier_context(&self.config, name)).ok()?;
-        Some(service.description).filter(|d| !d.is_empty())
+        let description = self.loaded().get(name)?.description.clone();
+        Some(description).filter(|d| !d.is_empty())
     }
 
     pub fn loaded_units(&self) -> Vec<UnitName> {
@@ -741,14 +749,6 @@ fn stop_session(session: u32) -> usize {
     }
     signal_each(&session_members(session), Signal::SIGKILL);
     members.len()
-}
-
-/// A unit's relations to others, its specifiers resolved for this machine. A unit that does
-/// not load has none (its start fails in its shim, with the reason).
-fn relations(config: &SupervisorConfig, name: &UnitName, unit: &UnitFile) -> Relations {
-    Service::load(unit, &specifier_context(config, name))
-        .map(|service| service.relations)
-        .unwrap_or_default()
 }
 
 /// What specifiers resolve to for `name` on this machine, outside its shim (which knows the
