@@ -241,6 +241,12 @@ fn running_pid(socket: &Path) -> u32 {
     state["main_pid"].as_u64().unwrap() as u32
 }
 
+/// The PID of hello.service's shim, as its run directory says.
+fn hello_shim(dir: &Path) -> u32 {
+    let pid = std::fs::read_to_string(dir.join("data/run/hello.service/shim.pid")).unwrap();
+    pid.trim().parse().unwrap()
+}
+
 /// Launches hello.service (a sleep) through the API; the PID of its process once it runs.
 fn launch_sleeper(socket: &Path) -> u32 {
     let unit = r#"{"desiredState":"launched","name":"hello.service","options":[{"name":"ExecStart","section":"Service","value":"/bin/sleep 60"}]}"#;
@@ -398,6 +404,13 @@ fn fleetctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
     common::fleetctl(&all, &[])
 }
 
+/// Writes the unit file `name` into `dir`; its path, for fleetctl.
+fn unit_file(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
 /// fleetctl's standard output, once it has exited 0.
 fn fleetctl_ok(dir: &Path, args: &[&str]) -> String {
     let (code, out, err) = fleetctl(dir, args);
@@ -539,12 +552,7 @@ fn shims_are_forked_by_a_zygote_that_ends_with_fleetd() {
     let socket = dir.path().join("fleet.sock");
     let mut first = start_and_wait_for_socket(dir.path());
     let unit = launch_sleeper(&socket);
-    let shim_pid = dir.path().join("data/run/hello.service/shim.pid");
-    let shim: u32 = std::fs::read_to_string(shim_pid)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let shim = hello_shim(dir.path());
     let zygote = parent_of(shim);
     assert_ne!(zygote, first.id(), "the shim was not executed by fleetd");
     assert_eq!(
@@ -612,12 +620,7 @@ fn without_its_zygote_fleetd_executes_shims() {
         },
     );
     launch_sleeper(&socket);
-    let shim_pid = dir.path().join("data/run/hello.service/shim.pid");
-    let shim: u32 = std::fs::read_to_string(shim_pid)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let shim = hello_shim(dir.path());
     assert_eq!(parent_of(shim), fleetd.id(), "executed by fleetd itself");
     stop(&mut fleetd, "-TERM");
 }
@@ -865,13 +868,12 @@ fn a_network_api_without_tls_or_authentication_is_refused() {
 fn fleetctl_journal_shows_a_units_output() {
     let dir = configured("");
     let mut child = start_and_wait_for_socket(dir.path());
-    let file = dir.path().join("talk.service");
-    std::fs::write(
-        &file,
+    let file = unit_file(
+        dir.path(),
+        "talk.service",
         "[Service]\nExecStart=/bin/sh -c 'echo one; echo two; echo three; exec sleep 30'\n",
-    )
-    .unwrap();
-    fleetctl_ok(dir.path(), &["start", file.to_str().unwrap()]);
+    );
+    fleetctl_ok(dir.path(), &["start", &file]);
     let out = eventually("never two lines", TEN_SECONDS, || {
         let (code, out, err) = fleetctl(dir.path(), &["journal", "--lines", "2", "talk.service"]);
         assert_eq!(code, 0, "{err}");
@@ -912,13 +914,12 @@ fn fleetctl_journal_shows_a_units_output() {
 fn fleetctl_status_shows_the_description_with_its_specifiers_resolved() {
     let dir = configured("");
     let mut child = start_and_wait_for_socket(dir.path());
-    let template = dir.path().join("web@.service");
-    std::fs::write(
-        &template,
+    let template = unit_file(
+        dir.path(),
+        "web@.service",
         "[Unit]\nDescription=Web server on port %i of %m\n\n[Service]\nExecStart=/bin/sleep 30\n",
-    )
-    .unwrap();
-    fleetctl_ok(dir.path(), &["submit", template.to_str().unwrap()]);
+    );
+    fleetctl_ok(dir.path(), &["submit", &template]);
     fleetctl_ok(dir.path(), &["start", "web@8080.service"]);
     let status = fleetctl_ok(dir.path(), &["status", "web@8080.service"]);
     let machine = fleet_testkit::machine_id("node1");
@@ -991,11 +992,7 @@ fn a_unit_whose_processes_died_runs_again_with_one_process() {
     let run = dir.path().join("data/run/hello.service");
     let mut first = start_and_wait_for_socket(dir.path());
     let old = launch_sleeper(&socket);
-    let shim: u32 = std::fs::read_to_string(run.join("shim.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let shim = hello_shim(dir.path());
     // fleetd, the shim and the unit's process die together (a crash, an OOM kill of all).
     for pid in [shim, old] {
         let killed = Command::new("kill")
