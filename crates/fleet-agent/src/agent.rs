@@ -9,11 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleet_registry::kv::LeaseId;
 use fleet_registry::records::{JobRecord, MachineRecord, StateRecord};
-use fleet_registry::{Registry, RegistryError, Scope, Snapshot};
+use fleet_registry::{Pacing, Registry, RegistryError, Scope, Snapshot};
 use fleet_unit::{
     JobState, Machine, MachineId, Requirements, SystemdState, UnitFile, UnitHash, UnitName,
 };
@@ -152,6 +152,7 @@ async fn follow(
     // When the states changed since the last report are written: a burst of changes (a
     // thousand units starting) is reported in a few writes, each a look at every unit.
     let mut report_at: Option<tokio::time::Instant> = None;
+    let mut pacing = Pacing::new(IDLE_PER_BUSY, LONGEST_PAUSE);
     loop {
         if refresh && lease.borrow().held().is_some() {
             // Back in the registry: what the engine did meanwhile decides whether the fenced
@@ -172,12 +173,16 @@ async fn follow(
         }
         // Nothing is loaded, started or stopped before this fleetd holds the machine's lease:
         // until then the machine ID may be another live fleetd's, whose units these are.
-        if dirty && lease.borrow().lease.is_some() {
-            match agent.reconcile(view.snapshot()).await {
+        if dirty && lease.borrow().lease.is_some() && pacing.ready(Instant::now()) {
+            let began = Instant::now();
+            let reconciled = agent.reconcile(view.snapshot()).await;
+            pacing.passed(began, Instant::now());
+            match reconciled {
                 Ok(()) => dirty = false,
                 Err(error) => tracing::warn!(%error, "agent: reconcile failed; retrying"),
             }
         }
+        let paced = Some(pacing.next()).filter(|at| dirty && *at > Instant::now());
         tokio::select! {
             changed = view.changed() => match changed {
                 Ok(_) => dirty = true,
@@ -216,6 +221,7 @@ async fn follow(
                 // A unit found gone without having ended is started again by a reconcile.
                 dirty |= agent.forget_lost().await;
             }
+            _ = sleep_until(paced.map(Into::into)) => {}
             _ = sleep_until(report_at), if report_at.is_some() => {
                 report_at = None;
                 agent.publish_or_warn().await;
@@ -255,6 +261,11 @@ async fn next_change(changes: &mut Option<watch::Receiver<()>>) -> Option<()> {
 
 /// How long after a state change the agent reports it, with the changes that came meanwhile.
 const REPORT_DELAY: Duration = Duration::from_millis(50);
+/// After a reconcile, the agent idles at least this many times as long as it took (at most
+/// `LONGEST_PAUSE`), so a stream of changes is met with few passes over every unit and the
+/// machine's cores stay free for the units and the API.
+const IDLE_PER_BUSY: u32 = 3;
+const LONGEST_PAUSE: Duration = Duration::from_millis(250);
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {

@@ -12,5 +12,8 @@ pub mod lease;
 pub mod manager;
 pub mod native;
 pub mod order;
+mod replace_file;
 pub mod started;
 pub mod systemd;
+
+pub use replace_file::replace_file;

@@ -215,12 +215,12 @@ impl UnitManager for Supervisor {
     }
 
     async fn journal(&self, name: &UnitName, lines: usize) -> Result<Vec<String>> {
-        tail(&self.run_dir(name), lines).map_err(|e| ManagerError(format!("log of {name}: {e}")))
+        tail(&self.log_files(name), lines).map_err(|e| ManagerError(format!("log of {name}: {e}")))
     }
 
     async fn follow(&self, name: &UnitName) -> Result<mpsc::Receiver<String>> {
         let (records, receiver) = mpsc::channel(256);
-        tokio::spawn(follow(self.run_dir(name), records, FOLLOW_POLL));
+        tokio::spawn(follow(self.log_files(name), records, FOLLOW_POLL));
         Ok(receiver)
     }
 

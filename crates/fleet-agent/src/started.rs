@@ -61,9 +61,7 @@ impl Started {
             return;
         }
         let text = format(&self.boot, &self.units);
-        let temporary = file.with_extension("tmp");
-        let written =
-            std::fs::write(&temporary, text).and_then(|_| std::fs::rename(&temporary, file));
+        let written = crate::replace_file(file, &file.with_extension("tmp"), text.as_bytes());
         if let Err(error) = written {
             self.unsaved = true;
             tracing::warn!(%error, path = %file.display(), "agent: cannot record the units it started");

@@ -10,6 +10,7 @@ pub mod etcd;
 pub mod keys;
 pub mod kv;
 pub mod local;
+mod pacing;
 pub mod records;
 mod reflector;
 pub mod registry;
@@ -17,6 +18,7 @@ pub mod snapshot;
 
 pub use error::{RegistryError, Result};
 pub use kv::{KvStore, LeaseId, Revision};
+pub use pacing::Pacing;
 pub use reflector::Reflector;
 pub use registry::{renewal_interval, Changed, Leadership, MachineLease, Registry, Scope, View};
 pub use snapshot::Snapshot;

@@ -16,15 +16,8 @@ async fn main() {
     let count = count_option("--units", 50);
     let dir = tempfile::tempdir().expect("temp dir");
     let supervisor = Supervisor::open(SupervisorConfig {
-        units_dir: dir.path().join("units"),
-        run_dir: dir.path().join("run"),
-        shim_command: vec![built_binary("fleetd").display().to_string(), "shim".into()],
-        zygote: None,
-        machine_id: "bench".into(),
-        public_ip: String::new(),
-        hostname: "bench".into(),
-        boot_id: "bench".into(),
         log_max_bytes: 1024 * 1024,
+        ..SupervisorConfig::under(dir.path(), &built_binary("fleetd"))
     })
     .expect("supervisor");
     let unit = UnitFile::parse("[Service]\nExecStart=/bin/sleep 600\n").unwrap();

@@ -1,7 +1,7 @@
 //! fleetd's configuration, read as fleet 1.0 read it: a section-less INI file
 //! (`/etc/fleet/fleet.conf` or `--config`), overridden by `FLEET_<KEY>` environment variables,
 //! with fleet's options, types and defaults, plus ours (`api_listen`, `machine_id`,
-//! `data_dir`, `unit_manager`). Pure: the caller reads the file and the environment.
+//! `data_dir`, `runtime_dir`, `unit_manager`). Pure: the caller reads the file and the environment.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -55,6 +55,9 @@ pub struct Config {
     /// Empty: `/etc/machine-id`.
     pub machine_id: String,
     pub data_dir: PathBuf,
+    /// What lives no longer than the machine's processes (the native supervisor's run
+    /// directories): memory on most machines, as systemd keeps its own in /run.
+    pub runtime_dir: PathBuf,
     pub unit_manager: UnitManagerChoice,
 }
 
@@ -108,6 +111,7 @@ impl Default for Config {
             api_allow_plain_tcp: false,
             machine_id: String::new(),
             data_dir: "/var/lib/fleet".into(),
+            runtime_dir: "/run/fleet".into(),
             unit_manager: UnitManagerChoice::Auto,
         }
     }
@@ -246,6 +250,7 @@ impl Config {
                 self.machine_id = id.to_owned();
             }
             "data_dir" => self.data_dir = PathBuf::from(value),
+            "runtime_dir" => self.runtime_dir = PathBuf::from(value),
             "api_tls_cert_file" => self.api_tls_cert_file = path(value),
             "api_tls_key_file" => self.api_tls_key_file = path(value),
             "api_tls_client_ca_file" => self.api_tls_client_ca_file = path(value),

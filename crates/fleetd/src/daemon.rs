@@ -476,6 +476,7 @@ fn apply_reload(running: &Config, reload: &Reload, announce: &watch::Sender<Mach
             running.etcd_key_prefix != config.etcd_key_prefix,
         ),
         ("data_dir", running.data_dir != config.data_dir),
+        ("runtime_dir", running.runtime_dir != config.runtime_dir),
         (
             "units_directory",
             running.units_directory != config.units_directory,
@@ -671,7 +672,8 @@ async fn unit_manager(
                 .map_err(|e| format!("cannot find fleetd's own binary: {e}"))?;
             let supervisor = Supervisor::open(SupervisorConfig {
                 units_dir: config.units_directory.clone(),
-                run_dir: config.data_dir.join("run"),
+                run_dir: config.runtime_dir.join("native"),
+                log_dir: config.data_dir.join("logs"),
                 shim_command: vec![shim.display().to_string(), "shim".into()],
                 zygote,
                 machine_id: machine.to_string(),

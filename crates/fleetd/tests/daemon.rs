@@ -236,14 +236,14 @@ fn running_pid(socket: &Path) -> u32 {
         running.then_some(()).ok_or(format!("{status} {body}"))
     });
     let dir = socket.parent().unwrap();
-    let state = std::fs::read_to_string(dir.join("data/run/hello.service/state.json")).unwrap();
+    let state = std::fs::read_to_string(dir.join("run/native/hello.service/state.json")).unwrap();
     let state: serde_json::Value = serde_json::from_str(&state).unwrap();
     state["main_pid"].as_u64().unwrap() as u32
 }
 
 /// The PID of hello.service's shim, as its run directory says.
 fn hello_shim(dir: &Path) -> u32 {
-    let pid = std::fs::read_to_string(dir.join("data/run/hello.service/shim.pid")).unwrap();
+    let pid = std::fs::read_to_string(dir.join("run/native/hello.service/shim.pid")).unwrap();
     pid.trim().parse().unwrap()
 }
 
@@ -362,6 +362,11 @@ fn socket_activation_serves_the_socket_systemd_passes() {
         .arg(format!(
             "FLEET_DATA_DIR={}",
             dir.path().join("data").display()
+        ))
+        .arg("-E")
+        .arg(format!(
+            "FLEET_RUNTIME_DIR={}",
+            dir.path().join("run").display()
         ))
         .arg("-E")
         .arg(format!(
@@ -989,7 +994,7 @@ fn descendants_of(root: u32) -> Vec<u32> {
 fn a_unit_whose_processes_died_runs_again_with_one_process() {
     let dir = configured("");
     let socket = dir.path().join("fleet.sock");
-    let run = dir.path().join("data/run/hello.service");
+    let run = dir.path().join("run/native/hello.service");
     let mut first = start_and_wait_for_socket(dir.path());
     let old = launch_sleeper(&socket);
     let shim = hello_shim(dir.path());
@@ -1104,7 +1109,8 @@ fn awkward_unit_names_run_or_fail_alone_and_never_stop_the_others() {
 
 /// The main PID of `unit` from its run directory, while it runs.
 fn main_pid_of(dir: &Path, unit: &str) -> Option<u64> {
-    let state = std::fs::read_to_string(dir.join("data/run").join(unit).join("state.json")).ok()?;
+    let state =
+        std::fs::read_to_string(dir.join("run/native").join(unit).join("state.json")).ok()?;
     let state: serde_json::Value = serde_json::from_str(&state).ok()?;
     (state["sub"] == "running").then(|| state["main_pid"].as_u64())?
 }

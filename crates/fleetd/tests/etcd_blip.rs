@@ -13,7 +13,7 @@ use fleet_testkit::EtcdServer;
 use fleet_unit::{JobState, MachineId, UnitFile, UnitName};
 
 fn main_pid(dir: &Path) -> Option<u64> {
-    let state = std::fs::read_to_string(dir.join("data/run/hello.service/state.json")).ok()?;
+    let state = std::fs::read_to_string(dir.join("run/native/hello.service/state.json")).ok()?;
     let state: serde_json::Value = serde_json::from_str(&state).ok()?;
     (state["sub"] == "running")
         .then(|| state["main_pid"].as_u64())

@@ -175,17 +175,10 @@ async fn the_native_supervisor_runs_each_unit_file_as_systemd_does() {
     .unwrap();
     let native_dir = tempfile::tempdir().unwrap();
     let native: Arc<dyn UnitManager> = Arc::new(
-        Supervisor::open(SupervisorConfig {
-            units_dir: native_dir.path().join("units"),
-            run_dir: native_dir.path().join("run"),
-            shim_command: vec![env!("CARGO_BIN_EXE_fleetd").into(), "shim".into()],
-            zygote: None,
-            machine_id: "0123456789abcdef0123456789abcdef".into(),
-            public_ip: String::new(),
-            hostname: "host1".into(),
-            boot_id: "b1".into(),
-            log_max_bytes: 64 * 1024,
-        })
+        Supervisor::open(SupervisorConfig::under(
+            native_dir.path(),
+            Path::new(env!("CARGO_BIN_EXE_fleetd")),
+        ))
         .unwrap(),
     );
     let on_systemd = run_all(systemd.as_ref(), &systemd_out).await;

@@ -1,5 +1,5 @@
 //! `fleetd shim` as the supervisor runs it: a real process per unit, with its state file,
-//! control socket and log in the unit's run directory.
+//! control socket in the unit's run directory and its log (here in the run directory's `logs`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -7,13 +7,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleet_agent::native::log::tail;
+use fleet_agent::native::log::{tail, LogFiles};
 use fleet_agent::native::shim::{read_state, ShimSpec, SOCKET, SPEC};
 use fleet_agent::native::status::{SubState, UnitStatus};
 use fleet_testkit::measure::memory_kib;
 
-fn spec(unit_text: &str) -> ShimSpec {
+fn spec(dir: &Path, unit_text: &str) -> ShimSpec {
     ShimSpec {
+        log_dir: dir.join("logs"),
         unit_name: "hello.service".into(),
         unit_text: unit_text.into(),
         machine_id: "m1".into(),
@@ -24,10 +25,15 @@ fn spec(unit_text: &str) -> ShimSpec {
     }
 }
 
+/// The log of the shim's unit in run directory `dir`.
+fn log_of(dir: &Path) -> LogFiles {
+    LogFiles::of(&dir.join("logs"), "hello.service")
+}
+
 fn start_shim(dir: &Path, unit_text: &str) -> Child {
     std::fs::write(
         dir.join(SPEC),
-        serde_json::to_vec(&spec(unit_text)).unwrap(),
+        serde_json::to_vec(&spec(dir, unit_text)).unwrap(),
     )
     .unwrap();
     Command::new(env!("CARGO_BIN_EXE_fleetd"))
@@ -85,7 +91,7 @@ fn a_shim_runs_a_unit_reports_it_and_stops_it() {
     let exit = shim.wait().unwrap();
     assert!(exit.success(), "shim exit {exit:?}");
     assert!(!Path::new(&format!("/proc/{main}")).exists() || is_zombie_free(main));
-    let log = tail(dir.path(), 10).unwrap();
+    let log = tail(&log_of(dir.path()), 10).unwrap();
     assert!(
         log.iter().any(|l| l.ends_with("stdout up on m1 10.0.0.9")),
         "{log:#?}"
@@ -120,7 +126,7 @@ fn a_shim_outlives_its_parent() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join(SPEC),
-        serde_json::to_vec(&spec("[Service]\nExecStart=/bin/sleep 30\n")).unwrap(),
+        serde_json::to_vec(&spec(dir.path(), "[Service]\nExecStart=/bin/sleep 30\n")).unwrap(),
     )
     .unwrap();
     let parent = Command::new("/bin/sh")
@@ -147,7 +153,7 @@ fn reload_runs_exec_reload_and_keeps_the_unit_running() {
     let running = wait_state(dir.path(), "running", |s| s.sub == SubState::Running);
     request(dir.path(), "reload");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !tail(dir.path(), 10)
+    while !tail(&log_of(dir.path()), 10)
         .unwrap()
         .iter()
         .any(|l| l.ends_with("stdout reloaded"))

@@ -4,6 +4,7 @@
 mod common;
 use common::until;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,15 +34,9 @@ async fn a_launched_unit_runs_and_an_inactive_one_is_gone() {
         .unwrap();
     let me = MachineId::new("node1").unwrap();
     let supervisor = Supervisor::open(SupervisorConfig {
-        units_dir: dir.path().join("units"),
-        run_dir: dir.path().join("run"),
-        shim_command: vec![env!("CARGO_BIN_EXE_fleetd").into(), "shim".into()],
-        zygote: None,
         machine_id: me.to_string(),
-        public_ip: String::new(),
         hostname: "node1".into(),
-        boot_id: "b".into(),
-        log_max_bytes: 64 * 1024,
+        ..SupervisorConfig::under(dir.path(), Path::new(env!("CARGO_BIN_EXE_fleetd")))
     })
     .unwrap();
     let manager: Arc<dyn UnitManager> = Arc::new(supervisor);

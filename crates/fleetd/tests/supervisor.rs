@@ -14,15 +14,8 @@ const CHILD_ENV: &str = "FLEETD_SUPERVISOR_CHILD_DIR";
 
 fn config(dir: &Path) -> SupervisorConfig {
     SupervisorConfig {
-        units_dir: dir.join("units"),
-        run_dir: dir.join("run"),
-        shim_command: vec![env!("CARGO_BIN_EXE_fleetd").into(), "shim".into()],
-        zygote: None,
         machine_id: "m1".into(),
-        public_ip: String::new(),
-        hostname: "host1".into(),
-        boot_id: "b1".into(),
-        log_max_bytes: 64 * 1024,
+        ..SupervisorConfig::under(dir, Path::new(env!("CARGO_BIN_EXE_fleetd")))
     }
 }
 
@@ -519,11 +512,9 @@ async fn a_hundred_megabytes_of_output_keep_the_log_bounded_and_the_shim_small()
     );
     supervisor.start(&chatty).await.unwrap();
     wait_logged(&supervisor, &chatty, "written", Duration::from_secs(240)).await;
-    let log_bytes: u64 = std::fs::read_dir(dir.path().join("run/chatty.service"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("log"))
-        .map(|e| e.metadata().unwrap().len())
+    let log_bytes: u64 = ["logs/chatty.service", "logs/rotated/chatty.service"]
+        .iter()
+        .map(|file| std::fs::metadata(dir.path().join(file)).unwrap().len())
         .sum();
     let bound = config(dir.path()).log_max_bytes;
     assert!(

@@ -55,7 +55,7 @@ fn running_on(snapshot: &Snapshot, unit: &UnitName) -> Option<String> {
 /// Stops the unit processes a killed fleetd left running (its shims outlive it by design).
 fn stop_leftover_shims(dir: &Path) {
     for machine in ["m1", "m2"] {
-        let Ok(entries) = std::fs::read_dir(dir.join(machine).join("data/run")) else {
+        let Ok(entries) = std::fs::read_dir(dir.join(machine).join("run/native")) else {
             continue;
         };
         for entry in entries.flatten() {

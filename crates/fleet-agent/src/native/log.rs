@@ -1,6 +1,11 @@
-//! A unit's output log: one line per record, `<RFC 3339 UTC time> <stream> <text>`, in `log`,
-//! rotated to `log.1` when it passes its size bound, so a chatty unit uses at most twice the
-//! bound on disk. `tail` reads the last lines across both files, as `fleetctl journal` needs.
+//! A unit's output log: one line per record, `<RFC 3339 UTC time> <stream> <text>`, in a file
+//! named after the unit in the log directory, rotated into its `rotated/` subdirectory when it
+//! passes its size bound, so a chatty unit uses at most twice the bound on disk. `tail` reads
+//! the last lines across both files, as `fleetctl journal` needs.
+//!
+//! The log directory is on persistent storage (the data directory), apart from the run
+//! directories: those hold a running shim's state and belong in the runtime directory, which
+//! is memory on most machines, where a chatty unit's log should not be.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -26,24 +31,46 @@ impl Stream {
     }
 }
 
+/// The two files of a unit's log. A unit name is one path component and may be 255 bytes
+/// long, so the rotated file keeps the name and lives in a subdirectory (`rotated` is no unit
+/// name: every unit name has a type suffix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFiles {
+    pub current: PathBuf,
+    pub rotated: PathBuf,
+}
+
+impl LogFiles {
+    pub fn of(log_dir: &Path, unit: &str) -> LogFiles {
+        LogFiles {
+            current: log_dir.join(unit),
+            rotated: log_dir.join(ROTATED_DIR).join(unit),
+        }
+    }
+}
+
+const ROTATED_DIR: &str = "rotated";
+
 pub struct UnitLog {
-    path: PathBuf,
+    files: LogFiles,
     file: File,
     written: u64,
     max_bytes: u64,
 }
 
 impl UnitLog {
-    pub const FILE: &'static str = "log";
-    pub const ROTATED: &'static str = "log.1";
-
-    /// Opens (appending to) the log in `dir`, rotating after `max_bytes`.
-    pub fn open(dir: &Path, max_bytes: u64) -> io::Result<UnitLog> {
-        let path = dir.join(Self::FILE);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    /// Opens (appending to) the log, rotating after `max_bytes`.
+    pub fn open(files: LogFiles, max_bytes: u64) -> io::Result<UnitLog> {
+        if let Some(dir) = files.rotated.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&files.current)?;
         let written = file.metadata()?.len();
         Ok(UnitLog {
-            path,
+            files,
             file,
             written,
             max_bytes: max_bytes.max(1024),
@@ -78,22 +105,21 @@ impl UnitLog {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        let rotated = self.path.with_file_name(Self::ROTATED);
-        std::fs::rename(&self.path, rotated)?;
+        std::fs::rename(&self.files.current, &self.files.rotated)?;
         self.file = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path)?;
+            .open(&self.files.current)?;
         self.written = 0;
         Ok(())
     }
 }
 
-/// The last `lines` records of the log in `dir` (oldest first); fewer if there are fewer.
-pub fn tail(dir: &Path, lines: usize) -> io::Result<Vec<String>> {
-    let mut newest = last_lines(&dir.join(UnitLog::FILE), lines)?;
+/// The last `lines` records of the log (oldest first); fewer if there are fewer.
+pub fn tail(files: &LogFiles, lines: usize) -> io::Result<Vec<String>> {
+    let mut newest = last_lines(&files.current, lines)?;
     if newest.len() < lines {
-        let mut older = last_lines(&dir.join(UnitLog::ROTATED), lines - newest.len())?;
+        let mut older = last_lines(&files.rotated, lines - newest.len())?;
         older.append(&mut newest);
         newest = older;
     }
@@ -138,17 +164,20 @@ fn last_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
         .collect()
 }
 
-/// Follows the log in `dir` from its end at the time of the call (not of the first poll), like
+/// Follows the log from its end at the time of the call (not of the first poll), like
 /// `tail -f`: the future sends every record appended after that, across rotations, polling
 /// every `poll`, until the receiver is dropped. (Records of a file rotated out twice within one
 /// poll are missed: the bound is the price.)
 pub fn follow(
-    dir: PathBuf,
+    files: LogFiles,
     records: tokio::sync::mpsc::Sender<String>,
     poll: std::time::Duration,
 ) -> impl std::future::Future<Output = ()> + Send {
     use std::os::unix::fs::MetadataExt;
-    let path = dir.join(UnitLog::FILE);
+    let LogFiles {
+        current: path,
+        rotated,
+    } = files;
     let identity = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.ino(), m.len()));
     let start = identity(&path).unwrap_or((0, 0));
     async move {
@@ -160,8 +189,8 @@ pub fn follow(
             }
             if let Some((now_inode, len)) = identity(&path) {
                 if now_inode != inode {
-                    // Rotated: the rest of the old file is in log.1, then the new file from 0.
-                    let rotated = dir.join(UnitLog::ROTATED);
+                    // Rotated: the rest of the old file is in the rotated one, then the new
+                    // file from 0.
                     if identity(&rotated).is_some_and(|(i, _)| i == inode) {
                         read_from(&rotated, offset, &mut partial, &records).await;
                     }
@@ -264,14 +293,11 @@ mod tests {
     #[tokio::test]
     async fn follow_sees_new_records_across_a_rotation() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = UnitLog::open(dir.path(), 1024).unwrap();
+        let files = LogFiles::of(dir.path(), "a.service");
+        let mut log = UnitLog::open(files.clone(), 1024).unwrap();
         log.append(Stream::Stdout, "before", at(0)).unwrap();
         let (sender, mut records) = tokio::sync::mpsc::channel(256);
-        let follower = tokio::spawn(follow(
-            dir.path().to_owned(),
-            sender,
-            Duration::from_millis(5),
-        ));
+        let follower = tokio::spawn(follow(files.clone(), sender, Duration::from_millis(5)));
         tokio::time::sleep(Duration::from_millis(50)).await;
         for i in 0..40 {
             log.append(Stream::Stdout, &format!("line {i}"), at(0))
@@ -290,10 +316,7 @@ mod tests {
             seen, expected,
             "every record once, in order, none from before"
         );
-        assert!(
-            dir.path().join(UnitLog::ROTATED).exists(),
-            "the log rotated meanwhile"
-        );
+        assert!(files.rotated.exists(), "the log rotated meanwhile");
         drop(records);
         tokio::time::timeout(Duration::from_secs(5), follower)
             .await
@@ -304,19 +327,20 @@ mod tests {
     #[test]
     fn records_rotate_and_tail_reads_across_files() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = UnitLog::open(dir.path(), 1024).unwrap();
+        let files = LogFiles::of(dir.path(), "a.service");
+        let mut log = UnitLog::open(files.clone(), 1024).unwrap();
         for i in 0..100 {
             log.append(Stream::Stdout, &format!("line {i}"), at(0))
                 .unwrap();
         }
         log.append(Stream::Stderr, "two\nlines\u{1b}[0m", at(0))
             .unwrap();
-        let total: u64 = [UnitLog::FILE, UnitLog::ROTATED]
+        let total: u64 = [&files.current, &files.rotated]
             .iter()
-            .map(|f| std::fs::metadata(dir.path().join(f)).unwrap().len())
+            .map(|f| std::fs::metadata(f).unwrap().len())
             .sum();
         assert!(total <= 2048, "bounded: {total} bytes");
-        let last = tail(dir.path(), 3).unwrap();
+        let last = tail(&files, 3).unwrap();
         assert_eq!(
             last,
             vec![
@@ -326,11 +350,12 @@ mod tests {
             ]
         );
         // More than the newest file holds: the rest comes from the rotated one, in order.
-        let many = tail(dir.path(), 30).unwrap();
+        let many = tail(&files, 30).unwrap();
         assert_eq!(many.len(), 30);
         assert!(many[0].ends_with("line 72"), "{}", many[0]);
-        assert_eq!(tail(dir.path(), 0).unwrap(), Vec::<String>::new());
+        assert_eq!(tail(&files, 0).unwrap(), Vec::<String>::new());
         let empty = tempfile::tempdir().unwrap();
-        assert_eq!(tail(empty.path(), 5).unwrap(), Vec::<String>::new());
+        let none = LogFiles::of(empty.path(), "a.service");
+        assert_eq!(tail(&none, 5).unwrap(), Vec::<String>::new());
     }
 }

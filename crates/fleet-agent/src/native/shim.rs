@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 
-use super::log::{rfc3339, Stream, UnitLog};
+use super::log::{rfc3339, LogFiles, Stream, UnitLog};
 use super::process::{identity, Identity};
 use super::reaper::Reaper;
 use super::runner::{Control, RunContext, Runner};
@@ -46,6 +46,8 @@ pub struct ShimSpec {
     pub public_ip: String,
     pub hostname: String,
     pub boot_id: String,
+    /// Where the unit's log is kept (see `log`).
+    pub log_dir: PathBuf,
     pub log_max_bytes: u64,
 }
 
@@ -61,7 +63,10 @@ pub async fn run(dir: &Path) -> io::Result<UnitStatus> {
     let spec: ShimSpec = serde_json::from_slice(&std::fs::read(dir.join(SPEC))?)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{SPEC}: {e}")))?;
 
-    let mut log = UnitLog::open(dir, spec.log_max_bytes)?;
+    let mut log = UnitLog::open(
+        LogFiles::of(&spec.log_dir, &spec.unit_name),
+        spec.log_max_bytes,
+    )?;
     let (log_sender, mut records) = mpsc::channel::<(Stream, String)>(LOG_BACKLOG);
     let log_task = tokio::spawn(async move {
         while let Some((stream, line)) = records.recv().await {
@@ -217,25 +222,9 @@ fn working_directory(service: &Service, who: &Identity) -> Result<PathBuf, Strin
 }
 
 /// Replaces `state.json` atomically: a reader sees the old state or the new one, never half.
-/// The new state is written to `state.json.tmp` and the two files are exchanged, so the same
-/// two inodes serve every change of a unit's life (a rename over the old file would make the
-/// filesystem allocate and free one per change, a cost that grows on a busy ext4).
 pub fn write_state(path: &Path, status: &UnitStatus) -> io::Result<()> {
-    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-    let temporary = path.with_extension("json.tmp");
     let json = serde_json::to_vec(status).map_err(io::Error::other)?;
-    std::fs::write(&temporary, json)?;
-    match renameat2(
-        AT_FDCWD,
-        &temporary,
-        AT_FDCWD,
-        path,
-        RenameFlags::RENAME_EXCHANGE,
-    ) {
-        Ok(()) => Ok(()),
-        // No state yet (or a filesystem without exchange): an ordinary rename.
-        Err(_) => std::fs::rename(temporary, path),
-    }
+    crate::replace_file(path, &path.with_extension("json.tmp"), &json)
 }
 
 /// Reads a unit's `state.json`; `None` if there is none yet.

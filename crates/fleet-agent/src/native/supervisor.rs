@@ -13,7 +13,7 @@ use fleet_unit::{UnitFile, UnitName};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use super::log::rfc3339;
+use super::log::{rfc3339, LogFiles};
 use crate::manager::units_in;
 
 use super::plan::{start_plan, stop_plan, unbound, Graph};
@@ -29,7 +29,11 @@ use super::zygote::Zygote;
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
     pub units_dir: PathBuf,
+    /// The running shims' directories: in the runtime directory (memory, on most machines),
+    /// as what they hold lives no longer than the processes do.
     pub run_dir: PathBuf,
+    /// The units' logs, on persistent storage (see `log`).
+    pub log_dir: PathBuf,
     /// The program and arguments that start a shim; the run directory is appended.
     pub shim_command: Vec<String>,
     /// Where shims are forked instead, when fleetd has one (the command is the way when
@@ -40,6 +44,26 @@ pub struct SupervisorConfig {
     pub hostname: String,
     pub boot_id: String,
     pub log_max_bytes: u64,
+}
+
+impl SupervisorConfig {
+    /// Everything under `dir` (`units/`, `run/`, `logs/`), shims started as `shim_program
+    /// shim`, no zygote, and a stand-in machine: for tests and benchmarks, which set what
+    /// matters to them over it.
+    pub fn under(dir: &Path, shim_program: &Path) -> SupervisorConfig {
+        SupervisorConfig {
+            units_dir: dir.join("units"),
+            run_dir: dir.join("run"),
+            log_dir: dir.join("logs"),
+            shim_command: vec![shim_program.display().to_string(), "shim".into()],
+            zygote: None,
+            machine_id: "0123456789abcdef0123456789abcdef".into(),
+            public_ip: String::new(),
+            hostname: "host1".into(),
+            boot_id: "b1".into(),
+            log_max_bytes: 64 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,7 +237,7 @@ impl Supervisor {
     /// Opens the directories, reloading the units a previous run had loaded. Running shims
     /// need nothing: they are found by their run directories when asked about.
     pub fn open(config: SupervisorConfig) -> Result<Supervisor, SupervisorError> {
-        for dir in [&config.units_dir, &config.run_dir] {
+        for dir in [&config.units_dir, &config.run_dir, &config.log_dir] {
             std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
         }
         let loaded: BTreeMap<UnitName, Loaded> = units_in(&config.units_dir)
@@ -256,10 +280,15 @@ impl Supervisor {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The run directory of a unit: its shim's files and its log.
+    /// The run directory of a unit: its shim's files.
     pub fn run_dir(&self, name: &UnitName) -> PathBuf {
         // A valid unit name is one path component, never `.` or `..`.
         self.config.run_dir.join(name.as_str())
+    }
+
+    /// The files of a unit's log.
+    pub fn log_files(&self, name: &UnitName) -> LogFiles {
+        LogFiles::of(&self.config.log_dir, name.as_str())
     }
 
     /// Writes the unit file and makes it known (replacing an earlier version).
@@ -282,6 +311,12 @@ impl Supervisor {
         }
         self.loaded().remove(name);
         self.watchers.remove(name);
+        // What an ended shim left is of no use to anyone once its unit is gone (the log is
+        // kept elsewhere), and the runtime directory is memory.
+        let dir = self.run_dir(name);
+        if shim_pid(&dir).is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         Ok(())
     }
 
@@ -512,6 +547,7 @@ impl Supervisor {
             public_ip: self.config.public_ip.clone(),
             hostname: self.config.hostname.clone(),
             boot_id: self.config.boot_id.clone(),
+            log_dir: self.config.log_dir.clone(),
             log_max_bytes: self.config.log_max_bytes,
         };
         let spec_path = dir.join(SPEC);

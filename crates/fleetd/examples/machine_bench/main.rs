@@ -308,9 +308,15 @@ fn not_running(node: &Node, base: &Path, names: &[String]) -> String {
             report.push_str(&format!("\n  {line}"));
         }
         // The unit's own log and last state, as its shim left them.
-        let run = node.data.join("run").join(name);
-        for file in ["log", "state.json"] {
-            let text = std::fs::read_to_string(run.join(file)).unwrap_or_default();
+        let files = [
+            ("log", node.data.join("logs").join(name)),
+            (
+                "state.json",
+                node.runtime.join("native").join(name).join("state.json"),
+            ),
+        ];
+        for (file, path) in files {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             for line in &lines[lines.len().saturating_sub(10)..] {
                 report.push_str(&format!("\n  {file}: {line}"));
@@ -393,7 +399,7 @@ pub fn unit_processes() -> Vec<u32> {
 
 /// The shims of `node`'s units, from their run directories.
 fn shims(node: &Node) -> Vec<u32> {
-    std::fs::read_dir(node.data.join("run"))
+    std::fs::read_dir(node.runtime.join("native"))
         .into_iter()
         .flatten()
         .flatten()

@@ -1,6 +1,10 @@
 //! One fleetd machine of the benchmark: the release fleetd with the native supervisor, its own
 //! data directory and API socket, on the embedded registry or on an etcd; and what a machine's
 //! death is (fleetd and every process of its units, SIGKILLed at once).
+//!
+//! Laid out as a machine is by default: the data directory (registry, logs) on disk, the
+//! runtime directory and the unit files (/run/fleet) in memory, here a directory in /dev/shm
+//! where there is one.
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -12,9 +16,14 @@ use serde_json::Value;
 
 pub struct Node {
     pub machine: String,
+    /// The data directory (registry, logs): read by the machine benchmark only.
+    #[allow(dead_code)]
     pub data: PathBuf,
+    /// The runtime directory; the native supervisor's run directories are in `native/`.
+    pub runtime: PathBuf,
     pub socket: PathBuf,
     child: Child,
+    _runtime: tempfile::TempDir,
 }
 
 /// How a node is set up beyond its name.
@@ -33,11 +42,18 @@ impl Node {
     pub fn start(base: &Path, machine: &str, setup: &Setup) -> Node {
         let data = base.join(machine);
         let socket = base.join(format!("{machine}.sock"));
+        let in_memory = Path::new("/dev/shm");
+        let runtime_dir = tempfile::Builder::new()
+            .prefix("fleet-bench-")
+            .tempdir_in(if in_memory.is_dir() { in_memory } else { base })
+            .expect("a runtime directory");
+        let runtime = runtime_dir.path().to_owned();
         let mut command = Command::new(built_binary("fleetd"));
         command
             .env_clear()
             .env("FLEET_DATA_DIR", &data)
-            .env("FLEET_UNITS_DIRECTORY", data.join("units"))
+            .env("FLEET_RUNTIME_DIR", &runtime)
+            .env("FLEET_UNITS_DIRECTORY", runtime.join("units"))
             .env("FLEET_MACHINE_ID", fleet_testkit::machine_id(machine))
             .env("FLEET_UNIT_MANAGER", "native")
             .env("FLEET_API_LISTEN", format!("unix://{}", socket.display()))
@@ -64,8 +80,10 @@ impl Node {
         Node {
             machine: fleet_testkit::machine_id(machine),
             data,
+            runtime,
             socket,
             child,
+            _runtime: runtime_dir,
         }
     }
 
@@ -150,7 +168,7 @@ impl Node {
     }
 
     fn kill_all(&mut self) {
-        let shims: Vec<u32> = std::fs::read_dir(self.data.join("run"))
+        let shims: Vec<u32> = std::fs::read_dir(self.runtime.join("native"))
             .into_iter()
             .flatten()
             .flatten()

@@ -177,6 +177,7 @@ impl Cluster {
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("FLEET_DATA_DIR", host.home.join("data"))
+            .env("FLEET_RUNTIME_DIR", host.home.join("run"))
             .env("FLEET_UNITS_DIRECTORY", host.home.join("units"))
             .env("FLEET_MACHINE_ID", &host.machine)
             .env("FLEET_UNIT_MANAGER", "native")

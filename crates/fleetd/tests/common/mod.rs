@@ -36,6 +36,7 @@ pub fn fleetd(home: &Path, machine: &str) -> Command {
     command
         .env_clear()
         .env("FLEET_DATA_DIR", home.join("data"))
+        .env("FLEET_RUNTIME_DIR", home.join("run"))
         .env("FLEET_UNITS_DIRECTORY", home.join("units"))
         .env("FLEET_MACHINE_ID", fleet_testkit::machine_id(machine))
         .env("FLEET_UNIT_MANAGER", "native")
