@@ -427,6 +427,7 @@ mod tests {
         assert!(warnings.is_empty());
         assert_eq!(config.agent_ttl, Duration::from_secs(30));
         assert_eq!(config.etcd_key_prefix, "/_coreos.com/fleet/");
+        assert_eq!(config.runtime_dir, PathBuf::from("/run/fleet"));
         assert!(
             config.etcd_servers.is_empty(),
             "no etcd configured: embedded registry"
@@ -456,6 +457,7 @@ mod tests {
                     engine_reconcile_interval = 0.5\n\
                     public_ip = 10.0.0.5\n\
                     disable_engine = true\n\
+                    runtime_dir = /run/fleet-b\n\
                     verify_units = false\n\
                     typo_option = 1\n";
         let environment = env(&[
@@ -485,6 +487,8 @@ mod tests {
         assert_eq!(config.engine_reconcile_interval, Duration::from_millis(500));
         assert_eq!(config.public_ip, "192.0.2.7", "the environment wins");
         assert!(config.disable_engine);
+        assert_eq!(config.runtime_dir, PathBuf::from("/run/fleet-b"));
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/fleet"));
         assert_eq!(config.machine_id, "node-1");
         assert_eq!(config.unit_manager, UnitManagerChoice::Native);
         assert_eq!(config.api_listen.len(), 2);
