@@ -186,11 +186,15 @@ fn stop_escalates_to_sigkill_for_a_process_ignoring_sigterm() {
     let status = check(
         "[Service]\nExecStart=/bin/sh -c 'trap \"\" TERM; echo ready; while true; do sleep 0.1; done'\nTimeoutStopSec=1\n",
         Some(Duration::from_millis(500)),
-        SubState::Dead,
-        RunResult::Success,
+        // As systemd: a unit that outlived its stop timeout failed (`timeout`).
+        SubState::Failed,
+        RunResult::Timeout,
         &["Stdout: ready", "State 'stop-sigterm' timed out. Killing."],
     );
-    assert_eq!(status.reason, None);
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("State 'stop-sigterm' timed out.")
+    );
 }
 
 #[test]

@@ -18,9 +18,25 @@ use fleet_unit::{UnitFile, UnitName};
 struct Case {
     name: &'static str,
     unit: &'static str,
+    /// Units loaded before it (`OUT` as in `unit`), started only by `first` or by relations.
+    others: &'static [(&'static str, &'static str)],
+    /// Of `others`, started (and waited for, active) before `name` is.
+    first: &'static [&'static str],
+    /// Stopped once it shows this state (else left as it settles).
+    stopped_at: Option<(&'static str, &'static str)>,
     settles: (&'static str, &'static str),
     writes: &'static str,
 }
+
+const CASE: Case = Case {
+    name: "",
+    unit: "",
+    others: &[],
+    first: &[],
+    stopped_at: None,
+    settles: ("", ""),
+    writes: "",
+};
 
 const CASES: &[Case] = &[
     Case {
@@ -28,12 +44,14 @@ const CASES: &[Case] = &[
         unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStartPre=/bin/sh -c 'echo pre >> OUT'\nExecStart=/bin/sh -c 'echo start >> OUT'\nExecStartPost=/bin/sh -c 'echo post >> OUT'\n",
         settles: ("active", "exited"),
         writes: "pre\nstart\npost\n",
+        ..CASE
     },
     Case {
         name: "environment.service",
         unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nEnvironment=\"A=one two\" B=three\nExecStart=/bin/sh -c 'echo \"$A|$B\" > OUT'\n",
         settles: ("active", "exited"),
         writes: "one two|three\n",
+        ..CASE
     },
     Case {
         // fleet's documented sidekicks continue ExecStart= over lines.
@@ -41,42 +59,49 @@ const CASES: &[Case] = &[
         unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo first \\\n  second > OUT'\n",
         settles: ("active", "exited"),
         writes: "first second\n",
+        ..CASE
     },
     Case {
         name: "specifiers.service",
         unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo %n %p > OUT'\n",
         settles: ("active", "exited"),
         writes: "specifiers.service specifiers\n",
+        ..CASE
     },
     Case {
         name: "fails.service",
         unit: "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo ran > OUT; exit 3'\n",
         settles: ("failed", "failed"),
         writes: "ran\n",
+        ..CASE
     },
     Case {
         name: "stoppost.service",
         unit: "[Service]\nExecStart=/bin/true\nExecStopPost=/bin/sh -c 'echo \"$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS\" > OUT'\n",
         settles: ("inactive", "dead"),
         writes: "success exited 0\n",
+        ..CASE
     },
     Case {
         name: "stoppost-failed.service",
         unit: "[Service]\nExecStart=/bin/sh -c 'exit 3'\nExecStopPost=/bin/sh -c 'echo \"$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS\" > OUT'\n",
         settles: ("failed", "failed"),
         writes: "exit-code exited 3\n",
+        ..CASE
     },
     Case {
         name: "stoppost-killed.service",
         unit: "[Service]\nExecStart=/bin/sh -c 'kill -9 $$$$'\nExecStopPost=/bin/sh -c 'echo \"$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS\" > OUT'\n",
         settles: ("failed", "failed"),
         writes: "signal killed KILL\n",
+        ..CASE
     },
     Case {
         name: "workdir.service",
         unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nWorkingDirectory=/usr\nExecStart=/bin/sh -c 'pwd > OUT'\n",
         settles: ("active", "exited"),
         writes: "/usr\n",
+        ..CASE
     },
     Case {
         // $A unbraced is split into words, ${B} stays one: no shell does this, the manager does.
@@ -84,12 +109,14 @@ const CASES: &[Case] = &[
         unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nEnvironment=\"A=x y\" \"B=p q\"\nExecStart=/bin/sh -c 'echo \"$1|$2|$3\" > OUT' sh $A ${B}\n",
         settles: ("active", "exited"),
         writes: "x|y|p q\n",
+        ..CASE
     },
     Case {
         name: "ignored-failure.service",
         unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=-/bin/false\nExecStartPost=/bin/sh -c 'echo post > OUT'\n",
         settles: ("active", "exited"),
         writes: "post\n",
+        ..CASE
     },
     Case {
         // Fails twice, then succeeds: restarted after each failure.
@@ -97,6 +124,7 @@ const CASES: &[Case] = &[
         unit: "[Service]\nRestart=on-failure\nRestartSec=100ms\nExecStart=/bin/sh -c 'echo x >> OUT; [ $(wc -l < OUT) -ge 3 ]'\n",
         settles: ("inactive", "dead"),
         writes: "x\nx\nx\n",
+        ..CASE
     },
     Case {
         name: "user.service",
@@ -104,6 +132,211 @@ const CASES: &[Case] = &[
         settles: ("active", "exited"),
         // systemd knows nobody without the user database: no home, no login shell.
         writes: "nobody nobody nobody [] []\n",
+        ..CASE
+    },
+    Case {
+        name: "stop.service",
+        unit: "[Service]\nType=simple\nExecStart=/bin/sleep 600\nExecStop=/bin/sh -c 'echo stop >> OUT'\nExecStopPost=/bin/sh -c 'echo \"post $SERVICE_RESULT\" >> OUT'\n",
+        stopped_at: Some(("active", "running")),
+        settles: ("inactive", "dead"),
+        writes: "stop\npost success\n",
+        ..CASE
+    },
+    Case {
+        name: "exec.service",
+        unit: "[Service]\nType=exec\nExecStart=/bin/sh -c 'echo exec > OUT; exec sleep 600'\n",
+        settles: ("active", "running"),
+        writes: "exec\n",
+        ..CASE
+    },
+    Case {
+        name: "forking.service",
+        unit: "[Service]\nType=forking\nPIDFile=OUT.pid\nExecStart=/bin/sh -c 'sleep 600 & echo $! > OUT.pid; echo forked > OUT'\nExecStop=/bin/sh -c 'echo stop >> OUT'\n",
+        stopped_at: Some(("active", "running")),
+        settles: ("inactive", "dead"),
+        writes: "forked\nstop\n",
+        ..CASE
+    },
+    Case {
+        name: "notify.service",
+        unit: "[Service]\nType=notify\nNotifyAccess=all\nExecStart=/bin/sh -c 'echo starting > OUT; systemd-notify --ready; echo ready >> OUT; exec sleep 600'\n",
+        settles: ("active", "running"),
+        writes: "starting\nready\n",
+        ..CASE
+    },
+    Case {
+        name: "envfile.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nEnvironmentFile=/etc/os-release\nEnvironmentFile=-/nonexistent/env\nExecStart=/bin/sh -c 'echo $ID > OUT'\n",
+        settles: ("active", "exited"),
+        writes: "debian\n",
+        ..CASE
+    },
+    Case {
+        name: "group.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nUser=nobody\nGroup=nogroup\nUMask=0027\nExecStart=/bin/sh -c 'echo $(id -un):$(id -gn) $(umask) > OUT'\n",
+        settles: ("active", "exited"),
+        writes: "nobody:nogroup 0027\n",
+        ..CASE
+    },
+    Case {
+        name: "start-timeout.service",
+        unit: "[Service]\nType=oneshot\nTimeoutStartSec=1\nExecStart=/bin/sh -c 'echo a > OUT; exec sleep 30'\nExecStopPost=/bin/sh -c 'echo $SERVICE_RESULT >> OUT'\n",
+        settles: ("failed", "failed"),
+        writes: "a\ntimeout\n",
+        ..CASE
+    },
+    Case {
+        // SIGTERM is trapped and outlived: SIGKILL after TimeoutStopSec=.
+        name: "stop-timeout.service",
+        unit: "[Service]\nTimeoutStopSec=1\nExecStart=/bin/sh -c 'trap \"echo term >> OUT\" TERM; echo up > OUT; while :; do sleep 0.1; done'\nExecStopPost=/bin/sh -c 'echo $SERVICE_RESULT >> OUT'\n",
+        stopped_at: Some(("active", "running")),
+        settles: ("failed", "failed"),
+        writes: "up\nterm\ntimeout\n",
+        ..CASE
+    },
+    Case {
+        name: "kill-signal.service",
+        unit: "[Service]\nKillSignal=SIGINT\nExecStart=/bin/sh -c 'trap \"echo int >> OUT; exit 0\" INT; echo up > OUT; while :; do sleep 0.1; done'\n",
+        stopped_at: Some(("active", "running")),
+        settles: ("inactive", "dead"),
+        writes: "up\nint\n",
+        ..CASE
+    },
+    Case {
+        // Only the main process is signalled: its child lives on and has its say.
+        name: "kill-process.service",
+        unit: "[Service]\nKillMode=process\nExecStart=/bin/sh -c '(trap \"echo child-killed >> OUT; exit\" TERM; sleep 1; echo child-lived >> OUT) & wait'\n",
+        stopped_at: Some(("active", "running")),
+        settles: ("inactive", "dead"),
+        writes: "child-lived\n",
+        ..CASE
+    },
+    Case {
+        // Every process of the unit is signalled (the default).
+        name: "kill-group.service",
+        unit: "[Service]\nExecStart=/bin/sh -c '(trap \"echo child-killed >> OUT; exit\" TERM; sleep 1; echo child-lived >> OUT) & wait'\n",
+        stopped_at: Some(("active", "running")),
+        settles: ("inactive", "dead"),
+        writes: "child-killed\n",
+        ..CASE
+    },
+    Case {
+        name: "argv0.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=@/bin/sh called -c 'echo $0 > OUT'\n",
+        settles: ("active", "exited"),
+        writes: "called\n",
+        ..CASE
+    },
+    Case {
+        name: "instance@a-b.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo %n %N %p %i %I %f %j > OUT'\n",
+        settles: ("active", "exited"),
+        writes: "instance@a-b.service instance@a-b instance a-b a/b /a/b instance\n",
+        ..CASE
+    },
+    Case {
+        name: "start-limit.service",
+        unit: "[Unit]\nStartLimitIntervalSec=30\nStartLimitBurst=3\n[Service]\nRestart=always\nRestartSec=50ms\nExecStart=/bin/sh -c 'echo x >> OUT; exit 1'\nExecStopPost=/bin/sh -c 'echo $SERVICE_RESULT >> OUT'\n",
+        settles: ("failed", "failed"),
+        writes: "x\nexit-code\nx\nexit-code\nx\nexit-code\n",
+        ..CASE
+    },
+    Case {
+        name: "requires.service",
+        unit: "[Unit]\nRequires=requires-dep.service\nAfter=requires-dep.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo main >> OUT'\n",
+        others: &[(
+            "requires-dep.service",
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'sleep 0.2; echo dep >> OUT'\n",
+        )],
+        settles: ("active", "exited"),
+        writes: "dep\nmain\n",
+        ..CASE
+    },
+    Case {
+        // A wanted unit that fails holds nothing up.
+        name: "wants.service",
+        unit: "[Unit]\nWants=wants-dep.service\nAfter=wants-dep.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo main >> OUT'\n",
+        others: &[(
+            "wants-dep.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo dep >> OUT; exit 1'\n",
+        )],
+        settles: ("active", "exited"),
+        writes: "dep\nmain\n",
+        ..CASE
+    },
+    Case {
+        // A required unit that fails: the unit does not run.
+        name: "requires-failed.service",
+        unit: "[Unit]\nRequires=requires-failed-dep.service\nAfter=requires-failed-dep.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo main >> OUT'\n",
+        others: &[(
+            "requires-failed-dep.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo dep >> OUT; exit 1'\n",
+        )],
+        settles: ("inactive", "dead"),
+        writes: "dep\n",
+        ..CASE
+    },
+    Case {
+        // Before= on the other side orders the same way.
+        name: "before.service",
+        unit: "[Unit]\nWants=before-dep.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo main >> OUT'\n",
+        others: &[(
+            "before-dep.service",
+            "[Unit]\nBefore=before.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'sleep 0.2; echo dep >> OUT'\n",
+        )],
+        settles: ("active", "exited"),
+        writes: "dep\nmain\n",
+        ..CASE
+    },
+    Case {
+        // [Install] WantedBy= of a loaded unit pulls it in with the unit it names.
+        name: "wanted.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'sleep 0.2; echo main >> OUT'\n",
+        others: &[(
+            "wanted-by.service",
+            "[Unit]\nBefore=wanted.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo by >> OUT'\n[Install]\nWantedBy=wanted.service\n",
+        )],
+        settles: ("active", "exited"),
+        writes: "by\nmain\n",
+        ..CASE
+    },
+    Case {
+        // Starting a unit stops the units it conflicts with.
+        name: "conflicts.service",
+        unit: "[Unit]\nConflicts=conflicts-other.service\nAfter=conflicts-other.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo main >> OUT'\n",
+        others: &[(
+            "conflicts-other.service",
+            "[Service]\nExecStart=/bin/sleep 600\nExecStopPost=/bin/sh -c 'echo other-stopped >> OUT'\n",
+        )],
+        first: &["conflicts-other.service"],
+        settles: ("active", "exited"),
+        writes: "other-stopped\nmain\n",
+        ..CASE
+    },
+    Case {
+        // A unit bound to another (a sidekick) stops with it.
+        name: "bound.service",
+        unit: "[Service]\nExecStart=/bin/sleep 600\n",
+        others: &[(
+            "bound-sidekick.service",
+            "[Unit]\nBindsTo=bound.service\nAfter=bound.service\n[Service]\nExecStart=/bin/sleep 600\nExecStopPost=/bin/sh -c 'echo sidekick-stopped >> OUT'\n",
+        )],
+        first: &["bound-sidekick.service"],
+        stopped_at: Some(("active", "running")),
+        settles: ("inactive", "dead"),
+        writes: "sidekick-stopped\n",
+    },
+    Case {
+        name: "part.service",
+        unit: "[Service]\nExecStart=/bin/sleep 600\n",
+        others: &[(
+            "part-of.service",
+            "[Unit]\nPartOf=part.service\nAfter=part.service\n[Service]\nExecStart=/bin/sleep 600\nExecStopPost=/bin/sh -c 'echo part-stopped >> OUT'\n",
+        )],
+        first: &["part-of.service"],
+        stopped_at: Some(("active", "running")),
+        settles: ("inactive", "dead"),
+        writes: "part-stopped\n",
     },
 ];
 
@@ -112,13 +345,39 @@ async fn run_all(manager: &dyn UnitManager, out: &Path) -> Vec<((String, String)
     let mut left = Vec::new();
     for case in CASES {
         let file = out.join(case.name);
-        let text = case.unit.replace("OUT", &file.display().to_string());
-        let name = UnitName::new(case.name).unwrap();
-        manager
-            .load(&name, &UnitFile::parse(&text).unwrap())
-            .await
-            .unwrap();
-        manager.start(&name).await.unwrap();
+        let load = |name: &'static str, text: &'static str| {
+            let text = text.replace("OUT", &file.display().to_string());
+            async move {
+                let name = UnitName::new(name).unwrap();
+                manager
+                    .load(&name, &UnitFile::parse(&text).unwrap())
+                    .await
+                    .unwrap();
+                name
+            }
+        };
+        let mut loaded = Vec::new();
+        for (other, text) in case.others {
+            loaded.push(load(other, text).await);
+        }
+        let name = load(case.name, case.unit).await;
+        loaded.push(name.clone());
+        for first in case.first {
+            let first = UnitName::new(*first).unwrap();
+            manager.start(&first).await.unwrap();
+            settled(manager, &first, ("active", "running")).await;
+        }
+        // A start that cannot succeed may be refused at once (natively) or fail as a job
+        // (systemd): either way the state it leaves is what is compared.
+        if let Err(error) = manager.start(&name).await {
+            eprintln!("{}: start: {error}", case.name);
+        }
+        if let Some(running) = case.stopped_at {
+            settled(manager, &name, running).await;
+            // Its commands set up what they do on a stop (traps) first.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            manager.stop(&name).await.unwrap();
+        }
         let state = settled(manager, &name, case.settles).await;
         // What a command writes last may land a moment after the state.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -129,7 +388,9 @@ async fn run_all(manager: &dyn UnitManager, out: &Path) -> Vec<((String, String)
         }
         left.push((state, written));
         // Nothing outlives the test (a oneshot with RemainAfterExit= keeps its shim).
-        manager.unload(&name).await.unwrap();
+        for name in loaded.iter().rev() {
+            manager.unload(name).await.unwrap();
+        }
     }
     left
 }
@@ -183,12 +444,25 @@ async fn the_native_supervisor_runs_each_unit_file_as_systemd_does() {
     );
     let on_systemd = run_all(systemd.as_ref(), &systemd_out).await;
     let on_native = run_all(native.as_ref(), &native_out).await;
+    // Every difference at once: one run says all a change broke.
+    let mut differences = Vec::new();
     for ((case, systemd), native) in CASES.iter().zip(&on_systemd).zip(&on_native) {
         let expected = (
             (case.settles.0.to_owned(), case.settles.1.to_owned()),
             case.writes.to_owned(),
         );
-        assert_eq!(*systemd, expected, "{} on systemd", case.name);
-        assert_eq!(*native, *systemd, "{} natively, against systemd", case.name);
+        if *systemd != expected {
+            differences.push(format!(
+                "{} on systemd: {systemd:?}, expected {expected:?}",
+                case.name
+            ));
+        }
+        if native != systemd {
+            differences.push(format!(
+                "{} natively: {native:?}, on systemd {systemd:?}",
+                case.name
+            ));
+        }
     }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
 }

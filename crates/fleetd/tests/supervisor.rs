@@ -267,7 +267,8 @@ async fn requirements_that_cannot_be_met_are_reported() {
     supervisor.start(&side).await.unwrap();
     assert_eq!(supervisor.state(&broken).await.sub, "failed");
     let state = supervisor.state(&side).await;
-    assert_eq!(state.sub, "failed");
+    // It never ran: inactive (dead) as in systemd, with the reason.
+    assert_eq!((state.active, state.sub), ("inactive", "dead"));
     assert_eq!(
         state.status.unwrap().reason.as_deref(),
         Some("Dependency failed for needs-broken.service: broken.service is not active.")

@@ -65,6 +65,10 @@ pub struct StartPlan {
     /// For each unit to start, the units it must not start without (required or bound, and
     /// ordered before it): if one of them fails, this one is not started.
     pub needs: BTreeMap<String, Vec<String>>,
+    /// For each unit to start, the units of this start ordered before it (After=/Before=,
+    /// whatever pulled them in): its start waits until theirs are over, as a systemd job
+    /// waits for the jobs ordered before it, however they end.
+    pub waits: BTreeMap<String, Vec<String>>,
 }
 
 /// Plans starting `target`. Errors are systemd's words for why nothing starts.
@@ -131,6 +135,17 @@ pub fn start_plan(units: &(impl Graph + ?Sized), target: &str) -> Result<StartPl
         .filter(|name| node(name).is_some() && units.active(name))
         .collect();
     let start = order(units, &set);
+    let mut waits = BTreeMap::new();
+    for (position, name) in start.iter().enumerate() {
+        let earlier: Vec<String> = start[..position]
+            .iter()
+            .filter(|earlier| before(units, earlier, name))
+            .cloned()
+            .collect();
+        if !earlier.is_empty() {
+            waits.insert(name.clone(), earlier);
+        }
+    }
     let mut needs = BTreeMap::new();
     for name in &start {
         let relations = relations_of(units, name);
@@ -145,7 +160,12 @@ pub fn start_plan(units: &(impl Graph + ?Sized), target: &str) -> Result<StartPl
             needs.insert(name.clone(), needed);
         }
     }
-    Ok(StartPlan { stop, start, needs })
+    Ok(StartPlan {
+        stop,
+        start,
+        needs,
+        waits,
+    })
 }
 
 /// Plans stopping `target`: it and every active unit that requires it, is bound to it or is
@@ -328,8 +348,39 @@ mod tests {
         );
         let plan = start_plan(&units(&["main", "side: requires=main"]), "side").unwrap();
         assert!(
-            plan.needs.is_empty(),
+            plan.needs.is_empty() && plan.waits.is_empty(),
             "without After= they start side by side"
+        );
+    }
+
+    #[test]
+    fn a_start_waits_for_every_unit_ordered_before_it() {
+        let pairs = |table: BTreeMap<String, Vec<String>>| -> Vec<(String, Vec<String>)> {
+            table.into_iter().collect()
+        };
+        // Before= on the other side orders as After= does; a wanted unit is waited for too
+        // (without being needed), and a unit ordered after nothing in the start waits for none.
+        let plan = start_plan(
+            &units(&[
+                "web: wants=cache,log; requires=db",
+                "cache: before=web",
+                "db: before=web",
+                "log",
+            ]),
+            "web",
+        )
+        .unwrap();
+        assert_eq!(plan.start, vec!["cache", "db", "log", "web"]);
+        assert_eq!(
+            pairs(plan.waits),
+            vec![(
+                "web".to_string(),
+                vec!["cache".to_string(), "db".to_string()]
+            )]
+        );
+        assert_eq!(
+            pairs(plan.needs),
+            vec![("web".to_string(), vec!["db".to_string()])]
         );
     }
 

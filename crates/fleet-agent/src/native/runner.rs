@@ -61,6 +61,14 @@ enum Failure {
     Stopped,
 }
 
+/// How the processes signalled to stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    InTime,
+    /// Past `TimeoutStopSec=`: SIGKILLed, unless `SendSIGKILL=no`.
+    TimedOut,
+}
+
 impl Runner {
     pub fn new(
         service: Service,
@@ -318,36 +326,51 @@ impl Runner {
         started_up: bool,
         (result, exit): (RunResult, Option<Exit>),
     ) -> Result<(), Failure> {
-        let unit_environment = self.context.environment.clone();
-        self.context
-            .environment
-            .extend(stop_environment(result, exit));
-        let stopped = self.stop_commands(started_up).await;
-        self.context.environment = unit_environment;
-        stopped
-    }
-
-    async fn stop_commands(&mut self, started_up: bool) -> Result<(), Failure> {
         let main = self.status.borrow().main_pid;
         let mut outcome = Ok(());
         if started_up && !self.service.exec_stop.is_empty() {
             self.set_sub(SubState::Stop);
             let stop = self.service.exec_stop.clone();
-            let deadline = self.stop_deadline();
-            outcome = self.run_all_unstoppable(&stop, deadline).await;
+            outcome = self.run_stop_commands(&stop, result, exit).await;
         }
-        self.kill_remaining(main).await;
+        let mut result = result;
+        if self.kill_remaining(main).await == Ended::TimedOut {
+            // systemd: a unit that outlived its stop timeout failed with `timeout`, and its
+            // ExecStopPost= is told so.
+            let why = "State 'stop-sigterm' timed out.".to_owned();
+            outcome = outcome.and(Err(Failure::Failed(RunResult::Timeout, None, why)));
+            if result == RunResult::Success {
+                result = RunResult::Timeout;
+            }
+        }
         self.set_sub(SubState::StopPost);
         let post = self.service.exec_stop_post.clone();
-        let deadline = self.stop_deadline();
-        let post_outcome = self.run_all_unstoppable(&post, deadline).await;
+        let post_outcome = self.run_stop_commands(&post, result, exit).await;
         self.kill_remaining(None).await;
         outcome.and(post_outcome)
     }
 
+    /// Runs stop commands (each phase bounded by `TimeoutStopSec=`) with the unit's
+    /// environment and what systemd tells them of how the unit fared.
+    async fn run_stop_commands(
+        &mut self,
+        commands: &[ExecCommand],
+        result: RunResult,
+        exit: Option<Exit>,
+    ) -> Result<(), Failure> {
+        let unit_environment = self.context.environment.clone();
+        self.context
+            .environment
+            .extend(stop_environment(result, exit));
+        let deadline = self.stop_deadline();
+        let outcome = self.run_all_unstoppable(commands, deadline).await;
+        self.context.environment = unit_environment;
+        outcome
+    }
+
     /// SIGTERM (the `KillSignal=`), then after `TimeoutStopSec=` SIGKILL, to the processes
-    /// `KillMode=` selects.
-    async fn kill_remaining(&mut self, main: Option<u32>) {
+    /// `KillMode=` selects; whether they ended within the timeout.
+    async fn kill_remaining(&mut self, main: Option<u32>) -> Ended {
         let me = std::process::id();
         let targets = |mode: KillMode, main: Option<u32>| -> Vec<u32> {
             match mode {
@@ -359,31 +382,39 @@ impl Runner {
         let mode = self.service.kill_mode;
         let first = targets(mode, main);
         if first.is_empty() && mode != KillMode::Mixed {
-            return;
+            return Ended::InTime;
         }
         self.set_sub(SubState::StopSigterm);
         let signal = Signal::try_from(self.service.kill_signal).unwrap_or(Signal::SIGTERM);
         signal_each(&first, signal);
-        let gone = self.wait_gone(&first, self.service.timeout_stop).await;
-        if gone && mode != KillMode::Mixed {
-            return;
+        let ended = match self.wait_gone(&first, self.service.timeout_stop).await {
+            true => Ended::InTime,
+            false => Ended::TimedOut,
+        };
+        if ended == Ended::InTime && mode != KillMode::Mixed {
+            return ended;
         }
         if !self.service.send_sigkill {
-            return;
+            if ended == Ended::TimedOut {
+                self.note("State 'stop-sigterm' timed out. Skipping SIGKILL.")
+                    .await;
+            }
+            return ended;
         }
         let rest = match mode {
             KillMode::Mixed | KillMode::ControlGroup => descendants(me),
             _ => first.clone(),
         };
         if rest.is_empty() {
-            return;
+            return ended;
         }
-        if !gone {
+        if ended == Ended::TimedOut {
             self.note("State 'stop-sigterm' timed out. Killing.").await;
         }
         self.set_sub(SubState::StopSigkill);
         signal_each(&rest, Signal::SIGKILL);
         self.wait_gone(&rest, Some(Duration::from_secs(10))).await;
+        ended
     }
 
     /// Whether every one of `pids` has ended within `timeout`.

@@ -232,6 +232,8 @@ impl Graph for LoadedUnits<'_> {
 const SHIM_START: Duration = Duration::from_secs(10);
 /// The longest a stop is waited for: beyond every default stop timeout of a unit.
 const SHIM_STOP: Duration = Duration::from_secs(300);
+/// How long a shim that no longer answers may take to exit before that is an error.
+const SHIM_ENDING: Duration = Duration::from_secs(2);
 
 impl Supervisor {
     /// Opens the directories, reloading the units a previous run had loaded. Running shims
@@ -341,8 +343,8 @@ impl Supervisor {
 
     /// Starts a unit with what it pulls in (Requires=, Wants=, BindsTo=, and units installed
     /// into it with WantedBy=/RequiredBy=), after stopping what conflicts with it, in
-    /// After=/Before= order. A unit whose required, earlier-ordered unit fails is not started
-    /// and is marked failed with result `dependency`.
+    /// After=/Before= order. A unit whose required, earlier-ordered unit fails is not started:
+    /// it stays inactive (dead), as in systemd, with the reason (result `dependency`).
     pub async fn start(&self, name: &UnitName) -> Result<(), SupervisorError> {
         if !self.loaded().contains_key(name) {
             return Err(SupervisorError::NotLoaded(name.to_string()));
@@ -359,17 +361,17 @@ impl Supervisor {
         for conflicting in &plan.stop {
             self.stop_one(&unit_name(conflicting)?).await?;
         }
+        let of = |table: &BTreeMap<String, Vec<String>>, unit: &UnitName| {
+            table.get(unit.as_str()).cloned().unwrap_or_default()
+        };
         for unit in &plan.start {
             let unit = unit_name(unit)?;
-            let needed = plan
-                .needs
-                .get(unit.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or_default();
+            let needed = of(&plan.needs, &unit);
             let mut failed = None;
-            for dependency in needed {
-                if !self.settled_active(&unit_name(dependency)?).await {
-                    failed = Some(dependency.clone());
+            for earlier in of(&plan.waits, &unit) {
+                let active = self.settled_active(&unit_name(&earlier)?).await;
+                if !active && needed.contains(&earlier) {
+                    failed = Some(earlier);
                     break;
                 }
             }
@@ -463,7 +465,9 @@ impl Supervisor {
         }
     }
 
-    /// Records that `name` was not started because `dependency` did not come up.
+    /// Records that `name` was not started because `dependency` did not come up: inactive
+    /// (dead), as systemd leaves a unit whose start job failed for a dependency (it never ran),
+    /// with the reason.
     fn mark_dependency_failed(
         &self,
         name: &UnitName,
@@ -472,7 +476,7 @@ impl Supervisor {
         let dir = self.run_dir(name);
         std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
         let status = UnitStatus {
-            sub: SubState::Failed,
+            sub: SubState::Dead,
             result: RunResult::Dependency,
             main_pid: None,
             exit: None,
@@ -628,22 +632,29 @@ impl Supervisor {
         let stopped = tokio::time::timeout(SHIM_STOP, stop_and_hear_the_end(&dir)).await;
         match stopped {
             Ok(Ok(())) => {}
-            // Gone between the look at its PID and the request: nothing left to stop.
-            Ok(Err(_)) if !alive(pid, &dir) => {}
-            Ok(Err(e)) => return Err(e),
+            // Gone, or going, between the look at its PID and the request (a shim closes its
+            // socket once its unit has ended, then exits): nothing left to stop.
+            Ok(Err(e)) => {
+                if !ends_within(pid, &dir, SHIM_ENDING).await {
+                    return Err(e);
+                }
+            }
             Err(_) => {
                 return Err(SupervisorError::Io(format!(
                     "{name} did not finish stopping within {SHIM_STOP:?} (shim PID {pid})"
                 )))
             }
         }
-        while alive(pid, &dir) {
-            if Instant::now() > deadline {
-                return Err(SupervisorError::Io(format!(
-                    "{name} did not finish stopping within {SHIM_STOP:?} (shim PID {pid})"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        if !ends_within(
+            pid,
+            &dir,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await
+        {
+            return Err(SupervisorError::Io(format!(
+                "{name} did not finish stopping within {SHIM_STOP:?} (shim PID {pid})"
+            )));
         }
         self.watchers.forget(name, pid);
         Ok(())
@@ -854,6 +865,18 @@ async fn stop_and_hear_the_end(dir: &Path) -> Result<(), SupervisorError> {
 }
 
 /// One request to a shim's control socket; its status answer.
+/// Whether the shim `pid` of run directory `dir` has ended, or does within `limit`.
+async fn ends_within(pid: u32, dir: &Path, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while alive(pid, dir) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
 async fn request(dir: &Path, line: &str) -> Result<UnitStatus, SupervisorError> {
     let path = dir.join(SOCKET);
     let exchange = async {
