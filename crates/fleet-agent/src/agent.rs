@@ -93,6 +93,7 @@ pub async fn run(
             published_on: None,
             units: BTreeMap::new(),
             load_errors: BTreeMap::new(),
+            refused_starts: BTreeMap::new(),
             collateral: BTreeMap::new(),
             started: Started::open(config.started_file.clone()),
             fence,
@@ -303,8 +304,11 @@ struct Agent {
     /// Units a stop of the key took down with it (its dependents), started again when the key
     /// is started again.
     collateral: BTreeMap<UnitName, BTreeSet<UnitName>>,
-    /// Units wanted here whose load the init system refused, with the hash refused.
-    load_errors: BTreeMap<UnitName, UnitHash>,
+    /// Units wanted here whose load the init system refused: the hash refused and why.
+    load_errors: BTreeMap<UnitName, (UnitHash, String)>,
+    /// Units whose start the init system refused, and why: not started again until their
+    /// desired state or contents change (a refused start retried at once was a busy loop).
+    refused_starts: BTreeMap<UnitName, String>,
     started: Started,
     fence: Arc<Fence>,
     jobs: JoinSet<Outcome>,
@@ -326,6 +330,9 @@ impl Agent {
             }
         };
         self.busy.remove(&outcome.name);
+        if let Some(why) = outcome.refused {
+            self.refused_starts.insert(outcome.name.clone(), why);
+        }
         match outcome.started {
             Some(true) => {
                 self.started.insert(&outcome.name);
@@ -404,17 +411,25 @@ impl Agent {
         .buffer_unordered(jobs::CONCURRENT)
         .collect::<Vec<_>>()
         .await;
-        self.load_errors.retain(|name, hash| {
+        self.load_errors.retain(|name, (hash, _)| {
             desired
                 .get(name)
                 .is_some_and(|(record, _)| record.hash == *hash)
+        });
+        // A refused start is tried again once the unit is sent elsewhere and back, or changed.
+        self.refused_starts.retain(|name, _| {
+            desired.get(name).is_some_and(|(record, _)| {
+                record.desired == JobState::Launched
+                    && loaded.get(name).is_some_and(|hash| *hash == record.hash)
+            })
         });
         let mut failed = BTreeSet::new();
         for (name, result) in loads {
             if let Err(error) = result {
                 tracing::warn!(unit = %name, %error, "agent: load failed");
                 if let Some((record, _)) = desired.get(&name) {
-                    self.load_errors.insert(name.clone(), record.hash);
+                    self.load_errors
+                        .insert(name.clone(), (record.hash, error.to_string()));
                 }
                 failed.insert(name);
             } else {
@@ -445,7 +460,7 @@ impl Agent {
                     unit: unit.clone(),
                     start: launched && !fenced,
                 })
-            } else if launched && !started && !fenced {
+            } else if launched && !started && !fenced && !self.refused_starts.contains_key(name) {
                 Some(Work::Start)
             } else if !launched && started {
                 let others = desired
@@ -654,18 +669,28 @@ impl Agent {
         // Every change at once: a machine that starts many units reports them together.
         let mut changes: Vec<(UnitName, Option<StateRecord>)> = Vec::new();
         for (name, (hash, state)) in &loaded {
-            let record = state_record(state, *hash, self.started.contains(name));
+            let refused = self
+                .refused_starts
+                .get(name)
+                .filter(|_| state.active != "active");
+            let record = state_record(
+                state,
+                *hash,
+                self.started.contains(name),
+                refused.map_or("", String::as_str),
+            );
             if self.published.get(name) != Some(&record) {
                 changes.push((name.clone(), Some(record)));
             }
         }
         // A unit the init system refused to load is reported so (systemd's `error`), not
         // left without a state.
-        for (name, hash) in &self.load_errors {
+        for (name, (hash, why)) in &self.load_errors {
             let record = state_record(
                 &SystemdState::new("error", "inactive", "dead"),
                 *hash,
                 false,
+                why,
             );
             if !loaded.contains_key(name) && self.published.get(name) != Some(&record) {
                 changes.push((name.clone(), Some(record)));
@@ -698,12 +723,13 @@ impl Agent {
     }
 }
 
-fn state_record(state: &SystemdState, hash: UnitHash, launched: bool) -> StateRecord {
+fn state_record(state: &SystemdState, hash: UnitHash, launched: bool, reason: &str) -> StateRecord {
     StateRecord {
         launched,
         hash: Some(hash),
         load: state.load.clone(),
         active: state.active.clone(),
         sub: state.sub.clone(),
+        reason: reason.to_owned(),
     }
 }

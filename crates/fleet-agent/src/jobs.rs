@@ -54,6 +54,10 @@ pub struct Outcome {
     pub started: Option<bool>,
     /// Units that were active before this job's stop and are not after it.
     pub collateral: Vec<UnitName>,
+    /// The init system refused the start, in its words (`Unit nope.service not found.`):
+    /// not tried again until the unit's desired state or contents change, as systemd tries a
+    /// failed start job once.
+    pub refused: Option<String>,
 }
 
 impl Outcome {
@@ -62,6 +66,7 @@ impl Outcome {
             name: name.clone(),
             started,
             collateral: Vec::new(),
+            refused: None,
         }
     }
 }
@@ -168,7 +173,10 @@ impl Job {
             Ok(()) => outcome(Some(true)),
             Err(error) => {
                 tracing::warn!(unit = %name, %error, "agent: start failed");
-                outcome(None)
+                Outcome {
+                    refused: Some(error.to_string()),
+                    ..outcome(None)
+                }
             }
         }
     }

@@ -125,6 +125,7 @@ mod tests {
                         active: "active".into(),
                         sub: "running".into(),
                         launched: true,
+                        reason: String::new(),
                     },
                 );
         }

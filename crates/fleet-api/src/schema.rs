@@ -77,6 +77,10 @@ pub struct UnitState {
         skip_serializing_if = "String::is_empty"
     )]
     pub systemd_sub_state: String,
+    /// Why the unit is not where it was sent on its machine (its load or start refused).
+    /// Ours; absent when empty, so fleet's clients see fleet's objects.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -231,8 +235,18 @@ mod tests {
                 systemd_active_state: "active".into(),
                 systemd_load_state: "loaded".into(),
                 systemd_sub_state: "running".into(),
+                reason: String::new(),
             },
             r#"{"hash":"ae87","machineID":"3d12","name":"a.service","systemdActiveState":"active","systemdLoadState":"loaded","systemdSubState":"running"}"#,
+        );
+        check(
+            &UnitState {
+                name: "a.service".into(),
+                systemd_active_state: "inactive".into(),
+                reason: "Unit nope.service not found.".into(),
+                ..UnitState::default()
+            },
+            r#"{"name":"a.service","systemdActiveState":"inactive","reason":"Unit nope.service not found."}"#,
         );
         check(
             &MachinePage {

@@ -742,6 +742,7 @@ fn state_view(listed: &Listed, (name, machine): &(UnitName, MachineId)) -> Optio
         systemd_active_state: s.active.clone(),
         systemd_load_state: s.load.clone(),
         systemd_sub_state: s.sub.clone(),
+        reason: s.reason.clone(),
     })
 }
 
@@ -1152,6 +1153,7 @@ mod tests {
                 active: "active".into(),
                 sub: "running".into(),
                 launched,
+                reason: String::new(),
             };
             snapshot
                 .states

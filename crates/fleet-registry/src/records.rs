@@ -32,7 +32,7 @@ pub struct ReasonRecord {
 }
 
 /// A unit's state as the agent of its machine last saw it in the init system.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct StateRecord {
     #[serde(with = "optional_text", default)]
     pub hash: Option<UnitHash>,
@@ -43,6 +43,10 @@ pub struct StateRecord {
     /// the unit's currentState is launched whatever became of it (failed, exited).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub launched: bool,
+    /// Why the unit is not where the agent was told to take it: the init system refused to
+    /// load it, or to start it (`Unit nope.service not found.`). Ours; absent when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 impl StateRecord {
@@ -197,6 +201,7 @@ mod tests {
             active: "active".into(),
             sub: "running".into(),
             launched: false,
+            reason: String::new(),
         };
         check(
             r#"{"load":"loaded","active":"active","sub":"running"}"#,
@@ -206,6 +211,15 @@ mod tests {
             r#"{"load":"loaded","active":"active","sub":"running","launched":true}"#,
             Ok(StateRecord {
                 launched: true,
+                ..state.clone()
+            }),
+        );
+        check(
+            r#"{"load":"loaded","active":"inactive","sub":"dead","reason":"Unit nope.service not found."}"#,
+            Ok(StateRecord {
+                active: "inactive".into(),
+                sub: "dead".into(),
+                reason: "Unit nope.service not found.".into(),
                 ..state
             }),
         );

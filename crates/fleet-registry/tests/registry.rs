@@ -35,6 +35,7 @@ fn running() -> StateRecord {
         active: "active".into(),
         sub: "running".into(),
         launched: true,
+        reason: String::new(),
     }
 }
 

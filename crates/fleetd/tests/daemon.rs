@@ -206,21 +206,8 @@ fn still_running(child: &mut Child) -> Result<(), String> {
     }
 }
 
-/// Spawns `command` (a fleetd of `dir`) and waits until its API socket answers.
-fn spawn_serving(mut command: Command, dir: &Path) -> Daemon {
-    let socket = dir.join("fleet.sock");
-    let mut child = command.spawn().unwrap();
-    eventually("no API socket", TEN_SECONDS, || {
-        still_running(&mut child)?;
-        UnixStream::connect(&socket)
-            .map(drop)
-            .map_err(|e| e.to_string())
-    });
-    Daemon(child)
-}
-
 fn start_and_wait_for_socket(dir: &Path) -> Daemon {
-    spawn_serving(fleetd(dir), dir)
+    common::serving(fleetd(dir), dir)
 }
 
 /// The main PID of hello.service once it runs.
@@ -771,7 +758,7 @@ fn start_https(dir: &Path, tls: &fleet_testkit::TlsFiles, extra: &str) -> (Daemo
     std::fs::write(dir.join("fleet.conf"), conf).unwrap();
     let mut command = fleetd(dir);
     command.env_remove("FLEET_API_LISTEN");
-    (spawn_serving(command, dir), url)
+    (common::serving(command, dir), url)
 }
 
 #[test]

@@ -23,6 +23,31 @@ const POLL: Duration = Duration::from_millis(250);
 const FIRST_POLL: Duration = Duration::from_millis(5);
 /// One "block attempt": a window of polls.
 const ATTEMPT: Duration = Duration::from_secs(2);
+/// Without `--block-attempts`, how long a unit that no machine can take is waited for (fleet
+/// waited for ever, in silence).
+const PLACEMENT_BOUND: Duration = Duration::from_secs(10);
+/// Without `--block-attempts`, how long any other state is waited for.
+const STATE_BOUND: Duration = Duration::from_secs(300);
+
+/// How long the waits may last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// No `--block-attempts`: `PLACEMENT_BOUND` for a placement, `STATE_BOUND` otherwise.
+    Default,
+    /// `--block-attempts=N`: N windows of `ATTEMPT`; 0 is no limit (fleet's meaning).
+    Attempts(u32),
+}
+
+impl Bound {
+    /// The longest a wait may last, given its default; `None`: no limit.
+    fn limit(self, default: Duration) -> Option<Duration> {
+        match self {
+            Bound::Default => Some(default),
+            Bound::Attempts(0) => None,
+            Bound::Attempts(n) => Some(ATTEMPT.saturating_mul(n)),
+        }
+    }
+}
 
 /// Where a command takes its units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +78,7 @@ impl Target {
 /// Flags shared by the blocking commands, and the unit arguments.
 struct Blocking {
     block: bool,
-    attempts: u32,
+    bound: Bound,
     replace: bool,
     names: Vec<String>,
 }
@@ -61,7 +86,7 @@ struct Blocking {
 /// The flags, or the exit code to end with (after saying why).
 fn blocking_flags(args: &[String], io: &mut Io<'_>) -> io::Result<Result<Blocking, i32>> {
     let mut block = true;
-    let mut attempts = 0u32;
+    let mut bound = Bound::Default;
     let mut replace = false;
     let mut names = Vec::new();
     let mut rest = args.iter();
@@ -75,7 +100,7 @@ fn blocking_flags(args: &[String], io: &mut Io<'_>) -> io::Result<Result<Blockin
                     false => value.to_owned(),
                 };
                 match value.parse() {
-                    Ok(n) => attempts = n,
+                    Ok(n) => bound = Bound::Attempts(n),
                     Err(_) => {
                         writeln!(io.err, "invalid --block-attempts {value:?}")?;
                         return Ok(Err(1));
@@ -93,7 +118,7 @@ fn blocking_flags(args: &[String], io: &mut Io<'_>) -> io::Result<Result<Blockin
     }
     Ok(Ok(Blocking {
         block,
-        attempts,
+        bound,
         replace,
         names,
     }))
@@ -103,7 +128,7 @@ fn blocking_flags(args: &[String], io: &mut Io<'_>) -> io::Result<Result<Blockin
 pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
     let Blocking {
         block,
-        attempts,
+        bound,
         replace,
         names,
     } = match blocking_flags(args, io)? {
@@ -118,7 +143,7 @@ pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) 
         .position(|arg| validate_name(mangle(arg).as_bytes()).is_err());
     let valid = &names[..invalid.unwrap_or(names.len())];
     let mut started = Vec::new();
-    for step in prepare_all(&client, valid, target, replace, attempts) {
+    for step in prepare_all(&client, valid, target, replace, bound) {
         io.out.write_all(&step.out)?;
         io.err.write_all(&step.err)?;
         match step.outcome {
@@ -136,6 +161,8 @@ pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) 
     if target == Target::Submit {
         return Ok(0);
     }
+    // Every unit is waited for and its outcome told, whatever became of the others.
+    let mut code = 0;
     for unit in &started {
         let name = &unit.name;
         let global = unit.is_global();
@@ -144,25 +171,115 @@ pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) 
             writeln!(io.out, "Triggered {kind} {name} {}", target.verb())?;
             continue;
         }
-        let mut told = String::new();
-        let mut report = |unit: &Unit| {
+        if !arrive(&client, name, target, bound, io)? {
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+/// Waits for a unit to reach the target's state (and, for a start, to run); says where it
+/// got, or why it cannot get there. `false` when it did not.
+fn arrive(
+    client: &Client,
+    name: &str,
+    target: Target,
+    bound: Bound,
+    io: &mut Io<'_>,
+) -> io::Result<bool> {
+    let state = target.state();
+    match wait_placed(client, name, state, bound, io)? {
+        Placement::Reached(unit) => {
+            print_placed(client, &unit, io)?;
+            if target == Target::Start {
+                return active_or_explain(client, name, bound, io);
+            }
+            Ok(true)
+        }
+        Placement::Unplaceable(reason) => {
+            writeln!(io.err, "Unit {name} cannot be placed: {reason}. It stays in the cluster, desired {state}, and goes to a machine once one can take it (`fleetctl destroy {name}` removes it).")?;
+            Ok(false)
+        }
+        Placement::Refused(unit_state) => {
+            refused(name, &unit_state, io)?;
+            Ok(false)
+        }
+        Placement::TimedOut => {
+            writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state {state}")?;
+            Ok(false)
+        }
+    }
+}
+
+/// `Unit X failed to start on M: why`.
+fn refused(name: &str, state: &UnitState, io: &mut Io<'_>) -> io::Result<()> {
+    writeln!(
+        io.err,
+        "Unit {name} failed to start on {}: {}",
+        state.machine_id, state.reason
+    )
+}
+
+/// Where a wait for a unit's currentState ended.
+enum Placement {
+    Reached(Unit),
+    /// No machine can take it (the engine's reason), for longer than the wait's bound.
+    Unplaceable(String),
+    /// Its machine's init system refused it (the state says why).
+    Refused(UnitState),
+    TimedOut,
+}
+
+/// Waits until the unit reports `state`, telling once per reason why it cannot be placed.
+fn wait_placed(
+    client: &Client,
+    name: &str,
+    state: &str,
+    bound: Bound,
+    io: &mut Io<'_>,
+) -> io::Result<Placement> {
+    let mut told = String::new();
+    let mut unplaceable_since: Option<Instant> = None;
+    let placement_limit = bound.limit(PLACEMENT_BOUND);
+    let outcome = poll(bound.limit(STATE_BOUND), || {
+        let unit = match client.unit(name) {
+            Ok(Some(unit)) => unit,
+            _ => return None,
+        };
+        // A global unit has no currentState: its desired state is all there is to wait for.
+        let reached = match unit.is_global() {
+            true => unit.desired_state == state,
+            false => unit.current_state == state,
+        };
+        if reached {
+            return Some(Placement::Reached(unit));
+        }
+        if !unit.unplaceable_reason.is_empty() {
             // fleet waited in silence; say why the unit does not move, once per reason.
-            if !unit.unplaceable_reason.is_empty() && unit.unplaceable_reason != told {
+            if unit.unplaceable_reason != told {
                 told = unit.unplaceable_reason.clone();
                 let _ = writeln!(io.err, "Unit {name} cannot be placed yet: {told}");
             }
-        };
-        let state = target.state();
-        let Some(unit) = wait_for_reporting(&client, name, state, attempts, &mut report) else {
-            writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state {state}")?;
-            return Ok(1);
-        };
-        print_placed(&client, &unit, io)?;
-        if target == Target::Start && !active_or_explain(&client, name, attempts, io)? {
-            return Ok(1);
+            let since = *unplaceable_since.get_or_insert_with(Instant::now);
+            if placement_limit.is_some_and(|limit| since.elapsed() >= limit) {
+                return Some(Placement::Unplaceable(told.clone()));
+            }
+            return None;
         }
-    }
-    Ok(0)
+        unplaceable_since = None;
+        if !unit.machine_id.is_empty() && state == "launched" {
+            if let Ok(Some(unit_state)) = client.state(name) {
+                if !unit_state.reason.is_empty() {
+                    return Some(Placement::Refused(unit_state));
+                }
+            }
+        }
+        None
+    });
+    Ok(outcome.unwrap_or(match told.is_empty() {
+        true => Placement::TimedOut,
+        false => Placement::Unplaceable(told),
+    }))
 }
 
 /// One unit's step: what it printed, and where it got.
@@ -189,11 +306,11 @@ fn prepare_all(
     names: &[String],
     target: Target,
     replace: bool,
-    attempts: u32,
+    bound: Bound,
 ) -> Vec<Step> {
     let steps = super::in_order::each(
         names,
-        |arg| prepare(client, arg, target, replace, attempts),
+        |arg| prepare(client, arg, target, replace, bound),
         |step| matches!(step.outcome, Prepared::Failed),
     );
     let mut ordered = Vec::new();
@@ -210,7 +327,7 @@ fn prepare_all(
 
 /// Brings the unit of `arg` into the cluster (created, or compared with the local file) and
 /// to the target's desired state.
-fn prepare(client: &Client, arg: &str, target: Target, replace: bool, attempts: u32) -> Step {
+fn prepare(client: &Client, arg: &str, target: Target, replace: bool, bound: Bound) -> Step {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let mut io = Io {
         out: &mut out,
@@ -218,7 +335,7 @@ fn prepare(client: &Client, arg: &str, target: Target, replace: bool, attempts: 
     };
     // Writes go to memory and cannot fail.
     let outcome =
-        prepare_into(client, arg, target, replace, attempts, &mut io).unwrap_or(Prepared::Failed);
+        prepare_into(client, arg, target, replace, bound, &mut io).unwrap_or(Prepared::Failed);
     Step { out, err, outcome }
 }
 
@@ -227,19 +344,19 @@ fn prepare_into(
     arg: &str,
     target: Target,
     replace: bool,
-    attempts: u32,
+    bound: Bound,
     io: &mut Io<'_>,
 ) -> io::Result<Prepared> {
     let name = mangle(arg);
     let unit = match client.unit(&name) {
         Ok(Some(unit)) => {
-            match compare_local(client, arg, &name, unit, target, replace, attempts, io)? {
+            match compare_local(client, arg, &name, unit, target, replace, bound, io)? {
                 Local::Proceed(unit) => unit,
                 Local::Skip => return Ok(Prepared::Skipped),
                 Local::Fail => return Ok(Prepared::Failed),
             }
         }
-        Ok(None) => match create(client, arg, &name, attempts, io)? {
+        Ok(None) => match create(client, arg, &name, bound, io)? {
             Some(unit) => unit,
             None => return Ok(Prepared::Failed),
         },
@@ -254,7 +371,43 @@ fn prepare_into(
     {
         return Ok(Prepared::Failed);
     }
+    if target == Target::Start
+        && unit.desired_state == "launched"
+        && !unit.is_global()
+        && !start_again_if_failed(client, &name, bound, io)?
+    {
+        return Ok(Prepared::Failed);
+    }
     Ok(Prepared::Ready(unit))
+}
+
+/// A unit already launched whose run failed (or whose start was refused) is started again,
+/// as `systemctl start` starts a failed unit: its desired state goes to loaded, is waited
+/// for, and back to launched. `false` after saying why it could not.
+fn start_again_if_failed(
+    client: &Client,
+    name: &str,
+    bound: Bound,
+    io: &mut Io<'_>,
+) -> io::Result<bool> {
+    let failed = match client.state(name) {
+        Ok(Some(state)) => state.systemd_active_state == "failed" || !state.reason.is_empty(),
+        _ => false,
+    };
+    if !failed {
+        return Ok(true);
+    }
+    if !set_desired(client, name, "loaded", io)? {
+        return Ok(false);
+    }
+    if wait_for(client, name, "loaded", bound).is_none() {
+        writeln!(
+            io.err,
+            "Error waiting for units: timed out waiting for unit {name} to report state loaded"
+        )?;
+        return Ok(false);
+    }
+    set_desired(client, name, "launched", io)
 }
 
 /// What to do with a unit already in the cluster, given the local file of the same name.
@@ -274,7 +427,7 @@ fn compare_local(
     unit: Unit,
     target: Target,
     replace: bool,
-    attempts: u32,
+    bound: Bound,
     io: &mut Io<'_>,
 ) -> io::Result<Local> {
     let Ok(bytes) = std::fs::read(arg) else {
@@ -319,7 +472,7 @@ fn compare_local(
         writeln!(io.err, "Error replacing Unit({name}): {e}")?;
         return Ok(Local::Fail);
     }
-    match wait_for(client, name, "inactive", attempts) {
+    match wait_for(client, name, "inactive", bound) {
         Some(unit) => {
             writeln!(io.out, "Unit {name} {}", unit.current_state)?;
             Ok(Local::Proceed(unit))
@@ -353,9 +506,7 @@ fn print_placed(client: &Client, unit: &Unit, io: &mut Io<'_>) -> io::Result<()>
 /// `restart`: a launched unit goes to loaded and back to launched, a loaded one to launched,
 /// each step waited for (fleet 1.0 waited for "launched" after setting "loaded" and could hang).
 pub fn run_restart(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
-    let Blocking {
-        attempts, names, ..
-    } = match blocking_flags(args, io)? {
+    let Blocking { bound, names, .. } = match blocking_flags(args, io)? {
         Ok(flags) => flags,
         Err(code) => return Ok(code),
     };
@@ -370,7 +521,7 @@ pub fn run_restart(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::R
             return Ok(1);
         };
         if unit.is_global() {
-            if !restart_global(&client, unit, attempts, io)? {
+            if !restart_global(&client, unit, bound, io)? {
                 return Ok(1);
             }
             continue;
@@ -387,7 +538,7 @@ pub fn run_restart(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::R
             if !set_desired(&client, &name, state, io)? {
                 return Ok(1);
             }
-            match wait_for(&client, &name, state, attempts) {
+            match wait_for(&client, &name, state, bound) {
                 Some(unit) => print_placed(&client, &unit, io)?,
                 None => {
                     writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state {state}")?;
@@ -395,7 +546,7 @@ pub fn run_restart(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::R
                 }
             }
         }
-        if !active_or_explain(&client, &name, attempts, io)? {
+        if !active_or_explain(&client, &name, bound, io)? {
             return Ok(1);
         }
     }
@@ -405,12 +556,7 @@ pub fn run_restart(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::R
 /// Restarts a global unit on every machine at once: fleet ran `systemctl restart` on each over
 /// ssh; here its desired state goes to loaded until no machine reports it active, then back
 /// to launched until every machine that runs it does. `false` after saying why not.
-fn restart_global(
-    client: &Client,
-    unit: &Unit,
-    attempts: u32,
-    io: &mut Io<'_>,
-) -> io::Result<bool> {
+fn restart_global(client: &Client, unit: &Unit, bound: Bound, io: &mut Io<'_>) -> io::Result<bool> {
     let name = &unit.name;
     if unit.desired_state != "launched" {
         writeln!(
@@ -425,7 +571,7 @@ fn restart_global(
         if !set_desired(client, name, state, io)? {
             return Ok(false);
         }
-        let settled = poll(attempts, || {
+        let settled = poll(bound.limit(STATE_BOUND), || {
             let states = client.states_of(name).ok()?;
             let active = |s: &UnitState| s.systemd_active_state == "active";
             let done = match running {
@@ -459,7 +605,7 @@ pub fn run_down(
 ) -> io::Result<i32> {
     let Blocking {
         block,
-        attempts,
+        bound,
         names,
         ..
     } = match blocking_flags(args, io)? {
@@ -502,7 +648,7 @@ pub fn run_down(
             writeln!(io.out, "Triggered unit {name} {verb}")?;
             continue;
         }
-        match wait_for(&client, name, state, attempts) {
+        match wait_for(&client, name, state, bound) {
             Some(unit) => print_placed(&client, &unit, io)?,
             None => {
                 writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state {state}")?;
@@ -536,7 +682,7 @@ fn create(
     client: &Client,
     arg: &str,
     name: &str,
-    attempts: u32,
+    bound: Bound,
     io: &mut Io<'_>,
 ) -> io::Result<Option<Unit>> {
     let options = match std::fs::read(arg) {
@@ -573,7 +719,7 @@ fn create(
         writeln!(io.err, "Error creating units: {e}")?;
         return Ok(None);
     }
-    match wait_for(client, name, "inactive", attempts) {
+    match wait_for(client, name, "inactive", bound) {
         Some(unit) => {
             writeln!(io.out, "Unit {name} {}", unit.current_state)?;
             Ok(Some(unit))
@@ -585,53 +731,52 @@ fn create(
     }
 }
 
-/// Polls until the unit's currentState is `state`: `attempts` windows of 2 s (0: no limit).
-fn wait_for(client: &Client, name: &str, state: &str, attempts: u32) -> Option<Unit> {
-    wait_for_reporting(client, name, state, attempts, &mut |_| {})
-}
-
-/// `wait_for`, showing each unit seen meanwhile to `seen`.
-fn wait_for_reporting(
-    client: &Client,
-    name: &str,
-    state: &str,
-    attempts: u32,
-    seen: &mut dyn FnMut(&Unit),
-) -> Option<Unit> {
-    // A global unit has no currentState: its desired state is all there is to wait for.
+/// Polls until the unit's currentState is `state` (a global unit's desired state: it has no
+/// currentState), within the bound.
+fn wait_for(client: &Client, name: &str, state: &str, bound: Bound) -> Option<Unit> {
     let reached = |unit: &Unit| match unit.is_global() {
         true => unit.desired_state == state,
         false => unit.current_state == state,
     };
-    poll(attempts, || match client.unit(name) {
+    poll(bound.limit(STATE_BOUND), || match client.unit(name) {
         Ok(Some(unit)) if reached(&unit) => Some(unit),
-        Ok(Some(unit)) => {
-            seen(&unit);
-            None
-        }
         _ => None,
     })
 }
 
-/// How long a launched unit must stay failed before fleetctl stops waiting for it: the state
-/// of an earlier failed run is still reported for a moment after the new start.
-const FAILED_FOR: Duration = Duration::from_secs(2);
+/// How long a launched unit must stay failed (or ended) before fleetctl stops waiting for it:
+/// the state of an earlier run is still reported for a moment after the new start.
+const SETTLED_FOR: Duration = Duration::from_secs(2);
 
-/// Waits until systemd reports the unit active; says why not when it fails or time runs out.
+/// Waits until systemd reports the unit active, or it ran and ended (a oneshot, a command that
+/// exits); says why not when it fails, is refused or time runs out. `false` unless it runs or
+/// ran.
 fn active_or_explain(
     client: &Client,
     name: &str,
-    attempts: u32,
+    bound: Bound,
     io: &mut Io<'_>,
 ) -> io::Result<bool> {
-    match wait_active(client, name, attempts) {
+    match wait_active(client, name, bound) {
         Activation::Active => Ok(true),
+        Activation::Ended(state) => {
+            writeln!(
+                io.out,
+                "Unit {name} ran and ended on {}: {} ({})",
+                state.machine_id, state.systemd_active_state, state.systemd_sub_state
+            )?;
+            Ok(true)
+        }
         Activation::Failed(state) => {
             writeln!(
                 io.err,
                 "Unit {name} failed to start on {}: {} ({}); `fleetctl status {name}` shows why",
                 state.machine_id, state.systemd_active_state, state.systemd_sub_state
             )?;
+            Ok(false)
+        }
+        Activation::Refused(state) => {
+            refused(name, &state, io)?;
             Ok(false)
         }
         Activation::TimedOut => {
@@ -643,32 +788,58 @@ fn active_or_explain(
 
 enum Activation {
     Active,
-    /// Failed for `FAILED_FOR` (fleet waited forever on such a unit).
+    /// Inactive for `SETTLED_FOR` after its start: it ran and ended by itself.
+    Ended(UnitState),
+    /// Failed for `SETTLED_FOR` (fleet waited forever on such a unit).
     Failed(UnitState),
+    /// Its start was refused (the reason is in the state).
+    Refused(UnitState),
     TimedOut,
 }
 
-fn wait_active(client: &Client, name: &str, attempts: u32) -> Activation {
-    let mut failed_since = None;
-    let outcome = poll(attempts, || match client.state(name) {
-        Ok(Some(s)) if s.systemd_active_state == "active" && s.systemd_load_state == "loaded" => {
-            Some(Activation::Active)
+fn wait_active(client: &Client, name: &str, bound: Bound) -> Activation {
+    // Since when the unit has shown the same settled state (failed, or inactive).
+    let mut settled: Option<(String, Instant)> = None;
+    let outcome = poll(bound.limit(STATE_BOUND), || {
+        let s = match client.state(name) {
+            Ok(Some(s)) => s,
+            _ => {
+                settled = None;
+                return None;
+            }
+        };
+        if s.systemd_active_state == "active" && s.systemd_load_state == "loaded" {
+            return Some(Activation::Active);
         }
-        Ok(Some(s)) if s.systemd_active_state == "failed" => {
-            let since = *failed_since.get_or_insert_with(std::time::Instant::now);
-            (since.elapsed() >= FAILED_FOR).then_some(Activation::Failed(s))
+        if !s.reason.is_empty() {
+            return Some(Activation::Refused(s));
         }
-        _ => {
-            failed_since = None;
-            None
+        let active = s.systemd_active_state.clone();
+        if active != "failed" && active != "inactive" {
+            settled = None;
+            return None;
         }
+        let since = match &settled {
+            Some((seen, since)) if *seen == active => *since,
+            _ => {
+                settled = Some((active.clone(), Instant::now()));
+                Instant::now()
+            }
+        };
+        if since.elapsed() < SETTLED_FOR {
+            return None;
+        }
+        Some(match active.as_str() {
+            "failed" => Activation::Failed(s),
+            _ => Activation::Ended(s),
+        })
     });
     outcome.unwrap_or(Activation::TimedOut)
 }
 
-/// Polls `check` until it answers, for `attempts` windows of `ATTEMPT` (0: no limit).
-fn poll<T>(attempts: u32, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = (attempts > 0).then(|| Instant::now() + ATTEMPT.saturating_mul(attempts));
+/// Polls `check` until it answers, for at most `limit` (`None`: no limit).
+fn poll<T>(limit: Option<Duration>, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = limit.map(|limit| Instant::now() + limit);
     let mut pause = FIRST_POLL;
     loop {
         if let Some(found) = check() {

@@ -50,6 +50,22 @@ pub fn fleetd(home: &Path, machine: &str) -> Command {
     command
 }
 
+/// Spawns `command` (a fleetd of `home`, from [`fleetd`]) and waits (at most 10 s) until its
+/// API socket answers; fails the test if fleetd exits first.
+pub fn serving(mut command: Command, home: &Path) -> Daemon {
+    let socket = home.join("fleet.sock");
+    let mut child = command.spawn().unwrap();
+    eventually("no API socket", Duration::from_secs(10), || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("fleetd exited early: {status:?}");
+        }
+        std::os::unix::net::UnixStream::connect(&socket)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    Daemon(child)
+}
+
 /// Polls `probe` every 20 ms until it gives a value, failing the test after `within` with
 /// `what` and the last thing `probe` reported.
 pub fn eventually<T>(what: &str, within: Duration, probe: impl FnMut() -> Result<T, String>) -> T {

@@ -1,0 +1,182 @@
+//! Every wait of fleetctl ends, and says why: each case starts a unit file with a real
+//! fleetctl against a real fleetd (native supervisor, metadata `role=web`) and checks the exit
+//! code, what was printed, and that it ended within its bound.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+
+/// A unit file, the fleetctl command run on it, and what must come of it.
+struct Case {
+    name: &'static str,
+    unit: &'static str,
+    args: &'static [&'static str],
+    code: i32,
+    /// Lines (or parts of lines) the output must hold: stdout, then stderr.
+    out: &'static [&'static str],
+    err: &'static [&'static str],
+    /// The longest the command may take.
+    within: Duration,
+}
+
+const SECONDS_20: Duration = Duration::from_secs(20);
+
+const CASES: &[Case] = &[
+    Case {
+        name: "runs.service",
+        unit: "[Service]\nExecStart=/bin/sleep 600\n",
+        args: &["start"],
+        code: 0,
+        out: &[
+            "Unit runs.service inactive",
+            "Unit runs.service launched on ",
+        ],
+        err: &[],
+        within: SECONDS_20,
+    },
+    Case {
+        // fleet waited for ever for `active`: a oneshot without RemainAfterExit= never is.
+        name: "oneshot.service",
+        unit: "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+        args: &["start"],
+        code: 0,
+        out: &["Unit oneshot.service ran and ended on "],
+        err: &[],
+        within: SECONDS_20,
+    },
+    Case {
+        name: "fails.service",
+        unit: "[Service]\nType=oneshot\nExecStart=/bin/false\n",
+        args: &["start"],
+        code: 1,
+        out: &[],
+        err: &["Unit fails.service failed to start on ", "failed (failed)"],
+        within: SECONDS_20,
+    },
+    Case {
+        name: "missing-dependency.service",
+        unit: "[Unit]\nRequires=nope.service\n[Service]\nExecStart=/bin/sleep 600\n",
+        args: &["start"],
+        code: 1,
+        out: &[],
+        err: &[
+            "Unit missing-dependency.service failed to start on ",
+            ": Unit nope.service not found.",
+        ],
+        within: SECONDS_20,
+    },
+    Case {
+        name: "unplaceable.service",
+        unit: "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nMachineMetadata=role=db\n",
+        args: &["start"],
+        code: 1,
+        out: &[],
+        err: &[
+            "Unit unplaceable.service cannot be placed yet: ",
+            "Unit unplaceable.service cannot be placed: ",
+            "It stays in the cluster, desired launched",
+        ],
+        within: SECONDS_20,
+    },
+    Case {
+        // --block-attempts keeps its meaning: two 2-second windows.
+        name: "unplaceable-attempts.service",
+        unit: "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nMachineMetadata=role=db\n",
+        args: &["load", "--block-attempts=2"],
+        code: 1,
+        out: &[],
+        err: &[
+            "Unit unplaceable-attempts.service cannot be placed: ",
+            "desired loaded",
+        ],
+        within: Duration::from_secs(8),
+    },
+];
+
+fn check(home: &Path, case: &Case) {
+    let file = home.join(case.name);
+    std::fs::write(&file, case.unit).unwrap();
+    let endpoint = format!("--endpoint=unix://{}", home.join("fleet.sock").display());
+    let mut args = vec![endpoint.as_str()];
+    args.extend_from_slice(case.args);
+    let path = file.display().to_string();
+    args.push(&path);
+    let began = Instant::now();
+    let (code, out, err) = common::fleetctl(&args, &[]);
+    let took = began.elapsed();
+    let shown = format!(
+        "{} {:?}: exit {code} after {took:?}\nstdout:\n{out}\nstderr:\n{err}",
+        case.name, case.args
+    );
+    assert_eq!(code, case.code, "{shown}");
+    assert!(took <= case.within, "{shown}");
+    for part in case.out {
+        assert!(out.contains(part), "stdout lacks {part:?}: {shown}");
+    }
+    for part in case.err {
+        assert!(err.contains(part), "stderr lacks {part:?}: {shown}");
+    }
+}
+
+#[test]
+fn every_wait_ends_with_the_outcome_and_its_reason() {
+    let home = tempfile::tempdir().unwrap();
+    let mut command = common::fleetd(home.path(), "node1");
+    command.env("FLEET_METADATA", "role=web");
+    let _fleetd: Daemon = common::serving(command, home.path());
+    for case in CASES {
+        check(home.path(), case);
+    }
+}
+
+/// fleetctl `start` of several units reports each one's outcome (fleet stopped at the first
+/// failure), and a failed unit started again is tried again, as `systemctl start` does.
+#[test]
+fn each_unit_is_reported_and_a_failed_one_is_tried_again() {
+    let home = tempfile::tempdir().unwrap();
+    let _fleetd: Daemon = common::serving(common::fleetd(home.path(), "node1"), home.path());
+    let mark = home.path().join("mark");
+    let second_time = format!(
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'test -e {0} || {{ touch {0}; exit 1; }}'\n",
+        mark.display()
+    );
+    let files = [
+        ("second-time.service", second_time.as_str()),
+        ("fine.service", "[Service]\nExecStart=/bin/sleep 600\n"),
+    ];
+    for (name, text) in files {
+        std::fs::write(home.path().join(name), text).unwrap();
+    }
+    let endpoint = format!(
+        "--endpoint=unix://{}",
+        home.path().join("fleet.sock").display()
+    );
+    let paths: Vec<String> = files
+        .iter()
+        .map(|(name, _)| home.path().join(name).display().to_string())
+        .collect();
+    let run = |paths: &[String]| {
+        let mut args = vec![endpoint.as_str(), "start"];
+        args.extend(paths.iter().map(String::as_str));
+        common::fleetctl(&args, &[])
+    };
+    let (code, out, err) = run(&paths);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("Unit second-time.service failed to start on "),
+        "{err}"
+    );
+    assert!(
+        out.contains("Unit fine.service launched on "),
+        "the second is reported too: {out}"
+    );
+    let (code, out, err) = run(&paths[..1]);
+    assert_eq!(code, 0, "started again, it succeeds: {out}{err}");
+    assert!(
+        out.contains("Unit second-time.service launched on "),
+        "{out}"
+    );
+}
