@@ -853,6 +853,18 @@ async fn patch_machines(state: &ApiState, request: Request) -> Reply {
         }
         changes.push((machine, key, (op.op != "remove").then_some(value)));
     }
+    // Metadata of a machine that is not in the cluster would wait there for a fleetd that
+    // may never come: the caller has the machine ID wrong (fleet 1.0 wrote it and said 204).
+    let (_, snapshot) = listing(state, "").await?;
+    if let Some((unknown, _, _)) = changes
+        .iter()
+        .find(|(machine, _, _)| !snapshot.machines.contains_key(machine))
+    {
+        return Err(Answer::error(
+            StatusCode::NOT_FOUND,
+            &format!("machine {unknown} does not exist"),
+        ));
+    }
     for (machine, key, value) in changes {
         state
             .registry

@@ -75,5 +75,5 @@ fn bad_table_flags_are_refused_before_the_cluster_is_asked() {
         1,
         "Must define output format\n",
     );
-    check(&["list-unit-files", "--l"], &env, 1, "unknown flag: --l\n");
+    check(&["list-unit-files", "--x"], &env, 1, "unknown flag: --x\n");
 }

@@ -557,6 +557,16 @@ fn machine_metadata_patched_through_the_api_moves_units() {
         let error = client.patch_machines(&bad).unwrap_err().to_string();
         assert!(error.contains("400"), "{bad}: {error}");
     }
+    // A machine that is not in the cluster: 404, and nothing written.
+    let stranger = "0123456789abcdef0123456789abcdef";
+    let error = client
+        .patch_machines(&op("add", stranger, Some("db")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("404") && error.contains(&format!("machine {stranger} does not exist")),
+        "{error}"
+    );
     assert_eq!(cluster.running()["db.service"], vec![machines[0].clone()]);
 }
 

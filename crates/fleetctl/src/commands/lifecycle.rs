@@ -474,13 +474,22 @@ fn compare_local(
     }
     match wait_for(client, name, "inactive", bound) {
         Some(unit) => {
-            writeln!(io.out, "Unit {name} {}", unit.current_state)?;
+            writeln!(io.out, "Unit {name} {}", shown_state(&unit))?;
             Ok(Local::Proceed(unit))
         }
         None => {
             writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state inactive")?;
             Ok(Local::Fail)
         }
+    }
+}
+
+/// A unit's currentState, as `Unit X <state>` shows it; a global unit has none (fleet printed
+/// `Unit X ` and nothing more): its desired state, said to be global.
+fn shown_state(unit: &Unit) -> String {
+    match unit.is_global() {
+        true => format!("{} (global)", unit.desired_state),
+        false => unit.current_state.clone(),
     }
 }
 
@@ -721,7 +730,7 @@ fn create(
     }
     match wait_for(client, name, "inactive", bound) {
         Some(unit) => {
-            writeln!(io.out, "Unit {name} {}", unit.current_state)?;
+            writeln!(io.out, "Unit {name} {}", shown_state(&unit))?;
             Ok(Some(unit))
         }
         None => {

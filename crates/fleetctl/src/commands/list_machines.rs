@@ -11,7 +11,7 @@ const DEFAULT: &[&str] = &["machine", "ip", "metadata"];
 const VALID: &[&str] = &["ip", "machine", "metadata"];
 
 pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
-    let Some(flags) = table::parse_or_explain(args, DEFAULT, VALID, true, io)? else {
+    let Some(flags) = table::parse_or_explain(args, DEFAULT, VALID, io)? else {
         return Ok(1);
     };
     let Some(machines) = super::fetched(

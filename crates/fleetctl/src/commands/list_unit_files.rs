@@ -13,11 +13,11 @@ use crate::{Globals, Io};
 
 const DEFAULT: &[&str] = &["unit", "hash", "dstate", "state", "target"];
 const VALID: &[&str] = &[
-    "desc", "dstate", "global", "hash", "state", "target", "tmachine", "unit",
+    "desc", "dstate", "global", "hash", "reason", "state", "target", "tmachine", "unit",
 ];
 
 pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
-    let Some(flags) = table::parse_or_explain(args, DEFAULT, VALID, false, io)? else {
+    let Some(flags) = table::parse_or_explain(args, DEFAULT, VALID, io)? else {
         return Ok(1);
     };
     if flags.fields.iter().any(|f| f == "tmachine") {
@@ -80,6 +80,8 @@ pub fn render(flags: &TableFlags, units: &[Unit], machines: &[Machine]) -> Strin
             "target" | "tmachine" => target(),
             "desc" => table::or_dash(file.description().unwrap_or_default()),
             "global" => global.to_string(),
+            // Ours: why the engine cannot place it.
+            "reason" => table::or_dash(&unit.unplaceable_reason),
             _ => "-".into(),
         }
     })

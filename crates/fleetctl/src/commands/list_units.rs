@@ -9,10 +9,10 @@ use super::table::{self, TableFlags};
 use crate::{Globals, Io};
 
 const DEFAULT: &[&str] = &["unit", "machine", "active", "sub"];
-const VALID: &[&str] = &["active", "hash", "load", "machine", "sub", "unit"];
+const VALID: &[&str] = &["active", "hash", "load", "machine", "reason", "sub", "unit"];
 
 pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
-    let Some(flags) = table::parse_or_explain(args, DEFAULT, VALID, true, io)? else {
+    let Some(flags) = table::parse_or_explain(args, DEFAULT, VALID, io)? else {
         return Ok(1);
     };
     let client = globals.client();
@@ -53,6 +53,8 @@ pub fn render(flags: &TableFlags, states: &[UnitState], machines: &[Machine]) ->
         "sub" => state.systemd_sub_state.clone(),
         "load" => state.systemd_load_state.clone(),
         "hash" => table::hash(&state.hash, flags.full),
+        // Ours: why its machine's init system refused it.
+        "reason" => table::or_dash(&state.reason),
         _ => "-".into(),
     })
 }

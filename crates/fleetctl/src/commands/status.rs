@@ -40,6 +40,13 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
         match client.unit(&name) {
             Ok(Some(unit)) if unit.current_state == "inactive" => {
                 writeln!(io.err, "Unit {name} does not appear to be loaded.")?;
+                if !unit.unplaceable_reason.is_empty() {
+                    writeln!(
+                        io.err,
+                        "Unit {name} cannot be placed: {}",
+                        unit.unplaceable_reason
+                    )?;
+                }
                 return Ok(1);
             }
             Ok(Some(unit)) => units.push(unit),
@@ -72,10 +79,17 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
             }
         };
         let global = unit.is_global();
-        let states = states
+        let states: Vec<UnitState> = states
             .into_iter()
             .filter(|s| global || s.machine_id == unit.machine_id)
-            .filter(|s| wanted.is_none_or(|w| s.machine_id.starts_with(w)));
+            .filter(|s| wanted.is_none_or(|w| s.machine_id.starts_with(w)))
+            .collect();
+        if global && states.is_empty() {
+            // fleet printed a blank line and exited 0.
+            writeln!(io.err, "{}", global_nowhere(unit))?;
+            code = if code == 0 { 3 } else { code };
+            continue;
+        }
         for state in states {
             // The blank line between units matches systemctl status.
             if !std::mem::take(&mut first) {
@@ -90,6 +104,29 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
         }
     }
     Ok(code)
+}
+
+/// Why a global unit runs on no machine (so far as fleetctl can tell).
+fn global_nowhere(unit: &Unit) -> String {
+    let name = &unit.name;
+    if unit.desired_state != "launched" {
+        return format!(
+            "Global unit {name} runs on no machine: it is {}, not launched.",
+            unit.desired_state
+        );
+    }
+    let file = unit.unit_file();
+    let requirements = fleet_unit::Requirements::for_unit(&file, name);
+    let mut why = format!("Global unit {name} runs on no machine");
+    if !requirements.conflicts().is_empty() {
+        why.push_str(": on each machine it yields to the units it conflicts with (of conflicting global units, the first by name runs)");
+    } else if !requirements.required_metadata().is_empty() {
+        why.push_str(": no machine has the metadata it asks for, or none has started it yet");
+    } else {
+        why.push_str(" yet");
+    }
+    why.push('.');
+    why
 }
 
 struct Context<'a> {
@@ -183,6 +220,9 @@ impl Context<'_> {
             "   Active: {} ({})",
             state.systemd_active_state, state.systemd_sub_state
         )?;
+        if !state.reason.is_empty() {
+            writeln!(io.out, "   Reason: {}", state.reason)?;
+        }
         writeln!(
             io.out,
             "  Machine: {}",

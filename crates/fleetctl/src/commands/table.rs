@@ -12,14 +12,9 @@ pub struct TableFlags {
     pub legend: bool,
 }
 
-/// Reads the flags of a list command. `allow_l`: whether `--l` means `--full` (it does for
-/// list-units and list-machines, not for list-unit-files).
-pub fn parse(
-    args: &[String],
-    defaults: &[&str],
-    valid: &[&str],
-    allow_l: bool,
-) -> Result<TableFlags, String> {
+/// Reads the flags of a list command. `-l` (or `--l`) is `--full` for every list, as the help
+/// says (fleet 1.0 refused it for list-unit-files, and `-l` everywhere).
+pub fn parse(args: &[String], defaults: &[&str], valid: &[&str]) -> Result<TableFlags, String> {
     let mut flags = TableFlags {
         fields: defaults.iter().map(|f| f.to_string()).collect(),
         full: false,
@@ -34,7 +29,7 @@ pub fn parse(
         };
         match name {
             "full" => flags.full = true,
-            "l" if allow_l => flags.full = true,
+            "l" => flags.full = true,
             "no-legend" => flags.legend = false,
             "fields" => {
                 let value = match inline {
@@ -64,10 +59,9 @@ pub fn parse_or_explain(
     args: &[String],
     defaults: &[&str],
     valid: &[&str],
-    allow_l: bool,
     io: &mut Io<'_>,
 ) -> io::Result<Option<TableFlags>> {
-    match parse(args, defaults, valid, allow_l) {
+    match parse(args, defaults, valid) {
         Ok(flags) => Ok(Some(flags)),
         Err(e) => {
             writeln!(io.err, "{e}")?;
@@ -121,7 +115,7 @@ mod tests {
 
     fn check(args: &[&str], expected: Result<(&[&str], bool, bool), &str>) {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let parsed = parse(&args, &["unit", "sub"], &["unit", "sub", "load"], true);
+        let parsed = parse(&args, &["unit", "sub"], &["unit", "sub", "load"]);
         let expected = expected
             .map(|(fields, full, legend)| TableFlags {
                 fields: fields.iter().map(|f| f.to_string()).collect(),
@@ -140,6 +134,7 @@ mod tests {
             Ok((&["unit", "sub"], true, false)),
         );
         check(&["--l"], Ok((&["unit", "sub"], true, true)));
+        check(&["-l"], Ok((&["unit", "sub"], true, true)));
         check(
             &["--fields=load,load"],
             Ok((&["load", "load"], false, true)),
