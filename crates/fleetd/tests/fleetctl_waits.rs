@@ -180,3 +180,112 @@ fn each_unit_is_reported_and_a_failed_one_is_tried_again() {
         "{out}"
     );
 }
+
+/// The reason a unit does not run is shown wherever a person looks: `status`, the tables'
+/// `reason` field; a file that is no unit file is named; `-l` is `--full` for every list.
+#[test]
+fn reasons_are_shown_where_people_look() {
+    let home = tempfile::tempdir().unwrap();
+    let mut command = common::fleetd(home.path(), "node1");
+    command.env("FLEET_METADATA", "role=web");
+    let _fleetd: Daemon = common::serving(command, home.path());
+    let endpoint = format!(
+        "--endpoint=unix://{}",
+        home.path().join("fleet.sock").display()
+    );
+    let file = |name: &str, text: &str| {
+        let path = home.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let run = |args: &[&str]| {
+        let mut all = vec![endpoint.as_str()];
+        all.extend_from_slice(args);
+        common::fleetctl(&all, &[])
+    };
+    let unplaceable = file(
+        "unplaceable.service",
+        "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nMachineMetadata=role=db\n",
+    );
+    let refused = file(
+        "refused.service",
+        "[Unit]\nRequires=nope.service\n[Service]\nExecStart=/bin/sleep 600\n",
+    );
+    let first = file(
+        "g1.service",
+        "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nGlobal=true\nConflicts=g*\n",
+    );
+    let second = file(
+        "g2.service",
+        "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nGlobal=true\nConflicts=g*\n",
+    );
+    let readme = file("README", "Start these with fleetctl.\n");
+    run(&[
+        "start",
+        "--no-block",
+        &unplaceable,
+        &refused,
+        &first,
+        &second,
+    ]);
+
+    common::eventually("the engine's reason", Duration::from_secs(10), || {
+        let (_, out, _) = run(&["list-unit-files", "--no-legend", "--fields=unit,reason"]);
+        common::holds(has_row(
+            &out,
+            &["unplaceable.service", "no machine has role=db"],
+        ))
+    });
+    let (code, _, err) = run(&["status", "unplaceable.service"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "Unit unplaceable.service does not appear to be loaded.\nUnit unplaceable.service cannot be placed: no machine has role=db\n"
+    );
+    let (_, out, _) = run(&["list-unit-files", "--no-legend", "--fields=unit,reason"]);
+    assert!(has_row(&out, &["refused.service", "-"]), "{out}");
+
+    let refusal = "Unit nope.service not found.";
+    common::eventually("the refusal is published", Duration::from_secs(10), || {
+        let (_, out, _) = run(&["list-units", "--no-legend", "--fields=unit,reason"]);
+        common::holds(has_row(&out, &["refused.service", refusal]))
+    });
+    let (_, out, _) = run(&["status", "refused.service"]);
+    assert!(out.contains(&format!("   Reason: {refusal}\n")), "{out}");
+
+    // Of two conflicting global units, the first by name runs; the second says so.
+    common::eventually("g1 runs", Duration::from_secs(10), || {
+        let (_, out, _) = run(&["list-units", "--no-legend", "--fields=unit,active"]);
+        common::holds(has_row(&out, &["g1.service", "active"]))
+    });
+    let (code, out, err) = run(&["status", "g2.service"]);
+    assert_eq!((code, out.as_str()), (3, ""), "{err}");
+    assert!(
+        err.starts_with("Global unit g2.service runs on no machine: "),
+        "{err}"
+    );
+
+    let (code, _, err) = run(&["submit", &readme]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("from file {readme}: it holds no unit options")),
+        "{err}"
+    );
+
+    for list in ["list-unit-files", "list-units", "list-machines"] {
+        let (code, out, err) = run(&[list, "-l", "--no-legend"]);
+        assert_eq!(code, 0, "{list} -l: {err}");
+        assert!(
+            out.contains(&fleet_testkit::machine_id("node1")) || list == "list-unit-files",
+            "{list} -l: {out}"
+        );
+    }
+}
+
+/// Whether a table (tab-separated, padded with tabs) has the row `cells`.
+fn has_row(table: &str, cells: &[&str]) -> bool {
+    table.lines().any(|line| {
+        let row: Vec<&str> = line.split('\t').filter(|c| !c.is_empty()).collect();
+        row == cells
+    })
+}

@@ -696,6 +696,15 @@ fn create(
 ) -> io::Result<Option<Unit>> {
     let options = match std::fs::read(arg) {
         Ok(bytes) => match UnitFile::parse(&bytes) {
+            // fleet sent it and was told `unit does not exist and options field empty`,
+            // which does not say which file of a `submit dir/*` it was.
+            Ok(unit) if unit.options().is_empty() => {
+                writeln!(
+                    io.err,
+                    "Error creating units: error creating unit from file {arg}: it holds no unit options (is it a unit file?)"
+                )?;
+                return Ok(None);
+            }
             Ok(unit) => wire_options(&unit),
             Err(e) => {
                 writeln!(
