@@ -862,7 +862,7 @@ async fn patch_machines(state: &ApiState, request: Request) -> Reply {
     {
         return Err(Answer::error(
             StatusCode::NOT_FOUND,
-            &format!("machine {unknown} does not exist"),
+            format!("machine {unknown} does not exist"),
         ));
     }
     for (machine, key, value) in changes {
