@@ -18,6 +18,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Io<'a> {
     pub out: &'a mut dyn Write,
     pub err: &'a mut dyn Write,
+    /// `err` is a terminal: what fleetctl waits for is drawn in place there.
+    pub terminal: bool,
 }
 
 /// The global flags (also `FLEETCTL_<FLAG>` in the environment).
@@ -217,6 +219,8 @@ fn globals<'a>(
 /// Runs fleetctl with `args` (without the program name) on the process's stdout and stderr;
 /// the exit code. (fleetd runs this too when it is called as `fleetctl`.)
 pub fn run_on_terminal(args: &[String]) -> i32 {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     run(
@@ -224,6 +228,7 @@ pub fn run_on_terminal(args: &[String]) -> i32 {
         &mut Io {
             out: &mut out,
             err: &mut err,
+            terminal,
         },
     )
 }
@@ -249,6 +254,7 @@ pub fn run_captured(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String
         &mut Io {
             out: &mut out,
             err: &mut err,
+            terminal: false,
         },
     );
     (

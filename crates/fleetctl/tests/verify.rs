@@ -10,6 +10,7 @@ fn run(args: &[&str]) -> (i32, String, String) {
         &mut fleetctl::Io {
             out: &mut out,
             err: &mut err,
+            terminal: false,
         },
     );
     (

@@ -82,6 +82,16 @@ const CASES: &[Case] = &[
         within: SECONDS_20,
     },
     Case {
+        // A wait that lasts tells a pipe, in plain lines, where the unit is.
+        name: "slow.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sleep 3\n",
+        args: &["start"],
+        code: 0,
+        out: &["Unit slow.service launched on "],
+        err: &["Waiting for unit slow.service: activating (start) on "],
+        within: SECONDS_20,
+    },
+    Case {
         // --block-attempts keeps its meaning: two 2-second windows.
         name: "unplaceable-attempts.service",
         unit: "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nMachineMetadata=role=db\n",
@@ -258,11 +268,18 @@ fn reasons_are_shown_where_people_look() {
         let (_, out, _) = run(&["list-units", "--no-legend", "--fields=unit,active"]);
         common::holds(has_row(&out, &["g1.service", "active"]))
     });
-    let (code, out, err) = run(&["status", "g2.service"]);
-    assert_eq!((code, out.as_str()), (3, ""), "{err}");
-    assert!(
-        err.starts_with("Global unit g2.service runs on no machine: "),
-        "{err}"
+    // (g2 may run for a moment, until the agent has seen g1 too.)
+    common::eventually(
+        "g2 says why it runs nowhere",
+        Duration::from_secs(10),
+        || {
+            let (code, out, err) = run(&["status", "g2.service"]);
+            let why = "Global unit g2.service runs on no machine: ";
+            match (code, out.as_str(), err.starts_with(why)) {
+                (3, "", true) => Ok(()),
+                _ => Err(format!("exit {code}\n{out}{err}")),
+            }
+        },
     );
 
     let (code, _, err) = run(&["submit", &readme]);
@@ -288,4 +305,43 @@ fn has_row(table: &str, cells: &[&str]) -> bool {
         let row: Vec<&str> = line.split('\t').filter(|c| !c.is_empty()).collect();
         row == cells
     })
+}
+
+/// On a terminal, the wait is one line drawn in place and erased at the end.
+#[test]
+fn a_terminal_sees_the_wait_drawn_in_place() {
+    let home = tempfile::tempdir().unwrap();
+    let _fleetd: Daemon = common::serving(common::fleetd(home.path(), "node1"), home.path());
+    // fleetd is fleetctl when called so.
+    let fleetctl = home.path().join("fleetctl");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fleetd"), &fleetctl).unwrap();
+    let unit = home.path().join("slow.service");
+    std::fs::write(
+        &unit,
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sleep 2\n",
+    )
+    .unwrap();
+    let command = format!(
+        "{} --endpoint=unix://{} start {}",
+        fleetctl.display(),
+        home.path().join("fleet.sock").display(),
+        unit.display()
+    );
+    // script(1) runs it on a pseudo-terminal and copies what it wrote.
+    let output = std::process::Command::new("timeout")
+        .args(["60", "script", "-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains("\r\x1b[KWaiting for unit slow.service: activating (start) on "),
+        "{shown:?}"
+    );
+    // Each drawn line is erased before what follows: the outcome's line, and the end.
+    assert!(
+        shown.contains("\r\x1b[KUnit slow.service launched on 6e6f6465..."),
+        "{shown:?}"
+    );
+    assert!(shown.ends_with("\r\x1b[K"), "{shown:?}");
 }

@@ -14,6 +14,7 @@ use fleet_unit::name::{mangle, validate_name, NameInfo};
 use fleet_unit::UnitFile;
 
 use crate::commands::list_units::machine_column;
+use crate::commands::progress::Progress;
 use crate::{Globals, Io};
 
 /// The pause between polls once a state is slow to come (fleet's, always).
@@ -241,6 +242,7 @@ fn wait_placed(
     let mut told = String::new();
     let mut unplaceable_since: Option<Instant> = None;
     let placement_limit = bound.limit(PLACEMENT_BOUND);
+    let mut progress = Progress::new(name, io.terminal);
     let outcome = poll(bound.limit(STATE_BOUND), || {
         let unit = match client.unit(name) {
             Ok(Some(unit)) => unit,
@@ -254,10 +256,20 @@ fn wait_placed(
         if reached {
             return Some(Placement::Reached(unit));
         }
+        let phase = match unit.machine_id.is_empty() {
+            true => format!("{}, waiting for a machine", unit.current_state),
+            false => format!(
+                "{} on {}",
+                unit.current_state,
+                machine_column(&unit.machine_id, None, false)
+            ),
+        };
+        let _ = progress.at(&phase, io.err);
         if !unit.unplaceable_reason.is_empty() {
             // fleet waited in silence; say why the unit does not move, once per reason.
             if unit.unplaceable_reason != told {
                 told = unit.unplaceable_reason.clone();
+                let _ = progress.done(io.err);
                 let _ = writeln!(io.err, "Unit {name} cannot be placed yet: {told}");
             }
             let since = *unplaceable_since.get_or_insert_with(Instant::now);
@@ -276,6 +288,7 @@ fn wait_placed(
         }
         None
     });
+    progress.done(io.err)?;
     Ok(outcome.unwrap_or(match told.is_empty() {
         true => Placement::TimedOut,
         false => Placement::Unplaceable(told),
@@ -332,6 +345,8 @@ fn prepare(client: &Client, arg: &str, target: Target, replace: bool, bound: Bou
     let mut io = Io {
         out: &mut out,
         err: &mut err,
+        // Written to memory, shown later: no progress is drawn.
+        terminal: false,
     };
     // Writes go to memory and cannot fail.
     let outcome =
@@ -775,7 +790,10 @@ fn active_or_explain(
     bound: Bound,
     io: &mut Io<'_>,
 ) -> io::Result<bool> {
-    match wait_active(client, name, bound) {
+    let mut progress = Progress::new(name, io.terminal);
+    let activation = wait_active(client, name, bound, &mut progress, io.err);
+    progress.done(io.err)?;
+    match activation {
         Activation::Active => Ok(true),
         Activation::Ended(state) => {
             writeln!(
@@ -815,7 +833,13 @@ enum Activation {
     TimedOut,
 }
 
-fn wait_active(client: &Client, name: &str, bound: Bound) -> Activation {
+fn wait_active(
+    client: &Client,
+    name: &str,
+    bound: Bound,
+    progress: &mut Progress,
+    err: &mut dyn io::Write,
+) -> Activation {
     // Since when the unit has shown the same settled state (failed, or inactive).
     let mut settled: Option<(String, Instant)> = None;
     let outcome = poll(bound.limit(STATE_BOUND), || {
@@ -829,6 +853,13 @@ fn wait_active(client: &Client, name: &str, bound: Bound) -> Activation {
         if s.systemd_active_state == "active" && s.systemd_load_state == "loaded" {
             return Some(Activation::Active);
         }
+        let phase = format!(
+            "{} ({}) on {}",
+            s.systemd_active_state,
+            s.systemd_sub_state,
+            machine_column(&s.machine_id, None, false)
+        );
+        let _ = progress.at(&phase, err);
         if !s.reason.is_empty() {
             return Some(Activation::Refused(s));
         }

@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod list_machines;
 pub mod list_unit_files;
 pub mod list_units;
+pub mod progress;
 pub(crate) mod remote;
 pub mod ssh;
 pub mod status;
