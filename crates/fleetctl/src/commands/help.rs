@@ -18,12 +18,12 @@ pub struct Command {
 }
 
 const BLOCKING: &[(&str, &str)] = &[
-    ("--block-attempts=0", "Wait until the units are in the desired state, polling this many 2-second windows (0: no limit)."),
+    ("--block-attempts=0", "Wait until the units are in the desired state, polling this many 2-second windows (0: no limit). Unset: up to 10 s for a unit no machine can take, 5 min for any other state; a unit that fails, ends or is refused ends its wait at once."),
     ("--no-block=false", "Do not wait until the units have reached the desired state."),
 ];
 
 const CREATING: &[(&str, &str)] = &[
-    ("--block-attempts=0", "Wait until the units are in the desired state, polling this many 2-second windows (0: no limit)."),
+    ("--block-attempts=0", "Wait until the units are in the desired state, polling this many 2-second windows (0: no limit). Unset: up to 10 s for a unit no machine can take, 5 min for any other state; a unit that fails, ends or is refused ends its wait at once."),
     ("--no-block=false", "Do not wait until the units have reached the desired state."),
     ("--replace=false", "Replace the units in the cluster with the local unit files."),
 ];
@@ -68,7 +68,7 @@ pub const COMMANDS: &[Command] = &[
         ("-A, --forward-agent=false", "Forward the local ssh-agent to the machine."),
         ("--ssh-port=22", "Connect to sshd on this port."),
     ] },
-    Command { name: "start", summary: "Instruct systemd to start one or more units in the cluster, first submitting and loading if necessary.", usage: "[--no-block|--block-attempts=N] UNIT...", description: "Starts units, submitting and loading them first if needed. When a unit cannot be\nplaced, the reason is printed instead of waiting.\n\nStart a unit:\n\tfleetctl start foo.service\n\nStart every unit file of a directory:\n\tfleetctl start myservice/*", options: CREATING },
+    Command { name: "start", summary: "Instruct systemd to start one or more units in the cluster, first submitting and loading if necessary.", usage: "[--no-block|--block-attempts=N] UNIT...", description: "Starts units, submitting and loading them first if needed. When a unit cannot be\nplaced, the reason is printed, and fleetctl stops waiting for it after 10 s (or\n--block-attempts); it stays in the cluster. A unit that runs and ends (a oneshot)\nhas started; one that fails, or whose start is refused, is told with the reason.\nEvery unit's outcome is told; the exit code is 1 if any did not start.\n\nStart a unit:\n\tfleetctl start foo.service\n\nStart every unit file of a directory:\n\tfleetctl start myservice/*", options: CREATING },
     Command { name: "status", summary: "Output the status of one or more units in the cluster", usage: "UNIT...", description: "Outputs the status of units from the machines they run on (a global unit: from every\nmachine): `systemctl status` where systemd runs them, else their state and last log lines.\n\nShow the status of a unit:\n\tfleetctl status foo.service", options: &[("--ssh-port=22", "Connect to a remote machine's sshd on this port."), ("--machine=", "Only the machine with this ID (a global unit's copy there)."), ("--here=false", "Ask the fleetd of --endpoint only, never over ssh.")] },
     Command { name: "stop", summary: "Instruct systemd to stop one or more units in the cluster.", usage: "[--no-block|--block-attempts=N] UNIT...", description: "Stops units, which stay loaded on their machines.\n\nStop a unit:\n\tfleetctl stop foo.service", options: BLOCKING },
     Command { name: "submit", summary: "Upload one or more units to the cluster without starting them", usage: "UNIT...", description: "Uploads unit files to the cluster, without placing or starting them.\n\nSubmit a unit file:\n\tfleetctl submit foo.service", options: &[("--replace=false", "Replace the units in the cluster with the local unit files.")] },

@@ -667,20 +667,28 @@ pub fn run_down(
         }
         changed.push(name);
     }
+    // Every unit is waited for and told; those that got there are listed at the end.
+    let mut arrived = Vec::new();
     for name in &changed {
         if !block {
             writeln!(io.out, "Triggered unit {name} {verb}")?;
+            arrived.push(name.clone());
             continue;
         }
         match wait_for(&client, name, state, bound) {
-            Some(unit) => print_placed(&client, &unit, io)?,
+            Some(unit) => {
+                print_placed(&client, &unit, io)?;
+                arrived.push(name.clone());
+            }
             None => {
                 writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state {state}")?;
-                return Ok(1);
             }
         }
     }
-    writeln!(io.err, "Successfully {done} units [{}].", changed.join(" "))?;
+    if arrived.len() < changed.len() {
+        return Ok(1);
+    }
+    writeln!(io.err, "Successfully {done} units [{}].", arrived.join(" "))?;
     Ok(0)
 }
 
