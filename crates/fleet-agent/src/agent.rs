@@ -677,7 +677,7 @@ impl Agent {
                 state,
                 *hash,
                 self.started.contains(name),
-                refused.map_or("", String::as_str),
+                refused.map_or(state.reason.as_str(), String::as_str),
             );
             if self.published.get(name) != Some(&record) {
                 changes.push((name.clone(), Some(record)));

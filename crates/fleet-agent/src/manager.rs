@@ -211,7 +211,15 @@ impl UnitManager for Supervisor {
 
     async fn state(&self, name: &UnitName) -> Result<SystemdState> {
         let state = Supervisor::state(self, name).await;
-        Ok(SystemdState::new(state.load, state.active, state.sub))
+        // Why it does not run, where its last run says (a failed dependency, a timeout); not
+        // of a live unit, whose last word is history.
+        let reason = state
+            .status
+            .as_ref()
+            .filter(|status| !status.sub.is_live())
+            .and_then(|status| status.reason.clone())
+            .unwrap_or_default();
+        Ok(SystemdState::new(state.load, state.active, state.sub).with_reason(&reason))
     }
 
     async fn journal(&self, name: &UnitName, lines: usize) -> Result<Vec<String>> {

@@ -54,6 +54,11 @@ const DEVIATIONS: &[(&str, u16, &str)] = &[
         404,
         "we refuse to launch a template, so it never runs and has no state",
     ),
+    (
+        "machines-patch-unknown-machine",
+        404,
+        "metadata of a machine not in the cluster is refused (fleet wrote it, for no one)",
+    ),
 ];
 
 /// Our API on a unix socket in a new directory (kept while the guard lives), over an in-memory
@@ -117,6 +122,21 @@ fn correct(row: &serde_json::Value) -> Option<(u16, Option<String>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_golden_exchange() {
     let (_dir, socket, seeding) = serve(2).await;
+    // The recorded fleet's one machine, alive throughout.
+    let machine = fleet_unit::MachineId::new("4f3e2d1c0b0a49988776655443322110").unwrap();
+    let record = fleet_registry::records::MachineRecord {
+        public_ip: "10.0.0.9".into(),
+        metadata: [("disk", "hdd"), ("region", "eu-central")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        ..Default::default()
+    };
+    let ttl = std::time::Duration::from_secs(600);
+    let _lease = seeding
+        .register_machine(&machine, &record, ttl, None)
+        .await
+        .unwrap();
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(GOLDEN)
         .unwrap()
         .lines()

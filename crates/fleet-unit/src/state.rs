@@ -65,12 +65,15 @@ impl FromStr for JobState {
 }
 
 /// A unit's state in the init system of one machine, exactly as that init system reports it
-/// (systemd's LoadState, ActiveState and SubState, e.g. `loaded`/`active`/`running`).
+/// (systemd's LoadState, ActiveState and SubState, e.g. `loaded`/`active`/`running`), and why
+/// it is not running where the init system says so (the native supervisor does: `Dependency
+/// failed for ...`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct SystemdState {
     pub load: String,
     pub active: String,
     pub sub: String,
+    pub reason: String,
 }
 
 impl SystemdState {
@@ -79,6 +82,14 @@ impl SystemdState {
             load: load.to_owned(),
             active: active.to_owned(),
             sub: sub.to_owned(),
+            reason: String::new(),
+        }
+    }
+
+    pub fn with_reason(self, reason: &str) -> SystemdState {
+        SystemdState {
+            reason: reason.to_owned(),
+            ..self
         }
     }
 

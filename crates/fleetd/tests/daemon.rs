@@ -457,7 +457,7 @@ fn fleetctl_starts_units_and_says_why_one_cannot_be_placed() {
     assert_eq!(
         err,
         "Unit broken.service failed to start on 6e6f646531000000000000000f4e2874: failed (failed); \
-         `fleetctl status broken.service` shows why\n"
+         /bin/false exited, code=exited, status=1.\n"
     );
     let (_, out, _) = fleetctl(dir.path(), &["list-unit-files", "--no-legend"]);
     assert!(out.contains("broken.service\t"), "{out}");

@@ -82,9 +82,19 @@ const CASES: &[Case] = &[
         within: SECONDS_20,
     },
     Case {
+        // broken-dep.service is loaded before the cases (and fails when started).
+        name: "needs-broken.service",
+        unit: "[Unit]\nRequires=broken-dep.service\nAfter=broken-dep.service\n[Service]\nExecStart=/bin/sleep 600\n",
+        args: &["start"],
+        code: 1,
+        out: &[],
+        err: &["Unit needs-broken.service failed to start on ", ": Dependency failed for needs-broken.service: broken-dep.service is not active."],
+        within: SECONDS_20,
+    },
+    Case {
         // A wait that lasts tells a pipe, in plain lines, where the unit is.
         name: "slow.service",
-        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sleep 3\n",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sleep 5\n",
         args: &["start"],
         code: 0,
         out: &["Unit slow.service launched on "],
@@ -137,6 +147,14 @@ fn every_wait_ends_with_the_outcome_and_its_reason() {
     let mut command = common::fleetd(home.path(), "node1");
     command.env("FLEET_METADATA", "role=web");
     let _fleetd: Daemon = common::serving(command, home.path());
+    let broken = home.path().join("broken-dep.service");
+    std::fs::write(&broken, "[Service]\nType=oneshot\nExecStart=/bin/false\n").unwrap();
+    let endpoint = format!(
+        "--endpoint=unix://{}",
+        home.path().join("fleet.sock").display()
+    );
+    let (code, _, err) = common::fleetctl(&[&endpoint, "load", broken.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
     for case in CASES {
         check(home.path(), case);
     }

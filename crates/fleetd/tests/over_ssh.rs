@@ -338,13 +338,14 @@ fn a_global_unit_is_shown_and_restarted_on_every_machine() {
         "everywhere.service",
         "[Service]\nExecStart=/bin/sh -c 'echo started; exec sleep 300'\n\n[X-Fleet]\nGlobal=true\n",
     );
-    // As fleet printed it, trailing space included (a global unit has no currentState).
+    // A global unit has no currentState: its desired state is shown (fleet printed
+    // `Unit everywhere.service ` and nothing more).
     let (code, out, err) = cluster.fleetctl(&["start", &file]);
     assert_eq!(
         (code, out.as_str()),
         (
             0,
-            "Unit everywhere.service \nTriggered global unit everywhere.service start\n"
+            "Unit everywhere.service inactive (global)\nTriggered global unit everywhere.service start\n"
         ),
         "{err}"
     );

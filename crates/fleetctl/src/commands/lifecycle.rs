@@ -241,6 +241,7 @@ fn wait_placed(
 ) -> io::Result<Placement> {
     let mut told = String::new();
     let mut unplaceable_since: Option<Instant> = None;
+    let mut refused_since: Option<Instant> = None;
     let placement_limit = bound.limit(PLACEMENT_BOUND);
     let mut progress = Progress::new(name, io.terminal);
     let outcome = poll(bound.limit(STATE_BOUND), || {
@@ -279,11 +280,23 @@ fn wait_placed(
             return None;
         }
         unplaceable_since = None;
+        // Placed, not started, inactive with a reason, for a while (not the state of an
+        // earlier run): its machine refused the start.
         if !unit.machine_id.is_empty() && state == "launched" {
-            if let Ok(Some(unit_state)) = client.state(name) {
-                if !unit_state.reason.is_empty() {
-                    return Some(Placement::Refused(unit_state));
+            let refusal = match client.state(name) {
+                Ok(Some(s)) if s.systemd_active_state == "inactive" && !s.reason.is_empty() => {
+                    Some(s)
                 }
+                _ => None,
+            };
+            match refusal {
+                Some(s) => {
+                    let since = *refused_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= SETTLED_FOR {
+                        return Some(Placement::Refused(s));
+                    }
+                }
+                None => refused_since = None,
             }
         }
         None
@@ -812,9 +825,13 @@ fn active_or_explain(
             Ok(true)
         }
         Activation::Failed(state) => {
+            let why = match state.reason.is_empty() {
+                true => format!("`fleetctl status {name}` shows why"),
+                false => state.reason.clone(),
+            };
             writeln!(
                 io.err,
-                "Unit {name} failed to start on {}: {} ({}); `fleetctl status {name}` shows why",
+                "Unit {name} failed to start on {}: {} ({}); {why}",
                 state.machine_id, state.systemd_active_state, state.systemd_sub_state
             )?;
             Ok(false)
@@ -836,7 +853,8 @@ enum Activation {
     Ended(UnitState),
     /// Failed for `SETTLED_FOR` (fleet waited forever on such a unit).
     Failed(UnitState),
-    /// Its start was refused (the reason is in the state).
+    /// Inactive for `SETTLED_FOR` with a reason: it never ran (its start was refused, a
+    /// dependency failed).
     Refused(UnitState),
     TimedOut,
 }
@@ -868,9 +886,6 @@ fn wait_active(
             machine_column(&s.machine_id, None, false)
         );
         let _ = progress.at(&phase, err);
-        if !s.reason.is_empty() {
-            return Some(Activation::Refused(s));
-        }
         let active = s.systemd_active_state.clone();
         if active != "failed" && active != "inactive" {
             settled = None;
@@ -886,9 +901,12 @@ fn wait_active(
         if since.elapsed() < SETTLED_FOR {
             return None;
         }
-        Some(match active.as_str() {
-            "failed" => Activation::Failed(s),
-            _ => Activation::Ended(s),
+        // Settled: failed, never run (its start refused, a dependency failed: the state says
+        // why), or ran and ended.
+        Some(match (active.as_str(), s.reason.is_empty()) {
+            ("failed", _) => Activation::Failed(s),
+            (_, false) => Activation::Refused(s),
+            (_, true) => Activation::Ended(s),
         })
     });
     outcome.unwrap_or(Activation::TimedOut)

@@ -6,8 +6,9 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-/// A wait shorter than this says nothing on a pipe.
-const QUIET_FOR: Duration = Duration::from_secs(2);
+/// A wait shorter than this says nothing on a pipe (longer than the 2 s a failed unit is
+/// watched before fleetctl calls it failed).
+const QUIET_FOR: Duration = Duration::from_secs(3);
 /// On a pipe, an unchanged phase is told again after this long.
 const REPEAT_AFTER: Duration = Duration::from_secs(30);
 
@@ -95,11 +96,11 @@ mod tests {
     #[test]
     fn a_pipe_gets_lines_a_terminal_one_line_in_place() {
         // A quick wait says nothing on a pipe: fleet's output exactly.
-        check(false, &[(0, "placed"), (1, "activating")], "");
+        check(false, &[(0, "placed"), (2, "activating")], "");
         check(
             false,
-            &[(0, "placed"), (2, "activating"), (3, "activating"), (4, "active")],
-            "Waiting for unit a.service: activating (2s)\nWaiting for unit a.service: active (4s)\n",
+            &[(0, "placed"), (3, "activating"), (3, "activating"), (4, "active")],
+            "Waiting for unit a.service: activating (3s)\nWaiting for unit a.service: active (4s)\n",
         );
         check(
             false,
