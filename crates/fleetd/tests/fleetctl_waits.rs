@@ -207,6 +207,16 @@ fn each_unit_is_reported_and_a_failed_one_is_tried_again() {
         out.contains("Unit second-time.service launched on "),
         "{out}"
     );
+    // restart too goes on after a unit it cannot restart.
+    let (code, out, err) =
+        common::fleetctl(&[&endpoint, "restart", "nope.service", "fine.service"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("Unit nope.service not found"), "{err}");
+    assert!(
+        out.contains("Unit fine.service loaded on ")
+            && out.contains("Unit fine.service launched on "),
+        "{out}"
+    );
 }
 
 /// The reason a unit does not run is shown wherever a person looks: `status`, the tables'

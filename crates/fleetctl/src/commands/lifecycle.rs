@@ -551,43 +551,49 @@ pub fn run_restart(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::R
     let Some(units) = super::all_units(&client, io)? else {
         return Ok(1);
     };
+    // Every unit is restarted and told, whatever became of the others.
+    let mut code = 0;
     for arg in &names {
         let name = mangle(arg);
-        let Some(unit) = units.iter().find(|u| u.name == name) else {
-            writeln!(io.err, "Unit {name} not found")?;
-            return Ok(1);
-        };
-        if unit.is_global() {
-            if !restart_global(&client, unit, bound, io)? {
-                return Ok(1);
-            }
-            continue;
-        }
-        let steps: &[&str] = match unit.current_state.as_str() {
-            "launched" => &["loaded", "launched"],
-            "loaded" => &["launched"],
-            other => {
-                writeln!(io.err, "Unable to restart unit {name} in state {other}")?;
-                return Ok(1);
+        let restarted = match units.iter().find(|u| u.name == name) {
+            Some(unit) if unit.is_global() => restart_global(&client, unit, bound, io)?,
+            Some(unit) => restart(&client, unit, bound, io)?,
+            None => {
+                writeln!(io.err, "Unit {name} not found")?;
+                false
             }
         };
-        for state in steps {
-            if !set_desired(&client, &name, state, io)? {
-                return Ok(1);
-            }
-            match wait_for(&client, &name, state, bound) {
-                Some(unit) => print_placed(&client, &unit, io)?,
-                None => {
-                    writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state {state}")?;
-                    return Ok(1);
-                }
-            }
-        }
-        if !active_or_explain(&client, &name, bound, io)? {
-            return Ok(1);
+        if !restarted {
+            code = 1;
         }
     }
-    Ok(0)
+    Ok(code)
+}
+
+/// Restarts a unit that is not global; `false` after saying why it did not come back.
+fn restart(client: &Client, unit: &Unit, bound: Bound, io: &mut Io<'_>) -> io::Result<bool> {
+    let name = &unit.name;
+    let steps: &[&str] = match unit.current_state.as_str() {
+        "launched" => &["loaded", "launched"],
+        "loaded" => &["launched"],
+        other => {
+            writeln!(io.err, "Unable to restart unit {name} in state {other}")?;
+            return Ok(false);
+        }
+    };
+    for state in steps {
+        if !set_desired(client, name, state, io)? {
+            return Ok(false);
+        }
+        match wait_for(client, name, state, bound) {
+            Some(unit) => print_placed(client, &unit, io)?,
+            None => {
+                writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state {state}")?;
+                return Ok(false);
+            }
+        }
+    }
+    active_or_explain(client, name, bound, io)
 }
 
 /// Restarts a global unit on every machine at once: fleet ran `systemctl restart` on each over
