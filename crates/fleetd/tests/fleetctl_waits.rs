@@ -48,6 +48,16 @@ const CASES: &[Case] = &[
         within: SECONDS_20,
     },
     Case {
+        // Exits 0 at once: started (seen active) or ran and ended, either way a success.
+        name: "exits.service",
+        unit: "[Service]\nExecStart=/bin/true\n",
+        args: &["start"],
+        code: 0,
+        out: &["Unit exits.service launched on "],
+        err: &[],
+        within: SECONDS_20,
+    },
+    Case {
         name: "fails.service",
         unit: "[Service]\nType=oneshot\nExecStart=/bin/false\n",
         args: &["start"],
