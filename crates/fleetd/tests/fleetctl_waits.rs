@@ -126,10 +126,22 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// A fleetd in `home` with metadata `role=web`, serving its API.
+fn web_node(home: &Path) -> Daemon {
+    let mut command = common::fleetd(home, "node1");
+    command.env("FLEET_METADATA", "role=web");
+    common::serving(command, home)
+}
+
+/// fleetctl's `--endpoint` for the fleetd of `home`.
+fn endpoint_of(home: &Path) -> String {
+    format!("--endpoint=unix://{}", home.join("fleet.sock").display())
+}
+
 fn check(home: &Path, case: &Case) {
     let file = home.join(case.name);
     std::fs::write(&file, case.unit).unwrap();
-    let endpoint = format!("--endpoint=unix://{}", home.join("fleet.sock").display());
+    let endpoint = endpoint_of(home);
     let mut args = vec![endpoint.as_str()];
     args.extend_from_slice(case.args);
     let path = file.display().to_string();
@@ -154,15 +166,10 @@ fn check(home: &Path, case: &Case) {
 #[test]
 fn every_wait_ends_with_the_outcome_and_its_reason() {
     let home = tempfile::tempdir().unwrap();
-    let mut command = common::fleetd(home.path(), "node1");
-    command.env("FLEET_METADATA", "role=web");
-    let _fleetd: Daemon = common::serving(command, home.path());
+    let _fleetd = web_node(home.path());
     let broken = home.path().join("broken-dep.service");
     std::fs::write(&broken, "[Service]\nType=oneshot\nExecStart=/bin/false\n").unwrap();
-    let endpoint = format!(
-        "--endpoint=unix://{}",
-        home.path().join("fleet.sock").display()
-    );
+    let endpoint = endpoint_of(home.path());
     let (code, _, err) = common::fleetctl(&[&endpoint, "load", broken.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{err}");
     for case in CASES {
@@ -175,7 +182,7 @@ fn every_wait_ends_with_the_outcome_and_its_reason() {
 #[test]
 fn each_unit_is_reported_and_a_failed_one_is_tried_again() {
     let home = tempfile::tempdir().unwrap();
-    let _fleetd: Daemon = common::serving(common::fleetd(home.path(), "node1"), home.path());
+    let _fleetd = web_node(home.path());
     let mark = home.path().join("mark");
     let second_time = format!(
         "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'test -e {0} || {{ touch {0}; exit 1; }}'\n",
@@ -188,10 +195,7 @@ fn each_unit_is_reported_and_a_failed_one_is_tried_again() {
     for (name, text) in files {
         std::fs::write(home.path().join(name), text).unwrap();
     }
-    let endpoint = format!(
-        "--endpoint=unix://{}",
-        home.path().join("fleet.sock").display()
-    );
+    let endpoint = endpoint_of(home.path());
     let paths: Vec<String> = files
         .iter()
         .map(|(name, _)| home.path().join(name).display().to_string())
@@ -234,13 +238,8 @@ fn each_unit_is_reported_and_a_failed_one_is_tried_again() {
 #[test]
 fn reasons_are_shown_where_people_look() {
     let home = tempfile::tempdir().unwrap();
-    let mut command = common::fleetd(home.path(), "node1");
-    command.env("FLEET_METADATA", "role=web");
-    let _fleetd: Daemon = common::serving(command, home.path());
-    let endpoint = format!(
-        "--endpoint=unix://{}",
-        home.path().join("fleet.sock").display()
-    );
+    let _fleetd = web_node(home.path());
+    let endpoint = endpoint_of(home.path());
     let file = |name: &str, text: &str| {
         let path = home.path().join(name);
         std::fs::write(&path, text).unwrap();
@@ -349,7 +348,7 @@ fn has_row(table: &str, cells: &[&str]) -> bool {
 #[test]
 fn a_terminal_sees_the_wait_drawn_in_place() {
     let home = tempfile::tempdir().unwrap();
-    let _fleetd: Daemon = common::serving(common::fleetd(home.path(), "node1"), home.path());
+    let _fleetd = web_node(home.path());
     // fleetd is fleetctl when called so.
     let fleetctl = home.path().join("fleetctl");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fleetd"), &fleetctl).unwrap();
