@@ -314,12 +314,16 @@ fn conflicts_and_global_units() {
     // status (each machine's own fleetd answers for it; from another machine fleetctl goes
     // there over ssh, tested in over_ssh.rs) and restart address every machine of a global
     // unit.
+    // (A machine reports a unit's state a moment after its process runs.)
     for (i, machine) in machines.iter().enumerate() {
-        let status = cluster.fleetctl_ok(i, &["status", "--machine", machine, "global.service"]);
-        assert!(
-            status.contains("global.service") && status.contains("active"),
-            "on {machine}:\n{status}"
-        );
+        common::eventually("global.service shown active", WITHIN, || {
+            let (code, status, err) =
+                cluster.fleetctl(i, &["status", "--machine", machine, "global.service"]);
+            match code == 0 && status.contains("global.service") && status.contains("active") {
+                true => Ok(()),
+                false => Err(format!("exit {code} on {machine}:\n{status}{err}")),
+            }
+        });
     }
     let before = cluster.unit_processes();
     cluster.fleetctl_ok(2, &["restart", "global.service"]);
