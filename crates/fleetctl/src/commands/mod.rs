@@ -18,6 +18,7 @@ pub mod status;
 pub mod table;
 pub mod verify;
 pub mod version;
+pub mod waits;
 
 use std::io;
 
