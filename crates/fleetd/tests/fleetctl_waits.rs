@@ -98,7 +98,7 @@ const CASES: &[Case] = &[
         args: &["start"],
         code: 1,
         out: &[],
-        err: &["Unit needs-broken.service failed to start on ", ": Dependency failed for needs-broken.service: broken-dep.service is not active."],
+        err: &["Unit needs-broken.service is inactive on ", ": Dependency failed for needs-broken.service: broken-dep.service is not active."],
         within: SECONDS_20,
     },
     Case {

@@ -178,7 +178,13 @@ async fn a_sidekick_starts_after_its_main_unit_and_stops_with_it() {
     kill_main_process(&supervisor, &main).await;
     wait_sub(&supervisor, &main, "failed").await;
     supervisor.enforce_bindings().await.unwrap();
-    assert_eq!(supervisor.state(&side).await.sub, "dead");
+    let state = supervisor.state(&side).await;
+    assert_eq!(state.sub, "dead");
+    // Its state says why it ended.
+    assert_eq!(
+        state.status.and_then(|s| s.reason).as_deref(),
+        Some("Stopped: the unit it is bound to (BindsTo=) is not active: main.service.")
+    );
 
     // Without being asked: the supervisor's own loop hears the main unit's shim end (its
     // safety-net period is ten minutes).

@@ -192,18 +192,19 @@ pub fn stop_plan(units: &(impl Graph + ?Sized), target: &str) -> Vec<String> {
     ordered
 }
 
-/// Active units bound (`BindsTo=`) to a unit that is not active: they must stop.
-pub fn unbound(units: &(impl Graph + ?Sized)) -> Vec<String> {
+/// Active units bound (`BindsTo=`) to a unit that is not active, each with that unit: they must
+/// stop.
+pub fn unbound(units: &(impl Graph + ?Sized)) -> Vec<(String, String)> {
     units
         .each()
-        .filter(|(name, relations)| {
-            relations
+        .filter(|(name, _)| units.active(name))
+        .filter_map(|(name, relations)| {
+            let gone = relations
                 .binds_to
                 .iter()
-                .any(|b| units.relations(b).is_none() || !units.active(b))
-                && units.active(name)
+                .find(|b| units.relations(b).is_none() || !units.active(b))?;
+            Some((name.to_owned(), gone.clone()))
         })
-        .map(|(name, _)| name.to_owned())
         .collect()
 }
 
@@ -398,7 +399,10 @@ mod tests {
             vec!["side", "part", "other", "main"]
         );
         let spec = ["main", "side*: binds_to=main", "free*"];
-        assert_eq!(unbound(&units(&spec)), vec!["side"]);
+        assert_eq!(
+            unbound(&units(&spec)),
+            vec![("side".to_string(), "main".to_string())]
+        );
         assert!(unbound(&units(&["main*", "side*: binds_to=main"])).is_empty());
     }
 }

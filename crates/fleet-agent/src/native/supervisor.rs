@@ -394,10 +394,33 @@ impl Supervisor {
     /// Stops the active units bound (BindsTo=) to a unit that is no longer active, as systemd
     /// does when the bound-to unit stops or fails. Call it when states change.
     pub async fn enforce_bindings(&self) -> Result<(), SupervisorError> {
-        for unit in self.plan(|units| unbound(units)) {
-            self.stop_one(&unit_name(&unit)?).await?;
+        for (unit, bound_to) in self.plan(|units| unbound(units)) {
+            let unit = unit_name(&unit)?;
+            self.stop_one(&unit).await?;
+            self.note_why_ended(
+                &unit,
+                &format!("Stopped: the unit it is bound to (BindsTo=) is not active: {bound_to}."),
+            );
         }
         Ok(())
+    }
+
+    /// Adds `why` to the final state of a unit whose shim has ended (it stopped for another
+    /// unit's sake, which its own state cannot tell).
+    fn note_why_ended(&self, name: &UnitName, why: &str) {
+        let dir = self.run_dir(name);
+        if shim_pid(&dir).is_some() {
+            return;
+        }
+        if let Ok(Some(mut status)) = read_state(&dir) {
+            if !status.sub.is_live() && status.reason.is_none() {
+                status.reason = Some(why.to_owned());
+                if write_state(&dir.join(STATE), &status).is_ok() {
+                    // After the write: a read that raced it is refused (a new epoch).
+                    self.watchers.invalidate(name);
+                }
+            }
+        }
     }
 
     /// Enforces `BindsTo=` whenever a unit's state changes, and every `period` besides, forever

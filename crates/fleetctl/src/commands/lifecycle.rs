@@ -706,8 +706,13 @@ fn active_or_explain(
             )?;
             Ok(false)
         }
+        // It never ran (a dependency failed) or was stopped for another unit (BindsTo=).
         Activation::Refused(state) => {
-            refused(name, &state, io)?;
+            writeln!(
+                io.err,
+                "Unit {name} is inactive on {}: {}",
+                state.machine_id, state.reason
+            )?;
             Ok(false)
         }
         Activation::TimedOut => {

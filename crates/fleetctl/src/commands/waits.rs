@@ -157,7 +157,7 @@ pub enum Activation {
     /// Failed for `SETTLED_FOR` (fleet waited forever on such a unit).
     Failed(UnitState),
     /// Inactive for `SETTLED_FOR` with a reason: it never ran (its start was refused, a
-    /// dependency failed).
+    /// dependency failed) or was stopped for another unit's sake (`BindsTo=`).
     Refused(UnitState),
     TimedOut,
 }
