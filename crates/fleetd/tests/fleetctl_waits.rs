@@ -382,3 +382,37 @@ fn a_terminal_sees_the_wait_drawn_in_place() {
     );
     assert!(shown.ends_with("\r\x1b[K"), "{shown:?}");
 }
+
+/// A blocking start of a global unit tells on how many machines it runs (after fleet's
+/// `Triggered` line), or why it runs nowhere.
+#[test]
+fn a_global_start_tells_where_it_runs() {
+    let home = tempfile::tempdir().unwrap();
+    let _fleetd = web_node(home.path());
+    let endpoint = endpoint_of(home.path());
+    let start = |name: &str, metadata: &str| {
+        let path = home.path().join(name);
+        let text = format!(
+            "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nGlobal=true\nMachineMetadata={metadata}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let began = Instant::now();
+        let outcome = common::fleetctl(&[&endpoint, "start", path.to_str().unwrap()], &[]);
+        (outcome, began.elapsed())
+    };
+    let ((code, out, err), _) = start("web-everywhere.service", "role=web");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.ends_with(
+            "Triggered global unit web-everywhere.service start\nUnit web-everywhere.service launched on 1 machine\n"
+        ),
+        "{out}"
+    );
+    let ((code, out, err), took) = start("db-everywhere.service", "role=db");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.starts_with("Global unit db-everywhere.service runs on no machine: "),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}

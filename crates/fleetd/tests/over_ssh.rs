@@ -339,13 +339,14 @@ fn a_global_unit_is_shown_and_restarted_on_every_machine() {
         "[Service]\nExecStart=/bin/sh -c 'echo started; exec sleep 300'\n\n[X-Fleet]\nGlobal=true\n",
     );
     // A global unit has no currentState: its desired state is shown (fleet printed
-    // `Unit everywhere.service ` and nothing more).
+    // `Unit everywhere.service ` and nothing more); after fleet's `Triggered` line, on how many
+    // machines it runs (fleet did not wait for a global unit).
     let (code, out, err) = cluster.fleetctl(&["start", &file]);
     assert_eq!(
         (code, out.as_str()),
         (
             0,
-            "Unit everywhere.service inactive (global)\nTriggered global unit everywhere.service start\n"
+            "Unit everywhere.service inactive (global)\nTriggered global unit everywhere.service start\nUnit everywhere.service launched on 2 machines\n"
         ),
         "{err}"
     );

@@ -14,7 +14,8 @@ use fleet_unit::UnitFile;
 use crate::commands::list_units::machine_column;
 use crate::commands::progress::Progress;
 use crate::commands::waits::{
-    poll, wait_active, wait_for, wait_placed, Activation, Bound, Placement, STATE_BOUND,
+    poll, wait_active, wait_for, wait_global, wait_placed, Activation, Bound, Placement,
+    STATE_BOUND,
 };
 use crate::{Globals, Io};
 
@@ -138,6 +139,11 @@ pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) 
         if global || !block {
             let kind = if global { "global unit" } else { "unit" };
             writeln!(io.out, "Triggered {kind} {name} {}", target.verb())?;
+            // fleet never waited for a global unit; it is told on how many machines it got
+            // there (a line after fleet's).
+            if global && block && !told_global(&client, unit, target, bound, io)? {
+                code = 1;
+            }
             continue;
         }
         if !arrive(&client, name, target, bound, io)? {
@@ -175,6 +181,29 @@ fn arrive(
         }
         Placement::TimedOut => {
             writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state {state}")?;
+            Ok(false)
+        }
+    }
+}
+
+/// `Unit X launched on N machines` once a global unit got there; `false` after saying why it
+/// runs nowhere.
+fn told_global(
+    client: &Client,
+    unit: &Unit,
+    target: Target,
+    bound: Bound,
+    io: &mut Io<'_>,
+) -> io::Result<bool> {
+    let state = target.state();
+    match wait_global(client, unit, state, bound) {
+        Some(count) => {
+            let machines = if count == 1 { "machine" } else { "machines" };
+            writeln!(io.out, "Unit {} {state} on {count} {machines}", unit.name)?;
+            Ok(true)
+        }
+        None => {
+            writeln!(io.err, "{}", super::global_nowhere(unit))?;
             Ok(false)
         }
     }

@@ -86,7 +86,7 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
             .collect();
         if global && states.is_empty() {
             // fleet printed a blank line and exited 0.
-            writeln!(io.err, "{}", global_nowhere(unit))?;
+            writeln!(io.err, "{}", super::global_nowhere(unit))?;
             code = if code == 0 { 3 } else { code };
             continue;
         }
@@ -104,29 +104,6 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
         }
     }
     Ok(code)
-}
-
-/// Why a global unit runs on no machine (so far as fleetctl can tell).
-fn global_nowhere(unit: &Unit) -> String {
-    let name = &unit.name;
-    if unit.desired_state != "launched" {
-        return format!(
-            "Global unit {name} runs on no machine: it is {}, not launched.",
-            unit.desired_state
-        );
-    }
-    let file = unit.unit_file();
-    let requirements = fleet_unit::Requirements::for_unit(&file, name);
-    let mut why = format!("Global unit {name} runs on no machine");
-    if !requirements.conflicts().is_empty() {
-        why.push_str(": on each machine it yields to the units it conflicts with (of conflicting global units, the first by name runs)");
-    } else if !requirements.required_metadata().is_empty() {
-        why.push_str(": no machine has the metadata it asks for, or none has started it yet");
-    } else {
-        why.push_str(" yet");
-    }
-    why.push('.');
-    why
 }
 
 struct Context<'a> {

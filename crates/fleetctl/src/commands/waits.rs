@@ -215,6 +215,50 @@ pub fn wait_active(
     outcome.unwrap_or(Activation::TimedOut)
 }
 
+/// Waits until a global unit reports `state` (`launched`: active; `loaded`: loaded) on every
+/// machine that reports it, and on as many as have its metadata (when it conflicts with
+/// nothing; a conflicting one runs where it wins, so the count is taken once it has held for
+/// `SETTLED_FOR`); how many. `None` when no machine reports it within the bound (10 s unless
+/// `--block-attempts`).
+pub fn wait_global(client: &Client, unit: &Unit, state: &str, bound: Bound) -> Option<usize> {
+    let requirements = fleet_unit::Requirements::for_unit(&unit.unit_file(), &unit.name);
+    let expected = match requirements.conflicts().is_empty() {
+        true => client.machines().ok().map(|machines| {
+            let required = requirements.required_metadata();
+            machines
+                .iter()
+                .filter(|m| fleet_unit::machine::metadata_satisfies(&m.metadata, &required))
+                .count()
+        }),
+        false => None,
+    };
+    let there = |s: &UnitState| match state {
+        "launched" => s.systemd_active_state == "active",
+        _ => s.systemd_load_state == "loaded",
+    };
+    let mut last: Option<(usize, Instant)> = None;
+    let mut count = 0;
+    poll(bound.limit(PLACEMENT_BOUND), || {
+        let states = client.states_of(&unit.name).ok()?;
+        count = states.iter().filter(|s| there(s)).count();
+        if states.is_empty() || count < states.len() {
+            last = None;
+            return None;
+        }
+        if expected.is_some_and(|expected| count >= expected) {
+            return Some(());
+        }
+        match last {
+            Some((seen, since)) if seen == count => (since.elapsed() >= SETTLED_FOR).then_some(()),
+            _ => {
+                last = Some((count, Instant::now()));
+                None
+            }
+        }
+    });
+    (count > 0).then_some(count)
+}
+
 /// Polls `check` until it answers, for at most `limit` (`None`: no limit).
 pub fn poll<T>(limit: Option<Duration>, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = limit.map(|limit| Instant::now() + limit);
