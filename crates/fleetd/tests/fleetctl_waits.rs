@@ -102,6 +102,16 @@ const CASES: &[Case] = &[
         within: SECONDS_20,
     },
     Case {
+        // A sidekick whose main unit cannot run: stopped by (never started for) its binding.
+        name: "sidekick.service",
+        unit: "[Unit]\nBindsTo=broken-dep.service\nAfter=broken-dep.service\n[Service]\nExecStart=/bin/sleep 600\n",
+        args: &["start"],
+        code: 1,
+        out: &[],
+        err: &["Unit sidekick.service is inactive on ", ": Dependency failed for sidekick.service: broken-dep.service is not active."],
+        within: SECONDS_20,
+    },
+    Case {
         // A wait that lasts tells a pipe, in plain lines, where the unit is.
         name: "slow.service",
         unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sleep 5\n",
