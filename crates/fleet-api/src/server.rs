@@ -695,8 +695,8 @@ async fn put_unit(state: &ApiState, url_name: &str, request: Request) -> Reply {
             // New contents replace the unit, which starts over as inactive unless a state was
             // given too.
             let desired = desired.unwrap_or(JobState::Inactive);
-            state.registry.destroy_job(&name).await?;
-            state.registry.create_job(&name, &file, desired).await?;
+            refuse_active_template(&name, is_template, desired)?;
+            state.registry.replace_job(&name, &file, desired).await?;
             return Ok(Answer::empty(StatusCode::CREATED));
         }
     }
@@ -865,12 +865,8 @@ async fn patch_machines(state: &ApiState, request: Request) -> Reply {
             format!("machine {unknown} does not exist"),
         ));
     }
-    for (machine, key, value) in changes {
-        state
-            .registry
-            .set_metadata(&machine, &key, value.as_deref())
-            .await?;
-    }
+    // All of them or none.
+    state.registry.set_metadata_all(&changes).await?;
     Ok(Answer::empty(StatusCode::NO_CONTENT))
 }
 

@@ -5,6 +5,7 @@
 //! writes its own `machines/<id>` and `states/<id>/` on its one machine lease, and only when
 //! something changed. Nothing is rewritten on a timer: an idle cluster sends only keep-alives.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -333,6 +334,28 @@ impl Registry {
         })
     }
 
+    /// Replaces a job's unit with new contents and desired state, in one transaction: the
+    /// job is never missing in between (a destroy then a create could lose it when the second
+    /// write failed). A unit that changes between global and placed moves to the other key.
+    pub async fn replace_job(
+        &self,
+        name: &UnitName,
+        unit: &UnitFile,
+        desired: JobState,
+    ) -> Result<()> {
+        let other = match Requirements::for_unit(unit, name.as_str()).is_global() {
+            true => RegistryKey::Job(name.clone()),
+            false => RegistryKey::Global(name.clone()),
+        };
+        let ops = vec![
+            Op::put(RegistryKey::Unit(unit.hash()).path(), unit.serialize()),
+            Op::delete(other.path()),
+            submissions::job(name, unit, desired),
+        ];
+        self.txn(vec![], ops).await?;
+        Ok(())
+    }
+
     /// Sets (or with `None` removes) one dynamic metadata value of a machine.
     pub async fn set_metadata(
         &self,
@@ -340,13 +363,32 @@ impl Registry {
         key: &str,
         value: Option<&str>,
     ) -> Result<()> {
-        keys::validate_metadata_key(key).map_err(RegistryError::Invalid)?;
-        let path = RegistryKey::Metadata(machine.clone(), key.to_owned()).path();
-        let op = match value {
-            Some(value) => Op::put(path, value),
-            None => Op::delete(path),
-        };
-        self.txn(vec![], vec![op]).await?;
+        self.set_metadata_all(&[(machine.clone(), key.to_owned(), value.map(str::to_owned))])
+            .await
+    }
+
+    /// Sets (or with `None` removes) several dynamic metadata values, all in one transaction
+    /// or none; of several changes to one value, the last counts.
+    pub async fn set_metadata_all(
+        &self,
+        changes: &[(MachineId, String, Option<String>)],
+    ) -> Result<()> {
+        let mut last: BTreeMap<String, Option<&str>> = BTreeMap::new();
+        for (machine, key, value) in changes {
+            keys::validate_metadata_key(key).map_err(RegistryError::Invalid)?;
+            let path = RegistryKey::Metadata(machine.clone(), key.to_owned()).path();
+            last.insert(path, value.as_deref());
+        }
+        let ops = last
+            .into_iter()
+            .map(|(path, value)| match value {
+                Some(value) => Op::put(path, value),
+                None => Op::delete(path),
+            })
+            .collect::<Vec<Op>>();
+        if !ops.is_empty() {
+            self.txn(vec![], ops).await?;
+        }
         Ok(())
     }
 

@@ -1,0 +1,201 @@
+//! A write the API makes in several parts is one transaction: with a store that refuses every
+//! transaction after the first few, a replacing PUT and a PATCH of several metadata values
+//! either happen whole or not at all, and nothing that was there is lost.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet_api::server::{router, ApiState};
+use fleet_registry::kv::{Compare, KeyRange, KeyValue, Op, TxnOutcome, Watch};
+use fleet_registry::local::LocalStore;
+use fleet_registry::records::MachineRecord;
+use fleet_registry::{KvStore, LeaseId, Registry, RegistryError, Revision, Scope};
+use fleet_testkit::measure::exchange_unix;
+use fleet_unit::{JobState, MachineId, UnitFile, UnitName};
+
+/// A store that accepts `allowed` more transactions, then refuses them (as an etcd that went
+/// away between two writes would).
+struct RefusingStore {
+    inner: LocalStore,
+    allowed: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl KvStore for RefusingStore {
+    async fn get(&self, key: &str) -> fleet_registry::Result<Option<KeyValue>> {
+        self.inner.get(key).await
+    }
+    async fn range(
+        &self,
+        prefixes: &[&str],
+    ) -> fleet_registry::Result<(Vec<Vec<KeyValue>>, Revision)> {
+        self.inner.range(prefixes).await
+    }
+    async fn txn(
+        &self,
+        compares: Vec<Compare>,
+        ops: Vec<Op>,
+    ) -> fleet_registry::Result<TxnOutcome> {
+        let granted = self
+            .allowed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        match granted {
+            Ok(_) => self.inner.txn(compares, ops).await,
+            Err(_) => Err(RegistryError::Unavailable("refused by the test".into())),
+        }
+    }
+    async fn grant_lease(&self, ttl: Duration) -> fleet_registry::Result<LeaseId> {
+        self.inner.grant_lease(ttl).await
+    }
+    async fn keep_alive(
+        &self,
+        lease: LeaseId,
+        within: Duration,
+    ) -> fleet_registry::Result<Option<Duration>> {
+        self.inner.keep_alive(lease, within).await
+    }
+    async fn revoke_lease(&self, lease: LeaseId) -> fleet_registry::Result<()> {
+        self.inner.revoke_lease(lease).await
+    }
+    async fn lease_ttl(&self, lease: LeaseId) -> fleet_registry::Result<Option<Duration>> {
+        self.inner.lease_ttl(lease).await
+    }
+    async fn watch_range(&self, range: &KeyRange, from: Revision) -> fleet_registry::Result<Watch> {
+        self.inner.watch_range(range, from).await
+    }
+}
+
+/// The API over a refusing store (all transactions allowed until the test says otherwise).
+async fn serve() -> (tempfile::TempDir, PathBuf, Registry, Arc<RefusingStore>) {
+    let store = Arc::new(RefusingStore {
+        inner: LocalStore::in_memory(),
+        allowed: AtomicUsize::new(usize::MAX),
+    });
+    let registry = Registry::open(store.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("api.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let served = registry.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, router(ApiState::new(served, 100, "test")))
+            .await
+            .unwrap();
+    });
+    (dir, socket, registry, store)
+}
+
+async fn request(socket: &Path, method: &str, path: &str, body: &str) -> u16 {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let socket = socket.to_owned();
+    tokio::task::spawn_blocking(move || exchange_unix(&socket, &request).0)
+        .await
+        .unwrap()
+}
+
+fn unit(command: &str) -> UnitFile {
+    UnitFile::parse(format!("[Service]\nExecStart={command}\n")).unwrap()
+}
+
+fn put_body(command: &str) -> String {
+    format!(r#"{{"options":[{{"section":"Service","name":"ExecStart","value":"{command}"}}]}}"#)
+}
+
+#[tokio::test]
+async fn a_replacing_put_is_whole_or_nothing() {
+    let (_dir, socket, registry, store) = serve().await;
+    let name = UnitName::new("a.service").unwrap();
+    let first = unit("/bin/sleep 1");
+    registry
+        .create_job(&name, &first, JobState::Launched)
+        .await
+        .unwrap();
+    let job = |registry: Registry| {
+        let name = name.clone();
+        async move { registry.job(&name).await.unwrap().unwrap().0 }
+    };
+
+    // The store refuses the write: the old unit is all there still.
+    store.allowed.store(0, Ordering::Release);
+    let status = request(
+        &socket,
+        "PUT",
+        "/fleet/v1/units/a.service",
+        &put_body("/bin/sleep 2"),
+    )
+    .await;
+    assert_eq!(status, 503);
+    let kept = job(registry.clone()).await;
+    assert_eq!(
+        (kept.hash, kept.desired),
+        (first.hash(), JobState::Launched)
+    );
+
+    // One write allowed: the replacement is made whole in it (a destroy then a create lost
+    // the unit here).
+    store.allowed.store(1, Ordering::Release);
+    let status = request(
+        &socket,
+        "PUT",
+        "/fleet/v1/units/a.service",
+        &put_body("/bin/sleep 2"),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let replaced = job(registry.clone()).await;
+    assert_eq!(
+        (replaced.hash, replaced.desired),
+        (unit("/bin/sleep 2").hash(), JobState::Inactive)
+    );
+    let file = registry.unit_file(&replaced.hash).await.unwrap();
+    assert_eq!(
+        file,
+        Some(unit("/bin/sleep 2")),
+        "its unit file is stored with it"
+    );
+}
+
+#[tokio::test]
+async fn a_patch_of_several_values_is_whole_or_nothing() {
+    let (_dir, socket, registry, store) = serve().await;
+    let machine = MachineId::new("0123456789abcdef0123456789abcdef").unwrap();
+    let record = MachineRecord::default();
+    let _lease = registry
+        .register_machine(&machine, &record, Duration::from_secs(600), None)
+        .await
+        .unwrap();
+    let body = format!(
+        r#"[{{"op":"add","path":"/{machine}/metadata/a","value":{{"value":"1"}}}},{{"op":"add","path":"/{machine}/metadata/b","value":{{"value":"2"}}}}]"#
+    );
+    let metadata = |registry: Registry| {
+        let machine = machine.clone();
+        async move {
+            let snapshot = registry.snapshot(&Scope::All).await.unwrap();
+            snapshot.machine_metadata(&machine)
+        }
+    };
+    store.allowed.store(0, Ordering::Release);
+    assert_eq!(
+        request(&socket, "PATCH", "/fleet/v1/machines", &body).await,
+        503
+    );
+    assert!(metadata(registry.clone()).await.is_empty());
+    store.allowed.store(1, Ordering::Release);
+    assert_eq!(
+        request(&socket, "PATCH", "/fleet/v1/machines", &body).await,
+        204
+    );
+    let written = metadata(registry.clone()).await;
+    assert_eq!(
+        (
+            written.get("a").map(String::as_str),
+            written.get("b").map(String::as_str)
+        ),
+        (Some("1"), Some("2")),
+        "both values in the one write allowed"
+    );
+}
