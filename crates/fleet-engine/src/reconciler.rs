@@ -6,8 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use fleet_registry::keys;
-use fleet_registry::kv::{EventKind, Op};
+use fleet_registry::kv::Op;
 use fleet_registry::records::JobRecord;
 use fleet_registry::registry::decisions;
 use fleet_registry::{
@@ -172,27 +171,9 @@ async fn wait_for_vacancy(
     config: &EngineConfig,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
-    let store = registry.store();
     loop {
-        let vacated = async {
-            let (ranges, revision) = store.range(&[keys::LEADER]).await?;
-            if ranges[0].iter().all(|kv| kv.key != keys::LEADER) {
-                return Ok::<bool, RegistryError>(true);
-            }
-            let mut watch = store.watch(keys::LEADER, revision + 1).await?;
-            while let Some(batch) = watch.next().await {
-                let deleted = batch?
-                    .events
-                    .iter()
-                    .any(|e| e.kv.key == keys::LEADER && e.kind == EventKind::Delete);
-                if deleted {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        };
         tokio::select! {
-            vacated = vacated => match vacated {
+            vacated = registry.until_no_leader() => match vacated {
                 Ok(true) => return true,
                 // The watch ended: read again, shortly.
                 Ok(false) => tokio::time::sleep(Duration::from_millis(200)).await,

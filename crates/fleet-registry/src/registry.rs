@@ -15,7 +15,8 @@ use fleet_unit::{JobState, MachineId, Requirements, UnitFile, UnitHash, UnitName
 use crate::error::{RegistryError, Result};
 use crate::keys::{self, RegistryKey};
 use crate::kv::{
-    Compare, KeyRange, KvStore, LeaseId, Op, Revision, TxnOutcome, Watch, WatchBatch, MAX_TXN_OPS,
+    Compare, EventKind, KeyRange, KvStore, LeaseId, Op, Revision, TxnOutcome, Watch, WatchBatch,
+    MAX_TXN_OPS,
 };
 use crate::records::{
     decode, decode_text, encode, JobRecord, LeaderRecord, MachineRecord, ReasonRecord, StateRecord,
@@ -178,10 +179,6 @@ impl Registry {
             kv,
             written: Arc::new(AtomicI64::new(0)),
         })
-    }
-
-    pub fn store(&self) -> &Arc<dyn KvStore> {
-        &self.kv
     }
 
     /// The revision of the latest write made through this registry or a clone of it.
@@ -564,6 +561,33 @@ impl Registry {
     /// Steps down at once, so another engine can take over without waiting for the TTL.
     pub async fn resign(&self, leadership: &Leadership) -> Result<()> {
         self.kv.revoke_lease(leadership.lease).await
+    }
+
+    /// Waits until no engine leads: `true` once the leader key is absent or deleted, `false`
+    /// when the watch ended before (the caller reads again). Only reads: a follower that
+    /// campaigned on a timer would make etcd grant and revoke leases for nothing.
+    pub async fn until_no_leader(&self) -> Result<bool> {
+        let (ranges, revision) = self.kv.range(&[keys::LEADER]).await?;
+        if ranges[0].iter().all(|kv| kv.key != keys::LEADER) {
+            return Ok(true);
+        }
+        let mut watch = self.kv.watch(keys::LEADER, revision + 1).await?;
+        while let Some(batch) = watch.next().await {
+            let deleted = batch?
+                .events
+                .iter()
+                .any(|e| e.kv.key == keys::LEADER && e.kind == EventKind::Delete);
+            if deleted {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// A machine leaves the cluster: its lease ends, and its presence and unit states go with
+    /// it at once (not when the lease would have expired).
+    pub async fn leave(&self, machine_lease: LeaseId) -> Result<()> {
+        self.kv.revoke_lease(machine_lease).await
     }
 
     /// Applies the engine's decisions as few transactions as the limit allows, each fenced on

@@ -553,7 +553,7 @@ async fn leave(registry: &Registry, manager: &dyn UnitManager, config: &Config) 
         .ok()
         .and_then(|t| t.trim().parse().ok())
     {
-        if let Err(error) = registry.store().revoke_lease(lease).await {
+        if let Err(error) = registry.leave(lease).await {
             tracing::warn!(%error, "cannot end the machine lease; it will expire");
         }
         let _ = std::fs::remove_file(lease_file);
