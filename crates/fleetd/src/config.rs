@@ -38,9 +38,8 @@ pub struct Config {
     pub agent_ttl: Duration,
     pub units_directory: PathBuf,
     pub systemd_user: bool,
-    pub token_limit: u32,
+    pub token_limit: u16,
     pub disable_engine: bool,
-    pub disable_watches: bool,
     /// `unix:///path` and `http(s)://host:port` URLs.
     pub api_listen: Vec<String>,
     /// TLS for `https://` listeners: certificate and key, and a CA whose client certificates
@@ -102,7 +101,6 @@ impl Default for Config {
             systemd_user: false,
             token_limit: 100,
             disable_engine: false,
-            disable_watches: false,
             api_listen: vec!["unix:///var/run/fleet.sock".into()],
             api_tls_cert_file: None,
             api_tls_key_file: None,
@@ -136,6 +134,10 @@ const IGNORED: &[(&str, &str)] = &[
         "fleet-rs agents and engine talk only through the registry",
     ),
     ("verify_units", "deprecated in fleet 1.0"),
+    (
+        "disable_watches",
+        "fleetd always follows the registry through its watches (and reads it again on a timer besides)",
+    ),
     ("authorized_keys_file", "deprecated in fleet 1.0"),
 ];
 
@@ -231,10 +233,9 @@ impl Config {
                     .parse()
                     .ok()
                     .filter(|n| *n > 0)
-                    .ok_or_else(|| invalid("not a positive number".into()))?
+                    .ok_or_else(|| invalid("not a number from 1 to 65535".into()))?
             }
             "disable_engine" => self.disable_engine = go_bool(value).map_err(invalid)?,
-            "disable_watches" => self.disable_watches = go_bool(value).map_err(invalid)?,
             "api_listen" => {
                 let urls = list(value);
                 for url in &urls {
@@ -459,6 +460,7 @@ mod tests {
                     disable_engine = true\n\
                     runtime_dir = /run/fleet-b\n\
                     verify_units = false\n\
+                    disable_watches = true\n\
                     typo_option = 1\n";
         let environment = env(&[
             ("FLEET_PUBLIC_IP", "192.0.2.7"),
@@ -496,6 +498,7 @@ mod tests {
             warnings,
             vec![
                 "verify_units is ignored: deprecated in fleet 1.0",
+                "disable_watches is ignored: fleetd always follows the registry through its watches (and reads it again on a timer besides)",
                 "unknown option typo_option in fleet.conf"
             ]
         );
@@ -545,7 +548,13 @@ mod tests {
         check_error(
             None,
             &[("FLEET_TOKEN_LIMIT", "0")],
-            "invalid value \"0\" for FLEET_TOKEN_LIMIT: not a positive number",
+            "invalid value \"0\" for FLEET_TOKEN_LIMIT: not a number from 1 to 65535",
+        );
+        // It was narrowed to 65535 in silence.
+        check_error(
+            None,
+            &[("FLEET_TOKEN_LIMIT", "70000")],
+            "invalid value \"70000\" for FLEET_TOKEN_LIMIT: not a number from 1 to 65535",
         );
         check_error(
             Some("\n\njust words\n"),

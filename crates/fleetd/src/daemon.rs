@@ -91,7 +91,7 @@ pub async fn run(
         agent,
         shutdown.clone(),
     ));
-    let token_limit = u16::try_from(config.token_limit).unwrap_or(u16::MAX);
+    let token_limit = config.token_limit;
     let local = Arc::new(ManagerUnits {
         machine: machine.to_string(),
         manager: Arc::clone(&manager_for_exit),

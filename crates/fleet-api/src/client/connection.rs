@@ -21,11 +21,27 @@ pub fn unix(path: &str, read_timeout: Duration) -> Result<UnixStream, String> {
     Ok(stream)
 }
 
-pub fn tcp(host: &str, read_timeout: Duration) -> Result<TcpStream, String> {
-    let stream =
-        TcpStream::connect(host).map_err(|e| format!("dial tcp {host}: {}", connect_error(&e)))?;
+/// Connects within `timeout` too (`--request-timeout`): an address that drops packets would
+/// hold a plain connect for minutes, in the kernel's SYN retries.
+pub fn tcp(host: &str, timeout: Duration) -> Result<TcpStream, String> {
+    use std::net::ToSocketAddrs;
+    let dial = |e: &io::Error| format!("dial tcp {host}: {}", connect_error(e));
+    let addresses: Vec<std::net::SocketAddr> =
+        host.to_socket_addrs().map_err(|e| dial(&e))?.collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    let mut connected = None;
+    for address in &addresses {
+        match TcpStream::connect_timeout(address, timeout) {
+            Ok(stream) => {
+                connected = Some(stream);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    let stream = connected.ok_or_else(|| dial(&last))?;
     stream
-        .set_read_timeout(Some(read_timeout))
+        .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     Ok(stream)
 }
@@ -34,6 +50,8 @@ fn connect_error(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::NotFound => "connect: no such file or directory".into(),
         io::ErrorKind::ConnectionRefused => "connect: connection refused".into(),
+        // Go's words for a dial that ran out of time.
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "i/o timeout".into(),
         _ => e.to_string(),
     }
 }
