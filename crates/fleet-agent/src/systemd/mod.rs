@@ -647,10 +647,26 @@ impl UnitManager for SystemdManager {
             Ok(unit) => unit.has_section("Install"),
             Err(_) => true,
         };
+        // A unit systemd no longer knows is gone already; any other refusal is an error (its
+        // `[Install]` links would stay and pull it in again), and the agent tries again.
+        let refused = |e: &zbus::Error| {
+            !matches!(e, zbus::Error::MethodError(error, _, _) if error.as_str() == NO_SUCH_UNIT)
+        };
         if installed || !self.remove_link(name) {
-            let _ = self.bus().disable_unit_files(&[name.as_str()], true).await;
+            match self.bus().disable_unit_files(&[name.as_str()], true).await {
+                Err(e) if refused(&e) => {
+                    return Err(bus_error(&format!("DisableUnitFiles {name}"), e));
+                }
+                _ => {}
+            }
         }
-        let _ = self.bus().reset_failed_unit(name.as_str()).await;
+        // Only what systemd shows of the unit's last run: not worth failing the unload for.
+        match self.bus().reset_failed_unit(name.as_str()).await {
+            Err(e) if refused(&e) => {
+                tracing::warn!(unit = %name, error = %e, "systemd: cannot reset the failed state");
+            }
+            _ => {}
+        }
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
