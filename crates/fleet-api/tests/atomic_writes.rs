@@ -8,72 +8,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_api::server::{router, ApiState};
-use fleet_registry::kv::{Compare, KeyRange, KeyValue, Op, TxnOutcome, Watch};
+use fleet_registry::intercepted::{Intercepted, Write};
 use fleet_registry::local::LocalStore;
 use fleet_registry::records::MachineRecord;
-use fleet_registry::{KvStore, LeaseId, Registry, RegistryError, Revision, Scope};
+use fleet_registry::{Registry, RegistryError, Scope};
 use fleet_testkit::measure::exchange_unix;
 use fleet_unit::{JobState, MachineId, UnitFile, UnitName};
 
-/// A store that accepts `allowed` more transactions, then refuses them (as an etcd that went
-/// away between two writes would).
-struct RefusingStore {
-    inner: LocalStore,
-    allowed: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl KvStore for RefusingStore {
-    async fn get(&self, key: &str) -> fleet_registry::Result<Option<KeyValue>> {
-        self.inner.get(key).await
-    }
-    async fn range(
-        &self,
-        prefixes: &[&str],
-    ) -> fleet_registry::Result<(Vec<Vec<KeyValue>>, Revision)> {
-        self.inner.range(prefixes).await
-    }
-    async fn txn(
-        &self,
-        compares: Vec<Compare>,
-        ops: Vec<Op>,
-    ) -> fleet_registry::Result<TxnOutcome> {
-        let granted = self
-            .allowed
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        match granted {
-            Ok(_) => self.inner.txn(compares, ops).await,
+/// The API over a refusing store (all transactions allowed until the test says otherwise).
+async fn serve() -> (tempfile::TempDir, PathBuf, Registry, Arc<AtomicUsize>) {
+    // The store accepts `allowed` more transactions, then refuses them (as an etcd that went
+    // away between two writes would).
+    let allowed = Arc::new(AtomicUsize::new(usize::MAX));
+    let left = Arc::clone(&allowed);
+    let store = Intercepted::new(Arc::new(LocalStore::in_memory()), move |write| {
+        if write != Write::Txn {
+            return Ok(());
+        }
+        match left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)) {
+            Ok(_) => Ok(()),
             Err(_) => Err(RegistryError::Unavailable("refused by the test".into())),
         }
-    }
-    async fn grant_lease(&self, ttl: Duration) -> fleet_registry::Result<LeaseId> {
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(
-        &self,
-        lease: LeaseId,
-        within: Duration,
-    ) -> fleet_registry::Result<Option<Duration>> {
-        self.inner.keep_alive(lease, within).await
-    }
-    async fn revoke_lease(&self, lease: LeaseId) -> fleet_registry::Result<()> {
-        self.inner.revoke_lease(lease).await
-    }
-    async fn lease_ttl(&self, lease: LeaseId) -> fleet_registry::Result<Option<Duration>> {
-        self.inner.lease_ttl(lease).await
-    }
-    async fn watch_range(&self, range: &KeyRange, from: Revision) -> fleet_registry::Result<Watch> {
-        self.inner.watch_range(range, from).await
-    }
-}
-
-/// The API over a refusing store (all transactions allowed until the test says otherwise).
-async fn serve() -> (tempfile::TempDir, PathBuf, Registry, Arc<RefusingStore>) {
-    let store = Arc::new(RefusingStore {
-        inner: LocalStore::in_memory(),
-        allowed: AtomicUsize::new(usize::MAX),
     });
-    let registry = Registry::open(store.clone()).await.unwrap();
+    let registry = Registry::open(Arc::new(store)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("api.sock");
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
@@ -83,7 +40,7 @@ async fn serve() -> (tempfile::TempDir, PathBuf, Registry, Arc<RefusingStore>) {
             .await
             .unwrap();
     });
-    (dir, socket, registry, store)
+    (dir, socket, registry, allowed)
 }
 
 async fn request(socket: &Path, method: &str, path: &str, body: &str) -> u16 {
@@ -107,7 +64,7 @@ fn put_body(command: &str) -> String {
 
 #[tokio::test]
 async fn a_replacing_put_is_whole_or_nothing() {
-    let (_dir, socket, registry, store) = serve().await;
+    let (_dir, socket, registry, allowed) = serve().await;
     let name = UnitName::new("a.service").unwrap();
     let first = unit("/bin/sleep 1");
     registry
@@ -120,7 +77,7 @@ async fn a_replacing_put_is_whole_or_nothing() {
     };
 
     // The store refuses the write: the old unit is all there still.
-    store.allowed.store(0, Ordering::Release);
+    allowed.store(0, Ordering::Release);
     let status = request(
         &socket,
         "PUT",
@@ -137,7 +94,7 @@ async fn a_replacing_put_is_whole_or_nothing() {
 
     // One write allowed: the replacement is made whole in it (a destroy then a create lost
     // the unit here).
-    store.allowed.store(1, Ordering::Release);
+    allowed.store(1, Ordering::Release);
     let status = request(
         &socket,
         "PUT",
@@ -161,7 +118,7 @@ async fn a_replacing_put_is_whole_or_nothing() {
 
 #[tokio::test]
 async fn a_patch_of_several_values_is_whole_or_nothing() {
-    let (_dir, socket, registry, store) = serve().await;
+    let (_dir, socket, registry, allowed) = serve().await;
     let machine = MachineId::new("0123456789abcdef0123456789abcdef").unwrap();
     let record = MachineRecord::default();
     let _lease = registry
@@ -178,13 +135,13 @@ async fn a_patch_of_several_values_is_whole_or_nothing() {
             snapshot.machine_metadata(&machine)
         }
     };
-    store.allowed.store(0, Ordering::Release);
+    allowed.store(0, Ordering::Release);
     assert_eq!(
         request(&socket, "PATCH", "/fleet/v1/machines", &body).await,
         503
     );
     assert!(metadata(registry.clone()).await.is_empty());
-    store.allowed.store(1, Ordering::Release);
+    allowed.store(1, Ordering::Release);
     assert_eq!(
         request(&socket, "PATCH", "/fleet/v1/machines", &body).await,
         204

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleet_engine::reconciler::{run, EngineConfig};
-use fleet_registry::kv::{Compare, KeyRange, KeyValue, Op, TxnOutcome, Watch};
+use fleet_registry::intercepted::Intercepted;
 use fleet_registry::local::LocalStore;
 use fleet_registry::records::MachineRecord;
-use fleet_registry::{KvStore, LeaseId, MachineLease, Registry, Revision, Scope, Snapshot};
+use fleet_registry::{KvStore, MachineLease, Registry, Scope, Snapshot};
 use fleet_unit::{JobState, MachineId, UnitFile, UnitName};
 use tokio::sync::watch;
 
@@ -237,81 +237,29 @@ async fn another_engine_takes_over_when_the_leader_dies() {
     .await;
 }
 
-/// A store that counts the writes made through it (transactions, lease grants and revokes:
-/// each is a raft proposal in etcd), over another store.
-struct CountingStore {
-    inner: Arc<dyn KvStore>,
-    writes: AtomicUsize,
-}
-
-impl CountingStore {
-    fn wrote(&self) {
-        self.writes.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-#[async_trait::async_trait]
-impl KvStore for CountingStore {
-    async fn get(&self, key: &str) -> fleet_registry::Result<Option<KeyValue>> {
-        self.inner.get(key).await
-    }
-    async fn range(
-        &self,
-        prefixes: &[&str],
-    ) -> fleet_registry::Result<(Vec<Vec<KeyValue>>, Revision)> {
-        self.inner.range(prefixes).await
-    }
-    async fn txn(
-        &self,
-        compares: Vec<Compare>,
-        ops: Vec<Op>,
-    ) -> fleet_registry::Result<TxnOutcome> {
-        self.wrote();
-        self.inner.txn(compares, ops).await
-    }
-    async fn grant_lease(&self, ttl: Duration) -> fleet_registry::Result<LeaseId> {
-        self.wrote();
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(
-        &self,
-        lease: LeaseId,
-        within: Duration,
-    ) -> fleet_registry::Result<Option<Duration>> {
-        self.inner.keep_alive(lease, within).await
-    }
-    async fn revoke_lease(&self, lease: LeaseId) -> fleet_registry::Result<()> {
-        self.wrote();
-        self.inner.revoke_lease(lease).await
-    }
-    async fn lease_ttl(&self, lease: LeaseId) -> fleet_registry::Result<Option<Duration>> {
-        self.inner.lease_ttl(lease).await
-    }
-    async fn watch_range(&self, range: &KeyRange, from: Revision) -> fleet_registry::Result<Watch> {
-        self.inner.watch_range(range, from).await
-    }
-}
-
 #[tokio::test]
 async fn a_follower_writes_nothing_while_the_leader_lives() {
     let (registry, store) = registry().await;
     let (_stop1, shutdown1) = watch::channel(false);
     let _first = tokio::spawn(run(registry.clone(), config("e1"), shutdown1));
     until(&registry, "e1 leads", |s| s.leader.is_some()).await;
-    let counting = Arc::new(CountingStore {
-        inner: store,
-        writes: AtomicUsize::new(0),
+    // Every write the follower makes (transactions, lease grants and revokes) is counted.
+    let writes = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&writes);
+    let counting = Intercepted::new(store, move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     });
-    let follower = Registry::open(counting.clone()).await.unwrap();
-    counting.writes.store(0, Ordering::Relaxed);
+    let follower = Registry::open(Arc::new(counting)).await.unwrap();
+    writes.store(0, Ordering::Relaxed);
     let (_stop2, shutdown2) = watch::channel(false);
     let _second = tokio::spawn(run(follower, config("e2"), shutdown2));
     // Its one campaign (a lease granted, the leader key found taken, the lease revoked), then
     // three lease TTLs of nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let campaign = counting.writes.load(Ordering::Relaxed);
+    let campaign = writes.load(Ordering::Relaxed);
     assert!(campaign <= 3, "{campaign} writes for one campaign");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle = counting.writes.load(Ordering::Relaxed) - campaign;
+    let idle = writes.load(Ordering::Relaxed) - campaign;
     assert_eq!(idle, 0, "the follower wrote {idle} times while e1 led");
 }

@@ -7,6 +7,7 @@
 mod disk;
 pub mod error;
 pub mod etcd;
+pub mod intercepted;
 pub mod keys;
 pub mod kv;
 pub mod local;

@@ -649,9 +649,7 @@ impl UnitManager for SystemdManager {
         };
         // A unit systemd no longer knows is gone already; any other refusal is an error (its
         // `[Install]` links would stay and pull it in again), and the agent tries again.
-        let refused = |e: &zbus::Error| {
-            !matches!(e, zbus::Error::MethodError(error, _, _) if error.as_str() == NO_SUCH_UNIT)
-        };
+        let refused = |e: &zbus::Error| !matches!(e, zbus::Error::MethodError(error, _, _) if error.as_str() == NO_SUCH_UNIT);
         if installed || !self.remove_link(name) {
             match self.bus().disable_unit_files(&[name.as_str()], true).await {
                 Err(e) if refused(&e) => {
