@@ -76,15 +76,12 @@ async fn a_replacing_put_is_whole_or_nothing() {
         async move { registry.job(&name).await.unwrap().unwrap().0 }
     };
 
+    let body = put_body("/bin/sleep 2");
+    let replace = || request(&socket, "PUT", "/fleet/v1/units/a.service", &body);
+
     // The store refuses the write: the old unit is all there still.
     allowed.store(0, Ordering::Release);
-    let status = request(
-        &socket,
-        "PUT",
-        "/fleet/v1/units/a.service",
-        &put_body("/bin/sleep 2"),
-    )
-    .await;
+    let status = replace().await;
     assert_eq!(status, 503);
     let kept = job(registry.clone()).await;
     assert_eq!(
@@ -95,13 +92,7 @@ async fn a_replacing_put_is_whole_or_nothing() {
     // One write allowed: the replacement is made whole in it (a destroy then a create lost
     // the unit here).
     allowed.store(1, Ordering::Release);
-    let status = request(
-        &socket,
-        "PUT",
-        "/fleet/v1/units/a.service",
-        &put_body("/bin/sleep 2"),
-    )
-    .await;
+    let status = replace().await;
     assert_eq!(status, 201);
     let replaced = job(registry.clone()).await;
     assert_eq!(
