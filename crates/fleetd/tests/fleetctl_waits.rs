@@ -136,10 +136,12 @@ const CASES: &[Case] = &[
     },
 ];
 
-/// A fleetd in `home` with metadata `role=web`, serving its API.
+/// A fleetd in `home` with metadata `role=web`, serving its API; its log in `fleetd.log`.
 fn web_node(home: &Path) -> Daemon {
     let mut command = common::fleetd(home, "node1");
-    command.env("FLEET_METADATA", "role=web");
+    command
+        .env("FLEET_METADATA", "role=web")
+        .stderr(std::fs::File::create(home.join("fleetd.log")).unwrap());
     common::serving(command, home)
 }
 
@@ -185,6 +187,15 @@ fn every_wait_ends_with_the_outcome_and_its_reason() {
     for case in CASES {
         check(home.path(), case);
     }
+    // A refused start is tried once, not again and again (it was, thousands of times a
+    // second).
+    std::thread::sleep(Duration::from_secs(1));
+    let log = std::fs::read_to_string(home.path().join("fleetd.log")).unwrap();
+    let tries = log
+        .lines()
+        .filter(|l| l.contains("start failed") && l.contains("unit=missing-dependency.service"))
+        .count();
+    assert_eq!(tries, 1, "{log}");
 }
 
 /// fleetctl `start` of several units reports each one's outcome (fleet stopped at the first
