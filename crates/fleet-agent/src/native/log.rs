@@ -61,13 +61,22 @@ pub struct UnitLog {
 impl UnitLog {
     /// Opens (appending to) the log, rotating after `max_bytes`.
     pub fn open(files: LogFiles, max_bytes: u64) -> io::Result<UnitLog> {
-        if let Some(dir) = files.rotated.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&files.current)?;
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&files.current)
+        };
+        // The log directory is the supervisor's to make; made here when it is not there.
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(dir) = files.current.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                open()?
+            }
+            opened => opened?,
+        };
         let written = file.metadata()?.len();
         Ok(UnitLog {
             files,
@@ -105,6 +114,10 @@ impl UnitLog {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
+        // Made when first needed: most units never fill their log.
+        if let Some(dir) = self.files.rotated.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         std::fs::rename(&self.files.current, &self.files.rotated)?;
         self.file = OpenOptions::new()
             .create(true)

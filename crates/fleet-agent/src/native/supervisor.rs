@@ -887,7 +887,6 @@ async fn stop_and_hear_the_end(dir: &Path) -> Result<(), SupervisorError> {
     exchange.await.map_err(|e| io("shim socket", &path, e))
 }
 
-/// One request to a shim's control socket; its status answer.
 /// Whether the shim `pid` of run directory `dir` has ended, or does within `limit`.
 async fn ends_within(pid: u32, dir: &Path, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
@@ -900,6 +899,7 @@ async fn ends_within(pid: u32, dir: &Path, limit: Duration) -> bool {
     true
 }
 
+/// One request to a shim's control socket; its status answer.
 async fn request(dir: &Path, line: &str) -> Result<UnitStatus, SupervisorError> {
     let path = dir.join(SOCKET);
     let exchange = async {
