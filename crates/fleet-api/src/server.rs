@@ -422,6 +422,15 @@ async fn reflected(state: &ApiState) -> Result<Option<&Reflector>, Answer> {
     Ok(Some(reflector))
 }
 
+/// `read` of the registry now: in place in the reflector (no snapshot held, no listing built),
+/// or of the registry's own snapshot when the reflector cannot serve.
+async fn read_now<T>(state: &ApiState, read: impl FnOnce(&Snapshot) -> T) -> Result<T, Answer> {
+    Ok(match reflected(state).await? {
+        Some(reflector) => reflector.read(read),
+        None => read(&state.registry.snapshot(&Scope::All).await?),
+    })
+}
+
 /// The registry now, with its listings: the last listed snapshot if nothing was written
 /// since, else the reflector's (or the registry's own when the reflector cannot serve).
 async fn snapshot(state: &ApiState) -> Result<Arc<Listed>, Answer> {
@@ -572,16 +581,12 @@ async fn list_units(state: &ApiState, query: &str) -> Reply {
 
 async fn get_unit(state: &ApiState, name: &str) -> Reply {
     let name = UnitName::new(name).map_err(|_| unit_missing())?;
-    // Read in place, not held: one unit's fields do not need a snapshot of their own.
-    let fields = |snapshot: &Snapshot| {
+    let (fields, units) = read_now(state, |snapshot| {
         let placed = snapshot.placements(&name).next();
         let fields = unit_fields(snapshot, &name, placed);
         (fields, snapshot.jobs.len() + snapshot.global.len())
-    };
-    let (fields, units) = match reflected(state).await? {
-        Some(reflector) => reflector.read(fields),
-        None => fields(&state.registry.snapshot(&Scope::All).await?),
-    };
+    })
+    .await?;
     let unit = with_options(state, fields.ok_or_else(unit_missing)?, units).await?;
     Ok(Answer::json(StatusCode::OK, &unit))
 }
@@ -855,11 +860,15 @@ async fn patch_machines(state: &ApiState, request: Request) -> Reply {
     }
     // Metadata of a machine that is not in the cluster would wait there for a fleetd that
     // may never come: the caller has the machine ID wrong (fleet 1.0 wrote it and said 204).
-    let (_, snapshot) = listing(state, "").await?;
-    if let Some((unknown, _, _)) = changes
-        .iter()
-        .find(|(machine, _, _)| !snapshot.machines.contains_key(machine))
-    {
+    let unknown = read_now(state, |snapshot| {
+        changes
+            .iter()
+            .map(|(machine, _, _)| machine)
+            .find(|machine| !snapshot.machines.contains_key(*machine))
+            .cloned()
+    })
+    .await?;
+    if let Some(unknown) = unknown {
         return Err(Answer::error(
             StatusCode::NOT_FOUND,
             format!("machine {unknown} does not exist"),
@@ -1016,7 +1025,8 @@ pub const STATUS: &str = "/fleet-rs/v1/status/";
 
 /// `GET /fleet-rs/v1/status/<name>[?machineID=M]`: JSON `{"machineID":..., "text":...,
 /// "exitCode":...}`, `text` being `systemctl status` (null from the native supervisor: the
-/// client lays the state out itself, with the `description` given beside it). 404 and 409 as for the journal.
+/// client lays the state out itself, with the `description` given beside it). 404 and 409 as
+/// for the journal.
 async fn status(state: &ApiState, name: &str, query: &str) -> Result<Answer, Answer> {
     let (name, local, here) = local_unit(state, name, query).await?;
     let (text, code) = match local.status(&name).await {
