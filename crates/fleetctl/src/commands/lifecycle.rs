@@ -175,8 +175,12 @@ fn arrive(
             writeln!(io.err, "Unit {name} cannot be placed: {reason}. It stays in the cluster, desired {state}, and goes to a machine once one can take it (`fleetctl destroy {name}` removes it).")?;
             Ok(false)
         }
-        Placement::Refused(unit_state) => {
-            refused(name, &unit_state, io)?;
+        Placement::Refused(refused) => {
+            writeln!(
+                io.err,
+                "Unit {name} failed to start on {}: {}",
+                refused.machine_id, refused.reason
+            )?;
             Ok(false)
         }
         Placement::TimedOut => {
@@ -207,15 +211,6 @@ fn told_global(
             Ok(false)
         }
     }
-}
-
-/// `Unit X failed to start on M: why`.
-fn refused(name: &str, state: &UnitState, io: &mut Io<'_>) -> io::Result<()> {
-    writeln!(
-        io.err,
-        "Unit {name} failed to start on {}: {}",
-        state.machine_id, state.reason
-    )
 }
 
 /// One unit's step: what it printed, and where it got.

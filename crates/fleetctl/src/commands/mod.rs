@@ -82,11 +82,9 @@ pub fn unit_names(args: &[String], io: &mut Io<'_>) -> io::Result<Option<Vec<Str
 /// Why a global unit runs on no machine (so far as fleetctl can tell).
 pub fn global_nowhere(unit: &Unit) -> String {
     let name = &unit.name;
-    if unit.desired_state != "launched" {
-        return format!(
-            "Global unit {name} runs on no machine: it is {}, not launched.",
-            unit.desired_state
-        );
+    // (Loaded, it is on every machine that takes it, and shows there.)
+    if unit.desired_state == "inactive" {
+        return format!("Global unit {name} runs on no machine: it is inactive.");
     }
     let file = unit.unit_file();
     let requirements = fleet_unit::Requirements::for_unit(&file, name);
@@ -94,7 +92,7 @@ pub fn global_nowhere(unit: &Unit) -> String {
     if !requirements.conflicts().is_empty() {
         why.push_str(": on each machine it yields to the units it conflicts with (of conflicting global units, the first by name runs)");
     } else if !requirements.required_metadata().is_empty() {
-        why.push_str(": no machine has the metadata it asks for, or none has started it yet");
+        why.push_str(": no machine has the metadata it asks for, or none has taken it yet");
     } else {
         why.push_str(" yet");
     }

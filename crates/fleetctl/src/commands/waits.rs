@@ -65,8 +65,8 @@ pub fn wait_placed(
     io: &mut Io<'_>,
 ) -> io::Result<Placement> {
     let mut told = String::new();
-    let mut unplaceable_since: Option<Instant> = None;
-    let mut refused_since: Option<Instant> = None;
+    let mut unplaceable = Steady::new();
+    let mut refused = Steady::new();
     let placement_limit = bound.limit(PLACEMENT_BOUND);
     let mut progress = Progress::new(name, io.terminal);
     let outcome = poll(bound.limit(STATE_BOUND), || {
@@ -74,12 +74,7 @@ pub fn wait_placed(
             Ok(Some(unit)) => unit,
             _ => return None,
         };
-        // A global unit has no currentState: its desired state is all there is to wait for.
-        let reached = match unit.is_global() {
-            true => unit.desired_state == state,
-            false => unit.current_state == state,
-        };
-        if reached {
+        if reached(&unit, state) {
             return Some(Placement::Reached(unit));
         }
         let phase = match unit.machine_id.is_empty() {
@@ -98,30 +93,25 @@ pub fn wait_placed(
                 let _ = progress.done(io.err);
                 let _ = writeln!(io.err, "Unit {name} cannot be placed yet: {told}");
             }
-            let since = *unplaceable_since.get_or_insert_with(Instant::now);
-            if placement_limit.is_some_and(|limit| since.elapsed() >= limit) {
+            let held = unplaceable.held(Some(()));
+            if placement_limit.is_some_and(|limit| held >= limit) {
                 return Some(Placement::Unplaceable(told.clone()));
             }
             return None;
         }
-        unplaceable_since = None;
-        // Placed, not started, inactive with a reason, for a while (not the state of an
-        // earlier run): its machine refused the start.
-        if !unit.machine_id.is_empty() && state == "launched" {
+        unplaceable.held(None);
+        // Loaded (its machine reported it), not started, inactive with a reason, for a while
+        // (not the state of an earlier run): its machine refused the start. Until its machine
+        // has reported it there is no state to ask for.
+        if unit.current_state == "loaded" && state == "launched" {
             let refusal = match client.state(name) {
                 Ok(Some(s)) if s.systemd_active_state == "inactive" && !s.reason.is_empty() => {
                     Some(s)
                 }
                 _ => None,
             };
-            match refusal {
-                Some(s) => {
-                    let since = *refused_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= SETTLED_FOR {
-                        return Some(Placement::Refused(s));
-                    }
-                }
-                None => refused_since = None,
+            if refused.held(refusal.as_ref().map(|_| ())) >= SETTLED_FOR {
+                return refusal.map(Placement::Refused);
             }
         }
         None
@@ -136,14 +126,50 @@ pub fn wait_placed(
 /// Polls until the unit's currentState is `state` (a global unit's desired state: it has no
 /// currentState), within the bound.
 pub fn wait_for(client: &Client, name: &str, state: &str, bound: Bound) -> Option<Unit> {
-    let reached = |unit: &Unit| match unit.is_global() {
-        true => unit.desired_state == state,
-        false => unit.current_state == state,
-    };
     poll(bound.limit(STATE_BOUND), || match client.unit(name) {
-        Ok(Some(unit)) if reached(&unit) => Some(unit),
+        Ok(Some(unit)) if reached(&unit, state) => Some(unit),
         _ => None,
     })
+}
+
+/// Whether `unit` shows `state`. A global unit has no currentState: its desired state is all
+/// there is to wait for.
+fn reached(unit: &Unit, state: &str) -> bool {
+    match unit.is_global() {
+        true => unit.desired_state == state,
+        false => unit.current_state == state,
+    }
+}
+
+/// How long what a wait sees at each look has stayed the same (a failed state that is not an
+/// earlier run's, a count of machines that no longer grows).
+struct Steady<T> {
+    since: Option<(T, Instant)>,
+}
+
+impl<T: PartialEq> Steady<T> {
+    fn new() -> Steady<T> {
+        Steady { since: None }
+    }
+
+    /// What is seen now (`None`: nothing to hold); how long the same has been seen.
+    fn held(&mut self, seen: Option<T>) -> Duration {
+        self.held_at(seen, Instant::now())
+    }
+
+    fn held_at(&mut self, seen: Option<T>, now: Instant) -> Duration {
+        let Some(seen) = seen else {
+            self.since = None;
+            return Duration::ZERO;
+        };
+        match &self.since {
+            Some((last, at)) if *last == seen => now.saturating_duration_since(*at),
+            _ => {
+                self.since = Some((seen, now));
+                Duration::ZERO
+            }
+        }
+    }
 }
 
 /// How long a launched unit must stay failed (or ended) before fleetctl stops waiting for it:
@@ -169,13 +195,13 @@ pub fn wait_active(
     progress: &mut Progress,
     err: &mut dyn io::Write,
 ) -> Activation {
-    // Since when the unit has shown the same settled state (failed, or inactive).
-    let mut settled: Option<(String, Instant)> = None;
+    // How long the unit has shown the same settled state (failed, or inactive).
+    let mut settled = Steady::new();
     let outcome = poll(bound.limit(STATE_BOUND), || {
         let s = match client.state(name) {
             Ok(Some(s)) => s,
             _ => {
-                settled = None;
+                settled.held(None);
                 return None;
             }
         };
@@ -189,28 +215,20 @@ pub fn wait_active(
             machine_column(&s.machine_id, None, false)
         );
         let _ = progress.at(&phase, err);
-        let active = s.systemd_active_state.clone();
-        if active != "failed" && active != "inactive" {
-            settled = None;
-            return None;
-        }
-        let since = match &settled {
-            Some((seen, since)) if *seen == active => *since,
-            _ => {
-                settled = Some((active.clone(), Instant::now()));
-                Instant::now()
-            }
-        };
-        if since.elapsed() < SETTLED_FOR {
+        let active = s.systemd_active_state.as_str();
+        let at_rest = matches!(active, "failed" | "inactive").then(|| active.to_owned());
+        if settled.held(at_rest) < SETTLED_FOR {
             return None;
         }
         // Settled: failed, never run (its start refused, a dependency failed: the state says
         // why), or ran and ended.
-        Some(match (active.as_str(), s.reason.is_empty()) {
-            ("failed", _) => Activation::Failed(s),
-            (_, false) => Activation::Refused(s),
-            (_, true) => Activation::Ended(s),
-        })
+        Some(
+            match (s.systemd_active_state.as_str(), s.reason.is_empty()) {
+                ("failed", _) => Activation::Failed(s),
+                (_, false) => Activation::Refused(s),
+                (_, true) => Activation::Ended(s),
+            },
+        )
     });
     outcome.unwrap_or(Activation::TimedOut)
 }
@@ -236,25 +254,16 @@ pub fn wait_global(client: &Client, unit: &Unit, state: &str, bound: Bound) -> O
         "launched" => s.systemd_active_state == "active",
         _ => s.systemd_load_state == "loaded",
     };
-    let mut last: Option<(usize, Instant)> = None;
+    let mut steady = Steady::new();
     let mut count = 0;
     poll(bound.limit(PLACEMENT_BOUND), || {
         let states = client.states_of(&unit.name).ok()?;
         count = states.iter().filter(|s| there(s)).count();
-        if states.is_empty() || count < states.len() {
-            last = None;
-            return None;
-        }
-        if expected.is_some_and(|expected| count >= expected) {
+        let everywhere = !states.is_empty() && count == states.len();
+        if everywhere && expected.is_some_and(|expected| count >= expected) {
             return Some(());
         }
-        match last {
-            Some((seen, since)) if seen == count => (since.elapsed() >= SETTLED_FOR).then_some(()),
-            _ => {
-                last = Some((count, Instant::now()));
-                None
-            }
-        }
+        (steady.held(everywhere.then_some(count)) >= SETTLED_FOR).then_some(())
     });
     (count > 0).then_some(count)
 }
@@ -272,5 +281,49 @@ pub fn poll<T>(limit: Option<Duration>, mut check: impl FnMut() -> Option<T>) ->
         }
         sleep(pause);
         pause = (pause * 2).min(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Looks (milliseconds into the wait, what is seen) and how long the last has held.
+    fn check(looks: &[(u64, Option<&str>)], held: u64) {
+        let mut steady = Steady::new();
+        let began = Instant::now();
+        let mut last = Duration::ZERO;
+        for (at, seen) in looks {
+            last = steady.held_at(*seen, began + Duration::from_millis(*at));
+        }
+        assert_eq!(last, Duration::from_millis(held), "{looks:?}");
+    }
+
+    #[test]
+    fn what_is_seen_holds_until_it_changes_or_goes() {
+        check(&[], 0);
+        check(&[(0, Some("failed"))], 0);
+        check(&[(0, Some("failed")), (1500, Some("failed"))], 1500);
+        check(
+            &[
+                (0, Some("failed")),
+                (1000, Some("inactive")),
+                (2500, Some("inactive")),
+            ],
+            1500,
+        );
+        check(
+            &[(0, Some("failed")), (1000, None), (2000, Some("failed"))],
+            0,
+        );
+        check(
+            &[
+                (0, Some("failed")),
+                (1000, None),
+                (2000, Some("failed")),
+                (3000, Some("failed")),
+            ],
+            1000,
+        );
     }
 }
