@@ -18,10 +18,12 @@ use tokio::sync::Mutex;
 
 use crate::listed::Listed;
 
-use crate::schema::{
-    wire_options, ErrorBody, Machine, MachinePage, Unit, UnitPage, UnitState, UnitStatePage,
+use fleet_wire::paths::{JOURNAL, JOURNAL_HEARTBEAT, JOURNAL_MACHINE_HEADER, STATUS};
+use fleet_wire::schema::{
+    wire_options, ErrorBody, Journal, Machine, MachinePage, MetadataOp, Unit, UnitPage, UnitState,
+    UnitStatePage, UnitStatusText,
 };
-use crate::token::PageToken;
+use fleet_wire::token::PageToken;
 
 /// The discovery document: this API's schema in Google's discovery format, as fleet served its
 /// own (written for this implementation).
@@ -810,17 +812,6 @@ async fn list_machines(state: &ApiState, query: &str) -> Reply {
     ))
 }
 
-/// One change of `PATCH machines`: `{"op":"add|replace|remove","path":"/<id>/metadata/<key>",
-/// "value":{"value":"v"}}`. The flat `"value":"v"` that fleet's documentation showed (and its
-/// code refused) is accepted too.
-#[derive(serde::Deserialize)]
-struct MetadataOp {
-    op: String,
-    path: String,
-    #[serde(default)]
-    value: Option<serde_json::Value>,
-}
-
 /// Dynamic machine metadata: every change is checked before any is applied.
 async fn patch_machines(state: &ApiState, request: Request) -> Reply {
     let body = read_body(request, "EOF").await?;
@@ -965,16 +956,6 @@ async fn metrics(state: &ApiState) -> Answer {
     }
 }
 
-/// Ours, outside fleet's API: a unit's log, from the fleetd of the machine that runs it.
-pub const JOURNAL: &str = "/fleet-rs/v1/journal/";
-
-/// The response header naming the machine a followed journal comes from.
-pub const JOURNAL_MACHINE_HEADER: &str = "fleet-machine-id";
-
-/// How long a followed journal may be silent before an empty line tells the client the
-/// connection still lives (it treats a longer silence as a lost connection).
-pub const JOURNAL_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// `GET /fleet-rs/v1/journal/<name>?lines=N[&machineID=M]`: JSON `{"machineID":..., "lines":[...]}`;
 /// 404 when the unit is not known; 409 naming the machine when it runs elsewhere, or when this
 /// fleetd is not machine `M`. With `follow=true`: the lines, then every new record as it is
@@ -1004,7 +985,10 @@ async fn journal(state: &ApiState, name: &str, query: &str) -> Result<Response, 
     let Some(records) = followed else {
         return Ok(Answer::json(
             StatusCode::OK,
-            &serde_json::json!({ "machineID": here, "lines": lines }),
+            &Journal {
+                machine_id: here,
+                lines,
+            },
         )
         .into_response());
     };
@@ -1019,9 +1003,6 @@ async fn journal(state: &ApiState, name: &str, query: &str) -> Result<Response, 
     }
     Ok(response)
 }
-
-/// Ours: what the init system of the machine that runs a unit says of it.
-pub const STATUS: &str = "/fleet-rs/v1/status/";
 
 /// `GET /fleet-rs/v1/status/<name>[?machineID=M]`: JSON `{"machineID":..., "text":...,
 /// "exitCode":...}`, `text` being `systemctl status` (null from the native supervisor: the
@@ -1039,13 +1020,19 @@ async fn status(state: &ApiState, name: &str, query: &str) -> Result<Answer, Ans
             ))
         }
     };
-    let mut answer = serde_json::json!({ "machineID": here, "text": text, "exitCode": code });
-    if text.is_none() {
-        if let Some(description) = local.description(&name).await {
-            answer["description"] = description.into();
-        }
-    }
-    Ok(Answer::json(StatusCode::OK, &answer))
+    let description = match text {
+        None => local.description(&name).await,
+        Some(_) => None,
+    };
+    Ok(Answer::json(
+        StatusCode::OK,
+        &UnitStatusText {
+            machine_id: here,
+            text,
+            exit_code: code,
+            description,
+        },
+    ))
 }
 
 /// The unit `name` (percent-encoded) when this fleetd's machine runs it, and that machine: 404

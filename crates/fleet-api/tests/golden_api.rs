@@ -223,12 +223,12 @@ async fn the_discovery_document_describes_the_schema() {
         assert_eq!(document["schemas"][schema]["id"], schema);
     }
     // Every field our schema types write is described.
-    let unit = serde_json::to_value(fleet_api::schema::Unit {
+    let unit = serde_json::to_value(fleet_wire::schema::Unit {
         current_state: "x".into(),
         desired_state: "x".into(),
         machine_id: "x".into(),
         name: "x".into(),
-        options: vec![fleet_api::schema::UnitOption::default()],
+        options: vec![fleet_wire::schema::UnitOption::default()],
         unplaceable_reason: "x".into(),
     })
     .unwrap();

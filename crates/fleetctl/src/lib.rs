@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use commands::lifecycle::Target;
-use fleet_api::client::{Client, Endpoint};
+use fleet_wire::client::{Client, Endpoint};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -27,7 +27,7 @@ pub struct Globals {
     pub endpoint: Endpoint,
     pub request_timeout: Duration,
     /// For an `https://` endpoint: `--ca-file`, and `--cert-file`/`--key-file` if given.
-    pub tls: Option<std::sync::Arc<fleet_api::tls::ClientConfig>>,
+    pub tls: Option<std::sync::Arc<fleet_wire::tls::ClientConfig>>,
     /// `--api-token` (ours): the bearer token a TCP API may require.
     pub token: Option<String>,
     /// How machines (and the `--tunnel` bastion) are reached.
@@ -180,7 +180,7 @@ fn globals<'a>(
                 }
                 _ => return Err("--cert-file and --key-file go together".into()),
             };
-            let config = fleet_api::tls::client_config(Path::new(ca), cert_key)
+            let config = fleet_wire::tls::client_config(Path::new(ca), cert_key)
                 .map_err(|e| format!("Unable to initialize client: {e}"))?;
             Some(config)
         }

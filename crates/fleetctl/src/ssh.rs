@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fleet_api::client::Endpoint;
+use fleet_wire::client::Endpoint;
 
 use crate::Io;
 

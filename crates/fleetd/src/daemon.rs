@@ -288,7 +288,7 @@ impl Listener {
             ));
         }
         let server =
-            fleet_api::tls::server_config(cert, key, config.api_tls_client_ca_file.as_deref())
+            fleet_wire::tls::server_config(cert, key, config.api_tls_client_ca_file.as_deref())
                 .map_err(fail)?;
         Ok(Listener::Tls(TlsListener {
             tcp,

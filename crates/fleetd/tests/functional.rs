@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cluster::{unit, Cluster, AGENT_TTL};
+use fleet_wire::schema::MetadataOp;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -515,13 +516,9 @@ fn machine_metadata_patched_through_the_api_moves_units() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(running_count(&cluster, &db), 0);
     let client = cluster.client_of(2);
-    let op = |op: &str, machine: &str, value: Option<&str>| {
-        let mut entry = serde_json::json!({"op": op, "path": format!("/{machine}/metadata/role")});
-        if let Some(value) = value {
-            // fleet's wire format: the value wrapped in an object.
-            entry["value"] = serde_json::json!({ "value": value });
-        }
-        serde_json::Value::Array(vec![entry])
+    let op = |op: &str, machine: &str, value: Option<&str>| match value {
+        Some(value) => vec![MetadataOp::set(op, machine, "role", value)],
+        None => vec![MetadataOp::remove(machine, "role")],
     };
     client
         .patch_machines(&op("add", &machines[1], Some("db")))
@@ -553,13 +550,21 @@ fn machine_metadata_patched_through_the_api_moves_units() {
             other => Err(format!("{other:?}")),
         }
     });
+    let flat = |op: &str, path: String, value: &str| MetadataOp {
+        op: op.to_owned(),
+        path,
+        value: Some(serde_json::json!(value)),
+    };
     for bad in [
-        serde_json::json!([{"op": "noop", "path": format!("/{}/metadata/role", machines[0]), "value": "x"}]),
-        serde_json::json!([{"op": "add", "path": format!("/{}/foo", machines[0]), "value": "x"}]),
-        serde_json::json!([{"op": "add", "path": format!("/{}/metadata/role", machines[0]), "value": ""}]),
+        flat("noop", format!("/{}/metadata/role", machines[0]), "x"),
+        flat("add", format!("/{}/foo", machines[0]), "x"),
+        flat("add", format!("/{}/metadata/role", machines[0]), ""),
     ] {
-        let error = client.patch_machines(&bad).unwrap_err().to_string();
-        assert!(error.contains("400"), "{bad}: {error}");
+        let error = client
+            .patch_machines(std::slice::from_ref(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("400"), "{bad:?}: {error}");
     }
     // A machine that is not in the cluster: 404, and nothing written.
     let stranger = "0123456789abcdef0123456789abcdef";

@@ -171,7 +171,8 @@ fn last_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
         }
     }
     file.seek(SeekFrom::Start(start))?;
-    BufReader::new(file)
+    // Up to the length measured above: the unit may be appending while we read.
+    BufReader::new(std::io::Read::take(file, len - start))
         .lines()
         .map(|line| line.map(|l| l.to_owned()))
         .collect()

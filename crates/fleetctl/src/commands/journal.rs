@@ -6,8 +6,8 @@
 
 use std::io;
 
-use fleet_api::client::{Client, ClientError};
 use fleet_unit::name::mangle;
+use fleet_wire::client::{Client, ClientError};
 
 use super::flags::{self, switch, value, Flag};
 use super::remote::Remote;

@@ -6,10 +6,10 @@
 
 use std::io;
 
-use fleet_api::client::Client;
-use fleet_api::schema::{wire_options, Unit, UnitState};
 use fleet_unit::name::{mangle, validate_name, NameInfo};
 use fleet_unit::UnitFile;
+use fleet_wire::client::Client;
+use fleet_wire::schema::{wire_options, Unit, UnitState};
 
 use crate::commands::list_units::machine_column;
 use crate::commands::progress::Progress;

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use fleet_api::schema::Machine;
+use fleet_wire::schema::Machine;
 
 use super::table::{self, TableFlags};
 use crate::{Globals, Io};

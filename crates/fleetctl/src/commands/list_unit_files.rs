@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use fleet_api::schema::{Machine, Unit};
 use fleet_unit::UnitFile;
+use fleet_wire::schema::{Machine, Unit};
 
 use super::list_units::machine_column;
 use super::table::{self, TableFlags};

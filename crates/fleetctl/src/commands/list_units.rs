@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use fleet_api::schema::{Machine, UnitState};
+use fleet_wire::schema::{Machine, UnitState};
 
 use super::table::{self, TableFlags};
 use crate::{Globals, Io};

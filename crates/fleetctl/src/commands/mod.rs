@@ -22,9 +22,9 @@ pub mod waits;
 
 use std::io;
 
-use fleet_api::client::{Client, ClientError};
-use fleet_api::schema::{Machine, Unit};
 use fleet_unit::name::mangle;
+use fleet_wire::client::{Client, ClientError};
+use fleet_wire::schema::{Machine, Unit};
 
 use crate::Io;
 

@@ -4,7 +4,7 @@
 
 use std::io;
 
-use fleet_api::client::Client;
+use fleet_wire::client::Client;
 
 use super::ssh::machine_address;
 use crate::{ssh, Globals, Io};

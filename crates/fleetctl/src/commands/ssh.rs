@@ -4,8 +4,8 @@
 
 use std::io;
 
-use fleet_api::client::Client;
 use fleet_unit::name::mangle;
+use fleet_wire::client::Client;
 
 use super::flags::{self, switch, value, Flag};
 use crate::{ssh, Globals, Io};

@@ -6,9 +6,10 @@
 
 use std::io;
 
-use fleet_api::client::{Client, ClientError, UnitStatusText};
-use fleet_api::schema::{Machine, Unit, UnitState};
 use fleet_unit::name::mangle;
+use fleet_wire::client::{Client, ClientError};
+use fleet_wire::schema::UnitStatusText;
+use fleet_wire::schema::{Machine, Unit, UnitState};
 
 use super::flags::{self, switch, value, Flag};
 use super::journal::{show_log, LogRequest, Output};

@@ -6,8 +6,8 @@ use std::io;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use fleet_api::client::Client;
-use fleet_api::schema::{Unit, UnitState};
+use fleet_wire::client::Client;
+use fleet_wire::schema::{Unit, UnitState};
 
 use crate::commands::list_units::machine_column;
 use crate::commands::progress::Progress;

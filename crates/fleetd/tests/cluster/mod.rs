@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fleet_api::client::{Client, Endpoint};
 use fleet_engine::invariants::{violations, Observed, Strictness};
 use fleet_testkit::{EtcdCluster, Network};
 use fleet_unit::{Machine, MachineId, Requirements};
+use fleet_wire::client::{Client, Endpoint};
 
 /// fleet's functional tests ran with agent_ttl 2-3 s.
 pub const AGENT_TTL: Duration = Duration::from_secs(2);

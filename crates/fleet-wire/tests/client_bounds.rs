@@ -4,7 +4,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use fleet_api::client::{Client, Endpoint};
+use fleet_wire::client::{Client, Endpoint};
 
 #[test]
 fn a_connect_that_gets_no_answer_ends_at_the_request_timeout() {

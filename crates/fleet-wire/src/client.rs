@@ -12,7 +12,10 @@ use connection::Connection;
 
 use serde::de::DeserializeOwned;
 
-use crate::schema::{ErrorBody, Machine, MachinePage, Unit, UnitPage, UnitState, UnitStatePage};
+use crate::schema::{
+    ErrorBody, Journal, Machine, MachinePage, MetadataOp, Unit, UnitPage, UnitState, UnitStatePage,
+    UnitStatusText,
+};
 
 /// Where the API is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +178,7 @@ impl Client {
 
     /// `PATCH machines` with a JSON-patch body of metadata operations (`[{"op":"add",
     /// "path":"/<machine>/metadata/<key>","value":"v"}]`, `replace`, `remove`).
-    pub fn patch_machines(&self, operations: &serde_json::Value) -> Result<()> {
+    pub fn patch_machines(&self, operations: &[MetadataOp]) -> Result<()> {
         let body =
             serde_json::to_vec(operations).map_err(|e| ClientError::Transport(e.to_string()))?;
         self.call("PATCH", "machines", Some(&body))?;
@@ -241,14 +244,8 @@ impl Client {
         lines: usize,
         machine: Option<&str>,
     ) -> Result<(String, Vec<String>)> {
-        #[derive(serde::Deserialize)]
-        struct Journal {
-            #[serde(rename = "machineID")]
-            machine_id: String,
-            lines: Vec<String>,
-        }
         let path = journal_path(name, lines, machine, false);
-        let body = self.call_at(crate::server::JOURNAL, "GET", &path, None)?;
+        let body = self.call_at(crate::paths::JOURNAL, "GET", &path, None)?;
         let journal: Journal = decode(&body)?;
         Ok((journal.machine_id, journal.lines))
     }
@@ -261,7 +258,7 @@ impl Client {
         if let Some(machine) = machine {
             path.push_str(&format!("?machineID={}", escape(machine)));
         }
-        let body = self.call_at(crate::server::STATUS, "GET", &path, None)?;
+        let body = self.call_at(crate::paths::STATUS, "GET", &path, None)?;
         decode(&body)
     }
 
@@ -275,8 +272,8 @@ impl Client {
         record: &mut dyn FnMut(&str, &str) -> std::io::Result<()>,
     ) -> Result<()> {
         let path = journal_path(name, lines, machine, true);
-        let request = self.request(crate::server::JOURNAL, "GET", &path, None, false);
-        let silence = (crate::server::JOURNAL_HEARTBEAT * 3).max(self.timeout);
+        let request = self.request(crate::paths::JOURNAL, "GET", &path, None, false);
+        let silence = (crate::paths::JOURNAL_HEARTBEAT * 3).max(self.timeout);
         let mut stream = self.connect(silence)?;
         stream.write_all(&request).map_err(transport)?;
         let mut reader = BufReader::new(stream);
@@ -288,7 +285,7 @@ impl Client {
             return Err(api_error(head.status, &body));
         }
         let machine = head
-            .header(crate::server::JOURNAL_MACHINE_HEADER)
+            .header(crate::paths::JOURNAL_MACHINE_HEADER)
             .unwrap_or_default()
             .to_owned();
         for line in http::body(reader, &head).lines() {
@@ -427,20 +424,6 @@ impl Client {
         }
         Ok((head.status, body))
     }
-}
-
-/// See [`Client::unit_status`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct UnitStatusText {
-    #[serde(rename = "machineID")]
-    pub machine_id: String,
-    pub text: Option<String>,
-    #[serde(rename = "exitCode")]
-    pub exit_code: i32,
-    /// The unit's description as its machine reads it (specifiers resolved), given when
-    /// `text` is not.
-    #[serde(default)]
-    pub description: Option<String>,
 }
 
 fn journal_path(name: &str, lines: usize, machine: Option<&str>, follow: bool) -> String {

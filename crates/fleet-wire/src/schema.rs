@@ -190,6 +190,60 @@ impl ErrorBody {
     }
 }
 
+/// `GET /fleet-rs/v1/journal/<name>` (see [`crate::paths::JOURNAL`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    #[serde(rename = "machineID")]
+    pub machine_id: String,
+    pub lines: Vec<String>,
+}
+
+/// `GET /fleet-rs/v1/status/<name>` (see [`crate::paths::STATUS`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitStatusText {
+    #[serde(rename = "machineID")]
+    pub machine_id: String,
+    /// `systemctl status`; null from a machine without systemd.
+    pub text: Option<String>,
+    #[serde(rename = "exitCode")]
+    pub exit_code: i32,
+    /// The unit's description as its machine reads it (specifiers resolved), given when
+    /// `text` is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// One change of `PATCH /fleet/v1/machines`: `{"op":"add|replace|remove",
+/// "path":"/<id>/metadata/<key>","value":{"value":"v"}}`. The flat `"value":"v"` that fleet's
+/// documentation showed (and its code refused) is accepted too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetadataOp {
+    pub op: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+}
+
+impl MetadataOp {
+    /// `op` (`add` or `replace`) of `key=value` on `machine`, in fleet's wire format (the value
+    /// wrapped in an object).
+    pub fn set(op: &str, machine: &str, key: &str, value: &str) -> MetadataOp {
+        MetadataOp {
+            op: op.to_owned(),
+            path: format!("/{machine}/metadata/{key}"),
+            value: Some(serde_json::json!({ "value": value })),
+        }
+    }
+
+    pub fn remove(machine: &str, key: &str) -> MetadataOp {
+        MetadataOp {
+            op: "remove".to_owned(),
+            path: format!("/{machine}/metadata/{key}"),
+            value: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
