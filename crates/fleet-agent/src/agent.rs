@@ -124,13 +124,13 @@ async fn follow(
     keeper: &mut tokio::task::JoinHandle<Result<(), String>>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let mut view = loop {
+    let view = loop {
         if *shutdown.borrow() {
             return Ok(());
         }
         match agent
             .registry
-            .view(Scope::Agent(agent.config.machine.clone()))
+            .reflect(Scope::Agent(agent.config.machine.clone()))
             .await
         {
             Ok(view) => break view,
@@ -154,13 +154,14 @@ async fn follow(
     // thousand units starting) is reported in a few writes, each a look at every unit.
     let mut report_at: Option<tokio::time::Instant> = None;
     let mut pacing = Pacing::new(IDLE_PER_BUSY, LONGEST_PAUSE);
+    let mut registry_changes = view.changes();
     loop {
         if refresh && lease.borrow().held().is_some() {
             // Back in the registry: what the engine did meanwhile decides whether the fenced
             // units start here again, so the registry is read afresh first (again on the
             // next round if that fails).
-            match view.refresh().await {
-                Ok(()) => {
+            match view.refresh(REFRESH_WITHIN).await {
+                true => {
                     // Stopped by the fence, so no longer started here, whether or not a
                     // reconcile saw them fenced.
                     for name in agent.fence.release() {
@@ -169,14 +170,16 @@ async fn follow(
                     refresh = false;
                     dirty = true;
                 }
-                Err(error) => tracing::warn!(%error, "agent: cannot read the registry"),
+                false => tracing::warn!("agent: cannot read the registry afresh; trying again"),
             }
         }
         // Nothing is loaded, started or stopped before this fleetd holds the machine's lease:
         // until then the machine ID may be another live fleetd's, whose units these are.
-        if dirty && lease.borrow().lease.is_some() && pacing.ready(Instant::now()) {
+        // And not on a snapshot that stands still while the watch is broken.
+        let current = view.is_following();
+        if dirty && current && lease.borrow().lease.is_some() && pacing.ready(Instant::now()) {
             let began = Instant::now();
-            let reconciled = agent.reconcile(view.snapshot()).await;
+            let reconciled = agent.reconcile(&view.snapshot()).await;
             pacing.passed(began, Instant::now());
             match reconciled {
                 Ok(()) => dirty = false,
@@ -185,13 +188,12 @@ async fn follow(
         }
         let paced = Some(pacing.next()).filter(|at| dirty && *at > Instant::now());
         tokio::select! {
-            changed = view.changed() => match changed {
-                Ok(_) => dirty = true,
-                Err(error) => {
-                    tracing::warn!(%error, "agent: registry unreachable; units keep running");
-                    pause(shutdown, Duration::from_millis(500)).await;
+            following = registry_changes.next() => {
+                dirty = true;
+                if !following {
+                    tracing::warn!("agent: registry unreachable; units keep running");
                 }
-            },
+            }
             Some(finished) = agent.jobs.join_next() => {
                 agent.finished(finished);
                 while let Some(finished) = agent.jobs.try_join_next() {
@@ -259,6 +261,10 @@ async fn next_change(changes: &mut Option<watch::Receiver<()>>) -> Option<()> {
         }
     }
 }
+
+/// How long the agent waits for a fresh listing of its part of the registry before it tries
+/// again on its next round.
+const REFRESH_WITHIN: Duration = Duration::from_secs(2);
 
 /// How long after a state change the agent reports it, with the changes that came meanwhile.
 const REPORT_DELAY: Duration = Duration::from_millis(50);
@@ -559,6 +565,9 @@ impl Agent {
             .map(|(_, record)| record.hash)
             .chain(snapshot.global.values().map(|record| record.hash))
             .collect();
+        // Files no unit of this machine refers to any more are forgotten: a long-lived machine
+        // sees many versions of its units come and go.
+        self.units.retain(|hash, _| hashes.contains(hash));
         self.fetch_units(hashes).await?;
         let mut desired = BTreeMap::new();
         let mut constraints = BTreeMap::new();

@@ -43,6 +43,13 @@ pub struct LeaseConfig {
     pub updates: Option<watch::Receiver<MachineRecord>>,
 }
 
+/// The lease ID a fleetd of this machine wrote down, if any.
+pub fn recorded(lease_file: &std::path::Path) -> Option<fleet_registry::LeaseId> {
+    std::fs::read_to_string(lease_file)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+}
+
 /// Keeps the machine lease until `shutdown` turns true. `expired` is how the agent says the
 /// registry refused a write on the lease (it is gone: announce again). `Err` only for what no
 /// retry fixes: the machine ID is held by another live fleetd.
@@ -116,9 +123,7 @@ async fn announce(
 ) -> Result<MachineLease, RegistryError> {
     let previous = match current {
         Some(lease) => Some(lease.lease),
-        None => std::fs::read_to_string(&config.lease_file)
-            .ok()
-            .and_then(|text| text.trim().parse().ok()),
+        None => recorded(&config.lease_file),
     };
     let lease = registry
         .register_machine(&config.machine, &config.record, config.ttl, previous)

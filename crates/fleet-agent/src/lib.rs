@@ -9,6 +9,7 @@ pub mod fake;
 pub mod fence;
 pub mod jobs;
 pub mod lease;
+mod leave;
 pub mod manager;
 pub mod native;
 pub mod order;
@@ -16,4 +17,5 @@ mod replace_file;
 pub mod started;
 pub mod systemd;
 
+pub use leave::leave;
 pub use replace_file::replace_file;

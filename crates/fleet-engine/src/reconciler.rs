@@ -6,11 +6,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use fleet_registry::kv::Op;
 use fleet_registry::records::JobRecord;
-use fleet_registry::registry::decisions;
+
 use fleet_registry::{
-    renewal_interval, Leadership, Pacing, Registry, RegistryError, Revision, Scope, Snapshot,
+    renewal_interval, EngineWrite, Leadership, Pacing, Registry, RegistryError, Revision, Scope,
+    Snapshot,
 };
 use fleet_unit::{Constraints, MachineId, Requirements, UnitFile, UnitHash, UnitName};
 use tokio::sync::watch;
@@ -80,7 +80,7 @@ async fn lead(
     memory: &mut Memory,
     shutdown: &mut watch::Receiver<bool>,
 ) {
-    let mut view = match registry.view(Scope::Engine).await {
+    let view = match registry.reflect(Scope::Engine).await {
         Ok(view) => view,
         Err(error) => {
             tracing::warn!(%error, "engine: cannot read the registry; stepping down");
@@ -96,10 +96,14 @@ async fn lead(
     // would decide again what that write already did (placing units twice, moving them).
     let mut written: Revision = 0;
     let mut pacing = Pacing::new(IDLE_PER_BUSY, LONGEST_PAUSE);
+    let mut changes = view.changes();
     loop {
-        if dirty && view.snapshot().revision >= written && pacing.ready(Instant::now()) {
+        // Not on a snapshot that stands still while the watch is broken: the registry may
+        // have moved far since.
+        let current = view.is_following() && view.revision() >= written;
+        if dirty && current && pacing.ready(Instant::now()) {
             let began = Instant::now();
-            let pass = reconcile(registry, leadership, view.snapshot(), memory).await;
+            let pass = reconcile(registry, leadership, &view.snapshot(), memory).await;
             pacing.passed(began, Instant::now());
             match pass {
                 Ok(Pass::Quiet) => dirty = false,
@@ -121,14 +125,13 @@ async fn lead(
         }
         let grace_ends = memory.presence.grace_ends(Instant::now());
         tokio::select! {
-            changed = view.changed() => match changed {
-                Ok(_) => dirty = true,
-                Err(error) => {
-                    tracing::warn!(%error, "engine: registry unreachable");
+            following = changes.next() => {
+                dirty = true;
+                if !following {
+                    // The reflector says why, and re-lists by itself.
                     memory.registry_failed();
-                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-            },
+            }
             _ = resync.tick() => dirty = true,
             // Vanished machines stop counting: their units move now.
             _ = until(grace_ends) => dirty = true,
@@ -200,7 +203,8 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
     }
 }
 
-/// Unit files by hash: immutable, so cached for good (a leader change keeps the cache).
+/// Unit files by hash: immutable, so cached while a job refers to them (a leader change keeps
+/// the cache).
 #[derive(Default)]
 struct UnitCache {
     files: BTreeMap<UnitHash, UnitFile>,
@@ -246,10 +250,14 @@ impl UnitCache {
         Ok(Some(derived))
     }
 
-    /// Forgets the constraints of jobs that are gone.
-    fn keep_constraints_of(&mut self, jobs: &BTreeMap<UnitName, JobRecord>) {
+    /// Forgets the files and constraints no job refers to any more (a long-lived cluster
+    /// sees many versions of its units come and go).
+    fn keep_only(&mut self, jobs: &BTreeMap<UnitName, JobRecord>) {
         self.constraints
             .retain(|(name, hash), _| jobs.get(name).is_some_and(|job| job.hash == *hash));
+        let referenced: std::collections::HashSet<&UnitHash> =
+            jobs.values().map(|job| &job.hash).collect();
+        self.files.retain(|hash, _| referenced.contains(hash));
     }
 }
 
@@ -281,7 +289,7 @@ async fn reconcile(
         .collect();
     let machines = memory.presence.machines(registered, Instant::now());
     let units = &mut memory.units;
-    let mut groups: Vec<Vec<Op>> = Vec::new();
+    let mut groups: Vec<Vec<EngineWrite>> = Vec::new();
     let mut jobs = Vec::new();
     let placements = snapshot.placed_units();
     for (name, record) in &snapshot.jobs {
@@ -293,7 +301,7 @@ async fn reconcile(
         let first = placed.next().cloned();
         // A unit placed twice (by a broken writer) keeps one place.
         for extra in placed {
-            groups.push(vec![decisions::unplace(extra, name)]);
+            groups.push(vec![EngineWrite::unplace(extra, name)]);
         }
         let constraints = match units.constraints(registry, name, &record.hash).await? {
             Some(constraints) => constraints,
@@ -313,16 +321,16 @@ async fn reconcile(
             placed: first,
         });
     }
-    units.keep_constraints_of(&snapshot.jobs);
+    units.keep_only(&snapshot.jobs);
     // Placed or explained units whose job was destroyed.
     for (name, machines) in &placements {
         if !snapshot.jobs.contains_key(*name) {
-            groups.extend(machines.iter().map(|m| vec![decisions::unplace(m, name)]));
+            groups.extend(machines.iter().map(|m| vec![EngineWrite::unplace(m, name)]));
         }
     }
     for name in snapshot.reasons.keys() {
         if !snapshot.jobs.contains_key(name) {
-            groups.push(vec![decisions::placeable(name)]);
+            groups.push(vec![EngineWrite::placeable(name)]);
         }
     }
 
@@ -334,9 +342,9 @@ async fn reconcile(
         match decision {
             Decision::Place { unit, machine } => {
                 let name = unit_name(&unit);
-                let mut group = vec![decisions::place(&machine, &name, &snapshot.jobs[&name])];
+                let mut group = vec![EngineWrite::place(&machine, &name, &snapshot.jobs[&name])];
                 if snapshot.reasons.contains_key(&name) {
-                    group.push(decisions::placeable(&name));
+                    group.push(EngineWrite::placeable(&name));
                 }
                 groups.push(group);
                 final_place.insert(unit, Some(machine));
@@ -347,7 +355,7 @@ async fn reconcile(
                 reason,
             } => {
                 tracing::info!(unit, %machine, reason, "engine: unplacing");
-                groups.push(vec![decisions::unplace(&machine, &unit_name(&unit))]);
+                groups.push(vec![EngineWrite::unplace(&machine, &unit_name(&unit))]);
                 final_place.insert(unit, None);
             }
             Decision::Unplaceable { unit, reason } => {
@@ -368,10 +376,10 @@ async fn reconcile(
             .and_then(|placed| placed.get(&name));
         let mut group = Vec::new();
         if current.is_some_and(|current| current != wanted) {
-            group.push(decisions::place(&machine, &name, wanted));
+            group.push(EngineWrite::place(&machine, &name, wanted));
         }
         if current.is_some() && snapshot.reasons.contains_key(&name) {
-            group.push(decisions::placeable(&name));
+            group.push(EngineWrite::placeable(&name));
         }
         if !group.is_empty() {
             groups.push(group);
@@ -394,10 +402,15 @@ async fn reconcile(
 }
 
 /// Records why a unit is not placed, unless that is already what the registry says.
-fn set_reason(groups: &mut Vec<Vec<Op>>, snapshot: &Snapshot, name: &UnitName, reason: &str) {
+fn set_reason(
+    groups: &mut Vec<Vec<EngineWrite>>,
+    snapshot: &Snapshot,
+    name: &UnitName,
+    reason: &str,
+) {
     if snapshot.reasons.get(name).map(|r| r.reason.as_str()) != Some(reason) {
         tracing::info!(unit = %name, reason, "engine: cannot place");
-        groups.push(vec![decisions::unplaceable(name, reason)]);
+        groups.push(vec![EngineWrite::unplaceable(name, reason)]);
     }
 }
 

@@ -11,8 +11,8 @@ use fleet_registry::etcd::{EtcdConfig, EtcdStore};
 use fleet_registry::kv::{batched_put_rate, KvStore, Op};
 use fleet_registry::local::LocalStore;
 use fleet_registry::records::{JobRecord, StateRecord};
-use fleet_registry::registry::decisions;
-use fleet_registry::{Registry, Scope};
+
+use fleet_registry::{EngineWrite, Registry, Scope};
 use fleet_testkit::{DataDir, EtcdServer};
 use fleet_unit::{JobState, MachineId, UnitFile, UnitName};
 
@@ -87,13 +87,13 @@ async fn decisions_rate(registry: &Registry, count: usize) -> f64 {
         hash: unit.hash(),
         desired: JobState::Launched,
     };
-    let groups: Vec<Vec<Op>> = (0..count)
+    let groups: Vec<Vec<EngineWrite>> = (0..count)
         .map(|i| {
             let name = UnitName::new(format!("u{i}.service")).unwrap();
             let machine = MachineId::new(format!("m{}", i % 1000)).unwrap();
             vec![
-                decisions::place(&machine, &name, &record),
-                decisions::placeable(&name),
+                EngineWrite::place(&machine, &name, &record),
+                EngineWrite::placeable(&name),
             ]
         })
         .collect();

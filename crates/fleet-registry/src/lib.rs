@@ -4,22 +4,30 @@
 //! store, memory). Everything fleet-specific (key layout, record encoding, leases per machine,
 //! watch scopes) is written once on top of it.
 
+mod decisions;
 mod disk;
 pub mod error;
 pub mod etcd;
 pub mod intercepted;
 pub mod keys;
 pub mod kv;
+mod leadership;
 pub mod local;
+mod machines;
 mod pacing;
 pub mod records;
 mod reflector;
 pub mod registry;
 pub mod snapshot;
+pub mod view;
 
+pub use decisions::EngineWrite;
 pub use error::{RegistryError, Result};
 pub use kv::{KvStore, LeaseId, Revision};
+pub use leadership::Leadership;
+pub use machines::{renewal_interval, MachineLease, RENEWALS_PER_TTL};
 pub use pacing::Pacing;
-pub use reflector::Reflector;
-pub use registry::{renewal_interval, Changed, Leadership, MachineLease, Registry, Scope, View};
+pub use reflector::{Changes, Reflector};
+pub use registry::Registry;
 pub use snapshot::Snapshot;
+pub use view::{Changed, Feed, Scope, View};

@@ -12,7 +12,8 @@ use common::{put, Backend};
 use fleet_registry::keys::RegistryKey;
 use fleet_registry::kv::{KvStore, Op};
 use fleet_registry::records::{JobRecord, MachineRecord, StateRecord};
-use fleet_registry::registry::{decisions, JobWrite};
+use fleet_registry::registry::JobWrite;
+use fleet_registry::EngineWrite;
 use fleet_registry::{Changed, Registry, RegistryError, Scope, View};
 use fleet_unit::{JobState, MachineId, UnitFile, UnitName};
 
@@ -117,7 +118,7 @@ async fn an_agent_watch_wakes_only_for_its_machine(b: Backend) {
         hash: unit("[Service]\nExecStart=/bin/a\n").hash(),
         desired: JobState::Launched,
     };
-    let place = decisions::place(&machine("m1"), &name("a.service"), &record);
+    let place = EngineWrite::place(&machine("m1"), &name("a.service"), &record);
     r.commit_decisions(&leader, vec![vec![place]])
         .await
         .unwrap();
@@ -272,7 +273,7 @@ async fn leadership_is_exclusive_and_fences_writes(b: Backend) {
         desired: JobState::Launched,
     };
     let place = || {
-        vec![decisions::place(
+        vec![EngineWrite::place(
             &machine("m1"),
             &name("a.service"),
             &record,
@@ -294,12 +295,12 @@ async fn decisions_are_batched(b: Backend) {
         desired: JobState::Launched,
     };
     // 300 placements, each clearing an old reason: 600 operations in groups of two.
-    let groups: Vec<Vec<Op>> = (0..300)
+    let groups: Vec<Vec<EngineWrite>> = (0..300)
         .map(|i| {
             let n = name(&format!("u{i}.service"));
             vec![
-                decisions::place(&machine("m1"), &n, &record),
-                decisions::placeable(&n),
+                EngineWrite::place(&machine("m1"), &n, &record),
+                EngineWrite::placeable(&n),
             ]
         })
         .collect();
@@ -365,7 +366,7 @@ async fn the_engine_view_is_in_revision_order(b: Backend) {
     };
     let mut last = 0;
     for i in 0..20 {
-        let place = decisions::place(&id, &name(&format!("u{i}.service")), &job);
+        let place = EngineWrite::place(&id, &name(&format!("u{i}.service")), &job);
         r.create_job(
             &name(&format!("j{i}.service")),
             &unit("[Service]\nExecStart=/bin/j\n"),
@@ -442,8 +443,30 @@ async fn a_reflector_follows_every_write_and_keeps_held_snapshots(b: Backend) {
     assert!(reflector.caught_up(r.written(), within).await);
     assert!(reflector.read(|s| s.jobs.is_empty()));
 
-    let refused = r.reflect(Scope::Agent(machine("m1"))).await.err().unwrap();
-    assert!(matches!(refused, RegistryError::Invalid(_)), "{refused}");
+    // An agent's scope (three prefixes, in no common order) is followed too: a change of it
+    // wakes the reader, one outside it does not, and a refresh lists it afresh.
+    let agent = r.reflect(Scope::Agent(machine("m1"))).await.unwrap();
+    let mut changes = agent.changes();
+    r.set_metadata(&machine("m2"), "disk", Some("ssd"))
+        .await
+        .unwrap();
+    let woken = tokio::time::timeout(Duration::from_millis(200), changes.next()).await;
+    assert!(woken.is_err(), "woken by another machine's metadata");
+    r.set_metadata(&machine("m1"), "disk", Some("ssd"))
+        .await
+        .unwrap();
+    let woken = tokio::time::timeout(within, changes.next()).await;
+    assert_eq!(woken, Ok(true));
+    let disk =
+        |s: &fleet_registry::Snapshot| s.machine_metadata(&machine("m1")).get("disk").cloned();
+    assert_eq!(agent.read(disk), Some("ssd".to_owned()));
+    let listed = agent.revision();
+    r.set_metadata(&machine("m2"), "disk", None).await.unwrap();
+    assert!(agent.refresh(within).await);
+    assert!(
+        agent.revision() > listed,
+        "a refresh lists at the registry's revision"
+    );
 }
 
 async fn another_format_is_refused(b: Backend) {

@@ -85,6 +85,7 @@ pub async fn run(
         state_poll: Duration::from_millis(500),
         resync: config.engine_reconcile_interval * 5,
     };
+    let agent_config = agent.clone();
     let mut agent_task = tokio::spawn(agent::run(
         registry.clone(),
         manager,
@@ -143,7 +144,7 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }
     match how {
-        Stop::Leave => leave(&registry, &*manager_for_exit, &config).await,
+        Stop::Leave => fleet_agent::leave(&registry, &*manager_for_exit, &agent_config).await,
         Stop::Detach => {
             tracing::info!("fleetd stopped; units keep running for the next fleetd to reattach")
         }
@@ -523,42 +524,6 @@ fn apply_reload(running: &Config, reload: &Reload, announce: &watch::Sender<Mach
 const LEASE_FILE: &str = "machine-lease";
 /// In the data directory: the units the agent started in this boot (`fleet_agent::started`).
 const STARTED_FILE: &str = "started-units";
-
-/// How many units are stopped at once when fleetd leaves the cluster.
-const LEAVE_CONCURRENCY: usize = 128;
-
-/// Unloads every unit of this machine and ends its lease (presence and states go at once).
-async fn leave(registry: &Registry, manager: &dyn UnitManager, config: &Config) {
-    tracing::info!("fleetd leaving the cluster: unloading this machine's units");
-    match manager.loaded().await {
-        Ok(loaded) => {
-            // All at once (bounded), as systemd stops units at shutdown: a machine of a
-            // thousand units is left in seconds, not in a thousand stops' time.
-            use futures_util::StreamExt;
-            let unloads = loaded.keys().map(|name| async move {
-                if let Err(error) = manager.unload(name).await {
-                    tracing::warn!(unit = %name, %error, "cannot unload");
-                }
-            });
-            futures_util::stream::iter(unloads)
-                .buffer_unordered(LEAVE_CONCURRENCY)
-                .collect::<()>()
-                .await;
-        }
-        Err(error) => tracing::warn!(%error, "cannot list units to unload"),
-    }
-    let _ = std::fs::remove_file(config.data_dir.join(STARTED_FILE));
-    let lease_file = config.data_dir.join(LEASE_FILE);
-    if let Some(lease) = std::fs::read_to_string(&lease_file)
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-    {
-        if let Err(error) = registry.leave(lease).await {
-            tracing::warn!(%error, "cannot end the machine lease; it will expire");
-        }
-        let _ = std::fs::remove_file(lease_file);
-    }
-}
 
 /// Lifts the soft limit of open files to the hard one (as Go's runtime does for fleet 1.0):
 /// fleetd holds a connection to each running unit's shim, and a machine of thousands of
