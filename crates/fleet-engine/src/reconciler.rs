@@ -29,6 +29,8 @@ pub struct EngineConfig {
     /// How long machines that vanished right after this engine could not reach the registry
     /// still count (see `presence`): the agent TTL.
     pub machine_grace: Duration,
+    /// How often the leader collects unit files no job refers to any more.
+    pub collect_unit_files: Duration,
 }
 
 /// What the engine keeps from one pass (and one leadership) to the next.
@@ -91,6 +93,8 @@ async fn lead(
     };
     let mut keep_alive = tokio::time::interval(renewal_interval(config.lease_ttl));
     let mut resync = tokio::time::interval(config.resync);
+    let every = config.collect_unit_files;
+    let mut collect = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut dirty = true;
     // The revision of this leader's last write: a pass on a snapshot that does not show it yet
     // would decide again what that write already did (placing units twice, moving them).
@@ -133,6 +137,7 @@ async fn lead(
                 }
             }
             _ = resync.tick() => dirty = true,
+            _ = collect.tick() => collect_unit_files(registry, leadership).await,
             // Vanished machines stop counting: their units move now.
             _ = until(grace_ends) => dirty = true,
             _ = until(Some(pacing.next()).filter(|at| dirty && *at > Instant::now())) => {}
@@ -164,6 +169,19 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(250);
 const BUSY_WRITES: usize = 128;
 /// The pause after a busy pass before the next one.
 const BUSY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Deletes the unit files no job refers to (reads only, when there are none).
+async fn collect_unit_files(registry: &Registry, leadership: &Leadership) {
+    let collected = match registry.unit_file_garbage().await {
+        Ok(garbage) if garbage.is_empty() => return,
+        Ok(garbage) => registry.collect_garbage(leadership, &garbage).await,
+        Err(error) => Err(error),
+    };
+    match collected {
+        Ok(files) => tracing::info!(files, "engine: unit files no job refers to deleted"),
+        Err(error) => tracing::warn!(%error, "engine: cannot collect unit files; trying later"),
+    }
+}
 
 /// Waits until the leader key is gone; `false` when the registry failed meanwhile. It only
 /// reads: a follower that campaigned on a timer would have etcd grant and revoke a lease for

@@ -26,6 +26,7 @@ fn config(machine: &str) -> EngineConfig {
         resync: Duration::from_millis(200),
         version: "test".into(),
         machine_grace: Duration::from_secs(1),
+        collect_unit_files: Duration::from_secs(3600),
     }
 }
 
@@ -262,4 +263,52 @@ async fn a_follower_writes_nothing_while_the_leader_lives() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = writes.load(Ordering::Relaxed) - campaign;
     assert_eq!(idle, 0, "the follower wrote {idle} times while e1 led");
+}
+
+/// The leader deletes unit files no job refers to, and an idle leader with nothing to
+/// collect writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_collects_unit_files_no_job_refers_to() {
+    let (registry, store) = registry().await;
+    let _m1 = machine(&registry, "m1", &[], Duration::from_secs(30)).await;
+    job(&registry, "a.service", "").await;
+    job(&registry, "b.service", "MachineOf=a.service").await;
+    let writes = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&writes);
+    let counting = Intercepted::new(store, move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    });
+    let engine_registry = Registry::open(Arc::new(counting)).await.unwrap();
+    let config = EngineConfig {
+        collect_unit_files: Duration::from_millis(200),
+        ..config("m1")
+    };
+    let (_stop, shutdown) = watch::channel(false);
+    let _engine = tokio::spawn(run(engine_registry, config, shutdown));
+    until(&registry, "placed", |s| placed(s, "b.service").is_some()).await;
+    let hash_of = |s: &Snapshot, unit: &str| s.jobs[&UnitName::new(unit).unwrap()].hash;
+    let all = registry.snapshot(&Scope::All).await.unwrap();
+    let (a, b) = (hash_of(&all, "a.service"), hash_of(&all, "b.service"));
+    registry
+        .destroy_job(&UnitName::new("a.service").unwrap())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registry.unit_file(&a).await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "a's unit file was never collected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        registry.unit_file(&b).await.unwrap().is_some(),
+        "b's file is still used"
+    );
+    // Settled: five collection periods of nothing to collect write nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = writes.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(writes.load(Ordering::Relaxed) - before, 0, "idle writes");
 }

@@ -8,6 +8,7 @@ mod decisions;
 mod disk;
 pub mod error;
 pub mod etcd;
+mod garbage;
 pub mod intercepted;
 pub mod keys;
 pub mod kv;
@@ -23,6 +24,7 @@ pub mod view;
 
 pub use decisions::EngineWrite;
 pub use error::{RegistryError, Result};
+pub use garbage::Garbage;
 pub use kv::{KvStore, LeaseId, Revision};
 pub use leadership::Leadership;
 pub use machines::{renewal_interval, MachineLease, RENEWALS_PER_TTL};

@@ -311,6 +311,71 @@ async fn decisions_are_batched(b: Backend) {
     assert_eq!(all.schedule[&machine("m1")].len(), 300);
 }
 
+async fn unit_files_no_job_refers_to_are_garbage_unless_submitted_again(b: Backend) {
+    let r = registry(&b).await;
+    let leader = r
+        .campaign(&machine("m1"), Duration::from_secs(30), "t")
+        .await
+        .unwrap()
+        .unwrap();
+    let (kept, gone, again) = (
+        unit("[Service]\nExecStart=/bin/kept\n"),
+        unit("[Service]\nExecStart=/bin/gone\n"),
+        unit("[Service]\nExecStart=/bin/again\n"),
+    );
+    let global = unit("[Service]\nExecStart=/bin/g\n[X-Fleet]\nGlobal=true\n");
+    for (n, u) in [
+        ("kept", &kept),
+        ("gone", &gone),
+        ("again", &again),
+        ("g", &global),
+    ] {
+        let job = name(&format!("{n}.service"));
+        let made = r.create_job(&job, u, JobState::Launched).await;
+        assert_eq!(made.unwrap(), JobWrite::Done);
+    }
+    assert!(
+        r.unit_file_garbage().await.unwrap().is_empty(),
+        "all referred to"
+    );
+    r.destroy_job(&name("gone.service")).await.unwrap();
+    r.destroy_job(&name("again.service")).await.unwrap();
+    let garbage = r.unit_file_garbage().await.unwrap();
+    let hashes: BTreeSet<_> = garbage.iter().map(|g| g.hash).collect();
+    assert_eq!(hashes, BTreeSet::from([gone.hash(), again.hash()]));
+
+    // Submitted again between the look and the collection: its file stays, though it
+    // shares the transaction with one that could go (found again next time).
+    r.create_job(&name("again.service"), &again, JobState::Launched)
+        .await
+        .unwrap();
+    assert_eq!(r.collect_garbage(&leader, &garbage).await.unwrap(), 0);
+    assert!(r.unit_file(&again.hash()).await.unwrap().is_some());
+    let garbage = r.unit_file_garbage().await.unwrap();
+    assert_eq!(
+        garbage.iter().map(|g| g.hash).collect::<Vec<_>>(),
+        [gone.hash()]
+    );
+    assert_eq!(r.collect_garbage(&leader, &garbage).await.unwrap(), 1);
+    for (u, present) in [
+        (&kept, true),
+        (&gone, false),
+        (&again, true),
+        (&global, true),
+    ] {
+        let found = r.unit_file(&u.hash()).await.unwrap();
+        assert_eq!(found.is_some(), present, "{}", u.hash());
+    }
+
+    // A deposed leader collects nothing; nor does anyone while a job cannot be read.
+    r.destroy_job(&name("kept.service")).await.unwrap();
+    let garbage = r.unit_file_garbage().await.unwrap();
+    r.resign(&leader).await.unwrap();
+    assert_eq!(r.collect_garbage(&leader, &garbage).await.unwrap(), 0);
+    put(&*b.store, "jobs/bad.service", "{not json").await;
+    assert!(r.unit_file_garbage().await.unwrap().is_empty());
+}
+
 async fn unreadable_records_are_named_not_fatal(b: Backend) {
     let r = registry(&b).await;
     put(&*b.store, "jobs/bad.service", "{not json").await;
@@ -486,6 +551,7 @@ on_every_backend!(
     an_idle_machine_writes_nothing,
     leadership_is_exclusive_and_fences_writes,
     decisions_are_batched,
+    unit_files_no_job_refers_to_are_garbage_unless_submitted_again,
     unreadable_records_are_named_not_fatal,
     another_format_is_refused,
     the_engine_view_is_in_revision_order,

@@ -60,6 +60,7 @@ pub async fn run(
             resync: config.engine_reconcile_interval,
             version: VERSION.into(),
             machine_grace: config.agent_ttl,
+            collect_unit_files: COLLECT_UNIT_FILES,
         };
         tasks.push(tokio::spawn(reconciler::run(
             registry.clone(),
@@ -521,6 +522,9 @@ fn apply_reload(running: &Config, reload: &Reload, announce: &watch::Sender<Mach
 }
 
 /// In the data directory: the machine lease's ID, adopted by the next fleetd.
+/// How often the engine leader collects unit files no job refers to any more.
+const COLLECT_UNIT_FILES: Duration = Duration::from_secs(300);
+
 const LEASE_FILE: &str = "machine-lease";
 /// In the data directory: the units the agent started in this boot (`fleet_agent::started`).
 const STARTED_FILE: &str = "started-units";

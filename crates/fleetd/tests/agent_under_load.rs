@@ -69,6 +69,7 @@ fn engine_config(machine: &MachineId, ttl: Duration) -> EngineConfig {
         resync: Duration::from_secs(5),
         version: "test".into(),
         machine_grace: ttl,
+        collect_unit_files: Duration::from_secs(3600),
     }
 }
 

@@ -54,6 +54,7 @@ impl Cluster {
             resync: Duration::from_secs(2),
             version: "test".into(),
             machine_grace: Duration::from_secs(1),
+            collect_unit_files: Duration::from_secs(3600),
         };
         let agent = AgentConfig {
             machine,

@@ -49,6 +49,7 @@ async fn a_launched_unit_runs_and_an_inactive_one_is_gone() {
             resync: Duration::from_secs(5),
             version: "test".into(),
             machine_grace: Duration::from_secs(2),
+            collect_unit_files: Duration::from_secs(3600),
         },
         shutdown.clone(),
     ));
