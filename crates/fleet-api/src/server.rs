@@ -52,6 +52,9 @@ pub struct ApiState {
     /// This machine's units, for `GET /fleet-rs/v1/journal/<name>` and `.../status/<name>`
     /// (ours).
     local: Option<Arc<dyn LocalUnits>>,
+    /// Turns true when fleetd stops: followed journals end then, rather than holding up the
+    /// listeners' graceful shutdown for as long as a client follows.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What the fleetd serving the API can tell of the units its own machine runs.
@@ -74,17 +77,21 @@ pub trait LocalUnits: Send + Sync {
 
 impl ApiState {
     pub fn new(registry: Registry, token_limit: u16, version: &str) -> Arc<ApiState> {
-        ApiState::serving(registry, token_limit, version, None)
+        // Never stopping: the sender goes at once, and a closed channel keeps its `false`.
+        let (_, stopping) = tokio::sync::watch::channel(false);
+        ApiState::serving(registry, token_limit, version, None, stopping)
     }
 
-    /// The same, serving the logs and status of this machine's units too.
+    /// The same, serving the logs and status of this machine's units too, until `stopping`
+    /// turns true.
     pub fn with_local_units(
         registry: Registry,
         token_limit: u16,
         version: &str,
         local: Arc<dyn LocalUnits>,
+        stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<ApiState> {
-        ApiState::serving(registry, token_limit, version, Some(local))
+        ApiState::serving(registry, token_limit, version, Some(local), stopping)
     }
 
     fn serving(
@@ -92,6 +99,7 @@ impl ApiState {
         token_limit: u16,
         version: &str,
         local: Option<Arc<dyn LocalUnits>>,
+        stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<ApiState> {
         Arc::new(ApiState {
             registry,
@@ -102,6 +110,7 @@ impl ApiState {
             reflector: tokio::sync::OnceCell::new(),
             last_snapshot: std::sync::Mutex::new(None),
             local,
+            stopping,
         })
     }
 }
@@ -992,7 +1001,11 @@ async fn journal(state: &ApiState, name: &str, query: &str) -> Result<Response, 
         )
         .into_response());
     };
-    let mut response = Response::new(Body::from_stream(followed_lines(lines, records)));
+    let mut response = Response::new(Body::from_stream(followed_lines(
+        lines,
+        records,
+        state.stopping.clone(),
+    )));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -1083,10 +1096,12 @@ async fn local_unit(
 
 /// The body of a followed journal: `first`, then each record from `records` as it comes, one
 /// per line, with an empty line after every `JOURNAL_HEARTBEAT` of silence. It ends when the
-/// log can no longer be followed; the follower stops when the client goes (the body is dropped).
+/// log can no longer be followed or `stopping` turns true; the follower stops when the client
+/// goes (the body is dropped).
 fn followed_lines(
     first: Vec<String>,
     records: tokio::sync::mpsc::Receiver<String>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::convert::Infallible>> {
     let mut head = String::new();
     for line in first {
@@ -1094,15 +1109,29 @@ fn followed_lines(
         head.push('\n');
     }
     let head = futures_util::stream::iter([Ok(head.into_bytes())]);
-    let tail = futures_util::stream::unfold(records, |mut records| async move {
-        let next = match tokio::time::timeout(JOURNAL_HEARTBEAT, records.recv()).await {
-            Ok(Some(record)) => format!("{record}\n"),
-            Ok(None) => return None,
-            Err(_) => "\n".to_owned(),
-        };
-        Some((Ok(next.into_bytes()), records))
-    });
+    let tail = futures_util::stream::unfold(
+        (records, stopping),
+        |(mut records, mut stopping)| async move {
+            let next = tokio::select! {
+                next = tokio::time::timeout(JOURNAL_HEARTBEAT, records.recv()) => next,
+                () = until_stopping(&mut stopping) => return None,
+            };
+            let next = match next {
+                Ok(Some(record)) => format!("{record}\n"),
+                Ok(None) => return None,
+                Err(_) => "\n".to_owned(),
+            };
+            Some((Ok(next.into_bytes()), (records, stopping)))
+        },
+    );
     futures_util::StreamExt::chain(head, tail)
+}
+
+/// Until `stopping` turns true; never, when nobody can make it (the channel closed at `false`).
+async fn until_stopping(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    if stopping.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 #[cfg(test)]

@@ -98,7 +98,13 @@ pub async fn run(
         machine: machine.to_string(),
         manager: Arc::clone(&manager_for_exit),
     });
-    let api = ApiState::with_local_units(registry.clone(), token_limit, VERSION, local);
+    let api = ApiState::with_local_units(
+        registry.clone(),
+        token_limit,
+        VERSION,
+        local,
+        shutdown.clone(),
+    );
     // Sockets systemd passed (socket activation) replace api_listen, as fleet's socket unit did.
     let mut listeners = activated_listeners()?;
     if listeners.is_empty() {

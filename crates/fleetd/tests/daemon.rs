@@ -897,7 +897,35 @@ fn fleetctl_journal_shows_a_units_output() {
         (code, err.as_str()),
         (1, "Unit nope.service does not exist.\n")
     );
+
+    // A client following the log does not hold up fleetd's shutdown: the stream ends, and
+    // so does `journal -f`.
+    let fleetctl_binary = dir.path().join("fleetctl");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fleetd"), &fleetctl_binary).unwrap();
+    let endpoint = format!("--endpoint=unix://{}", dir.path().join("fleet.sock").display());
+    let mut follower = Daemon(
+        Command::new(&fleetctl_binary)
+            .args([endpoint.as_str(), "journal", "-f", "--lines=1", "talk.service"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    let stdout = follower.stdout.take().unwrap();
+    let mut stdout = std::io::BufReader::new(stdout);
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert!(first.ends_with(" talk.service: three\n"), "{first}");
+    let stopping = Instant::now();
     stop(&mut child, "-TERM");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "fleetd took {:?} to stop with a journal followed",
+        stopping.elapsed()
+    );
+    let ended = eventually("journal -f ends with fleetd", TEN_SECONDS, || {
+        follower.try_wait().unwrap().ok_or_else(String::new)
+    });
+    assert!(ended.success(), "{ended:?}");
 }
 
 /// `status` of an instance shows its description as systemd would: specifiers resolved by
