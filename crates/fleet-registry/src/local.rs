@@ -2,6 +2,11 @@
 //! a `BTreeMap`, a revision counter, leases with deadlines on the tokio clock, and a bounded
 //! history from which watches resume. The embedded store adds a redb file ([`crate::disk`])
 //! that every commit is written to before it becomes visible.
+//!
+//! One write at a time (`Inner::writer`, an async lock): a commit is planned under the state's
+//! lock, written to disk on a blocking thread without it (readers, keep-alives and watches go
+//! on meanwhile; no runtime thread waits for an fsync), then applied under the lock again.
+//! Since no other write runs in between, what was planned still holds when it is applied.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
@@ -25,9 +30,27 @@ const HISTORY: usize = 10_000;
 const WATCH_BUFFER: usize = 4_096;
 
 pub struct LocalStore {
-    state: Arc<Mutex<State>>,
-    lease_changed: Arc<Notify>,
+    inner: Arc<Inner>,
     reaper: tokio::task::JoinHandle<()>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Held for the whole of a write: plan, disk, apply.
+    writer: tokio::sync::Mutex<()>,
+    /// The embedded store's file; taken when the store is dropped, to close it.
+    disk: Mutex<Option<Arc<Disk>>>,
+    lease_changed: Notify,
+}
+
+/// One commit, planned: what it changes, and the lease it grants or revokes.
+struct Commit {
+    /// The commit's revision; the current one when it changes no key (a lease grant).
+    revision: Revision,
+    next_lease: LeaseId,
+    changes: Vec<Change>,
+    granted: Option<(LeaseId, Duration)>,
+    revoked: Option<LeaseId>,
 }
 
 #[derive(Default)]
@@ -42,7 +65,6 @@ struct State {
     compacted: Revision,
     watchers: Vec<Watcher>,
     next_watcher: u64,
-    disk: Option<Disk>,
 }
 
 struct Lease {
@@ -66,12 +88,13 @@ impl LocalStore {
 
     /// A store that keeps only `history` past revisions for resuming watches.
     pub fn with_history(history: usize) -> LocalStore {
-        LocalStore::start(State {
+        let state = State {
             revision: 1,
             next_lease: 1,
             history_limit: history,
             ..State::default()
-        })
+        };
+        LocalStore::start(state, None)
     }
 
     /// The embedded store: opens (or creates) the file at `path` and restores its keys,
@@ -111,88 +134,176 @@ impl LocalStore {
             data: restored.data,
             leases,
             history_limit: HISTORY,
-            disk: Some(disk),
             ..State::default()
         };
         // Keys whose lease is gone (it was revoked in a write that did not finish) go the way
-        // the lease went.
+        // the lease went (before anything can read, so written here and now).
         if !orphans.is_empty() {
-            state.commit(orphans)?;
+            let commit = state.plan_ops(orphans);
+            disk.write(commit.disk_write())?;
+            state.apply(commit);
         }
-        Ok(LocalStore::start(state))
+        Ok(LocalStore::start(state, Some(disk)))
     }
 
-    fn start(state: State) -> LocalStore {
-        let state = Arc::new(Mutex::new(state));
-        let lease_changed = Arc::new(Notify::new());
-        let reaper = tokio::spawn(expire_leases(Arc::downgrade(&state), lease_changed.clone()));
-        LocalStore {
-            state,
-            lease_changed,
-            reaper,
-        }
+    fn start(state: State, disk: Option<Disk>) -> LocalStore {
+        let inner = Arc::new(Inner {
+            state: Mutex::new(state),
+            writer: tokio::sync::Mutex::new(()),
+            disk: Mutex::new(disk.map(Arc::new)),
+            lease_changed: Notify::new(),
+        });
+        let reaper = tokio::spawn(expire_leases(Arc::downgrade(&inner)));
+        LocalStore { inner, reaper }
     }
 
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.lock()
+    }
+}
+
+impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the map half-updated (every mutation is
         // computed first, then applied), so a poisoned lock is still consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `commit` to disk (when the store has one) on a blocking thread, then applies
+    /// it. The caller holds `writer` and planned `commit` under it.
+    async fn commit(&self, commit: Commit) -> Result<()> {
+        let disk = self.disk.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let commit = match disk {
+            Some(disk) if !commit.is_empty() => {
+                let written = tokio::task::spawn_blocking(move || {
+                    disk.write(commit.disk_write()).map(|()| commit)
+                });
+                written.await.map_err(|e| {
+                    RegistryError::Unavailable(format!("the registry file's writer failed: {e}"))
+                })??
+            }
+            _ => commit,
+        };
+        self.lock().apply(commit);
+        Ok(())
+    }
+
+    /// Ends a lease and deletes its keys, as one revision.
+    async fn revoke(&self, id: LeaseId) -> Result<()> {
+        let _writing = self.writer.lock().await;
+        let Some(commit) = self.lock().plan_revoke(id) else {
+            return Ok(());
+        };
+        self.commit(commit).await
     }
 }
 
 impl Drop for LocalStore {
     fn drop(&mut self) {
         self.reaper.abort();
-        // Close the file now: the reaper task may hold the state a moment longer, and the
-        // file must be free to open again as soon as this store is gone.
-        drop(self.lock().disk.take());
+        // Close the file now (a write under way keeps it until it ends): the reaper task may
+        // hold the store a moment longer, and the file must be free to open again as soon as
+        // this store is gone.
+        drop(
+            self.inner
+                .disk
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+    }
+}
+
+impl Commit {
+    fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.granted.is_none() && self.revoked.is_none()
+    }
+
+    fn disk_write(&self) -> DiskWrite<'_> {
+        DiskWrite {
+            revision: self.revision,
+            next_lease: self.next_lease,
+            changes: &self.changes,
+            granted: self.granted,
+            revoked: self.revoked,
+        }
     }
 }
 
 /// Deletes the keys of leases whose deadline has passed, sleeping until the next deadline.
-async fn expire_leases(state: Weak<Mutex<State>>, lease_changed: Arc<Notify>) {
+async fn expire_leases(inner: Weak<Inner>) {
     loop {
-        let next_deadline = {
-            let Some(state) = state.upgrade() else { return };
-            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let expired: Vec<LeaseId> = state
+        let Some(store) = inner.upgrade() else { return };
+        let now = Instant::now();
+        let expired: Vec<LeaseId> = store
+            .lock()
+            .leases
+            .iter()
+            .filter(|(_, lease)| lease.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut failed = false;
+        for id in expired {
+            // Renewed while the ones before it were revoked: it lives on.
+            let still_expired = store
+                .lock()
                 .leases
-                .iter()
-                .filter(|(_, lease)| lease.deadline <= now)
-                .map(|(id, _)| *id)
-                .collect();
-            let mut failed = false;
-            for id in expired {
-                if let Err(error) = state.revoke(id) {
-                    tracing::warn!(lease = id, %error, "cannot expire lease; retrying in 1 s");
-                    failed = true;
-                }
+                .get(&id)
+                .is_some_and(|lease| lease.deadline <= Instant::now());
+            if !still_expired {
+                continue;
             }
-            let next = state.leases.values().map(|l| l.deadline).min();
-            if failed {
-                Some(now + Duration::from_secs(1))
-            } else {
-                next
+            if let Err(error) = store.revoke(id).await {
+                tracing::warn!(lease = id, %error, "cannot expire lease; retrying in 1 s");
+                failed = true;
             }
+        }
+        let next = store.lock().leases.values().map(|l| l.deadline).min();
+        let wake = match failed {
+            true => Instant::now() + Duration::from_secs(1),
+            false => next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
         };
-        let wake = next_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        // The store aborts its reaper when dropped, so holding it while asleep is no leak.
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
-            _ = lease_changed.notified() => {}
+            _ = store.lease_changed.notified() => {}
         }
     }
 }
 
 impl State {
-    /// Applies `ops` as one revision (written to disk first, when the store has one) and
-    /// notifies watchers.
-    fn commit(&mut self, ops: Vec<Op>) -> Result<()> {
+    /// `ops` planned as the next revision.
+    fn plan_ops(&self, ops: Vec<Op>) -> Commit {
         let revision = self.revision + 1;
         let changes = self.plan(ops, revision);
-        self.persist(revision, &changes, None, None)?;
-        self.apply(revision, changes);
-        Ok(())
+        Commit {
+            revision: if changes.is_empty() {
+                self.revision
+            } else {
+                revision
+            },
+            next_lease: self.next_lease,
+            changes,
+            granted: None,
+            revoked: None,
+        }
+    }
+
+    /// The end of lease `id` (and of its keys), planned; `None` when it is gone already.
+    fn plan_revoke(&self, id: LeaseId) -> Option<Commit> {
+        let lease = self.leases.get(&id)?;
+        let changes: Vec<Change> = lease.keys.iter().cloned().map(Change::Delete).collect();
+        Some(Commit {
+            revision: if changes.is_empty() {
+                self.revision
+            } else {
+                self.revision + 1
+            },
+            next_lease: self.next_lease,
+            changes,
+            granted: None,
+            revoked: Some(id),
+        })
     }
 
     /// What `ops` do to the current data, without changing it. `check_txn` guarantees no key
@@ -242,35 +353,24 @@ impl State {
             .map(|(k, _)| k)
     }
 
-    /// Writes a commit to disk before it becomes visible. A commit that changes nothing and
-    /// touches no lease is not written (and takes no revision).
-    fn persist(
-        &self,
-        revision: Revision,
-        changes: &[Change],
-        granted: Option<(LeaseId, Duration)>,
-        revoked: Option<LeaseId>,
-    ) -> Result<()> {
-        let Some(disk) = &self.disk else {
-            return Ok(());
-        };
-        if changes.is_empty() && granted.is_none() && revoked.is_none() {
-            return Ok(());
+    fn apply(&mut self, commit: Commit) {
+        if let Some((id, ttl)) = commit.granted {
+            self.next_lease = self.next_lease.max(id + 1);
+            self.leases.insert(
+                id,
+                Lease {
+                    ttl,
+                    deadline: Instant::now() + ttl,
+                    keys: BTreeSet::new(),
+                },
+            );
         }
-        disk.write(DiskWrite {
-            revision: if changes.is_empty() {
-                self.revision
-            } else {
-                revision
-            },
-            next_lease: self.next_lease,
-            changes,
-            granted,
-            revoked,
-        })
-    }
-
-    fn apply(&mut self, revision: Revision, changes: Vec<Change>) {
+        if let Some(id) = commit.revoked {
+            self.leases.remove(&id);
+        }
+        let Commit {
+            revision, changes, ..
+        } = commit;
         if changes.is_empty() {
             return;
         }
@@ -324,19 +424,6 @@ impl State {
         }
     }
 
-    /// Ends a lease and deletes its keys, as one revision.
-    fn revoke(&mut self, id: LeaseId) -> Result<()> {
-        let Some(lease) = self.leases.get(&id) else {
-            return Ok(());
-        };
-        let revision = self.revision + 1;
-        let changes: Vec<Change> = lease.keys.iter().cloned().map(Change::Delete).collect();
-        self.persist(revision, &changes, None, Some(id))?;
-        self.leases.remove(&id);
-        self.apply(revision, changes);
-        Ok(())
-    }
-
     /// Sends the part of `batch` in each watcher's range; drops watchers that are gone or too
     /// far behind (their watch ends and they re-list).
     fn notify(&mut self, batch: &WatchBatch) {
@@ -364,15 +451,14 @@ fn filter(batch: &WatchBatch, range: &KeyRange) -> Option<WatchBatch> {
 
 /// Removes its watcher from the store when the `Watch` is dropped.
 struct WatchGuard {
-    state: Weak<Mutex<State>>,
+    store: Weak<Inner>,
     id: u64,
 }
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        if let Some(state) = self.state.upgrade() {
-            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-            state.watchers.retain(|w| w.id != self.id);
+        if let Some(store) = self.store.upgrade() {
+            store.lock().watchers.retain(|w| w.id != self.id);
         }
     }
 }
@@ -401,24 +487,31 @@ impl KvStore for LocalStore {
 
     async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<TxnOutcome> {
         check_txn(&compares, &ops)?;
-        let mut state = self.lock();
-        for op in &ops {
-            if let Op::Put {
-                lease: Some(lease), ..
-            } = op
-            {
-                if !state.leases.contains_key(lease) {
-                    return Err(RegistryError::LeaseNotFound(*lease));
-                }
+        let _writing = self.inner.writer.lock().await;
+        let commit = {
+            let state = self.lock();
+            let unknown_lease = ops.iter().find_map(|op| match op {
+                Op::Put {
+                    lease: Some(lease), ..
+                } if !state.leases.contains_key(lease) => Some(*lease),
+                _ => None,
+            });
+            if let Some(lease) = unknown_lease {
+                return Err(RegistryError::LeaseNotFound(lease));
             }
-        }
-        let holds = compares.iter().all(|c| c.holds(state.data.get(c.key())));
-        if holds {
-            state.commit(ops)?;
-        }
+            if !compares.iter().all(|c| c.holds(state.data.get(c.key()))) {
+                return Ok(TxnOutcome {
+                    succeeded: false,
+                    revision: state.revision,
+                });
+            }
+            state.plan_ops(ops)
+        };
+        let revision = commit.revision;
+        self.inner.commit(commit).await?;
         Ok(TxnOutcome {
-            succeeded: holds,
-            revision: state.revision,
+            succeeded: true,
+            revision,
         })
     }
 
@@ -428,25 +521,20 @@ impl KvStore for LocalStore {
                 "a lease needs a TTL above zero".into(),
             ));
         }
-        let id = {
-            let mut state = self.lock();
-            let id = state.next_lease;
-            state.next_lease += 1;
-            if let Err(e) = state.persist(state.revision, &[], Some((id, ttl)), None) {
-                state.next_lease -= 1;
-                return Err(e);
-            }
-            state.leases.insert(
-                id,
-                Lease {
-                    ttl,
-                    deadline: Instant::now() + ttl,
-                    keys: BTreeSet::new(),
-                },
-            );
-            id
+        let _writing = self.inner.writer.lock().await;
+        let (id, revision) = {
+            let state = self.lock();
+            (state.next_lease, state.revision)
         };
-        self.lease_changed.notify_one();
+        let commit = Commit {
+            revision,
+            next_lease: id + 1,
+            changes: Vec::new(),
+            granted: Some((id, ttl)),
+            revoked: None,
+        };
+        self.inner.commit(commit).await?;
+        self.inner.lease_changed.notify_one();
         Ok(id)
     }
 
@@ -459,7 +547,7 @@ impl KvStore for LocalStore {
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
-        self.lock().revoke(lease)
+        self.inner.revoke(lease).await
     }
 
     async fn lease_ttl(&self, lease: LeaseId) -> Result<Option<Duration>> {
@@ -501,7 +589,7 @@ impl KvStore for LocalStore {
             sender,
         });
         let guard = WatchGuard {
-            state: Arc::downgrade(&self.state),
+            store: Arc::downgrade(&self.inner),
             id,
         };
         Ok(Watch::new(receiver, Box::new(guard)))

@@ -902,10 +902,19 @@ fn fleetctl_journal_shows_a_units_output() {
     // so does `journal -f`.
     let fleetctl_binary = dir.path().join("fleetctl");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fleetd"), &fleetctl_binary).unwrap();
-    let endpoint = format!("--endpoint=unix://{}", dir.path().join("fleet.sock").display());
+    let endpoint = format!(
+        "--endpoint=unix://{}",
+        dir.path().join("fleet.sock").display()
+    );
     let mut follower = Daemon(
         Command::new(&fleetctl_binary)
-            .args([endpoint.as_str(), "journal", "-f", "--lines=1", "talk.service"])
+            .args([
+                endpoint.as_str(),
+                "journal",
+                "-f",
+                "--lines=1",
+                "talk.service",
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
