@@ -1,8 +1,7 @@
-//! The agent's side of a machine.
-//!
-//! [`native`] runs systemd service units without systemd: the unit-file semantics (command
-//! lines, environment, time spans, specifiers) as pure functions, and the supervisor that runs
-//! them.
+//! The agent's side of a machine: the reconciler that makes the machine's init system match
+//! what the registry says for it (`agent`, with the lease keeper, the fence and the jobs), and
+//! the one trait it drives an init system through (`manager`), over the native supervisor
+//! (`fleet-native`) or systemd over D-Bus (`systemd`).
 
 pub mod agent;
 pub mod fake;
@@ -11,11 +10,8 @@ pub mod jobs;
 pub mod lease;
 mod leave;
 pub mod manager;
-pub mod native;
 pub mod order;
-mod replace_file;
 pub mod started;
 pub mod systemd;
 
 pub use leave::leave;
-pub use replace_file::replace_file;

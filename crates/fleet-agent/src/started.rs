@@ -61,7 +61,8 @@ impl Started {
             return;
         }
         let text = format(&self.boot, &self.units);
-        let written = crate::replace_file(file, &file.with_extension("tmp"), text.as_bytes());
+        let written =
+            fleet_native::replace_file(file, &file.with_extension("tmp"), text.as_bytes());
         if let Err(error) = written {
             self.unsaved = true;
             tracing::warn!(%error, path = %file.display(), "agent: cannot record the units it started");

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
+use fleet_native::supervisor::{Supervisor, SupervisorConfig};
 use fleet_testkit::measure::{
     built_binary, count_option, latency_table, memory_kib, percentile, spawn_floor, Memory,
 };

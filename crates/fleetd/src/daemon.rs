@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use fleet_agent::agent::{self, AgentConfig};
 use fleet_agent::manager::{ManagerKind, UnitManager};
-use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
-use fleet_agent::native::zygote::Zygote;
 use fleet_agent::systemd::{SystemdConfig, SystemdManager};
 use fleet_api::server::{router, router_with_token, ApiState};
 use fleet_engine::reconciler::{self, EngineConfig};
+use fleet_native::supervisor::{Supervisor, SupervisorConfig};
+use fleet_native::zygote::Zygote;
 use fleet_registry::etcd::{EtcdConfig, EtcdStore};
 use fleet_registry::local::LocalStore;
 use fleet_registry::records::MachineRecord;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use fleet_agent::native::zygote::Zygote;
+use fleet_native::zygote::Zygote;
 use fleetd::config::{Config, UnitManagerChoice};
 use fleetd::daemon::{self, VERSION};
 
@@ -137,7 +137,7 @@ fn shim(dir: &Path) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(fleet_agent::native::shim::run(dir)) {
+    match runtime.block_on(fleet_native::shim::run(dir)) {
         Ok(_) => 0,
         Err(e) => {
             eprintln!("fleetd shim {}: {e}", dir.display());

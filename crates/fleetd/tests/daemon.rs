@@ -1011,7 +1011,7 @@ fn replace_follows_fleets_rules() {
 /// The live descendants of `root` (the supervisor's own reading of /proc, itself checked
 /// against a scan of every process in its unit tests).
 fn descendants_of(root: u32) -> Vec<u32> {
-    fleet_agent::native::process::descendants(root)
+    fleet_native::process::descendants(root)
 }
 
 #[test]

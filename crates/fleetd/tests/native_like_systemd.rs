@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleet_agent::manager::UnitManager;
-use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
 use fleet_agent::systemd::{SystemdConfig, SystemdManager};
+use fleet_native::supervisor::{Supervisor, SupervisorConfig};
 use fleet_testkit::SystemdSandbox;
 use fleet_unit::{UnitFile, UnitName};
 

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleet_agent::native::log::{tail, LogFiles};
-use fleet_agent::native::shim::{read_state, ShimSpec, SOCKET, SPEC};
-use fleet_agent::native::status::{SubState, UnitStatus};
+use fleet_native::log::{tail, LogFiles};
+use fleet_native::shim::{read_state, ShimSpec, SOCKET, SPEC};
+use fleet_native::status::{SubState, UnitStatus};
 use fleet_testkit::measure::memory_kib;
 
 fn spec(dir: &Path, unit_text: &str) -> ShimSpec {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use fleet_agent::agent::{self, AgentConfig};
 use fleet_agent::manager::UnitManager;
-use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
 use fleet_engine::reconciler::{self, EngineConfig};
+use fleet_native::supervisor::{Supervisor, SupervisorConfig};
 use fleet_registry::local::LocalStore;
 use fleet_registry::records::MachineRecord;
 use fleet_registry::{Registry, Snapshot};

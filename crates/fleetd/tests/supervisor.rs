@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fleet_agent::native::supervisor::{Supervisor, SupervisorConfig};
+use fleet_native::supervisor::{Supervisor, SupervisorConfig};
 use fleet_unit::{UnitFile, UnitName};
 
 const CHILD_ENV: &str = "FLEETD_SUPERVISOR_CHILD_DIR";
@@ -391,7 +391,7 @@ async fn wait_state(
     supervisor: &Supervisor,
     unit: &UnitName,
     expected: (&str, &str),
-) -> fleet_agent::native::supervisor::UnitState {
+) -> fleet_native::supervisor::UnitState {
     for _ in 0..500 {
         let state = supervisor.state(unit).await;
         if (state.active, state.sub) == expected {
@@ -471,7 +471,7 @@ async fn units_killed_with_their_shims_are_failed_when_the_supervisor_starts_aga
     );
     assert_eq!(
         state.status.unwrap().reason.as_deref(),
-        Some(fleet_agent::native::supervisor::GONE_AT_START)
+        Some(fleet_native::supervisor::GONE_AT_START)
     );
     supervisor.start(&unit).await.unwrap();
     let running = wait_state(&supervisor, &unit, ("active", "running")).await;
@@ -554,7 +554,7 @@ async fn a_unit_with_a_thousand_children_is_stopped_whole() {
     supervisor.start(&forking).await.unwrap();
     wait_logged(&supervisor, &forking, "forked", Duration::from_secs(60)).await;
     let shim = shim_of(dir.path(), &forking);
-    let children = fleet_agent::native::process::descendants(shim).len();
+    let children = fleet_native::process::descendants(shim).len();
     assert!(children > 1000, "{children} processes under the shim");
     assert_eq!(
         fleet_testkit::measure::processes_running("sleep 6011").len(),

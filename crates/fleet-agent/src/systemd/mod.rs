@@ -22,11 +22,10 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use zbus::OwnedVariant;
 
-use crate::manager::{
-    units_in, write_unit_file, ManagerError, ManagerKind, Result, UnitManager, UnitStatus,
-};
-use crate::native::log::rfc3339;
+use crate::manager::{ManagerError, ManagerKind, Result, UnitManager, UnitStatus};
 use bus::{unit_name_of_path, ManagerProxy, UNIT_PATH_PREFIX};
+use fleet_native::log::rfc3339;
+use fleet_native::unit_files::{units_in, write_unit_file};
 use jobs::JobTracker;
 
 /// How to reach systemd and where unit files go.
@@ -588,7 +587,8 @@ impl UnitManager for SystemdManager {
     async fn load(&self, name: &UnitName, unit: &UnitFile) -> Result<()> {
         let path = self.path(name);
         // Written whole under another name first: systemd never reads half a file.
-        write_unit_file(&self.config.units_dir, name, unit)?;
+        write_unit_file(&self.config.units_dir, name, unit)
+            .map_err(|e| ManagerError(e.to_string()))?;
         let path_text = path.display().to_string();
         if !self.create_link(name) {
             self.bus()

@@ -262,7 +262,7 @@ async fn follow(dir: &Path, mut sent: impl FnMut(UnitStatus)) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::native::status::SubState;
+    use crate::status::SubState;
 
     fn status(sub: SubState) -> UnitStatus {
         UnitStatus {

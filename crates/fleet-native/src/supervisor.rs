@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 use super::log::{rfc3339, LogFiles};
-use crate::manager::units_in;
+use crate::unit_files::units_in;
 
 use super::plan::{start_plan, stop_plan, unbound, Graph};
 use super::process::{session_members, signal_each};
@@ -295,8 +295,8 @@ impl Supervisor {
 
     /// Writes the unit file and makes it known (replacing an earlier version).
     pub fn load(&self, name: &UnitName, unit: &UnitFile) -> Result<(), SupervisorError> {
-        crate::manager::write_unit_file(&self.config.units_dir, name, unit)
-            .map_err(|e| SupervisorError::Io(e.0))?;
+        crate::unit_files::write_unit_file(&self.config.units_dir, name, unit)
+            .map_err(|e| SupervisorError::Io(e.to_string()))?;
         let loaded = Loaded::new(&self.config, name, unit.clone());
         self.loaded().insert(name.clone(), loaded);
         Ok(())

@@ -98,7 +98,7 @@ mod tests {
     use fleet_unit::UnitFile;
 
     use super::*;
-    use crate::native::specifiers::SpecifierContext;
+    use crate::specifiers::SpecifierContext;
 
     fn service(text: &str) -> Service {
         let context = SpecifierContext {

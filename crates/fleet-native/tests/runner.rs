@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use fleet_agent::native::process::identity;
-use fleet_agent::native::reaper::Reaper;
-use fleet_agent::native::runner::{Control, RunContext, Runner};
-use fleet_agent::native::service::Service;
-use fleet_agent::native::specifiers::SpecifierContext;
-use fleet_agent::native::status::{RunResult, SubState, UnitStatus};
+use fleet_native::process::identity;
+use fleet_native::reaper::Reaper;
+use fleet_native::runner::{Control, RunContext, Runner};
+use fleet_native::service::Service;
+use fleet_native::specifiers::SpecifierContext;
+use fleet_native::status::{RunResult, SubState, UnitStatus};
 use fleet_unit::UnitFile;
 use tokio::sync::{mpsc, watch};
 
@@ -289,7 +289,7 @@ fn output_that_is_not_utf8_or_never_ends_a_line_is_logged_and_bounded() {
         .filter_map(|l| l.strip_prefix("Stdout: "))
         .map(str::len)
         .collect();
-    let max = fleet_agent::native::runner::LINE_MAX;
+    let max = fleet_native::runner::LINE_MAX;
     assert_eq!(
         sizes,
         vec![max, max, max, max, 200_000 - 4 * max],

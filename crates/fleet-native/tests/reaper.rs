@@ -5,9 +5,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleet_agent::native::process::descendants;
-use fleet_agent::native::reaper::Reaper;
-use fleet_agent::native::status::Exit;
+use fleet_native::process::descendants;
+use fleet_native::reaper::Reaper;
+use fleet_native::status::Exit;
 
 const CHILD_ENV: &str = "FLEET_AGENT_REAPER_CHILD";
 
