@@ -1,0 +1,89 @@
+//! `/metrics`: Prometheus text, from the registry and the API's own counters.
+
+use super::*;
+
+/// Prometheus text exposition: API requests, and the cluster as the registry sees it.
+pub(super) async fn metrics(state: &ApiState) -> Answer {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let _ = writeln!(text, "# HELP fleet_build_info The version of this fleetd.");
+    let _ = writeln!(text, "# TYPE fleet_build_info gauge");
+    let _ = writeln!(text, "fleet_build_info{{version=\"{}\"}} 1", state.version);
+    let _ = writeln!(
+        text,
+        "# HELP fleet_api_requests_total API requests answered, by method and status."
+    );
+    let _ = writeln!(text, "# TYPE fleet_api_requests_total counter");
+    if let Ok(requests) = state.requests.lock() {
+        for ((method, status), count) in requests.iter() {
+            let _ = writeln!(
+                text,
+                "fleet_api_requests_total{{method=\"{method}\",status=\"{status}\"}} {count}"
+            );
+        }
+    }
+    if let Ok(snapshot) = snapshot(state).await {
+        let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
+        for name in snapshot.jobs.keys() {
+            let record = &snapshot.jobs[name];
+            *by_state
+                .entry(
+                    current_state(
+                        &snapshot,
+                        name,
+                        &record.hash,
+                        snapshot.placed_on(name).next(),
+                    )
+                    .as_str(),
+                )
+                .or_default() += 1;
+        }
+        let _ = writeln!(
+            text,
+            "# HELP fleet_units Non-global units by current state."
+        );
+        let _ = writeln!(text, "# TYPE fleet_units gauge");
+        for current in ["inactive", "loaded", "launched"] {
+            let count = by_state.get(current).copied().unwrap_or(0);
+            let _ = writeln!(text, "fleet_units{{state=\"{current}\"}} {count}");
+        }
+        let gauges = [
+            ("fleet_global_units", "Global units.", snapshot.global.len()),
+            (
+                "fleet_machines",
+                "Machines present (live leases).",
+                snapshot.machines.len(),
+            ),
+            (
+                "fleet_unplaceable_units",
+                "Units the engine cannot place (see their reasons).",
+                snapshot.reasons.len(),
+            ),
+            (
+                "fleet_registry_problems",
+                "Registry records that cannot be read.",
+                snapshot.problems.len(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(text, "# HELP {name} {help}");
+            let _ = writeln!(text, "# TYPE {name} gauge");
+            let _ = writeln!(text, "{name} {value}");
+        }
+        let _ = writeln!(
+            text,
+            "# HELP fleet_engine_leader Whether an engine leads (1) or none does (0)."
+        );
+        let _ = writeln!(text, "# TYPE fleet_engine_leader gauge");
+        let _ = writeln!(
+            text,
+            "fleet_engine_leader {}",
+            u8::from(snapshot.leader.is_some())
+        );
+    }
+    Answer {
+        status: StatusCode::OK,
+        body: Some(text.into_bytes()),
+        content_type: "text/plain; version=0.0.4",
+    }
+}

@@ -1,0 +1,359 @@
+//! API v1 as fleet 1.0 served it, over the registry: `units` (list, get, put, delete), `state`,
+//! `machines`, under `/fleet/v1/` and `/v1-alpha/`. Routing is by hand so that every path,
+//! method and error answers as fleet answered.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use fleet_registry::registry::JobWrite;
+use fleet_registry::{Reflector, Registry, RegistryError, Scope, Snapshot};
+use fleet_unit::{validate_options, JobState, MachineId, NameInfo, UnitFile, UnitHash, UnitName};
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::listed::Listed;
+
+use fleet_wire::paths::{JOURNAL, JOURNAL_HEARTBEAT, JOURNAL_MACHINE_HEADER, STATUS};
+use fleet_wire::schema::{
+    wire_options, ErrorBody, Journal, Machine, MachinePage, MetadataOp, Unit, UnitPage, UnitState,
+    UnitStatePage, UnitStatusText,
+};
+use fleet_wire::token::PageToken;
+
+mod local;
+mod machines;
+mod metrics;
+mod snapshots;
+mod states;
+mod units;
+
+use local::*;
+use machines::*;
+use metrics::*;
+use snapshots::*;
+use states::*;
+use units::*;
+
+/// The discovery document: this API's schema in Google's discovery format, as fleet served its
+/// own (written for this implementation).
+const DISCOVERY: &str = include_str!("discovery.json");
+
+/// The largest request body accepted (a unit file is at most a few KiB).
+const MAX_BODY: usize = 1024 * 1024;
+
+pub struct ApiState {
+    pub registry: Registry,
+    pub token_limit: u16,
+    pub version: String,
+    /// Unit files by hash: immutable, so never stale (see `unit_file` for how it is bounded).
+    units: Mutex<BTreeMap<UnitHash, UnitFile>>,
+    /// Requests answered, by method and status (for /metrics).
+    requests: std::sync::Mutex<BTreeMap<(String, u16), u64>>,
+    /// The registry as a background watch keeps it, started by the first request that reads:
+    /// what the API answers from, so that a request does not read the whole registry (fleetctl
+    /// reads a unit after every write it makes; a registry read each time made starting 1,000
+    /// units quadratic).
+    reflector: tokio::sync::OnceCell<Reflector>,
+    /// The last snapshot listed and when it was last known current. It is reused while the
+    /// registry's revision has not moved: fleetctl reads a listing of 10,000 units as 100
+    /// pages, and each page would otherwise sort every unit again.
+    last_snapshot: std::sync::Mutex<Option<(Arc<Listed>, Instant)>>,
+    /// This machine's units, for `GET /fleet-rs/v1/journal/<name>` and `.../status/<name>`
+    /// (ours).
+    local: Option<Arc<dyn LocalUnits>>,
+    /// Turns true when fleetd stops: followed journals end then, rather than holding up the
+    /// listeners' graceful shutdown for as long as a client follows.
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// What the fleetd serving the API can tell of the units its own machine runs.
+#[async_trait::async_trait]
+pub trait LocalUnits: Send + Sync {
+    /// The machine whose units these are.
+    fn machine(&self) -> String;
+    /// The last `lines` lines of `unit`'s log, oldest first; `None` if it has none here.
+    async fn lines(&self, unit: &UnitName, lines: usize) -> Option<Vec<String>>;
+    /// The records `unit` writes from now on, until the receiver is dropped.
+    async fn follow(&self, unit: &UnitName) -> Option<tokio::sync::mpsc::Receiver<String>>;
+    /// What the init system says of `unit` (`systemctl status`) and its exit code; `Ok(None)`
+    /// when it has no words of its own (the native supervisor).
+    async fn status(&self, unit: &UnitName) -> Result<Option<(String, i32)>, String>;
+    /// The unit's description as this machine reads it, when `status` has no words of its own.
+    async fn description(&self, _unit: &UnitName) -> Option<String> {
+        None
+    }
+}
+
+impl ApiState {
+    pub fn new(registry: Registry, token_limit: u16, version: &str) -> Arc<ApiState> {
+        // Never stopping: the sender goes at once, and a closed channel keeps its `false`.
+        let (_, stopping) = tokio::sync::watch::channel(false);
+        ApiState::serving(registry, token_limit, version, None, stopping)
+    }
+
+    /// The same, serving the logs and status of this machine's units too, until `stopping`
+    /// turns true.
+    pub fn with_local_units(
+        registry: Registry,
+        token_limit: u16,
+        version: &str,
+        local: Arc<dyn LocalUnits>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Arc<ApiState> {
+        ApiState::serving(registry, token_limit, version, Some(local), stopping)
+    }
+
+    fn serving(
+        registry: Registry,
+        token_limit: u16,
+        version: &str,
+        local: Option<Arc<dyn LocalUnits>>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Arc<ApiState> {
+        Arc::new(ApiState {
+            registry,
+            token_limit,
+            version: version.to_owned(),
+            units: Mutex::new(BTreeMap::new()),
+            requests: std::sync::Mutex::new(BTreeMap::new()),
+            reflector: tokio::sync::OnceCell::new(),
+            last_snapshot: std::sync::Mutex::new(None),
+            local,
+            stopping,
+        })
+    }
+}
+
+/// The router serving API v1 with `state`, to anyone who can reach it (a unix socket, whose
+/// file mode is the access control).
+pub fn router(state: Arc<ApiState>) -> axum::Router {
+    router_with_token(state, None)
+}
+
+/// The router serving API v1 to clients presenting `Authorization: Bearer <token>` when a token
+/// is given.
+pub fn router_with_token(state: Arc<ApiState>, token: Option<String>) -> axum::Router {
+    let served = Served {
+        api: state,
+        token: token.map(Arc::new),
+    };
+    axum::Router::new().fallback(handle).with_state(served)
+}
+
+#[derive(Clone)]
+struct Served {
+    api: Arc<ApiState>,
+    token: Option<Arc<String>>,
+}
+
+/// Whether `request` carries the bearer token (compared in constant time).
+fn authorized(request: &Request, token: &str) -> bool {
+    let Some(given) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// An answer: status and, for errors and documents, a body (JSON unless `content_type` says).
+struct Answer {
+    status: StatusCode,
+    body: Option<Vec<u8>>,
+    content_type: &'static str,
+}
+
+impl Answer {
+    fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
+        Answer {
+            status,
+            body: Some(serde_json::to_vec(value).expect("schema types serialize")),
+            content_type: "application/json",
+        }
+    }
+
+    fn error(status: StatusCode, message: impl Into<String>) -> Answer {
+        Answer::json(status, &ErrorBody::new(status.as_u16(), message))
+    }
+
+    fn empty(status: StatusCode) -> Answer {
+        Answer {
+            status,
+            body: None,
+            content_type: "application/json",
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body.clone().unwrap_or_default()));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        if self.body.is_some() {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(self.content_type),
+            );
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+
+    fn unavailable(error: &RegistryError) -> Answer {
+        tracing::warn!(%error, "api: registry unreachable");
+        Answer::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fleet server unable to communicate with etcd",
+        )
+    }
+}
+
+async fn handle(State(served): State<Served>, request: Request) -> Response {
+    let state = served.api;
+    let method = request.method().to_string();
+    let refused = served
+        .token
+        .as_ref()
+        .is_some_and(|t| !authorized(&request, t));
+    let path = request.uri().path().to_owned();
+    let mut response = match path.as_str() {
+        _ if refused => {
+            Answer::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
+        }
+        "/metrics" => metrics(&state).await.into_response(),
+        other if other.starts_with(JOURNAL) => {
+            let query = request.uri().query().unwrap_or("");
+            journal(&state, &other[JOURNAL.len()..], query)
+                .await
+                .unwrap_or_else(Answer::into_response)
+        }
+        other if other.starts_with(STATUS) => {
+            let query = request.uri().query().unwrap_or("");
+            status(&state, &other[STATUS.len()..], query)
+                .await
+                .unwrap_or_else(|refused| refused)
+                .into_response()
+        }
+        _ => route(&state, request)
+            .await
+            .unwrap_or_else(|refused| refused)
+            .into_response(),
+    };
+    if let Ok(mut requests) = state.requests.lock() {
+        *requests
+            .entry((method, response.status().as_u16()))
+            .or_default() += 1;
+    }
+    if let Ok(server) = HeaderValue::from_str(&format!("fleetd/{}", state.version)) {
+        response.headers_mut().insert(header::SERVER, server);
+    }
+    response
+}
+
+/// What a handler answers: `Err` carries an error answer so handlers can use `?`; both sides
+/// go out the same way.
+type Reply = Result<Answer, Answer>;
+
+impl From<RegistryError> for Answer {
+    fn from(error: RegistryError) -> Answer {
+        Answer::unavailable(&error)
+    }
+}
+
+fn not_allowed(message: &str) -> Reply {
+    Err(Answer::error(StatusCode::METHOD_NOT_ALLOWED, message))
+}
+
+fn not_found() -> Reply {
+    Err(Answer::error(StatusCode::NOT_FOUND, ""))
+}
+
+async fn route(state: &ApiState, request: Request) -> Reply {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let Some(rest) = path
+        .strip_prefix("/fleet/v1/")
+        .or_else(|| path.strip_prefix("/v1-alpha/"))
+    else {
+        return not_found();
+    };
+    let method = request.method().clone();
+    let only_get = "only GET supported against this resource";
+    match rest.split_once('/') {
+        None => match (rest, method) {
+            ("units", Method::GET) => list_units(state, &query).await,
+            ("units", _) => not_allowed(only_get),
+            ("state", Method::GET) => list_states(state, &query).await,
+            ("state", _) => not_allowed(only_get),
+            ("discovery", Method::GET) => Ok(Answer {
+                status: StatusCode::OK,
+                body: Some(DISCOVERY.as_bytes().to_vec()),
+                content_type: "application/json",
+            }),
+            ("discovery", _) => Err(bad_request("only HTTP GET supported against this resource")),
+            ("machines", Method::GET) => list_machines(state, &query).await,
+            ("machines", Method::PATCH) => patch_machines(state, request).await,
+            ("machines", _) => not_allowed("only GET and PATCH supported against this resource"),
+            _ => not_found(),
+        },
+        Some((collection, item)) => {
+            let Some(name) = percent_decode(item).filter(|n| !n.is_empty() && !n.contains('/'))
+            else {
+                return not_found();
+            };
+            match (collection, method) {
+                ("units", Method::GET) => get_unit(state, &name).await,
+                ("units", Method::PUT) => put_unit(state, &name, request).await,
+                ("units", Method::DELETE) => delete_unit(state, &name).await,
+                ("units", _) => {
+                    not_allowed("only GET, PUT and DELETE supported against this resource")
+                }
+                ("state", Method::GET) => get_state(state, &name).await,
+                ("state", _) => not_allowed(only_get),
+                _ => not_found(),
+            }
+        }
+    }
+}
+
+/// `%XX` decoding of one path segment; `None` for a malformed escape or non-UTF-8 result.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The values of one query parameter.
+fn query_values(query: &str, name: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .filter(|(key, _)| *key == name)
+        .filter_map(|(_, value)| percent_decode(&value.replace('+', " ")))
+        .collect()
+}
+
+fn bad_request(message: impl Into<String>) -> Answer {
+    Answer::error(StatusCode::BAD_REQUEST, message)
+}
