@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 use fleet_registry::kv::LeaseId;
 use fleet_registry::records::{JobRecord, MachineRecord, StateRecord};
 use fleet_registry::{Pacing, Registry, RegistryError, Scope, Snapshot};
-use fleet_unit::{
-    JobState, Machine, MachineId, Requirements, SystemdState, UnitFile, UnitHash, UnitName,
-};
+use fleet_unit::{JobState, Machine, MachineId, SystemdState, UnitFile, UnitHash, UnitName};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -26,6 +24,7 @@ use crate::jobs::{self, Job, Outcome, Work};
 use crate::lease::{self, LeaseConfig, LeaseStatus};
 use crate::manager::UnitManager;
 use crate::order;
+use crate::plan;
 use crate::started::Started;
 
 #[derive(Debug, Clone)]
@@ -444,50 +443,21 @@ impl Agent {
                 self.load_errors.remove(&name);
             }
         }
-        let mut work: BTreeMap<UnitName, (Work, bool)> = BTreeMap::new();
-        for name in loaded.keys().filter(|n| !desired.contains_key(*n)) {
-            work.insert(name.clone(), (Work::Unload, false));
-        }
-        let mut candidates = BTreeSet::new();
-        for (name, (record, unit)) in &desired {
-            if failed.contains(name) {
-                continue;
-            }
-            let launched = record.desired == JobState::Launched;
-            let swd = Requirements::for_unit(unit, name.as_str()).stops_when_disconnected();
-            if swd && self.started.contains(name) {
-                candidates.insert(name.clone());
-            }
-            let replaced = loaded.get(name).is_some_and(|hash| *hash != record.hash);
-            let started = self.started.contains(name) && !replaced;
-            let fenced = self.fence.is_fenced(name);
-            let job = if replaced {
-                Some(Work::Replace {
-                    unit: unit.clone(),
-                    start: launched && !fenced,
-                })
-            } else if launched && !started && !fenced && !self.refused_starts.contains_key(name) {
-                Some(Work::Start)
-            } else if !launched && started {
-                let others = desired
-                    .iter()
-                    .filter(|(other, (record, _))| {
-                        *other != name
-                            && record.desired == JobState::Launched
-                            && self.started.contains(other)
-                    })
-                    .map(|(other, _)| other.clone())
-                    .collect();
-                Some(Work::Stop { others })
-            } else {
-                None
-            };
-            if let Some(job) = job {
-                work.insert(name.clone(), (job, swd));
-            }
-        }
-        self.fence.set_candidates(candidates);
-        self.issue(work, &desired);
+        let started = |name: &UnitName| self.started.contains(name);
+        let fenced = |name: &UnitName| self.fence.is_fenced(name);
+        let refused = |name: &UnitName| self.refused_starts.contains_key(name);
+        let planned = plan::plan(
+            &desired,
+            &plan::Local {
+                loaded: &loaded,
+                failed_loads: &failed,
+                started: &started,
+                fenced: &fenced,
+                refused: &refused,
+            },
+        );
+        self.fence.set_candidates(planned.fenced_if_cut_off);
+        self.issue(planned.work, &desired);
         self.started.save();
         self.publish_states().await.map_err(|e| e.to_string())
     }
@@ -569,20 +539,19 @@ impl Agent {
         // sees many versions of its units come and go.
         self.units.retain(|hash, _| hashes.contains(hash));
         self.fetch_units(hashes).await?;
-        let mut desired = BTreeMap::new();
-        let mut constraints = BTreeMap::new();
+        let mut here = Vec::new();
         for (name, record) in placed {
             match self.unit(&record.hash).await? {
-                Some(unit) => {
-                    constraints.insert(
-                        name.clone(),
-                        Requirements::for_unit(&unit, name.as_str()).constraints(),
-                    );
-                    desired.insert(name, (record, unit));
-                }
+                Some(unit) => here.push((name, record, unit)),
                 None => {
                     tracing::warn!(unit = %name, hash = %record.hash, "agent: unit file missing")
                 }
+            }
+        }
+        let mut global = Vec::new();
+        for (name, record) in &snapshot.global {
+            if let Some(unit) = self.unit(&record.hash).await? {
+                global.push((name.clone(), record.clone(), unit));
             }
         }
         let mut metadata = self.config.record.metadata.clone();
@@ -591,28 +560,7 @@ impl Agent {
             metadata,
             ..Machine::new(me)
         };
-        for (name, record) in &snapshot.global {
-            if record.desired == JobState::Inactive {
-                continue;
-            }
-            let Some(unit) = self.unit(&record.hash).await? else {
-                continue;
-            };
-            let own = Requirements::for_unit(&unit, name.as_str()).constraints();
-            if !machine.has_metadata(&own.metadata) {
-                continue;
-            }
-            let conflicting = constraints.iter().find(|(other, theirs)| {
-                own.conflicts_with(other.as_str()) || theirs.conflicts_with(name.as_str())
-            });
-            if let Some((other, _)) = conflicting {
-                tracing::debug!(unit = %name, conflicts_with = %other, "agent: global unit not run here");
-                continue;
-            }
-            constraints.insert(name.clone(), own);
-            desired.insert(name.clone(), (record.clone(), unit));
-        }
-        Ok(desired)
+        Ok(plan::units_here(&machine, here, global))
     }
 
     /// Reads the unit files not cached yet, several at once: a machine handed a thousand new

@@ -11,6 +11,7 @@ pub mod lease;
 mod leave;
 pub mod manager;
 pub mod order;
+pub mod plan;
 pub mod started;
 pub mod systemd;
 
