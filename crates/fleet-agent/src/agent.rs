@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::error::AgentError;
 use crate::fence::{self, Fence};
 use crate::jobs::{self, Job, Outcome, Work};
 use crate::lease::{self, LeaseConfig, LeaseStatus};
@@ -58,7 +59,7 @@ pub async fn run(
     manager: Arc<dyn UnitManager>,
     config: AgentConfig,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let (lease_status, lease) = watch::channel(LeaseStatus::default());
     let (expired, expired_receiver) = mpsc::channel(1);
     let mut keeper = tokio::spawn(lease::keep(
@@ -120,9 +121,9 @@ async fn follow(
     mut agent: Agent,
     mut lease: watch::Receiver<LeaseStatus>,
     fenced: &mut watch::Receiver<()>,
-    keeper: &mut tokio::task::JoinHandle<Result<(), String>>,
+    keeper: &mut tokio::task::JoinHandle<Result<(), AgentError>>,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let view = loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -229,7 +230,7 @@ async fn follow(
                 agent.publish_or_warn().await;
             }
             _ = resync.tick() => dirty = true,
-            ended = &mut *keeper => return ended.unwrap_or_else(|e| Err(format!("the lease keeper failed: {e}"))),
+            ended = &mut *keeper => return ended.unwrap_or_else(|e| Err(AgentError::KeeperFailed(e.to_string()))),
             _ = shutdown.changed() => {
                 agent.wind_down().await;
                 return Ok(());
@@ -240,11 +241,11 @@ async fn follow(
 
 /// What the lease keeper ended with.
 async fn keeper_result(
-    keeper: &mut tokio::task::JoinHandle<Result<(), String>>,
-) -> Result<(), String> {
+    keeper: &mut tokio::task::JoinHandle<Result<(), AgentError>>,
+) -> Result<(), AgentError> {
     keeper
         .await
-        .unwrap_or_else(|e| Err(format!("the lease keeper failed: {e}")))
+        .unwrap_or_else(|e| Err(AgentError::KeeperFailed(e.to_string())))
 }
 
 /// The next state change the manager tells of; never resolves for a manager that does not.
@@ -393,13 +394,13 @@ impl Agent {
     /// once and concurrently, so that the starts that follow see every unit), then publishes
     /// the states. Units with a job under way are left to it: the job's end brings another
     /// round.
-    async fn reconcile(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+    async fn reconcile(&mut self, snapshot: &Snapshot) -> Result<(), AgentError> {
         for name in self.fence.fenced() {
             self.started.remove(&name);
         }
         self.forget_lost().await;
         let desired = self.desired(snapshot).await?;
-        let loaded = self.manager.loaded().await.map_err(|e| e.to_string())?;
+        let loaded = self.manager.loaded().await?;
         let fresh: Vec<(UnitName, UnitFile)> = desired
             .iter()
             .filter(|(name, _)| !loaded.contains_key(*name) && !self.busy.contains_key(*name))
@@ -459,7 +460,7 @@ impl Agent {
         self.fence.set_candidates(planned.fenced_if_cut_off);
         self.issue(planned.work, &desired);
         self.started.save();
-        self.publish_states().await.map_err(|e| e.to_string())
+        Ok(self.publish_states().await?)
     }
 
     /// Spawns a job for every unit in `work` that has none under way; a start waits for the
@@ -524,7 +525,7 @@ impl Agent {
     async fn desired(
         &mut self,
         snapshot: &Snapshot,
-    ) -> Result<BTreeMap<UnitName, (JobRecord, UnitFile)>, String> {
+    ) -> Result<BTreeMap<UnitName, (JobRecord, UnitFile)>, AgentError> {
         let me = self.config.machine.clone();
         let placed: Vec<(UnitName, JobRecord)> = snapshot
             .scheduled_on(&me)
@@ -565,7 +566,7 @@ impl Agent {
 
     /// Reads the unit files not cached yet, several at once: a machine handed a thousand new
     /// units waits for one round trip's worth, not a thousand.
-    async fn fetch_units(&mut self, hashes: BTreeSet<UnitHash>) -> Result<(), String> {
+    async fn fetch_units(&mut self, hashes: BTreeSet<UnitHash>) -> Result<(), AgentError> {
         let missing: Vec<UnitHash> = hashes
             .into_iter()
             .filter(|hash| !self.units.contains_key(hash))
@@ -578,22 +579,18 @@ impl Agent {
         .collect()
         .await;
         for (hash, unit) in fetched {
-            if let Some(unit) = unit.map_err(|e| e.to_string())? {
+            if let Some(unit) = unit? {
                 self.units.insert(hash, unit);
             }
         }
         Ok(())
     }
 
-    async fn unit(&mut self, hash: &UnitHash) -> Result<Option<UnitFile>, String> {
+    async fn unit(&mut self, hash: &UnitHash) -> Result<Option<UnitFile>, AgentError> {
         if let Some(unit) = self.units.get(hash) {
             return Ok(Some(unit.clone()));
         }
-        let unit = self
-            .registry
-            .unit_file(hash)
-            .await
-            .map_err(|e| e.to_string())?;
+        let unit = self.registry.unit_file(hash).await?;
         if let Some(unit) = &unit {
             self.units.insert(*hash, unit.clone());
         }

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::error::AgentError;
 use fleet_registry::records::MachineRecord;
 use fleet_registry::{renewal_interval, MachineLease, Registry, RegistryError};
 use fleet_unit::MachineId;
@@ -59,7 +60,7 @@ pub async fn keep(
     status: watch::Sender<LeaseStatus>,
     mut expired: mpsc::Receiver<()>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let interval = renewal_interval(config.ttl);
     let mut renewals = tokio::time::interval(interval);
     renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -77,7 +78,7 @@ pub async fn keep(
                     retry_at = None;
                     continue;
                 }
-                Err(RegistryError::Conflict(why)) => return Err(why),
+                Err(RegistryError::Conflict(why)) => return Err(AgentError::MachineTaken(why)),
                 Err(error) => {
                     tracing::warn!(%error, "agent: cannot announce this machine; retrying");
                     retry_at = Some(Instant::now() + Duration::from_secs(1));
@@ -104,7 +105,7 @@ pub async fn keep(
                     Ok(lease) => {
                         status.send_replace(LeaseStatus { lease: Some(lease), renewed_at: Some(Instant::now()), lost: false });
                     }
-                    Err(RegistryError::Conflict(why)) => return Err(why),
+                    Err(RegistryError::Conflict(why)) => return Err(AgentError::MachineTaken(why)),
                     Err(error) => tracing::warn!(%error, "agent: cannot announce the new configuration; retrying"),
                 }
             }

@@ -4,6 +4,7 @@
 //! (`fleet-native`) or systemd over D-Bus (`systemd`).
 
 pub mod agent;
+mod error;
 pub mod fake;
 pub mod fence;
 pub mod jobs;
@@ -15,4 +16,5 @@ pub mod plan;
 pub mod started;
 pub mod systemd;
 
+pub use error::AgentError;
 pub use leave::leave;

@@ -65,15 +65,14 @@ async fn job(registry: &Registry, name: &str, xfleet: &str) {
 
 /// Waits (bounded) until the registry's snapshot satisfies `done`.
 async fn until(registry: &Registry, what: &str, done: impl Fn(&Snapshot) -> bool) -> Snapshot {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    fleet_testkit::wait::eventually_async(what, Duration::from_secs(10), || async {
         let snapshot = registry.snapshot(&Scope::All).await.unwrap();
-        if done(&snapshot) {
-            return snapshot;
+        match done(&snapshot) {
+            true => Ok(snapshot),
+            false => Err(format!("{snapshot:#?}")),
         }
-        assert!(Instant::now() < deadline, "{what}: {snapshot:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 fn placed(snapshot: &Snapshot, unit: &str) -> Option<String> {

@@ -6,6 +6,7 @@ pub mod measure;
 pub mod netns;
 pub mod sshd;
 pub mod systemd;
+pub mod wait;
 
 pub use etcd::{DataDir, EtcdCluster, EtcdServer, TlsFiles};
 pub use netns::Network;
@@ -16,16 +17,11 @@ use std::process::{Command, Stdio};
 
 /// Whether `child` exits within `within` (polled every 20 ms).
 pub fn exits_within(child: &mut std::process::Child, within: std::time::Duration) -> bool {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if !matches!(child.try_wait(), Ok(None)) {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait::within(within, wait::EVERY, || match child.try_wait() {
+        Ok(None) => Err(String::new()),
+        _ => Ok(()),
+    })
+    .is_ok()
 }
 
 /// A valid machine ID (32 lowercase hex digits, as /etc/machine-id) for a test's machine

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{free_port, run_output};
 
@@ -23,14 +23,10 @@ pub struct SshServer {
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Result<(), String> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    while !done() {
-        if Instant::now() > deadline {
-            return Err(format!("{what} within {START_TIMEOUT:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
+    crate::wait::within(START_TIMEOUT, crate::wait::EVERY, || {
+        done().then_some(()).ok_or_else(String::new)
+    })
+    .map_err(|_| format!("{what} within {START_TIMEOUT:?}"))
 }
 
 impl SshServer {

@@ -138,7 +138,7 @@ pub async fn run(
                 // The agent only ends on its own for what no retry fixes.
                 let _ = stop.send(true);
                 return Err(match ended {
-                    Ok(Err(why)) => why,
+                    Ok(Err(why)) => why.to_string(),
                     Ok(Ok(())) => "the agent stopped unexpectedly".into(),
                     Err(e) => format!("the agent failed: {e}"),
                 });

@@ -76,7 +76,7 @@ fn engine_config(machine: &MachineId, ttl: Duration) -> EngineConfig {
 /// Waits (bounded) for the engine and the agent to end after shutdown, the agent without error.
 async fn both_stop(
     engine: tokio::task::JoinHandle<()>,
-    agent: tokio::task::JoinHandle<std::result::Result<(), String>>,
+    agent: tokio::task::JoinHandle<std::result::Result<(), fleet_agent::AgentError>>,
 ) {
     tokio::time::timeout(Duration::from_secs(10), engine)
         .await
@@ -244,7 +244,10 @@ async fn an_agent_whose_machine_id_is_in_use_starts_nothing() {
         .await
         .expect("the second agent gives up")
         .expect_err("the second agent is refused");
-    assert!(refused.contains("already in use"), "{refused}");
+    assert!(
+        matches!(&refused, fleet_agent::AgentError::MachineTaken(why) if why.contains("already in use")),
+        "{refused}"
+    );
     assert_eq!(intruder.calls(), Vec::<String>::new());
     assert_eq!(owner.active(), vec!["placed.service".to_owned()]);
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleet_registry::{Registry, Scope, Snapshot};
 
@@ -15,16 +15,14 @@ pub async fn until(
     within: Duration,
     done: impl Fn(&Snapshot) -> bool,
 ) -> Snapshot {
-    let deadline = Instant::now() + within;
-    loop {
-        let last = match registry.snapshot(&Scope::All).await {
-            Ok(snapshot) if done(&snapshot) => return snapshot,
-            Ok(snapshot) => format!("{snapshot:#?}"),
-            Err(e) => format!("registry unreadable: {e}"),
-        };
-        assert!(Instant::now() < deadline, "{what}: {last}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fleet_testkit::wait::eventually_async(what, within, || async {
+        match registry.snapshot(&Scope::All).await {
+            Ok(snapshot) if done(&snapshot) => Ok(snapshot),
+            Ok(snapshot) => Err(format!("{snapshot:#?}")),
+            Err(e) => Err(format!("registry unreadable: {e}")),
+        }
+    })
+    .await
 }
 
 /// The fleetd binary as machine `machine` (a label: the ID is [`fleet_testkit::machine_id`]
@@ -66,32 +64,8 @@ pub fn serving(mut command: Command, home: &Path) -> Daemon {
     Daemon(child)
 }
 
-/// Polls `probe` every 20 ms until it gives a value, failing the test after `within` with
-/// `what` and the last thing `probe` reported.
-pub fn eventually<T>(what: &str, within: Duration, probe: impl FnMut() -> Result<T, String>) -> T {
-    poll(what, within, Duration::from_millis(20), probe, String::new)
-}
-
-/// Polls `probe` every `every` until it gives a value; after `within`, fails the test with
-/// `what`, the last thing `probe` reported and what `explain` adds (logs, say).
-pub fn poll<T>(
-    what: &str,
-    within: Duration,
-    every: Duration,
-    mut probe: impl FnMut() -> Result<T, String>,
-    explain: impl FnOnce() -> String,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        match probe() {
-            Ok(value) => return value,
-            Err(last) if Instant::now() > deadline => {
-                panic!("{what} (not within {within:?}): {last}\n{}", explain())
-            }
-            Err(_) => std::thread::sleep(every),
-        }
-    }
-}
+#[allow(unused_imports)]
+pub use fleet_testkit::wait::{eventually, poll};
 
 /// How long one fleetctl command may take in a test (fleetctl itself waits without limit for
 /// a unit, as fleet's did).
