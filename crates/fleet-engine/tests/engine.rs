@@ -4,7 +4,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use fleet_engine::reconciler::{run, EngineConfig};
 use fleet_registry::intercepted::Intercepted;
@@ -81,7 +83,7 @@ fn placed(snapshot: &Snapshot, unit: &str) -> Option<String> {
     machine
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn places_explains_and_goes_quiet() {
     let (registry, store) = registry().await;
     let ttl = Duration::from_secs(30);
@@ -166,7 +168,7 @@ async fn places_explains_and_goes_quiet() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn units_leave_a_dead_machine() {
     let (registry, _) = registry().await;
     let _m1 = machine(&registry, "m1", &[], Duration::from_secs(30)).await;
@@ -189,7 +191,7 @@ async fn units_leave_a_dead_machine() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn another_engine_takes_over_when_the_leader_dies() {
     let (registry, _) = registry().await;
     let _m1 = machine(&registry, "m1", &[], Duration::from_secs(30)).await;
@@ -225,9 +227,10 @@ async fn another_engine_takes_over_when_the_leader_dies() {
             .is_some_and(|l| l.machine.as_str() == "e2")
     })
     .await;
+    // On the paused clock: the lease's TTL, and then the follower's next look.
     let takeover = died.elapsed();
     assert!(
-        takeover < Duration::from_secs(3),
+        takeover >= Duration::from_millis(900) && takeover < Duration::from_secs(3),
         "took {takeover:?} with a 1 s lease"
     );
     job(&registry, "late.service", "").await;
@@ -237,7 +240,7 @@ async fn another_engine_takes_over_when_the_leader_dies() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_follower_writes_nothing_while_the_leader_lives() {
     let (registry, store) = registry().await;
     let (_stop1, shutdown1) = watch::channel(false);
@@ -266,7 +269,7 @@ async fn a_follower_writes_nothing_while_the_leader_lives() {
 
 /// The leader deletes unit files no job refers to, and an idle leader with nothing to
 /// collect writes nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn the_leader_collects_unit_files_no_job_refers_to() {
     let (registry, store) = registry().await;
     let _m1 = machine(&registry, "m1", &[], Duration::from_secs(30)).await;

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use fleet_agent::agent::{self, AgentConfig};
@@ -102,7 +104,7 @@ fn agent_config(machine: &MachineId, ttl: Duration, dir: &std::path::Path) -> Ag
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_manager_slower_than_the_lease_ttl_loses_no_lease_and_stops_no_unit() {
     let store = Arc::new(LocalStore::in_memory());
     let registry = Registry::open(store.clone() as Arc<dyn KvStore>)
@@ -200,7 +202,7 @@ async fn a_manager_slower_than_the_lease_ttl_loses_no_lease_and_stops_no_unit() 
 
 /// A second fleetd with a machine ID in use (a copied disk image, a typo) must fail before it
 /// touches a unit: the units placed on that ID run on the other machine.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_agent_whose_machine_id_is_in_use_starts_nothing() {
     let registry = Registry::open(Arc::new(LocalStore::in_memory()) as Arc<dyn KvStore>)
         .await
