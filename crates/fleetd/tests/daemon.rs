@@ -326,13 +326,27 @@ fn sighup_reloads_metadata_and_keeps_serving() {
         .unwrap();
     machines(r#""metadata":{"role":"b","zone":"1"}"#);
     assert!(child.try_wait().unwrap().is_none(), "still running");
-    // A broken file is refused; the running configuration stays.
+    // A broken file is refused, saying so; the running configuration stays.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let kept = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            kept.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
     std::fs::write(dir.path().join("fleet.conf"), "agent_ttl = soon\n").unwrap();
     Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
         .status()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    eventually("the broken configuration refused", TEN_SECONDS, || {
+        let log = log.lock().unwrap();
+        match log.contains("configuration not reloaded") && log.contains("agent_ttl") {
+            true => Ok(()),
+            false => Err(log.clone()),
+        }
+    });
     machines(r#""metadata":{"role":"b","zone":"1"}"#);
     stop(&mut child, "-TERM");
 }

@@ -207,7 +207,17 @@ fn conflicts_and_global_units() {
     let paths = files(&cluster, &five);
     fleetctl_on(&cluster, 0, &["start", "--no-block"], &paths);
     until_running(&cluster, "three of five", &five, 3);
-    std::thread::sleep(Duration::from_millis(500));
+    // The engine has settled: the other two carry their reason.
+    cluster.eventually("two explained", WITHIN, || {
+        let listed = cluster.fleetctl_ok(
+            0,
+            &["list-unit-files", "--fields=unit,reason", "--no-legend"],
+        );
+        match listed.matches("conflicts with").count() {
+            2 => Ok(()),
+            _ => Err(listed),
+        }
+    });
     assert_eq!(running_count(&cluster, &five), 3);
     let running = cluster.running();
     let waiting: Vec<&String> = five
@@ -513,7 +523,17 @@ fn machine_metadata_patched_through_the_api_moves_units() {
     let machines = cluster.machines();
     let db = vec![("db.service".to_owned(), unit("MachineMetadata=role=db"))];
     fleetctl_on(&cluster, 0, &["start", "--no-block"], &files(&cluster, &db));
-    std::thread::sleep(Duration::from_millis(500));
+    // The engine has looked at it and says why it does not run.
+    cluster.eventually("db explained", WITHIN, || {
+        let listed = cluster.fleetctl_ok(
+            0,
+            &["list-unit-files", "--fields=unit,reason", "--no-legend"],
+        );
+        match listed.contains("role=db") {
+            true => Ok(()),
+            false => Err(listed),
+        }
+    });
     assert_eq!(running_count(&cluster, &db), 0);
     let client = cluster.client_of(2);
     let op = |op: &str, machine: &str, value: Option<&str>| match value {
