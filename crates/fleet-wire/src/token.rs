@@ -48,12 +48,13 @@ impl PageToken {
         out
     }
 
-    /// Decodes a token for a server whose page size is `limit`; the error is fleet's message.
-    pub fn decode(token: &str, limit: u16) -> Result<PageToken, String> {
-        let bytes = go_base64_url_decode(token.as_bytes())?;
+    /// Decodes a token for a server whose page size is `limit`; the error shows as fleet's
+    /// message.
+    pub fn decode(token: &str, limit: u16) -> Result<PageToken, TokenError> {
+        let bytes = go_base64_url_decode(token.as_bytes()).map_err(TokenError::Base64)?;
         match bytes.len() {
-            0 => return Err("EOF".into()),
-            1..=3 => return Err("unexpected EOF".into()),
+            0 => return Err(TokenError::Empty),
+            1..=3 => return Err(TokenError::Short),
             _ => {}
         }
         let decoded = PageToken {
@@ -61,14 +62,40 @@ impl PageToken {
             page: u16::from_le_bytes([bytes[2], bytes[3]]),
         };
         if decoded.limit != limit {
-            return Err(format!("token limit must be {limit}"));
+            return Err(TokenError::Limit(limit));
         }
         if decoded.page == 0 {
-            return Err("token page must be greater than zero".into());
+            return Err(TokenError::PageZero);
         }
         Ok(decoded)
     }
 }
+
+/// Why a page token is refused (a 400 whose message is fleet 1.0's, byte for byte).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not base64 (Go's message: where the corrupt input is).
+    Base64(String),
+    Empty,
+    Short,
+    /// Made for another page size than the server's.
+    Limit(u16),
+    PageZero,
+}
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenError::Base64(why) => f.write_str(why),
+            TokenError::Empty => f.write_str("EOF"),
+            TokenError::Short => f.write_str("unexpected EOF"),
+            TokenError::Limit(limit) => write!(f, "token limit must be {limit}"),
+            TokenError::PageZero => f.write_str("token page must be greater than zero"),
+        }
+    }
+}
+
+impl std::error::Error for TokenError {}
 
 /// Go's `base64.URLEncoding.DecodeString`, including where it reports corrupt input.
 fn go_base64_url_decode(src: &[u8]) -> Result<Vec<u8>, String> {
@@ -130,7 +157,9 @@ mod tests {
     use super::*;
 
     fn check(token: &str, expected: Result<(u16, u16), &str>) {
-        let decoded = PageToken::decode(token, 2).map(|t| (t.limit, t.page));
+        let decoded = PageToken::decode(token, 2)
+            .map(|t| (t.limit, t.page))
+            .map_err(|e| e.to_string());
         assert_eq!(decoded, expected.map_err(str::to_owned), "{token:?}");
     }
 

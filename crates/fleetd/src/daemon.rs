@@ -297,7 +297,7 @@ impl Listener {
         }
         let server =
             fleet_wire::tls::server_config(cert, key, config.api_tls_client_ca_file.as_deref())
-                .map_err(fail)?;
+                .map_err(|e| fail(e.to_string()))?;
         Ok(Listener::Tls(TlsListener {
             tcp,
             acceptor: tokio_rustls::TlsAcceptor::from(server),

@@ -8,7 +8,9 @@ pub(super) fn page(state: &ApiState, query: &str) -> Result<PageToken, Answer> {
     let tokens = query_values(query, "nextPageToken");
     match tokens.as_slice() {
         [] => Ok(PageToken::first(state.token_limit)),
-        [token] => PageToken::decode(token, state.token_limit).map_err(bad_request),
+        [token] => {
+            PageToken::decode(token, state.token_limit).map_err(|e| bad_request(e.to_string()))
+        }
         _ => Err(bad_request("too many values for page token")),
     }
 }
