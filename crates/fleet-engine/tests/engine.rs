@@ -65,6 +65,17 @@ async fn job(registry: &Registry, name: &str, xfleet: &str) {
         .unwrap();
 }
 
+/// A registry over `store` that counts its writes (transactions, lease grants and revokes).
+async fn counted(store: Arc<dyn KvStore>) -> (Registry, Arc<AtomicUsize>) {
+    let writes = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&writes);
+    let counting = Intercepted::new(store, move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    });
+    (Registry::open(Arc::new(counting)).await.unwrap(), writes)
+}
+
 /// Waits (bounded) until the registry's snapshot satisfies `done`.
 async fn until(registry: &Registry, what: &str, done: impl Fn(&Snapshot) -> bool) -> Snapshot {
     fleet_testkit::wait::eventually_async(what, Duration::from_secs(10), || async {
@@ -247,13 +258,7 @@ async fn a_follower_writes_nothing_while_the_leader_lives() {
     let _first = tokio::spawn(run(registry.clone(), config("e1"), shutdown1));
     until(&registry, "e1 leads", |s| s.leader.is_some()).await;
     // Every write the follower makes (transactions, lease grants and revokes) is counted.
-    let writes = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&writes);
-    let counting = Intercepted::new(store, move |_| {
-        counted.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    });
-    let follower = Registry::open(Arc::new(counting)).await.unwrap();
+    let (follower, writes) = counted(store).await;
     writes.store(0, Ordering::Relaxed);
     let (_stop2, shutdown2) = watch::channel(false);
     let _second = tokio::spawn(run(follower, config("e2"), shutdown2));
@@ -275,13 +280,7 @@ async fn the_leader_collects_unit_files_no_job_refers_to() {
     let _m1 = machine(&registry, "m1", &[], Duration::from_secs(30)).await;
     job(&registry, "a.service", "").await;
     job(&registry, "b.service", "MachineOf=a.service").await;
-    let writes = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&writes);
-    let counting = Intercepted::new(store, move |_| {
-        counted.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    });
-    let engine_registry = Registry::open(Arc::new(counting)).await.unwrap();
+    let (engine_registry, writes) = counted(store).await;
     let config = EngineConfig {
         collect_unit_files: Duration::from_millis(200),
         ..config("m1")

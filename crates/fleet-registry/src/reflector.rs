@@ -69,11 +69,7 @@ impl Registry {
     /// are the task's to recover from.
     pub async fn reflect(&self, scope: Scope) -> Result<Reflector> {
         let mut feed = self.feed(scope);
-        let snapshot = loop {
-            if let Update::Relisted(snapshot) = feed.next().await? {
-                break *snapshot;
-            }
-        };
+        let snapshot = feed.listing().await?;
         let (progress, receiver) = watch::channel(Progress {
             revision: snapshot.revision,
             following: true,

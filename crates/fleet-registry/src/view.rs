@@ -87,12 +87,7 @@ impl Registry {
     /// A snapshot of `scope` kept current by a watch; see [`View`].
     pub async fn view(&self, scope: Scope) -> Result<View> {
         let mut feed = self.feed(scope);
-        // A new feed lists first.
-        let snapshot = loop {
-            if let Update::Relisted(snapshot) = feed.next().await? {
-                break *snapshot;
-            }
-        };
+        let snapshot = feed.listing().await?;
         Ok(View { feed, snapshot })
     }
 
@@ -170,6 +165,16 @@ impl Feed {
             }
         }
         Ok(Update::Batches(batches))
+    }
+
+    /// The scope as it is now; the watch resumes after it.
+    pub async fn listing(&mut self) -> Result<Snapshot> {
+        self.watch = None;
+        match self.relist().await? {
+            Update::Relisted(snapshot) => Ok(*snapshot),
+            // `relist` lists, always.
+            Update::Batches(_) => Err(RegistryError::Invalid("a listing gave changes".into())),
+        }
     }
 
     /// Makes the next update a fresh listing, so that it reflects every write made before
