@@ -8,6 +8,7 @@ use std::time::Duration;
 use fleet_agent::agent::{self, AgentConfig};
 use fleet_agent::manager::{ManagerKind, UnitManager};
 use fleet_agent::systemd::{SystemdConfig, SystemdManager};
+use fleet_agent::AgentError;
 use fleet_api::server::{router, router_with_token, ApiState};
 use fleet_engine::reconciler::{self, EngineConfig};
 use fleet_native::supervisor::{Supervisor, SupervisorConfig};
@@ -20,12 +21,13 @@ use fleet_unit::MachineId;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::config::{Config, UnitManagerChoice};
+use crate::config::{Config, ConfigError, UnitManagerChoice};
+use crate::start_error::StartError;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Reads the configuration again (SIGHUP).
-pub type Reload = Box<dyn Fn() -> Result<(Config, Vec<String>), String> + Send + Sync>;
+pub type Reload = Box<dyn Fn() -> Result<(Config, Vec<String>), ConfigError> + Send + Sync>;
 
 /// Runs fleetd until it is told to stop; an `Err` is why it could not start.
 /// `zygote`, when fleetd made one, is where the native supervisor forks its shims.
@@ -33,7 +35,7 @@ pub async fn run(
     config: Config,
     reload: Reload,
     zygote: Option<Arc<Zygote>>,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     // Before anything can be seen from outside: a stop signal must never find fleetd
     // without its handlers (and die of the default action).
     let mut signals = StopSignals::install()?;
@@ -44,10 +46,14 @@ pub async fn run(
         false => config.public_ip.clone(),
     };
     tracing::info!(%machine, public_ip, "fleetd {VERSION} starting");
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        StartError::setting(
+            format!("data_dir {}", config.data_dir.display()),
+            format!("cannot create it: {e}"),
+        )
+    })?;
     let store = open_registry(&config).await?;
-    let registry = Registry::open(store).await.map_err(|e| e.to_string())?;
+    let registry = Registry::open(store).await?;
     let manager = unit_manager(&config, &machine, &public_ip, zygote).await?;
     let manager_for_exit = Arc::clone(&manager);
 
@@ -138,9 +144,9 @@ pub async fn run(
                 // The agent only ends on its own for what no retry fixes.
                 let _ = stop.send(true);
                 return Err(match ended {
-                    Ok(Err(why)) => why.to_string(),
-                    Ok(Ok(())) => "the agent stopped unexpectedly".into(),
-                    Err(e) => format!("the agent failed: {e}"),
+                    Ok(Err(why)) => StartError::Agent(why),
+                    Ok(Ok(())) => StartError::Agent(AgentError::KeeperFailed("the agent stopped unexpectedly".into())),
+                    Err(e) => StartError::Agent(AgentError::KeeperFailed(e.to_string())),
                 });
             }
         }
@@ -204,7 +210,7 @@ impl axum::serve::Listener for TlsListener {
 /// The listening sockets systemd passed with socket activation (`LISTEN_PID` is this process,
 /// `LISTEN_FDS` of them from descriptor 3), or none.
 #[allow(unsafe_code)]
-fn activated_listeners() -> Result<Vec<Listener>, String> {
+fn activated_listeners() -> Result<Vec<Listener>, StartError> {
     use std::os::fd::{FromRawFd, OwnedFd};
     let ours = std::env::var("LISTEN_PID")
         .ok()
@@ -216,17 +222,23 @@ fn activated_listeners() -> Result<Vec<Listener>, String> {
     let count: i32 = std::env::var("LISTEN_FDS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .ok_or("LISTEN_FDS is not a number")?;
+        .ok_or_else(|| StartError::setting("LISTEN_FDS", "not a number"))?;
     let mut listeners = Vec::new();
     for fd in 3..3 + count {
         let unix = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(fd)
-            .map_err(|e| format!("socket activation: descriptor {fd} is not a socket: {e}"))?
+            .map_err(|e| {
+                StartError::Process(format!(
+                    "socket activation: descriptor {fd} is not a socket: {e}"
+                ))
+            })?
             .as_unix_addr()
             .is_some();
         // SAFETY: systemd passed descriptors 3.. to this process alone (LISTEN_PID is ours);
         // each is open, a listening socket (checked above), and taken exactly once here.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let bad = |e: std::io::Error| format!("socket activation: descriptor {fd}: {e}");
+        let bad = |e: std::io::Error| {
+            StartError::Process(format!("socket activation: descriptor {fd}: {e}"))
+        };
         listeners.push(if unix {
             let listener = std::os::unix::net::UnixListener::from(owned);
             listener.set_nonblocking(true).map_err(bad)?;
@@ -247,8 +259,8 @@ impl Listener {
     /// Binds `unix:///path` (mode 0660: never world-writable), `http://` (loopback only, unless
     /// `api_allow_plain_tcp`) or `https://` (which needs a certificate and a way to
     /// authenticate clients: client certificates or a bearer token).
-    async fn bind(url: &str, config: &Config) -> Result<Listener, String> {
-        let fail = |why: String| format!("api_listen {url}: {why}");
+    async fn bind(url: &str, config: &Config) -> Result<Listener, StartError> {
+        let fail = |why: String| StartError::setting(format!("api_listen {url}"), why);
         if let Some(path) = url.strip_prefix("unix://") {
             let path = PathBuf::from(path);
             if let Some(parent) = path.parent() {
@@ -311,18 +323,18 @@ impl Listener {
 }
 
 /// The bearer token from `api_token_file`, if one is configured.
-fn api_token(config: &Config) -> Result<Option<String>, String> {
+fn api_token(config: &Config) -> Result<Option<String>, StartError> {
     let Some(path) = &config.api_token_file else {
         return Ok(None);
     };
     let token = std::fs::read_to_string(path)
-        .map_err(|e| format!("api_token_file {}: {e}", path.display()))?
+        .map_err(|e| StartError::setting(format!("api_token_file {}", path.display()), e))?
         .trim()
         .to_owned();
     if token.len() < 16 {
-        return Err(format!(
-            "api_token_file {}: the token must be at least 16 characters",
-            path.display()
+        return Err(StartError::setting(
+            format!("api_token_file {}", path.display()),
+            "the token must be at least 16 characters",
         ));
     }
     Ok(Some(token))
@@ -437,9 +449,10 @@ struct StopSignals {
 }
 
 impl StopSignals {
-    fn install() -> Result<StopSignals, String> {
-        let install =
-            |kind: SignalKind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+    fn install() -> Result<StopSignals, StartError> {
+        let install = |kind: SignalKind| {
+            signal(kind).map_err(|e| StartError::Process(format!("cannot handle signals: {e}")))
+        };
         Ok(StopSignals {
             terminate: install(SignalKind::terminate())?,
             interrupt: install(SignalKind::interrupt())?,
@@ -552,16 +565,18 @@ fn raise_open_files_limit() {
 }
 
 /// The configured machine ID, else `/etc/machine-id`.
-fn machine_id(config: &Config) -> Result<MachineId, String> {
+fn machine_id(config: &Config) -> Result<MachineId, StartError> {
     if !config.machine_id.is_empty() {
-        return valid_machine_id(&config.machine_id).map_err(|e| format!("machine_id: {e}"));
+        return valid_machine_id(&config.machine_id)
+            .map_err(|e| StartError::setting("machine_id", e));
     }
     let text = std::fs::read_to_string("/etc/machine-id").map_err(|e| {
-        format!(
-            "cannot read /etc/machine-id ({e}); set machine_id in fleet.conf or FLEET_MACHINE_ID"
+        StartError::setting(
+            "/etc/machine-id",
+            format!("cannot read it ({e}); set machine_id in fleet.conf or FLEET_MACHINE_ID"),
         )
     })?;
-    valid_machine_id(text.trim()).map_err(|e| format!("/etc/machine-id: {e}"))
+    valid_machine_id(text.trim()).map_err(|e| StartError::setting("/etc/machine-id", e))
 }
 
 /// A machine ID as systemd makes them (`/etc/machine-id`): 32 lowercase hexadecimal digits.
@@ -585,11 +600,11 @@ fn detect_public_ip() -> Option<String> {
     (!ip.is_unspecified()).then(|| ip.to_string())
 }
 
-async fn open_registry(config: &Config) -> Result<Arc<dyn KvStore>, String> {
+async fn open_registry(config: &Config) -> Result<Arc<dyn KvStore>, StartError> {
     if config.etcd_servers.is_empty() {
         let path = config.data_dir.join("registry.redb");
         tracing::info!(path = %path.display(), "registry: embedded");
-        let store = LocalStore::open(&path).map_err(|e| e.to_string())?;
+        let store = LocalStore::open(&path)?;
         return Ok(Arc::new(store));
     }
     let mut etcd = EtcdConfig::new(config.etcd_servers.clone(), config.etcd_key_prefix.clone());
@@ -611,7 +626,7 @@ async fn open_registry(config: &Config) -> Result<Arc<dyn KvStore>, String> {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -621,7 +636,7 @@ async fn unit_manager(
     machine: &MachineId,
     public_ip: &str,
     zygote: Option<Arc<Zygote>>,
-) -> Result<Arc<dyn UnitManager>, String> {
+) -> Result<Arc<dyn UnitManager>, StartError> {
     let configured = match config.unit_manager {
         UnitManagerChoice::Auto => None,
         UnitManagerChoice::Native => Some(ManagerKind::Native),
@@ -638,13 +653,18 @@ async fn unit_manager(
                 root: "/".into(),
             })
             .await
-            .map_err(|e| format!("{e} (unit_manager=native runs units without systemd)"))?;
+            .map_err(|e| {
+                StartError::UnitManager(format!(
+                    "{e} (unit_manager=native runs units without systemd)"
+                ))
+            })?;
             tracing::info!(units = %config.units_directory.display(), "unit manager: systemd");
             Ok(systemd)
         }
         ManagerKind::Native => {
-            let shim = std::env::current_exe()
-                .map_err(|e| format!("cannot find fleetd's own binary: {e}"))?;
+            let shim = std::env::current_exe().map_err(|e| {
+                StartError::UnitManager(format!("cannot find fleetd's own binary: {e}"))
+            })?;
             let supervisor = Supervisor::open(SupervisorConfig {
                 units_dir: config.units_directory.clone(),
                 run_dir: config.runtime_dir.join("native"),
@@ -657,7 +677,7 @@ async fn unit_manager(
                 boot_id: boot_id(),
                 log_max_bytes: 4 * 1024 * 1024,
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| StartError::UnitManager(e.to_string()))?;
             tracing::info!(units = %config.units_directory.display(), "unit manager: native supervisor");
             let supervisor = Arc::new(supervisor);
             let bindings = Arc::clone(&supervisor);

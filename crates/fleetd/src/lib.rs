@@ -2,3 +2,4 @@
 
 pub mod config;
 pub mod daemon;
+pub mod start_error;

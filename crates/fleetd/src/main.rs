@@ -95,10 +95,15 @@ fn serve(config_path: Option<PathBuf>) -> i32 {
         let file = match std::fs::read_to_string(&path) {
             Ok(text) => Some(text),
             Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(e) => {
+                return Err(fleetd::config::ConfigError(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )))
+            }
         };
         let environment: BTreeMap<String, String> = std::env::vars().collect();
-        Config::load(file.as_deref(), &environment).map_err(|e| e.to_string())
+        Config::load(file.as_deref(), &environment)
     });
     match runtime.block_on(daemon::run(config, reload, zygote)) {
         Ok(()) => 0,
