@@ -90,14 +90,18 @@ pub fn metadata_of(machine: &MachineId) -> String {
 
 /// A dynamic metadata key: non-empty, at most 255 bytes of `[A-Za-z0-9_.-]`, so it can be one
 /// key segment and a `MachineMetadata=` name.
-pub fn validate_metadata_key(key: &str) -> std::result::Result<(), String> {
-    let valid = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
-    if key.is_empty() || key.len() > 255 || !key.chars().all(valid) {
-        return Err(format!(
-            "invalid metadata key {key:?}: use 1 to 255 characters from [A-Za-z0-9_.-]"
-        ));
+pub fn validate_metadata_key(key: &str) -> Result<()> {
+    match metadata_key_problem(key) {
+        Some(problem) => Err(RegistryError::Invalid(problem)),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+fn metadata_key_problem(key: &str) -> Option<String> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+    (key.is_empty() || key.len() > 255 || !key.chars().all(valid)).then(|| {
+        format!("invalid metadata key {key:?}: use 1 to 255 characters from [A-Za-z0-9_.-]")
+    })
 }
 
 fn two(rest: &str) -> std::result::Result<(&str, &str), String> {
@@ -136,7 +140,9 @@ fn parse(key: &str) -> std::result::Result<RegistryKey, String> {
         }
         "metadata" => {
             let (m, k) = two(rest)?;
-            validate_metadata_key(k)?;
+            if let Some(problem) = metadata_key_problem(k) {
+                return Err(problem);
+            }
             Ok(RegistryKey::Metadata(machine(m)?, k.to_owned()))
         }
         _ => Err("not a key of registry format 1".into()),

@@ -238,7 +238,7 @@ impl Registry {
     ) -> Result<()> {
         let mut last: BTreeMap<String, Option<&str>> = BTreeMap::new();
         for (machine, key, value) in changes {
-            keys::validate_metadata_key(key).map_err(RegistryError::Invalid)?;
+            keys::validate_metadata_key(key)?;
             let path = RegistryKey::Metadata(machine.clone(), key.to_owned()).path();
             last.insert(path, value.as_deref());
         }

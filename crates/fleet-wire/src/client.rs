@@ -27,7 +27,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// `unix:///abs/path` or `http://host:port[/prefix]`; errors as fleetctl 1.0 worded them.
-    pub fn parse(url: &str) -> std::result::Result<Endpoint, String> {
+    pub fn parse(url: &str) -> std::result::Result<Endpoint, InvalidEndpoint> {
         let first = url.split(',').next().unwrap_or("").trim();
         if let Some(path) = first
             .strip_prefix("unix://")
@@ -35,9 +35,9 @@ impl Endpoint {
         {
             if !path.starts_with('/') {
                 let host = path.split('/').next().unwrap_or("");
-                return Err(format!(
+                return Err(InvalidEndpoint(format!(
                     "unable to connect to host {host:?} with scheme \"unix\""
-                ));
+                )));
             }
             return Ok(Endpoint::Unix(path.to_owned()));
         }
@@ -60,11 +60,23 @@ impl Endpoint {
                 false => Endpoint::Http { host, prefix },
             });
         }
-        Err(format!(
+        Err(InvalidEndpoint(format!(
             "unsupported endpoint {first:?} (use unix:///path or http://host:port)"
-        ))
+        )))
     }
 }
+
+/// An endpoint fleetctl cannot reach, worded as fleetctl 1.0 worded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidEndpoint(pub String);
+
+impl std::fmt::Display for InvalidEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidEndpoint {}
 
 /// Why a call failed: the transport, or the server's answer (fleetctl prints both as is).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -484,7 +496,9 @@ mod tests {
         );
         assert_eq!(
             Endpoint::parse("unix://var/run/fleet.sock"),
-            Err("unable to connect to host \"var\" with scheme \"unix\"".into())
+            Err(InvalidEndpoint(
+                "unable to connect to host \"var\" with scheme \"unix\"".into()
+            ))
         );
         assert_eq!(
             Endpoint::parse("http://127.0.0.1:18080/some/prefix/,http://other:1"),
