@@ -125,6 +125,14 @@ pub async fn run(
         );
     }
     let token = api_token(&config)?;
+    // A TCP socket systemd passed is held to the same rule as one fleetd binds.
+    let unauthenticated_tcp = listeners.iter().any(|l| matches!(l, Listener::Tcp(_)));
+    if unauthenticated_tcp && token.is_none() {
+        return Err(StartError::setting(
+            "socket activation",
+            "a TCP socket needs authentication, on loopback too: set api_token_file (bearer token)",
+        ));
+    }
     for listener in listeners {
         let router = match listener.is_tcp() {
             true => router_with_token(Arc::clone(&api), token.clone()),
@@ -291,10 +299,19 @@ impl Listener {
                 "plain http on the network sends everything in the clear; use https://, or set api_allow_plain_tcp=true".into(),
             ));
         }
+        // Loopback too: any local user can reach it, and fleetd runs units as root.
+        if !tls && config.api_token_file.is_none() {
+            return Err(fail(
+                "a TCP listener needs authentication, on loopback too (any local user reaches it): set api_token_file (bearer token), or use https:// with client certificates, or unix://".into(),
+            ));
+        }
         let tcp = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|e| fail(e.to_string()))?;
         if !tls {
+            if !address.ip().is_loopback() {
+                tracing::warn!(url, "plain http on the network: the bearer token and every unit file travel in the clear");
+            }
             return Ok(Listener::Tcp(tcp));
         }
         let (Some(cert), Some(key)) = (&config.api_tls_cert_file, &config.api_tls_key_file) else {

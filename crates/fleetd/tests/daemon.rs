@@ -847,6 +847,41 @@ fn https_with_a_bearer_token() {
     stop(&mut child, "-TERM");
 }
 
+/// Plain http on loopback is served only with a bearer token: any local user reaches it, and
+/// fleetd runs units as root.
+#[test]
+fn plain_http_on_loopback_needs_the_bearer_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token-0123456789\n").unwrap();
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let conf = format!(
+        "api_listen = unix://{}/fleet.sock,{url}\napi_token_file = {}\n",
+        dir.path().display(),
+        token_file.display()
+    );
+    std::fs::write(dir.path().join("fleet.conf"), conf).unwrap();
+    let mut command = fleetd(dir.path());
+    command.env_remove("FLEET_API_LISTEN");
+    let mut child = common::serving(command, dir.path());
+    let endpoint = format!("--endpoint={url}");
+    let (code, _, err) = common::fleetctl(&[&endpoint, "list-machines"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("googleapi: Error 401: missing or wrong bearer token"),
+        "{err}"
+    );
+    let with_token = [("FLEETCTL_API_TOKEN", "s3cret-token-0123456789")];
+    let (code, out, err) =
+        common::fleetctl(&[&endpoint, "list-machines", "--no-legend"], &with_token);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "6e6f6465...\t10.0.0.9\t-\n"),
+        "{err}"
+    );
+    stop(&mut child, "-TERM");
+}
+
 #[test]
 fn a_network_api_without_tls_or_authentication_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -857,6 +892,8 @@ fn a_network_api_without_tls_or_authentication_is_refused() {
             "an API on the network needs authentication",
         ),
         (format!("api_listen = http://0.0.0.0:{}\n", free_port()), "plain http on the network sends everything in the clear"),
+        (format!("api_listen = http://0.0.0.0:{}\napi_allow_plain_tcp = true\n", free_port()), "a TCP listener needs authentication, on loopback too"),
+        (format!("api_listen = http://127.0.0.1:{}\n", free_port()), "a TCP listener needs authentication, on loopback too"),
         (format!("api_listen = https://127.0.0.1:{}\napi_token_file = /no/such/token\n", free_port()), "https needs api_tls_cert_file and api_tls_key_file"),
     ];
     for (conf, expected) in cases {
