@@ -9,6 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -62,9 +63,11 @@ impl UnitLog {
     /// Opens (appending to) the log, rotating after `max_bytes`.
     pub fn open(files: LogFiles, max_bytes: u64) -> io::Result<UnitLog> {
         let open = || {
+            // A unit's output may hold its secrets: readable by its owner (root) alone.
             OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&files.current)
         };
         // The log directory is the supervisor's to make; made here when it is not there.
@@ -122,6 +125,7 @@ impl UnitLog {
         self.file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.files.current)?;
         self.written = 0;
         Ok(())

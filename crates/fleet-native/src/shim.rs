@@ -175,9 +175,9 @@ async fn prepare(
     for warning in &service.warnings {
         let _ = log.send((Stream::Supervisor, warning.clone())).await;
     }
-    if let Some(umask) = service.umask {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
-    }
+    // systemd's default is 0022, whatever fleetd's own (0077: its files hold unit secrets).
+    let umask = service.umask.unwrap_or(0o022);
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     let machine = MachineEnvironment {
         machine_id: spec.machine_id.clone(),
         public_ip: spec.public_ip.clone(),

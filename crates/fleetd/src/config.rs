@@ -51,6 +51,9 @@ pub struct Config {
     pub api_token_file: Option<PathBuf>,
     /// Allow `http://` (no TLS) on addresses other than loopback.
     pub api_allow_plain_tcp: bool,
+    /// Serve `http://` on loopback without a token (a warning at start: any local user can
+    /// then run units as root).
+    pub api_allow_unauthenticated_loopback: bool,
     /// Empty: `/etc/machine-id`.
     pub machine_id: String,
     pub data_dir: PathBuf,
@@ -107,6 +110,7 @@ impl Default for Config {
             api_tls_client_ca_file: None,
             api_token_file: None,
             api_allow_plain_tcp: false,
+            api_allow_unauthenticated_loopback: false,
             machine_id: String::new(),
             data_dir: "/var/lib/fleet".into(),
             runtime_dir: "/run/fleet".into(),
@@ -257,6 +261,9 @@ impl Config {
             "api_tls_client_ca_file" => self.api_tls_client_ca_file = path(value),
             "api_token_file" => self.api_token_file = path(value),
             "api_allow_plain_tcp" => self.api_allow_plain_tcp = go_bool(value).map_err(invalid)?,
+            "api_allow_unauthenticated_loopback" => {
+                self.api_allow_unauthenticated_loopback = go_bool(value).map_err(invalid)?
+            }
             "unit_manager" => {
                 self.unit_manager = match value.trim() {
                     "auto" => UnitManagerChoice::Auto,

@@ -52,6 +52,16 @@ pub async fn run(
             format!("cannot create it: {e}"),
         )
     })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let private = std::fs::Permissions::from_mode(0o700);
+        std::fs::set_permissions(&config.data_dir, private).map_err(|e| {
+            StartError::setting(
+                format!("data_dir {}", config.data_dir.display()),
+                format!("cannot make it private (0700): {e}"),
+            )
+        })?;
+    }
     let store = open_registry(&config).await?;
     let registry = Registry::open(store).await?;
     let manager = unit_manager(&config, &machine, &public_ip, zygote).await?;
@@ -127,7 +137,7 @@ pub async fn run(
     let token = api_token(&config)?;
     // A TCP socket systemd passed is held to the same rule as one fleetd binds.
     let unauthenticated_tcp = listeners.iter().any(|l| matches!(l, Listener::Tcp(_)));
-    if unauthenticated_tcp && token.is_none() {
+    if unauthenticated_tcp && token.is_none() && !config.api_allow_unauthenticated_loopback {
         return Err(StartError::setting(
             "socket activation",
             "a TCP socket needs authentication, on loopback too: set api_token_file (bearer token)",
@@ -301,9 +311,12 @@ impl Listener {
         }
         // Loopback too: any local user can reach it, and fleetd runs units as root.
         if !tls && config.api_token_file.is_none() {
-            return Err(fail(
-                "a TCP listener needs authentication, on loopback too (any local user reaches it): set api_token_file (bearer token), or use https:// with client certificates, or unix://".into(),
-            ));
+            if !(address.ip().is_loopback() && config.api_allow_unauthenticated_loopback) {
+                return Err(fail(
+                    "a TCP listener needs authentication, on loopback too (any local user reaches it): set api_token_file (bearer token), or use https:// with client certificates, or unix://".into(),
+                ));
+            }
+            tracing::warn!(url, "api_allow_unauthenticated_loopback: any local user can run units as root through this listener");
         }
         let tcp = tokio::net::TcpListener::bind(address)
             .await

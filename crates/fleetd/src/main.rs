@@ -77,6 +77,9 @@ fn serve(config_path: Option<PathBuf>) -> i32 {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
+    // Everything fleetd writes (the registry, unit files, run directories, logs) may hold
+    // secrets: its owner's alone. Units get systemd's default back (the shim sets UMask=).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let zygote = match config.unit_manager {
         UnitManagerChoice::Systemd => None,
         UnitManagerChoice::Native | UnitManagerChoice::Auto => start_zygote(),

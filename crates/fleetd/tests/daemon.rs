@@ -847,6 +847,52 @@ fn https_with_a_bearer_token() {
     stop(&mut child, "-TERM");
 }
 
+/// What fleetd writes may hold a unit's secrets (its file, its environment, its output): 0600
+/// files in 0700 directories. The unit itself gets systemd's default umask (0022).
+#[test]
+fn what_fleetd_writes_is_its_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = configured("");
+    let mut child = start_and_wait_for_socket(dir.path());
+    let made = dir.path().join("made-by-the-unit");
+    let file = unit_file(
+        dir.path(),
+        "secret.service",
+        &format!(
+            "[Service]\nEnvironment=PASSWORD=hunter2\nExecStart=/bin/sh -c 'echo $PASSWORD; touch {}; exec sleep 30'\n",
+            made.display()
+        ),
+    );
+    fleetctl_ok(dir.path(), &["start", &file]);
+    eventually("the unit made its file", TEN_SECONDS, || {
+        holds(made.exists())
+    });
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let home = dir.path();
+    for (path, expected) in [
+        (home.join("data"), 0o700),
+        (home.join("data/registry.redb"), 0o600),
+        (home.join("data/logs/secret.service"), 0o600),
+        (home.join("units/secret.service"), 0o600),
+        (home.join("run/native/secret.service/spec.json"), 0o600),
+        (home.join("fleet.sock"), 0o660),
+        (made.clone(), 0o644),
+    ] {
+        assert_eq!(
+            mode(&path),
+            expected,
+            "{}: {:o}",
+            path.display(),
+            mode(&path)
+        );
+    }
+    stop(&mut child, "-TERM");
+}
+
 /// Plain http on loopback is served only with a bearer token: any local user reaches it, and
 /// fleetd runs units as root.
 #[test]
@@ -880,6 +926,37 @@ fn plain_http_on_loopback_needs_the_bearer_token() {
         "{err}"
     );
     stop(&mut child, "-TERM");
+}
+
+/// `api_allow_unauthenticated_loopback` serves plain http on loopback without a token, and
+/// says at start what that allows.
+#[test]
+fn unauthenticated_loopback_only_when_asked_for_and_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let conf = format!(
+        "api_listen = unix://{}/fleet.sock,{url}\napi_allow_unauthenticated_loopback = true\n",
+        dir.path().display()
+    );
+    std::fs::write(dir.path().join("fleet.conf"), conf).unwrap();
+    let mut command = fleetd(dir.path());
+    command.env_remove("FLEET_API_LISTEN");
+    let mut child = common::serving(command, dir.path());
+    let endpoint = format!("--endpoint={url}");
+    let (code, _, err) = common::fleetctl(&[&endpoint, "list-machines"], &[]);
+    assert_eq!(code, 0, "{err}");
+    signal_and_wait(&mut child, "-TERM");
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        log.contains("any local user can run units as root through this listener"),
+        "{log}"
+    );
 }
 
 #[test]
