@@ -311,11 +311,24 @@ async fn through_the_unit_manager_trait_with_its_journal() {
         ),
         ("loaded", "active", "exited")
     );
-    let journal = manager.journal(&unit, 2).await.unwrap();
-    let texts: Vec<&str> = journal
-        .iter()
-        .map(|l| l.split_once(' ').unwrap().1)
-        .collect();
+    // The output reaches the log on its own path (a pipe the shim drains): shortly after the
+    // state, as with journald.
+    let texts = fleet_testkit::wait::eventually_async(
+        "both lines logged",
+        Duration::from_secs(5),
+        || async {
+            let journal = manager.journal(&unit, 2).await.unwrap();
+            let texts: Vec<String> = journal
+                .iter()
+                .map(|l| l.split_once(' ').unwrap().1.to_owned())
+                .collect();
+            match texts.len() {
+                2 => Ok(texts),
+                _ => Err(format!("{texts:?}")),
+            }
+        },
+    )
+    .await;
     assert_eq!(texts, vec!["stdout one", "stdout two"]);
     manager.unload(&unit).await.unwrap();
     assert!(manager.loaded().await.unwrap().is_empty());
