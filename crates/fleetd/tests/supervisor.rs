@@ -23,11 +23,48 @@ fn name(n: &str) -> UnitName {
     UnitName::new(n).unwrap()
 }
 
+/// The test's directory. On drop, also when the test fails, every shim under it is killed
+/// with its unit's processes (the shim leads its own session), so a failing test leaves
+/// nothing running: only processes whose working directory is one of its run directories.
+struct Home(tempfile::TempDir);
+
+impl Home {
+    fn new() -> Home {
+        Home(tempfile::tempdir().unwrap())
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.path().join("run")) else {
+            return;
+        };
+        for run in entries.flatten().map(|e| e.path()) {
+            let pid = std::fs::read_to_string(run.join("shim.pid"))
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+                .filter(|pid| *pid > 1);
+            let Some(pid) = pid else { continue };
+            let ours = std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == run);
+            if ours {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
 const SLEEPER: &str = "[Service]\nExecStart=/bin/sleep 60\n";
 
 #[tokio::test]
 async fn load_start_state_stop_unload() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Home::new();
     let supervisor = Supervisor::open(config(dir.path())).unwrap();
     let unit = name("sleeper.service");
     let missing = supervisor.start(&unit).await.unwrap_err();
@@ -76,7 +113,7 @@ async fn supervisor_child() {
 
 #[tokio::test]
 async fn a_killed_supervisor_leaves_its_units_running() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Home::new();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["supervisor_child", "--exact", "--ignored", "--nocapture"])
         .env(CHILD_ENV, dir.path())
@@ -156,7 +193,7 @@ fn load(supervisor: &Supervisor, unit: &str, text: &str) -> UnitName {
 
 #[tokio::test]
 async fn a_sidekick_starts_after_its_main_unit_and_stops_with_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Home::new();
     let supervisor = Supervisor::open(config(dir.path())).unwrap();
     let main = load(&supervisor, "main.service", SLEEPER);
     let side = load(
@@ -204,7 +241,7 @@ async fn a_sidekick_starts_after_its_main_unit_and_stops_with_it() {
 async fn a_sidekick_without_after_started_with_its_main_unit_keeps_running() {
     // systemd stops a BindsTo= unit only when the unit it is bound to is inactive with no
     // start under way; started together, both run.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Home::new();
     let supervisor = std::sync::Arc::new(Supervisor::open(config(dir.path())).unwrap());
     let bindings = {
         let supervisor = std::sync::Arc::clone(&supervisor);
@@ -233,7 +270,7 @@ async fn a_sidekick_without_after_started_with_its_main_unit_keeps_running() {
 
 #[tokio::test]
 async fn a_unit_wanted_by_another_starts_with_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Home::new();
     let supervisor = Supervisor::open(config(dir.path())).unwrap();
     let main = load(&supervisor, "main.service", SLEEPER);
     let helper = load(
@@ -249,7 +286,7 @@ async fn a_unit_wanted_by_another_starts_with_it() {
 
 #[tokio::test]
 async fn requirements_that_cannot_be_met_are_reported() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Home::new();
     let supervisor = Supervisor::open(config(dir.path())).unwrap();
     let lonely = load(
         &supervisor,
@@ -284,7 +321,7 @@ async fn requirements_that_cannot_be_met_are_reported() {
 #[tokio::test]
 async fn through_the_unit_manager_trait_with_its_journal() {
     use fleet_agent::manager::{ManagerKind, UnitManager};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Home::new();
     let manager: Box<dyn UnitManager> = Box::new(Supervisor::open(config(dir.path())).unwrap());
     assert_eq!(manager.kind(), ManagerKind::Native);
     let unit = name("hello.service");
@@ -338,7 +375,7 @@ async fn through_the_unit_manager_trait_with_its_journal() {
 #[tokio::test]
 async fn a_unit_with_a_long_name_runs_too() {
     // Its socket path is far past the 108 bytes a socket address may hold.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Home::new();
     let supervisor = Supervisor::open(config(dir.path())).unwrap();
     let long = format!("{}.service", "n".repeat(200));
     let unit = load(
@@ -354,7 +391,7 @@ async fn a_unit_with_a_long_name_runs_too() {
 
 #[tokio::test]
 async fn a_change_of_state_is_told_without_polling() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Home::new();
     let supervisor = Supervisor::open(config(dir.path())).unwrap();
     let unit = load(&supervisor, "told.service", SLEEPER);
     let mut changes = supervisor.changes();
@@ -420,7 +457,7 @@ async fn wait_state(
 
 #[tokio::test]
 async fn a_killed_shim_fails_its_unit_and_ends_what_it_left_running() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Home::new();
     let supervisor = Supervisor::open(config(dir.path())).unwrap();
     let unit = load(&supervisor, "orphan.service", SLEEPER);
     supervisor.start(&unit).await.unwrap();
@@ -461,7 +498,7 @@ async fn a_killed_shim_fails_its_unit_and_ends_what_it_left_running() {
 
 #[tokio::test]
 async fn units_killed_with_their_shims_are_failed_when_the_supervisor_starts_again() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Home::new();
     let unit = name("crashed.service");
     let main = {
         let supervisor = Supervisor::open(config(dir.path())).unwrap();
@@ -521,7 +558,7 @@ fn peak_kib(pid: u32) -> u64 {
 /// it), its shim's memory flat, and the unit and its neighbour run on.
 #[tokio::test]
 async fn a_hundred_megabytes_of_output_keep_the_log_bounded_and_the_shim_small() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Home::new();
     let supervisor = Supervisor::open(config(dir.path())).unwrap();
     let neighbour = load(&supervisor, "neighbour.service", SLEEPER);
     supervisor.start(&neighbour).await.unwrap();
@@ -557,7 +594,7 @@ async fn a_hundred_megabytes_of_output_keep_the_log_bounded_and_the_shim_small()
 /// one of them at once.
 #[tokio::test]
 async fn a_unit_with_a_thousand_children_is_stopped_whole() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Home::new();
     let supervisor = Supervisor::open(config(dir.path())).unwrap();
     let forking = load(
         &supervisor,
