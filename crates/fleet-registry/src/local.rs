@@ -272,16 +272,11 @@ async fn expire_leases(inner: Weak<Inner>) {
 }
 
 impl State {
-    /// `ops` planned as the next revision.
-    fn plan_ops(&self, ops: Vec<Op>) -> Commit {
-        let revision = self.revision + 1;
-        let changes = self.plan(ops, revision);
+    /// A commit of `changes` on the current state: the next revision when it changes a key,
+    /// the current one otherwise (a lease alone takes no revision).
+    fn commit_of(&self, changes: Vec<Change>) -> Commit {
         Commit {
-            revision: if changes.is_empty() {
-                self.revision
-            } else {
-                revision
-            },
+            revision: self.revision + i64::from(!changes.is_empty()),
             next_lease: self.next_lease,
             changes,
             granted: None,
@@ -289,21 +284,30 @@ impl State {
         }
     }
 
+    /// `ops` planned as the next revision.
+    fn plan_ops(&self, ops: Vec<Op>) -> Commit {
+        self.commit_of(self.plan(ops, self.revision + 1))
+    }
+
     /// The end of lease `id` (and of its keys), planned; `None` when it is gone already.
     fn plan_revoke(&self, id: LeaseId) -> Option<Commit> {
         let lease = self.leases.get(&id)?;
-        let changes: Vec<Change> = lease.keys.iter().cloned().map(Change::Delete).collect();
+        let changes = lease.keys.iter().cloned().map(Change::Delete).collect();
         Some(Commit {
-            revision: if changes.is_empty() {
-                self.revision
-            } else {
-                self.revision + 1
-            },
-            next_lease: self.next_lease,
-            changes,
-            granted: None,
             revoked: Some(id),
+            ..self.commit_of(changes)
         })
+    }
+
+    /// A new lease of `ttl`, planned: its ID and the commit.
+    fn plan_grant(&self, ttl: Duration) -> (LeaseId, Commit) {
+        let id = self.next_lease;
+        let commit = Commit {
+            next_lease: id + 1,
+            granted: Some((id, ttl)),
+            ..self.commit_of(Vec::new())
+        };
+        (id, commit)
     }
 
     /// What `ops` do to the current data, without changing it. `check_txn` guarantees no key
@@ -522,17 +526,7 @@ impl KvStore for LocalStore {
             ));
         }
         let _writing = self.inner.writer.lock().await;
-        let (id, revision) = {
-            let state = self.lock();
-            (state.next_lease, state.revision)
-        };
-        let commit = Commit {
-            revision,
-            next_lease: id + 1,
-            changes: Vec::new(),
-            granted: Some((id, ttl)),
-            revoked: None,
-        };
+        let (id, commit) = self.lock().plan_grant(ttl);
         self.inner.commit(commit).await?;
         self.inner.lease_changed.notify_one();
         Ok(id)

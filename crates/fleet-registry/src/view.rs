@@ -141,11 +141,11 @@ impl Feed {
     /// call makes again.
     pub async fn next(&mut self) -> Result<Update> {
         let Some(watch) = self.watch.as_mut() else {
-            return self.relist().await;
+            return self.relisted().await;
         };
         let first = match watch.next().await {
             Some(Ok(batch)) => batch,
-            Some(Err(RegistryError::Compacted { .. })) | None => return self.relist().await,
+            Some(Err(RegistryError::Compacted { .. })) | None => return self.relisted().await,
             Some(Err(e)) => {
                 self.watch = None;
                 return Err(e);
@@ -170,11 +170,13 @@ impl Feed {
     /// The scope as it is now; the watch resumes after it.
     pub async fn listing(&mut self) -> Result<Snapshot> {
         self.watch = None;
-        match self.relist().await? {
-            Update::Relisted(snapshot) => Ok(*snapshot),
-            // `relist` lists, always.
-            Update::Batches(_) => Err(RegistryError::Invalid("a listing gave changes".into())),
-        }
+        let snapshot = self.registry.snapshot(&self.scope).await?;
+        let watch = self
+            .registry
+            .watch(&self.scope, snapshot.revision + 1)
+            .await?;
+        self.watch = Some(watch);
+        Ok(snapshot)
     }
 
     /// Makes the next update a fresh listing, so that it reflects every write made before
@@ -183,15 +185,8 @@ impl Feed {
         self.watch = None;
     }
 
-    async fn relist(&mut self) -> Result<Update> {
-        self.watch = None;
-        let snapshot = self.registry.snapshot(&self.scope).await?;
-        let watch = self
-            .registry
-            .watch(&self.scope, snapshot.revision + 1)
-            .await?;
-        self.watch = Some(watch);
-        Ok(Update::Relisted(Box::new(snapshot)))
+    async fn relisted(&mut self) -> Result<Update> {
+        Ok(Update::Relisted(Box::new(self.listing().await?)))
     }
 
     /// Applies `batches` to `snapshot`: the keys that changed. The snapshot's revision moves
