@@ -8,7 +8,6 @@ use std::time::Duration;
 use fleet_agent::agent::{self, AgentConfig};
 use fleet_agent::manager::{ManagerKind, UnitManager};
 use fleet_agent::systemd::{SystemdConfig, SystemdManager};
-use fleet_agent::AgentError;
 use fleet_api::server::{router, router_with_token, ApiState};
 use fleet_engine::reconciler::{self, EngineConfig};
 use fleet_native::supervisor::{Supervisor, SupervisorConfig};
@@ -135,13 +134,8 @@ pub async fn run(
         );
     }
     let token = api_token(&config)?;
-    // A TCP socket systemd passed is held to the same rule as one fleetd binds.
-    let unauthenticated_tcp = listeners.iter().any(|l| matches!(l, Listener::Tcp(_)));
-    if unauthenticated_tcp && token.is_none() && !config.api_allow_unauthenticated_loopback {
-        return Err(StartError::setting(
-            "socket activation",
-            "a TCP socket needs authentication, on loopback too: set api_token_file (bearer token)",
-        ));
+    for listener in &listeners {
+        listener.check_authenticated(token.is_some(), &config)?;
     }
     for listener in listeners {
         let router = match listener.is_tcp() {
@@ -163,8 +157,8 @@ pub async fn run(
                 let _ = stop.send(true);
                 return Err(match ended {
                     Ok(Err(why)) => StartError::Agent(why),
-                    Ok(Ok(())) => StartError::Agent(AgentError::KeeperFailed("the agent stopped unexpectedly".into())),
-                    Err(e) => StartError::Agent(AgentError::KeeperFailed(e.to_string())),
+                    Ok(Ok(())) => StartError::AgentEnded("the agent stopped unexpectedly".into()),
+                    Err(e) => StartError::AgentEnded(format!("the agent failed: {e}")),
                 });
             }
         }
@@ -309,15 +303,6 @@ impl Listener {
                 "plain http on the network sends everything in the clear; use https://, or set api_allow_plain_tcp=true".into(),
             ));
         }
-        // Loopback too: any local user can reach it, and fleetd runs units as root.
-        if !tls && config.api_token_file.is_none() {
-            if !(address.ip().is_loopback() && config.api_allow_unauthenticated_loopback) {
-                return Err(fail(
-                    "a TCP listener needs authentication, on loopback too (any local user reaches it): set api_token_file (bearer token), or use https:// with client certificates, or unix://".into(),
-                ));
-            }
-            tracing::warn!(url, "api_allow_unauthenticated_loopback: any local user can run units as root through this listener");
-        }
         let tcp = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|e| fail(e.to_string()))?;
@@ -347,6 +332,29 @@ impl Listener {
     }
 
     /// Whether this listener is reachable over the network (and so needs the bearer token).
+    /// Plain TCP, bound or passed by systemd, is served only with a bearer token, loopback
+    /// too: any local user reaches it, and fleetd runs units as root. (TLS listeners are
+    /// checked where they are made: client certificates or a token.)
+    fn check_authenticated(&self, token: bool, config: &Config) -> Result<(), StartError> {
+        let Listener::Tcp(tcp) = self else {
+            return Ok(());
+        };
+        if token {
+            return Ok(());
+        }
+        let address = tcp
+            .local_addr()
+            .map_err(|e| StartError::Process(format!("a TCP listener's address: {e}")))?;
+        if address.ip().is_loopback() && config.api_allow_unauthenticated_loopback {
+            tracing::warn!(%address, "api_allow_unauthenticated_loopback: any local user can run units as root through this listener");
+            return Ok(());
+        }
+        Err(StartError::setting(
+            format!("api_listen http://{address}"),
+            "a TCP listener needs authentication, on loopback too (any local user reaches it): set api_token_file (bearer token), or use https:// with client certificates, or unix://",
+        ))
+    }
+
     fn is_tcp(&self) -> bool {
         !matches!(self, Listener::Unix(..))
     }

@@ -19,6 +19,8 @@ pub enum StartError {
     Process(String),
     /// The agent gave up for good (another live fleetd holds this machine's ID).
     Agent(AgentError),
+    /// The agent's task ended when it never should (a panic, say).
+    AgentEnded(String),
 }
 
 impl StartError {
@@ -35,7 +37,9 @@ impl fmt::Display for StartError {
         match self {
             StartError::Setting { setting, problem } => write!(f, "{setting}: {problem}"),
             StartError::Registry(e) => write!(f, "{e}"),
-            StartError::UnitManager(why) | StartError::Process(why) => f.write_str(why),
+            StartError::UnitManager(why)
+            | StartError::Process(why)
+            | StartError::AgentEnded(why) => f.write_str(why),
             StartError::Agent(e) => write!(f, "{e}"),
         }
     }

@@ -44,14 +44,7 @@ fn starts_on_the_embedded_registry_and_stops_on_sigterm() {
         holds(lease.exists())
     });
     assert!(dir.path().join("data/registry.redb").exists());
-    let status = signal_and_wait(&mut child, "-TERM");
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let (status, log) = stopped_with_log(&mut child, "-TERM");
     assert!(status.success(), "{status:?}\n{log}");
     assert!(log.contains("registry: embedded"), "{log}");
 }
@@ -763,16 +756,37 @@ use fleet_testkit::free_port;
 /// Starts fleetd with an https listener and the given extra configuration; its URL.
 fn start_https(dir: &Path, tls: &fleet_testkit::TlsFiles, extra: &str) -> (Daemon, String) {
     let url = format!("https://127.0.0.1:{}", free_port());
-    let conf = format!(
-        "api_listen = unix://{}/fleet.sock,{url}\napi_tls_cert_file = {}\napi_tls_key_file = {}\n{extra}",
-        dir.display(),
+    let tls_files = format!(
+        "api_tls_cert_file = {}\napi_tls_key_file = {}\n{extra}",
         tls.server_cert.display(),
         tls.server_key.display()
+    );
+    (serve_also_on(dir, &url, &tls_files), url)
+}
+
+/// fleetd serving its unix socket and `url`, with `extra` in its fleet.conf.
+fn serve_also_on(dir: &Path, url: &str, extra: &str) -> Daemon {
+    let conf = format!(
+        "api_listen = unix://{}/fleet.sock,{url}\n{extra}",
+        dir.display()
     );
     std::fs::write(dir.join("fleet.conf"), conf).unwrap();
     let mut command = fleetd(dir);
     command.env_remove("FLEET_API_LISTEN");
-    (common::serving(command, dir), url)
+    common::serving(command, dir)
+}
+
+/// Stops `child` with `signal`: its exit status and what it logged.
+fn stopped_with_log(child: &mut Child, signal: &str) -> (std::process::ExitStatus, String) {
+    let status = signal_and_wait(child, signal);
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    (status, log)
 }
 
 #[test]
@@ -901,15 +915,8 @@ fn plain_http_on_loopback_needs_the_bearer_token() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token-0123456789\n").unwrap();
     let url = format!("http://127.0.0.1:{}", free_port());
-    let conf = format!(
-        "api_listen = unix://{}/fleet.sock,{url}\napi_token_file = {}\n",
-        dir.path().display(),
-        token_file.display()
-    );
-    std::fs::write(dir.path().join("fleet.conf"), conf).unwrap();
-    let mut command = fleetd(dir.path());
-    command.env_remove("FLEET_API_LISTEN");
-    let mut child = common::serving(command, dir.path());
+    let token = format!("api_token_file = {}\n", token_file.display());
+    let mut child = serve_also_on(dir.path(), &url, &token);
     let endpoint = format!("--endpoint={url}");
     let (code, _, err) = common::fleetctl(&[&endpoint, "list-machines"], &[]);
     assert_eq!(code, 1);
@@ -934,25 +941,12 @@ fn plain_http_on_loopback_needs_the_bearer_token() {
 fn unauthenticated_loopback_only_when_asked_for_and_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{}", free_port());
-    let conf = format!(
-        "api_listen = unix://{}/fleet.sock,{url}\napi_allow_unauthenticated_loopback = true\n",
-        dir.path().display()
-    );
-    std::fs::write(dir.path().join("fleet.conf"), conf).unwrap();
-    let mut command = fleetd(dir.path());
-    command.env_remove("FLEET_API_LISTEN");
-    let mut child = common::serving(command, dir.path());
+    let opt_in = "api_allow_unauthenticated_loopback = true\n";
+    let mut child = serve_also_on(dir.path(), &url, opt_in);
     let endpoint = format!("--endpoint={url}");
     let (code, _, err) = common::fleetctl(&[&endpoint, "list-machines"], &[]);
     assert_eq!(code, 0, "{err}");
-    signal_and_wait(&mut child, "-TERM");
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let (_, log) = stopped_with_log(&mut child, "-TERM");
     assert!(
         log.contains("any local user can run units as root through this listener"),
         "{log}"
