@@ -3,6 +3,11 @@
 //! its unit file again in the transaction that creates the job (`create_job`, `replace_job`),
 //! which moves the file's mod revision, and a file is deleted only if its mod revision is still
 //! the one seen when no job referred to it.
+//!
+//! It reads the files' text too, to learn their keys and mod revisions (the KV contract has no
+//! keys-only range yet). Should the read ever be split, the unit keys must be read before the
+//! jobs: a job created in between then rewrites its file after the revision seen, and the
+//! compare spares it.
 
 use fleet_unit::UnitHash;
 
