@@ -6,6 +6,7 @@
 
 pub mod command;
 pub mod environment;
+pub mod host;
 pub mod log;
 pub mod plan;
 pub mod process;

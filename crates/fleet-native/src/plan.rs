@@ -149,12 +149,19 @@ pub fn start_plan(units: &(impl Graph + ?Sized), target: &str) -> Result<StartPl
     let mut needs = BTreeMap::new();
     for name in &start {
         let relations = relations_of(units, name);
+        // [Install] RequiredBy= of another unit is a Requires= of this one.
+        let required_by_install = units
+            .each()
+            .filter(|(_, installed)| installed.required_by.contains(name))
+            .map(|(other, _)| other);
         let needed: Vec<String> = relations
             .requires
             .iter()
             .chain(&relations.binds_to)
+            .map(String::as_str)
+            .chain(required_by_install)
             .filter(|r| before(units, r, name))
-            .cloned()
+            .map(str::to_owned)
             .collect();
         if !needed.is_empty() {
             needs.insert(name.clone(), needed);
@@ -168,8 +175,9 @@ pub fn start_plan(units: &(impl Graph + ?Sized), target: &str) -> Result<StartPl
     })
 }
 
-/// Plans stopping `target`: it and every active unit that requires it, is bound to it or is
-/// part of it, transitively; those ordered after it stop first.
+/// Plans stopping `target`: it and every active unit that requires it (also through the
+/// target's [Install] RequiredBy=), is bound to it or is part of it, transitively; those
+/// ordered after it stop first.
 pub fn stop_plan(units: &(impl Graph + ?Sized), target: &str) -> Vec<String> {
     let mut set = BTreeSet::new();
     let mut queue = vec![target.to_owned()];
@@ -186,6 +194,13 @@ pub fn stop_plan(units: &(impl Graph + ?Sized), target: &str) -> Vec<String> {
                 queue.push(other.to_owned());
             }
         }
+        let required_by = &relations_of(units, &name).required_by;
+        queue.extend(
+            required_by
+                .iter()
+                .filter(|other| units.relations(other).is_some() && units.active(other))
+                .cloned(),
+        );
     }
     let mut ordered = order(units, &set);
     ordered.reverse();
@@ -347,6 +362,16 @@ mod tests {
             plan.needs,
             BTreeMap::from([("side".to_string(), vec!["main".to_string()])])
         );
+        // [Install] RequiredBy= on the other side is the same requirement.
+        let plan = start_plan(
+            &units(&["main", "setup: required_by=main; before=main"]),
+            "main",
+        )
+        .unwrap();
+        assert_eq!(
+            plan.needs,
+            BTreeMap::from([("main".to_string(), vec!["setup".to_string()])])
+        );
         let plan = start_plan(&units(&["main", "side: requires=main"]), "side").unwrap();
         assert!(
             plan.needs.is_empty() && plan.waits.is_empty(),
@@ -398,6 +423,9 @@ mod tests {
             stop_plan(&units(&spec), "main"),
             vec!["side", "part", "other", "main"]
         );
+        // What a unit is RequiredBy= in its [Install] stops with it.
+        let spec = ["setup*: required_by=main; before=main", "main*"];
+        assert_eq!(stop_plan(&units(&spec), "setup"), vec!["main", "setup"]);
         let spec = ["main", "side*: binds_to=main", "free*"];
         assert_eq!(
             unbound(&units(&spec)),

@@ -146,7 +146,7 @@ impl Runner {
         let started = self.start(deadline).await;
         let started_up = started.is_ok();
         let (mut result, mut exit, mut reason, stop_requested) = match started {
-            Ok(main) => match self.running(main).await {
+            Ok((main, exited)) => match self.running(main, exited).await {
                 Ok(ended) => ended,
                 Err(failure) => failure_parts(failure),
             },
@@ -164,32 +164,44 @@ impl Runner {
         (result, exit, reason, stop_requested)
     }
 
-    /// Runs the start commands; returns the main process, if the type has one.
+    /// Runs the start commands; returns the main process if the type has one, else how a
+    /// oneshot's last `ExecStart=` ended (systemd's main process status for it).
     async fn start(
         &mut self,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<Option<u32>, Failure> {
+    ) -> Result<(Option<u32>, Option<Exit>), Failure> {
+        self.set_main_pid(None);
         let pre = self.service.exec_start_pre.clone();
         self.set(SubState::StartPre, RunResult::Success, None, None, None);
         self.run_all(&pre, deadline).await?;
         self.set(SubState::Start, RunResult::Success, None, None, None);
         let start = self.service.exec_start.clone();
-        let main = match self.service.service_type {
-            ServiceType::Oneshot => {
-                self.run_all(&start, deadline).await?;
-                None
-            }
+        let (main, exited) = match self.service.service_type {
+            ServiceType::Oneshot => (None, self.run_all(&start, deadline).await?),
             ServiceType::Forking => {
                 self.run_all(&start, deadline).await?;
-                self.forked_main_pid()
+                (self.forked_main_pid(), None)
             }
-            ServiceType::Simple | ServiceType::Exec => Some(self.launch(&start[0])?),
-            ServiceType::Notify => Some(self.launch_notify(&start[0], deadline).await?),
+            ServiceType::Simple | ServiceType::Exec => (Some(self.launch(&start[0])?), None),
+            ServiceType::Notify => (Some(self.launch_notify(&start[0], deadline).await?), None),
         };
+        self.set_main_pid(main);
         self.set(SubState::StartPost, RunResult::Success, main, None, None);
         let post = self.service.exec_start_post.clone();
         self.run_all(&post, deadline).await?;
-        Ok(main)
+        Ok((main, exited))
+    }
+
+    /// `$MAINPID` for the commands that run beside the main process (ExecStartPost=,
+    /// ExecReload=, ExecStop=), as systemd sets it; none once it has ended.
+    fn set_main_pid(&mut self, main: Option<u32>) {
+        match main {
+            Some(pid) => self
+                .context
+                .environment
+                .insert("MAINPID".into(), pid.to_string()),
+            None => self.context.environment.remove("MAINPID"),
+        };
     }
 
     /// Starts the main process of a `Type=notify` service and waits for its `READY=1` on
@@ -264,14 +276,15 @@ impl Runner {
     }
 
     /// Running: until the main process exits (or, without one, until told to stop).
-    /// Returns how it ended.
+    /// Returns how it ended (`exited`: how a oneshot's command ended).
     async fn running(
         &mut self,
         main: Option<u32>,
+        exited: Option<Exit>,
     ) -> Result<(RunResult, Option<Exit>, Option<String>, bool), Failure> {
         let remain = self.service.service_type == ServiceType::Oneshot;
         if remain && !self.service.remain_after_exit {
-            return Ok((RunResult::Success, None, None, false));
+            return Ok((RunResult::Success, exited, None, false));
         }
         let sub = if main.is_some() {
             SubState::Running
@@ -280,17 +293,18 @@ impl Runner {
         };
         self.set(sub, RunResult::Success, main, None, None);
         let waiter = main.map(|pid| self.context.reaper.wait(pid));
-        let exited = async move {
+        let main_exited = async move {
             match waiter {
                 Some(waiter) => waiter.await.ok(),
                 None => std::future::pending().await,
             }
         };
-        tokio::pin!(exited);
+        tokio::pin!(main_exited);
         loop {
             tokio::select! {
-                exit = &mut exited => {
+                exit = &mut main_exited => {
                     let exit = exit.unwrap_or(Exit::Code(0));
+                    self.set_main_pid(None);
                     self.note(&format!("Main process exited, {}.", describe(exit))).await;
                     let (result, reason) = judge(exit);
                     return Ok((result, Some(exit), reason, false));
@@ -304,7 +318,7 @@ impl Runner {
                         }
                         self.set(sub, RunResult::Success, main, None, None);
                     }
-                    Some(Control::Stop) | None => return Ok((RunResult::Success, None, None, true)),
+                    Some(Control::Stop) | None => return Ok((RunResult::Success, exited, None, true)),
                 },
             }
         }
@@ -327,6 +341,12 @@ impl Runner {
         (result, exit): (RunResult, Option<Exit>),
     ) -> Result<(), Failure> {
         let main = self.status.borrow().main_pid;
+        // A main process still running ends during the stop: how it ended is told to
+        // ExecStopPost= (systemd: `killed`, `TERM` after a plain stop).
+        let main_exit = match exit {
+            None => main.map(|pid| self.context.reaper.wait(pid)),
+            Some(_) => None,
+        };
         let mut outcome = Ok(());
         if started_up && !self.service.exec_stop.is_empty() {
             self.set_sub(SubState::Stop);
@@ -334,7 +354,15 @@ impl Runner {
             outcome = self.run_stop_commands(&stop, result, exit).await;
         }
         let mut result = result;
-        if self.kill_remaining(main).await == Ended::TimedOut {
+        let ended = self.kill_remaining(main).await;
+        self.set_main_pid(None);
+        let mut exit = exit;
+        if let Some(main_exit) = main_exit {
+            // Gone means reaped, so its exit is there (none when it outlived the stop).
+            let reaped = tokio::time::timeout(Duration::from_millis(100), main_exit).await;
+            exit = reaped.ok().and_then(Result::ok);
+        }
+        if ended == Ended::TimedOut {
             // systemd: a unit that outlived its stop timeout failed with `timeout`, and its
             // ExecStopPost= is told so.
             let why = "State 'stop-sigterm' timed out.".to_owned();
@@ -432,16 +460,17 @@ impl Runner {
         }
     }
 
-    /// Runs `commands` one after another; a stop request aborts.
+    /// Runs `commands` one after another; a stop request aborts. How the last one ended.
     async fn run_all(
         &mut self,
         commands: &[ExecCommand],
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<Exit>, Failure> {
+        let mut last = None;
         for command in commands {
-            self.run_one(command, deadline, true).await?;
+            last = self.run_one(command, deadline, true).await?;
         }
-        Ok(())
+        Ok(last)
     }
 
     /// Runs `commands` one after another, not interruptible (stop commands).
@@ -459,18 +488,19 @@ impl Runner {
         outcome
     }
 
-    /// Runs one command to its end. A `-` command's failure is logged and ignored.
+    /// Runs one command to its end; how it ended (nothing when it could not start and that
+    /// is ignored). A `-` command's failure is logged and ignored.
     async fn run_one(
         &mut self,
         command: &ExecCommand,
         deadline: Option<tokio::time::Instant>,
         stoppable: bool,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<Exit>, Failure> {
         let pid = match self.launch(command) {
             Ok(pid) => pid,
             Err(failure) if command.ignore_failure => {
                 self.note(&format!("{failure:?} (ignored)")).await;
-                return Ok(());
+                return Ok(None);
             }
             Err(failure) => return Err(failure),
         };
@@ -496,12 +526,12 @@ impl Runner {
             }
         };
         if exit == Exit::Code(0) {
-            return Ok(());
+            return Ok(Some(exit));
         }
         let why = format!("{} exited, {}.", command.display(), describe(exit));
         if command.ignore_failure {
             self.note(&format!("{why} (ignored)")).await;
-            return Ok(());
+            return Ok(Some(exit));
         }
         self.note(&why).await;
         let (result, _) = judge(exit);

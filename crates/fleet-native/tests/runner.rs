@@ -16,7 +16,8 @@ use fleet_unit::UnitFile;
 use tokio::sync::{mpsc, watch};
 
 const UNIT_ENV: &str = "FLEET_AGENT_RUNNER_UNIT";
-const STOP_AFTER_ENV: &str = "FLEET_AGENT_RUNNER_STOP_AFTER_MS";
+/// What the child tells its runner, when: `stop@500 reload@300` (milliseconds after the start).
+const CONTROLS_ENV: &str = "FLEET_AGENT_RUNNER_CONTROLS";
 
 #[tokio::test]
 #[ignore = "runs as the child process of the runner tests"]
@@ -52,9 +53,22 @@ async fn runner_child() {
     let (controls, receiver) = mpsc::channel(8);
     let runner = Runner::new(service, run_context, status, receiver);
     let run = tokio::spawn(runner.run());
-    if let Ok(ms) = std::env::var(STOP_AFTER_ENV) {
-        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
-        controls.send(Control::Stop).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut planned: Vec<(u64, &str)> = Vec::new();
+    let spec = std::env::var(CONTROLS_ENV).unwrap_or_default();
+    for item in spec.split_whitespace() {
+        let (control, ms) = item.split_once('@').unwrap();
+        planned.push((ms.parse().unwrap(), control));
+    }
+    planned.sort();
+    for (ms, control) in planned {
+        tokio::time::sleep_until(started + Duration::from_millis(ms)).await;
+        let control = match control {
+            "stop" => Control::Stop,
+            "reload" => Control::Reload,
+            other => panic!("no control {other}"),
+        };
+        controls.send(control).await.unwrap();
     }
     let status = tokio::time::timeout(Duration::from_secs(30), run)
         .await
@@ -68,15 +82,20 @@ async fn runner_child() {
     println!("final {}", serde_json::to_string(&status).unwrap());
 }
 
-/// Runs `unit` in a child process; returns its final status and log lines.
+/// Runs `unit` in a child process, stopped after `stop_after`; its final status and log.
 fn run(unit: &str, stop_after: Option<Duration>) -> (UnitStatus, Vec<String>) {
+    let controls = stop_after.map(|after| format!("stop@{}", after.as_millis()));
+    run_with(unit, &controls.unwrap_or_default())
+}
+
+/// Runs `unit` in a child process told `controls` (see `CONTROLS_ENV`); its final status
+/// and log lines.
+fn run_with(unit: &str, controls: &str) -> (UnitStatus, Vec<String>) {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args(["runner_child", "--exact", "--ignored", "--nocapture"])
-        .env(UNIT_ENV, unit);
-    if let Some(after) = stop_after {
-        command.env(STOP_AFTER_ENV, after.as_millis().to_string());
-    }
+        .env(UNIT_ENV, unit)
+        .env(CONTROLS_ENV, controls);
     let output = command.output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let status = stdout
@@ -206,6 +225,27 @@ fn stop_runs_exec_stop_and_ends_a_forked_daemon_too() {
         RunResult::Success,
         &["Stdout: started", "Stdout: stopping"],
     );
+}
+
+#[test]
+fn a_reload_runs_exec_reload_beside_the_main_process() {
+    // fleet never asks for a reload; a shim is sent `reload` by hand.
+    let (status, log) = run_with(
+        "[Service]\nExecStart=/bin/sleep 30\nExecStartPost=/bin/sh -c 'echo post $MAINPID'\nExecReload=/bin/sh -c 'echo reload $MAINPID'\n",
+        "reload@500 stop@1000",
+    );
+    assert_eq!(
+        (status.sub, status.result),
+        (SubState::Dead, RunResult::Success)
+    );
+    let pid = |prefix: &str| {
+        log.iter()
+            .find_map(|l| l.strip_prefix(&format!("Stdout: {prefix} ")))
+            .unwrap_or_else(|| panic!("no {prefix} in {log:#?}"))
+            .to_owned()
+    };
+    assert!(pid("post").parse::<u32>().is_ok(), "{log:#?}");
+    assert_eq!(pid("post"), pid("reload"), "the same main process");
 }
 
 #[test]

@@ -711,8 +711,8 @@ async fn unit_manager(
                 zygote,
                 machine_id: machine.to_string(),
                 public_ip: public_ip.to_owned(),
-                hostname: hostname(),
-                boot_id: boot_id(),
+                hostname: fleet_native::host::hostname(),
+                boot_id: fleet_native::host::boot_id(),
                 log_max_bytes: 4 * 1024 * 1024,
             })
             .map_err(|e| StartError::UnitManager(e.to_string()))?;
@@ -724,20 +724,6 @@ async fn unit_manager(
             Ok(supervisor)
         }
     }
-}
-
-fn hostname() -> String {
-    read_trimmed("/proc/sys/kernel/hostname")
-}
-
-fn boot_id() -> String {
-    read_trimmed("/proc/sys/kernel/random/boot_id").replace('-', "")
-}
-
-fn read_trimmed(path: impl Into<PathBuf>) -> String {
-    std::fs::read_to_string(path.into())
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

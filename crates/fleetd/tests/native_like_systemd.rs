@@ -327,6 +327,180 @@ const CASES: &[Case] = &[
         writes: "sidekick-stopped\n",
     },
     Case {
+        // A stop fleetd asked for: ExecStopPost= is told the main process was killed.
+        name: "stoppost-stopped.service",
+        unit: "[Service]\nExecStart=/bin/sleep 600\nExecStopPost=/bin/sh -c 'echo \"$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS\" > OUT'\n",
+        stopped_at: Some(("active", "running")),
+        settles: ("inactive", "dead"),
+        writes: "success killed TERM\n",
+        ..CASE
+    },
+    Case {
+        name: "stoppost-oneshot.service",
+        unit: "[Service]\nType=oneshot\nExecStart=/bin/true\nExecStopPost=/bin/sh -c 'echo \"$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS\" > OUT'\n",
+        settles: ("inactive", "dead"),
+        writes: "success exited 0\n",
+        ..CASE
+    },
+    Case {
+        name: "stoppost-remain.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\nExecStopPost=/bin/sh -c 'echo \"$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS\" > OUT'\n",
+        stopped_at: Some(("active", "exited")),
+        settles: ("inactive", "dead"),
+        writes: "success exited 0\n",
+        ..CASE
+    },
+    Case {
+        // A oneshot's ExecStop= runs once its ExecStart= is done.
+        name: "oneshot-stop.service",
+        unit: "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo a >> OUT'\nExecStart=/bin/sh -c 'echo b >> OUT'\nExecStop=/bin/sh -c 'echo stop >> OUT'\n",
+        settles: ("inactive", "dead"),
+        writes: "a\nb\nstop\n",
+        ..CASE
+    },
+    Case {
+        name: "mainpid.service",
+        unit: "[Service]\nExecStart=/bin/sleep 600\nExecStop=/bin/sh -c 'test -n \"$MAINPID\" && kill $MAINPID && echo killed-by-stop >> OUT'\n",
+        stopped_at: Some(("active", "running")),
+        settles: ("inactive", "dead"),
+        writes: "killed-by-stop\n",
+        ..CASE
+    },
+    Case {
+        // SIGTERM to the main process, then SIGKILL to what is left of the unit.
+        name: "kill-mixed.service",
+        unit: "[Service]\nKillMode=mixed\nExecStart=/bin/sh -c '(trap \"echo child-term >> OUT; exit\" TERM; sleep 1; echo child-lived >> OUT) & wait'\nExecStopPost=/bin/sh -c 'echo post >> OUT'\n",
+        stopped_at: Some(("active", "running")),
+        settles: ("inactive", "dead"),
+        writes: "post\n",
+        ..CASE
+    },
+    Case {
+        // Nothing is signalled: the process finishes on its own after the stop.
+        name: "kill-none.service",
+        unit: "[Service]\nKillMode=none\nExecStart=/bin/sh -c 'trap \"echo term >> OUT\" TERM; sleep 1; echo lived >> OUT'\n",
+        stopped_at: Some(("active", "running")),
+        settles: ("inactive", "dead"),
+        writes: "lived\n",
+        ..CASE
+    },
+    Case {
+        // SIGTERM outlived, and no SIGKILL: the process lives on past the timeout.
+        // (Its sleeps end at each SIGTERM, the loop goes on: after the timeout ExecStopPost=
+        // runs, then a second SIGTERM, and the process ends on its own.)
+        name: "no-sigkill.service",
+        unit: "[Service]\nTimeoutStopSec=1\nSendSIGKILL=no\nExecStart=/bin/sh -c 'trap \"echo term >> OUT\" TERM; echo up > OUT; for i in $(seq 30); do sleep 0.1; done; echo lived >> OUT'\nExecStopPost=/bin/sh -c 'echo $SERVICE_RESULT >> OUT'\n",
+        stopped_at: Some(("active", "running")),
+        settles: ("failed", "failed"),
+        writes: "up\nterm\ntimeout\nterm\nlived\n",
+        ..CASE
+    },
+    Case {
+        name: "timeout-sec.service",
+        unit: "[Service]\nType=oneshot\nTimeoutSec=1\nExecStart=/bin/sh -c 'echo a > OUT; exec sleep 30'\nExecStopPost=/bin/sh -c 'echo $SERVICE_RESULT >> OUT'\n",
+        settles: ("failed", "failed"),
+        writes: "a\ntimeout\n",
+        ..CASE
+    },
+    Case {
+        // Only a signal other than the clean ones is abnormal: an exit code is not.
+        name: "on-abnormal.service",
+        unit: "[Service]\nRestart=on-abnormal\nRestartSec=100ms\nExecStart=/bin/sh -c 'echo x >> OUT; [ $(wc -l < OUT) -ge 2 ] && exit 3; kill -ABRT $$$$'\n",
+        settles: ("failed", "failed"),
+        writes: "x\nx\n",
+        ..CASE
+    },
+    Case {
+        name: "start-limit-old-name.service",
+        unit: "[Unit]\nStartLimitInterval=30\nStartLimitBurst=2\n[Service]\nRestart=always\nRestartSec=50ms\nExecStart=/bin/sh -c 'echo x >> OUT; exit 1'\n",
+        settles: ("failed", "failed"),
+        writes: "x\nx\n",
+        ..CASE
+    },
+    Case {
+        // A requisite that is not active: the start fails at once, nothing runs.
+        name: "requisite.service",
+        unit: "[Unit]\nRequisite=requisite-dep.service\nAfter=requisite-dep.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo main >> OUT'\n",
+        others: &[(
+            "requisite-dep.service",
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo dep >> OUT'\n",
+        )],
+        settles: ("inactive", "dead"),
+        writes: "",
+        ..CASE
+    },
+    Case {
+        name: "requisite-met.service",
+        unit: "[Unit]\nRequisite=requisite-met-dep.service\nAfter=requisite-met-dep.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo main >> OUT'\n",
+        others: &[(
+            "requisite-met-dep.service",
+            "[Service]\nExecStart=/bin/sh -c 'echo dep >> OUT; exec sleep 600'\n",
+        )],
+        first: &["requisite-met-dep.service"],
+        settles: ("active", "exited"),
+        writes: "dep\nmain\n",
+        ..CASE
+    },
+    Case {
+        // [Install] RequiredBy= of a loaded unit: it is required, so its failure holds the unit.
+        name: "required.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo main >> OUT'\n",
+        others: &[(
+            "required-by.service",
+            "[Unit]\nBefore=required.service\n[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo by >> OUT; exit 1'\n[Install]\nRequiredBy=required.service\n",
+        )],
+        settles: ("inactive", "dead"),
+        writes: "by\n",
+        ..CASE
+    },
+    Case {
+        // `:` keeps `$A` as it is written; `+` runs as root whatever User= says.
+        name: "prefixes.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nUser=nobody\nEnvironment=A=x\nExecStart=:/bin/sh -c 'echo \"$1\" > OUT' sh $A\nExecStartPost=+/bin/sh -c 'id -un >> OUT'\nExecStartPost=/bin/sh -c 'id -un >> OUT'\n",
+        settles: ("active", "exited"),
+        writes: "$A\nroot\nnobody\n",
+        ..CASE
+    },
+    Case {
+        name: "escapes.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nEnvironment=N=%n\nExecStart=/bin/sh -c 'echo \"a\\x41b\\tc $N 100%%\" > OUT'\n",
+        settles: ("active", "exited"),
+        writes: "aAb\tc escapes.service 100%\n",
+        ..CASE
+    },
+    Case {
+        // The manager's own user and directories (a system manager's).
+        name: "manager-specifiers.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo %u %U %h %t %S %C %L %E %T %V > OUT; [ \"%s\" = \"$(getent passwd root | cut -d: -f7)\" ] && echo shell >> OUT'\n",
+        settles: ("active", "exited"),
+        writes: "root 0 /root /run /var/lib /var/cache /var/log /etc /tmp /var/tmp\nshell\n",
+        ..CASE
+    },
+    Case {
+        // The host's names, as each manager's machine has them.
+        name: "host-specifiers.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'h=$(cat /proc/sys/kernel/hostname); [ \"%H\" = \"$h\" ] && [ \"%l\" = \"$${h%%%%.*}\" ] && [ \"%m\" = \"$(cat /etc/machine-id)\" ] && [ \"%b\" = \"$(tr -d - < /proc/sys/kernel/random/boot_id)\" ] && echo same > OUT'\n",
+        settles: ("active", "exited"),
+        writes: "same\n",
+        ..CASE
+    },
+    Case {
+        // A numeric User=, and a working directory that may be missing (`-`: the root).
+        name: "uid.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nUser=65534\nWorkingDirectory=-/nonexistent\nExecStart=/bin/sh -c 'echo $(id -u) $(pwd) > OUT'\n",
+        settles: ("active", "exited"),
+        writes: "65534 /\n",
+        ..CASE
+    },
+    Case {
+        // EnvironmentFile= wins over Environment=, whatever their order.
+        name: "env-precedence.service",
+        unit: "[Service]\nType=oneshot\nRemainAfterExit=yes\nEnvironmentFile=/etc/os-release\nEnvironment=ID=mine\nExecStart=/bin/sh -c 'echo $ID > OUT'\n",
+        settles: ("active", "exited"),
+        writes: "debian\n",
+        ..CASE
+    },
+    Case {
         name: "part.service",
         unit: "[Service]\nExecStart=/bin/sleep 600\n",
         others: &[(
@@ -435,13 +609,17 @@ async fn the_native_supervisor_runs_each_unit_file_as_systemd_does() {
     .await
     .unwrap();
     let native_dir = tempfile::tempdir().unwrap();
-    let native: Arc<dyn UnitManager> = Arc::new(
-        Supervisor::open(SupervisorConfig::under(
-            native_dir.path(),
-            Path::new(env!("CARGO_BIN_EXE_fleetd")),
-        ))
-        .unwrap(),
-    );
+    // This machine's names, as fleetd gives them (systemd reads the same ones in its sandbox).
+    let machine = SupervisorConfig {
+        machine_id: std::fs::read_to_string("/etc/machine-id")
+            .unwrap()
+            .trim()
+            .to_owned(),
+        hostname: fleet_native::host::hostname(),
+        boot_id: fleet_native::host::boot_id(),
+        ..SupervisorConfig::under(native_dir.path(), Path::new(env!("CARGO_BIN_EXE_fleetd")))
+    };
+    let native: Arc<dyn UnitManager> = Arc::new(Supervisor::open(machine).unwrap());
     let on_systemd = run_all(systemd.as_ref(), &systemd_out).await;
     let on_native = run_all(native.as_ref(), &native_out).await;
     // Every difference at once: one run says all a change broke.
