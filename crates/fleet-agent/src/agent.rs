@@ -92,6 +92,7 @@ pub async fn run(
             published: BTreeMap::new(),
             published_on: None,
             units: BTreeMap::new(),
+            unreadable: BTreeMap::new(),
             load_errors: BTreeMap::new(),
             refused_starts: BTreeMap::new(),
             collateral: BTreeMap::new(),
@@ -307,6 +308,8 @@ struct Agent {
     published_on: Option<LeaseId>,
     /// Unit files by hash (immutable).
     units: BTreeMap<UnitHash, UnitFile>,
+    /// Unit files whose record cannot be read (corrupt), with why: said once, not each round.
+    unreadable: BTreeMap<UnitHash, String>,
     /// Units a stop of the key took down with it (its dependents), started again when the key
     /// is started again.
     collateral: BTreeMap<UnitName, BTreeSet<UnitName>>,
@@ -399,7 +402,7 @@ impl Agent {
             self.started.remove(&name);
         }
         self.forget_lost().await;
-        let desired = self.desired(snapshot).await?;
+        let (desired, unreadable) = self.desired(snapshot).await?;
         let loaded = self.manager.loaded().await?;
         let fresh: Vec<(UnitName, UnitFile)> = desired
             .iter()
@@ -452,6 +455,7 @@ impl Agent {
             &plan::Local {
                 loaded: &loaded,
                 failed_loads: &failed,
+                unreadable: &unreadable,
                 started: &started,
                 fenced: &fenced,
                 refused: &refused,
@@ -521,11 +525,18 @@ impl Agent {
     }
 
     /// The units this machine should have: those placed here, then the global units (in name
-    /// order) whose metadata this machine has and that conflict with none of those before them.
+    /// order) whose metadata this machine has and that conflict with none of those before them;
+    /// and the units placed here whose file cannot be read (left as they are).
     async fn desired(
         &mut self,
         snapshot: &Snapshot,
-    ) -> Result<BTreeMap<UnitName, (JobRecord, UnitFile)>, AgentError> {
+    ) -> Result<
+        (
+            BTreeMap<UnitName, (JobRecord, UnitFile)>,
+            BTreeSet<UnitName>,
+        ),
+        AgentError,
+    > {
         let me = self.config.machine.clone();
         let placed: Vec<(UnitName, JobRecord)> = snapshot
             .scheduled_on(&me)
@@ -539,20 +550,28 @@ impl Agent {
         // Files no unit of this machine refers to any more are forgotten: a long-lived machine
         // sees many versions of its units come and go.
         self.units.retain(|hash, _| hashes.contains(hash));
+        self.unreadable.retain(|hash, _| hashes.contains(hash));
         self.fetch_units(hashes).await?;
         let mut here = Vec::new();
+        let mut unreadable = BTreeSet::new();
         for (name, record) in placed {
             match self.unit(&record.hash).await? {
                 Some(unit) => here.push((name, record, unit)),
                 None => {
-                    tracing::warn!(unit = %name, hash = %record.hash, "agent: unit file missing")
+                    if !self.unreadable.contains_key(&record.hash) {
+                        tracing::warn!(unit = %name, hash = %record.hash, "agent: unit file missing");
+                    }
+                    unreadable.insert(name);
                 }
             }
         }
         let mut global = Vec::new();
         for (name, record) in &snapshot.global {
-            if let Some(unit) = self.unit(&record.hash).await? {
-                global.push((name.clone(), record.clone(), unit));
+            match self.unit(&record.hash).await? {
+                Some(unit) => global.push((name.clone(), record.clone(), unit)),
+                None => {
+                    unreadable.insert(name.clone());
+                }
             }
         }
         let mut metadata = self.config.record.metadata.clone();
@@ -561,7 +580,7 @@ impl Agent {
             metadata,
             ..Machine::new(me)
         };
-        Ok(plan::units_here(&machine, here, global))
+        Ok((plan::units_here(&machine, here, global), unreadable))
     }
 
     /// Reads the unit files not cached yet, several at once: a machine handed a thousand new
@@ -579,18 +598,44 @@ impl Agent {
         .collect()
         .await;
         for (hash, unit) in fetched {
-            if let Some(unit) = unit? {
+            if let Some(unit) = self.readable(hash, unit)? {
                 self.units.insert(hash, unit);
             }
         }
         Ok(())
     }
 
+    /// A fetched unit file; a corrupt record is `None` (said once per file), so one bad
+    /// record holds up nothing else.
+    fn readable(
+        &mut self,
+        hash: UnitHash,
+        fetched: Result<Option<UnitFile>, RegistryError>,
+    ) -> Result<Option<UnitFile>, AgentError> {
+        match fetched {
+            Ok(unit) => Ok(unit),
+            Err(RegistryError::Corrupt { key, reason }) => {
+                if let std::collections::btree_map::Entry::Vacant(entry) =
+                    self.unreadable.entry(hash)
+                {
+                    tracing::error!(key, reason, "agent: a unit file in the registry cannot be read; its unit is left as it is");
+                    entry.insert(reason);
+                }
+                Ok(None)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
     async fn unit(&mut self, hash: &UnitHash) -> Result<Option<UnitFile>, AgentError> {
         if let Some(unit) = self.units.get(hash) {
             return Ok(Some(unit.clone()));
         }
-        let unit = self.registry.unit_file(hash).await?;
+        if self.unreadable.contains_key(hash) {
+            return Ok(None);
+        }
+        let fetched = self.registry.unit_file(hash).await;
+        let unit = self.readable(*hash, fetched)?;
         if let Some(unit) = &unit {
             self.units.insert(*hash, unit.clone());
         }

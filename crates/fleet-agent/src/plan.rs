@@ -56,6 +56,9 @@ pub struct Local<'a> {
     pub loaded: &'a BTreeMap<UnitName, UnitHash>,
     /// Units whose load just failed: nothing more is done with them this round.
     pub failed_loads: &'a BTreeSet<UnitName>,
+    /// Units placed here whose unit file cannot be read from the registry (missing, or a
+    /// corrupt record): what runs of them is left as it is, never unloaded for it.
+    pub unreadable: &'a BTreeSet<UnitName>,
     /// Units the agent started (and has not seen stop).
     pub started: &'a dyn Fn(&UnitName) -> bool,
     /// Units the fence stopped while the lease is taken for lost: not started again.
@@ -78,7 +81,11 @@ pub struct Plan {
 /// started (unless fenced or refused), stop what is started but no longer launched.
 pub fn plan(wanted: &Wanted, local: &Local<'_>) -> Plan {
     let mut plan = Plan::default();
-    for name in local.loaded.keys().filter(|n| !wanted.contains_key(*n)) {
+    let unwanted = local
+        .loaded
+        .keys()
+        .filter(|n| !wanted.contains_key(*n) && !local.unreadable.contains(*n));
+    for name in unwanted {
         plan.work.insert(name.clone(), (Work::Unload, false));
     }
     for (name, (record, unit)) in wanted {
@@ -252,6 +259,7 @@ ExecStart=/bin/true
         let local = Local {
             loaded: &loaded,
             failed_loads: &BTreeSet::new(),
+            unreadable: &BTreeSet::new(),
             started: &move |_| started,
             fenced: &move |_| fenced,
             refused: &move |_| refused,
@@ -346,6 +354,7 @@ ExecStart=/bin/true
         let local = Local {
             loaded: &loaded,
             failed_loads: &BTreeSet::new(),
+            unreadable: &BTreeSet::new(),
             started: &|_| true,
             fenced: &|_| false,
             refused: &|_| false,
@@ -355,5 +364,12 @@ ExecStart=/bin/true
             planned.work.get(&name("old.service")),
             Some((Work::Unload, false))
         ));
+        // Placed here, but its file cannot be read from the registry: left running.
+        let unreadable = BTreeSet::from([name("old.service")]);
+        let local = Local {
+            unreadable: &unreadable,
+            ..local
+        };
+        assert!(plan(&Wanted::new(), &local).work.is_empty());
     }
 }

@@ -321,9 +321,11 @@ async fn reconcile(
         for extra in placed {
             groups.push(vec![EngineWrite::unplace(extra, name)]);
         }
-        let constraints = match units.constraints(registry, name, &record.hash).await? {
-            Some(constraints) => constraints,
-            None => {
+        // A unit whose file is missing or unreadable is explained and left where it is (not
+        // placed, not moved): the rest of the pass goes on.
+        let constraints = match units.constraints(registry, name, &record.hash).await {
+            Ok(Some(constraints)) => constraints,
+            Ok(None) => {
                 let reason = format!(
                     "unit file {} is missing from the registry",
                     record.hash.short()
@@ -331,6 +333,14 @@ async fn reconcile(
                 set_reason(&mut groups, snapshot, name, &reason);
                 continue;
             }
+            Err(RegistryError::Corrupt { key, reason }) => {
+                let reason = format!(
+                    "unit file {key} in the registry cannot be read ({reason}); destroy the unit and submit it again"
+                );
+                set_reason(&mut groups, snapshot, name, &reason);
+                continue;
+            }
+            Err(error) => return Err(error),
         };
         jobs.push(JobInfo {
             name: name.to_string(),

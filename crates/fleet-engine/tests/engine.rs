@@ -313,3 +313,45 @@ async fn the_leader_collects_unit_files_no_job_refers_to() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(writes.load(Ordering::Relaxed) - before, 0, "idle writes");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_unit_file_is_explained_and_holds_up_nothing_else() {
+    let (registry, store) = registry().await;
+    let _m1 = machine(&registry, "m1", &[], Duration::from_secs(30)).await;
+    job(&registry, "poisoned.service", "Conflicts=nothing.service").await;
+    // Its stored file no longer matches its hash (bit rot, or a writer that bypassed the API).
+    let poisoned = registry
+        .job(&UnitName::new("poisoned.service").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    let key = fleet_registry::keys::RegistryKey::Unit(poisoned.hash).path();
+    let garbage = fleet_registry::kv::Op::put(key.clone(), "[Service\nExecStart=/bin/evil\n");
+    store.txn(Vec::new(), vec![garbage]).await.unwrap();
+    job(&registry, "good.service", "").await;
+    let (stop, shutdown) = watch::channel(false);
+    let engine = tokio::spawn(run(registry.clone(), config("m1"), shutdown));
+
+    let snapshot = until(&registry, "the good unit placed, the bad explained", |s| {
+        placed(s, "good.service").is_some() && !s.reasons.is_empty()
+    })
+    .await;
+    let reason = &snapshot.reasons[&UnitName::new("poisoned.service").unwrap()].reason;
+    assert!(
+        reason.contains(&key) && reason.contains("cannot be read"),
+        "{reason}"
+    );
+    assert_eq!(placed(&snapshot, "poisoned.service"), None);
+    // Units submitted afterwards are placed too.
+    job(&registry, "later.service", "").await;
+    until(&registry, "a later unit placed", |s| {
+        placed(s, "later.service").is_some()
+    })
+    .await;
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), engine)
+        .await
+        .unwrap()
+        .unwrap();
+}

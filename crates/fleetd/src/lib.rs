@@ -2,4 +2,5 @@
 
 pub mod config;
 pub mod daemon;
+mod listeners;
 pub mod start_error;

@@ -45,6 +45,9 @@ const DISCOVERY: &str = include_str!("discovery.json");
 
 /// The largest request body accepted (a unit file is at most a few KiB).
 const MAX_BODY: usize = 1024 * 1024;
+/// A request's body must have arrived within this long (a client that trickles or stops
+/// half-way must not hold a connection and its buffer).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct ApiState {
     pub registry: Registry,
@@ -53,7 +56,7 @@ pub struct ApiState {
     /// Unit files by hash: immutable, so never stale (see `unit_file` for how it is bounded).
     units: Mutex<BTreeMap<UnitHash, UnitFile>>,
     /// Requests answered, by method and status (for /metrics).
-    requests: std::sync::Mutex<BTreeMap<(String, u16), u64>>,
+    requests: std::sync::Mutex<BTreeMap<(&'static str, u16), u64>>,
     /// The registry as a background watch keeps it, started by the first request that reads:
     /// what the API answers from, so that a request does not read the whole registry (fleetctl
     /// reads a unit after every write it makes; a registry read each time made starting 1,000
@@ -220,7 +223,7 @@ impl Answer {
 
 async fn handle(State(served): State<Served>, request: Request) -> Response {
     let state = served.api;
-    let method = request.method().to_string();
+    let method = metric_method(request.method());
     let refused = served
         .token
         .as_ref()
@@ -352,6 +355,27 @@ fn query_values(query: &str, name: &str) -> Vec<String> {
         .filter(|(key, _)| *key == name)
         .filter_map(|(_, value)| percent_decode(&value.replace('+', " ")))
         .collect()
+}
+
+/// A request's method as a metrics label: the methods HTTP defines, and `other` for any
+/// other name, so that a client inventing methods cannot add series without end.
+fn metric_method(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::PUT, "PUT"),
+        (Method::POST, "POST"),
+        (Method::DELETE, "DELETE"),
+        (Method::PATCH, "PATCH"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::TRACE, "TRACE"),
+        (Method::CONNECT, "CONNECT"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(known, _)| known == method)
+        .map_or("other", |(_, label)| label)
 }
 
 fn bad_request(message: impl Into<String>) -> Answer {

@@ -39,10 +39,21 @@ pub(super) async fn with_options(
     (mut unit, hash): (Unit, UnitHash),
     units: usize,
 ) -> Result<Unit, RegistryError> {
-    unit.options = unit_file(state, &hash, units)
-        .await?
-        .map(|file| wire_options(&file))
-        .unwrap_or_default();
+    unit.options = match unit_file(state, &hash, units).await {
+        Ok(file) => file.map(|file| wire_options(&file)).unwrap_or_default(),
+        // One unreadable record must not take the listing down: the unit is shown without
+        // its options (the engine's reason says why).
+        Err(RegistryError::Corrupt { key, reason }) => {
+            tracing::warn!(
+                unit = unit.name,
+                key,
+                reason,
+                "api: a unit file in the registry cannot be read"
+            );
+            Vec::new()
+        }
+        Err(error) => return Err(error),
+    };
     Ok(unit)
 }
 
@@ -156,8 +167,14 @@ pub(super) fn require_json(request: &Request) -> Result<(), Answer> {
 
 /// A request body, refusing an empty one with `empty` (fleet's wording differs by resource).
 pub(super) async fn read_body(request: Request, empty: &str) -> Result<axum::body::Bytes, Answer> {
-    let body = to_bytes(request.into_body(), MAX_BODY)
+    let body = tokio::time::timeout(BODY_TIMEOUT, to_bytes(request.into_body(), MAX_BODY))
         .await
+        .map_err(|_| {
+            Answer::error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("unable to read body: not received within {BODY_TIMEOUT:?}"),
+            )
+        })?
         .map_err(|e| bad_request(format!("unable to read body: {e}")))?;
     match body.iter().all(u8::is_ascii_whitespace) {
         true => Err(bad_request(empty)),
