@@ -28,7 +28,8 @@ pub struct Globals {
     pub request_timeout: Duration,
     /// For an `https://` endpoint: `--ca-file`, and `--cert-file`/`--key-file` if given.
     pub tls: Option<std::sync::Arc<fleet_wire::tls::ClientConfig>>,
-    /// `--api-token` (ours): the bearer token a TCP API may require.
+    /// The bearer token a TCP API may require (ours): `FLEETCTL_API_TOKEN`, or the file
+    /// `--api-token-file` names; never a command-line argument, which every local user sees.
     pub token: Option<String>,
     /// How machines (and the `--tunnel` bastion) are reached.
     pub ssh: ssh::Ssh,
@@ -68,6 +69,7 @@ const VALUE_FLAGS: &[(&str, &str)] = &[
     ("ssh-username", "core"),
     ("experimental-api", "true"),
     ("api-token", ""),
+    ("api-token-file", ""),
 ];
 
 /// fleetctl 1.0's boolean global flags, with their defaults (`--flag` alone means true).
@@ -140,6 +142,13 @@ fn globals<'a>(
         else {
             break;
         };
+        if slot == "api-token" {
+            return Err(
+                "--api-token on the command line is visible to every local user (ps, /proc); \
+                 set FLEETCTL_API_TOKEN or --api-token-file=PATH instead"
+                    .into(),
+            );
+        }
         let value = match inline {
             Some(value) => {
                 rest = tail;
@@ -186,7 +195,10 @@ fn globals<'a>(
         }
         _ => None,
     };
-    let token = Some(values["api-token"].clone()).filter(|t| !t.is_empty());
+    let token = match values["api-token-file"].as_str() {
+        "" => Some(values["api-token"].clone()).filter(|t| !t.is_empty()),
+        path => Some(read_token(Path::new(path))?),
+    };
     let ssh_timeout = &values["ssh-timeout"];
     let ssh_seconds: f64 = ssh_timeout
         .parse()
@@ -214,6 +226,19 @@ fn globals<'a>(
         },
         rest,
     ))
+}
+
+/// The bearer token in `path` (its first line, trimmed).
+fn read_token(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--api-token-file {}: {e}", path.display()))?;
+    match text.lines().next().map(str::trim) {
+        Some(token) if !token.is_empty() => Ok(token.to_owned()),
+        _ => Err(format!(
+            "--api-token-file {}: the file is empty",
+            path.display()
+        )),
+    }
 }
 
 /// Runs fleetctl with `args` (without the program name) on the process's stdout and stderr;

@@ -77,3 +77,36 @@ fn bad_table_flags_are_refused_before_the_cluster_is_asked() {
     );
     check(&["list-unit-files", "--x"], &env, 1, "unknown flag: --x\n");
 }
+
+#[test]
+fn the_api_token_never_comes_from_the_command_line() {
+    let refused = "--api-token on the command line is visible to every local user (ps, /proc); set FLEETCTL_API_TOKEN or --api-token-file=PATH instead\n";
+    check(
+        &["--api-token=s3cret-token-0123456789", "list-machines"],
+        &[],
+        1,
+        refused,
+    );
+    check(
+        &["--api-token", "s3cret-token-0123456789", "list-machines"],
+        &[],
+        1,
+        refused,
+    );
+    check(
+        &["--api-token-file=/no/such/token", "list-machines"],
+        &[],
+        1,
+        "--api-token-file /no/such/token: No such file or directory (os error 2)\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let flag = format!("--api-token-file={}", empty.display());
+    check(
+        &[&flag, "list-machines"],
+        &[],
+        1,
+        &format!("--api-token-file {}: the file is empty\n", empty.display()),
+    );
+}

@@ -835,6 +835,13 @@ fn https_with_a_bearer_token() {
     let endpoint = format!("--endpoint={url}");
     let ca = format!("--ca-file={}", tls.ca.display());
     let with_token = [("FLEETCTL_API_TOKEN", "s3cret-token-0123456789")];
+    // Clients that never start their handshake hold up nobody else's (each had held the
+    // listener for 10 s, one after another).
+    let address = url.trim_start_matches("https://");
+    let _silent: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(address).unwrap())
+        .collect();
+    let asked = Instant::now();
     let (code, out, err) = common::fleetctl(
         &[&endpoint, &ca, "list-machines", "--no-legend"],
         &with_token,
@@ -844,12 +851,21 @@ fn https_with_a_bearer_token() {
         (0, "6e6f6465...\t10.0.0.9\t-\n"),
         "{err}"
     );
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        asked.elapsed()
+    );
     let (code, _, err) = common::fleetctl(&[&endpoint, &ca, "list-machines"], &[]);
     assert_eq!(code, 1);
     assert!(
         err.contains("googleapi: Error 401: missing or wrong bearer token"),
         "{err}"
     );
+    // The token in a file (never on the command line, where ps shows it).
+    let from_file = format!("--api-token-file={}", token_file.display());
+    let (code, _, err) = common::fleetctl(&[&endpoint, &ca, &from_file, "list-machines"], &[]);
+    assert_eq!(code, 0, "{err}");
     let wrong = [("FLEETCTL_API_TOKEN", "s3cret-token-0123456780")];
     assert_eq!(
         common::fleetctl(&[&endpoint, &ca, "list-machines"], &wrong).0,

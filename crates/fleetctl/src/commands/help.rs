@@ -78,7 +78,7 @@ pub const COMMANDS: &[Command] = &[
 ];
 
 const GLOBAL_OPTIONS: &[(&str, &str)] = &[
-    ("--api-token=", "Bearer token for a TCP API that requires one."),
+    ("--api-token-file=", "File holding the bearer token for a TCP API that requires one (or set FLEETCTL_API_TOKEN; never on the command line)."),
     ("--ca-file=", "Path to the CA file that signed the API's certificate."),
     ("--cert-file=", "Path to the client certificate for the API."),
     ("--debug=false", "Print out more debug information to stderr."),

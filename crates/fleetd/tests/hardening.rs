@@ -1,0 +1,170 @@
+//! The adversarial suite: a real fleetd (embedded registry, native supervisor) given what an
+//! attacker, a broken client or a careless operator would give it. Each case asserts the
+//! answer (status and message), that fleetd goes on serving, and that nothing was lost.
+
+mod common;
+use common::{eventually, Daemon};
+use fleet_testkit::measure::http_unix as http;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+/// fleetd on a fresh home, serving its unix socket.
+fn started() -> (tempfile::TempDir, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.conf"), "").unwrap();
+    let mut command = common::fleetd(dir.path(), "node1");
+    command.arg("--config").arg(dir.path().join("fleet.conf"));
+    let daemon = common::serving(command, dir.path());
+    (dir, daemon)
+}
+
+/// Whether fleetd closed `stream` (a read sees the end, or the connection reset) within
+/// `within`.
+fn closed_within(mut stream: &UnixStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            // An answer (a 408 for a half-sent request): read on to the close.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn silent_half_sent_and_idle_connections_are_closed_and_never_starve_the_api() {
+    let (dir, _fleetd) = started();
+    let socket = dir.path().join("fleet.sock");
+    let connect = || UnixStream::connect(&socket).unwrap();
+    // 100 that say nothing, 100 that stop half-way through their headers, 100 kept alive
+    // after one request.
+    let silent: Vec<UnixStream> = (0..100).map(|_| connect()).collect();
+    let half: Vec<UnixStream> = (0..100)
+        .map(|_| {
+            let mut s = connect();
+            s.write_all(b"GET /fleet/v1/units HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    let idle: Vec<UnixStream> = (0..100)
+        .map(|_| {
+            let mut s = connect();
+            s.write_all(b"GET /fleet/v1/machines HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).unwrap();
+            assert_eq!(&head, b"HTTP/1.1 200");
+            s
+        })
+        .collect();
+    let opened = Instant::now();
+    // With 300 of them open, the API answers.
+    let (status, _) = http(&socket, "GET", "/fleet/v1/units", None);
+    assert_eq!(status, 200);
+    // Each is closed once the header timeout (10 s) has passed.
+    for (kind, streams) in [("silent", &silent), ("half-sent", &half), ("idle", &idle)] {
+        let open = streams
+            .iter()
+            .filter(|s| {
+                let left = Duration::from_secs(14).saturating_sub(opened.elapsed());
+                !closed_within(s, left.max(Duration::from_millis(10)))
+            })
+            .count();
+        assert_eq!(open, 0, "{kind} connections still open after 14 s");
+    }
+    assert!(
+        opened.elapsed() >= Duration::from_secs(9),
+        "not before the timeout"
+    );
+}
+
+#[test]
+fn a_body_that_never_arrives_is_answered_408() {
+    let (dir, _fleetd) = started();
+    let socket = dir.path().join("fleet.sock");
+    let mut stream = UnixStream::connect(&socket).unwrap();
+    stream
+        .write_all(b"PUT /fleet/v1/units/a.service HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"desiredState\":")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("not received within"), "{answer}");
+    let (status, listing) = http(&socket, "GET", "/fleet/v1/units", None);
+    assert_eq!((status, listing.trim()), (200, "{}"), "nothing stored");
+}
+
+#[test]
+fn more_connections_than_the_limit_are_closed_at_once_and_the_api_recovers() {
+    let (dir, _fleetd) = started();
+    let socket = dir.path().join("fleet.sock");
+    // Past 512 at once, a new connection is closed straight away.
+    let held: Vec<UnixStream> = (0..530)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    let closed_at_once = held
+        .iter()
+        .skip(512)
+        .filter(|s| closed_within(s, Duration::from_secs(2)))
+        .count();
+    assert!(
+        closed_at_once >= 10,
+        "only {closed_at_once} of 18 over the limit closed"
+    );
+    // The held ones time out; then the API answers again.
+    eventually(
+        "the API never answered again",
+        Duration::from_secs(20),
+        || {
+            let mut stream = UnixStream::connect(&socket).map_err(|e| e.to_string())?;
+            stream
+                .write_all(b"GET /fleet/v1/units HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .map_err(|e| e.to_string())?;
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            match answer.starts_with("HTTP/1.1 200") {
+                true => Ok(()),
+                false => Err(format!("answered {answer:?}")),
+            }
+        },
+    );
+    drop(held);
+}
+
+#[test]
+fn invented_methods_add_no_metrics_series() {
+    let (dir, _fleetd) = started();
+    let socket = dir.path().join("fleet.sock");
+    for i in 0..300 {
+        let request =
+            format!("X{i}METHOD /fleet/v1/units HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let (status, _) = fleet_testkit::measure::exchange_unix(&socket, &request);
+        assert!((400..500).contains(&status), "X{i}METHOD answered {status}");
+    }
+    let (status, metrics) = http(&socket, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(
+        !metrics.contains("X1METHOD"),
+        "a series per invented method"
+    );
+    let other = metrics
+        .lines()
+        .find(|l| l.starts_with("fleet_api_requests_total{method=\"other\""))
+        .unwrap_or_else(|| panic!("no 'other' series in {metrics}"));
+    assert!(other.ends_with(" 300"), "{other}");
+    assert!(
+        metrics.len() < 20_000,
+        "/metrics is {} bytes",
+        metrics.len()
+    );
+}
