@@ -7,11 +7,15 @@ use std::path::Path;
 use fleet_unit::{UnitFile, UnitName};
 
 /// The unit files an earlier run left in `dir` (the units directory), by name. Files whose
-/// names are no unit names (a load's temporary file) are passed over; files that do not parse
-/// are skipped with a warning.
+/// names are no unit names (a load's temporary file) are passed over; anything but a regular
+/// file (a directory, a symlink, dangling or not: fleetd writes none) and files that cannot
+/// be read or do not parse are skipped with a warning. Only a directory that cannot be read
+/// is an error.
 pub fn units_in(dir: &Path) -> std::io::Result<BTreeMap<UnitName, UnitFile>> {
     let mut units = BTreeMap::new();
-    for entry in std::fs::read_dir(dir)?.flatten() {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    for entry in entries.flatten() {
         let path = entry.path();
         let Some(name) = entry
             .file_name()
@@ -20,15 +24,30 @@ pub fn units_in(dir: &Path) -> std::io::Result<BTreeMap<UnitName, UnitFile>> {
         else {
             continue;
         };
-        let text = std::fs::read(&path)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let skip = |why: &str| tracing::warn!(path = %path.display(), why, "skipping a unit file");
+        match entry.file_type() {
+            Ok(kind) if kind.is_file() => {}
+            Ok(_) => {
+                skip("not a regular file");
+                continue;
+            }
+            Err(e) => {
+                skip(&e.to_string());
+                continue;
+            }
+        }
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) => {
+                skip(&e.to_string());
+                continue;
+            }
+        };
         match UnitFile::parse(&text) {
             Ok(unit) => {
                 units.insert(name, unit);
             }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e.message(), "skipping an unreadable unit file")
-            }
+            Err(e) => skip(&e.message()),
         }
     }
     Ok(units)
@@ -49,4 +68,25 @@ pub fn write_unit_file(dir: &Path, name: &UnitName, unit: &UnitFile) -> std::io:
         let _ = std::fs::remove_file(&temporary);
         std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_unit_files_that_parse_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("good.service"), "[Service]\nExecStart=/bin/true\n").unwrap();
+        std::fs::write(d.join("bad.service"), "[Service\n").unwrap();
+        std::os::unix::fs::symlink("/nonexistent", d.join("dangling.service")).unwrap();
+        std::os::unix::fs::symlink(d.join("good.service"), d.join("link.service")).unwrap();
+        std::fs::create_dir(d.join("dir.service")).unwrap();
+        std::fs::write(d.join(".load-1-2.tmp"), "partial").unwrap();
+        let names: Vec<String> = units_in(d).unwrap().keys().map(|n| n.to_string()).collect();
+        assert_eq!(names, ["good.service"]);
+        let missing = units_in(&d.join("none")).unwrap_err().to_string();
+        assert!(missing.contains("none"), "{missing}");
+    }
 }

@@ -147,6 +147,17 @@ const IGNORED: &[(&str, &str)] = &[
 
 const DEFAULT_ENGINE_LEASE: Duration = Duration::from_secs(3);
 
+/// What each number may be (docs/compatibility.md lists them): outside, fleetd refuses to
+/// start, and a reload keeps the configuration in force.
+const VERBOSITY_MAX: u32 = 10;
+/// `agent_ttl` and `engine_lease_ttl`: etcd's leases count whole seconds, and a lease of
+/// more than a day would keep a dead machine's units for that long.
+const LEASE_TTL_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(86_400));
+const ETCD_REQUEST_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_secs(300));
+const RECONCILE_INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_secs(3_600));
+
 impl Config {
     /// The engine leader's lease TTL: as set, else 3 s, or agent_ttl when that is shorter
     /// (at least 1 s), so that the death of the leader's machine moves its units as soon as
@@ -204,9 +215,17 @@ impl Config {
                 self.verbosity = value
                     .trim()
                     .parse()
-                    .map_err(|_| invalid("not a number".into()))?
+                    .ok()
+                    .filter(|v| (0..=VERBOSITY_MAX).contains(v))
+                    .ok_or_else(|| invalid(format!("not a number from 0 to {VERBOSITY_MAX}")))?
             }
-            "etcd_servers" => self.etcd_servers = list(value),
+            "etcd_servers" => {
+                let urls = list(value);
+                for url in &urls {
+                    etcd_url(url).map_err(invalid)?;
+                }
+                self.etcd_servers = urls;
+            }
             "etcd_username" => self.etcd_username = value.to_owned(),
             "etcd_password" => self.etcd_password = Secret(value.to_owned()),
             "etcd_keyfile" => self.etcd_keyfile = path(value),
@@ -214,21 +233,19 @@ impl Config {
             "etcd_cafile" => self.etcd_cafile = path(value),
             "etcd_key_prefix" => self.etcd_key_prefix = value.to_owned(),
             "etcd_request_timeout" => {
-                self.etcd_request_timeout = seconds(value).map_err(invalid)?
+                self.etcd_request_timeout =
+                    seconds(value, ETCD_REQUEST_TIMEOUT_RANGE).map_err(invalid)?
             }
             "engine_reconcile_interval" => {
-                self.engine_reconcile_interval = seconds(value).map_err(invalid)?
+                self.engine_reconcile_interval =
+                    seconds(value, RECONCILE_INTERVAL_RANGE).map_err(invalid)?
             }
             "engine_lease_ttl" => {
-                let ttl = go_duration(value).map_err(invalid)?;
-                if ttl < Duration::from_secs(1) {
-                    return Err(invalid("must be at least 1s".into()));
-                }
-                self.engine_lease_ttl = Some(ttl);
+                self.engine_lease_ttl = Some(go_duration(value, LEASE_TTL_RANGE).map_err(invalid)?)
             }
             "public_ip" => self.public_ip = value.trim().to_owned(),
             "metadata" => self.metadata = metadata(value).map_err(invalid)?,
-            "agent_ttl" => self.agent_ttl = go_duration(value).map_err(invalid)?,
+            "agent_ttl" => self.agent_ttl = go_duration(value, LEASE_TTL_RANGE).map_err(invalid)?,
             "units_directory" => self.units_directory = PathBuf::from(value),
             "systemd_user" => self.systemd_user = go_bool(value).map_err(invalid)?,
             "token_limit" => {
@@ -284,6 +301,31 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// An etcd member's client URL: `http://` or `https://`, a host, and a port if any
+/// (`http://10.0.0.1:2379`).
+pub fn etcd_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url}: an etcd URL starts with http:// or https://"))?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains(['/', '?', '#', ' ', '@']) {
+        return Err(format!("{url}: expected http(s)://HOST:PORT"));
+    }
+    // A bracketed IPv6 address has colons of its own.
+    let port = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.ends_with(']') && !host.is_empty() => Some(port),
+        _ => None,
+    };
+    if let Some(port) = port {
+        port.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{url}: bad port {port:?}"))?;
+    }
+    Ok(())
 }
 
 /// A listener URL: `unix:///absolute/path`, or `http://` / `https://` with a host and port.
@@ -360,16 +402,37 @@ fn metadata(value: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 /// A float number of seconds, as fleet's `etcd_request_timeout` and
-/// `engine_reconcile_interval`.
-fn seconds(value: &str) -> Result<Duration, String> {
+/// `engine_reconcile_interval`, within `range`.
+fn seconds(value: &str, range: (Duration, Duration)) -> Result<Duration, String> {
     let number: f64 = value
         .trim()
         .parse()
         .map_err(|_| "not a number of seconds".to_string())?;
-    if !(number > 0.0 && number.is_finite()) {
-        return Err("must be above zero".into());
+    within(number, range, |d| format!("{}", d.as_secs_f64()))
+}
+
+/// `seconds` as a duration if it lies in `range` (each end shown by `show`).
+fn within(
+    seconds: f64,
+    (min, max): (Duration, Duration),
+    show: impl Fn(Duration) -> String,
+) -> Result<Duration, String> {
+    let out_of_range = || format!("must be from {} to {}", show(min), show(max));
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|_| out_of_range())?;
+    match (min..=max).contains(&duration) {
+        true => Ok(duration),
+        false => Err(out_of_range()),
     }
-    Ok(Duration::from_secs_f64(number))
+}
+
+/// A duration as Go prints it, for the ranges: `1s`, `24h0m0s`.
+fn go_format(duration: Duration) -> String {
+    let total = duration.as_secs();
+    match (total / 3600, total % 3600 / 60, total % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
 }
 
 /// Go's `strconv.ParseBool`.
@@ -381,12 +444,12 @@ fn go_bool(value: &str) -> Result<bool, String> {
     }
 }
 
-/// Go's `time.ParseDuration`: `300ms`, `1.5h`, `2h45m`; a bare `0` is zero.
-fn go_duration(value: &str) -> Result<Duration, String> {
+/// Go's `time.ParseDuration` (`300ms`, `1.5h`, `2h45m`; a bare `0` is zero), within `range`.
+fn go_duration(value: &str, range: (Duration, Duration)) -> Result<Duration, String> {
     let text = value.trim();
     let bad = || "not a duration like \"30s\" or \"1m30s\"".to_string();
     if text == "0" {
-        return Ok(Duration::ZERO);
+        return within(0.0, range, go_format);
     }
     let mut rest = text;
     let mut total = 0f64;
@@ -414,7 +477,7 @@ fn go_duration(value: &str) -> Result<Duration, String> {
         total += number * scale;
         rest = &rest[unit_end..];
     }
-    Ok(Duration::from_secs_f64(total))
+    within(total, range, go_format)
 }
 
 #[cfg(test)]
@@ -448,10 +511,7 @@ mod tests {
             |pairs: &[(&str, &str)]| Config::load(None, &env(pairs)).unwrap().0.engine_lease();
         assert_eq!(lease(&[]), Duration::from_secs(3));
         assert_eq!(lease(&[("FLEET_AGENT_TTL", "2s")]), Duration::from_secs(2));
-        assert_eq!(
-            lease(&[("FLEET_AGENT_TTL", "300ms")]),
-            Duration::from_secs(1)
-        );
+        assert_eq!(lease(&[("FLEET_AGENT_TTL", "1s")]), Duration::from_secs(1));
         let set = [("FLEET_AGENT_TTL", "2s"), ("FLEET_ENGINE_LEASE_TTL", "5s")];
         assert_eq!(lease(&set), Duration::from_secs(5));
     }
@@ -532,13 +592,93 @@ mod tests {
         check_error(
             None,
             &[("FLEET_ENGINE_RECONCILE_INTERVAL", "0")],
-            "invalid value \"0\" for FLEET_ENGINE_RECONCILE_INTERVAL: must be above zero",
+            "invalid value \"0\" for FLEET_ENGINE_RECONCILE_INTERVAL: must be from 0.01 to 3600",
         );
+        // What the adversarial run found panicking at start (and, by SIGHUP, when running).
+        let out_of_range = [
+            (
+                "FLEET_AGENT_TTL",
+                "99999999999999999999999h",
+                "must be from 1s to 24h0m0s",
+            ),
+            ("FLEET_AGENT_TTL", "0", "must be from 1s to 24h0m0s"),
+            ("FLEET_AGENT_TTL", "1ns", "must be from 1s to 24h0m0s"),
+            (
+                "FLEET_ENGINE_LEASE_TTL",
+                "9999999999999999h",
+                "must be from 1s to 24h0m0s",
+            ),
+            (
+                "FLEET_ETCD_REQUEST_TIMEOUT",
+                "1e300",
+                "must be from 0.01 to 300",
+            ),
+            (
+                "FLEET_ETCD_REQUEST_TIMEOUT",
+                "NaN",
+                "must be from 0.01 to 300",
+            ),
+            (
+                "FLEET_ETCD_REQUEST_TIMEOUT",
+                "-1",
+                "must be from 0.01 to 300",
+            ),
+            (
+                "FLEET_ENGINE_RECONCILE_INTERVAL",
+                "1e20",
+                "must be from 0.01 to 3600",
+            ),
+            (
+                "FLEET_ENGINE_RECONCILE_INTERVAL",
+                "1e-12",
+                "must be from 0.01 to 3600",
+            ),
+            (
+                "FLEET_ENGINE_RECONCILE_INTERVAL",
+                "inf",
+                "must be from 0.01 to 3600",
+            ),
+            ("FLEET_VERBOSITY", "300", "not a number from 0 to 10"),
+        ];
+        for (name, value, why) in out_of_range {
+            check_error(
+                None,
+                &[(name, value)],
+                &format!("invalid value {value:?} for {name}: {why}"),
+            );
+        }
         check_error(
             None,
             &[("FLEET_METADATA", "region")],
             "invalid value \"region\" for FLEET_METADATA: \"region\" is not key=value",
         );
+        for (url, why) in [
+            (
+                "notaurl",
+                "notaurl: an etcd URL starts with http:// or https://",
+            ),
+            ("http://", "http://: expected http(s)://HOST:PORT"),
+            (
+                "http://10.0.0.1:23x9",
+                "http://10.0.0.1:23x9: bad port \"23x9\"",
+            ),
+            ("http://a/b", "http://a/b: expected http(s)://HOST:PORT"),
+        ] {
+            check_error(
+                None,
+                &[("FLEET_ETCD_SERVERS", url)],
+                &format!("invalid value {url:?} for FLEET_ETCD_SERVERS: {why}"),
+            );
+        }
+        let (config, _) = Config::load(
+            None,
+            &env(&[(
+                "FLEET_ETCD_SERVERS",
+                "http://127.0.0.1:2379, https://[::1]:2379,http://etcd",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(config.etcd_servers.len(), 3);
         check_error(None, &[("FLEET_API_LISTEN", "tcp://x:1")], "invalid value \"tcp://x:1\" for FLEET_API_LISTEN: tcp://x:1: expected unix://, http:// or https://");
         check_error(None, &[("FLEET_API_LISTEN", "unix://rel.sock")], "invalid value \"unix://rel.sock\" for FLEET_API_LISTEN: unix://rel.sock: a unix socket needs an absolute path (unix:///path)");
         check_error(None, &[("FLEET_MACHINE_ID", "a b")], "invalid value \"a b\" for FLEET_MACHINE_ID: invalid machine ID \"a b\": use 1 to 64 characters from [A-Za-z0-9_-]");
@@ -550,7 +690,7 @@ mod tests {
         check_error(
             None,
             &[("FLEET_ENGINE_LEASE_TTL", "500ms")],
-            "invalid value \"500ms\" for FLEET_ENGINE_LEASE_TTL: must be at least 1s",
+            "invalid value \"500ms\" for FLEET_ENGINE_LEASE_TTL: must be from 1s to 24h0m0s",
         );
         check_error(
             None,
@@ -592,14 +732,15 @@ mod tests {
             ("0", 0),
             ("2h45m", 9_900_000),
         ] {
+            let any = (Duration::ZERO, Duration::from_secs(86_400));
             assert_eq!(
-                go_duration(text).unwrap(),
+                go_duration(text, any).unwrap(),
                 Duration::from_millis(millis),
                 "{text}"
             );
         }
-        for text in ["", "30", "s", "1x", "-1s"] {
-            assert!(go_duration(text).is_err(), "{text}");
+        for text in ["", "30", "s", "1x", "-1s", "1e9h"] {
+            assert!(go_duration(text, LEASE_TTL_RANGE).is_err(), "{text}");
         }
     }
 }

@@ -62,9 +62,18 @@ pub async fn run(
             )
         })?;
     }
-    let store = open_registry(&config).await?;
-    let registry = Registry::open(store).await?;
-    let manager = unit_manager(&config, &machine, &public_ip, zygote).await?;
+    // Each of these may wait (for etcd, for systemd): a stop signal ends the wait.
+    let Some(store) = signals.unless_stopped(open_registry(&config)).await? else {
+        return Ok(());
+    };
+    let opened = async { Registry::open(store).await.map_err(StartError::from) };
+    let Some(registry) = signals.unless_stopped(opened).await? else {
+        return Ok(());
+    };
+    let manager = unit_manager(&config, &machine, &public_ip, zygote);
+    let Some(manager) = signals.unless_stopped(manager).await? else {
+        return Ok(());
+    };
     let manager_for_exit = Arc::clone(&manager);
 
     let (stop, shutdown) = watch::channel(false);
@@ -267,6 +276,24 @@ impl StopSignals {
             quit: install(SignalKind::quit())?,
             hangup: install(SignalKind::hangup())?,
         })
+    }
+
+    /// `step` of the start, unless a stop signal comes first (then `None`: fleetd stops
+    /// before it has started). A SIGHUP meanwhile changes nothing: nothing runs yet.
+    async fn unless_stopped<T>(
+        &mut self,
+        step: impl std::future::Future<Output = Result<T, StartError>>,
+    ) -> Result<Option<T>, StartError> {
+        tokio::pin!(step);
+        loop {
+            tokio::select! {
+                done = &mut step => return done.map(Some),
+                signal = self.wait() => if let Signal::Stop(_) = signal {
+                    tracing::info!("fleetd stopped while starting");
+                    return Ok(None);
+                },
+            }
+        }
     }
 
     async fn wait(&mut self) -> Signal {

@@ -168,3 +168,132 @@ fn invented_methods_add_no_metrics_series() {
         metrics.len()
     );
 }
+
+/// fleetd on `dir` (its fleet.conf empty) with `env` added, its log on a pipe.
+fn fleetd_with(dir: &std::path::Path, env: &[(&str, &str)]) -> std::process::Command {
+    std::fs::write(dir.join("fleet.conf"), "").unwrap();
+    let mut command = common::fleetd(dir, "node1");
+    command
+        .arg("--config")
+        .arg(dir.join("fleet.conf"))
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+#[test]
+fn values_out_of_range_are_refused_at_start_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    // What the adversarial run saw panic (`cannot convert float seconds to Duration`,
+    // `period must be non-zero`).
+    for (name, value) in [
+        ("FLEET_AGENT_TTL", "99999999999999999999999h"),
+        ("FLEET_ETCD_REQUEST_TIMEOUT", "1e300"),
+        ("FLEET_ENGINE_RECONCILE_INTERVAL", "1e20"),
+        ("FLEET_ENGINE_LEASE_TTL", "9999999999999999h"),
+        ("FLEET_AGENT_TTL", "0"),
+        ("FLEET_AGENT_TTL", "1ns"),
+        ("FLEET_ENGINE_RECONCILE_INTERVAL", "1e-12"),
+        ("FLEET_ETCD_SERVERS", "notaurl"),
+    ] {
+        let output = fleetd_with(dir.path(), &[(name, value)]).output().unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}={value}: {log}");
+        assert!(
+            log.contains(&format!("invalid value {value:?} for {name}"))
+                && !log.contains("panicked"),
+            "{name}={value}: {log}"
+        );
+    }
+}
+
+#[test]
+fn such_a_value_by_sighup_leaves_the_running_configuration_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleetd = common::serving(fleetd_with(dir.path(), &[]), dir.path());
+    std::fs::write(
+        dir.path().join("fleet.conf"),
+        "agent_ttl = 99999999999999999999999h\n",
+    )
+    .unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &fleetd.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        fleetd.try_wait().unwrap().is_none(),
+        "fleetd died of the reload"
+    );
+    let (status, _) = http(
+        &dir.path().join("fleet.sock"),
+        "GET",
+        "/fleet/v1/machines",
+        None,
+    );
+    assert_eq!(status, 200);
+    let status = common::signal_and_wait(&mut fleetd, "-TERM");
+    let mut log = String::new();
+    fleetd
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("configuration not reloaded") && log.contains("must be from 1s to 24h0m0s"),
+        "{log}"
+    );
+}
+
+#[test]
+fn fleetd_waiting_for_etcd_at_its_start_stops_at_once() {
+    // One etcd that refuses connections, one that accepts them and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused_port = refused.local_addr().unwrap().port();
+    drop(refused);
+    for server in [
+        format!("http://127.0.0.1:{refused_port}"),
+        format!("http://{}", silent.local_addr().unwrap()),
+    ] {
+        for signal in ["-TERM", "-INT", "-QUIT"] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut fleetd = fleetd_with(dir.path(), &[("FLEET_ETCD_SERVERS", &server)])
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(1500));
+            assert!(fleetd.try_wait().unwrap().is_none(), "it waits for etcd");
+            let asked = Instant::now();
+            let status = common::signal_and_wait(&mut fleetd, signal);
+            assert!(
+                asked.elapsed() < Duration::from_secs(3),
+                "{server} {signal}: stopped after {:?}",
+                asked.elapsed()
+            );
+            assert!(status.success(), "{server} {signal}: {status:?}");
+        }
+    }
+}
+
+#[test]
+fn a_dangling_symlink_or_a_directory_in_the_units_directory_is_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = dir.path().join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    std::os::unix::fs::symlink("/nonexistent", units.join("dangling.service")).unwrap();
+    std::fs::create_dir(units.join("dir.service")).unwrap();
+    let mut fleetd = common::serving(fleetd_with(dir.path(), &[]), dir.path());
+    let (status, _) = http(
+        &dir.path().join("fleet.sock"),
+        "GET",
+        "/fleet/v1/units",
+        None,
+    );
+    assert_eq!(status, 200);
+    common::stop(&mut fleetd, "-TERM");
+}
