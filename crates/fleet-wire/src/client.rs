@@ -286,7 +286,7 @@ impl Client {
         let path = journal_path(name, lines, machine, true);
         let request = self.request(crate::paths::JOURNAL, "GET", &path, None, false);
         let silence = (crate::paths::JOURNAL_HEARTBEAT * 3).max(self.timeout);
-        let mut stream = self.connect(silence)?;
+        let mut stream = self.connect(silence, None)?;
         stream.write_all(&request).map_err(transport)?;
         let mut reader = BufReader::new(stream);
         let head = http::read_head(&mut reader).map_err(transport)?;
@@ -352,8 +352,13 @@ impl Client {
         bytes
     }
 
-    /// A connection to the endpoint whose reads give up after `read_timeout`.
-    fn connect(&self, read_timeout: Duration) -> Result<Box<dyn Connection>> {
+    /// A connection to the endpoint whose reads give up after `read_timeout`, and, given a
+    /// `deadline`, whose reads and writes fail once it has passed.
+    fn connect(
+        &self,
+        read_timeout: Duration,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Box<dyn Connection>> {
         let raw: Box<dyn Connection> = match (&self.through, &self.endpoint) {
             (Some(argv), _) => {
                 Box::new(connection::command(argv, read_timeout).map_err(ClientError::Transport)?)
@@ -364,6 +369,10 @@ impl Client {
             (None, Endpoint::Http { host, .. } | Endpoint::Https { host, .. }) => {
                 Box::new(connection::tcp(host, read_timeout).map_err(ClientError::Transport)?)
             }
+        };
+        let raw: Box<dyn Connection> = match deadline {
+            Some(deadline) => Box::new(connection::Deadline::new(raw, deadline)),
+            None => raw,
         };
         let Endpoint::Https { host, .. } = &self.endpoint else {
             return Ok(raw);
@@ -387,7 +396,10 @@ impl Client {
         let (status, body) = match self.through.is_some() {
             true => self.exchange_kept(&self.request(base, method, path, body, true))?,
             false => {
-                let mut stream = self.connect(self.timeout)?;
+                // The whole exchange, not only each read: a server that trickles its answer
+                // a byte at a time must not hold fleetctl past --request-timeout.
+                let deadline = std::time::Instant::now() + self.timeout;
+                let mut stream = self.connect(self.timeout, Some(deadline))?;
                 stream
                     .write_all(&self.request(base, method, path, body, false))
                     .map_err(transport)?;
@@ -413,7 +425,7 @@ impl Client {
             http::read_head(reader)
         };
         let fresh = || -> Result<(BufReader<Box<dyn Connection>>, http::Head)> {
-            let mut reader = BufReader::new(self.connect(self.timeout)?);
+            let mut reader = BufReader::new(self.connect(self.timeout, None)?);
             let head = send(&mut reader).map_err(transport)?;
             Ok((reader, head))
         };

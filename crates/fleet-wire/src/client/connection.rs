@@ -12,11 +12,54 @@ use std::time::{Duration, Instant};
 pub trait Connection: Read + Write + Send {}
 impl<T: Read + Write + Send> Connection for T {}
 
+/// A connection that fails every read and write once `deadline` has passed (each read is
+/// also bounded by the socket's own timeout, so an exchange ends at most one read timeout
+/// after the deadline).
+pub struct Deadline {
+    inner: Box<dyn Connection>,
+    deadline: Instant,
+}
+
+impl Deadline {
+    pub fn new(inner: Box<dyn Connection>, deadline: Instant) -> Deadline {
+        Deadline { inner, deadline }
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match Instant::now() < self.deadline {
+            true => Ok(()),
+            false => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no whole answer within the request timeout",
+            )),
+        }
+    }
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        self.check()?;
+        self.inner.read(buffer)
+    }
+}
+
+impl Write for Deadline {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        self.check()?;
+        self.inner.write(buffer)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 pub fn unix(path: &str, read_timeout: Duration) -> Result<UnixStream, String> {
     let stream = UnixStream::connect(path)
         .map_err(|e| format!("dial unix {path}: {}", connect_error(&e)))?;
     stream
         .set_read_timeout(Some(read_timeout))
+        .and_then(|()| stream.set_write_timeout(Some(read_timeout)))
         .map_err(|e| e.to_string())?;
     Ok(stream)
 }
@@ -42,6 +85,7 @@ pub fn tcp(host: &str, timeout: Duration) -> Result<TcpStream, String> {
     let stream = connected.ok_or_else(|| dial(&last))?;
     stream
         .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| e.to_string())?;
     Ok(stream)
 }
