@@ -53,25 +53,34 @@ pub(crate) struct Restored {
 }
 
 pub(crate) struct Disk {
-    db: Database,
+    /// `None` after a failed reopen: the next write tries again.
+    db: std::sync::Mutex<Option<Database>>,
     path: PathBuf,
 }
 
 impl Disk {
-    /// Opens (or creates) the store at `path`, refusing a file another process holds or a
-    /// record this format cannot read.
+    /// Opens (or creates) the store at `path`, refusing a file another process holds, a file
+    /// that is empty or damaged, or a record this format cannot read.
     pub fn open(path: &Path) -> Result<(Disk, Restored)> {
-        let storage = |e: redb::Error| RegistryError::Storage {
+        let storage = |e: redb::Error| {
+            RegistryError::Storage {
             path: path.display().to_string(),
-            reason: e.to_string(),
+            reason: format!(
+                "{e}; if the file is damaged, restore it from a backup, or move it away to start with an empty registry"
+            ),
+        }
         };
-        let db = Database::builder()
-            // A torn or foreign file is reported, not trusted (a plain open may panic on one).
-            .set_check_integrity_on_open(true)
-            .create(path)
-            .map_err(|e| storage(e.into()))?;
+        // A file of no bytes is a truncated registry (fleetd's own file is never empty once
+        // made), not a new one: opening it as empty would forget every unit in silence.
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            return Err(RegistryError::Storage {
+                path: path.display().to_string(),
+                reason: "the file is empty (0 bytes): it was truncated and holds none of the registry; restore it from a backup, or remove it to start with an empty registry".into(),
+            });
+        }
+        let db = open_database(path).map_err(storage)?;
         let disk = Disk {
-            db,
+            db: std::sync::Mutex::new(Some(db)),
             path: path.to_owned(),
         };
         let restored = disk.restore().map_err(|e| match e {
@@ -82,7 +91,9 @@ impl Disk {
     }
 
     fn restore(&self) -> Result<Restored, Loaded> {
-        let tx = self.db.begin_read().map_err(redb::Error::from)?;
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let db = db.as_ref().expect("a disk just opened has its database");
+        let tx = db.begin_read().map_err(redb::Error::from)?;
         let mut restored = Restored {
             revision: 1,
             next_lease: 1,
@@ -119,41 +130,69 @@ impl Disk {
         Ok(restored)
     }
 
-    /// Writes one commit durably: when this returns `Ok`, a crash cannot lose it.
+    /// Writes one commit durably: when this returns `Ok`, a crash cannot lose it. After a
+    /// failed write (a full disk) redb refuses every later one until the file is opened
+    /// again: it is reopened (which repairs it) and the write tried once more, so a disk that
+    /// has room again is used again without a restart. A failed write is never applied.
     pub fn write(&self, write: DiskWrite<'_>) -> Result<()> {
-        self.try_write(write)
-            .map_err(|e| RegistryError::Unavailable(format!("{}: {e}", self.path.display())))
+        let unavailable = |e: redb::Error| RegistryError::WriteFailed {
+            path: self.path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = db.as_ref() {
+            match try_write(open, &write) {
+                Err(redb::Error::PreviousIo) => {}
+                done => return done.map_err(unavailable),
+            }
+        }
+        // Closed first: the file allows one database at a time.
+        *db = None;
+        let reopened = open_database(&self.path).map_err(unavailable)?;
+        tracing::info!(path = %self.path.display(), "the registry file was opened again after a failed write");
+        let done = try_write(&reopened, &write);
+        *db = Some(reopened);
+        done.map_err(unavailable)
     }
+}
 
-    fn try_write(&self, write: DiskWrite<'_>) -> Result<(), redb::Error> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut keys = tx.open_table(KEYS)?;
-            for change in write.changes {
-                match change {
-                    Change::Put(kv) => {
-                        keys.insert(kv.key.as_str(), encode(kv).as_slice())?;
-                    }
-                    Change::Delete(key) => {
-                        keys.remove(key.as_str())?;
-                    }
+/// Opens the redb file, checking it whole: a torn or foreign file is reported, not trusted (a
+/// plain open may panic on one), and one left by a failed write is repaired.
+fn open_database(path: &Path) -> Result<Database, redb::Error> {
+    let db = Database::builder()
+        .set_check_integrity_on_open(true)
+        .create(path)?;
+    Ok(db)
+}
+
+fn try_write(db: &Database, write: &DiskWrite<'_>) -> Result<(), redb::Error> {
+    let tx = db.begin_write()?;
+    {
+        let mut keys = tx.open_table(KEYS)?;
+        for change in write.changes {
+            match change {
+                Change::Put(kv) => {
+                    keys.insert(kv.key.as_str(), encode(kv).as_slice())?;
+                }
+                Change::Delete(key) => {
+                    keys.remove(key.as_str())?;
                 }
             }
-            let mut leases = tx.open_table(LEASES)?;
-            if let Some((id, ttl)) = write.granted {
-                leases.insert(id, u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))?;
-            }
-            if let Some(id) = write.revoked {
-                leases.remove(id)?;
-            }
-            let mut meta = tx.open_table(META)?;
-            meta.insert("format", FORMAT)?;
-            meta.insert("revision", write.revision as u64)?;
-            meta.insert("next_lease", write.next_lease as u64)?;
         }
-        tx.commit()?;
-        Ok(())
+        let mut leases = tx.open_table(LEASES)?;
+        if let Some((id, ttl)) = write.granted {
+            leases.insert(id, u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))?;
+        }
+        if let Some(id) = write.revoked {
+            leases.remove(id)?;
+        }
+        let mut meta = tx.open_table(META)?;
+        meta.insert("format", FORMAT)?;
+        meta.insert("revision", write.revision as u64)?;
+        meta.insert("next_lease", write.next_lease as u64)?;
     }
+    tx.commit()?;
+    Ok(())
 }
 
 /// Why restoring failed: the file could not be read, or a record in it is not ours.

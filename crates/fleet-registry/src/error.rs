@@ -30,13 +30,19 @@ pub enum RegistryError {
     /// The embedded store's file cannot be opened (held by another process, unreadable, not a
     /// store of ours).
     Storage { path: String, reason: String },
+    /// The embedded store could not write its file (a full disk): nothing of the write
+    /// happened, and a later one may succeed.
+    WriteFailed { path: String, reason: String },
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 impl RegistryError {
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, RegistryError::Unavailable(_))
+        matches!(
+            self,
+            RegistryError::Unavailable(_) | RegistryError::WriteFailed { .. }
+        )
     }
 }
 
@@ -65,6 +71,9 @@ impl fmt::Display for RegistryError {
             RegistryError::Conflict(why) => f.write_str(why),
             RegistryError::Storage { path, reason } => {
                 write!(f, "cannot open the embedded registry at {path}: {reason}")
+            }
+            RegistryError::WriteFailed { path, reason } => {
+                write!(f, "the embedded registry cannot write {path}: {reason}")
             }
         }
     }

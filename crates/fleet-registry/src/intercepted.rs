@@ -66,6 +66,9 @@ impl KvStore for Intercepted {
     async fn lease_ttl(&self, lease: LeaseId) -> Result<Option<Duration>> {
         self.inner.lease_ttl(lease).await
     }
+    fn exclusive(&self) -> bool {
+        self.inner.exclusive()
+    }
     async fn watch_range(&self, range: &KeyRange, from: Revision) -> Result<Watch> {
         self.inner.watch_range(range, from).await
     }

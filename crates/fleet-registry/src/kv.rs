@@ -229,6 +229,13 @@ pub trait KvStore: Send + Sync + 'static {
     /// The time left on a lease, `None` when it does not exist.
     async fn lease_ttl(&self, lease: LeaseId) -> Result<Option<Duration>>;
 
+    /// Whether this process alone writes the store (the embedded one, whose file it holds
+    /// locked): then a machine's lease found in it was granted to an earlier run of this very
+    /// fleetd, never to another live one.
+    fn exclusive(&self) -> bool {
+        false
+    }
+
     /// Watches every key in `range` from revision `from` on (0: from now).
     async fn watch_range(&self, range: &KeyRange, from: Revision) -> Result<Watch>;
 

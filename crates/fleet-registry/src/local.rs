@@ -473,6 +473,16 @@ impl KvStore for LocalStore {
         Ok(self.lock().data.get(key).cloned())
     }
 
+    /// The file is this process's alone (redb locks it); a store in memory may be shared
+    /// by several registries of one process (tests), so it is not.
+    fn exclusive(&self) -> bool {
+        self.inner
+            .disk
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     async fn range(&self, prefixes: &[&str]) -> Result<(Vec<Vec<KeyValue>>, Revision)> {
         let state = self.lock();
         let ranges = prefixes

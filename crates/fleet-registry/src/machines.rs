@@ -47,6 +47,13 @@ impl Registry {
         ttl: Duration,
         adopt: Option<LeaseId>,
     ) -> Result<MachineLease> {
+        let key = RegistryKey::Machine(machine.clone()).path();
+        // A store only this process writes holds no other live fleetd's lease: the one its
+        // machine key is on is an earlier run's (whose lease file was lost), adopted as such.
+        let adopt = match (adopt, self.kv().exclusive()) {
+            (None, true) => self.kv().get(&key).await?.map(|kv| kv.lease),
+            (adopt, _) => adopt,
+        };
         let mut replaced = None;
         let adopted = match adopt {
             Some(lease) => match self.kv().keep_alive(lease, renewal_interval(ttl)).await? {
@@ -65,7 +72,6 @@ impl Registry {
             Some(lease) => lease,
             None => self.kv().grant_lease(ttl).await?,
         };
-        let key = RegistryKey::Machine(machine.clone()).path();
         let result = self.claim_machine(&key, record, lease, replaced).await;
         if result.is_err() && adopted.is_none() {
             // Best effort: an unused lease would expire anyway.

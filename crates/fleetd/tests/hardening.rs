@@ -297,3 +297,153 @@ fn a_dangling_symlink_or_a_directory_in_the_units_directory_is_passed_over() {
     assert_eq!(status, 200);
     common::stop(&mut fleetd, "-TERM");
 }
+
+#[test]
+fn an_empty_registry_file_is_refused_not_taken_for_a_new_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/registry.redb"), "").unwrap();
+    let output = fleetd_with(dir.path(), &[]).output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("registry.redb") && log.contains("the file is empty (0 bytes)"),
+        "{log}"
+    );
+    // A damaged one is refused, saying what to do.
+    std::fs::write(dir.path().join("data/registry.redb"), vec![0x5a; 8192]).unwrap();
+    let output = fleetd_with(dir.path(), &[]).output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(log.contains("restore it from a backup"), "{log}");
+}
+
+/// PUTs `name` (a sleeper, launched) over `socket`; the status and answer.
+fn submit(socket: &std::path::Path, name: &str) -> (u16, String) {
+    let unit = r#"{"desiredState":"launched","options":[{"section":"Service","name":"ExecStart","value":"/bin/sleep 600"}]}"#;
+    http(
+        socket,
+        "PUT",
+        &format!("/fleet/v1/units/{name}"),
+        Some(unit),
+    )
+}
+
+/// The main PID of `name` once the native supervisor runs it.
+fn main_pid(dir: &std::path::Path, name: &str) -> u64 {
+    let state = dir.join(format!("run/native/{name}/state.json"));
+    eventually("never running", Duration::from_secs(15), || {
+        let text = std::fs::read_to_string(&state).map_err(|e| e.to_string())?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        value["main_pid"].as_u64().ok_or(text)
+    })
+}
+
+#[test]
+fn its_own_stale_lease_is_recognised_when_the_lease_file_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("fleet.sock");
+    let mut fleetd = common::serving(fleetd_with(dir.path(), &[]), dir.path());
+    assert_eq!(submit(&socket, "kept.service").0, 201);
+    let pid = main_pid(dir.path(), "kept.service");
+    // Killed (its units run on), and its lease file lost, as a full disk could make it.
+    fleetd.kill().unwrap();
+    fleetd.wait().unwrap();
+    std::fs::remove_file(dir.path().join("data/machine-lease")).unwrap();
+    let mut again = fleetd_with(dir.path(), &[]);
+    again.stderr(std::process::Stdio::null());
+    let mut fleetd = common::serving(again, dir.path());
+    eventually(
+        "the unit is not reported running",
+        Duration::from_secs(15),
+        || {
+            let (status, body) = http(&socket, "GET", "/fleet/v1/state", None);
+            match status == 200 && body.contains(r#""systemdSubState":"running""#) {
+                true => Ok(()),
+                false => Err(format!("{status} {body}")),
+            }
+        },
+    );
+    assert_eq!(main_pid(dir.path(), "kept.service"), pid, "restarted");
+    common::stop(&mut fleetd, "-TERM");
+}
+
+#[test]
+fn a_full_disk_refuses_writes_with_the_reason_and_is_used_again_once_it_has_room() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root for a tmpfs of its own");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // A small filesystem of fleetd's own, in a mount namespace that ends with it.
+    let fleetd = fleetd_with(dir.path(), &[]);
+    let mut command = std::process::Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o size=8m tmpfs {} && exec \"$0\" \"$@\"",
+            data.display()
+        ))
+        .arg(fleetd.get_program())
+        .args(fleetd.get_args());
+    command.env_clear();
+    for (name, value) in fleetd.get_envs() {
+        if let Some(value) = value {
+            command.env(name, value);
+        }
+    }
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut fleetd = common::serving(command, dir.path());
+    let socket = dir.path().join("fleet.sock");
+    // Its data directory as fleetd sees it.
+    let seen = std::path::PathBuf::from(format!("/proc/{}/root{}", fleetd.id(), data.display()));
+    let mut acknowledged = Vec::new();
+    for i in 0..5 {
+        let name = format!("before-{i}.service");
+        assert_eq!(submit(&socket, &name).0, 201);
+        acknowledged.push(name);
+    }
+    let filler = seen.join("filler");
+    {
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+    }
+    let mut refused = None;
+    for i in 0..200 {
+        let name = format!("full-{i}.service");
+        match submit(&socket, &name) {
+            (201, _) => acknowledged.push(name),
+            (status, answer) => {
+                refused = Some((status, answer));
+                break;
+            }
+        }
+    }
+    let (status, answer) = refused.expect("a write was refused on a full disk");
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("registry.redb"), "{answer}");
+    std::fs::remove_file(&filler).unwrap();
+    eventually(
+        "writes are not taken again",
+        Duration::from_secs(10),
+        || match submit(&socket, "after.service") {
+            (201, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    acknowledged.push("after.service".into());
+    let (status, listing) = http(&socket, "GET", "/fleet/v1/units", None);
+    assert_eq!(status, 200);
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|name| !listing.contains(&format!("\"name\":\"{name}\"")))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+    common::stop(&mut fleetd, "-TERM");
+}

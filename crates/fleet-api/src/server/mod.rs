@@ -214,10 +214,15 @@ impl Answer {
 
     fn unavailable(error: &RegistryError) -> Answer {
         tracing::warn!(%error, "api: registry unreachable");
-        Answer::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "fleet server unable to communicate with etcd",
-        )
+        // fleet's words for a registry it cannot reach; a local file that cannot be written
+        // (a full disk) says so, with the file and the reason.
+        let message = match error {
+            RegistryError::WriteFailed { .. } => {
+                format!("fleet server unable to write its registry: {error}")
+            }
+            _ => "fleet server unable to communicate with etcd".to_owned(),
+        };
+        Answer::error(StatusCode::SERVICE_UNAVAILABLE, message)
     }
 }
 
