@@ -33,6 +33,10 @@ pub enum RegistryError {
     /// The embedded store could not write its file (a full disk): nothing of the write
     /// happened, and a later one may succeed.
     WriteFailed { path: String, reason: String },
+    /// The registry is not the one this fleetd knew (wiped, restored from an older backup,
+    /// another cluster's): nothing is read from it or written to it until an operator accepts
+    /// it (see `continuity`). Says what was found and what to do.
+    WentBackwards(String),
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
@@ -41,7 +45,9 @@ impl RegistryError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            RegistryError::Unavailable(_) | RegistryError::WriteFailed { .. }
+            RegistryError::Unavailable(_)
+                | RegistryError::WriteFailed { .. }
+                | RegistryError::WentBackwards(_)
         )
     }
 }
@@ -75,6 +81,7 @@ impl fmt::Display for RegistryError {
             RegistryError::WriteFailed { path, reason } => {
                 write!(f, "the embedded registry cannot write {path}: {reason}")
             }
+            RegistryError::WentBackwards(why) => write!(f, "registry refused: {why}"),
         }
     }
 }

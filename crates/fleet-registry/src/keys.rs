@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! version                      "1"                       format of everything below
+//! registry-id                  random hex                this registry's identity (continuity)
 //! units/<hash>                 unit file text            content-addressed, immutable
 //! jobs/<name>                  JobRecord                 a non-global unit: what the user wants
 //! global/<name>                JobRecord                 a global unit (every matching machine)
@@ -19,6 +20,9 @@ use fleet_unit::{MachineId, UnitHash, UnitName};
 use crate::error::{RegistryError, Result};
 
 pub const VERSION: &str = "version";
+/// Written once, when the registry is created: a registry wiped and created again, or another
+/// cluster's, has another (see `continuity`).
+pub const IDENTITY: &str = "registry-id";
 pub const LEADER: &str = "leader";
 pub const UNITS: &str = "units/";
 pub const JOBS: &str = "jobs/";
@@ -33,6 +37,7 @@ pub const METADATA: &str = "metadata/";
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RegistryKey {
     Version,
+    Identity,
     Leader,
     Unit(UnitHash),
     Job(UnitName),
@@ -48,6 +53,7 @@ impl RegistryKey {
     pub fn path(&self) -> String {
         match self {
             RegistryKey::Version => VERSION.to_owned(),
+            RegistryKey::Identity => IDENTITY.to_owned(),
             RegistryKey::Leader => LEADER.to_owned(),
             RegistryKey::Unit(hash) => format!("{UNITS}{hash}"),
             RegistryKey::Job(name) => format!("{JOBS}{name}"),
@@ -118,6 +124,9 @@ fn parse(key: &str) -> std::result::Result<RegistryKey, String> {
     if key == LEADER {
         return Ok(RegistryKey::Leader);
     }
+    if key == IDENTITY {
+        return Ok(RegistryKey::Identity);
+    }
     let Some((collection, rest)) = key.split_once('/') else {
         return Err("not a key of registry format 1".into());
     };
@@ -173,6 +182,7 @@ mod tests {
         let rows: &[(&str, std::result::Result<&str, &str>)] = &[
             ("version", Ok("Version")),
             ("leader", Ok("Leader")),
+            ("registry-id", Ok("Identity")),
             ("jobs/web.service", Ok("Job(UnitName(\"web.service\"))")),
             (
                 "global/mon.service",

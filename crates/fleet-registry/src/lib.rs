@@ -4,6 +4,7 @@
 //! store, memory). Everything fleet-specific (key layout, record encoding, leases per machine,
 //! watch scopes) is written once on top of it.
 
+pub mod continuity;
 mod decisions;
 mod disk;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod registry;
 pub mod snapshot;
 pub mod view;
 
+pub use continuity::Continuity;
 pub use decisions::EngineWrite;
 pub use error::{RegistryError, Result};
 pub use garbage::Garbage;

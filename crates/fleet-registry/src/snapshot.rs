@@ -129,7 +129,7 @@ impl Snapshot {
             RegistryKey::Leader => self.leader = Some(decode(key, value)?),
             // Unit files are fetched by hash and cached, not held in snapshots; the format
             // version is checked once, when the registry is opened.
-            RegistryKey::Unit(_) | RegistryKey::Version => {}
+            RegistryKey::Unit(_) | RegistryKey::Version | RegistryKey::Identity => {}
         }
         Ok(())
     }
@@ -148,7 +148,7 @@ impl Snapshot {
                 remove_nested(&mut self.metadata, machine, name)
             }
             RegistryKey::Leader => self.leader = None,
-            RegistryKey::Unit(_) | RegistryKey::Version => {}
+            RegistryKey::Unit(_) | RegistryKey::Version | RegistryKey::Identity => {}
         }
     }
 

@@ -264,6 +264,7 @@ mod tests {
         let hash = UnitFile::parse("").unwrap().hash();
         let every_key = [
             RegistryKey::Version,
+            RegistryKey::Identity,
             RegistryKey::Leader,
             RegistryKey::Unit(hash),
             RegistryKey::Job(unit.clone()),
@@ -284,9 +285,13 @@ mod tests {
                     .iter()
                     .any(|p| path.starts_with(p.as_str()));
                 let watched = scope.watched().iter().any(|r| r.contains(&path));
-                // The whole registry's view watches unit files too (for their revisions).
-                let expected =
-                    in_scope || (scope == Scope::All && matches!(key, RegistryKey::Unit(_)));
+                // The whole registry's view watches unit files too (for their revisions);
+                // the identity, written once, falls inside the ranges spanning several
+                // prefixes (and a snapshot passes it over).
+                let spanning = !matches!(scope, Scope::Agent(_));
+                let expected = in_scope
+                    || (scope == Scope::All && matches!(key, RegistryKey::Unit(_)))
+                    || (spanning && *key == RegistryKey::Identity);
                 assert_eq!(watched, expected, "{scope:?}: {path}");
             }
         }

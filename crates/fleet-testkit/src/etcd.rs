@@ -422,6 +422,31 @@ impl EtcdServer {
         self.member.kill();
     }
 
+    /// Starts the member again on the same ports with an empty data directory: an etcd wiped
+    /// (or replaced) at the same address.
+    pub fn wipe(&mut self) {
+        self.member.kill();
+        let data = self.member.dir.path().join("data");
+        std::fs::remove_dir_all(&data)
+            .unwrap_or_else(|e| panic!("cannot wipe {}: {e}", data.display()));
+        self.member
+            .spawn()
+            .and_then(|()| self.member.wait_healthy())
+            .unwrap_or_else(|e| panic!("etcd did not start again wiped: {e}"));
+    }
+
+    /// Every key under `prefix`, as `etcdctl get --prefix --keys-only` lists them.
+    pub fn keys(&self, prefix: &str) -> Result<Vec<String>, String> {
+        let listed = self
+            .member
+            .etcdctl(&["get", "--prefix", "--keys-only", prefix])?;
+        Ok(listed
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Starts the same member again on the same ports and data.
     pub fn restart(&mut self) {
         self.member.kill();

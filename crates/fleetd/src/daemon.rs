@@ -15,6 +15,7 @@ use fleet_native::zygote::Zygote;
 use fleet_registry::etcd::{EtcdConfig, EtcdStore};
 use fleet_registry::local::LocalStore;
 use fleet_registry::records::MachineRecord;
+use fleet_registry::Continuity;
 use fleet_registry::{KvStore, Registry};
 use fleet_unit::MachineId;
 use tokio::signal::unix::{signal, SignalKind};
@@ -66,8 +67,13 @@ pub async fn run(
     let Some(store) = signals.unless_stopped(open_registry(&config)).await? else {
         return Ok(());
     };
-    let opened = async { Registry::open(store).await.map_err(StartError::from) };
-    let Some(registry) = signals.unless_stopped(opened).await? else {
+    let opened = async {
+        let known = config.data_dir.join(KNOWN_REGISTRY_FILE);
+        let continuity = Arc::new(Continuity::open(store, &known).await?);
+        let registry = Registry::open(Arc::clone(&continuity) as Arc<dyn KvStore>).await?;
+        Ok::<_, StartError>((registry, continuity))
+    };
+    let Some((registry, continuity)) = signals.unless_stopped(opened).await? else {
         return Ok(());
     };
     let manager = unit_manager(&config, &machine, &public_ip, zygote);
@@ -165,6 +171,7 @@ pub async fn run(
             ended = &mut agent_task => {
                 // The agent only ends on its own for what no retry fixes.
                 let _ = stop.send(true);
+                continuity.flush();
                 return Err(match ended {
                     Ok(Err(why)) => StartError::Agent(why),
                     Ok(Ok(())) => StartError::AgentEnded("the agent stopped unexpectedly".into()),
@@ -184,6 +191,7 @@ pub async fn run(
             tracing::info!("fleetd stopped; units keep running for the next fleetd to reattach")
         }
     }
+    continuity.flush();
     Ok(())
 }
 
@@ -375,11 +383,13 @@ fn apply_reload(running: &Config, reload: &Reload, announce: &watch::Sender<Mach
     tracing::info!("configuration reloaded");
 }
 
-/// In the data directory: the machine lease's ID, adopted by the next fleetd.
 /// How often the engine leader collects unit files no job refers to any more.
 const COLLECT_UNIT_FILES: Duration = Duration::from_secs(300);
 
+/// In the data directory: the machine lease's ID, adopted by the next fleetd.
 const LEASE_FILE: &str = "machine-lease";
+/// Which registry this machine knows and the highest revision it saw (`Continuity`).
+const KNOWN_REGISTRY_FILE: &str = "registry-known.json";
 /// In the data directory: the units the agent started in this boot (`fleet_agent::started`).
 const STARTED_FILE: &str = "started-units";
 

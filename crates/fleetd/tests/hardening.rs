@@ -8,6 +8,7 @@ use fleet_testkit::measure::http_unix as http;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// fleetd on a fresh home, serving its unix socket.
@@ -365,6 +366,51 @@ fn its_own_stale_lease_is_recognised_when_the_lease_file_is_lost() {
         },
     );
     assert_eq!(main_pid(dir.path(), "kept.service"), pid, "restarted");
+    common::stop(&mut fleetd, "-TERM");
+}
+
+/// An embedded registry put back from an older copy (a backup restored over it, say) is not
+/// taken for the registry as it is: fleetd refuses to start on it, saying so and what to do,
+/// and the unit started since the copy keeps running.
+#[test]
+fn an_older_copy_of_the_embedded_registry_is_refused_until_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("fleet.sock");
+    let registry = dir.path().join("data/registry.redb");
+    let copy = dir.path().join("registry.redb.copy");
+    let mut fleetd = common::serving(fleetd_with(dir.path(), &[]), dir.path());
+    assert_eq!(submit(&socket, "first.service").0, 201);
+    main_pid(dir.path(), "first.service");
+    common::stop(&mut fleetd, "-QUIT");
+    std::fs::copy(&registry, &copy).unwrap();
+    let mut fleetd = common::serving(fleetd_with(dir.path(), &[]), dir.path());
+    assert_eq!(submit(&socket, "second.service").0, 201);
+    let pid = main_pid(dir.path(), "second.service");
+    common::stop(&mut fleetd, "-QUIT");
+
+    std::fs::copy(&copy, &registry).unwrap();
+    let output = fleetd_with(dir.path(), &[]).output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("it went backwards") && log.contains("registry-known.json to accept it"),
+        "{log}"
+    );
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "still running");
+
+    // Accepted: the copy is the registry now, and the unit it does not hold is stopped.
+    std::fs::remove_file(dir.path().join("data/registry-known.json")).unwrap();
+    let mut fleetd = common::serving(fleetd_with(dir.path(), &[]), dir.path());
+    eventually(
+        "the unit the copy lacks stopped",
+        Duration::from_secs(15),
+        || common::holds(!Path::new(&format!("/proc/{pid}")).exists()),
+    );
+    let (status, body) = http(&socket, "GET", "/fleet/v1/units", None);
+    assert!(
+        status == 200 && body.contains("first.service") && !body.contains("second"),
+        "{body}"
+    );
     common::stop(&mut fleetd, "-TERM");
 }
 

@@ -220,6 +220,9 @@ impl Answer {
             RegistryError::WriteFailed { .. } => {
                 format!("fleet server unable to write its registry: {error}")
             }
+            RegistryError::WentBackwards(why) => {
+                format!("fleet server refuses its registry: {why}")
+            }
             _ => "fleet server unable to communicate with etcd".to_owned(),
         };
         Answer::error(StatusCode::SERVICE_UNAVAILABLE, message)
