@@ -112,8 +112,30 @@ pub fn spawn_floor(count: usize) -> Vec<Duration> {
 /// newline); the status and body of the answer. Panics when the socket does not answer within
 /// 10 s: a test cannot go on without it.
 pub fn http_unix(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    exchange_unix(socket, &request_text(method, path, body, None))
+}
+
+/// The same over TCP to `address` (`127.0.0.1:PORT`), with `Authorization: Bearer` when a
+/// token is given.
+pub fn http_tcp(
+    address: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    bearer: Option<&str>,
+) -> (u16, String) {
+    let stream =
+        std::net::TcpStream::connect(address).unwrap_or_else(|e| panic!("connect {address}: {e}"));
+    exchange(stream, &request_text(method, path, body, bearer))
+}
+
+/// A whole HTTP/1.1 request that asks to close the connection after its answer.
+pub fn request_text(method: &str, path: &str, body: Option<&str>, bearer: Option<&str>) -> String {
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nHost: domain-sock\r\nConnection: close\r\n");
+    if let Some(bearer) = bearer {
+        request.push_str(&format!("Authorization: Bearer {bearer}\r\n"));
+    }
     if let Some(body) = body {
         request.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}\n",
@@ -122,18 +144,22 @@ pub fn http_unix(socket: &Path, method: &str, path: &str, body: Option<&str>) ->
     } else {
         request.push_str("\r\n");
     }
-    exchange_unix(socket, &request)
+    request
 }
 
 /// Sends `request` (a whole HTTP/1.1 request that asks to close the connection) over a unix
 /// socket; the status and body of the answer. Panics when the socket does not answer within
 /// 10 s.
 pub fn exchange_unix(socket: &Path, request: &str) -> (u16, String) {
-    let mut stream =
+    let stream =
         UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    exchange(stream, request)
+}
+
+/// Sends `request` on a connected `stream`; the status and body of the answer. Panics when it
+/// is not answered within 10 s.
+pub fn exchange<S: Read + Write + TimedRead>(mut stream: S, request: &str) -> (u16, String) {
+    stream.read_timeout(Duration::from_secs(10));
     stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
@@ -146,6 +172,23 @@ pub fn exchange_unix(socket: &Path, request: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A stream whose reads can be bounded in time.
+pub trait TimedRead {
+    fn read_timeout(&mut self, timeout: Duration);
+}
+
+impl TimedRead for UnixStream {
+    fn read_timeout(&mut self, timeout: Duration) {
+        self.set_read_timeout(Some(timeout)).unwrap();
+    }
+}
+
+impl TimedRead for std::net::TcpStream {
+    fn read_timeout(&mut self, timeout: Duration) {
+        self.set_read_timeout(Some(timeout)).unwrap();
+    }
 }
 
 /// For a benchmark's `main`: the number after `--name` on the command line, or `default`;

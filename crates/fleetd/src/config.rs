@@ -47,8 +47,12 @@ pub struct Config {
     pub api_tls_cert_file: Option<PathBuf>,
     pub api_tls_key_file: Option<PathBuf>,
     pub api_tls_client_ca_file: Option<PathBuf>,
-    /// A file holding the bearer token TCP clients must present.
+    /// A file holding the bearer tokens TCP clients must present (one bare token, or lines of
+    /// `ROLE NAME TOKEN`).
     pub api_token_file: Option<PathBuf>,
+    /// Where every change made through the API is recorded as a JSON line: `None` for
+    /// `data_dir/audit.log`, an empty path for nowhere.
+    pub api_audit_log: Option<PathBuf>,
     /// Allow `http://` (no TLS) on addresses other than loopback.
     pub api_allow_plain_tcp: bool,
     /// Serve `http://` on loopback without a token (a warning at start: any local user can
@@ -109,6 +113,7 @@ impl Default for Config {
             api_tls_key_file: None,
             api_tls_client_ca_file: None,
             api_token_file: None,
+            api_audit_log: None,
             api_allow_plain_tcp: false,
             api_allow_unauthenticated_loopback: false,
             machine_id: String::new(),
@@ -159,6 +164,15 @@ const RECONCILE_INTERVAL_RANGE: (Duration, Duration) =
     (Duration::from_millis(10), Duration::from_secs(3_600));
 
 impl Config {
+    /// The audit log's file, unless it is turned off (`api_audit_log=`).
+    pub fn audit_log(&self) -> Option<PathBuf> {
+        match &self.api_audit_log {
+            None => Some(self.data_dir.join("audit.log")),
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) => Some(path.clone()),
+        }
+    }
+
     /// The engine leader's lease TTL: as set, else 3 s, or agent_ttl when that is shorter
     /// (at least 1 s), so that the death of the leader's machine moves its units as soon as
     /// any other machine's death would.
@@ -277,6 +291,7 @@ impl Config {
             "api_tls_key_file" => self.api_tls_key_file = path(value),
             "api_tls_client_ca_file" => self.api_tls_client_ca_file = path(value),
             "api_token_file" => self.api_token_file = path(value),
+            "api_audit_log" => self.api_audit_log = Some(PathBuf::from(value.trim())),
             "api_allow_plain_tcp" => self.api_allow_plain_tcp = go_bool(value).map_err(invalid)?,
             "api_allow_unauthenticated_loopback" => {
                 self.api_allow_unauthenticated_loopback = go_bool(value).map_err(invalid)?

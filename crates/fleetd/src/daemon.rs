@@ -8,7 +8,7 @@ use std::time::Duration;
 use fleet_agent::agent::{self, AgentConfig};
 use fleet_agent::manager::{ManagerKind, UnitManager};
 use fleet_agent::systemd::{SystemdConfig, SystemdManager};
-use fleet_api::server::{router, router_with_token, ApiState};
+use fleet_api::server::{router_with_access, Access, ApiState, AuditSink};
 use fleet_engine::reconciler::{self, EngineConfig};
 use fleet_native::supervisor::{Supervisor, SupervisorConfig};
 use fleet_native::zygote::Zygote;
@@ -21,8 +21,9 @@ use fleet_unit::MachineId;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
+use crate::audit_log::AuditLog;
 use crate::config::{Config, ConfigError, UnitManagerChoice};
-use crate::listeners::{activated_listeners, api_token, serve, Listener};
+use crate::listeners::{activated_listeners, api_tokens, serve, Listener};
 use crate::start_error::StartError;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -149,15 +150,20 @@ pub async fn run(
             "api: listening on sockets passed by systemd"
         );
     }
-    let token = api_token(&config)?;
+    let tokens = api_tokens(&config)?.map(Arc::new);
     for listener in &listeners {
-        listener.check_authenticated(token.is_some(), &config)?;
+        listener.check_authenticated(tokens.is_some(), &config)?;
     }
+    let audit = config.audit_log().map(|path| {
+        tracing::info!(path = %path.display(), "api: changes are recorded in the audit log");
+        Arc::new(AuditLog::new(path)) as Arc<dyn AuditSink>
+    });
     for listener in listeners {
-        let router = match listener.is_tcp() {
-            true => router_with_token(Arc::clone(&api), token.clone()),
-            false => router(Arc::clone(&api)),
+        let access = Access {
+            tokens: tokens.clone().filter(|_| listener.is_tcp()),
+            audit: audit.clone(),
         };
+        let router = router_with_access(Arc::clone(&api), access);
         tasks.push(tokio::spawn(serve(listener, router, shutdown.clone())));
     }
 

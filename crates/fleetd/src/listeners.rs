@@ -13,6 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use fleet_api::server::{Peer, Tokens};
+
 use crate::config::Config;
 use crate::start_error::StartError;
 
@@ -176,28 +178,40 @@ impl Listener {
     }
 }
 
-/// The bearer token from `api_token_file`, if one is configured.
-pub(crate) fn api_token(config: &Config) -> Result<Option<String>, StartError> {
+/// The bearer tokens from `api_token_file`, if one is configured.
+pub(crate) fn api_tokens(config: &Config) -> Result<Option<Tokens>, StartError> {
     let Some(path) = &config.api_token_file else {
         return Ok(None);
     };
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| StartError::setting(format!("api_token_file {}", path.display()), e))?
-        .trim()
-        .to_owned();
-    if token.len() < 16 {
-        return Err(StartError::setting(
-            format!("api_token_file {}", path.display()),
-            "the token must be at least 16 characters",
-        ));
+    let setting = || format!("api_token_file {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| StartError::setting(setting(), e))?;
+    let tokens = Tokens::parse(&text).map_err(|why| StartError::setting(setting(), why))?;
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(path) {
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "api_token_file is readable by others than its owner: make it 0600");
+        }
     }
-    Ok(Some(token))
+    for (name, role) in tokens.names() {
+        tracing::info!(name, role = role.as_str(), "api: token");
+    }
+    Ok(Some(tokens))
 }
 
 /// An accepted connection, before any TLS.
 enum Accepted {
     Unix(tokio::net::UnixStream),
     Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+}
+
+/// Who is on the other end of a unix socket, as the kernel says.
+fn unix_peer(stream: &tokio::net::UnixStream) -> Peer {
+    let credentials = stream.peer_cred().ok();
+    Peer::Unix {
+        uid: credentials.map(|c| c.uid()),
+        pid: credentials.and_then(|c| c.pid()),
+    }
 }
 
 impl Listener {
@@ -252,14 +266,24 @@ pub(crate) async fn serve(
         connections.spawn(async move {
             let _slot = slot;
             match (accepted, acceptor) {
-                (Accepted::Unix(stream), _) => serve_connection(stream, router, shutdown).await,
-                (Accepted::Tcp(stream, _), None) => {
-                    serve_connection(stream, router, shutdown).await
+                (Accepted::Unix(stream), _) => {
+                    let peer = unix_peer(&stream);
+                    serve_connection(stream, peer, router, shutdown).await
+                }
+                (Accepted::Tcp(stream, address), None) => {
+                    serve_connection(stream, Peer::Tcp(address), router, shutdown).await
                 }
                 (Accepted::Tcp(stream, address), Some(acceptor)) => {
                     let handshake = acceptor.accept(stream);
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                        Ok(Ok(tls)) => serve_connection(tls, router, shutdown).await,
+                        Ok(Ok(tls)) => {
+                            let certificate = tls.get_ref().1.peer_certificates().is_some();
+                            let peer = Peer::Tls {
+                                address,
+                                certificate,
+                            };
+                            serve_connection(tls, peer, router, shutdown).await
+                        }
                         Ok(Err(error)) => {
                             tracing::warn!(%address, %error, "api: TLS handshake refused")
                         }
@@ -278,11 +302,17 @@ pub(crate) async fn serve(
 }
 
 /// Serves one connection's requests until it closes, breaks a bound, or fleetd stops (then
-/// its request under way gets `DRAIN` to finish).
-async fn serve_connection<I>(io: I, router: axum::Router, mut shutdown: watch::Receiver<bool>)
-where
+/// its request under way gets `DRAIN` to finish). Each request carries `peer`, for the
+/// API's access control and audit.
+async fn serve_connection<I>(
+    io: I,
+    peer: Peer,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let router = router.layer(axum::Extension(peer));
     let service = hyper_util::service::TowerToHyperService::new(router);
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())

@@ -78,5 +78,12 @@ pub(super) async fn patch_machines(state: &ApiState, request: Request) -> Reply 
     }
     // All of them or none.
     state.registry.set_metadata_all(&changes).await?;
-    Ok(Answer::empty(StatusCode::NO_CONTENT))
+    let said: Vec<String> = changes
+        .iter()
+        .map(|(machine, key, value)| match value {
+            Some(value) => format!("{machine} {key}={value}"),
+            None => format!("{machine} {key} removed"),
+        })
+        .collect();
+    Ok(Answer::empty(StatusCode::NO_CONTENT).changed(format!("metadata {}", said.join(", "))))
 }

@@ -81,9 +81,5 @@ pub(super) async fn metrics(state: &ApiState) -> Answer {
             u8::from(snapshot.leader.is_some())
         );
     }
-    Answer {
-        status: StatusCode::OK,
-        body: Some(text.into_bytes()),
-        content_type: "text/plain; version=0.0.4",
-    }
+    Answer::document("text/plain; version=0.0.4", text.into_bytes())
 }

@@ -25,6 +25,8 @@ use fleet_wire::schema::{
 };
 use fleet_wire::token::PageToken;
 
+mod access;
+mod audit;
 mod local;
 mod machines;
 mod metrics;
@@ -38,6 +40,10 @@ use metrics::*;
 use snapshots::*;
 use states::*;
 use units::*;
+
+pub use access::{Caller, Peer, Role, Token, Tokens};
+use audit::{audited, method_text, Change};
+pub use audit::{AuditRecord, AuditSink};
 
 /// The discovery document: this API's schema in Google's discovery format, as fleet served its
 /// own (written for this implementation).
@@ -133,39 +139,29 @@ impl ApiState {
 }
 
 /// The router serving API v1 with `state`, to anyone who can reach it (a unix socket, whose
-/// file mode is the access control).
+/// file mode is the access control), unaudited.
 pub fn router(state: Arc<ApiState>) -> axum::Router {
-    router_with_token(state, None)
+    router_with_access(state, Access::default())
 }
 
-/// The router serving API v1 to clients presenting `Authorization: Bearer <token>` when a token
-/// is given.
-pub fn router_with_token(state: Arc<ApiState>, token: Option<String>) -> axum::Router {
-    let served = Served {
-        api: state,
-        token: token.map(Arc::new),
-    };
+/// Who a listener lets in, and where what they do is recorded.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// When set, only bearers of one of these tokens, each with its role.
+    pub tokens: Option<Arc<Tokens>>,
+    pub audit: Option<Arc<dyn AuditSink>>,
+}
+
+/// The router serving API v1 with `state` to the callers `access` lets in.
+pub fn router_with_access(state: Arc<ApiState>, access: Access) -> axum::Router {
+    let served = Served { api: state, access };
     axum::Router::new().fallback(handle).with_state(served)
 }
 
 #[derive(Clone)]
 struct Served {
     api: Arc<ApiState>,
-    token: Option<Arc<String>>,
-}
-
-/// Whether `request` carries the bearer token (compared in constant time).
-fn authorized(request: &Request, token: &str) -> bool {
-    let Some(given) = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    access: Access,
 }
 
 /// An answer: status and, for errors and documents, a body (JSON unless `content_type` says).
@@ -173,6 +169,8 @@ struct Answer {
     status: StatusCode,
     body: Option<Vec<u8>>,
     content_type: &'static str,
+    /// What the request changed, for the audit.
+    change: Option<String>,
 }
 
 impl Answer {
@@ -181,6 +179,7 @@ impl Answer {
             status,
             body: Some(serde_json::to_vec(value).expect("schema types serialize")),
             content_type: "application/json",
+            change: None,
         }
     }
 
@@ -193,7 +192,24 @@ impl Answer {
             status,
             body: None,
             content_type: "application/json",
+            change: None,
         }
+    }
+
+    /// A 200 answer of `body`, of type `content_type`.
+    fn document(content_type: &'static str, body: Vec<u8>) -> Answer {
+        Answer {
+            status: StatusCode::OK,
+            body: Some(body),
+            content_type,
+            change: None,
+        }
+    }
+
+    /// The same answer, telling the audit what the request changed.
+    fn changed(mut self, change: String) -> Answer {
+        self.change = Some(change);
+        self
     }
 
     fn into_response(self) -> Response {
@@ -208,6 +224,9 @@ impl Answer {
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(change) = self.change {
+            response.extensions_mut().insert(Change(change));
         }
         response
     }
@@ -232,14 +251,19 @@ impl Answer {
 async fn handle(State(served): State<Served>, request: Request) -> Response {
     let state = served.api;
     let method = metric_method(request.method());
-    let refused = served
-        .token
-        .as_ref()
-        .is_some_and(|t| !authorized(&request, t));
-    let path = request.uri().path().to_owned();
+    let peer = request.extensions().get::<Peer>().cloned();
+    let caller = access::caller(&request, served.access.tokens.as_deref(), peer.as_ref());
+    let (verb, path) = (request.method().clone(), request.uri().path().to_owned());
     let mut response = match path.as_str() {
-        _ if refused => {
+        _ if caller.is_none() => {
             Answer::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
+        }
+        _ if caller.as_ref().is_some_and(|c| !c.role.allows(&verb)) => {
+            let who = caller.as_ref().map_or("", |c| c.who.as_str());
+            let message = format!(
+                "{who} has the role read: it may list, get, watch and read logs, not change anything"
+            );
+            Answer::error(StatusCode::FORBIDDEN, message).into_response()
         }
         "/metrics" => metrics(&state).await.into_response(),
         other if other.starts_with(JOURNAL) => {
@@ -260,10 +284,28 @@ async fn handle(State(served): State<Served>, request: Request) -> Response {
             .unwrap_or_else(|refused| refused)
             .into_response(),
     };
+    let status = response.status().as_u16();
     if let Ok(mut requests) = state.requests.lock() {
-        *requests
-            .entry((method, response.status().as_u16()))
-            .or_default() += 1;
+        *requests.entry((method, status)).or_default() += 1;
+    }
+    let change = response.extensions_mut().remove::<Change>().map(|c| c.0);
+    if let Some(audit) = served
+        .access
+        .audit
+        .as_ref()
+        .filter(|_| audited(&verb, status))
+    {
+        audit.record(&AuditRecord {
+            who: caller
+                .as_ref()
+                .map_or("unauthenticated".into(), |c| c.who.clone()),
+            role: caller.as_ref().map(|c| c.role.as_str()),
+            peer: peer.map(|p| p.to_string()),
+            method: method_text(&verb),
+            path,
+            status,
+            change,
+        });
     }
     if let Ok(server) = HeaderValue::from_str(&format!("fleetd/{}", state.version)) {
         response.headers_mut().insert(header::SERVER, server);
@@ -306,11 +348,10 @@ async fn route(state: &ApiState, request: Request) -> Reply {
             ("units", _) => not_allowed(only_get),
             ("state", Method::GET) => list_states(state, &query).await,
             ("state", _) => not_allowed(only_get),
-            ("discovery", Method::GET) => Ok(Answer {
-                status: StatusCode::OK,
-                body: Some(DISCOVERY.as_bytes().to_vec()),
-                content_type: "application/json",
-            }),
+            ("discovery", Method::GET) => Ok(Answer::document(
+                "application/json",
+                DISCOVERY.as_bytes().to_vec(),
+            )),
             ("discovery", _) => Err(bad_request("only HTTP GET supported against this resource")),
             ("machines", Method::GET) => list_machines(state, &query).await,
             ("machines", Method::PATCH) => patch_machines(state, request).await,

@@ -132,7 +132,7 @@ pub(super) async fn delete_unit(state: &ApiState, name: &str) -> Reply {
     let name = UnitName::new(name).map_err(|_| unit_missing())?;
     match state.registry.destroy_job(&name).await? {
         JobWrite::NotFound => Err(unit_missing()),
-        _ => Ok(Answer::empty(StatusCode::NO_CONTENT)),
+        _ => Ok(Answer::empty(StatusCode::NO_CONTENT).changed(format!("destroyed {name}"))),
     }
 }
 
@@ -230,7 +230,10 @@ pub(super) async fn put_unit(state: &ApiState, url_name: &str, request: Request)
         let desired = desired.unwrap_or(JobState::Inactive);
         refuse_active_template(&name, is_template, desired)?;
         return match state.registry.create_job(&name, &file, desired).await? {
-            JobWrite::Done => Ok(Answer::empty(StatusCode::CREATED)),
+            JobWrite::Done => Ok(Answer::empty(StatusCode::CREATED).changed(format!(
+                "created {name} (unit file {}), desired state {desired}",
+                file.hash()
+            ))),
             _ => Err(Answer::error(
                 StatusCode::CONFLICT,
                 "unit was created concurrently",
@@ -245,7 +248,11 @@ pub(super) async fn put_unit(state: &ApiState, url_name: &str, request: Request)
             let desired = desired.unwrap_or(JobState::Inactive);
             refuse_active_template(&name, is_template, desired)?;
             state.registry.replace_job(&name, &file, desired).await?;
-            return Ok(Answer::empty(StatusCode::CREATED));
+            return Ok(Answer::empty(StatusCode::CREATED).changed(format!(
+                "replaced {name} (unit file {} was {}), desired state {desired}",
+                file.hash(),
+                record.hash
+            )));
         }
     }
     let Some(desired) = desired else {
@@ -256,7 +263,7 @@ pub(super) async fn put_unit(state: &ApiState, url_name: &str, request: Request)
     };
     refuse_active_template(&name, is_template, desired)?;
     state.registry.set_desired(&name, desired).await?;
-    Ok(Answer::empty(StatusCode::NO_CONTENT))
+    Ok(Answer::empty(StatusCode::NO_CONTENT).changed(format!("{name} desired state {desired}")))
 }
 
 /// A request body as a unit: a JSON object (or null, as Go's decoder allowed); anything else
