@@ -2,12 +2,13 @@
 //! transaction after the first few, a replacing PUT and a PATCH of several metadata values
 //! either happen whole or not at all, and nothing that was there is lost.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_api::server::{router, ApiState};
 use fleet_registry::intercepted::{Intercepted, Write};
 use fleet_registry::local::LocalStore;
 use fleet_registry::records::MachineRecord;
@@ -31,15 +32,7 @@ async fn serve() -> (tempfile::TempDir, PathBuf, Registry, Arc<AtomicUsize>) {
         }
     });
     let registry = Registry::open(Arc::new(store)).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("api.sock");
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    let served = registry.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router(ApiState::new(served, 100, "test")))
-            .await
-            .unwrap();
-    });
+    let (dir, socket) = common::serve(&registry, 100);
     (dir, socket, registry, allowed)
 }
 

@@ -4,10 +4,11 @@
 //! byte-identical; where fleet had a bug, the golden file's correct behaviour is expected;
 //! where we differ on purpose, the difference is listed here with its reason.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fleet_api::server::{router, ApiState};
 use fleet_registry::local::LocalStore;
 use fleet_registry::Registry;
 use fleet_testkit::measure::exchange_unix;
@@ -64,18 +65,10 @@ const DEVIATIONS: &[(&str, u16, &str)] = &[
 /// Our API on a unix socket in a new directory (kept while the guard lives), over an in-memory
 /// registry, with pages of `token_limit` items; the socket and the registry.
 async fn serve(token_limit: u16) -> (tempfile::TempDir, PathBuf, Registry) {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("api.sock");
     let registry = Registry::open(Arc::new(LocalStore::in_memory()))
         .await
         .unwrap();
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    let served = registry.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router(ApiState::new(served, token_limit, "test")))
-            .await
-            .unwrap();
-    });
+    let (dir, socket) = common::serve(&registry, token_limit);
     (dir, socket, registry)
 }
 

@@ -3,10 +3,11 @@
 //! the option, nothing stored), and a unit whose stored file is corrupt is still listed, as are
 //! all the others.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fleet_api::server::{router, ApiState};
 use fleet_registry::keys::RegistryKey;
 use fleet_registry::kv::Op;
 use fleet_registry::local::LocalStore;
@@ -17,15 +18,7 @@ use fleet_unit::UnitName;
 async fn serve() -> (tempfile::TempDir, PathBuf, Registry, Arc<dyn KvStore>) {
     let store: Arc<dyn KvStore> = Arc::new(LocalStore::in_memory());
     let registry = Registry::open(Arc::clone(&store)).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("api.sock");
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    let served = registry.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router(ApiState::new(served, 100, "test")))
-            .await
-            .unwrap();
-    });
+    let (dir, socket) = common::serve(&registry, 100);
     (dir, socket, registry, store)
 }
 

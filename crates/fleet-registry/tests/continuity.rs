@@ -71,6 +71,15 @@ fn check<T: std::fmt::Debug>(result: Result<T>, expected: &str, file: &Path) {
     }
 }
 
+/// Opening `store` against what `file` remembers is refused with the fault `expected`.
+async fn refused_at_open(store: &Arc<dyn KvStore>, file: &Path, expected: &str) {
+    check(
+        Continuity::open(Arc::clone(store), file).await.map(|_| ()),
+        expected,
+        file,
+    );
+}
+
 async fn keys(store: &dyn KvStore) -> Vec<String> {
     let (ranges, _) = store.range(&[""]).await.unwrap();
     ranges.concat().into_iter().map(|kv| kv.key).collect()
@@ -118,13 +127,12 @@ async fn a_registry_not_the_one_known_is_refused_at_open_and_nothing_is_written(
     Continuity::open(Arc::clone(&known), &file).await.unwrap();
 
     let wiped: Arc<dyn KvStore> = Arc::new(LocalStore::in_memory());
-    check(
-        Continuity::open(Arc::clone(&wiped), &file)
-            .await
-            .map(|_| ()),
-        "the registry is empty (no format version, no registry-id)",
+    refused_at_open(
+        &wiped,
         &file,
-    );
+        "the registry is empty (no format version, no registry-id)",
+    )
+    .await;
     assert_eq!(
         keys(wiped.as_ref()).await,
         Vec::<String>::new(),
@@ -136,13 +144,7 @@ async fn a_registry_not_the_one_known_is_refused_at_open_and_nothing_is_written(
     Continuity::open(Arc::clone(&other), &elsewhere)
         .await
         .unwrap();
-    check(
-        Continuity::open(Arc::clone(&other), &file)
-            .await
-            .map(|_| ()),
-        "fleetd now points at another cluster's",
-        &file,
-    );
+    refused_at_open(&other, &file, "fleetd now points at another cluster's").await;
 
     // The same registry as a copy older than what was seen: same identity, lower revision.
     let copy: Arc<dyn KvStore> = Arc::new(LocalStore::in_memory());
@@ -151,35 +153,24 @@ async fn a_registry_not_the_one_known_is_refused_at_open_and_nothing_is_written(
         .await
         .unwrap();
     put(copy.as_ref(), "version").await;
-    check(
-        Continuity::open(Arc::clone(&copy), &file).await.map(|_| ()),
-        "lower than revision 7 this machine saw: it went backwards",
+    refused_at_open(
+        &copy,
         &file,
-    );
+        "lower than revision 7 this machine saw: it went backwards",
+    )
+    .await;
 
     // A registry of an older fleet-rs (a format version, no identity) under a known one.
     let older: Arc<dyn KvStore> = Arc::new(LocalStore::in_memory());
     put(older.as_ref(), "version").await;
-    check(
-        Continuity::open(Arc::clone(&older), &file)
-            .await
-            .map(|_| ()),
-        "the registry holds no registry-id",
-        &file,
-    );
+    refused_at_open(&older, &file, "the registry holds no registry-id").await;
 
     // The known registry with its format version deleted.
     known
         .txn(vec![], vec![Op::delete("version")])
         .await
         .unwrap();
-    check(
-        Continuity::open(Arc::clone(&known), &file)
-            .await
-            .map(|_| ()),
-        "the registry's format version is missing",
-        &file,
-    );
+    refused_at_open(&known, &file, "the registry's format version is missing").await;
 
     std::fs::write(&file, "not json").unwrap();
     match Continuity::open(Arc::clone(&known), &file).await {

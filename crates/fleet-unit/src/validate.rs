@@ -103,7 +103,7 @@ fn not_storable(option: &UnitOption) -> Option<&'static str> {
 
 /// Options in the order a parse gives them back: grouped by section, in order of first
 /// appearance (as `serialize` writes them).
-fn grouped(options: &[UnitOption]) -> Vec<UnitOption> {
+pub fn grouped(options: &[UnitOption]) -> Vec<UnitOption> {
     let mut sections: Vec<&str> = Vec::new();
     for option in options {
         if !sections.contains(&option.section.as_str()) {

@@ -1,7 +1,12 @@
-//! Property: any options fleet's format can represent survive serialize -> parse unchanged
-//! (up to the grouping of sections), and serialization is a fixed point.
+//! Properties: any options fleet's format can represent survive serialize -> parse unchanged
+//! (up to the grouping of sections), and serialization is a fixed point; and any options at all,
+//! however hostile, are either refused by the API's validation with a reason or read back
+//! exactly as given.
+
+mod invariants;
 
 use fleet_unit::{UnitFile, UnitOption};
+use invariants::{check_options, grouped};
 use proptest::prelude::*;
 
 fn section() -> impl Strategy<Value = String> {
@@ -47,20 +52,6 @@ fn options() -> impl Strategy<Value = Vec<UnitOption>> {
     })
 }
 
-/// The order `parse` returns: grouped by section in order of first appearance.
-fn grouped(options: &[UnitOption]) -> Vec<UnitOption> {
-    let mut order: Vec<&str> = Vec::new();
-    for o in options {
-        if !order.contains(&o.section.as_str()) {
-            order.push(&o.section);
-        }
-    }
-    order
-        .iter()
-        .flat_map(|s| options.iter().filter(move |o| o.section == *s).cloned())
-        .collect()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -74,5 +65,42 @@ proptest! {
         prop_assert_eq!(parsed.options(), expected.as_slice());
         prop_assert_eq!(parsed.serialize(), text);
         prop_assert_eq!(parsed.hash(), unit.hash());
+    }
+}
+
+/// Text made of what breaks unit files: brackets, `=`, backslashes, line breaks, comment
+/// starters, quotes, padding, NULs, non-ASCII, between ordinary characters.
+fn hostile() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        6 => "[A-Za-z0-9]{1,3}",
+        1 => prop::sample::select(vec![
+            "[", "]", "=", "\\", "\n", "\r", " ", "\t", "#", ";", "\"", "'", "%", "\u{0}",
+            "é", "\u{2028}", "\\\n", "]\n[", "$", "@", "X-Fleet",
+        ])
+        .prop_map(str::to_owned),
+    ];
+    proptest::collection::vec(piece, 0..10).prop_map(|pieces| pieces.concat())
+}
+
+fn hostile_options() -> impl Strategy<Value = Vec<UnitOption>> {
+    let section = prop_oneof![
+        2 => prop::sample::select(vec!["Unit", "Service", "X-Fleet", "Install"]).prop_map(str::to_owned),
+        1 => hostile(),
+    ];
+    let name = prop_oneof![
+        2 => prop::sample::select(vec!["ExecStart", "Description", "MachineOf", "Conflicts", "Global"])
+            .prop_map(str::to_owned),
+        1 => hostile(),
+    ];
+    let option = (section, name, hostile()).prop_map(|(s, n, v)| UnitOption::new(s, n, v));
+    proptest::collection::vec(option, 0..8)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(5000))]
+
+    #[test]
+    fn hostile_options_are_refused_or_read_back_exactly(options in hostile_options()) {
+        check_options(options).map_err(TestCaseError::fail)?;
     }
 }

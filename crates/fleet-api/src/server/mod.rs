@@ -265,6 +265,16 @@ async fn handle(State(served): State<Served>, request: Request) -> Response {
             );
             Answer::error(StatusCode::FORBIDDEN, message).into_response()
         }
+        other
+            if (other == "/metrics" || other.starts_with(JOURNAL) || other.starts_with(STATUS))
+                && !(verb == Method::GET || verb == Method::HEAD) =>
+        {
+            Answer::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET supported against this resource",
+            )
+            .into_response()
+        }
         "/metrics" => metrics(&state).await.into_response(),
         other if other.starts_with(JOURNAL) => {
             let query = request.uri().query().unwrap_or("");
