@@ -1,5 +1,6 @@
 //! fleetctl never waits past its --request-timeout for an API that misbehaves: one that
-//! trickles its answer a byte at a time, or one that never answers.
+//! trickles its answer a byte at a time, one that never answers, or one whose connection
+//! attempts go unanswered (dropped, as by a full listen queue or a firewall).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -55,4 +56,31 @@ fn a_trickling_or_silent_server_is_given_up_on_in_time() {
         );
         assert!(!err.is_empty(), "{what}: no reason given");
     }
+}
+
+/// A listener that never accepts, its queue filled, so that the kernel drops further connection
+/// attempts (unanswered SYNs, as a firewall that drops them): its address, and what keeps it so.
+fn dropping() -> (String, TcpListener, Vec<std::net::TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..1024 {
+        match std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)) {
+            Ok(stream) => queued.push(stream),
+            Err(_) => return (format!("http://{address}"), listener, queued),
+        }
+    }
+    panic!("the listen queue of {address} never filled");
+}
+
+#[test]
+fn an_endpoint_that_drops_connection_attempts_is_given_up_on_in_time() {
+    let (endpoint, _listener, _queued) = dropping();
+    let (took, code, err) = check(&endpoint);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        took < Duration::from_secs(3),
+        "gave up after {took:?}: {err}"
+    );
+    assert!(!err.is_empty(), "no reason given");
 }
