@@ -18,7 +18,7 @@ pub mod shim;
 pub mod specifiers;
 pub mod status;
 pub mod supervisor;
-pub mod timespan;
+pub use fleet_unit::timespan;
 pub mod unit_environment;
 pub mod unit_files;
 pub mod watchers;

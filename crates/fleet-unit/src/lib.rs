@@ -4,6 +4,8 @@
 //! - [`UnitFile`]: options, canonical serialization, and the fleet hash ([`UnitHash`]).
 //! - [`name`]: unit-name validation, templates and instances, fleetctl's name mangling.
 //! - [`requirements`]: `[X-Fleet]` requirements and placement [`Constraints`].
+//! - [`health`]: the self-healing keys of `[X-Fleet]` (health checks, rescheduling).
+//! - [`timespan`]: systemd time spans.
 //! - [`glob`]: Go's `path.Match`, for `Conflicts=` and `Replaces=`.
 //! - [`state`], [`machine`]: the domain types the registry, engine and agents share.
 //!
@@ -12,11 +14,13 @@
 pub mod glob;
 pub mod go_quote;
 pub mod hash;
+pub mod health;
 pub mod machine;
 pub mod name;
 pub mod parse;
 pub mod requirements;
 pub mod state;
+pub mod timespan;
 pub mod unit_file;
 pub mod validate;
 

@@ -165,7 +165,9 @@ impl Requirements {
     pub fn unknown_keys(&self) -> Vec<String> {
         self.values
             .keys()
-            .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+            .filter(|k| {
+                !KNOWN_KEYS.contains(&k.as_str()) && !crate::health::KEYS.contains(&k.as_str())
+            })
             .map(|k| {
                 format!(
                     "unrecognized requirement in [X-Fleet] section: {}",
@@ -250,8 +252,14 @@ pub fn substitute_specifiers(value: &str, info: &NameInfo<'_>) -> String {
 /// Why a unit's `[X-Fleet]` requirements can never be met. `Display` gives fleet's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequirementsError {
-    PeerMatchesConflict { peer: String, conflict: String },
-    PeerMatchesReplace { peer: String, replace: String },
+    PeerMatchesConflict {
+        peer: String,
+        conflict: String,
+    },
+    PeerMatchesReplace {
+        peer: String,
+        replace: String,
+    },
     MachineIdWithPeers,
     MachineIdWithConflicts,
     MachineIdWithGlobal,
@@ -259,6 +267,9 @@ pub enum RequirementsError {
     GlobalWithPeers,
     GlobalWithReplaces,
     ConflictsWithReplaces,
+    /// Ours: a self-healing key (`HealthCheck=`, `OnUnhealthy=`, ...) with a value that
+    /// cannot be used.
+    Health(crate::health::InvalidKey),
 }
 
 impl fmt::Display for RequirementsError {
@@ -284,6 +295,7 @@ impl fmt::Display for RequirementsError {
             GlobalWithPeers => f.write_str("Global cannot be used with Peers"),
             GlobalWithReplaces => f.write_str("Global cannot be used with Replaces"),
             ConflictsWithReplaces => f.write_str("Conflicts cannot be used with Replaces"),
+            Health(invalid) => invalid.fmt(f),
         }
     }
 }
@@ -296,6 +308,7 @@ impl std::error::Error for RequirementsError {}
 /// file order.
 pub fn validate_requirements(unit: &UnitFile) -> Result<(), RequirementsError> {
     use RequirementsError::*;
+    crate::health::validate(unit).map_err(Health)?;
     let requirements = Requirements::raw(unit);
     let peers = dedup(requirements.peers());
     let conflicts = dedup(requirements.conflicts());
