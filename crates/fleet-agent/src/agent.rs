@@ -12,15 +12,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleet_registry::kv::LeaseId;
-use fleet_registry::records::{JobRecord, MachineRecord, StateRecord};
+use fleet_registry::records::{HealthRecord, JobRecord, MachineRecord, StateRecord};
 use fleet_registry::{Pacing, Registry, RegistryError, Scope, Snapshot};
-use fleet_unit::{JobState, Machine, MachineId, SystemdState, UnitFile, UnitHash, UnitName};
+use fleet_unit::health::{health_policy, reschedule_policy, HealthPolicy};
+use fleet_unit::{
+    JobState, Machine, MachineId, Requirements, SystemdState, UnitFile, UnitHash, UnitName,
+};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::error::AgentError;
 use crate::fence::{self, Fence};
+use crate::healing::{Healing, Remedy};
+use crate::health::Monitor;
 use crate::jobs::{self, Job, Outcome, Work};
 use crate::lease::{self, LeaseConfig, LeaseStatus};
 use crate::manager::UnitManager;
@@ -83,8 +88,13 @@ pub async fn run(
         lease.clone(),
         fence_stopped,
     ));
+    let (health, health_told) = Monitor::new(config.machine.as_str());
     let result = follow(
         Agent {
+            health,
+            healing: Healing::default(),
+            policies: BTreeMap::new(),
+            unhealthy_left: BTreeMap::new(),
             registry,
             manager,
             lease: lease.clone(),
@@ -105,6 +115,7 @@ pub async fn run(
         },
         lease,
         &mut fenced,
+        health_told,
         &mut keeper,
         &mut shutdown,
     )
@@ -122,6 +133,7 @@ async fn follow(
     mut agent: Agent,
     mut lease: watch::Receiver<LeaseStatus>,
     fenced: &mut watch::Receiver<()>,
+    mut health_told: watch::Receiver<()>,
     keeper: &mut tokio::task::JoinHandle<Result<(), AgentError>>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
@@ -219,6 +231,10 @@ async fn follow(
                 last_held = held;
             }
             _ = fenced.changed() => dirty = true,
+            Ok(()) = health_told.changed() => {
+                agent.heal();
+                report_at.get_or_insert_with(|| tokio::time::Instant::now() + REPORT_DELAY);
+            }
             _ = poll.tick() => agent.publish_or_warn().await,
             Some(()) = next_change(&mut changes) => {
                 report_at.get_or_insert_with(|| tokio::time::Instant::now() + REPORT_DELAY);
@@ -324,6 +340,13 @@ struct Agent {
     /// Units with a job under way, with its "done" bell (starts ordered after it wait for it).
     busy: BTreeMap<UnitName, watch::Receiver<bool>>,
     permits: Arc<Semaphore>,
+    /// The health checks of the running units that have some.
+    health: Monitor,
+    healing: Healing,
+    /// Each loaded version's health policy and local restart budget, `None` without checks.
+    policies: BTreeMap<UnitHash, Option<(HealthPolicy, u32)>>,
+    /// Unhealthy units left as they are, and why (published as their reason).
+    unhealthy_left: BTreeMap<UnitName, String>,
 }
 
 impl Agent {
@@ -642,6 +665,80 @@ impl Agent {
         Ok(unit)
     }
 
+    /// The health policy of a unit's version (and its restart budget), read once per version.
+    fn policy(&mut self, hash: &UnitHash) -> Option<(HealthPolicy, u32)> {
+        if let Some(known) = self.policies.get(hash) {
+            return known.clone();
+        }
+        let unit = self.units.get(hash)?;
+        // Checked at submit; a unit that slipped past (an older fleetd's) runs unchecked.
+        let policy = health_policy(unit).ok().flatten();
+        let budget = reschedule_policy(unit).map_or(3, |r| r.after_restarts);
+        let known = policy.map(|p| (p, budget));
+        self.policies.insert(*hash, known.clone());
+        known
+    }
+
+    /// Has the running units with checks watched, and only those.
+    fn follow_health(&mut self, loaded: &BTreeMap<UnitName, (UnitHash, SystemdState)>) {
+        let mut running = BTreeMap::new();
+        for (name, (hash, state)) in loaded {
+            if state.active != "active" {
+                continue;
+            }
+            if let Some((policy, _)) = self.policy(hash) {
+                running.insert(name.clone(), (*hash, policy));
+            }
+        }
+        self.unhealthy_left
+            .retain(|name, _| running.contains_key(name));
+        self.healing.retain(|name| loaded.contains_key(name));
+        self.health.follow(running);
+        self.policies
+            .retain(|hash, _| loaded.values().any(|(h, _)| h == hash));
+    }
+
+    /// Restarts the units that turned unhealthy, as their policy and budget allow.
+    fn heal(&mut self) {
+        let now = Instant::now();
+        let unhealthy = self.health.unhealthy();
+        // Healthy again (or no longer checked): nothing is left about it any more.
+        self.unhealthy_left
+            .retain(|name, _| unhealthy.contains(name));
+        for name in unhealthy {
+            if self.busy.contains_key(&name) || self.unhealthy_left.contains_key(&name) {
+                continue;
+            }
+            let Some(hash) = self.loaded_hash(&name) else {
+                continue;
+            };
+            let Some((policy, budget)) = self.policy(&hash) else {
+                continue;
+            };
+            match self.healing.remedy(&name, policy.on_unhealthy, budget, now) {
+                Remedy::Restart => {
+                    let disconnect = self
+                        .units
+                        .get(&hash)
+                        .is_some_and(|u| Requirements::raw(u).stops_when_disconnected());
+                    // Its checks begin again, start period included, once it runs again.
+                    self.health.forget(&name);
+                    let work = BTreeMap::from([(name, (Work::Restart, disconnect))]);
+                    self.issue(work, &BTreeMap::new());
+                }
+                Remedy::Leave(why) => {
+                    tracing::warn!(unit = %name, why, "agent: unhealthy unit left as it is");
+                    self.unhealthy_left.insert(name, why);
+                }
+            }
+        }
+    }
+
+    /// The version of `name` last published as loaded here.
+    fn loaded_hash(&self, name: &UnitName) -> Option<UnitHash> {
+        self.published.get(name).and_then(|record| record.hash)
+    }
+
     async fn publish_or_warn(&mut self) {
         if let Err(error) = self.publish_states().await {
             tracing::warn!(%error, "agent: cannot publish unit states");
@@ -665,19 +762,25 @@ impl Agent {
                 return Ok(());
             }
         };
+        self.follow_health(&loaded);
         // Every change at once: a machine that starts many units reports them together.
         let mut changes: Vec<(UnitName, Option<StateRecord>)> = Vec::new();
         for (name, (hash, state)) in &loaded {
             let refused = self
                 .refused_starts
                 .get(name)
-                .filter(|_| state.active != "active");
-            let record = state_record(
+                .filter(|_| state.active != "active")
+                .or(self.unhealthy_left.get(name));
+            let mut record = state_record(
                 state,
                 *hash,
                 self.started.contains(name),
                 refused.map_or(state.reason.as_str(), String::as_str),
             );
+            record.health = self.health.health(name).map(|h| HealthRecord {
+                state: h.state.as_str().to_owned(),
+                output: h.output,
+            });
             if self.published.get(name) != Some(&record) {
                 changes.push((name.clone(), Some(record)));
             }
@@ -730,5 +833,6 @@ fn state_record(state: &SystemdState, hash: UnitHash, launched: bool, reason: &s
         active: state.active.clone(),
         sub: state.sub.clone(),
         reason: reason.to_owned(),
+        health: None,
     }
 }

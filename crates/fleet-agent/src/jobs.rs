@@ -29,6 +29,8 @@ pub enum Work {
     Replace { unit: UnitFile, start: bool },
     /// Start it unless it is running already.
     Start,
+    /// Stop it and start it again (its health checks failed).
+    Restart,
     /// Stop it; of `others` (units the agent started), those the stop takes down with it
     /// (`BindsTo=`, `PartOf=`, `Requires=` dependents) are told in the outcome.
     Stop { others: Vec<UnitName> },
@@ -143,6 +145,14 @@ impl Job {
                 }
             }
             Work::Start => self.start(manager, lease).await,
+            Work::Restart => {
+                tracing::info!(unit = %name, "agent: restarting an unhealthy unit");
+                if let Err(error) = manager.stop(name).await {
+                    tracing::warn!(unit = %name, %error, "agent: stop for a restart failed");
+                    return outcome(None);
+                }
+                self.start(manager, lease).await
+            }
         }
     }
 

@@ -7,6 +7,7 @@ pub mod agent;
 mod error;
 pub mod fake;
 pub mod fence;
+mod healing;
 pub mod health;
 pub mod jobs;
 pub mod lease;

@@ -270,6 +270,7 @@ ExecStart=/bin/true
             Work::Replace { start: true, .. } => "replace and start",
             Work::Replace { start: false, .. } => "replace",
             Work::Start => "start",
+            Work::Restart => "restart",
             Work::Stop { .. } => "stop",
         });
         assert_eq!(got, expected);

@@ -125,7 +125,7 @@ mod tests {
                         active: "active".into(),
                         sub: "running".into(),
                         launched: true,
-                        reason: String::new(),
+                        ..StateRecord::default()
                     },
                 );
         }

@@ -136,7 +136,7 @@ async fn idle_machine(
         active: "active".into(),
         sub: "running".into(),
         launched: true,
-        reason: String::new(),
+        ..StateRecord::default()
     };
     for i in 0..100 {
         let name = UnitName::new(format!("idle{i}.service")).unwrap();

@@ -47,6 +47,20 @@ pub struct StateRecord {
     /// load it, or to start it (`Unit nope.service not found.`). Ours; absent when empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// What the unit's health checks last said (`HealthCheck=`). Ours; absent for a unit
+    /// without checks. Written only when it changes, as every state is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthRecord>,
+}
+
+/// A unit's health as its machine's checks found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HealthRecord {
+    /// `starting`, `healthy` or `unhealthy`.
+    pub state: String,
+    /// What the round that decided it said (a status line, an error, a command's output).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
 }
 
 impl StateRecord {
@@ -201,11 +215,21 @@ mod tests {
             active: "active".into(),
             sub: "running".into(),
             launched: false,
-            reason: String::new(),
+            ..StateRecord::default()
         };
         check(
             r#"{"load":"loaded","active":"active","sub":"running"}"#,
             Ok(state.clone()),
+        );
+        check(
+            r#"{"load":"loaded","active":"active","sub":"running","health":{"state":"unhealthy","output":"HTTP/1.1 503"}}"#,
+            Ok(StateRecord {
+                health: Some(HealthRecord {
+                    state: "unhealthy".into(),
+                    output: "HTTP/1.1 503".into(),
+                }),
+                ..state.clone()
+            }),
         );
         check(
             r#"{"load":"loaded","active":"active","sub":"running","launched":true}"#,

@@ -36,7 +36,7 @@ fn running() -> StateRecord {
         active: "active".into(),
         sub: "running".into(),
         launched: true,
-        reason: String::new(),
+        ..StateRecord::default()
     }
 }
 

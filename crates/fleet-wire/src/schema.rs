@@ -81,6 +81,17 @@ pub struct UnitState {
     /// Ours; absent when empty, so fleet's clients see fleet's objects.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// What its health checks (`HealthCheck=`) last said: `starting`, `healthy` or
+    /// `unhealthy`. Ours; absent for a unit without checks.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub health: String,
+    /// What the check round that decided `health` said. Ours; absent when empty.
+    #[serde(
+        rename = "healthOutput",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub health_output: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -289,9 +300,19 @@ mod tests {
                 systemd_active_state: "active".into(),
                 systemd_load_state: "loaded".into(),
                 systemd_sub_state: "running".into(),
-                reason: String::new(),
+                ..UnitState::default()
             },
             r#"{"hash":"ae87","machineID":"3d12","name":"a.service","systemdActiveState":"active","systemdLoadState":"loaded","systemdSubState":"running"}"#,
+        );
+        check(
+            &UnitState {
+                name: "a.service".into(),
+                systemd_active_state: "active".into(),
+                health: "unhealthy".into(),
+                health_output: "HTTP/1.1 503 Service Unavailable".into(),
+                ..UnitState::default()
+            },
+            r#"{"name":"a.service","systemdActiveState":"active","health":"unhealthy","healthOutput":"HTTP/1.1 503 Service Unavailable"}"#,
         );
         check(
             &UnitState {

@@ -15,6 +15,16 @@ pub(super) fn state_view(
         systemd_load_state: s.load.clone(),
         systemd_sub_state: s.sub.clone(),
         reason: s.reason.clone(),
+        health: s
+            .health
+            .as_ref()
+            .map(|h| h.state.clone())
+            .unwrap_or_default(),
+        health_output: s
+            .health
+            .as_ref()
+            .map(|h| h.output.clone())
+            .unwrap_or_default(),
     })
 }
 

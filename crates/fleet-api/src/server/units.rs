@@ -319,7 +319,7 @@ mod tests {
                 active: "active".into(),
                 sub: "running".into(),
                 launched,
-                reason: String::new(),
+                ..StateRecord::default()
             };
             snapshot
                 .states

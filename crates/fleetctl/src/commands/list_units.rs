@@ -9,7 +9,9 @@ use super::table::{self, TableFlags};
 use crate::{Globals, Io};
 
 const DEFAULT: &[&str] = &["unit", "machine", "active", "sub"];
-const VALID: &[&str] = &["active", "hash", "load", "machine", "reason", "sub", "unit"];
+const VALID: &[&str] = &[
+    "active", "hash", "health", "load", "machine", "reason", "sub", "unit",
+];
 
 pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i32> {
     let Some(flags) = table::parse_or_explain(args, DEFAULT, VALID, io)? else {
@@ -55,6 +57,8 @@ pub fn render(flags: &TableFlags, states: &[UnitState], machines: &[Machine]) ->
         "hash" => table::hash(&state.hash, flags.full),
         // Ours: why its machine's init system refused it.
         "reason" => table::or_dash(&state.reason),
+        // Ours: what its health checks last said.
+        "health" => table::or_dash(&state.health),
         _ => "-".into(),
     })
 }

@@ -201,6 +201,9 @@ impl Context<'_> {
         if !state.reason.is_empty() {
             writeln!(io.out, "   Reason: {}", state.reason)?;
         }
+        if !state.health.is_empty() {
+            writeln!(io.out, "   Health: {}", health_line(state))?;
+        }
         writeln!(
             io.out,
             "  Machine: {}",
@@ -229,5 +232,13 @@ impl Context<'_> {
             0 => Shown::Status(0),
             code => Shown::Failed(code),
         })
+    }
+}
+
+/// `healthy (HTTP/1.1 200 OK)`: a unit's health and what its checks said.
+fn health_line(state: &UnitState) -> String {
+    match state.health_output.lines().next() {
+        Some(said) if !said.is_empty() => format!("{} ({said})", state.health),
+        _ => state.health.clone(),
     }
 }

@@ -1,0 +1,122 @@
+//! What the agent does about a unit its checks found unhealthy, by its `OnUnhealthy=`:
+//! `restart` restarts it where it is, at most `RescheduleAfterRestarts=` times within
+//! [`RESTART_WINDOW`] (the local restart budget; past it the unit is left as it is, with the
+//! reason, for the engine to move), `none` and `reschedule` leave it to be reported. Pure
+//! bookkeeping: the agent issues the restarts.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use fleet_unit::health::{OnUnhealthy, RESTART_WINDOW};
+use fleet_unit::UnitName;
+
+/// What to do now about one unhealthy unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remedy {
+    Restart,
+    /// Nothing (any more) here, and why: the reason published with its state.
+    Leave(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Healing {
+    /// When each unit was restarted for its health, within the window.
+    restarts: BTreeMap<UnitName, VecDeque<Instant>>,
+}
+
+impl Healing {
+    /// The remedy for `name`, unhealthy now, by its policy; a restart is counted.
+    pub fn remedy(
+        &mut self,
+        name: &UnitName,
+        on_unhealthy: OnUnhealthy,
+        budget: u32,
+        now: Instant,
+    ) -> Remedy {
+        match on_unhealthy {
+            OnUnhealthy::Nothing => {
+                return Remedy::Leave("unhealthy; OnUnhealthy=none: only reported".into())
+            }
+            OnUnhealthy::Reschedule => {
+                return Remedy::Leave("unhealthy; OnUnhealthy=reschedule: to be moved".into())
+            }
+            OnUnhealthy::Restart => {}
+        }
+        let restarts = self.restarts.entry(name.clone()).or_default();
+        while restarts
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= RESTART_WINDOW)
+        {
+            restarts.pop_front();
+        }
+        if restarts.len() >= budget as usize {
+            return Remedy::Leave(format!(
+                "unhealthy after {} restarts within {} minutes (RescheduleAfterRestarts={budget})",
+                restarts.len(),
+                RESTART_WINDOW.as_secs() / 60
+            ));
+        }
+        restarts.push_back(now);
+        Remedy::Restart
+    }
+
+    /// Forgets the units `keep` does not keep (no longer loaded here).
+    pub fn retain(&mut self, keep: impl Fn(&UnitName) -> bool) {
+        self.restarts.retain(|name, _| keep(name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn check(healing: &mut Healing, policy: OnUnhealthy, budget: u32, at: Instant, expected: &str) {
+        let name = UnitName::new("web.service").unwrap();
+        let got = match healing.remedy(&name, policy, budget, at) {
+            Remedy::Restart => "restart".to_owned(),
+            Remedy::Leave(why) => why,
+        };
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn restarts_are_budgeted_within_the_window() {
+        let start = Instant::now();
+        let minute = Duration::from_secs(60);
+        let mut healing = Healing::default();
+        let spent = "unhealthy after 2 restarts within 10 minutes (RescheduleAfterRestarts=2)";
+        let rows = [
+            (OnUnhealthy::Restart, 2, start, "restart"),
+            (OnUnhealthy::Restart, 2, start + minute, "restart"),
+            (OnUnhealthy::Restart, 2, start + 2 * minute, spent),
+            (OnUnhealthy::Restart, 2, start + 9 * minute, spent),
+            // The first restart leaves the window: one more is allowed.
+            (OnUnhealthy::Restart, 2, start + 10 * minute, "restart"),
+            (
+                OnUnhealthy::Nothing,
+                2,
+                start,
+                "unhealthy; OnUnhealthy=none: only reported",
+            ),
+            (
+                OnUnhealthy::Reschedule,
+                2,
+                start,
+                "unhealthy; OnUnhealthy=reschedule: to be moved",
+            ),
+        ];
+        for (policy, budget, at, expected) in rows {
+            check(&mut healing, policy, budget, at, expected);
+        }
+        // Forgotten once it is no longer here: its budget starts anew.
+        healing.retain(|_| false);
+        check(
+            &mut healing,
+            OnUnhealthy::Restart,
+            2,
+            start + 11 * minute,
+            "restart",
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! Self-healing on a real fleetd (embedded registry, native supervisor): a unit's HTTP health
+//! check, served by the test and turned unhealthy at will, restarts the unit in place until its
+//! budget is spent, after which the unit is left running, unhealthy, with the reason; with
+//! `OnUnhealthy=none` it is only reported. What the checks say is in the API, `list-units
+//! --fields=...,health` and `status`.
+
+mod common;
+use common::{eventually, Daemon};
+use fleet_testkit::measure::http_unix;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An HTTP server on loopback answering 200 while `healthy` holds, 503 otherwise; its port.
+fn health_endpoint(healthy: Arc<AtomicBool>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let status = match healthy.load(Ordering::SeqCst) {
+                true => "200 OK",
+                false => "503 Service Unavailable",
+            };
+            let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    port
+}
+
+fn started(dir: &Path) -> Daemon {
+    common::serving(common::fleetd(dir, "node1"), dir)
+}
+
+/// `unit`'s main PID while the native supervisor says it runs.
+fn main_pid(dir: &Path, unit: &str) -> Option<u64> {
+    let state = std::fs::read_to_string(dir.join(format!("run/native/{unit}/state.json"))).ok()?;
+    let state: serde_json::Value = serde_json::from_str(&state).ok()?;
+    (state["sub"] == "running")
+        .then(|| state["main_pid"].as_u64())
+        .flatten()
+}
+
+/// The unit's state object as the API gives it.
+fn state(dir: &Path, unit: &str) -> serde_json::Value {
+    let (status, body) = http_unix(
+        &dir.join("fleet.sock"),
+        "GET",
+        &format!("/fleet/v1/state/{unit}"),
+        None,
+    );
+    match status {
+        200 => serde_json::from_str(&body).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    }
+}
+
+fn fleetctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let endpoint = format!("--endpoint=unix://{}", dir.join("fleet.sock").display());
+    let mut all = vec![endpoint.as_str()];
+    all.extend(args);
+    common::fleetctl(&all, &[])
+}
+
+/// Starts `unit` (checked at `port`) with `x_fleet` lines besides the check; its main PID
+/// once the checks say it is healthy.
+fn start_checked(dir: &Path, unit: &str, port: u16, x_fleet: &str) -> u64 {
+    let file = dir.join(unit);
+    std::fs::write(
+        &file,
+        format!(
+            "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nHealthCheck=http://127.0.0.1:{port}/health\nHealthCheckInterval=200ms\nHealthCheckStartPeriod=0\nHealthCheckFailures=2\n{x_fleet}"
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = fleetctl(dir, &["start", &file.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    eventually("healthy", Duration::from_secs(15), || {
+        let state = state(dir, unit);
+        common::holds(state["health"] == "healthy" && state["healthOutput"] == "HTTP/1.1 200 OK")
+    });
+    main_pid(dir, unit).expect("running")
+}
+
+#[test]
+fn an_unhealthy_unit_is_restarted_in_place_until_its_budget_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleetd = started(dir.path());
+    let healthy = Arc::new(AtomicBool::new(true));
+    let port = health_endpoint(Arc::clone(&healthy));
+    let unit = "web.service";
+    let first = start_checked(dir.path(), unit, port, "RescheduleAfterRestarts=2\n");
+
+    healthy.store(false, Ordering::SeqCst);
+    // Two restarts (each a new process), then the budget is spent.
+    let second = eventually("restarted once", Duration::from_secs(15), || {
+        main_pid(dir.path(), unit)
+            .filter(|pid| *pid != first)
+            .ok_or_else(|| "not yet".to_owned())
+    });
+    let third = eventually("restarted twice", Duration::from_secs(15), || {
+        main_pid(dir.path(), unit)
+            .filter(|pid| *pid != second)
+            .ok_or_else(|| "not yet".to_owned())
+    });
+    let reason = "unhealthy after 2 restarts within 10 minutes (RescheduleAfterRestarts=2)";
+    eventually(
+        "left, unhealthy, with the reason",
+        Duration::from_secs(15),
+        || {
+            let state = state(dir.path(), unit);
+            common::holds(state["health"] == "unhealthy" && state["reason"] == reason)
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        main_pid(dir.path(), unit),
+        Some(third),
+        "restarted past its budget"
+    );
+
+    let (code, out, err) = fleetctl(
+        dir.path(),
+        &["list-units", "--no-legend", "--fields=unit,active,health"],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "web.service\tactive\tunhealthy\n"),
+        "{err}"
+    );
+    let (_, out, _) = fleetctl(dir.path(), &["status", unit]);
+    assert!(
+        out.contains("   Health: unhealthy (HTTP/1.1 503 Service Unavailable)"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("   Reason: {reason}")), "{out}");
+
+    // Healthy again: the reason goes; the same process runs on.
+    healthy.store(true, Ordering::SeqCst);
+    eventually("healthy again", Duration::from_secs(15), || {
+        let state = state(dir.path(), unit);
+        common::holds(state["health"] == "healthy" && state["reason"].is_null())
+    });
+    assert_eq!(main_pid(dir.path(), unit), Some(third));
+    common::stop(&mut fleetd, "-TERM");
+}
+
+#[test]
+fn with_on_unhealthy_none_the_unit_is_only_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleetd = started(dir.path());
+    let healthy = Arc::new(AtomicBool::new(true));
+    let port = health_endpoint(Arc::clone(&healthy));
+    let unit = "watched.service";
+    let pid = start_checked(dir.path(), unit, port, "OnUnhealthy=none\n");
+    healthy.store(false, Ordering::SeqCst);
+    eventually("reported unhealthy", Duration::from_secs(15), || {
+        let state = state(dir.path(), unit);
+        common::holds(
+            state["health"] == "unhealthy"
+                && state["reason"] == "unhealthy; OnUnhealthy=none: only reported",
+        )
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(main_pid(dir.path(), unit), Some(pid), "never restarted");
+    common::stop(&mut fleetd, "-TERM");
+}
