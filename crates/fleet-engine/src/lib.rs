@@ -4,4 +4,5 @@
 pub mod invariants;
 pub mod presence;
 pub mod reconciler;
+pub mod rescheduling;
 pub mod scheduler;

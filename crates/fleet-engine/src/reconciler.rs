@@ -8,14 +8,17 @@ use std::time::{Duration, Instant};
 
 use fleet_registry::records::JobRecord;
 
+use fleet_registry::records::FailureRecord;
 use fleet_registry::{
     renewal_interval, EngineWrite, Leadership, Pacing, Registry, RegistryError, Revision, Scope,
     Snapshot,
 };
+use fleet_unit::health::{reschedule_policy, ReschedulePolicy};
 use fleet_unit::{Constraints, MachineId, Requirements, UnitFile, UnitHash, UnitName};
 use tokio::sync::watch;
 
 use crate::presence::Presence;
+use crate::rescheduling::{self, Failures};
 use crate::scheduler::{schedule, Decision, JobInfo, MachineInfo};
 
 #[derive(Debug, Clone)]
@@ -31,12 +34,17 @@ pub struct EngineConfig {
     pub machine_grace: Duration,
     /// How often the leader collects unit files no job refers to any more.
     pub collect_unit_files: Duration,
+    /// Whether a unit that failed is moved when its `Reschedule=` says nothing
+    /// (`reschedule_failed_units`).
+    pub reschedule_failed_units: bool,
 }
 
 /// What the engine keeps from one pass (and one leadership) to the next.
 struct Memory {
     units: UnitCache,
     presence: Presence,
+    /// When a move that is not due yet will be (the next pass then).
+    wake_at: Option<Instant>,
 }
 
 impl Memory {
@@ -51,6 +59,7 @@ pub async fn run(registry: Registry, config: EngineConfig, mut shutdown: watch::
     let mut memory = Memory {
         units: UnitCache::default(),
         presence: Presence::new(config.machine_grace),
+        wake_at: None,
     };
     while !*shutdown.borrow() {
         let campaign = registry.campaign(&config.machine, config.lease_ttl, &config.version);
@@ -107,7 +116,7 @@ async fn lead(
         let current = view.is_following() && view.revision() >= written;
         if dirty && current && pacing.ready(Instant::now()) {
             let began = Instant::now();
-            let pass = reconcile(registry, leadership, &view.snapshot(), memory).await;
+            let pass = reconcile(registry, config, leadership, &view.snapshot(), memory).await;
             pacing.passed(began, Instant::now());
             match pass {
                 Ok(Pass::Quiet) => dirty = false,
@@ -140,6 +149,11 @@ async fn lead(
             _ = collect.tick() => collect_unit_files(registry, leadership).await,
             // Vanished machines stop counting: their units move now.
             _ = until(grace_ends) => dirty = true,
+            // A failed unit's move is due.
+            _ = until(memory.wake_at) => {
+                memory.wake_at = None;
+                dirty = true;
+            }
             _ = until(Some(pacing.next()).filter(|at| dirty && *at > Instant::now())) => {}
             _ = keep_alive.tick() => match registry.keep_leading(leadership).await {
                 Ok(true) => {}
@@ -268,6 +282,23 @@ impl UnitCache {
         Ok(Some(derived))
     }
 
+    /// The reschedule policy of unit file `hash` (its defaults when the file is missing or
+    /// its keys cannot be read: those were refused at submit).
+    async fn reschedule(
+        &mut self,
+        registry: &Registry,
+        hash: &UnitHash,
+    ) -> Result<ReschedulePolicy, RegistryError> {
+        let fallback = || reschedule_policy(&UnitFile::from_options(Vec::new()));
+        let policy = match self.get(registry, hash).await? {
+            Some(unit) => reschedule_policy(unit),
+            None => fallback(),
+        };
+        Ok(policy
+            .or_else(|_| fallback())
+            .expect("the defaults are valid"))
+    }
+
     /// Forgets the files and constraints no job refers to any more (a long-lived cluster
     /// sees many versions of its units come and go).
     fn keep_only(&mut self, jobs: &BTreeMap<UnitName, JobRecord>) {
@@ -292,6 +323,7 @@ enum Pass {
 /// One pass: decisions for `snapshot`, written fenced.
 async fn reconcile(
     registry: &Registry,
+    config: &EngineConfig,
     leadership: &Leadership,
     snapshot: &Snapshot,
     memory: &mut Memory,
@@ -310,6 +342,9 @@ async fn reconcile(
     let mut groups: Vec<Vec<EngineWrite>> = Vec::new();
     let mut jobs = Vec::new();
     let placements = snapshot.placed_units();
+    let failed = failures_by_unit(snapshot);
+    let now_ms = now_ms();
+    let mut wake_at_ms: Option<u64> = None;
     for (name, record) in &snapshot.jobs {
         let mut placed = placements
             .get(name)
@@ -342,11 +377,41 @@ async fn reconcile(
             }
             Err(error) => return Err(error),
         };
+        let policy = units.reschedule(registry, &record.hash).await?;
+        let reports = failed
+            .get(name)
+            .map(|reports| {
+                reports
+                    .iter()
+                    .filter(|(_, r)| r.hash.is_none_or(|h| h == record.hash))
+                    .map(|(m, r)| (*m, *r))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let verdict = rescheduling::verdict(&Failures {
+            placed: first.as_ref(),
+            reports,
+            record: snapshot.moves.get(name),
+            policy: &policy,
+            enabled: policy.on_failure.unwrap_or(config.reschedule_failed_units),
+            global: constraints.global,
+            now_ms,
+        });
+        if let Some(moves) = verdict.record {
+            tracing::info!(unit = %name, what = ?moves.history.last(), "engine: a failed unit");
+            groups.push(vec![EngineWrite::moves(name, Some(moves))]);
+        }
+        if let Some(at) = verdict.wake_at_ms {
+            wake_at_ms = Some(wake_at_ms.map_or(at, |w| w.min(at)));
+        }
         jobs.push(JobInfo {
             name: name.to_string(),
             desired: record.desired,
             constraints,
             placed: first,
+            evict: verdict.evict,
+            hold: verdict.hold,
+            avoid: verdict.avoid,
         });
     }
     units.keep_only(&snapshot.jobs);
@@ -361,6 +426,13 @@ async fn reconcile(
             groups.push(vec![EngineWrite::placeable(name)]);
         }
     }
+    for name in snapshot.moves.keys() {
+        if !snapshot.jobs.contains_key(name) && !snapshot.global.contains_key(name) {
+            groups.push(vec![EngineWrite::moves(name, None)]);
+        }
+    }
+    memory.wake_at =
+        wake_at_ms.map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now_ms)));
 
     let mut final_place: BTreeMap<String, Option<MachineId>> = jobs
         .iter()
@@ -444,4 +516,24 @@ fn set_reason(
 
 fn unit_name(name: &str) -> UnitName {
     UnitName::new(name).expect("the scheduler returns the names it was given")
+}
+
+/// The failure reports of the snapshot by unit, then machine.
+fn failures_by_unit(
+    snapshot: &Snapshot,
+) -> BTreeMap<&UnitName, BTreeMap<&MachineId, &FailureRecord>> {
+    let mut by_unit: BTreeMap<&UnitName, BTreeMap<&MachineId, &FailureRecord>> = BTreeMap::new();
+    for (machine, reports) in &snapshot.failures {
+        for (name, report) in reports {
+            by_unit.entry(name).or_default().insert(machine, report);
+        }
+    }
+    by_unit
+}
+
+/// Now, in milliseconds since the epoch (the clock failure reports are stamped with).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

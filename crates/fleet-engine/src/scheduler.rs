@@ -23,6 +23,13 @@ pub struct JobInfo {
     pub constraints: Constraints,
     /// Where the engine placed it before this round.
     pub placed: Option<MachineId>,
+    /// It failed where it is placed and is due to move: why (it leaves its machine this
+    /// round, and is placed again once that machine no longer has it).
+    pub evict: Option<String>,
+    /// Not to be placed yet, and why (the machine it left still has it).
+    pub hold: Option<String>,
+    /// Machines where it failed lately: taken only when no other machine can take it.
+    pub avoid: BTreeSet<MachineId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +82,8 @@ struct Round<'a> {
     /// The machines of the cluster in placement order: fewest units first, ties by ID.
     by_load: BTreeSet<(usize, &'a MachineId)>,
     conflicts: ConflictIndex<'a>,
+    /// Units moved off their machine this round: placed again once it no longer has them.
+    evicted: BTreeSet<&'a str>,
     decisions: Vec<Decision>,
 }
 
@@ -177,6 +186,7 @@ impl<'a> Round<'a> {
             hosted: BTreeMap::new(),
             constrained: BTreeMap::new(),
             by_load: machines.iter().map(|m| (0, &m.id)).collect(),
+            evicted: BTreeSet::new(),
             decisions: Vec::new(),
         };
         let placed: Vec<(&'a str, MachineId)> = round
@@ -238,6 +248,9 @@ impl<'a> Round<'a> {
             let job = self.jobs[name];
             let reason = if job.desired == JobState::Inactive {
                 Some("desired state is inactive".to_owned())
+            } else if let Some(why) = &job.evict {
+                self.evicted.insert(name);
+                Some(why.clone())
             } else if !self.machines.contains_key(&machine) {
                 Some(format!("machine {machine} went away"))
             } else {
@@ -270,6 +283,20 @@ impl<'a> Round<'a> {
         let mut requeued = BTreeSet::new();
         while let Some(name) = queue.pop() {
             let job = self.jobs[name];
+            let waiting = match (self.evicted.contains(name), &job.hold) {
+                (true, _) => job
+                    .evict
+                    .clone()
+                    .map(|why| format!("{why}; waiting for it to stop there")),
+                (false, hold) => hold.clone(),
+            };
+            if let Some(reason) = waiting {
+                self.decisions.push(Decision::Unplaceable {
+                    unit: name.to_owned(),
+                    reason,
+                });
+                continue;
+            }
             match self.choose(job) {
                 Ok(machine) => {
                     for replaced in self.replaced_on(job, &machine) {
@@ -319,12 +346,16 @@ impl<'a> Round<'a> {
                 .filter(|m| !self.replaced_on(job, m).is_empty())
                 .collect(),
         };
-        let in_order = replacing.iter().copied().chain(
-            self.by_load
-                .iter()
-                .map(|(_, m)| *m)
-                .filter(|m| !replacing.contains(m)),
-        );
+        // Machines where it failed lately come last: the unit goes back to one only when no
+        // other machine can take it.
+        let by_load = self
+            .by_load
+            .iter()
+            .map(|(_, m)| *m)
+            .filter(|m| !replacing.contains(m));
+        let fresh = by_load.clone().filter(|m| !job.avoid.contains(*m));
+        let failed_on = by_load.filter(|m| job.avoid.contains(*m));
+        let in_order = replacing.iter().copied().chain(fresh).chain(failed_on);
         // The first machine that takes it, passing over those a conflict surely keeps it out
         // of; the refusals of every machine are gathered only to explain a failure.
         for id in in_order.clone() {
@@ -506,9 +537,19 @@ mod tests {
         let mut head = parts.next().unwrap().split_whitespace();
         let name = head.next().unwrap().to_owned();
         let desired = head.next().unwrap().parse().unwrap();
-        let placed = head
-            .next()
-            .map(|m| MachineId::new(m.trim_start_matches('@')).unwrap());
+        let mut placed = None;
+        let (mut evict, mut hold, mut avoid) = (None, None, BTreeSet::new());
+        for word in head {
+            match word {
+                "evict" => evict = Some("failed there".to_owned()),
+                "hold" => hold = Some("waiting for it to stop elsewhere".to_owned()),
+                _ if word.starts_with('@') => placed = MachineId::new(&word[1..]).ok(),
+                _ if word.starts_with('~') => {
+                    avoid.insert(MachineId::new(&word[1..]).unwrap());
+                }
+                other => panic!("unknown word {other} in {spec}"),
+            }
+        }
         let mut text = String::from("[Service]\nExecStart=/bin/true\n[X-Fleet]\n");
         for line in parts {
             text.push_str(line);
@@ -521,6 +562,9 @@ mod tests {
             desired,
             constraints,
             placed,
+            evict,
+            hold,
+            avoid,
         }
     }
 
@@ -705,6 +749,53 @@ mod tests {
                 "unplaceable c.service: no machine has role=db",
             ],
         );
+    }
+
+    #[test]
+    fn failed_units_move_and_avoid_where_they_failed() {
+        let rows: &[(&[&str], &[&str], &[&str])] = &[
+            // Due to move: it leaves its machine, and waits for it to stop there.
+            (
+                &["m1", "m2"],
+                &["a.service launched @m1 evict ~m1"],
+                &[
+                    "unplace a.service m1: failed there",
+                    "unplaceable a.service: failed there; waiting for it to stop there",
+                ],
+            ),
+            // Stopped there: placed where it has not failed, even on the busier machine.
+            (
+                &["m1", "m2"],
+                &["a.service launched ~m1", "b.service launched @m2"],
+                &["place a.service m2"],
+            ),
+            (
+                &["m1", "m2"],
+                &["a.service launched ~m1 ~m2", "b.service launched @m2"],
+                &["place a.service m1"],
+            ),
+            // The only machine: back where it failed.
+            (
+                &["m1"],
+                &["a.service launched ~m1"],
+                &["place a.service m1"],
+            ),
+            // Held while the machine it left still has it.
+            (
+                &["m1", "m2"],
+                &["a.service launched hold ~m1"],
+                &["unplaceable a.service: waiting for it to stop elsewhere"],
+            ),
+            // Constraints still hold: a machine it may not run on is no choice.
+            (
+                &["m1 role=db", "m2"],
+                &["a.service launched ~m1 | MachineMetadata=role=db"],
+                &["place a.service m1"],
+            ),
+        ];
+        for (machines, jobs, expected) in rows {
+            check(machines, jobs, expected);
+        }
     }
 
     #[test]

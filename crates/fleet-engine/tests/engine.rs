@@ -29,6 +29,7 @@ fn config(machine: &str) -> EngineConfig {
         version: "test".into(),
         machine_grace: Duration::from_secs(1),
         collect_unit_files: Duration::from_secs(3600),
+        reschedule_failed_units: true,
     }
 }
 
@@ -283,6 +284,7 @@ async fn the_leader_collects_unit_files_no_job_refers_to() {
     let (engine_registry, writes) = counted(store).await;
     let config = EngineConfig {
         collect_unit_files: Duration::from_millis(200),
+        reschedule_failed_units: true,
         ..config("m1")
     };
     let (_stop, shutdown) = watch::channel(false);

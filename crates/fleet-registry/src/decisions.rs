@@ -8,7 +8,7 @@ use crate::error::{RegistryError, Result};
 use crate::keys::RegistryKey;
 use crate::kv::{Op, Revision, MAX_TXN_OPS};
 use crate::leadership::Leadership;
-use crate::records::{encode, JobRecord, ReasonRecord};
+use crate::records::{encode, JobRecord, MovesRecord, ReasonRecord};
 use crate::registry::Registry;
 
 /// One write the engine decides.
@@ -32,6 +32,11 @@ pub enum EngineWrite {
     /// `unit` has no reason not to be placed (any more).
     Placeable {
         unit: UnitName,
+    },
+    /// What the engine records of `unit`'s failures and moves (`None`: nothing any more).
+    Moves {
+        unit: UnitName,
+        record: Option<MovesRecord>,
     },
 }
 
@@ -62,6 +67,13 @@ impl EngineWrite {
         EngineWrite::Placeable { unit: unit.clone() }
     }
 
+    pub fn moves(unit: &UnitName, record: Option<MovesRecord>) -> EngineWrite {
+        EngineWrite::Moves {
+            unit: unit.clone(),
+            record,
+        }
+    }
+
     fn op(&self) -> Op {
         match self {
             EngineWrite::Place {
@@ -82,6 +94,13 @@ impl EngineWrite {
                 Op::put(RegistryKey::Reason(unit.clone()).path(), encode(&record))
             }
             EngineWrite::Placeable { unit } => Op::delete(RegistryKey::Reason(unit.clone()).path()),
+            EngineWrite::Moves { unit, record } => {
+                let key = RegistryKey::Moves(unit.clone()).path();
+                match record {
+                    Some(record) => Op::put(key, encode(record)),
+                    None => Op::delete(key),
+                }
+            }
         }
     }
 }

@@ -9,6 +9,8 @@
 //! global/<name>                JobRecord                 a global unit (every matching machine)
 //! schedule/<machine>/<name>    JobRecord                 engine: the unit is placed there
 //! reasons/<name>               ReasonRecord              engine: why the unit is not placed
+//! reschedule/<machine>/<name>  FailureRecord             agent, on the machine lease: it failed here
+//! moves/<name>                 MovesRecord               engine: the unit's failures and moves
 //! states/<machine>/<name>      StateRecord               agent, on the machine lease
 //! machines/<machine>           MachineRecord             agent, on the machine lease
 //! metadata/<machine>/<key>     value text                dynamic metadata (API), no lease
@@ -29,6 +31,8 @@ pub const JOBS: &str = "jobs/";
 pub const GLOBAL: &str = "global/";
 pub const SCHEDULE: &str = "schedule/";
 pub const REASONS: &str = "reasons/";
+pub const RESCHEDULE: &str = "reschedule/";
+pub const MOVES: &str = "moves/";
 pub const STATES: &str = "states/";
 pub const MACHINES: &str = "machines/";
 pub const METADATA: &str = "metadata/";
@@ -44,6 +48,10 @@ pub enum RegistryKey {
     Global(UnitName),
     Schedule(MachineId, UnitName),
     Reason(UnitName),
+    /// A machine's report that a unit failed there (to be moved).
+    Failure(MachineId, UnitName),
+    /// The engine's record of a unit's failures and moves.
+    Moves(UnitName),
     State(MachineId, UnitName),
     Machine(MachineId),
     Metadata(MachineId, String),
@@ -60,6 +68,8 @@ impl RegistryKey {
             RegistryKey::Global(name) => format!("{GLOBAL}{name}"),
             RegistryKey::Schedule(machine, name) => format!("{}{name}", schedule_of(machine)),
             RegistryKey::Reason(name) => format!("{REASONS}{name}"),
+            RegistryKey::Failure(machine, name) => format!("{}{name}", failures_of(machine)),
+            RegistryKey::Moves(name) => format!("{MOVES}{name}"),
             RegistryKey::State(machine, name) => format!("{}{name}", states_of(machine)),
             RegistryKey::Machine(machine) => format!("{MACHINES}{machine}"),
             RegistryKey::Metadata(machine, key) => format!("{}{key}", metadata_of(machine)),
@@ -84,6 +94,11 @@ impl std::fmt::Display for RegistryKey {
 /// Where the units placed on `machine` live: the agent's watch scope.
 pub fn schedule_of(machine: &MachineId) -> String {
     format!("{SCHEDULE}{machine}/")
+}
+
+/// Where a machine reports the units that failed on it.
+pub fn failures_of(machine: &MachineId) -> String {
+    format!("{RESCHEDULE}{machine}/")
 }
 
 pub fn states_of(machine: &MachineId) -> String {
@@ -138,6 +153,11 @@ fn parse(key: &str) -> std::result::Result<RegistryKey, String> {
         "jobs" => Ok(RegistryKey::Job(name(rest)?)),
         "global" => Ok(RegistryKey::Global(name(rest)?)),
         "reasons" => Ok(RegistryKey::Reason(name(rest)?)),
+        "moves" => Ok(RegistryKey::Moves(name(rest)?)),
+        "reschedule" => {
+            let (m, n) = two(rest)?;
+            Ok(RegistryKey::Failure(machine(m)?, name(n)?))
+        }
         "machines" => Ok(RegistryKey::Machine(machine(rest)?)),
         "schedule" => {
             let (m, n) = two(rest)?;
@@ -193,6 +213,11 @@ mod tests {
                 Ok("Reason(UnitName(\"a@1.service\"))"),
             ),
             ("machines/m1", Ok("Machine(MachineId(\"m1\"))")),
+            (
+                "reschedule/m1/a.service",
+                Ok("Failure(MachineId(\"m1\"), UnitName(\"a.service\"))"),
+            ),
+            ("moves/a.service", Ok("Moves(UnitName(\"a.service\"))")),
             (
                 "schedule/m1/a.service",
                 Ok("Schedule(MachineId(\"m1\"), UnitName(\"a.service\"))"),

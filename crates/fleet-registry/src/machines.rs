@@ -9,7 +9,7 @@ use fleet_unit::{MachineId, UnitName};
 use crate::error::{RegistryError, Result};
 use crate::keys::{self, RegistryKey};
 use crate::kv::{Compare, LeaseId, Op, MAX_TXN_OPS};
-use crate::records::{encode, MachineRecord, StateRecord};
+use crate::records::{encode, FailureRecord, MachineRecord, StateRecord};
 use crate::registry::{busy, Registry, CAS_ATTEMPTS};
 
 /// How often a lease holder renews, and how long one renewal may take: a lease survives an
@@ -157,6 +157,29 @@ impl Registry {
                     let path = RegistryKey::State(lease.machine.clone(), name.clone()).path();
                     match state {
                         Some(state) => Op::put_with_lease(path, encode(state), lease.lease),
+                        None => Op::delete(path),
+                    }
+                })
+                .collect();
+            self.txn(vec![], ops).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes (or, with `None`, deletes) this machine's reports of units that failed here, on
+    /// its lease: a machine that is gone reports nothing.
+    pub async fn set_failures(
+        &self,
+        lease: &MachineLease,
+        failures: &[(UnitName, Option<FailureRecord>)],
+    ) -> Result<()> {
+        for chunk in failures.chunks(MAX_TXN_OPS) {
+            let ops = chunk
+                .iter()
+                .map(|(name, failure)| {
+                    let path = RegistryKey::Failure(lease.machine.clone(), name.clone()).path();
+                    match failure {
+                        Some(failure) => Op::put_with_lease(path, encode(failure), lease.lease),
                         None => Op::delete(path),
                     }
                 })

@@ -53,6 +53,53 @@ pub struct StateRecord {
     pub health: Option<HealthRecord>,
 }
 
+/// A machine's report that a unit failed there and should be moved: which version, since
+/// when (milliseconds since the epoch), and what failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    #[serde(with = "optional_text", default)]
+    pub hash: Option<UnitHash>,
+    pub at_ms: u64,
+    pub what: String,
+}
+
+/// The engine's record of a unit's recent failures and what it did about each, newest last
+/// (at most [`MovesRecord::KEPT`]), and how many times it has moved the unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MovesRecord {
+    #[serde(default)]
+    pub history: Vec<MoveEntry>,
+    #[serde(default)]
+    pub moves: u32,
+}
+
+impl MovesRecord {
+    pub const KEPT: usize = 10;
+
+    /// The record with `entry` added (the oldest dropped past [`MovesRecord::KEPT`]).
+    pub fn with(&self, entry: MoveEntry, moved: bool) -> MovesRecord {
+        let mut history = self.history.clone();
+        history.push(entry);
+        if history.len() > Self::KEPT {
+            history.drain(..history.len() - Self::KEPT);
+        }
+        MovesRecord {
+            history,
+            moves: self.moves + u32::from(moved),
+        }
+    }
+}
+
+/// One failure and what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveEntry {
+    pub machine: String,
+    pub at_ms: u64,
+    pub what: String,
+    /// `moved away`, `restarted in place`, `gave up after N moves`, ...
+    pub action: String,
+}
+
 /// A unit's health as its machine's checks found it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct HealthRecord {

@@ -9,7 +9,8 @@ use crate::error::Result;
 use crate::keys::RegistryKey;
 use crate::kv::{Event, EventKind, KeyValue, Revision};
 use crate::records::{
-    decode, decode_text, JobRecord, LeaderRecord, MachineRecord, ReasonRecord, StateRecord,
+    decode, decode_text, FailureRecord, JobRecord, LeaderRecord, MachineRecord, MovesRecord,
+    ReasonRecord, StateRecord,
 };
 
 /// Records per machine, then per name.
@@ -26,6 +27,10 @@ pub struct Snapshot {
     /// Units placed by the engine, per machine.
     pub schedule: Nested<UnitName, JobRecord>,
     pub reasons: BTreeMap<UnitName, ReasonRecord>,
+    /// Units that failed, per machine that reports it (to be moved).
+    pub failures: Nested<UnitName, FailureRecord>,
+    /// The engine's record of each unit's failures and moves.
+    pub moves: BTreeMap<UnitName, MovesRecord>,
     /// Unit states reported by each machine's agent.
     pub states: Nested<UnitName, StateRecord>,
     pub machines: BTreeMap<MachineId, MachineRecord>,
@@ -115,6 +120,16 @@ impl Snapshot {
             RegistryKey::Reason(name) => {
                 self.reasons.insert(name, decode(key, value)?);
             }
+            RegistryKey::Failure(machine, name) => {
+                let record = decode(key, value)?;
+                self.failures
+                    .entry(machine)
+                    .or_default()
+                    .insert(name, record);
+            }
+            RegistryKey::Moves(name) => {
+                self.moves.insert(name, decode(key, value)?);
+            }
             RegistryKey::State(machine, name) => {
                 let record = decode(key, value)?;
                 self.states.entry(machine).or_default().insert(name, record);
@@ -142,6 +157,8 @@ impl Snapshot {
                 remove_nested(&mut self.schedule, machine, name)
             }
             RegistryKey::Reason(name) => drop(self.reasons.remove(name)),
+            RegistryKey::Failure(machine, name) => remove_nested(&mut self.failures, machine, name),
+            RegistryKey::Moves(name) => drop(self.moves.remove(name)),
             RegistryKey::State(machine, name) => remove_nested(&mut self.states, machine, name),
             RegistryKey::Machine(machine) => drop(self.machines.remove(machine)),
             RegistryKey::Metadata(machine, name) => {

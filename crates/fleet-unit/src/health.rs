@@ -346,6 +346,16 @@ pub fn reschedule_policy(unit: &UnitFile) -> Result<ReschedulePolicy, InvalidKey
     })
 }
 
+/// How long after a failure a unit that has been moved `moves` times is moved again:
+/// `RescheduleDelay=` doubled per move, at most `RescheduleMaxDelay=`.
+pub fn reschedule_delay(policy: &ReschedulePolicy, moves: u32) -> Duration {
+    let factor = 2u32.saturating_pow(moves.min(31));
+    policy
+        .delay
+        .checked_mul(factor)
+        .map_or(policy.max_delay, |d| d.min(policy.max_delay))
+}
+
 /// Checks every self-healing key of a unit (at submit and by `fleetctl verify`).
 pub fn validate(unit: &UnitFile) -> Result<(), InvalidKey> {
     health_policy(unit)?;
@@ -484,6 +494,19 @@ mod tests {
             };
             assert_eq!(got, expected, "{x_fleet:?}");
         }
+    }
+
+    #[test]
+    fn the_delay_doubles_per_move_up_to_its_bound() {
+        let policy = reschedule_policy(&requirements(
+            "RescheduleDelay=1s\nRescheduleMaxDelay=10s\n",
+        ))
+        .unwrap();
+        let delays: Vec<u64> = [0, 1, 2, 3, 4, 40]
+            .iter()
+            .map(|moves| reschedule_delay(&policy, *moves).as_secs())
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
     }
 
     #[test]

@@ -220,6 +220,7 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
         version: "bench".into(),
         machine_grace: agent_ttl,
         collect_unit_files: Duration::from_secs(3600),
+        reschedule_failed_units: true,
     };
     // The engine leads from a fleetd of its own in a real cluster: here a thread with its own
     // runtime and etcd connection, so it does not wait behind the simulated agents' tasks.

@@ -53,6 +53,9 @@ pub struct Config {
     /// Where every change made through the API is recorded as a JSON line: `None` for
     /// `data_dir/audit.log`, an empty path for nowhere.
     pub api_audit_log: Option<PathBuf>,
+    /// Whether a unit that failed is moved to another machine when its own `Reschedule=`
+    /// says nothing.
+    pub reschedule_failed_units: bool,
     /// Allow `http://` (no TLS) on addresses other than loopback.
     pub api_allow_plain_tcp: bool,
     /// Serve `http://` on loopback without a token (a warning at start: any local user can
@@ -114,6 +117,7 @@ impl Default for Config {
             api_tls_client_ca_file: None,
             api_token_file: None,
             api_audit_log: None,
+            reschedule_failed_units: true,
             api_allow_plain_tcp: false,
             api_allow_unauthenticated_loopback: false,
             machine_id: String::new(),
@@ -292,6 +296,9 @@ impl Config {
             "api_tls_client_ca_file" => self.api_tls_client_ca_file = path(value),
             "api_token_file" => self.api_token_file = path(value),
             "api_audit_log" => self.api_audit_log = Some(PathBuf::from(value.trim())),
+            "reschedule_failed_units" => {
+                self.reschedule_failed_units = go_bool(value).map_err(invalid)?
+            }
             "api_allow_plain_tcp" => self.api_allow_plain_tcp = go_bool(value).map_err(invalid)?,
             "api_allow_unauthenticated_loopback" => {
                 self.api_allow_unauthenticated_loopback = go_bool(value).map_err(invalid)?

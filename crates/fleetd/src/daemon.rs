@@ -93,6 +93,7 @@ pub async fn run(
             version: VERSION.into(),
             machine_grace: config.agent_ttl,
             collect_unit_files: COLLECT_UNIT_FILES,
+            reschedule_failed_units: config.reschedule_failed_units,
         };
         tasks.push(tokio::spawn(reconciler::run(
             registry.clone(),

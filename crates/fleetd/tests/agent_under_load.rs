@@ -72,6 +72,7 @@ fn engine_config(machine: &MachineId, ttl: Duration) -> EngineConfig {
         version: "test".into(),
         machine_grace: ttl,
         collect_unit_files: Duration::from_secs(3600),
+        reschedule_failed_units: true,
     }
 }
 

@@ -55,6 +55,7 @@ impl Cluster {
             version: "test".into(),
             machine_grace: Duration::from_secs(1),
             collect_unit_files: Duration::from_secs(3600),
+            reschedule_failed_units: true,
         };
         let agent = AgentConfig {
             machine,

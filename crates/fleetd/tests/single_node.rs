@@ -50,6 +50,7 @@ async fn a_launched_unit_runs_and_an_inactive_one_is_gone() {
             version: "test".into(),
             machine_grace: Duration::from_secs(2),
             collect_unit_files: Duration::from_secs(3600),
+            reschedule_failed_units: true,
         },
         shutdown.clone(),
     ));
