@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleet_registry::kv::LeaseId;
-use fleet_registry::records::{HealthRecord, JobRecord, MachineRecord, StateRecord};
+use fleet_registry::records::{now_ms, HealthRecord, JobRecord, MachineRecord, StateRecord};
 use fleet_registry::{Pacing, Registry, RegistryError, Scope, Snapshot};
 use fleet_unit::health::{health_policy, reschedule_policy, HealthPolicy};
 use fleet_unit::{
@@ -31,6 +31,7 @@ use crate::lease::{self, LeaseConfig, LeaseStatus};
 use crate::manager::UnitManager;
 use crate::order;
 use crate::plan;
+use crate::reports::Reports;
 use crate::started::Started;
 
 #[derive(Debug, Clone)]
@@ -95,6 +96,8 @@ pub async fn run(
             healing: Healing::default(),
             policies: BTreeMap::new(),
             unhealthy_left: BTreeMap::new(),
+            reports: Reports::default(),
+            launched_here: BTreeSet::new(),
             registry,
             manager,
             lease: lease.clone(),
@@ -345,8 +348,13 @@ struct Agent {
     healing: Healing,
     /// Each loaded version's health policy and local restart budget, `None` without checks.
     policies: BTreeMap<UnitHash, Option<(HealthPolicy, u32)>>,
-    /// Unhealthy units left as they are, and why (published as their reason).
-    unhealthy_left: BTreeMap<UnitName, String>,
+    /// Unhealthy units left as they are: why (published as their reason), and whether the
+    /// engine is to move them.
+    unhealthy_left: BTreeMap<UnitName, (String, bool)>,
+    /// This machine's reports of units that failed here.
+    reports: Reports,
+    /// The units placed here (not global ones) wanted launched: those a failure is reported of.
+    launched_here: BTreeSet<UnitName>,
 }
 
 impl Agent {
@@ -425,6 +433,13 @@ impl Agent {
             self.started.remove(&name);
         }
         self.forget_lost().await;
+        let me = &self.config.machine;
+        self.reports.adopt(snapshot.failures.get(me));
+        self.launched_here = snapshot
+            .scheduled_on(me)
+            .filter(|(_, record)| record.desired == JobState::Launched)
+            .map(|(name, _)| name.clone())
+            .collect();
         let (desired, unreadable) = self.desired(snapshot).await?;
         let loaded = self.manager.loaded().await?;
         let fresh: Vec<(UnitName, UnitFile)> = desired
@@ -726,11 +741,67 @@ impl Agent {
                     let work = BTreeMap::from([(name, (Work::Restart, disconnect))]);
                     self.issue(work, &BTreeMap::new());
                 }
-                Remedy::Leave(why) => {
+                Remedy::Leave { why, move_it } => {
                     tracing::warn!(unit = %name, why, "agent: unhealthy unit left as it is");
-                    self.unhealthy_left.insert(name, why);
+                    self.unhealthy_left.insert(name, (why, move_it));
                 }
             }
+        }
+    }
+
+    /// Reports the units that failed here (to be moved), and withdraws the reports of those
+    /// that no longer have.
+    async fn report_failures(
+        &mut self,
+        lease: &fleet_registry::MachineLease,
+        loaded: &BTreeMap<UnitName, (UnitHash, SystemdState)>,
+    ) -> Result<(), RegistryError> {
+        let mut failing = BTreeMap::new();
+        for (name, (hash, state)) in loaded {
+            if !self.launched_here.contains(name) {
+                continue;
+            }
+            let what = match self.unhealthy_left.get(name) {
+                Some((why, true)) => {
+                    let said = self
+                        .health
+                        .health(name)
+                        .map(|h| h.output)
+                        .unwrap_or_default();
+                    Some(format!("{why}: {said}"))
+                }
+                _ if state.active == "failed" => Some(match state.reason.is_empty() {
+                    true => format!("failed ({})", state.sub),
+                    false => state.reason.clone(),
+                }),
+                _ => None,
+            };
+            if let Some(what) = what {
+                failing.insert(name.clone(), (*hash, what));
+            }
+        }
+        let changes = self.reports.changes(&failing, now_ms());
+        if changes.is_empty() {
+            return Ok(());
+        }
+        for (name, record) in &changes {
+            match record {
+                Some(record) => {
+                    tracing::warn!(unit = %name, what = record.what, "agent: reporting a failed unit")
+                }
+                None => tracing::info!(unit = %name, "agent: failure report withdrawn"),
+            }
+        }
+        match self.registry.set_failures(lease, &changes).await {
+            Ok(()) => {
+                self.reports.written(changes);
+                Ok(())
+            }
+            Err(RegistryError::LeaseNotFound(_)) => {
+                let _ = self.expired.try_send(());
+                Ok(())
+            }
+            Err(error) => Err(error),
         }
     }
 
@@ -751,8 +822,9 @@ impl Agent {
             return Ok(());
         };
         if self.published_on != Some(lease.lease) {
-            // A new lease carries no states yet: publish them all again.
+            // A new lease carries no states (nor reports) yet: publish them all again.
             self.published.clear();
+            self.reports.lease_changed();
             self.published_on = Some(lease.lease);
         }
         let loaded = match self.manager.states().await {
@@ -770,7 +842,7 @@ impl Agent {
                 .refused_starts
                 .get(name)
                 .filter(|_| state.active != "active")
-                .or(self.unhealthy_left.get(name));
+                .or(self.unhealthy_left.get(name).map(|(why, _)| why));
             let mut record = state_record(
                 state,
                 *hash,
@@ -804,6 +876,7 @@ impl Agent {
                 .filter(|n| !loaded.contains_key(*n) && !self.load_errors.contains_key(*n))
                 .map(|n| (n.clone(), None)),
         );
+        self.report_failures(&lease, &loaded).await?;
         if changes.is_empty() {
             return Ok(());
         }

@@ -14,8 +14,12 @@ use fleet_unit::UnitName;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Remedy {
     Restart,
-    /// Nothing (any more) here, and why: the reason published with its state.
-    Leave(String),
+    /// Nothing (any more) here, and why: the reason published with its state; and whether
+    /// the engine is to move it.
+    Leave {
+        why: String,
+        move_it: bool,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -35,10 +39,16 @@ impl Healing {
     ) -> Remedy {
         match on_unhealthy {
             OnUnhealthy::Nothing => {
-                return Remedy::Leave("unhealthy; OnUnhealthy=none: only reported".into())
+                return Remedy::Leave {
+                    why: "unhealthy; OnUnhealthy=none: only reported".into(),
+                    move_it: false,
+                }
             }
             OnUnhealthy::Reschedule => {
-                return Remedy::Leave("unhealthy; OnUnhealthy=reschedule: to be moved".into())
+                return Remedy::Leave {
+                    why: "unhealthy; OnUnhealthy=reschedule: to be moved".into(),
+                    move_it: true,
+                }
             }
             OnUnhealthy::Restart => {}
         }
@@ -50,11 +60,14 @@ impl Healing {
             restarts.pop_front();
         }
         if restarts.len() >= budget as usize {
-            return Remedy::Leave(format!(
-                "unhealthy after {} restarts within {} minutes (RescheduleAfterRestarts={budget})",
-                restarts.len(),
-                RESTART_WINDOW.as_secs() / 60
-            ));
+            return Remedy::Leave {
+                why: format!(
+                    "unhealthy after {} restarts within {} minutes (RescheduleAfterRestarts={budget})",
+                    restarts.len(),
+                    RESTART_WINDOW.as_secs() / 60
+                ),
+                move_it: true,
+            };
         }
         restarts.push_back(now);
         Remedy::Restart
@@ -75,7 +88,9 @@ mod tests {
         let name = UnitName::new("web.service").unwrap();
         let got = match healing.remedy(&name, policy, budget, at) {
             Remedy::Restart => "restart".to_owned(),
-            Remedy::Leave(why) => why,
+            Remedy::Leave { why, move_it } => {
+                format!("{why}{}", if move_it { " (move)" } else { "" })
+            }
         };
         assert_eq!(got, expected);
     }
@@ -85,7 +100,8 @@ mod tests {
         let start = Instant::now();
         let minute = Duration::from_secs(60);
         let mut healing = Healing::default();
-        let spent = "unhealthy after 2 restarts within 10 minutes (RescheduleAfterRestarts=2)";
+        let spent =
+            "unhealthy after 2 restarts within 10 minutes (RescheduleAfterRestarts=2) (move)";
         let rows = [
             (OnUnhealthy::Restart, 2, start, "restart"),
             (OnUnhealthy::Restart, 2, start + minute, "restart"),
@@ -103,7 +119,7 @@ mod tests {
                 OnUnhealthy::Reschedule,
                 2,
                 start,
-                "unhealthy; OnUnhealthy=reschedule: to be moved",
+                "unhealthy; OnUnhealthy=reschedule: to be moved (move)",
             ),
         ];
         for (policy, budget, at, expected) in rows {

@@ -15,6 +15,7 @@ mod leave;
 pub mod manager;
 pub mod order;
 pub mod plan;
+mod reports;
 pub mod started;
 pub mod systemd;
 

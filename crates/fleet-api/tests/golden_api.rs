@@ -223,15 +223,31 @@ async fn the_discovery_document_describes_the_schema() {
         name: "x".into(),
         options: vec![fleet_wire::schema::UnitOption::default()],
         unplaceable_reason: "x".into(),
+        failures: vec![fleet_wire::schema::UnitFailure::default()],
+        rescheduling: "x".into(),
     })
     .unwrap();
-    for field in unit.as_object().unwrap().keys() {
-        assert!(
-            document["schemas"]["Unit"]["properties"]
-                .get(field)
-                .is_some(),
-            "{field}"
-        );
+    let state = serde_json::to_value(fleet_wire::schema::UnitState {
+        hash: "x".into(),
+        machine_id: "x".into(),
+        name: "x".into(),
+        systemd_active_state: "x".into(),
+        systemd_load_state: "x".into(),
+        systemd_sub_state: "x".into(),
+        reason: "x".into(),
+        health: "x".into(),
+        health_output: "x".into(),
+    })
+    .unwrap();
+    for (schema, value) in [("Unit", &unit), ("UnitState", &state)] {
+        for field in value.as_object().unwrap().keys() {
+            assert!(
+                document["schemas"][schema]["properties"]
+                    .get(field)
+                    .is_some(),
+                "{schema}.{field}"
+            );
+        }
     }
 }
 

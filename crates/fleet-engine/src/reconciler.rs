@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fleet_registry::records::JobRecord;
 
-use fleet_registry::records::FailureRecord;
+use fleet_registry::records::{now_ms, FailureRecord};
 use fleet_registry::{
     renewal_interval, EngineWrite, Leadership, Pacing, Registry, RegistryError, Revision, Scope,
     Snapshot,
@@ -529,11 +529,4 @@ fn failures_by_unit(
         }
     }
     by_unit
-}
-
-/// Now, in milliseconds since the epoch (the clock failure reports are stamped with).
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

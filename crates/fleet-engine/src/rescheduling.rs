@@ -97,6 +97,12 @@ pub fn verdict(failures: &Failures<'_>) -> Verdict {
     let due = report.at_ms.saturating_add(duration_ms(delay));
     if failures.now_ms < due {
         verdict.wake_at_ms = Some(due);
+        if record.due_ms != Some(due) {
+            verdict.record = Some(MovesRecord {
+                due_ms: Some(due),
+                ..record
+            });
+        }
         return verdict;
     }
     verdict.evict = Some(format!("failed on {machine}: {}", report.what));
@@ -143,6 +149,7 @@ mod tests {
                 })
                 .collect(),
             moves: machines.len() as u32,
+            due_ms: None,
         }
     }
 
@@ -164,7 +171,7 @@ mod tests {
         }
     }
 
-    /// The verdict as `evict | hold | avoid | recorded action | wake`.
+    /// The verdict as `evict | hold | avoid | what is recorded | wake`.
     fn check(failures: Failures<'_>, expected: &str) {
         let v = verdict(&failures);
         let got = format!(
@@ -176,10 +183,16 @@ mod tests {
                 .map(|m| m.as_str())
                 .collect::<Vec<_>>()
                 .join(","),
-            v.record
-                .as_ref()
-                .and_then(|r| r.history.last())
-                .map_or("-".to_owned(), |e| format!("{} {}", e.machine, e.action)),
+            match &v.record {
+                None => "-".to_owned(),
+                Some(MovesRecord {
+                    due_ms: Some(due), ..
+                }) => format!("due {due}"),
+                Some(r) => r
+                    .history
+                    .last()
+                    .map_or("-".to_owned(), |e| format!("{} {}", e.machine, e.action)),
+            },
             v.wake_at_ms.map_or("-".to_owned(), |w| w.to_string()),
         );
         assert_eq!(got, expected);
@@ -197,14 +210,14 @@ mod tests {
             // Healthy where it is: nothing.
             (at(Some(&m1), &[], None, &fast, 0), "- | - |  | - | -"),
             // Failed, the delay not over: look again when it is.
-            (at(Some(&m1), &[(&m1, &failed)], None, &fast, 20_000), "- | - |  | - | 40000"),
+            (at(Some(&m1), &[(&m1, &failed)], None, &fast, 20_000), "- | - |  | due 40000 | 40000"),
             // Due: it leaves, and m1 is to be avoided.
             (
                 at(Some(&m1), &[(&m1, &failed)], Some(&none), &fast, 40_000),
                 "failed on m1: exited 1 | - | m1 | m1 moved away | -",
             ),
             // Moved once before: twice the delay.
-            (at(Some(&m1), &[(&m1, &failed)], Some(&once), &fast, 40_000), "- | - | m2 | - | 70000"),
+            (at(Some(&m1), &[(&m1, &failed)], Some(&once), &fast, 40_000), "- | - | m2 | due 70000 | 70000"),
             // Unplaced, and m1 still has it: held.
             (
                 at(None, &[(&m1, &failed)], Some(&once), &fast, 90_000),

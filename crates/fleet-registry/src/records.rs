@@ -63,6 +63,13 @@ pub struct FailureRecord {
     pub what: String,
 }
 
+/// Now, in milliseconds since the epoch: the clock failure reports and moves are stamped with.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The engine's record of a unit's recent failures and what it did about each, newest last
 /// (at most [`MovesRecord::KEPT`]), and how many times it has moved the unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -71,6 +78,9 @@ pub struct MovesRecord {
     pub history: Vec<MoveEntry>,
     #[serde(default)]
     pub moves: u32,
+    /// When the failure it is waiting on is due to be acted on (milliseconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_ms: Option<u64>,
 }
 
 impl MovesRecord {
@@ -86,6 +96,7 @@ impl MovesRecord {
         MovesRecord {
             history,
             moves: self.moves + u32::from(moved),
+            due_ms: None,
         }
     }
 }

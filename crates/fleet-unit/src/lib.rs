@@ -21,6 +21,7 @@ pub mod parse;
 pub mod requirements;
 pub mod state;
 pub mod timespan;
+pub mod timestamp;
 pub mod unit_file;
 pub mod validate;
 

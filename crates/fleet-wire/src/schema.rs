@@ -45,6 +45,23 @@ pub struct Unit {
         skip_serializing_if = "String::is_empty"
     )]
     pub unplaceable_reason: String,
+    /// Ours: the unit's recent failures and what was done about each, oldest first; absent
+    /// when it has had none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<UnitFailure>,
+    /// Ours: when it is to be moved after a failure (`rescheduling in 25s`); absent otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rescheduling: String,
+}
+
+/// One failure of a unit: where, when (RFC 3339), what failed, and what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UnitFailure {
+    #[serde(rename = "machineID")]
+    pub machine_id: String,
+    pub time: String,
+    pub what: String,
+    pub action: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -288,7 +305,7 @@ mod tests {
                     section: "Unit".into(),
                     value: "Unit a".into(),
                 }],
-                unplaceable_reason: String::new(),
+                ..Unit::default()
             },
             r#"{"currentState":"launched","desiredState":"launched","machineID":"3d12","name":"a.service","options":[{"name":"Description","section":"Unit","value":"Unit a"}]}"#,
         );

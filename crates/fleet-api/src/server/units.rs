@@ -2,6 +2,11 @@
 
 use super::*;
 
+use std::time::UNIX_EPOCH;
+
+use fleet_unit::timestamp::rfc3339;
+use fleet_wire::schema::UnitFailure;
+
 /// A unit as the API shows it but for its options, with the hash of its file; `None` when it
 /// does not exist. `placed` is where the schedule has it.
 pub(super) fn unit_fields(
@@ -27,6 +32,24 @@ pub(super) fn unit_fields(
         if placed.is_none() {
             if let Some(reason) = snapshot.reasons.get(name) {
                 unit.unplaceable_reason = reason.reason.clone();
+            }
+        }
+    }
+    if let Some(moves) = snapshot.moves.get(name) {
+        unit.failures = moves
+            .history
+            .iter()
+            .map(|entry| UnitFailure {
+                machine_id: entry.machine.clone(),
+                time: rfc3339(UNIX_EPOCH + Duration::from_millis(entry.at_ms)),
+                what: entry.what.clone(),
+                action: entry.action.clone(),
+            })
+            .collect();
+        if let (Some(due), Some(_)) = (moves.due_ms, placed) {
+            let left = due.saturating_sub(fleet_registry::records::now_ms());
+            if left > 0 {
+                unit.rescheduling = format!("rescheduling in {}s", left.div_ceil(1000));
             }
         }
     }

@@ -81,7 +81,10 @@ pub fn render(flags: &TableFlags, units: &[Unit], machines: &[Machine]) -> Strin
             "desc" => table::or_dash(file.description().unwrap_or_default()),
             "global" => global.to_string(),
             // Ours: why the engine cannot place it.
-            "reason" => table::or_dash(&unit.unplaceable_reason),
+            "reason" => match unit.unplaceable_reason.is_empty() {
+                true => table::or_dash(&unit.rescheduling),
+                false => unit.unplaceable_reason.clone(),
+            },
             _ => "-".into(),
         }
     })

@@ -48,6 +48,7 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
                         unit.unplaceable_reason
                     )?;
                 }
+                failures(&unit, &mut *io.err)?;
                 return Ok(1);
             }
             Ok(Some(unit)) => units.push(unit),
@@ -103,8 +104,35 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
                 Shown::Status(status) => code = if code == 0 { status } else { code },
             }
         }
+        failures(unit, &mut *io.out)?;
     }
     Ok(code)
+}
+
+/// The unit's failures and what was done about them (ours: absent for a unit that had none),
+/// and when it is to move.
+fn failures(unit: &Unit, out: &mut dyn io::Write) -> io::Result<()> {
+    if unit.failures.is_empty() && unit.rescheduling.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    if !unit.rescheduling.is_empty() {
+        writeln!(out, "Unit {}: {}", unit.name, unit.rescheduling)?;
+    }
+    if !unit.failures.is_empty() {
+        writeln!(out, "Failures of {} (oldest first):", unit.name)?;
+    }
+    for failure in &unit.failures {
+        writeln!(
+            out,
+            "  {} on {}: {}; {}",
+            failure.time,
+            machine_column(&failure.machine_id, None, false),
+            failure.what,
+            failure.action
+        )?;
+    }
+    Ok(())
 }
 
 struct Context<'a> {
