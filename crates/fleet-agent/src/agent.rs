@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use crate::error::AgentError;
 use crate::fence::{self, Fence};
 use crate::healing::{Healing, Remedy};
-use crate::health::Monitor;
+use crate::health::{HealthCounters, Monitor};
 use crate::jobs::{self, Job, Outcome, Work};
 use crate::lease::{self, LeaseConfig, LeaseStatus};
 use crate::manager::UnitManager;
@@ -51,6 +51,8 @@ pub struct AgentConfig {
     /// New announcements of this machine (a configuration reload changed its metadata or
     /// address): the agent announces them on the same lease.
     pub updates: Option<watch::Receiver<MachineRecord>>,
+    /// What the health checks do, counted (for the machine's metrics).
+    pub health: Arc<HealthCounters>,
 }
 
 /// Runs the agent until `shutdown` turns true. Units are left as they are on the way out
@@ -89,7 +91,7 @@ pub async fn run(
         lease.clone(),
         fence_stopped,
     ));
-    let (health, health_told) = Monitor::new(config.machine.as_str());
+    let (health, health_told) = Monitor::new(config.machine.as_str(), Arc::clone(&config.health));
     let result = follow(
         Agent {
             health,
@@ -738,6 +740,10 @@ impl Agent {
                         .is_some_and(|u| Requirements::raw(u).stops_when_disconnected());
                     // Its checks begin again, start period included, once it runs again.
                     self.health.forget(&name);
+                    self.config
+                        .health
+                        .restarts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let work = BTreeMap::from([(name, (Work::Restart, disconnect))]);
                     self.issue(work, &BTreeMap::new());
                 }

@@ -61,6 +61,25 @@ fn verify_reports_problems_with_lines() {
         "DIR/x.service: warning: unrecognized requirement in [X-Fleet] section: \"Bogus\"\n\
          DIR/x.service: error: MachineID cannot be used with Global\n",
     );
+    // Ours: the self-healing keys are known (no warning) and checked, naming key and line.
+    check(
+        "healthy.service",
+        b"[Service]\nExecStart=/bin/true\n[X-Fleet]\nHealthCheck=http://localhost:8080/\nHealthCheckInterval=5s\nReschedule=no\n",
+        0,
+        "",
+    );
+    check(
+        "sick.service",
+        b"[Service]\nExecStart=/bin/true\n[X-Fleet]\nHealthCheck=tcp://db:5432\nHealthCheck=ftp://h:21/\n",
+        1,
+        "DIR/sick.service:5: error: invalid HealthCheck=ftp://h:21/: unknown scheme \"ftp\": use http://HOST:PORT/PATH, tcp://HOST:PORT or exec:COMMAND\n",
+    );
+    check(
+        "eager.service",
+        b"[X-Fleet]\nHealthCheck=tcp://db:5432\nHealthCheckInterval = 0\n",
+        1,
+        "DIR/eager.service:3: error: invalid HealthCheckInterval=0: use 1ms to 24h\n",
+    );
     check(
         "bin.service",
         b"[Unit]\nA=\xff\n",

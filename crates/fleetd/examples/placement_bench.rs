@@ -190,6 +190,7 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
             lease_file: dir.path().join(format!("m{m}.lease")),
             started_file: None,
             state_poll: Duration::from_secs(1),
+            health: Default::default(),
             resync: Duration::from_secs(600),
             updates: None,
         };

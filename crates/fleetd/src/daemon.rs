@@ -117,6 +117,7 @@ pub async fn run(
         lease_file: config.data_dir.join(LEASE_FILE),
         started_file: Some(config.data_dir.join(STARTED_FILE)),
         state_poll: Duration::from_millis(500),
+        health: Default::default(),
         resync: config.engine_reconcile_interval * 5,
     };
     let agent_config = agent.clone();
@@ -130,6 +131,7 @@ pub async fn run(
     let local = Arc::new(ManagerUnits {
         machine: machine.to_string(),
         manager: Arc::clone(&manager_for_exit),
+        health: Arc::clone(&agent_config.health),
     });
     let api = ApiState::with_local_units(
         registry.clone(),
@@ -232,12 +234,33 @@ fn notify_ready() {
 struct ManagerUnits {
     machine: String,
     manager: Arc<dyn UnitManager>,
+    health: Arc<fleet_agent::health::HealthCounters>,
 }
 
 #[async_trait::async_trait]
 impl fleet_api::server::LocalUnits for ManagerUnits {
     fn machine(&self) -> String {
         self.machine.clone()
+    }
+
+    fn metrics(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let checks = |result: &str, counter: &std::sync::atomic::AtomicU64| {
+            format!(
+                "fleet_health_checks_total{{result=\"{result}\"}} {}\n",
+                counter.load(Relaxed)
+            )
+        };
+        format!(
+            "# HELP fleet_health_checks_total Health check rounds run on this machine, by result.\n\
+             # TYPE fleet_health_checks_total counter\n{}{}\
+             # HELP fleet_health_restarts_total Units restarted on this machine because their checks failed.\n\
+             # TYPE fleet_health_restarts_total counter\n\
+             fleet_health_restarts_total {}\n",
+            checks("passed", &self.health.passed),
+            checks("failed", &self.health.failed),
+            self.health.restarts.load(Relaxed)
+        )
     }
 
     async fn lines(&self, unit: &fleet_unit::UnitName, lines: usize) -> Option<Vec<String>> {

@@ -100,6 +100,7 @@ fn agent_config(machine: &MachineId, ttl: Duration, dir: &std::path::Path) -> Ag
         lease_file: dir.join("lease"),
         started_file: None,
         state_poll: Duration::from_millis(50),
+        health: Default::default(),
         resync: Duration::from_secs(5),
         updates: None,
     }

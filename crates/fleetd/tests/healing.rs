@@ -140,6 +140,18 @@ fn an_unhealthy_unit_is_restarted_in_place_until_its_budget_is_spent() {
     );
     assert!(out.contains(&format!("   Reason: {reason}")), "{out}");
 
+    let (_, metrics) = http_unix(&dir.path().join("fleet.sock"), "GET", "/metrics", None);
+    assert!(
+        metrics.contains("fleet_health_restarts_total 2\n"),
+        "{metrics}"
+    );
+    let failed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("fleet_health_checks_total{result=\"failed\"} "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(failed >= 6, "{failed} failed checks: {metrics}");
+
     // Healthy again: the reason goes; the same process runs on.
     healthy.store(true, Ordering::SeqCst);
     eventually("healthy again", Duration::from_secs(15), || {
@@ -168,5 +180,32 @@ fn with_on_unhealthy_none_the_unit_is_only_reported() {
     });
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(main_pid(dir.path(), unit), Some(pid), "never restarted");
+    common::stop(&mut fleetd, "-TERM");
+}
+
+#[test]
+fn a_health_check_that_cannot_be_used_is_refused_at_submit_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleetd = started(dir.path());
+    let body = r#"{"desiredState":"launched","options":[{"section":"Service","name":"ExecStart","value":"/bin/sleep 600"},{"section":"X-Fleet","name":"HealthCheck","value":"tcp://localhost:99999"}]}"#;
+    let (status, answer) = http_unix(
+        &dir.path().join("fleet.sock"),
+        "PUT",
+        "/fleet/v1/units/bad.service",
+        Some(body),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer
+            .contains("invalid HealthCheck=tcp://localhost:99999: port \\\"99999\\\" out of range"),
+        "{answer}"
+    );
+    let (_, listed) = http_unix(
+        &dir.path().join("fleet.sock"),
+        "GET",
+        "/fleet/v1/units",
+        None,
+    );
+    assert!(!listed.contains("bad.service"), "{listed}");
     common::stop(&mut fleetd, "-TERM");
 }

@@ -75,7 +75,7 @@ fn failing_on(fails_on: &MachineId, x_fleet: &str) -> UnitFile {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unit_failing_on_one_machine_moves_to_one_where_it_works() {
-    let (_etcd, _dir, _fleetds, registry, machines) = cluster().await;
+    let (_etcd, dir, _fleetds, registry, machines) = cluster().await;
     let name = UnitName::new("picky.service").unwrap();
     let unit = failing_on(&machines[0], "RescheduleDelay=1s\n");
     registry
@@ -122,6 +122,12 @@ async fn a_unit_failing_on_one_machine_moves_to_one_where_it_works() {
         .map(|(machine, _)| machine.clone())
         .collect();
     assert_eq!(placed, vec![machines[1].clone()]);
+    let socket = dir.path().join("m2/fleet.sock");
+    let (_, metrics) = fleet_testkit::measure::http_unix(&socket, "GET", "/metrics", None);
+    assert!(
+        metrics.contains("fleet_unit_moves_recorded{reason=\"failed\"} 1\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,8 +190,6 @@ fn a_unit_failing_everywhere_backs_off_and_is_given_up_on() {
     );
     assert_eq!(code, 0, "{err}");
     let began = Instant::now();
-    let registry = dir.path().join("data/registry.redb");
-    let _ = registry;
     let moves = common::eventually("given up after two moves", Duration::from_secs(30), || {
         let (status, body) = fleet_testkit::measure::http_unix(
             &dir.path().join("fleet.sock"),

@@ -70,6 +70,7 @@ impl Cluster {
             lease_file: dir.path().join("lease"),
             started_file: None,
             state_poll: Duration::from_millis(20),
+            health: Default::default(),
             resync: Duration::from_secs(2),
             updates: None,
         };

@@ -64,6 +64,7 @@ async fn a_launched_unit_runs_and_an_inactive_one_is_gone() {
             lease_file: dir.path().join("lease"),
             started_file: None,
             state_poll: Duration::from_millis(50),
+            health: Default::default(),
             resync: Duration::from_secs(5),
             updates: None,
         },

@@ -9,6 +9,7 @@
 mod probe;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,25 @@ pub use probe::{probe, Probed, OUTPUT_TAIL};
 
 /// Rounds of checks under way at once on a machine (each may hold a connection or a process).
 pub const CONCURRENT: usize = 64;
+
+/// What the checks of a machine have done, for its metrics.
+#[derive(Debug, Default)]
+pub struct HealthCounters {
+    pub passed: AtomicU64,
+    pub failed: AtomicU64,
+    /// Units restarted in place because their checks failed.
+    pub restarts: AtomicU64,
+}
+
+impl HealthCounters {
+    fn count(&self, passed: bool) {
+        let counter = match passed {
+            true => &self.passed,
+            false => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// What the checks last said of a unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +81,7 @@ pub struct Monitor {
     changed: watch::Sender<()>,
     permits: Arc<Semaphore>,
     machine: SpecifierContext,
+    counters: Arc<HealthCounters>,
 }
 
 /// A unit under watch: the version whose checks run, and their task (ended when dropped).
@@ -78,7 +99,7 @@ impl Drop for Watched {
 impl Monitor {
     /// A monitor for the machine `machine_id`; the receiver is told of every change of any
     /// unit's health.
-    pub fn new(machine_id: &str) -> (Monitor, watch::Receiver<()>) {
+    pub fn new(machine_id: &str, counters: Arc<HealthCounters>) -> (Monitor, watch::Receiver<()>) {
         let (changed, told) = watch::channel(());
         let machine = SpecifierContext {
             machine_id: machine_id.to_owned(),
@@ -92,6 +113,7 @@ impl Monitor {
             changed,
             permits: Arc::new(Semaphore::new(CONCURRENT)),
             machine,
+            counters,
         };
         (monitor, told)
     }
@@ -120,6 +142,7 @@ impl Monitor {
                 Arc::clone(&self.results),
                 self.changed.clone(),
                 Arc::clone(&self.permits),
+                Arc::clone(&self.counters),
             ));
             self.watched.insert(name, Watched { hash, task });
         }
@@ -217,6 +240,7 @@ async fn watch_unit(
     results: Results,
     changed: watch::Sender<()>,
     permits: Arc<Semaphore>,
+    counters: Arc<HealthCounters>,
 ) {
     let began = Instant::now();
     let mut state = HealthState::Starting;
@@ -236,6 +260,7 @@ async fn watch_unit(
             };
             round(&checks, policy.timeout).await
         };
+        counters.count(probed.passed);
         let next = if probed.passed {
             failures = 0;
             HealthState::Healthy
@@ -301,7 +326,7 @@ mod tests {
     async fn health_follows_the_checks_and_the_units_that_run() {
         let dir = tempfile::tempdir().unwrap();
         let flag = dir.path().join("healthy");
-        let (mut monitor, _told) = Monitor::new("0123456789abcdef0123456789abcdef");
+        let (mut monitor, _told) = Monitor::new("0123456789abcdef0123456789abcdef", Arc::default());
         let web = UnitName::new("web.service").unwrap();
         let hash = fleet_unit::UnitFile::parse("").unwrap().hash();
         let check = format!("exec:/bin/test -f {}", flag.display());
@@ -325,7 +350,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_in_the_start_period_do_not_count_and_specifiers_resolve() {
-        let (mut monitor, _told) = Monitor::new("0123456789abcdef0123456789abcdef");
+        let (mut monitor, _told) = Monitor::new("0123456789abcdef0123456789abcdef", Arc::default());
         let unit = UnitName::new("probe@7.service").unwrap();
         let hash = fleet_unit::UnitFile::parse("").unwrap().hash();
         // Fails until the start period is over: stays starting, then unhealthy after one.

@@ -22,7 +22,32 @@ pub(super) async fn metrics(state: &ApiState) -> Answer {
             );
         }
     }
+    if let Some(local) = &state.local {
+        text.push_str(&local.metrics());
+    }
     if let Ok(snapshot) = snapshot(state).await {
+        let mut moved: BTreeMap<&str, u64> = BTreeMap::new();
+        for record in snapshot.moves.values() {
+            for entry in record.history.iter().filter(|e| e.action == "moved away") {
+                let reason = match entry.what.starts_with("unhealthy") {
+                    true => "unhealthy",
+                    false => "failed",
+                };
+                *moved.entry(reason).or_default() += 1;
+            }
+        }
+        let _ = writeln!(
+            text,
+            "# HELP fleet_unit_moves_recorded Moves of failed units in the units' recent histories, by reason."
+        );
+        let _ = writeln!(text, "# TYPE fleet_unit_moves_recorded gauge");
+        for reason in ["failed", "unhealthy"] {
+            let count = moved.get(reason).copied().unwrap_or(0);
+            let _ = writeln!(
+                text,
+                "fleet_unit_moves_recorded{{reason=\"{reason}\"}} {count}"
+            );
+        }
         let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
         for name in snapshot.jobs.keys() {
             let record = &snapshot.jobs[name];

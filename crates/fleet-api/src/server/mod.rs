@@ -96,6 +96,11 @@ pub trait LocalUnits: Send + Sync {
     async fn description(&self, _unit: &UnitName) -> Option<String> {
         None
     }
+    /// This machine's own metrics (Prometheus text: its health checks), appended to
+    /// `/metrics`.
+    fn metrics(&self) -> String {
+        String::new()
+    }
 }
 
 impl ApiState {

@@ -6,7 +6,7 @@ use std::io;
 
 use fleet_unit::name::{mangle, validate_name};
 use fleet_unit::parse::{parse, Severity};
-use fleet_unit::requirements::{validate_requirements, Requirements};
+use fleet_unit::requirements::{validate_requirements, Requirements, RequirementsError};
 use fleet_unit::UnitFile;
 
 use crate::Io;
@@ -57,8 +57,28 @@ fn verify_file(path: &str, io: &mut Io<'_>) -> io::Result<bool> {
         writeln!(io.err, "{path}: warning: {warning}")?;
     }
     if let Err(e) = validate_requirements(&unit) {
-        writeln!(io.err, "{path}: error: {e}")?;
+        let line = match &e {
+            RequirementsError::Health(invalid) => line_of(&bytes, invalid.key, &invalid.value),
+            _ => None,
+        };
+        match line {
+            Some(line) => writeln!(io.err, "{path}:{line}: error: {e}")?,
+            None => writeln!(io.err, "{path}: error: {e}")?,
+        }
         valid = false;
     }
     Ok(valid)
+}
+
+/// The line (from 1) where `key` is set to `value`, the last such line (the one in force).
+fn line_of(text: &[u8], key: &str, value: &str) -> Option<usize> {
+    let text = String::from_utf8_lossy(text);
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            line.split_once('=')
+                .is_some_and(|(k, v)| k.trim() == key && v.trim() == value)
+        })
+        .map(|(at, _)| at + 1)
+        .last()
 }
