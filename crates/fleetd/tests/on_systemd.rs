@@ -328,6 +328,76 @@ fn fleetd_restarted_or_stopped_as_a_service() {
     );
 }
 
+/// Self-healing on systemd: a unit whose check fails is restarted in place (a new main
+/// process in systemd) until its budget is spent, then left unhealthy with the reason; a unit
+/// that fails is started again where it is (the only machine) after its delay, and given up on
+/// after `RescheduleAttempts=`, with the failures in the API.
+#[test]
+fn units_heal_on_systemd_as_on_the_native_supervisor() {
+    let host = Host::boot();
+    let flag = host.sandbox.root().join("run/healthy");
+    std::fs::write(&flag, "").unwrap();
+    let checked = "[Service]\nExecStart=/bin/sleep 300\n[X-Fleet]\nHealthCheck=exec:/bin/test -f /run/healthy\nHealthCheckInterval=200ms\nHealthCheckStartPeriod=0\nHealthCheckFailures=2\nRescheduleAfterRestarts=1\n";
+    let broken =
+        "[Service]\nExecStart=/bin/false\n[X-Fleet]\nRescheduleDelay=1s\nRescheduleAttempts=1\n";
+    let files = host.files(&[("checked.service", checked), ("broken.service", broken)]);
+    host.fleetctl_ok(&["start", "--no-block", &files[0], &files[1]]);
+    let within = Duration::from_secs(20);
+    host.until_listed("checked.service", "active", "running", within);
+    let health = || {
+        host.fleetctl_ok(&["list-units", "--no-legend", "--fields=unit,health,reason"])
+            .lines()
+            .find(|l| l.starts_with("checked.service"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    eventually("healthy", within, || holds(health().contains("healthy")));
+    let first = host.property("checked.service", "MainPID");
+    std::fs::remove_file(&flag).unwrap();
+    eventually("restarted by its checks", within, || {
+        let now = host.property("checked.service", "MainPID");
+        holds(now != first && now != "0")
+    });
+    eventually("left unhealthy once the budget is spent", within, || {
+        let line = health();
+        holds(line.contains("unhealthy") && line.contains("RescheduleAfterRestarts=1"))
+            .map_err(|_| line)
+    });
+    let socket = host.sandbox.shared_dir().join("fleet.sock");
+    let actions = eventually(
+        "the broken unit given up on",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = fleet_testkit::measure::http_unix(
+                &socket,
+                "GET",
+                "/fleet/v1/units/broken.service",
+                None,
+            );
+            let unit: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let actions: Vec<String> = unit["failures"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|f| f["action"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            match actions.last().is_some_and(|a| a.contains("gave up")) {
+                true => Ok(actions),
+                false => Err(format!("{actions:?}\n{}", host.fleetd_log())),
+            }
+        },
+    );
+    assert_eq!(
+        actions,
+        [
+            "moved away",
+            "left where it failed: gave up after 1 moves (RescheduleAttempts=1)"
+        ]
+    );
+    assert_eq!(host.property("broken.service", "ActiveState"), "failed");
+}
+
 #[test]
 fn two_hundred_units_are_cheap_to_hold() {
     const COUNT: usize = 200;
