@@ -31,6 +31,13 @@ fn main() {
     // connection).
     let listener = TcpListener::bind("127.0.0.1:0").expect("a listener");
     let check = format!("tcp://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    // Accepted and closed at once: a listener that never accepts fills its queue, and then
+    // connections (checks) hang.
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            drop(connection);
+        }
+    });
     let setup = Setup {
         etcd: Some(etcd.endpoint()),
         settings: vec![
