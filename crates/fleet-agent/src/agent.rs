@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::error::AgentError;
 use crate::fence::{self, Fence};
-use crate::healing::{Healing, Remedy};
+use crate::healing::{GlobalRemedy, GlobalRestarts, Healing, Remedy};
 use crate::health::{HealthCounters, Monitor};
 use crate::jobs::{self, Job, Outcome, Work};
 use crate::lease::{self, LeaseConfig, LeaseStatus};
@@ -53,6 +53,9 @@ pub struct AgentConfig {
     pub updates: Option<watch::Receiver<MachineRecord>>,
     /// What the health checks do, counted (for the machine's metrics).
     pub health: Arc<HealthCounters>,
+    /// Whether a failed unit is healed when its `Reschedule=` says nothing (here: a global
+    /// unit restarted in place; the engine moves the others).
+    pub reschedule_failed_units: bool,
 }
 
 /// Runs the agent until `shutdown` turns true. Units are left as they are on the way out
@@ -100,6 +103,10 @@ pub async fn run(
             unhealthy_left: BTreeMap::new(),
             reports: Reports::default(),
             launched_here: BTreeSet::new(),
+            global_restarts: GlobalRestarts::default(),
+            launched_globals: BTreeSet::new(),
+            given_up: BTreeMap::new(),
+            wake_at: None,
             registry,
             manager,
             lease: lease.clone(),
@@ -252,6 +259,11 @@ async fn follow(
                 agent.publish_or_warn().await;
             }
             _ = resync.tick() => dirty = true,
+            // A failed global unit's restart is due.
+            _ = sleep_until(agent.wake_at.map(Into::into)) => {
+                agent.wake_at = None;
+                agent.publish_or_warn().await;
+            }
             ended = &mut *keeper => return ended.unwrap_or_else(|e| Err(AgentError::KeeperFailed(e.to_string()))),
             _ = shutdown.changed() => {
                 agent.wind_down().await;
@@ -357,6 +369,14 @@ struct Agent {
     reports: Reports,
     /// The units placed here (not global ones) wanted launched: those a failure is reported of.
     launched_here: BTreeSet<UnitName>,
+    /// Failed global units, restarted here after their delay.
+    global_restarts: GlobalRestarts,
+    /// The global units this machine runs, wanted launched.
+    launched_globals: BTreeSet<UnitName>,
+    /// Failed units no longer restarted here, and why (their reason).
+    given_up: BTreeMap<UnitName, String>,
+    /// When a failed global unit is due to be restarted.
+    wake_at: Option<Instant>,
 }
 
 impl Agent {
@@ -443,6 +463,13 @@ impl Agent {
             .map(|(name, _)| name.clone())
             .collect();
         let (desired, unreadable) = self.desired(snapshot).await?;
+        self.launched_globals = desired
+            .iter()
+            .filter(|(name, (record, _))| {
+                snapshot.global.contains_key(*name) && record.desired == JobState::Launched
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         let loaded = self.manager.loaded().await?;
         let fresh: Vec<(UnitName, UnitFile)> = desired
             .iter()
@@ -755,6 +782,51 @@ impl Agent {
         }
     }
 
+    /// Restarts the failed global units whose delay is over (they are never moved), and says
+    /// when the next one is due.
+    fn restart_failed_globals(&mut self, loaded: &BTreeMap<UnitName, (UnitHash, SystemdState)>) {
+        let now = Instant::now();
+        self.global_restarts
+            .retain(|name| loaded.contains_key(name));
+        self.given_up.retain(|name, _| loaded.contains_key(name));
+        let mut wake_at: Option<Instant> = None;
+        for (name, (hash, state)) in loaded {
+            if !self.launched_globals.contains(name) || state.active != "failed" {
+                self.global_restarts.running(name);
+                continue;
+            }
+            if self.busy.contains_key(name) || self.given_up.contains_key(name) {
+                continue;
+            }
+            let Some(unit) = self.units.get(hash) else {
+                continue;
+            };
+            let Ok(policy) = reschedule_policy(unit) else {
+                continue;
+            };
+            if !policy
+                .on_failure
+                .unwrap_or(self.config.reschedule_failed_units)
+            {
+                continue;
+            }
+            match self.global_restarts.failed(name, &policy, now) {
+                GlobalRemedy::Restart => {
+                    tracing::warn!(unit = %name, "agent: restarting a failed global unit in place");
+                    let disconnect = Requirements::raw(unit).stops_when_disconnected();
+                    let work = BTreeMap::from([(name.clone(), (Work::Restart, disconnect))]);
+                    self.issue(work, &BTreeMap::new());
+                }
+                GlobalRemedy::At(due) => wake_at = Some(wake_at.map_or(due, |w| w.min(due))),
+                GlobalRemedy::Leave(why) => {
+                    tracing::warn!(unit = %name, why, "agent: a failed global unit is left failed");
+                    self.given_up.insert(name.clone(), why);
+                }
+            }
+        }
+        self.wake_at = wake_at;
+    }
+
     /// Reports the units that failed here (to be moved), and withdraws the reports of those
     /// that no longer have.
     async fn report_failures(
@@ -848,7 +920,8 @@ impl Agent {
                 .refused_starts
                 .get(name)
                 .filter(|_| state.active != "active")
-                .or(self.unhealthy_left.get(name).map(|(why, _)| why));
+                .or(self.unhealthy_left.get(name).map(|(why, _)| why))
+                .or(self.given_up.get(name).filter(|_| state.active == "failed"));
             let mut record = state_record(
                 state,
                 *hash,
@@ -882,6 +955,7 @@ impl Agent {
                 .filter(|n| !loaded.contains_key(*n) && !self.load_errors.contains_key(*n))
                 .map(|n| (n.clone(), None)),
         );
+        self.restart_failed_globals(&loaded);
         self.report_failures(&lease, &loaded).await?;
         if changes.is_empty() {
             return Ok(());

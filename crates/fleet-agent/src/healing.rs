@@ -136,3 +136,100 @@ mod tests {
         );
     }
 }
+
+/// Failed global units, restarted where they are (they are never moved): after
+/// `RescheduleDelay=` doubled per restart, at most `RescheduleAttempts=` times.
+#[derive(Debug, Default)]
+pub struct GlobalRestarts {
+    /// Since when each failed global unit has been failed.
+    failing: BTreeMap<UnitName, Instant>,
+    /// Restarts of each for its failures, while it is here.
+    restarts: BTreeMap<UnitName, u32>,
+}
+
+/// What to do now about a failed global unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GlobalRemedy {
+    Restart,
+    /// Not yet: look again then.
+    At(Instant),
+    /// No more restarts, and why.
+    Leave(String),
+}
+
+impl GlobalRestarts {
+    /// The remedy for `name`, failed now, by its policy; a restart is counted.
+    pub fn failed(
+        &mut self,
+        name: &UnitName,
+        policy: &fleet_unit::health::ReschedulePolicy,
+        now: Instant,
+    ) -> GlobalRemedy {
+        let restarts = self.restarts.get(name).copied().unwrap_or(0);
+        if policy.attempts > 0 && restarts >= policy.attempts {
+            return GlobalRemedy::Leave(format!(
+                "failed; restarted {restarts} times (RescheduleAttempts={})",
+                policy.attempts
+            ));
+        }
+        let since = *self.failing.entry(name.clone()).or_insert(now);
+        let due = since + fleet_unit::health::reschedule_delay(policy, restarts);
+        if now < due {
+            return GlobalRemedy::At(due);
+        }
+        self.failing.remove(name);
+        self.restarts.insert(name.clone(), restarts + 1);
+        GlobalRemedy::Restart
+    }
+
+    /// `name` is not failed (any more).
+    pub fn running(&mut self, name: &UnitName) {
+        self.failing.remove(name);
+    }
+
+    /// Forgets the units `keep` does not keep (no longer here).
+    pub fn retain(&mut self, keep: impl Fn(&UnitName) -> bool) {
+        self.failing.retain(|name, _| keep(name));
+        self.restarts.retain(|name, _| keep(name));
+    }
+}
+
+#[cfg(test)]
+mod global_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn failed_global_units_are_restarted_after_a_doubling_delay_and_not_forever() {
+        let policy = fleet_unit::health::ReschedulePolicy {
+            on_failure: None,
+            after_restarts: 3,
+            delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            attempts: 2,
+        };
+        let name = UnitName::new("mon.service").unwrap();
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut restarts = GlobalRestarts::default();
+        let rows = [
+            (start, GlobalRemedy::At(start + second)),
+            (start + second, GlobalRemedy::Restart),
+            // Failed again at once: twice the delay from now.
+            (start + second, GlobalRemedy::At(start + 3 * second)),
+            (start + 3 * second, GlobalRemedy::Restart),
+            (
+                start + 10 * second,
+                GlobalRemedy::Leave("failed; restarted 2 times (RescheduleAttempts=2)".into()),
+            ),
+        ];
+        for (now, expected) in rows {
+            assert_eq!(restarts.failed(&name, &policy, now), expected);
+        }
+        restarts.retain(|_| false);
+        assert_eq!(
+            restarts.failed(&name, &policy, start),
+            GlobalRemedy::At(start + second)
+        );
+    }
+}

@@ -191,6 +191,7 @@ async fn measure(units: usize, machines: usize, agent_ttl: Duration) -> Outcome 
             started_file: None,
             state_poll: Duration::from_secs(1),
             health: Default::default(),
+            reschedule_failed_units: true,
             resync: Duration::from_secs(600),
             updates: None,
         };

@@ -118,6 +118,7 @@ pub async fn run(
         started_file: Some(config.data_dir.join(STARTED_FILE)),
         state_poll: Duration::from_millis(500),
         health: Default::default(),
+        reschedule_failed_units: config.reschedule_failed_units,
         resync: config.engine_reconcile_interval * 5,
     };
     let agent_config = agent.clone();

@@ -101,6 +101,7 @@ fn agent_config(machine: &MachineId, ttl: Duration, dir: &std::path::Path) -> Ag
         started_file: None,
         state_poll: Duration::from_millis(50),
         health: Default::default(),
+        reschedule_failed_units: true,
         resync: Duration::from_secs(5),
         updates: None,
     }

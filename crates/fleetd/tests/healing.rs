@@ -209,3 +209,43 @@ fn a_health_check_that_cannot_be_used_is_refused_at_submit_naming_the_key() {
     assert!(!listed.contains("bad.service"), "{listed}");
     common::stop(&mut fleetd, "-TERM");
 }
+
+/// A global unit is never moved: one that fails is started again where it is, after its
+/// delay doubled per restart, and left failed (with the reason) after `RescheduleAttempts=`.
+#[test]
+fn a_failed_global_unit_is_restarted_in_place_and_not_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleetd = started(dir.path());
+    let starts = dir.path().join("starts");
+    let file = dir.path().join("flaky.service");
+    std::fs::write(
+        &file,
+        format!(
+            "[Service]\nExecStart=/bin/sh -c 'echo start >> {}; exit 1'\n[X-Fleet]\nGlobal=true\nRescheduleDelay=1s\nRescheduleAttempts=2\n",
+            starts.display()
+        ),
+    )
+    .unwrap();
+    let began = std::time::Instant::now();
+    let (code, _, err) = fleetctl(
+        dir.path(),
+        &["start", "--no-block", &file.display().to_string()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let reason = "failed; restarted 2 times (RescheduleAttempts=2)";
+    eventually("given up, with the reason", Duration::from_secs(20), || {
+        let state = state(dir.path(), "flaky.service");
+        common::holds(state["systemdActiveState"] == "failed" && state["reason"] == reason)
+            .map_err(|_| state.to_string())
+    });
+    // Started, then again after 1 s and after 2 s more.
+    assert!(
+        began.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let started = std::fs::read_to_string(&starts).unwrap_or_default();
+    assert_eq!(started.lines().count(), 3, "{started}");
+    common::stop(&mut fleetd, "-TERM");
+}

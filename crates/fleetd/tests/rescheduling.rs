@@ -1,8 +1,9 @@
 //! Failed units move, with real fleetds: two machines on a real etcd, a unit that fails on
 //! one of them only (its command fails unless `%m` is the other) ends up running on the other
 //! within its `RescheduleDelay=` and a few seconds, with the failure recorded; with
-//! `Reschedule=no` it stays where it failed; on a single machine a unit that fails everywhere
-//! is started again there with a growing delay and given up on after `RescheduleAttempts=`.
+//! `Reschedule=no` it stays where it failed; a unit whose health check fails on one machine
+//! is restarted there, then moved; on a single machine a unit that fails everywhere is
+//! started again there with a growing delay and given up on after `RescheduleAttempts=`.
 
 mod common;
 use common::{until, Daemon};
@@ -127,6 +128,70 @@ async fn a_unit_failing_on_one_machine_moves_to_one_where_it_works() {
     assert!(
         metrics.contains("fleet_unit_moves_recorded{reason=\"failed\"} 1\n"),
         "{metrics}"
+    );
+}
+
+/// An HTTP server on loopback answering `/<machine>` with 503 for `sick` and 200 otherwise;
+/// its port.
+fn health_endpoint(sick: MachineId) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 1024];
+            let read = stream.read(&mut request).unwrap_or(0);
+            let line = String::from_utf8_lossy(&request[..read]).into_owned();
+            let status = match line.starts_with(&format!("GET /{sick} ")) {
+                true => "503 Service Unavailable",
+                false => "200 OK",
+            };
+            let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_unhealthy_on_one_machine_is_restarted_then_moved() {
+    let (_etcd, _dir, _fleetds, registry, machines) = cluster().await;
+    let port = health_endpoint(machines[0].clone());
+    let name = UnitName::new("checked.service").unwrap();
+    let unit = UnitFile::parse(format!(
+        "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nHealthCheck=http://127.0.0.1:{port}/%m\nHealthCheckInterval=100ms\nHealthCheckStartPeriod=0\nHealthCheckFailures=2\nRescheduleAfterRestarts=1\nRescheduleDelay=1s\n"
+    ))
+    .unwrap();
+    registry
+        .create_job(&name, &unit, JobState::Launched)
+        .await
+        .unwrap();
+    let snapshot = until(
+        &registry,
+        "healthy on the other machine",
+        Duration::from_secs(30),
+        |s| {
+            s.states
+                .get(&machines[1])
+                .and_then(|states| states.get(&name))
+                .is_some_and(|state| {
+                    state.sub == "running"
+                        && state.health.as_ref().is_some_and(|h| h.state == "healthy")
+                })
+        },
+    )
+    .await;
+    let entry = &snapshot.moves[&name].history[0];
+    assert_eq!(
+        (entry.machine.as_str(), entry.action.as_str()),
+        (machines[0].as_str(), "moved away")
+    );
+    assert!(
+        entry
+            .what
+            .starts_with("unhealthy after 1 restarts within 10 minutes")
+            && entry.what.contains("503 Service Unavailable"),
+        "{entry:?}"
     );
 }
 

@@ -71,6 +71,7 @@ impl Cluster {
             started_file: None,
             state_poll: Duration::from_millis(20),
             health: Default::default(),
+            reschedule_failed_units: true,
             resync: Duration::from_secs(2),
             updates: None,
         };

@@ -65,6 +65,7 @@ async fn a_launched_unit_runs_and_an_inactive_one_is_gone() {
             started_file: None,
             state_poll: Duration::from_millis(50),
             health: Default::default(),
+            reschedule_failed_units: true,
             resync: Duration::from_secs(5),
             updates: None,
         },
