@@ -839,6 +839,14 @@ impl Agent {
             if !self.launched_here.contains(name) {
                 continue;
             }
+            // A unit that crashes in a loop (`Restart=always`) never shows failed: its own
+            // restarts since fleet started it count against the same budget.
+            let budget = self
+                .units
+                .get(hash)
+                .and_then(|unit| reschedule_policy(unit).ok())
+                .map_or(3, |policy| policy.after_restarts);
+            let restarts = state.restarts;
             let what = match self.unhealthy_left.get(name) {
                 Some((why, true)) => {
                     let said = self
@@ -852,6 +860,9 @@ impl Agent {
                     true => format!("failed ({})", state.sub),
                     false => state.reason.clone(),
                 }),
+                _ if restarts >= budget => Some(format!(
+                    "restarted {restarts} times by its Restart= since it was started (RescheduleAfterRestarts={budget})"
+                )),
                 _ => None,
             };
             if let Some(what) = what {

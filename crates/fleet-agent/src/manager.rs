@@ -174,7 +174,11 @@ impl UnitManager for Supervisor {
             .filter(|status| !status.sub.is_live())
             .and_then(|status| status.reason.clone())
             .unwrap_or_default();
-        Ok(SystemdState::new(state.load, state.active, state.sub).with_reason(&reason))
+        let restarts = state.status.as_ref().map_or(0, |status| status.restarts);
+        Ok(SystemdState {
+            restarts,
+            ..SystemdState::new(state.load, state.active, state.sub).with_reason(&reason)
+        })
     }
 
     async fn journal(&self, name: &UnitName, lines: usize) -> Result<Vec<String>> {

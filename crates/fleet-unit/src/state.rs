@@ -74,6 +74,9 @@ pub struct SystemdState {
     pub active: String,
     pub sub: String,
     pub reason: String,
+    /// How many times the unit's own `Restart=` restarted it since it was last started
+    /// (where the unit manager tells: the native supervisor).
+    pub restarts: u32,
 }
 
 impl SystemdState {
@@ -83,6 +86,7 @@ impl SystemdState {
             active: active.to_owned(),
             sub: sub.to_owned(),
             reason: String::new(),
+            restarts: 0,
         }
     }
 

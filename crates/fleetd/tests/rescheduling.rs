@@ -195,6 +195,38 @@ async fn a_unit_unhealthy_on_one_machine_is_restarted_then_moved() {
     );
 }
 
+/// `Restart=always` on a machine where it cannot run: the unit never shows failed (its own
+/// restarts go on), so its restarts count: past `RescheduleAfterRestarts=` it is moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_is_caught_by_the_restart_budget_and_moved() {
+    let (_etcd, _dir, _fleetds, registry, machines) = cluster().await;
+    let name = UnitName::new("looping.service").unwrap();
+    let unit = UnitFile::parse(format!(
+        "[Service]\nExecStart=/bin/sh -c 'test %m != {} && exec sleep 600; exit 1'\nRestart=always\nRestartSec=3\n[X-Fleet]\nRescheduleAfterRestarts=2\nRescheduleDelay=1s\n",
+        machines[0]
+    ))
+    .unwrap();
+    registry
+        .create_job(&name, &unit, JobState::Launched)
+        .await
+        .unwrap();
+    let snapshot = until(
+        &registry,
+        "running on the other machine",
+        Duration::from_secs(40),
+        |s| running_on(s, &name).as_ref() == Some(&machines[1]),
+    )
+    .await;
+    let entry = &snapshot.moves[&name].history[0];
+    assert_eq!(entry.machine, machines[0].as_str());
+    assert!(
+        entry
+            .what
+            .starts_with("restarted 2 times by its Restart= since it was started"),
+        "{entry:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_reschedule_no_a_failed_unit_stays_where_it_failed() {
     let (_etcd, _dir, _fleetds, registry, machines) = cluster().await;
