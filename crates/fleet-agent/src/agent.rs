@@ -12,19 +12,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleet_registry::kv::LeaseId;
-use fleet_registry::records::{now_ms, HealthRecord, JobRecord, MachineRecord, StateRecord};
+use fleet_registry::records::{HealthRecord, JobRecord, MachineRecord, StateRecord};
 use fleet_registry::{Pacing, Registry, RegistryError, Scope, Snapshot};
-use fleet_unit::health::{health_policy, reschedule_policy, HealthPolicy};
-use fleet_unit::{
-    JobState, Machine, MachineId, Requirements, SystemdState, UnitFile, UnitHash, UnitName,
-};
+use fleet_unit::health::HealthPolicy;
+use fleet_unit::{JobState, Machine, MachineId, SystemdState, UnitFile, UnitHash, UnitName};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::error::AgentError;
 use crate::fence::{self, Fence};
-use crate::healing::{GlobalRemedy, GlobalRestarts, Healing, Remedy};
+use crate::healing::{GlobalRestarts, Healing};
 use crate::health::{HealthCounters, Monitor};
 use crate::jobs::{self, Job, Outcome, Work};
 use crate::lease::{self, LeaseConfig, LeaseStatus};
@@ -33,6 +31,8 @@ use crate::order;
 use crate::plan;
 use crate::reports::Reports;
 use crate::started::Started;
+
+mod heal;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -707,196 +707,6 @@ impl Agent {
             self.units.insert(*hash, unit.clone());
         }
         Ok(unit)
-    }
-
-    /// The health policy of a unit's version (and its restart budget), read once per version.
-    fn policy(&mut self, hash: &UnitHash) -> Option<(HealthPolicy, u32)> {
-        if let Some(known) = self.policies.get(hash) {
-            return known.clone();
-        }
-        let unit = self.units.get(hash)?;
-        // Checked at submit; a unit that slipped past (an older fleetd's) runs unchecked.
-        let policy = health_policy(unit).ok().flatten();
-        let budget = reschedule_policy(unit).map_or(3, |r| r.after_restarts);
-        let known = policy.map(|p| (p, budget));
-        self.policies.insert(*hash, known.clone());
-        known
-    }
-
-    /// Has the running units with checks watched, and only those.
-    fn follow_health(&mut self, loaded: &BTreeMap<UnitName, (UnitHash, SystemdState)>) {
-        let mut running = BTreeMap::new();
-        for (name, (hash, state)) in loaded {
-            if state.active != "active" {
-                continue;
-            }
-            if let Some((policy, _)) = self.policy(hash) {
-                running.insert(name.clone(), (*hash, policy));
-            }
-        }
-        self.unhealthy_left
-            .retain(|name, _| running.contains_key(name));
-        self.healing.retain(|name| loaded.contains_key(name));
-        self.health.follow(running);
-        self.policies
-            .retain(|hash, _| loaded.values().any(|(h, _)| h == hash));
-    }
-
-    /// Restarts the units that turned unhealthy, as their policy and budget allow.
-    fn heal(&mut self) {
-        let now = Instant::now();
-        let unhealthy = self.health.unhealthy();
-        // Healthy again (or no longer checked): nothing is left about it any more.
-        self.unhealthy_left
-            .retain(|name, _| unhealthy.contains(name));
-        for name in unhealthy {
-            if self.busy.contains_key(&name) || self.unhealthy_left.contains_key(&name) {
-                continue;
-            }
-            let Some(hash) = self.loaded_hash(&name) else {
-                continue;
-            };
-            let Some((policy, budget)) = self.policy(&hash) else {
-                continue;
-            };
-            match self.healing.remedy(&name, policy.on_unhealthy, budget, now) {
-                Remedy::Restart => {
-                    let disconnect = self
-                        .units
-                        .get(&hash)
-                        .is_some_and(|u| Requirements::raw(u).stops_when_disconnected());
-                    // Its checks begin again, start period included, once it runs again.
-                    self.health.forget(&name);
-                    self.config
-                        .health
-                        .restarts
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let work = BTreeMap::from([(name, (Work::Restart, disconnect))]);
-                    self.issue(work, &BTreeMap::new());
-                }
-                Remedy::Leave { why, move_it } => {
-                    tracing::warn!(unit = %name, why, "agent: unhealthy unit left as it is");
-                    self.unhealthy_left.insert(name, (why, move_it));
-                }
-            }
-        }
-    }
-
-    /// Restarts the failed global units whose delay is over (they are never moved), and says
-    /// when the next one is due.
-    fn restart_failed_globals(&mut self, loaded: &BTreeMap<UnitName, (UnitHash, SystemdState)>) {
-        let now = Instant::now();
-        self.global_restarts
-            .retain(|name| loaded.contains_key(name));
-        self.given_up.retain(|name, _| loaded.contains_key(name));
-        let mut wake_at: Option<Instant> = None;
-        for (name, (hash, state)) in loaded {
-            if !self.launched_globals.contains(name) || state.active != "failed" {
-                self.global_restarts.running(name);
-                continue;
-            }
-            if self.busy.contains_key(name) || self.given_up.contains_key(name) {
-                continue;
-            }
-            let Some(unit) = self.units.get(hash) else {
-                continue;
-            };
-            let Ok(policy) = reschedule_policy(unit) else {
-                continue;
-            };
-            if !policy
-                .on_failure
-                .unwrap_or(self.config.reschedule_failed_units)
-            {
-                continue;
-            }
-            match self.global_restarts.failed(name, &policy, now) {
-                GlobalRemedy::Restart => {
-                    tracing::warn!(unit = %name, "agent: restarting a failed global unit in place");
-                    let disconnect = Requirements::raw(unit).stops_when_disconnected();
-                    let work = BTreeMap::from([(name.clone(), (Work::Restart, disconnect))]);
-                    self.issue(work, &BTreeMap::new());
-                }
-                GlobalRemedy::At(due) => wake_at = Some(wake_at.map_or(due, |w| w.min(due))),
-                GlobalRemedy::Leave(why) => {
-                    tracing::warn!(unit = %name, why, "agent: a failed global unit is left failed");
-                    self.given_up.insert(name.clone(), why);
-                }
-            }
-        }
-        self.wake_at = wake_at;
-    }
-
-    /// Reports the units that failed here (to be moved), and withdraws the reports of those
-    /// that no longer have.
-    async fn report_failures(
-        &mut self,
-        lease: &fleet_registry::MachineLease,
-        loaded: &BTreeMap<UnitName, (UnitHash, SystemdState)>,
-    ) -> Result<(), RegistryError> {
-        let mut failing = BTreeMap::new();
-        for (name, (hash, state)) in loaded {
-            if !self.launched_here.contains(name) {
-                continue;
-            }
-            // A unit that crashes in a loop (`Restart=always`) never shows failed: its own
-            // restarts since fleet started it count against the same budget.
-            let budget = self
-                .units
-                .get(hash)
-                .and_then(|unit| reschedule_policy(unit).ok())
-                .map_or(3, |policy| policy.after_restarts);
-            let restarts = state.restarts;
-            let what = match self.unhealthy_left.get(name) {
-                Some((why, true)) => {
-                    let said = self
-                        .health
-                        .health(name)
-                        .map(|h| h.output)
-                        .unwrap_or_default();
-                    Some(format!("{why}: {said}"))
-                }
-                _ if state.active == "failed" => Some(match state.reason.is_empty() {
-                    true => format!("failed ({})", state.sub),
-                    false => state.reason.clone(),
-                }),
-                _ if restarts >= budget => Some(format!(
-                    "restarted {restarts} times by its Restart= since it was started (RescheduleAfterRestarts={budget})"
-                )),
-                _ => None,
-            };
-            if let Some(what) = what {
-                failing.insert(name.clone(), (*hash, what));
-            }
-        }
-        let changes = self.reports.changes(&failing, now_ms());
-        if changes.is_empty() {
-            return Ok(());
-        }
-        for (name, record) in &changes {
-            match record {
-                Some(record) => {
-                    tracing::warn!(unit = %name, what = record.what, "agent: reporting a failed unit")
-                }
-                None => tracing::info!(unit = %name, "agent: failure report withdrawn"),
-            }
-        }
-        match self.registry.set_failures(lease, &changes).await {
-            Ok(()) => {
-                self.reports.written(changes);
-                Ok(())
-            }
-            Err(RegistryError::LeaseNotFound(_)) => {
-                let _ = self.expired.try_send(());
-                Ok(())
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    /// The version of `name` last published as loaded here.
-    fn loaded_hash(&self, name: &UnitName) -> Option<UnitHash> {
-        self.published.get(name).and_then(|record| record.hash)
     }
 
     async fn publish_or_warn(&mut self) {

@@ -150,20 +150,7 @@ impl Registry {
         lease: &MachineLease,
         states: &[(UnitName, Option<StateRecord>)],
     ) -> Result<()> {
-        for chunk in states.chunks(MAX_TXN_OPS) {
-            let ops = chunk
-                .iter()
-                .map(|(name, state)| {
-                    let path = RegistryKey::State(lease.machine.clone(), name.clone()).path();
-                    match state {
-                        Some(state) => Op::put_with_lease(path, encode(state), lease.lease),
-                        None => Op::delete(path),
-                    }
-                })
-                .collect();
-            self.txn(vec![], ops).await?;
-        }
-        Ok(())
+        self.on_lease(lease, states, RegistryKey::State).await
     }
 
     /// Writes (or, with `None`, deletes) this machine's reports of units that failed here, on
@@ -173,13 +160,24 @@ impl Registry {
         lease: &MachineLease,
         failures: &[(UnitName, Option<FailureRecord>)],
     ) -> Result<()> {
-        for chunk in failures.chunks(MAX_TXN_OPS) {
+        self.on_lease(lease, failures, RegistryKey::Failure).await
+    }
+
+    /// Writes (or deletes) records of this machine's units under `key`, on its lease, in as few
+    /// transactions as the limit allows.
+    async fn on_lease<T: serde::Serialize>(
+        &self,
+        lease: &MachineLease,
+        records: &[(UnitName, Option<T>)],
+        key: fn(MachineId, UnitName) -> RegistryKey,
+    ) -> Result<()> {
+        for chunk in records.chunks(MAX_TXN_OPS) {
             let ops = chunk
                 .iter()
-                .map(|(name, failure)| {
-                    let path = RegistryKey::Failure(lease.machine.clone(), name.clone()).path();
-                    match failure {
-                        Some(failure) => Op::put_with_lease(path, encode(failure), lease.lease),
+                .map(|(name, record)| {
+                    let path = key(lease.machine.clone(), name.clone()).path();
+                    match record {
+                        Some(record) => Op::put_with_lease(path, encode(record), lease.lease),
                         None => Op::delete(path),
                     }
                 })

@@ -773,7 +773,15 @@ fn serve_also_on(dir: &Path, url: &str, extra: &str) -> Daemon {
     std::fs::write(dir.join("fleet.conf"), conf).unwrap();
     let mut command = fleetd(dir);
     command.env_remove("FLEET_API_LISTEN");
-    common::serving(command, dir)
+    let daemon = common::serving(command, dir);
+    // The machine announces itself a moment after the API answers: the tests list it.
+    eventually("the machine announced", TEN_SECONDS, || {
+        let socket = dir.join("fleet.sock");
+        let (status, body) =
+            fleet_testkit::measure::http_unix(&socket, "GET", "/fleet/v1/machines", None);
+        holds(status == 200 && body.contains("\"id\"")).map_err(|_| body)
+    });
+    daemon
 }
 
 /// Stops `child` with `signal`: its exit status and what it logged.

@@ -58,6 +58,13 @@ async fn cluster() -> (
     (etcd, dir, fleetds, registry, machines)
 }
 
+async fn launch(registry: &Registry, name: &UnitName, unit: &UnitFile) {
+    registry
+        .create_job(name, unit, JobState::Launched)
+        .await
+        .unwrap();
+}
+
 fn running_on(snapshot: &Snapshot, unit: &UnitName) -> Option<MachineId> {
     snapshot
         .states
@@ -79,10 +86,7 @@ async fn a_unit_failing_on_one_machine_moves_to_one_where_it_works() {
     let (_etcd, dir, _fleetds, registry, machines) = cluster().await;
     let name = UnitName::new("picky.service").unwrap();
     let unit = failing_on(&machines[0], "RescheduleDelay=1s\n");
-    registry
-        .create_job(&name, &unit, JobState::Launched)
-        .await
-        .unwrap();
+    launch(&registry, &name, &unit).await;
     let began = Instant::now();
     let snapshot = until(
         &registry,
@@ -162,10 +166,7 @@ async fn a_unit_unhealthy_on_one_machine_is_restarted_then_moved() {
         "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nHealthCheck=http://127.0.0.1:{port}/%m\nHealthCheckInterval=100ms\nHealthCheckStartPeriod=0\nHealthCheckFailures=2\nRescheduleAfterRestarts=1\nRescheduleDelay=1s\n"
     ))
     .unwrap();
-    registry
-        .create_job(&name, &unit, JobState::Launched)
-        .await
-        .unwrap();
+    launch(&registry, &name, &unit).await;
     let snapshot = until(
         &registry,
         "healthy on the other machine",
@@ -206,10 +207,7 @@ async fn a_crash_loop_is_caught_by_the_restart_budget_and_moved() {
         machines[0]
     ))
     .unwrap();
-    registry
-        .create_job(&name, &unit, JobState::Launched)
-        .await
-        .unwrap();
+    launch(&registry, &name, &unit).await;
     let snapshot = until(
         &registry,
         "running on the other machine",
@@ -232,10 +230,7 @@ async fn with_reschedule_no_a_failed_unit_stays_where_it_failed() {
     let (_etcd, _dir, _fleetds, registry, machines) = cluster().await;
     let name = UnitName::new("stays.service").unwrap();
     let unit = failing_on(&machines[0], "Reschedule=no\nRescheduleDelay=0\n");
-    registry
-        .create_job(&name, &unit, JobState::Launched)
-        .await
-        .unwrap();
+    launch(&registry, &name, &unit).await;
     until(
         &registry,
         "recorded as left",
