@@ -398,6 +398,56 @@ fn units_heal_on_systemd_as_on_the_native_supervisor() {
     assert_eq!(host.property("broken.service", "ActiveState"), "failed");
 }
 
+/// A `Restart=always` crash loop on systemd never shows failed (systemd's start limit is not
+/// reached with `RestartSec=2`): its restarts (`NRestarts`) count, and past the budget it is
+/// moved (here: started again where it is, the only machine) and then given up on.
+#[test]
+fn a_crash_loop_on_systemd_is_caught_by_its_restarts() {
+    let host = Host::boot();
+    let looping = "[Service]\nExecStart=/bin/false\nRestart=always\nRestartSec=2\n[X-Fleet]\nRescheduleAfterRestarts=2\nRescheduleDelay=1s\nRescheduleAttempts=1\n";
+    let files = host.files(&[("looping.service", looping)]);
+    host.fleetctl_ok(&["start", "--no-block", &files[0]]);
+    let socket = host.sandbox.shared_dir().join("fleet.sock");
+    let failures = eventually(
+        "the loop caught, moved and given up on",
+        Duration::from_secs(40),
+        || {
+            let (_, body) = fleet_testkit::measure::http_unix(
+                &socket,
+                "GET",
+                "/fleet/v1/units/looping.service",
+                None,
+            );
+            let unit: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let failures: Vec<(String, String)> = unit["failures"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|f| {
+                    let text = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+                    (text("what"), text("action"))
+                })
+                .collect();
+            match failures
+                .last()
+                .is_some_and(|(_, action)| action.contains("gave up"))
+            {
+                true => Ok(failures),
+                false => Err(format!("{failures:?}\n{}", host.fleetd_log())),
+            }
+        },
+    );
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    for (what, _) in &failures {
+        assert!(
+            what.starts_with("restarted 2 times by its Restart= since it was started"),
+            "{what}"
+        );
+    }
+    assert_eq!(failures[0].1, "moved away");
+}
+
 #[test]
 fn two_hundred_units_are_cheap_to_hold() {
     const COUNT: usize = 200;

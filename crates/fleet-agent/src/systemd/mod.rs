@@ -433,7 +433,11 @@ impl SystemdManager {
             .map_err(|e| bus_error("ListUnitsByNames", e))?;
         let mut known = self.known();
         for row in rows {
-            let state = SystemdState::new(&row.2, &row.3, &row.4);
+            let restarts = known.states.get(&row.0).map_or(0, |s| s.restarts);
+            let state = SystemdState {
+                restarts,
+                ..SystemdState::new(&row.2, &row.3, &row.4)
+            };
             known.states.insert(row.0, state);
         }
         self.changed.send_replace(());
@@ -557,20 +561,40 @@ async fn follow_signals(
         else {
             continue;
         };
-        if interface != "org.freedesktop.systemd1.Unit" {
-            continue;
-        }
         let text = |key: &str| changed.get(key).and_then(|v| String::try_from(&**v).ok());
         let mut known = known.lock().unwrap_or_else(|p| p.into_inner());
         let Some(state) = known.states.get_mut(&name) else {
             continue;
         };
-        let (load, active, sub) = (text("LoadState"), text("ActiveState"), text("SubState"));
-        let new = SystemdState::new(
-            load.as_deref().unwrap_or(&state.load),
-            active.as_deref().unwrap_or(&state.active),
-            sub.as_deref().unwrap_or(&state.sub),
-        );
+        let new = match interface.as_str() {
+            "org.freedesktop.systemd1.Unit" => {
+                let (load, active, sub) =
+                    (text("LoadState"), text("ActiveState"), text("SubState"));
+                SystemdState {
+                    restarts: state.restarts,
+                    ..SystemdState::new(
+                        load.as_deref().unwrap_or(&state.load),
+                        active.as_deref().unwrap_or(&state.active),
+                        sub.as_deref().unwrap_or(&state.sub),
+                    )
+                }
+            }
+            // The restarts its own `Restart=` made since it was last started (a crash loop
+            // never shows failed).
+            "org.freedesktop.systemd1.Service" => {
+                let Some(restarts) = changed
+                    .get("NRestarts")
+                    .and_then(|v| u32::try_from(&**v).ok())
+                else {
+                    continue;
+                };
+                SystemdState {
+                    restarts,
+                    ..state.clone()
+                }
+            }
+            _ => continue,
+        };
         if *state != new {
             *state = new;
             told.send_replace(());
