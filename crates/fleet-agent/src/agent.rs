@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::error::AgentError;
 use crate::fence::{self, Fence};
-use crate::healing::{GlobalRestarts, Healing};
+use crate::healing::{CrashLoops, GlobalRestarts, Healing};
 use crate::health::{HealthCounters, Monitor};
 use crate::jobs::{self, Job, Outcome, Work};
 use crate::lease::{self, LeaseConfig, LeaseStatus};
@@ -104,6 +104,7 @@ pub async fn run(
             reports: Reports::default(),
             launched_here: BTreeSet::new(),
             global_restarts: GlobalRestarts::default(),
+            crash_loops: CrashLoops::default(),
             launched_globals: BTreeSet::new(),
             given_up: BTreeMap::new(),
             wake_at: None,
@@ -371,6 +372,8 @@ struct Agent {
     launched_here: BTreeSet<UnitName>,
     /// Failed global units, restarted here after their delay.
     global_restarts: GlobalRestarts,
+    /// The restarts units' own `Restart=` made here, within the window.
+    crash_loops: CrashLoops,
     /// The global units this machine runs, wanted launched.
     launched_globals: BTreeSet<UnitName>,
     /// Failed units no longer restarted here, and why (their reason).

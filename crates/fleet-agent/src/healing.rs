@@ -233,3 +233,73 @@ mod global_tests {
         );
     }
 }
+
+/// The restarts a unit's own `Restart=` made, as the unit manager counts them (since the unit
+/// was last started), each stamped when the count was seen to grow: so many within
+/// [`RESTART_WINDOW`] make a crash loop.
+#[derive(Debug, Default)]
+pub struct CrashLoops {
+    seen: BTreeMap<UnitName, (u32, VecDeque<Instant>)>,
+}
+
+impl CrashLoops {
+    /// `name`'s restart count is `restarts` at `now`; its restarts within the window.
+    pub fn observe(&mut self, name: &UnitName, restarts: u32, now: Instant) -> usize {
+        let (last, at) = self.seen.entry(name.clone()).or_default();
+        // A count lower than before: the unit was started anew and its count began again.
+        let from = match restarts < *last {
+            true => {
+                at.clear();
+                0
+            }
+            false => *last,
+        };
+        at.extend(std::iter::repeat_n(now, (restarts - from) as usize));
+        *last = restarts;
+        while at
+            .front()
+            .is_some_and(|seen| now.duration_since(*seen) >= RESTART_WINDOW)
+        {
+            at.pop_front();
+        }
+        at.len()
+    }
+
+    /// Forgets the units `keep` does not keep.
+    pub fn retain(&mut self, keep: impl Fn(&UnitName) -> bool) {
+        self.seen.retain(|name, _| keep(name));
+    }
+}
+
+#[cfg(test)]
+mod crash_loop_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn restarts_count_within_the_window() {
+        let name = UnitName::new("loop.service").unwrap();
+        let start = Instant::now();
+        let minute = Duration::from_secs(60);
+        let mut loops = CrashLoops::default();
+        let rows = [
+            (0, 0, 0),
+            (1, 1, 1),
+            (3, 2, 3),
+            // Ten minutes after the first: it has left the window.
+            (3, 11, 2),
+            // Counted again from 0: started anew.
+            (1, 12, 1),
+            (1, 30, 0),
+        ];
+        for (restarts, at, expected) in rows {
+            assert_eq!(
+                loops.observe(&name, restarts, start + at * minute),
+                expected,
+                "{restarts} restarts at minute {at}"
+            );
+        }
+        loops.retain(|_| false);
+        assert_eq!(loops.observe(&name, 5, start + 31 * minute), 5);
+    }
+}

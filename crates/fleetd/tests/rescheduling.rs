@@ -220,7 +220,7 @@ async fn a_crash_loop_is_caught_by_the_restart_budget_and_moved() {
     assert!(
         entry
             .what
-            .starts_with("restarted 2 times by its Restart= since it was started"),
+            .starts_with("restarted 2 times by its Restart= within 10 minutes"),
         "{entry:?}"
     );
 }

@@ -143,20 +143,22 @@ impl Agent {
         lease: &fleet_registry::MachineLease,
         loaded: &BTreeMap<UnitName, (UnitHash, SystemdState)>,
     ) -> Result<(), RegistryError> {
+        let now = Instant::now();
+        self.crash_loops.retain(|name| loaded.contains_key(name));
         let mut failing = BTreeMap::new();
         for (name, (hash, state)) in loaded {
             if !self.launched_here.contains(name) {
                 continue;
             }
             // A unit that crashes in a loop (`Restart=always`) never shows failed: its own
-            // restarts since fleet started it count against the same budget, while it is down
+            // restarts within the window count against the same budget, while it is down
             // between them (one that restarted now and then and runs is not in a loop).
             let budget = self
                 .units
                 .get(hash)
                 .and_then(|unit| reschedule_policy(unit).ok())
                 .map_or(3, |policy| policy.after_restarts);
-            let restarts = state.restarts;
+            let restarts = self.crash_loops.observe(name, state.restarts, now) as u32;
             let what = match self.unhealthy_left.get(name) {
                 Some((why, true)) => {
                     let said = self
@@ -171,7 +173,7 @@ impl Agent {
                     false => state.reason.clone(),
                 }),
                 _ if restarts >= budget && state.active != "active" => Some(format!(
-                    "restarted {restarts} times by its Restart= since it was started (RescheduleAfterRestarts={budget})"
+                    "restarted {restarts} times by its Restart= within 10 minutes (RescheduleAfterRestarts={budget})"
                 )),
                 _ => None,
             };
