@@ -233,7 +233,7 @@ fn a_failed_global_unit_is_restarted_in_place_and_not_forever() {
     );
     assert_eq!(code, 0, "{err}");
     let reason = "failed; restarted 2 times (RescheduleAttempts=2)";
-    eventually("given up, with the reason", Duration::from_secs(20), || {
+    eventually("given up, with the reason", Duration::from_secs(60), || {
         let state = state(dir.path(), "flaky.service");
         common::holds(state["systemdActiveState"] == "failed" && state["reason"] == reason)
             .map_err(|_| state.to_string())
