@@ -243,6 +243,8 @@ struct UnitCache {
     /// The constraints of each job as last derived (its name and file decide them), so a pass
     /// over 10,000 jobs does not parse 10,000 `[X-Fleet]` sections again.
     constraints: HashMap<(UnitName, UnitHash), Constraints>,
+    /// The reschedule policy of each file, as last derived (read once, not every pass).
+    reschedule: HashMap<UnitHash, ReschedulePolicy>,
 }
 
 impl UnitCache {
@@ -289,14 +291,20 @@ impl UnitCache {
         registry: &Registry,
         hash: &UnitHash,
     ) -> Result<ReschedulePolicy, RegistryError> {
+        if let Some(known) = self.reschedule.get(hash) {
+            return Ok(known.clone());
+        }
         let fallback = || reschedule_policy(&UnitFile::from_options(Vec::new()));
         let policy = match self.get(registry, hash).await? {
             Some(unit) => reschedule_policy(unit),
-            None => fallback(),
+            // Not kept: the file may yet be readable.
+            None => return Ok(fallback().expect("the defaults are valid")),
         };
-        Ok(policy
+        let policy = policy
             .or_else(|_| fallback())
-            .expect("the defaults are valid"))
+            .expect("the defaults are valid");
+        self.reschedule.insert(*hash, policy.clone());
+        Ok(policy)
     }
 
     /// Forgets the files and constraints no job refers to any more (a long-lived cluster
@@ -307,6 +315,7 @@ impl UnitCache {
         let referenced: std::collections::HashSet<&UnitHash> =
             jobs.values().map(|job| &job.hash).collect();
         self.files.retain(|hash, _| referenced.contains(hash));
+        self.reschedule.retain(|hash, _| referenced.contains(hash));
     }
 }
 
