@@ -606,19 +606,36 @@ async fn a_unit_with_a_thousand_children_is_stopped_whole() {
     let shim = shim_of(dir.path(), &forking);
     let children = fleet_native::process::descendants(shim).len();
     assert!(children > 1000, "{children} processes under the shim");
-    assert_eq!(
-        fleet_testkit::measure::processes_running("sleep 6011").len(),
-        1000
-    );
+    // "forked" comes once every child is forked, not once each has become `sleep`; and only
+    // this unit's count (another run's leftovers are not its processes).
+    let sleeps = || -> Vec<u32> {
+        let ours = fleet_native::process::descendants(shim);
+        fleet_testkit::measure::processes_running("sleep 6011")
+            .into_iter()
+            .filter(|pid| ours.contains(pid))
+            .collect()
+    };
+    let forked =
+        fleet_testkit::wait::eventually("a thousand sleeps", Duration::from_secs(30), || {
+            let running = sleeps();
+            match running.len() {
+                1000 => Ok(running),
+                other => Err(format!("{other} sleeps")),
+            }
+        });
     let begun = std::time::Instant::now();
     supervisor.stop(&forking).await.unwrap();
     let stopped_in = begun.elapsed();
     let state = supervisor.state(&forking).await;
     assert_eq!((state.active, state.sub), ("inactive", "dead"));
-    assert_eq!(
-        fleet_testkit::measure::processes_running("sleep 6011").len(),
-        0,
-        "children outlived their unit's stop"
+    let alive: Vec<&u32> = forked
+        .iter()
+        .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .filter(|pid| fleet_testkit::measure::processes_running("sleep 6011").contains(pid))
+        .collect();
+    assert!(
+        alive.is_empty(),
+        "children outlived their unit's stop: {alive:?}"
     );
     assert!(
         stopped_in < Duration::from_secs(10),
