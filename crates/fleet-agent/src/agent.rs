@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use fleet_registry::kv::LeaseId;
 use fleet_registry::records::{HealthRecord, JobRecord, MachineRecord, StateRecord};
 use fleet_registry::{Pacing, Registry, RegistryError, Scope, Snapshot};
-use fleet_unit::health::HealthPolicy;
 use fleet_unit::{JobState, Machine, MachineId, SystemdState, UnitFile, UnitHash, UnitName};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -361,8 +360,8 @@ struct Agent {
     /// The health checks of the running units that have some.
     health: Monitor,
     healing: Healing,
-    /// Each loaded version's health policy and local restart budget, `None` without checks.
-    policies: BTreeMap<UnitHash, Option<(HealthPolicy, u32)>>,
+    /// Each loaded version's self-healing policies.
+    policies: BTreeMap<UnitHash, Arc<heal::Policies>>,
     /// Unhealthy units left as they are: why (published as their reason), and whether the
     /// engine is to move them.
     unhealthy_left: BTreeMap<UnitName, (String, bool)>,

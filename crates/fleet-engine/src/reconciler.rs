@@ -294,15 +294,12 @@ impl UnitCache {
         if let Some(known) = self.reschedule.get(hash) {
             return Ok(known.clone());
         }
-        let fallback = || reschedule_policy(&UnitFile::from_options(Vec::new()));
         let policy = match self.get(registry, hash).await? {
-            Some(unit) => reschedule_policy(unit),
+            // Refused at submit when they cannot be read: the defaults for what slipped past.
+            Some(unit) => reschedule_policy(unit).unwrap_or_default(),
             // Not kept: the file may yet be readable.
-            None => return Ok(fallback().expect("the defaults are valid")),
+            None => return Ok(ReschedulePolicy::default()),
         };
-        let policy = policy
-            .or_else(|_| fallback())
-            .expect("the defaults are valid");
         self.reschedule.insert(*hash, policy.clone());
         Ok(policy)
     }

@@ -189,6 +189,19 @@ pub struct ReschedulePolicy {
     pub attempts: u32,
 }
 
+impl Default for ReschedulePolicy {
+    /// What a unit that sets none of the keys gets.
+    fn default() -> ReschedulePolicy {
+        ReschedulePolicy {
+            on_failure: None,
+            after_restarts: 3,
+            delay: Duration::from_secs(30),
+            max_delay: Duration::from_secs(3600),
+            attempts: 0,
+        }
+    }
+}
+
 /// The window in which local restarts count against `RescheduleAfterRestarts=`.
 pub const RESTART_WINDOW: Duration = Duration::from_secs(600);
 
@@ -318,16 +331,12 @@ pub fn reschedule_policy(unit: &UnitFile) -> Result<ReschedulePolicy, InvalidKey
         Some("no") => Some(false),
         Some(other) => return Err(invalid(RESCHEDULE, other, "use on-failure or no")),
     };
-    let delay = span(
-        unit,
-        RESCHEDULE_DELAY,
-        Duration::from_secs(30),
-        Duration::ZERO,
-    )?;
+    let defaults = ReschedulePolicy::default();
+    let delay = span(unit, RESCHEDULE_DELAY, defaults.delay, Duration::ZERO)?;
     let max_delay = span(
         unit,
         RESCHEDULE_MAX_DELAY,
-        Duration::from_secs(3600),
+        defaults.max_delay,
         Duration::ZERO,
     )?;
     if max_delay < delay {
@@ -339,10 +348,10 @@ pub fn reschedule_policy(unit: &UnitFile) -> Result<ReschedulePolicy, InvalidKey
     }
     Ok(ReschedulePolicy {
         on_failure,
-        after_restarts: count(unit, RESCHEDULE_AFTER_RESTARTS, 3, 1)?,
+        after_restarts: count(unit, RESCHEDULE_AFTER_RESTARTS, defaults.after_restarts, 1)?,
         delay,
         max_delay,
-        attempts: count(unit, RESCHEDULE_ATTEMPTS, 0, 0)?,
+        attempts: count(unit, RESCHEDULE_ATTEMPTS, defaults.attempts, 0)?,
     })
 }
 
@@ -494,6 +503,14 @@ mod tests {
             };
             assert_eq!(got, expected, "{x_fleet:?}");
         }
+    }
+
+    #[test]
+    fn a_unit_without_the_keys_gets_the_default_policy() {
+        assert_eq!(
+            reschedule_policy(&requirements("")),
+            Ok(ReschedulePolicy::default())
+        );
     }
 
     #[test]

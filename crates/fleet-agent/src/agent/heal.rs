@@ -2,31 +2,42 @@
 //! unhealthy ones within their budget, restarting failed global units in place, and reporting
 //! the units that failed here for the engine to move.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use fleet_registry::records::now_ms;
 use fleet_registry::RegistryError;
-use fleet_unit::health::{health_policy, reschedule_policy, HealthPolicy};
+use fleet_unit::health::{health_policy, reschedule_policy, HealthPolicy, ReschedulePolicy};
 use fleet_unit::{Requirements, SystemdState, UnitHash, UnitName};
 
 use super::Agent;
 use crate::healing::{GlobalRemedy, Remedy};
 use crate::jobs::Work;
 
+/// A unit version's self-healing policies.
+pub(super) struct Policies {
+    /// `None` without `HealthCheck=`.
+    pub health: Option<HealthPolicy>,
+    pub reschedule: ReschedulePolicy,
+}
+
 impl Agent {
-    /// The health policy of a unit's version (and its restart budget), read once per version.
-    pub(super) fn policy(&mut self, hash: &UnitHash) -> Option<(HealthPolicy, u32)> {
+    /// The self-healing policies of a unit's version, read once per version (every state
+    /// report looks at every unit's).
+    pub(super) fn policy(&mut self, hash: &UnitHash) -> Option<Arc<Policies>> {
         if let Some(known) = self.policies.get(hash) {
-            return known.clone();
+            return Some(Arc::clone(known));
         }
         let unit = self.units.get(hash)?;
-        // Checked at submit; a unit that slipped past (an older fleetd's) runs unchecked.
-        let policy = health_policy(unit).ok().flatten();
-        let budget = reschedule_policy(unit).map_or(3, |r| r.after_restarts);
-        let known = policy.map(|p| (p, budget));
-        self.policies.insert(*hash, known.clone());
-        known
+        // Checked at submit; a unit that slipped past (an older fleetd's) runs unchecked, with
+        // the default reschedule policy.
+        let known = Arc::new(Policies {
+            health: health_policy(unit).ok().flatten(),
+            reschedule: reschedule_policy(unit).unwrap_or_default(),
+        });
+        self.policies.insert(*hash, Arc::clone(&known));
+        Some(known)
     }
 
     /// Has the running units with checks watched, and only those.
@@ -36,16 +47,16 @@ impl Agent {
             if state.active != "active" {
                 continue;
             }
-            if let Some((policy, _)) = self.policy(hash) {
-                running.insert(name.clone(), (*hash, policy));
+            if let Some(health) = self.policy(hash).and_then(|p| p.health.clone()) {
+                running.insert(name.clone(), (*hash, health));
             }
         }
         self.unhealthy_left
             .retain(|name, _| running.contains_key(name));
         self.healing.retain(|name| loaded.contains_key(name));
         self.health.follow(running);
-        self.policies
-            .retain(|hash, _| loaded.values().any(|(h, _)| h == hash));
+        let versions: HashSet<&UnitHash> = loaded.values().map(|(hash, _)| hash).collect();
+        self.policies.retain(|hash, _| versions.contains(hash));
     }
 
     /// Restarts the units that turned unhealthy, as their policy and budget allow.
@@ -62,10 +73,14 @@ impl Agent {
             let Some(hash) = self.loaded_hash(&name) else {
                 continue;
             };
-            let Some((policy, budget)) = self.policy(&hash) else {
+            let Some(policies) = self.policy(&hash) else {
                 continue;
             };
-            match self.healing.remedy(&name, policy.on_unhealthy, budget, now) {
+            let Some(health) = &policies.health else {
+                continue;
+            };
+            let budget = policies.reschedule.after_restarts;
+            match self.healing.remedy(&name, health.on_unhealthy, budget, now) {
                 Remedy::Restart => {
                     let disconnect = self
                         .units
@@ -107,22 +122,23 @@ impl Agent {
             if self.busy.contains_key(name) || self.given_up.contains_key(name) {
                 continue;
             }
-            let Some(unit) = self.units.get(hash) else {
+            let Some(policies) = self.policy(hash) else {
                 continue;
             };
-            let Ok(policy) = reschedule_policy(unit) else {
-                continue;
-            };
+            let policy = &policies.reschedule;
             if !policy
                 .on_failure
                 .unwrap_or(self.config.reschedule_failed_units)
             {
                 continue;
             }
-            match self.global_restarts.failed(name, &policy, now) {
+            match self.global_restarts.failed(name, policy, now) {
                 GlobalRemedy::Restart => {
                     tracing::warn!(unit = %name, "agent: restarting a failed global unit in place");
-                    let disconnect = Requirements::raw(unit).stops_when_disconnected();
+                    let disconnect = self
+                        .units
+                        .get(hash)
+                        .is_some_and(|u| Requirements::raw(u).stops_when_disconnected());
                     let work = BTreeMap::from([(name.clone(), (Work::Restart, disconnect))]);
                     self.issue(work, &BTreeMap::new());
                 }
@@ -154,10 +170,8 @@ impl Agent {
             // restarts within the window count against the same budget, while it is down
             // between them (one that restarted now and then and runs is not in a loop).
             let budget = self
-                .units
-                .get(hash)
-                .and_then(|unit| reschedule_policy(unit).ok())
-                .map_or(3, |policy| policy.after_restarts);
+                .policy(hash)
+                .map_or(3, |policies| policies.reschedule.after_restarts);
             let restarts = self.crash_loops.observe(name, state.restarts, now) as u32;
             let what = match self.unhealthy_left.get(name) {
                 Some((why, true)) => {
