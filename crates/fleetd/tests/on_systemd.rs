@@ -364,30 +364,15 @@ fn units_heal_on_systemd_as_on_the_native_supervisor() {
             .map_err(|_| line)
     });
     let socket = host.sandbox.shared_dir().join("fleet.sock");
-    let actions = eventually(
-        "the broken unit given up on",
+    let actions: Vec<String> = common::failures_until(
+        &socket,
+        "broken.service",
+        "gave up",
         Duration::from_secs(30),
-        || {
-            let (_, body) = fleet_testkit::measure::http_unix(
-                &socket,
-                "GET",
-                "/fleet/v1/units/broken.service",
-                None,
-            );
-            let unit: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let actions: Vec<String> = unit["failures"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|f| f["action"].as_str().unwrap_or_default().to_owned())
-                .collect();
-            match actions.last().is_some_and(|a| a.contains("gave up")) {
-                true => Ok(actions),
-                false => Err(format!("{actions:?}\n{}", host.fleetd_log())),
-            }
-        },
-    );
+    )
+    .into_iter()
+    .map(|(_, action)| action)
+    .collect();
     assert_eq!(
         actions,
         [
@@ -408,35 +393,11 @@ fn a_crash_loop_on_systemd_is_caught_by_its_restarts() {
     let files = host.files(&[("looping.service", looping)]);
     host.fleetctl_ok(&["start", "--no-block", &files[0]]);
     let socket = host.sandbox.shared_dir().join("fleet.sock");
-    let failures = eventually(
-        "the loop caught, moved and given up on",
+    let failures = common::failures_until(
+        &socket,
+        "looping.service",
+        "gave up",
         Duration::from_secs(40),
-        || {
-            let (_, body) = fleet_testkit::measure::http_unix(
-                &socket,
-                "GET",
-                "/fleet/v1/units/looping.service",
-                None,
-            );
-            let unit: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let failures: Vec<(String, String)> = unit["failures"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|f| {
-                    let text = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
-                    (text("what"), text("action"))
-                })
-                .collect();
-            match failures
-                .last()
-                .is_some_and(|(_, action)| action.contains("gave up"))
-            {
-                true => Ok(failures),
-                false => Err(format!("{failures:?}\n{}", host.fleetd_log())),
-            }
-        },
     );
     assert_eq!(failures.len(), 2, "{failures:?}");
     for (what, _) in &failures {

@@ -282,24 +282,16 @@ fn a_unit_failing_everywhere_backs_off_and_is_given_up_on() {
     );
     assert_eq!(code, 0, "{err}");
     let began = Instant::now();
-    let moves = common::eventually("given up after two moves", Duration::from_secs(30), || {
-        let (status, body) = fleet_testkit::measure::http_unix(
-            &dir.path().join("fleet.sock"),
-            "GET",
-            "/fleet/v1/units/broken.service",
-            None,
-        );
-        let unit: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        let failures = unit["failures"].as_array().cloned().unwrap_or_default();
-        let actions: Vec<String> = failures
-            .iter()
-            .map(|f| f["action"].as_str().unwrap_or_default().to_owned())
-            .collect();
-        match actions.last().is_some_and(|a| a.contains("gave up")) {
-            true => Ok(actions),
-            false => Err(format!("{status} {actions:?}")),
-        }
-    });
+    let socket = dir.path().join("fleet.sock");
+    let moves: Vec<String> = common::failures_until(
+        &socket,
+        "broken.service",
+        "gave up",
+        Duration::from_secs(30),
+    )
+    .into_iter()
+    .map(|(_, action)| action)
+    .collect();
     assert_eq!(
         moves,
         [

@@ -148,3 +148,38 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// The failures the API records of `unit` (over the socket `socket`), as (what, action), oldest
+/// first, once the last action says `until`; bounded by `within`.
+pub fn failures_until(
+    socket: &Path,
+    unit: &str,
+    until: &str,
+    within: Duration,
+) -> Vec<(String, String)> {
+    eventually(
+        &format!("{unit}'s failures end with {until:?}"),
+        within,
+        || {
+            let path = format!("/fleet/v1/units/{unit}");
+            let (_, body) = fleet_testkit::measure::http_unix(socket, "GET", &path, None);
+            let unit: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let failures: Vec<(String, String)> = unit["failures"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    let text = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+                    (text("what"), text("action"))
+                })
+                .collect();
+            match failures
+                .last()
+                .is_some_and(|(_, action)| action.contains(until))
+            {
+                true => Ok(failures),
+                false => Err(format!("{failures:?}")),
+            }
+        },
+    )
+}
