@@ -21,8 +21,9 @@ use tokio::task::JoinSet;
 
 use crate::error::AgentError;
 use crate::fence::{self, Fence};
-use crate::healing::{CrashLoops, GlobalRestarts, Healing};
+use crate::healing::{CrashLoops, GlobalRestarts, Healing, RestartBudget};
 use crate::health::{HealthCounters, Monitor};
+use crate::history::History;
 use crate::jobs::{self, Job, Outcome, Work};
 use crate::lease::{self, LeaseConfig, LeaseStatus};
 use crate::manager::UnitManager;
@@ -107,6 +108,11 @@ pub async fn run(
             launched_globals: BTreeSet::new(),
             given_up: BTreeMap::new(),
             wake_at: None,
+            history: History::default(),
+            outside_stops: RestartBudget::default(),
+            ended_by_itself: BTreeSet::new(),
+            last_started: BTreeMap::new(),
+            began: Instant::now(),
             registry,
             manager,
             lease: lease.clone(),
@@ -375,10 +381,21 @@ struct Agent {
     crash_loops: CrashLoops,
     /// The global units this machine runs, wanted launched.
     launched_globals: BTreeSet<UnitName>,
-    /// Failed units no longer restarted here, and why (their reason).
+    /// Units no longer restarted here (failed global units, units stopped outside fleet too
+    /// often), and why: their reason while they do not run.
     given_up: BTreeMap<UnitName, String>,
     /// When a failed global unit is due to be restarted.
     wake_at: Option<Instant>,
+    /// The failures this machine handled itself.
+    history: History,
+    /// Restarts of units found stopped outside fleet, within the window.
+    outside_stops: RestartBudget,
+    /// Inactive units the agent started that ended by themselves (asked once while inactive).
+    ended_by_itself: BTreeSet<UnitName>,
+    /// When the agent last started each unit (this run of fleetd).
+    last_started: BTreeMap<UnitName, Instant>,
+    /// When this agent began: what ended before it is not known to have ended outside fleet.
+    began: Instant,
 }
 
 impl Agent {
@@ -400,6 +417,9 @@ impl Agent {
         match outcome.started {
             Some(true) => {
                 self.started.insert(&outcome.name);
+                self.last_started
+                    .insert(outcome.name.clone(), Instant::now());
+                self.ended_by_itself.remove(&outcome.name);
                 // What its stop took down comes back with it, as systemd propagates a restart
                 // to BindsTo=/PartOf= dependents: those still wanted launched start again.
                 for unit in self.collateral.remove(&outcome.name).unwrap_or_default() {
@@ -426,6 +446,13 @@ impl Agent {
         for name in &lost {
             tracing::warn!(unit = %name, "agent: the unit's processes are gone; it counts as not started");
             self.started.remove(name);
+            if self.wanted_launched(name) {
+                self.handled(
+                    name,
+                    "its processes were found gone (its supervisor was killed, or the machine crashed)",
+                    "started again",
+                );
+            }
         }
         !lost.is_empty()
     }
@@ -459,6 +486,7 @@ impl Agent {
         self.forget_lost().await;
         let me = &self.config.machine;
         self.reports.adopt(snapshot.failures.get(me));
+        self.history.adopt(snapshot.restarts.get(me));
         self.launched_here = snapshot
             .scheduled_on(me)
             .filter(|(_, record)| record.desired == JobState::Launched)
@@ -726,6 +754,7 @@ impl Agent {
             // A new lease carries no states (nor reports) yet: publish them all again.
             self.published.clear();
             self.reports.lease_changed();
+            self.history.lease_changed();
             self.published_on = Some(lease.lease);
         }
         let loaded = match self.manager.states().await {
@@ -744,7 +773,7 @@ impl Agent {
                 .get(name)
                 .filter(|_| state.active != "active")
                 .or(self.unhealthy_left.get(name).map(|(why, _)| why))
-                .or(self.given_up.get(name).filter(|_| state.active == "failed"));
+                .or(self.given_up.get(name).filter(|_| state.active != "active"));
             let mut record = state_record(
                 state,
                 *hash,
@@ -779,7 +808,9 @@ impl Agent {
                 .map(|n| (n.clone(), None)),
         );
         self.restart_failed_globals(&loaded);
+        self.restart_stopped_outside(&loaded).await;
         self.report_failures(&lease, &loaded).await?;
+        self.write_history(&lease, &loaded).await?;
         if changes.is_empty() {
             return Ok(());
         }

@@ -22,10 +22,41 @@ pub enum Remedy {
     },
 }
 
+/// Restarts of each unit within [`RESTART_WINDOW`], against a budget: the local restart
+/// budget of unhealthy units, and of units found stopped outside fleet.
+#[derive(Debug, Default)]
+pub struct RestartBudget {
+    restarts: BTreeMap<UnitName, VecDeque<Instant>>,
+}
+
+impl RestartBudget {
+    /// Counts a restart of `name` now, unless `budget` restarts were made within the window
+    /// already: then how many were.
+    pub fn spend(&mut self, name: &UnitName, budget: u32, now: Instant) -> Result<(), usize> {
+        let restarts = self.restarts.entry(name.clone()).or_default();
+        while restarts
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= RESTART_WINDOW)
+        {
+            restarts.pop_front();
+        }
+        if restarts.len() >= budget as usize {
+            return Err(restarts.len());
+        }
+        restarts.push_back(now);
+        Ok(())
+    }
+
+    /// Forgets the units `keep` does not keep (no longer loaded here).
+    pub fn retain(&mut self, keep: impl Fn(&UnitName) -> bool) {
+        self.restarts.retain(|name, _| keep(name));
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Healing {
     /// When each unit was restarted for its health, within the window.
-    restarts: BTreeMap<UnitName, VecDeque<Instant>>,
+    restarts: RestartBudget,
 }
 
 impl Healing {
@@ -52,30 +83,21 @@ impl Healing {
             }
             OnUnhealthy::Restart => {}
         }
-        let restarts = self.restarts.entry(name.clone()).or_default();
-        while restarts
-            .front()
-            .is_some_and(|at| now.duration_since(*at) >= RESTART_WINDOW)
-        {
-            restarts.pop_front();
-        }
-        if restarts.len() >= budget as usize {
-            return Remedy::Leave {
+        match self.restarts.spend(name, budget, now) {
+            Ok(()) => Remedy::Restart,
+            Err(spent) => Remedy::Leave {
                 why: format!(
-                    "unhealthy after {} restarts within {} minutes (RescheduleAfterRestarts={budget})",
-                    restarts.len(),
+                    "unhealthy after {spent} restarts within {} minutes (RescheduleAfterRestarts={budget})",
                     RESTART_WINDOW.as_secs() / 60
                 ),
                 move_it: true,
-            };
+            },
         }
-        restarts.push_back(now);
-        Remedy::Restart
     }
 
     /// Forgets the units `keep` does not keep (no longer loaded here).
     pub fn retain(&mut self, keep: impl Fn(&UnitName) -> bool) {
-        self.restarts.retain(|name, _| keep(name));
+        self.restarts.retain(keep);
     }
 }
 

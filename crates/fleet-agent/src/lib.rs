@@ -9,6 +9,7 @@ pub mod fake;
 pub mod fence;
 mod healing;
 pub mod health;
+mod history;
 pub mod jobs;
 pub mod lease;
 mod leave;

@@ -12,6 +12,7 @@ use fleet_unit::{SystemdState, UnitFile, UnitHash, UnitName};
 use tokio::sync::mpsc;
 
 use fleet_native::log::{follow, tail};
+use fleet_native::status::{Exit, SubState};
 use fleet_native::supervisor::{Supervisor, SupervisorError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,11 +80,43 @@ pub trait UnitManager: Send + Sync {
     async fn take_lost(&self) -> Vec<UnitName> {
         Vec::new()
     }
+    /// Why `name`, which the agent started and finds inactive, ended outside fleet since
+    /// `since` (the agent's last start of it): stopped by a hand on the machine (`systemctl
+    /// stop`) or its main process killed. `None` when it ended by itself (its main process
+    /// exited, a oneshot finished), when the init system stopped it for one of its
+    /// `relations`, or when the manager cannot tell.
+    async fn ended_outside(
+        &self,
+        _name: &UnitName,
+        _relations: &Relations,
+        _since: std::time::Instant,
+    ) -> Option<String> {
+        None
+    }
     /// Told whenever a unit's state may have changed, so the agent publishes it at once instead
     /// of polling; `None` when the manager cannot tell (the agent polls then).
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<()>> {
         None
     }
+}
+
+/// A unit's relations to other units, as its file states them (specifiers resolved): what
+/// the init system stops it for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Relations {
+    /// `Requires=`, `BindsTo=`, `Requisite=`, `PartOf=`: one of them not active means it went
+    /// down with it.
+    pub needs: Vec<String>,
+    /// `Conflicts=`: one of them active means it was stopped for that one.
+    pub conflicts: Vec<String>,
+}
+
+/// The words for a unit whose main process a signal killed outside fleet.
+pub fn killed_outside(signal: i32) -> String {
+    let name = nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("signal {signal}"));
+    format!("its main process was killed by {name} outside fleet")
 }
 
 /// `systemctl status` of a unit: its text and its exit code (3: not active).
@@ -197,6 +230,31 @@ impl UnitManager for Supervisor {
 
     async fn take_lost(&self) -> Vec<UnitName> {
         Supervisor::take_lost(self)
+    }
+
+    /// A start returns once the unit runs, so the state it has is never older than `since`.
+    async fn ended_outside(
+        &self,
+        name: &UnitName,
+        relations: &Relations,
+        _since: std::time::Instant,
+    ) -> Option<String> {
+        for other in relations.needs.iter().chain(&relations.conflicts) {
+            let Ok(other_name) = UnitName::new(other) else {
+                continue;
+            };
+            let state = Supervisor::state(self, &other_name).await;
+            let needed = relations.needs.contains(other);
+            let active = state.active == "active";
+            if (needed && state.load == "loaded" && !active) || (!needed && active) {
+                return None;
+            }
+        }
+        let status = Supervisor::state(self, name).await.status?;
+        match (status.sub, status.exit) {
+            (SubState::Dead, Some(Exit::Signal(signal))) => Some(killed_outside(signal)),
+            _ => None,
+        }
     }
 }
 

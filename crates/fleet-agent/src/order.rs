@@ -77,7 +77,7 @@ fn break_cycles(waits: &mut BTreeMap<UnitName, BTreeSet<UnitName>>) {
 }
 
 /// The unit names of every `[Unit] key=` line, space-separated, specifiers resolved.
-fn listed(unit: &UnitFile, name: &UnitName, key: &'static str) -> Vec<String> {
+pub(crate) fn listed(unit: &UnitFile, name: &UnitName, key: &'static str) -> Vec<String> {
     let info = name.info();
     unit.values("Unit", key)
         .flat_map(|value| {

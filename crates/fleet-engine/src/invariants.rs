@@ -6,7 +6,10 @@
 //! machine that exists, has the metadata it asks for and is the one its `MachineID=` names;
 //! no two units that conflict (either way round) share a machine; a unit's `MachineOf=` peers
 //! are on no other machine; a global unit that is launched is on every machine that accepts
-//! it. Two rules depend on what is observed, hence [`Strictness`].
+//! it. Self-healing adds three: a global unit is never moved (its machine restarts it); a unit
+//! is moved no more often than its `RescheduleAttempts=`; a unit is back on a machine it was
+//! moved away from only when every other machine that accepts it failed it too. Three rules
+//! depend on what is observed, hence [`Strictness`].
 
 use std::collections::BTreeMap;
 
@@ -21,6 +24,10 @@ pub struct Observed {
     pub hosts: BTreeMap<String, Vec<String>>,
     /// The live machines.
     pub machines: Vec<Machine>,
+    /// Per unit: the machines it was moved away from after failing there, oldest first (the
+    /// `moved away` entries of its failure history), and its `RescheduleAttempts=` (0:
+    /// unlimited).
+    pub moved_from: BTreeMap<String, (Vec<String>, u32)>,
 }
 
 /// Rules that hold only when everything has settled.
@@ -32,6 +39,9 @@ pub struct Strictness {
     /// A unit's `MachineOf=` peers are on its machine, not only on no other (true when every
     /// peer is launched too).
     pub peers_present: bool,
+    /// Machines a unit failed on come last: it is on one only when every other live machine
+    /// that accepts it failed it too (true while no machine joined since it was placed).
+    pub failed_machines_last: bool,
 }
 
 /// Every broken rule, in words.
@@ -89,6 +99,39 @@ pub fn violations(observed: &Observed, strictness: Strictness) -> Vec<String> {
                 }
             }
         }
+        if let Some((from, attempts)) = observed.moved_from.get(name) {
+            if own.global && !from.is_empty() {
+                violations.push(format!("global unit {name} was moved away from {from:?}"));
+            }
+            if *attempts > 0 && from.len() > *attempts as usize {
+                violations.push(format!(
+                    "{name} was moved {} times, past RescheduleAttempts={attempts}",
+                    from.len()
+                ));
+            }
+            let accepts = |m: &Machine| {
+                m.has_metadata(&own.metadata)
+                    && own.machine_id.as_ref().is_none_or(|id| id == m.id.as_str())
+                    && !held
+                        .get(m.id.as_str())
+                        .into_iter()
+                        .flatten()
+                        .any(|other| *other != name.as_str() && conflict(name, other))
+            };
+            let returned = here.iter().filter(|m| !own.global && from.contains(m));
+            for machine in returned {
+                let spared = observed
+                    .machines
+                    .iter()
+                    .find(|m| !from.iter().any(|f| f == m.id.as_str()) && accepts(m));
+                if let (Some(spared), true) = (spared, strictness.failed_machines_last) {
+                    violations.push(format!(
+                        "{name} is back on {machine}, where it failed, though {} never failed it",
+                        spared.id
+                    ));
+                }
+            }
+        }
         if own.global && *launched {
             for machine in &observed.machines {
                 let id = machine.id.as_str();
@@ -121,6 +164,15 @@ mod tests {
         strictness: Strictness,
         expected: &[&str],
     ) {
+        let observed = observed(units, hosts, machines);
+        assert_eq!(violations(&observed, strictness), expected);
+    }
+
+    fn observed(
+        units: &[(&str, &str, bool)],
+        hosts: &[(&str, &str)],
+        machines: &[(&str, &str)],
+    ) -> Observed {
         let mut observed = Observed::default();
         for (name, x_fleet, launched) in units {
             let text = format!("[Service]\nExecStart=/bin/true\n[X-Fleet]\n{x_fleet}\n");
@@ -145,16 +197,18 @@ mod tests {
             }
             observed.machines.push(machine);
         }
-        assert_eq!(violations(&observed, strictness), expected);
+        observed
     }
 
     const LAX: Strictness = Strictness {
         every_unit_placed: false,
         peers_present: false,
+        failed_machines_last: false,
     };
     const STRICT: Strictness = Strictness {
         every_unit_placed: true,
         peers_present: true,
+        failed_machines_last: true,
     };
 
     #[test]
@@ -258,6 +312,51 @@ mod tests {
             &two,
             LAX,
             &["global unit g.service is not on m1"],
+        );
+    }
+
+    #[test]
+    fn healing_rules() {
+        let three = [("m1", ""), ("m2", ""), ("m3", "disk=ssd")];
+        let units = [
+            ("a.service", "", true),
+            ("d.service", "MachineMetadata=disk=ssd", true),
+            ("g.service", "Global=true", true),
+        ];
+        let hosts = [
+            ("a.service", "m1"),
+            ("d.service", "m3"),
+            ("g.service", "m1"),
+            ("g.service", "m2"),
+            ("g.service", "m3"),
+        ];
+        let mut observed = observed(&units, &hosts, &three);
+        let from = |machines: &[&str], attempts: u32| {
+            (machines.iter().map(|m| m.to_string()).collect(), attempts)
+        };
+        observed.moved_from = BTreeMap::from([
+            // Back on m1 though m3 never failed it.
+            ("a.service".to_owned(), from(&["m1", "m2"], 0)),
+            // Only m3 accepts it: back there is right.
+            ("d.service".to_owned(), from(&["m3", "m3"], 0)),
+            ("g.service".to_owned(), from(&["m2"], 0)),
+        ]);
+        assert_eq!(
+            violations(&observed, STRICT),
+            [
+                "a.service is back on m1, where it failed, though m3 never failed it",
+                "global unit g.service was moved away from [\"m2\"]",
+            ]
+        );
+        // While machines may have joined since, only the other rules hold.
+        assert_eq!(
+            violations(&observed, LAX),
+            ["global unit g.service was moved away from [\"m2\"]"]
+        );
+        observed.moved_from = BTreeMap::from([("d.service".to_owned(), from(&["m3", "m3"], 1))]);
+        assert_eq!(
+            violations(&observed, LAX),
+            ["d.service was moved 2 times, past RescheduleAttempts=1"]
         );
     }
 }

@@ -11,6 +11,7 @@
 //! reasons/<name>               ReasonRecord              engine: why the unit is not placed
 //! reschedule/<machine>/<name>  FailureRecord             agent, on the machine lease: it failed here
 //! moves/<name>                 MovesRecord               engine: the unit's failures and moves
+//! restarts/<machine>/<name>    RestartsRecord            agent, on the machine lease: failures handled there
 //! states/<machine>/<name>      StateRecord               agent, on the machine lease
 //! machines/<machine>           MachineRecord             agent, on the machine lease
 //! metadata/<machine>/<key>     value text                dynamic metadata (API), no lease
@@ -33,6 +34,7 @@ pub const SCHEDULE: &str = "schedule/";
 pub const REASONS: &str = "reasons/";
 pub const RESCHEDULE: &str = "reschedule/";
 pub const MOVES: &str = "moves/";
+pub const RESTARTS: &str = "restarts/";
 pub const STATES: &str = "states/";
 pub const MACHINES: &str = "machines/";
 pub const METADATA: &str = "metadata/";
@@ -52,6 +54,8 @@ pub enum RegistryKey {
     Failure(MachineId, UnitName),
     /// The engine's record of a unit's failures and moves.
     Moves(UnitName),
+    /// A machine's record of the unit's failures it handled itself (restarted it there).
+    Restarts(MachineId, UnitName),
     State(MachineId, UnitName),
     Machine(MachineId),
     Metadata(MachineId, String),
@@ -70,6 +74,7 @@ impl RegistryKey {
             RegistryKey::Reason(name) => format!("{REASONS}{name}"),
             RegistryKey::Failure(machine, name) => format!("{}{name}", failures_of(machine)),
             RegistryKey::Moves(name) => format!("{MOVES}{name}"),
+            RegistryKey::Restarts(machine, name) => format!("{}{name}", restarts_of(machine)),
             RegistryKey::State(machine, name) => format!("{}{name}", states_of(machine)),
             RegistryKey::Machine(machine) => format!("{MACHINES}{machine}"),
             RegistryKey::Metadata(machine, key) => format!("{}{key}", metadata_of(machine)),
@@ -99,6 +104,11 @@ pub fn schedule_of(machine: &MachineId) -> String {
 /// Where a machine reports the units that failed on it.
 pub fn failures_of(machine: &MachineId) -> String {
     format!("{RESCHEDULE}{machine}/")
+}
+
+/// Where a machine records the failures it handled itself.
+pub fn restarts_of(machine: &MachineId) -> String {
+    format!("{RESTARTS}{machine}/")
 }
 
 pub fn states_of(machine: &MachineId) -> String {
@@ -157,6 +167,10 @@ fn parse(key: &str) -> std::result::Result<RegistryKey, String> {
         "reschedule" => {
             let (m, n) = two(rest)?;
             Ok(RegistryKey::Failure(machine(m)?, name(n)?))
+        }
+        "restarts" => {
+            let (m, n) = two(rest)?;
+            Ok(RegistryKey::Restarts(machine(m)?, name(n)?))
         }
         "machines" => Ok(RegistryKey::Machine(machine(rest)?)),
         "schedule" => {
@@ -218,6 +232,11 @@ mod tests {
                 Ok("Failure(MachineId(\"m1\"), UnitName(\"a.service\"))"),
             ),
             ("moves/a.service", Ok("Moves(UnitName(\"a.service\"))")),
+            (
+                "restarts/m1/a.service",
+                Ok("Restarts(MachineId(\"m1\"), UnitName(\"a.service\"))"),
+            ),
+            ("restarts/a.service", Err("expected <machine>/<name>")),
             (
                 "schedule/m1/a.service",
                 Ok("Schedule(MachineId(\"m1\"), UnitName(\"a.service\"))"),

@@ -9,7 +9,7 @@ use fleet_unit::{MachineId, UnitName};
 use crate::error::{RegistryError, Result};
 use crate::keys::{self, RegistryKey};
 use crate::kv::{Compare, LeaseId, Op, MAX_TXN_OPS};
-use crate::records::{encode, FailureRecord, MachineRecord, StateRecord};
+use crate::records::{encode, FailureRecord, MachineRecord, RestartsRecord, StateRecord};
 use crate::registry::{busy, Registry, CAS_ATTEMPTS};
 
 /// How often a lease holder renews, and how long one renewal may take: a lease survives an
@@ -161,6 +161,16 @@ impl Registry {
         failures: &[(UnitName, Option<FailureRecord>)],
     ) -> Result<()> {
         self.on_lease(lease, failures, RegistryKey::Failure).await
+    }
+
+    /// Writes (or, with `None`, deletes) this machine's records of the failures it handled
+    /// itself, on its lease.
+    pub async fn set_restarts(
+        &self,
+        lease: &MachineLease,
+        restarts: &[(UnitName, Option<RestartsRecord>)],
+    ) -> Result<()> {
+        self.on_lease(lease, restarts, RegistryKey::Restarts).await
     }
 
     /// Writes (or deletes) records of this machine's units under `key`, on its lease, in as few

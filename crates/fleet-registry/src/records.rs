@@ -111,6 +111,27 @@ pub struct MoveEntry {
     pub action: String,
 }
 
+/// A machine's record of a unit's failures it handled itself (a health restart, a unit
+/// found stopped or gone and started again, a failed global unit restarted), newest last (at
+/// most [`MovesRecord::KEPT`]): the rest of the unit's history, beside the engine's moves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RestartsRecord {
+    #[serde(default)]
+    pub history: Vec<MoveEntry>,
+}
+
+impl RestartsRecord {
+    /// The record with `entry` added (the oldest dropped past [`MovesRecord::KEPT`]).
+    pub fn with(&self, entry: MoveEntry) -> RestartsRecord {
+        let mut history = self.history.clone();
+        history.push(entry);
+        if history.len() > MovesRecord::KEPT {
+            history.drain(..history.len() - MovesRecord::KEPT);
+        }
+        RestartsRecord { history }
+    }
+}
+
 /// A unit's health as its machine's checks found it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct HealthRecord {

@@ -10,7 +10,7 @@ use crate::keys::RegistryKey;
 use crate::kv::{Event, EventKind, KeyValue, Revision};
 use crate::records::{
     decode, decode_text, FailureRecord, JobRecord, LeaderRecord, MachineRecord, MovesRecord,
-    ReasonRecord, StateRecord,
+    ReasonRecord, RestartsRecord, StateRecord,
 };
 
 /// Records per machine, then per name.
@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub failures: Nested<UnitName, FailureRecord>,
     /// The engine's record of each unit's failures and moves.
     pub moves: BTreeMap<UnitName, MovesRecord>,
+    /// The failures each machine handled itself, per unit.
+    pub restarts: Nested<UnitName, RestartsRecord>,
     /// Unit states reported by each machine's agent.
     pub states: Nested<UnitName, StateRecord>,
     pub machines: BTreeMap<MachineId, MachineRecord>,
@@ -130,6 +132,13 @@ impl Snapshot {
             RegistryKey::Moves(name) => {
                 self.moves.insert(name, decode(key, value)?);
             }
+            RegistryKey::Restarts(machine, name) => {
+                let record = decode(key, value)?;
+                self.restarts
+                    .entry(machine)
+                    .or_default()
+                    .insert(name, record);
+            }
             RegistryKey::State(machine, name) => {
                 let record = decode(key, value)?;
                 self.states.entry(machine).or_default().insert(name, record);
@@ -159,6 +168,9 @@ impl Snapshot {
             RegistryKey::Reason(name) => drop(self.reasons.remove(name)),
             RegistryKey::Failure(machine, name) => remove_nested(&mut self.failures, machine, name),
             RegistryKey::Moves(name) => drop(self.moves.remove(name)),
+            RegistryKey::Restarts(machine, name) => {
+                remove_nested(&mut self.restarts, machine, name)
+            }
             RegistryKey::State(machine, name) => remove_nested(&mut self.states, machine, name),
             RegistryKey::Machine(machine) => drop(self.machines.remove(machine)),
             RegistryKey::Metadata(machine, name) => {

@@ -558,10 +558,12 @@ fn violations(
         units,
         hosts,
         machines,
+        ..Observed::default()
     };
     let strict = Strictness {
         every_unit_placed: true,
         peers_present: true,
+        failed_machines_last: true,
     };
     invariants::violations(&observed, strict)
 }

@@ -608,3 +608,86 @@ fn hosts_on_systemd_beside_a_native_host() {
         );
     }
 }
+
+/// Self-healing across hosts, judged by the invariant checker after every poll: a unit that
+/// fails on two hosts ends on the third (never back where it failed while that one takes
+/// it), its failures in its history; then its process killed by hand is started again by its
+/// agent, and that is recorded too.
+#[test]
+fn a_failing_unit_moves_until_it_runs_and_a_killed_one_is_started_again() {
+    let cluster = Cluster::start(3, 1, |_| String::new());
+    let machines = cluster.machines();
+    let unit_file = format!(
+        "[Service]\nExecStart=/bin/bash -c 'case %m in {}|{}) exit 3;; esac; exec -a unit:%n:%m sleep infinity'\n\n[X-Fleet]\nRescheduleDelay=1s\n",
+        machines[0], machines[1]
+    );
+    let name = "flaky.service";
+    cluster.start_units(0, &[(name.to_owned(), unit_file)]);
+    let within = Duration::from_secs(60);
+    let began = Instant::now();
+    let running = cluster.until_valid("running where it works", within, |running| {
+        match running.get(name) {
+            Some(on) if on == &[machines[2].clone()] => Ok(()),
+            other => Err(format!("{name} on {other:?}")),
+        }
+    });
+    let settled = began.elapsed();
+    let failures = |client: &fleet_wire::client::Client| -> Vec<(String, String, String)> {
+        client
+            .units()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|u| u.name == name)
+            .map(|u| {
+                u.failures
+                    .into_iter()
+                    .map(|f| (f.machine_id, f.what, f.action))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let moved = failures(&cluster.client());
+    assert!(
+        moved.iter().all(|(m, what, action)| m != &machines[2]
+            && action == "moved away"
+            && what.contains("status 3")),
+        "{moved:?}"
+    );
+    assert!(!moved.is_empty() && moved.len() <= 2, "{moved:?}");
+
+    let pid = cluster.unit_processes()[&(name.to_owned(), machines[2].clone())];
+    let killed = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let restarted = cluster.eventually("started again in place", within, || {
+        let now = cluster.unit_processes();
+        match now.get(&(name.to_owned(), machines[2].clone())) {
+            Some(new) if *new != pid => Ok(killed.elapsed()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    cluster.until_valid("still valid", within, each_once(&[name]));
+    cluster.eventually("recorded", within, || {
+        let history = failures(&cluster.client());
+        match history.last() {
+            Some((m, what, action))
+                if m == &machines[2]
+                    && what == "its main process was killed by SIGTERM outside fleet"
+                    && action == "started again" =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?} of {history:?}")),
+        }
+    });
+    let status = cluster.fleetctl_ok(1, &["status", name]);
+    assert!(status.contains("started again"), "{status}");
+    println!(
+        "self-healing on three hosts: running where it works after {settled:?} ({} moves); killed by hand, running again after {restarted:?}",
+        moved.len()
+    );
+    drop(running);
+}

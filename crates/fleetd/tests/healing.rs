@@ -34,7 +34,13 @@ fn health_endpoint(healthy: Arc<AtomicBool>) -> u16 {
 }
 
 fn started(dir: &Path) -> Daemon {
-    common::serving(common::fleetd(dir, "node1"), dir)
+    let mut command = common::fleetd(dir, "node1");
+    if let Ok(log) = std::env::var("HEALING_TEST_LOG") {
+        command
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(log).unwrap());
+    }
+    common::serving(command, dir)
 }
 
 /// `unit`'s main PID while the native supervisor says it runs.
@@ -139,6 +145,19 @@ fn an_unhealthy_unit_is_restarted_in_place_until_its_budget_is_spent() {
         "{out}"
     );
     assert!(out.contains(&format!("   Reason: {reason}")), "{out}");
+
+    // Each restart is in the unit's failure history, with what the check said.
+    let history = common::failures_until(
+        &dir.path().join("fleet.sock"),
+        unit,
+        "restarted in place",
+        Duration::from_secs(5),
+    );
+    let expected = (
+        "unhealthy: HTTP/1.1 503 Service Unavailable".to_owned(),
+        "restarted in place (OnUnhealthy=restart)".to_owned(),
+    );
+    assert_eq!(history, [expected.clone(), expected]);
 
     let (_, metrics) = http_unix(&dir.path().join("fleet.sock"), "GET", "/metrics", None);
     assert!(
@@ -247,5 +266,97 @@ fn a_failed_global_unit_is_restarted_in_place_and_not_forever() {
     std::thread::sleep(Duration::from_secs(2));
     let started = std::fs::read_to_string(&starts).unwrap_or_default();
     assert_eq!(started.lines().count(), 3, "{started}");
+    let history = common::failures_until(
+        &dir.path().join("fleet.sock"),
+        "flaky.service",
+        "left failed",
+        Duration::from_secs(5),
+    );
+    let actions: Vec<&str> = history.iter().map(|(_, a)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "restarted in place (a global unit is never moved)",
+            "restarted in place (a global unit is never moved)",
+            &format!("left failed: {reason}"),
+        ]
+    );
+    common::stop(&mut fleetd, "-TERM");
+}
+
+fn kill(pid: u64, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+fn start_file(dir: &Path, unit: &str, text: &str) {
+    let file = dir.join(unit);
+    std::fs::write(&file, text).unwrap();
+    let (code, _, err) = fleetctl(dir, &["start", "--no-block", &file.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A unit whose main process is killed outside fleet while it is wanted launched is started
+/// again by its agent, within its budget, and each time is in its failure history; a unit
+/// whose process ended by itself is left as systemd leaves it.
+#[test]
+fn a_unit_killed_outside_fleet_is_started_again_and_one_that_ended_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleetd = started(dir.path());
+    let socket = dir.path().join("fleet.sock");
+    let unit = "killed.service";
+    start_file(
+        dir.path(),
+        unit,
+        "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nRescheduleAfterRestarts=2\n",
+    );
+    start_file(
+        dir.path(),
+        "done.service",
+        "[Service]\nExecStart=/bin/sh -c 'sleep 0.5'\n",
+    );
+    let within = Duration::from_secs(15);
+    let mut pid = eventually("running", within, || {
+        main_pid(dir.path(), unit).ok_or_else(|| "not yet".to_owned())
+    });
+    let killed_what = "its main process was killed by SIGTERM outside fleet";
+    for round in 1..=2 {
+        kill(pid, "-TERM");
+        pid = eventually("started again", within, || {
+            main_pid(dir.path(), unit)
+                .filter(|new| *new != pid)
+                .ok_or_else(|| "not yet".to_owned())
+        });
+        let history = common::failures_until(&socket, unit, "started again", within);
+        assert_eq!(history.len(), round, "{history:?}");
+        assert_eq!(history[round - 1].0, killed_what);
+    }
+    // Past its budget: left stopped, and said so.
+    kill(pid, "-TERM");
+    let history = common::failures_until(&socket, unit, "left stopped", within);
+    assert_eq!(history.len(), 3, "{history:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(main_pid(dir.path(), unit), None, "started past its budget");
+    let left = state(dir.path(), unit);
+    assert_eq!(left["systemdActiveState"], "inactive");
+    assert_eq!(
+        left["reason"],
+        format!("{killed_what}; left stopped after 2 restarts within 10 minutes (RescheduleAfterRestarts=2)")
+    );
+
+    // The unit that ended by itself: inactive, never started again, no failures.
+    eventually("ended", within, || {
+        common::holds(state(dir.path(), "done.service")["systemdSubState"] == "dead")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, body) = http_unix(&socket, "GET", "/fleet/v1/units/done.service", None);
+    assert!(!body.contains("failures"), "{body}");
+    assert_eq!(
+        state(dir.path(), "done.service")["systemdActiveState"],
+        "inactive"
+    );
     common::stop(&mut fleetd, "-TERM");
 }

@@ -383,6 +383,84 @@ fn units_heal_on_systemd_as_on_the_native_supervisor() {
     assert_eq!(host.property("broken.service", "ActiveState"), "failed");
 }
 
+/// Units ended outside fleet on systemd while wanted launched are started again by the
+/// agent and recorded: `systemctl stop` of a unit that exits 0 on SIGTERM (only the stop job
+/// tells), with its `BindsTo=` sidekick, which comes back with it; `systemctl kill` of a main
+/// process (no job: its exit status tells). A unit that ended by itself stays ended.
+#[test]
+fn units_stopped_by_hand_on_systemd_are_started_again() {
+    let host = Host::boot();
+    let trapping =
+        "[Service]\nExecStart=/bin/sh -c 'trap \"exit 0\" TERM; while :; do sleep 0.2; done'\n";
+    let side = "[Unit]\nBindsTo=trapping.service\nAfter=trapping.service\n[Service]\nExecStart=/bin/sleep 300\n[X-Fleet]\nMachineOf=trapping.service\n";
+    let killed = "[Service]\nExecStart=/bin/sleep 300\n";
+    let finite = "[Service]\nExecStart=/bin/sleep 1\n";
+    let files = host.files(&[
+        ("trapping.service", trapping),
+        ("side.service", side),
+        ("killed.service", killed),
+        ("finite.service", finite),
+    ]);
+    let mut args = vec!["start", "--no-block"];
+    args.extend(files.iter().map(String::as_str));
+    host.fleetctl_ok(&args);
+    let within = Duration::from_secs(20);
+    for unit in ["trapping.service", "side.service", "killed.service"] {
+        host.until_listed(unit, "active", "running", within);
+    }
+    let pid = |unit: &str| host.property(unit, "MainPID");
+    let (trapping_pid, side_pid, killed_pid) = (
+        pid("trapping.service"),
+        pid("side.service"),
+        pid("killed.service"),
+    );
+
+    host.systemctl(&["stop", "trapping.service"]);
+    host.systemctl(&[
+        "kill",
+        "--signal=TERM",
+        "--kill-whom=main",
+        "killed.service",
+    ]);
+    for (unit, before) in [
+        ("trapping.service", &trapping_pid),
+        ("side.service", &side_pid),
+        ("killed.service", &killed_pid),
+    ] {
+        eventually(&format!("{unit} started again"), within, || {
+            let now = pid(unit);
+            holds(now != *before && now != "0" && host.property(unit, "ActiveState") == "active")
+        });
+    }
+    let socket = host.sandbox.shared_dir().join("fleet.sock");
+    let stopped = common::failures_until(&socket, "trapping.service", "started again", within);
+    assert_eq!(
+        stopped,
+        [(
+            "stopped outside fleet (a stop job fleetd did not queue: systemctl stop)".to_owned(),
+            "started again".to_owned()
+        )]
+    );
+    let killed = common::failures_until(&socket, "killed.service", "started again", within);
+    assert_eq!(
+        killed,
+        [(
+            "its main process was killed by SIGTERM outside fleet".to_owned(),
+            "started again".to_owned()
+        )]
+    );
+    // Ended by itself: inactive, and left so.
+    eventually("finite.service ended", within, || {
+        holds(host.property("finite.service", "ActiveState") == "inactive")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(host.property("finite.service", "ActiveState"), "inactive");
+    assert_eq!(host.property("finite.service", "NRestarts"), "0");
+    let (_, body) =
+        fleet_testkit::measure::http_unix(&socket, "GET", "/fleet/v1/units/finite.service", None);
+    assert!(!body.contains("failures"), "{body}");
+}
+
 /// A `Restart=always` crash loop on systemd never shows failed (systemd's start limit is not
 /// reached with `RestartSec=2`): its restarts (`NRestarts`) count, and past the budget it is
 /// moved (here: started again where it is, the only machine) and then given up on.

@@ -1,12 +1,13 @@
 //! The agent's part in self-healing: which running units have health checks, restarting the
-//! unhealthy ones within their budget, restarting failed global units in place, and reporting
-//! the units that failed here for the engine to move.
+//! unhealthy ones within their budget, restarting failed global units in place, starting again
+//! the units stopped outside fleet, recording what it did, and reporting the units that failed
+//! here for the engine to move.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use fleet_registry::records::now_ms;
+use fleet_registry::records::{now_ms, RestartsRecord};
 use fleet_registry::RegistryError;
 use fleet_unit::health::{health_policy, reschedule_policy, HealthPolicy, ReschedulePolicy};
 use fleet_unit::{Requirements, SystemdState, UnitHash, UnitName};
@@ -14,6 +15,8 @@ use fleet_unit::{Requirements, SystemdState, UnitHash, UnitName};
 use super::Agent;
 use crate::healing::{GlobalRemedy, Remedy};
 use crate::jobs::Work;
+use crate::manager::Relations;
+use crate::order::listed;
 
 /// A unit version's self-healing policies.
 pub(super) struct Policies {
@@ -86,6 +89,16 @@ impl Agent {
                         .units
                         .get(&hash)
                         .is_some_and(|u| Requirements::raw(u).stops_when_disconnected());
+                    let said = self
+                        .health
+                        .health(&name)
+                        .map(|h| h.output)
+                        .unwrap_or_default();
+                    self.handled(
+                        &name,
+                        &format!("unhealthy: {said}"),
+                        "restarted in place (OnUnhealthy=restart)",
+                    );
                     // Its checks begin again, start period included, once it runs again.
                     self.health.forget(&name);
                     self.config
@@ -135,6 +148,11 @@ impl Agent {
             match self.global_restarts.failed(name, policy, now) {
                 GlobalRemedy::Restart => {
                     tracing::warn!(unit = %name, "agent: restarting a failed global unit in place");
+                    self.handled(
+                        name,
+                        &failure(state),
+                        "restarted in place (a global unit is never moved)",
+                    );
                     let disconnect = self
                         .units
                         .get(hash)
@@ -145,6 +163,7 @@ impl Agent {
                 GlobalRemedy::At(due) => wake_at = Some(wake_at.map_or(due, |w| w.min(due))),
                 GlobalRemedy::Leave(why) => {
                     tracing::warn!(unit = %name, why, "agent: a failed global unit is left failed");
+                    self.handled(name, &failure(state), &format!("left failed: {why}"));
                     self.given_up.insert(name.clone(), why);
                 }
             }
@@ -182,10 +201,7 @@ impl Agent {
                         .unwrap_or_default();
                     Some(format!("{why}: {said}"))
                 }
-                _ if state.active == "failed" => Some(match state.reason.is_empty() {
-                    true => format!("failed ({})", state.sub),
-                    false => state.reason.clone(),
-                }),
+                _ if state.active == "failed" => Some(failure(state)),
                 _ if restarts >= budget && state.active != "active" => Some(format!(
                     "restarted {restarts} times by its Restart= within 10 minutes (RescheduleAfterRestarts={budget})"
                 )),
@@ -220,8 +236,149 @@ impl Agent {
         }
     }
 
+    /// Starts again the units the agent started and wants launched that it finds inactive
+    /// because they were ended outside fleet (stopped by hand, their main process killed), as
+    /// far as the local budget allows, and records it; a unit that ended by itself (its main
+    /// process exited) is left as it is, as systemd leaves it.
+    pub(super) async fn restart_stopped_outside(
+        &mut self,
+        loaded: &BTreeMap<UnitName, (UnitHash, SystemdState)>,
+    ) {
+        self.ended_by_itself.retain(|name| {
+            loaded
+                .get(name)
+                .is_some_and(|(_, s)| s.active == "inactive")
+        });
+        self.outside_stops.retain(|name| loaded.contains_key(name));
+        self.last_started
+            .retain(|name, _| loaded.contains_key(name));
+        let now = Instant::now();
+        for (name, (hash, state)) in loaded {
+            if state.active == "active" {
+                // Running again (started by the user): what was given up on is past.
+                self.given_up.remove(name);
+            }
+            let candidate = state.active == "inactive"
+                && self.started.contains(name)
+                && self.wanted_launched(name)
+                && !self.busy.contains_key(name)
+                && !self.fence.is_fenced(name)
+                && !self.ended_by_itself.contains(name)
+                && !self.collateral.values().any(|taken| taken.contains(name));
+            if !candidate {
+                continue;
+            }
+            let relations = self
+                .units
+                .get(hash)
+                .map(|unit| relations(unit, name))
+                .unwrap_or_default();
+            // Down with a fleet unit it needs: it comes back when that one is started again,
+            // as a stop of the agent's own takes its dependents with it.
+            let down_with = relations
+                .needs
+                .iter()
+                .filter_map(|need| UnitName::new(need).ok())
+                .find(|need| loaded.get(need).is_some_and(|(_, s)| s.active != "active"));
+            if let Some(need) = down_with {
+                if self.wanted_launched(&need) {
+                    tracing::info!(unit = %name, with = %need, "agent: a unit went down with one it needs");
+                    self.collateral
+                        .entry(need)
+                        .or_default()
+                        .insert(name.clone());
+                }
+                continue;
+            }
+            // What ended before the agent's last start of it is past (a start just queued
+            // leaves the unit inactive a moment, its last end still on record).
+            let since = self.last_started.get(name).copied().unwrap_or(self.began);
+            let Some(what) = self.manager.ended_outside(name, &relations, since).await else {
+                self.ended_by_itself.insert(name.clone());
+                continue;
+            };
+            let budget = self
+                .policy(hash)
+                .map_or(3, |policies| policies.reschedule.after_restarts);
+            if let Err(spent) = self.outside_stops.spend(name, budget, now) {
+                let why = format!("{what}; left stopped after {spent} restarts within 10 minutes (RescheduleAfterRestarts={budget})");
+                tracing::warn!(unit = %name, why, "agent: a unit stopped outside fleet again");
+                self.handled(name, &what, "left stopped: stopped outside fleet too often");
+                self.ended_by_itself.insert(name.clone());
+                self.given_up.insert(name.clone(), why);
+                continue;
+            }
+            tracing::warn!(unit = %name, what, "agent: a unit was ended outside fleet; starting it again");
+            self.handled(name, &what, "started again");
+            self.started.remove(name);
+            let disconnect = self
+                .units
+                .get(hash)
+                .is_some_and(|u| Requirements::raw(u).stops_when_disconnected());
+            let work = BTreeMap::from([(name.clone(), (Work::Start, disconnect))]);
+            self.issue(work, &BTreeMap::new());
+        }
+    }
+
+    /// Whether `name` is wanted launched here (placed here, or a global unit this machine
+    /// runs).
+    pub(super) fn wanted_launched(&self, name: &UnitName) -> bool {
+        self.launched_here.contains(name) || self.launched_globals.contains(name)
+    }
+
+    /// Records that this machine handled a failure of `name`: `what` failed, `action` was done.
+    pub(super) fn handled(&mut self, name: &UnitName, what: &str, action: &str) {
+        self.history
+            .add(&self.config.machine, name, now_ms(), what, action);
+    }
+
+    /// Writes the records of handled failures that changed, and drops those of units no longer
+    /// here.
+    pub(super) async fn write_history(
+        &mut self,
+        lease: &fleet_registry::MachineLease,
+        loaded: &BTreeMap<UnitName, (UnitHash, SystemdState)>,
+    ) -> Result<(), RegistryError> {
+        self.history.retain(|name| loaded.contains_key(name));
+        let changes: Vec<(UnitName, Option<RestartsRecord>)> = self.history.changes();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        match self.registry.set_restarts(lease, &changes).await {
+            Ok(()) => {
+                self.history.written(&changes);
+                Ok(())
+            }
+            Err(RegistryError::LeaseNotFound(_)) => {
+                let _ = self.expired.try_send(());
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// The version of `name` last published as loaded here.
     pub(super) fn loaded_hash(&self, name: &UnitName) -> Option<UnitHash> {
         self.published.get(name).and_then(|record| record.hash)
+    }
+}
+
+/// What failed, in the words of a failed unit's state.
+fn failure(state: &SystemdState) -> String {
+    match state.reason.is_empty() {
+        true => format!("failed ({})", state.sub),
+        false => state.reason.clone(),
+    }
+}
+
+/// The units `unit` needs and conflicts with, as its `[Unit]` section names them.
+fn relations(unit: &fleet_unit::UnitFile, name: &UnitName) -> Relations {
+    let needs = ["Requires", "BindsTo", "Requisite", "PartOf"]
+        .into_iter()
+        .flat_map(|key| listed(unit, name, key))
+        .collect();
+    Relations {
+        needs,
+        conflicts: listed(unit, name, "Conflicts"),
     }
 }

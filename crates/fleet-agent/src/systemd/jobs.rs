@@ -5,10 +5,13 @@
 //! `StartUnit` or `StartTransientUnit` calls). Every job fleetd queues holds one of
 //! [`MAX_JOBS`] permits until systemd's `JobRemoved` signal for it, like systemd's own job
 //! queue bounds what runs at once.
+//!
+//! The same signals tell a job fleetd did not queue: a unit that such a job left inactive was
+//! stopped outside fleet (`systemctl stop` on the machine).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -38,6 +41,24 @@ struct Tracked {
     /// Jobs systemd removed lately, whoever queued them.
     removed: HashSet<String>,
     removed_order: VecDeque<String>,
+    /// Jobs fleetd queued lately.
+    own: HashSet<String>,
+    own_order: VecDeque<String>,
+    /// Per unit, the last job that ended `done`, and when.
+    last_done: HashMap<String, (String, Instant)>,
+    last_done_order: VecDeque<String>,
+}
+
+/// Adds `item` to a set remembered in `order`, forgetting the oldest past [`REMEMBERED`].
+fn remember(set: &mut HashSet<String>, order: &mut VecDeque<String>, item: &str) {
+    if set.insert(item.to_owned()) {
+        order.push_back(item.to_owned());
+    }
+    while order.len() > REMEMBERED {
+        if let Some(old) = order.pop_front() {
+            set.remove(&old);
+        }
+    }
 }
 
 impl Default for JobTracker {
@@ -89,26 +110,50 @@ impl JobTracker {
 
     /// `job` was queued with `permit`, which is given back when systemd removes the job.
     pub fn queued(&self, job: &str, permit: Option<OwnedSemaphorePermit>) {
-        let Some(permit) = permit else { return };
         let mut state = self.state();
+        let Tracked { own, own_order, .. } = &mut *state;
+        remember(own, own_order, job);
+        let Some(permit) = permit else { return };
         if !state.removed.contains(job) {
             state.held.insert(job.to_owned(), permit);
         }
     }
 
-    fn removed(&self, job: &str) {
+    /// systemd removed `job` of `unit` with `result` (`done`, `canceled`, `failed`, ...).
+    fn removed(&self, job: &str, unit: &str, result: &str) {
         let mut state = self.state();
+        if result == "done" {
+            if !state.last_done.contains_key(unit) {
+                state.last_done_order.push_back(unit.to_owned());
+            }
+            state
+                .last_done
+                .insert(unit.to_owned(), (job.to_owned(), Instant::now()));
+            while state.last_done_order.len() > REMEMBERED {
+                if let Some(old) = state.last_done_order.pop_front() {
+                    state.last_done.remove(&old);
+                }
+            }
+        }
         if state.held.remove(job).is_some() {
             return;
         }
-        if state.removed.insert(job.to_owned()) {
-            state.removed_order.push_back(job.to_owned());
-        }
-        while state.removed_order.len() > REMEMBERED {
-            if let Some(old) = state.removed_order.pop_front() {
-                state.removed.remove(&old);
-            }
-        }
+        let Tracked {
+            removed,
+            removed_order,
+            ..
+        } = &mut *state;
+        remember(removed, removed_order, job);
+    }
+
+    /// Whether the last job of `unit` to end `done` was not fleetd's and ended at or after
+    /// `since` (when the unit last left `active`): then it was that job that stopped it.
+    pub fn stopped_by_another(&self, unit: &str, since: Instant) -> bool {
+        let state = self.state();
+        state
+            .last_done
+            .get(unit)
+            .is_some_and(|(job, at)| *at >= since && !state.own.contains(job))
     }
 
     /// systemd left the bus: the jobs it held are no longer fleetd's to wait for.
@@ -131,11 +176,12 @@ pub async fn follow_removals(mut signals: zbus::MessageStream, tracker: Weak<Job
             return;
         };
         let Ok(message) = message else { continue };
-        if let Ok((_, job, _, _)) = message
-            .body()
-            .deserialize::<(u32, zbus::OwnedObjectPath, String, String)>()
+        if let Ok((_, job, unit, result)) =
+            message
+                .body()
+                .deserialize::<(u32, zbus::OwnedObjectPath, String, String)>()
         {
-            tracker.removed(job.as_str());
+            tracker.removed(job.as_str(), &unit, &result);
         }
     }
 }
@@ -150,11 +196,11 @@ mod tests {
         let permit = tracker.for_start("a.service").await;
         tracker.queued("/job/1", permit);
         assert_eq!(tracker.permits.available_permits(), MAX_JOBS - 1);
-        tracker.removed("/job/1");
+        tracker.removed("/job/1", "a.service", "done");
         assert_eq!(tracker.permits.available_permits(), MAX_JOBS);
 
         // The signal before the reply's caller: the permit is not kept.
-        tracker.removed("/job/2");
+        tracker.removed("/job/2", "b.service", "done");
         let permit = tracker.for_start("b.service").await;
         tracker.queued("/job/2", permit);
         assert_eq!(tracker.held(), 0);
@@ -162,9 +208,28 @@ mod tests {
 
         // Only so many are remembered.
         for n in 0..REMEMBERED + 10 {
-            tracker.removed(&format!("/other/{n}"));
+            tracker.removed(&format!("/other/{n}"), &format!("u{n}.service"), "done");
         }
         assert_eq!(tracker.state().removed.len(), REMEMBERED);
+        assert_eq!(tracker.state().last_done.len(), REMEMBERED);
+    }
+
+    #[tokio::test]
+    async fn a_unit_stopped_by_a_job_fleetd_did_not_queue_is_told() {
+        let tracker = JobTracker::default();
+        let before = Instant::now();
+        // fleetd's own stop, whichever of the reply and the signal comes first.
+        tracker.removed("/job/1", "a.service", "done");
+        tracker.queued("/job/1", None);
+        assert!(!tracker.stopped_by_another("a.service", before));
+        // Another's: told, when it ended after the unit left active.
+        tracker.removed("/job/2", "a.service", "done");
+        assert!(tracker.stopped_by_another("a.service", before));
+        let later = Instant::now() + Duration::from_secs(1);
+        assert!(!tracker.stopped_by_another("a.service", later));
+        // A job that did not get done stopped nothing.
+        tracker.removed("/job/3", "b.service", "canceled");
+        assert!(!tracker.stopped_by_another("b.service", before));
     }
 
     #[tokio::test]

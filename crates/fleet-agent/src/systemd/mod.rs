@@ -22,7 +22,9 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use zbus::OwnedVariant;
 
-use crate::manager::{ManagerError, ManagerKind, Result, UnitManager, UnitStatus};
+use crate::manager::{
+    killed_outside, ManagerError, ManagerKind, Relations, Result, UnitManager, UnitStatus,
+};
 use bus::{unit_name_of_path, ManagerProxy, UNIT_PATH_PREFIX};
 use fleet_native::log::rfc3339;
 use fleet_native::unit_files::{units_in, write_unit_file};
@@ -90,6 +92,12 @@ struct Known {
     /// Units loaded since, whose states systemd has not been asked for: asked together, as
     /// every first look after a new link makes systemd read all its unit directories again.
     unread: BTreeSet<String>,
+    /// When each unit last left `active`, as signals told: a job that ended since then and
+    /// left it inactive is what stopped it.
+    left_active: HashMap<String, std::time::Instant>,
+    /// How each unit's main process last ended (`ExecMainCode`, `ExecMainStatus`), as
+    /// signals told, and when they told.
+    main_exits: HashMap<String, (i32, i32, std::time::Instant)>,
 }
 
 fn bus_error(what: &str, e: zbus::Error) -> ManagerError {
@@ -562,7 +570,8 @@ async fn follow_signals(
             continue;
         };
         let text = |key: &str| changed.get(key).and_then(|v| String::try_from(&**v).ok());
-        let mut known = known.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = known.lock().unwrap_or_else(|p| p.into_inner());
+        let known = &mut *guard;
         let Some(state) = known.states.get_mut(&name) else {
             continue;
         };
@@ -582,6 +591,14 @@ async fn follow_signals(
             // The restarts its own `Restart=` made since it was last started (a crash loop
             // never shows failed).
             "org.freedesktop.systemd1.Service" => {
+                let number = |key: &str| changed.get(key).and_then(|v| i32::try_from(&**v).ok());
+                // How its main process last ended (a kill outside fleet leaves no job).
+                if let (Some(code), Some(status)) =
+                    (number("ExecMainCode"), number("ExecMainStatus"))
+                {
+                    let at = std::time::Instant::now();
+                    known.main_exits.insert(name.clone(), (code, status, at));
+                }
                 let Some(restarts) = changed
                     .get("NRestarts")
                     .and_then(|v| u32::try_from(&**v).ok())
@@ -596,6 +613,11 @@ async fn follow_signals(
             _ => continue,
         };
         if *state != new {
+            if state.active == "active" && new.active != "active" {
+                known
+                    .left_active
+                    .insert(name.clone(), std::time::Instant::now());
+            }
             *state = new;
             told.send_replace(());
         }
@@ -703,6 +725,8 @@ impl UnitManager for SystemdManager {
         known.loaded.remove(name);
         known.states.remove(name.as_str());
         known.unread.remove(name.as_str());
+        known.left_active.remove(name.as_str());
+        known.main_exits.remove(name.as_str());
         Ok(())
     }
 
@@ -808,6 +832,53 @@ impl UnitManager for SystemdManager {
             // 3 for a unit that is not active, as systemctl says; fleetctl passes it on.
             code: output.status.code().unwrap_or(1),
         }))
+    }
+
+    /// A stop job fleetd did not queue (`systemctl stop`), or a main process killed without
+    /// one (`kill`); not a unit systemd stopped with one it needs, for one it conflicts
+    /// with, or because the machine is shutting down.
+    async fn ended_outside(
+        &self,
+        name: &UnitName,
+        relations: &Relations,
+        since: std::time::Instant,
+    ) -> Option<String> {
+        let others: Vec<&str> = relations
+            .needs
+            .iter()
+            .chain(&relations.conflicts)
+            .map(String::as_str)
+            .collect();
+        if !others.is_empty() {
+            let rows = self.bus().list_units_by_names(&others).await.ok()?;
+            for row in rows {
+                let needed = relations.needs.contains(&row.0);
+                let active = matches!(row.3.as_str(), "active" | "activating" | "reloading");
+                if (needed && row.2 == "loaded" && !active) || (!needed && active) {
+                    return None;
+                }
+            }
+        }
+        if self.bus().system_state().await.ok()? == "stopping" {
+            return None;
+        }
+        let (left, exit) = {
+            let known = self.known();
+            (
+                known.left_active.get(name.as_str()).copied(),
+                known.main_exits.get(name.as_str()).copied(),
+            )
+        };
+        if left.is_some_and(|left| self.jobs.stopped_by_another(name.as_str(), left.max(since))) {
+            return Some(
+                "stopped outside fleet (a stop job fleetd did not queue: systemctl stop)".into(),
+            );
+        }
+        // `CLD_KILLED`, `CLD_DUMPED`.
+        match exit {
+            Some((2 | 3, signal, at)) if at >= since => Some(killed_outside(signal)),
+            _ => None,
+        }
     }
 
     fn changes(&self) -> Option<watch::Receiver<()>> {

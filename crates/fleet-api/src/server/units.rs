@@ -4,6 +4,7 @@ use super::*;
 
 use std::time::UNIX_EPOCH;
 
+use fleet_registry::records::{MoveEntry, MovesRecord};
 use fleet_unit::timestamp::rfc3339;
 use fleet_wire::schema::UnitFailure;
 
@@ -35,17 +36,8 @@ pub(super) fn unit_fields(
             }
         }
     }
+    unit.failures = failures(snapshot, name);
     if let Some(moves) = snapshot.moves.get(name) {
-        unit.failures = moves
-            .history
-            .iter()
-            .map(|entry| UnitFailure {
-                machine_id: entry.machine.clone(),
-                time: rfc3339(UNIX_EPOCH + Duration::from_millis(entry.at_ms)),
-                what: entry.what.clone(),
-                action: entry.action.clone(),
-            })
-            .collect();
         if let (Some(due), Some(_)) = (moves.due_ms, placed) {
             let left = due.saturating_sub(fleet_registry::records::now_ms());
             if left > 0 {
@@ -54,6 +46,30 @@ pub(super) fn unit_fields(
         }
     }
     Some((unit, record.hash))
+}
+
+/// A unit's recent failures, oldest first: those the engine moved it for and those its
+/// machines handled themselves, the last [`MovesRecord::KEPT`].
+fn failures(snapshot: &Snapshot, name: &UnitName) -> Vec<UnitFailure> {
+    let moved = snapshot.moves.get(name).map(|r| r.history.iter());
+    let handled = snapshot
+        .restarts
+        .values()
+        .filter_map(|units| units.get(name))
+        .flat_map(|r| r.history.iter());
+    let mut entries: Vec<&MoveEntry> = moved.into_iter().flatten().chain(handled).collect();
+    entries.sort_by_key(|entry| entry.at_ms);
+    let skip = entries.len().saturating_sub(MovesRecord::KEPT);
+    entries
+        .into_iter()
+        .skip(skip)
+        .map(|entry| UnitFailure {
+            machine_id: entry.machine.clone(),
+            time: rfc3339(UNIX_EPOCH + Duration::from_millis(entry.at_ms)),
+            what: entry.what.clone(),
+            action: entry.action.clone(),
+        })
+        .collect()
 }
 
 /// `unit` with the options of its file `hash`, in a registry of `units` units.
