@@ -683,7 +683,7 @@ fn a_failing_unit_moves_until_it_runs_and_a_killed_one_is_started_again() {
             other => Err(format!("{other:?} of {history:?}")),
         }
     });
-    let status = cluster.fleetctl_ok(1, &["status", name]);
+    let status = cluster.fleetctl_ok(2, &["status", name]);
     assert!(status.contains("started again"), "{status}");
     println!(
         "self-healing on three hosts: running where it works after {settled:?} ({} moves); killed by hand, running again after {restarted:?}",
