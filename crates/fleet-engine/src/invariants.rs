@@ -25,7 +25,7 @@ pub struct Observed {
     /// The live machines.
     pub machines: Vec<Machine>,
     /// Per unit: the machines it was moved away from after failing there, oldest first (the
-    /// `moved away` entries of its failure history), and its `RescheduleAttempts=` (0:
+    /// `moved away` and `moved to M` entries of its failure history), and its `RescheduleAttempts=` (0:
     /// unlimited).
     pub moved_from: BTreeMap<String, (Vec<String>, u32)>,
 }

@@ -452,6 +452,10 @@ async fn reconcile(
                 if snapshot.reasons.contains_key(&name) {
                     group.push(EngineWrite::placeable(&name));
                 }
+                // A unit moved after a failure: its history says where it went.
+                if let Some(moves) = snapshot.moves.get(&name).and_then(|m| m.landed(&machine)) {
+                    group.push(EngineWrite::moves(&name, Some(moves)));
+                }
                 groups.push(group);
                 final_place.insert(unit, Some(machine));
             }

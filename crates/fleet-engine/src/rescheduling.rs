@@ -106,7 +106,7 @@ pub fn verdict(failures: &Failures<'_>) -> Verdict {
         return verdict;
     }
     verdict.evict = Some(format!("failed on {machine}: {}", report.what));
-    verdict.record = Some(record.with(entry("moved away".into()), true));
+    verdict.record = Some(record.with(entry(MoveEntry::MOVED_AWAY.into()), true));
     verdict.avoid.insert(machine.clone());
     verdict
 }

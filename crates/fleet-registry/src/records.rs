@@ -107,8 +107,35 @@ pub struct MoveEntry {
     pub machine: String,
     pub at_ms: u64,
     pub what: String,
-    /// `moved away`, `restarted in place`, `gave up after N moves`, ...
+    /// [`MoveEntry::MOVED_AWAY`], then `moved to M` once placed; `restarted in place`, `left
+    /// where it failed: ...`, ...
     pub action: String,
+}
+
+impl MoveEntry {
+    /// The action of a move whose unit is not placed again yet.
+    pub const MOVED_AWAY: &'static str = "moved away";
+
+    /// Whether the unit was moved for this failure.
+    pub fn is_move(&self) -> bool {
+        self.action == Self::MOVED_AWAY || self.action.starts_with("moved to ")
+    }
+}
+
+impl MovesRecord {
+    /// The record once the unit moved away is placed on `machine`; `None` when its last move
+    /// is told already.
+    pub fn landed(&self, machine: &MachineId) -> Option<MovesRecord> {
+        let last = self.history.last()?;
+        if last.action != MoveEntry::MOVED_AWAY {
+            return None;
+        }
+        let mut record = self.clone();
+        if let Some(entry) = record.history.last_mut() {
+            entry.action = format!("moved to {machine}");
+        }
+        Some(record)
+    }
 }
 
 /// A machine's record of a unit's failures it handled itself (a health restart, a unit
@@ -335,5 +362,25 @@ mod tests {
         );
         check::<LeaderRecord>(r#"{"machine":"m/1"}"#, Err("invalid machine ID \"m/1\""));
         check(r#"{}"#, Ok(MachineRecord::default()));
+    }
+
+    #[test]
+    fn a_move_says_where_the_unit_went_once_it_is_placed() {
+        let entry = |action: &str| MoveEntry {
+            machine: "m1".into(),
+            at_ms: 1,
+            what: "exited 1".into(),
+            action: action.into(),
+        };
+        let m2 = MachineId::new("m2").unwrap();
+        let away = MovesRecord::default().with(entry(MoveEntry::MOVED_AWAY), true);
+        let landed = away.landed(&m2).expect("told where");
+        assert_eq!(landed.history[0].action, "moved to m2");
+        assert!(landed.history[0].is_move());
+        assert_eq!(landed.moves, 1);
+        assert_eq!(landed.landed(&m2), None, "told once");
+        let left = away.with(entry("left where it failed: Reschedule=no"), false);
+        assert_eq!(left.landed(&m2), None);
+        assert!(!left.history[1].is_move());
     }
 }

@@ -373,12 +373,12 @@ fn units_heal_on_systemd_as_on_the_native_supervisor() {
     .into_iter()
     .map(|(_, action)| action)
     .collect();
+    // The only machine: moved back to it.
+    assert_eq!(actions.len(), 2, "{actions:?}");
+    assert!(actions[0].starts_with("moved to "), "{actions:?}");
     assert_eq!(
-        actions,
-        [
-            "moved away",
-            "left where it failed: gave up after 1 moves (RescheduleAttempts=1)"
-        ]
+        actions[1],
+        "left where it failed: gave up after 1 moves (RescheduleAttempts=1)"
     );
     assert_eq!(host.property("broken.service", "ActiveState"), "failed");
 }
@@ -484,7 +484,7 @@ fn a_crash_loop_on_systemd_is_caught_by_its_restarts() {
             "{what}"
         );
     }
-    assert_eq!(failures[0].1, "moved away");
+    assert!(failures[0].1.starts_with("moved to "), "{failures:?}");
 }
 
 #[test]

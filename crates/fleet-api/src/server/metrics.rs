@@ -28,7 +28,7 @@ pub(super) async fn metrics(state: &ApiState) -> Answer {
     if let Ok(snapshot) = snapshot(state).await {
         let mut moved: BTreeMap<&str, u64> = BTreeMap::new();
         for record in snapshot.moves.values() {
-            for entry in record.history.iter().filter(|e| e.action == "moved away") {
+            for entry in record.history.iter().filter(|e| e.is_move()) {
                 let reason = match entry.what.starts_with("unhealthy") {
                     true => "unhealthy",
                     false => "failed",

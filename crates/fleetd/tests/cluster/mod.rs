@@ -511,7 +511,7 @@ impl Cluster {
                     let from = unit
                         .failures
                         .iter()
-                        .filter(|f| f.action == "moved away")
+                        .filter(|f| f.action.starts_with("moved "))
                         .map(|f| f.machine_id.clone())
                         .collect();
                     let attempts = fleet_unit::health::reschedule_policy(&unit.unit_file())
