@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fleet_unit::requirements::substitute_specifiers;
+use fleet_unit::relations::related;
 use fleet_unit::{UnitFile, UnitName};
 
 /// The units each unit of `starting` must wait for: those among `starting` that it is
@@ -25,10 +25,10 @@ pub fn predecessors(
         }
     };
     for (name, unit) in starting {
-        for other in listed(unit, name, "After") {
+        for other in related(unit, name.as_str(), &["After"]) {
             order(&other, name.as_str());
         }
-        for other in listed(unit, name, "Before") {
+        for other in related(unit, name.as_str(), &["Before"]) {
             order(name.as_str(), &other);
         }
     }
@@ -74,19 +74,6 @@ fn break_cycles(waits: &mut BTreeMap<UnitName, BTreeSet<UnitName>>) {
         }
     }
     waits.retain(|_, earlier| !earlier.is_empty());
-}
-
-/// The unit names of every `[Unit] key=` line, space-separated, specifiers resolved.
-pub(crate) fn listed(unit: &UnitFile, name: &UnitName, key: &'static str) -> Vec<String> {
-    let info = name.info();
-    unit.values("Unit", key)
-        .flat_map(|value| {
-            substitute_specifiers(value, &info)
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //! are on no other machine; a global unit that is launched is on every machine that accepts
 //! it. Self-healing adds three: a global unit is never moved (its machine restarts it); a unit
 //! is moved no more often than its `RescheduleAttempts=`; a unit is back on a machine it was
-//! moved away from only when every other machine that accepts it failed it too. Three rules
+//! moved away from only when every other machine that accepts it failed it too. Units related
+//! by `Requires=`, `BindsTo=`, `Wants=`, `Requisite=` or `PartOf=` share their machine. Three rules
 //! depend on what is observed, hence [`Strictness`].
 
 use std::collections::BTreeMap;
@@ -28,6 +29,9 @@ pub struct Observed {
     /// `moved away` and `moved to M` entries of its failure history), and its `RescheduleAttempts=` (0:
     /// unlimited).
     pub moved_from: BTreeMap<String, (Vec<String>, u32)>,
+    /// Per unit: the units it names in `Requires=`, `BindsTo=`, `Wants=`, `Requisite=`,
+    /// `PartOf=` (fleet units among them run on its machine).
+    pub related: BTreeMap<String, Vec<String>>,
 }
 
 /// Rules that hold only when everything has settled.
@@ -97,6 +101,18 @@ pub fn violations(observed: &Observed, strictness: Strictness) -> Vec<String> {
                 } else if theirs.is_empty() && strictness.peers_present {
                     violations.push(format!("{name} is on {machine} without its peer {peer}"));
                 }
+            }
+        }
+        for other in observed.related.get(name).into_iter().flatten() {
+            let theirs = hosts(other);
+            let fleet_unit = observed.units.get(other).is_some_and(|(c, _)| !c.global);
+            if own.global || !fleet_unit || here.is_empty() || theirs.is_empty() {
+                continue;
+            }
+            if here != theirs {
+                violations.push(format!(
+                    "{name} is on {here:?}, {other} it is related to on {theirs:?}"
+                ));
             }
         }
         if let Some((from, attempts)) = observed.moved_from.get(name) {
@@ -357,6 +373,34 @@ mod tests {
         assert_eq!(
             violations(&observed, LAX),
             ["d.service was moved 2 times, past RescheduleAttempts=1"]
+        );
+    }
+
+    #[test]
+    fn related_units_share_their_machine() {
+        let two = [("m1", ""), ("m2", "")];
+        let units = [
+            ("a.service", "", true),
+            ("b.service", "", true),
+            ("c.service", "", true),
+            ("g.service", "Global=true", true),
+        ];
+        let hosts = [
+            ("a.service", "m1"),
+            ("b.service", "m2"),
+            ("c.service", "m1"),
+            ("g.service", "m1"),
+            ("g.service", "m2"),
+        ];
+        let mut observed = observed(&units, &hosts, &two);
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        observed.related = BTreeMap::from([(
+            "a.service".to_owned(),
+            names(&["b.service", "c.service", "g.service", "docker.service"]),
+        )]);
+        assert_eq!(
+            violations(&observed, STRICT),
+            ["a.service is on [\"m1\"], b.service it is related to on [\"m2\"]"]
         );
     }
 }

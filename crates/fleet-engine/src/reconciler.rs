@@ -14,6 +14,7 @@ use fleet_registry::{
     Snapshot,
 };
 use fleet_unit::health::{reschedule_policy, ReschedulePolicy};
+use fleet_unit::relations::{related, PLACED_TOGETHER};
 use fleet_unit::{Constraints, MachineId, Requirements, UnitFile, UnitHash, UnitName};
 use tokio::sync::watch;
 
@@ -240,9 +241,9 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
 #[derive(Default)]
 struct UnitCache {
     files: BTreeMap<UnitHash, UnitFile>,
-    /// The constraints of each job as last derived (its name and file decide them), so a pass
-    /// over 10,000 jobs does not parse 10,000 `[X-Fleet]` sections again.
-    constraints: HashMap<(UnitName, UnitHash), Constraints>,
+    /// The constraints of each job as last derived, with the units it runs with (its name
+    /// and file decide them), so a pass over 10,000 jobs does not parse 10,000 files again.
+    constraints: HashMap<(UnitName, UnitHash), (Constraints, Vec<String>)>,
     /// The reschedule policy of each file, as last derived (read once, not every pass).
     reschedule: HashMap<UnitHash, ReschedulePolicy>,
 }
@@ -271,7 +272,7 @@ impl UnitCache {
         registry: &Registry,
         name: &UnitName,
         hash: &UnitHash,
-    ) -> Result<Option<Constraints>, RegistryError> {
+    ) -> Result<Option<(Constraints, Vec<String>)>, RegistryError> {
         let key = (name.clone(), *hash);
         if let Some(known) = self.constraints.get(&key) {
             return Ok(Some(known.clone()));
@@ -279,7 +280,10 @@ impl UnitCache {
         let Some(unit) = self.get(registry, hash).await? else {
             return Ok(None);
         };
-        let derived = Requirements::for_unit(unit, name.as_str()).constraints();
+        let derived = (
+            Requirements::for_unit(unit, name.as_str()).constraints(),
+            related(unit, name.as_str(), PLACED_TOGETHER),
+        );
         self.constraints.insert(key, derived.clone());
         Ok(Some(derived))
     }
@@ -364,8 +368,8 @@ async fn reconcile(
         }
         // A unit whose file is missing or unreadable is explained and left where it is (not
         // placed, not moved): the rest of the pass goes on.
-        let constraints = match units.constraints(registry, name, &record.hash).await {
-            Ok(Some(constraints)) => constraints,
+        let (constraints, with) = match units.constraints(registry, name, &record.hash).await {
+            Ok(Some(derived)) => derived,
             Ok(None) => {
                 let reason = format!(
                     "unit file {} is missing from the registry",
@@ -418,6 +422,7 @@ async fn reconcile(
             evict: verdict.evict,
             hold: verdict.hold,
             avoid: verdict.avoid,
+            with,
         });
     }
     units.keep_only(&snapshot.jobs);

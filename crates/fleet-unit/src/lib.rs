@@ -4,6 +4,7 @@
 //! - [`UnitFile`]: options, canonical serialization, and the fleet hash ([`UnitHash`]).
 //! - [`name`]: unit-name validation, templates and instances, fleetctl's name mangling.
 //! - [`requirements`]: `[X-Fleet]` requirements and placement [`Constraints`].
+//! - [`relations`]: `Requires=`, `BindsTo=`, `Wants=`... between units, across the cluster.
 //! - [`health`]: the self-healing keys of `[X-Fleet]` (health checks, rescheduling).
 //! - [`timespan`]: systemd time spans.
 //! - [`glob`]: Go's `path.Match`, for `Conflicts=` and `Replaces=`.
@@ -18,6 +19,7 @@ pub mod health;
 pub mod machine;
 pub mod name;
 pub mod parse;
+pub mod relations;
 pub mod requirements;
 pub mod state;
 pub mod timespan;

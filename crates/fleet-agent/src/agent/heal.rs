@@ -10,13 +10,13 @@ use std::time::Instant;
 use fleet_registry::records::{now_ms, RestartsRecord};
 use fleet_registry::RegistryError;
 use fleet_unit::health::{health_policy, reschedule_policy, HealthPolicy, ReschedulePolicy};
+use fleet_unit::relations::{related, NEEDS};
 use fleet_unit::{Requirements, SystemdState, UnitHash, UnitName};
 
 use super::Agent;
 use crate::healing::{GlobalRemedy, Remedy};
 use crate::jobs::Work;
 use crate::manager::Relations;
-use crate::order::listed;
 
 /// A unit version's self-healing policies.
 pub(super) struct Policies {
@@ -373,12 +373,8 @@ fn failure(state: &SystemdState) -> String {
 
 /// The units `unit` needs and conflicts with, as its `[Unit]` section names them.
 fn relations(unit: &fleet_unit::UnitFile, name: &UnitName) -> Relations {
-    let needs = ["Requires", "BindsTo", "Requisite", "PartOf"]
-        .into_iter()
-        .flat_map(|key| listed(unit, name, key))
-        .collect();
     Relations {
-        needs,
-        conflicts: listed(unit, name, "Conflicts"),
+        needs: related(unit, name.as_str(), NEEDS),
+        conflicts: related(unit, name.as_str(), &["Conflicts"]),
     }
 }

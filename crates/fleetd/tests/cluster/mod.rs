@@ -520,6 +520,17 @@ impl Cluster {
                     (unit.name.clone(), (from, attempts))
                 })
                 .collect(),
+            related: units
+                .iter()
+                .map(|unit| {
+                    let related = fleet_unit::relations::related(
+                        &unit.unit_file(),
+                        &unit.name,
+                        fleet_unit::relations::PLACED_TOGETHER,
+                    );
+                    (unit.name.clone(), related)
+                })
+                .collect(),
             hosts: self.running(),
             machines: machines
                 .into_iter()

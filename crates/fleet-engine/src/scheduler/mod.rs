@@ -8,6 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use fleet_unit::glob::glob_match;
 use fleet_unit::{metadata_satisfies, Constraints, JobState, MachineId};
 
+mod together;
+use together::Groups;
+
 /// A machine as the scheduler sees it (metadata: configured and dynamic, merged).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineInfo {
@@ -30,6 +33,10 @@ pub struct JobInfo {
     pub hold: Option<String>,
     /// Machines where it failed lately: taken only when no other machine can take it.
     pub avoid: BTreeSet<MachineId>,
+    /// The units it names in `Requires=`, `BindsTo=`, `Wants=`, `Requisite=` or `PartOf=`:
+    /// those that are jobs of the round run on one machine with it, and every unit related to
+    /// those (a group, cycles included, placed whole).
+    pub with: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +63,8 @@ enum Refusal {
     Metadata,
     PeerNotPlaced(String),
     PeerElsewhere(String),
+    /// A unit of its group (related by `Requires=`...) is on another machine.
+    GroupElsewhere(String),
     Conflict(String),
     ReplacedBy(String),
 }
@@ -84,6 +93,8 @@ struct Round<'a> {
     conflicts: ConflictIndex<'a>,
     /// Units moved off their machine this round: placed again once it no longer has them.
     evicted: BTreeSet<&'a str>,
+    /// The units that run on one machine because of the relations between them.
+    groups: Groups<'a>,
     decisions: Vec<Decision>,
 }
 
@@ -178,7 +189,9 @@ impl<'a> Round<'a> {
             .map(|j| (j.name.as_str(), j))
             .collect();
         let conflicts = ConflictIndex::new(&jobs);
+        let groups = Groups::new(&jobs);
         let mut round = Round {
+            groups,
             machines: machines.iter().map(|m| (&m.id, m)).collect(),
             conflicts,
             jobs,
@@ -266,6 +279,7 @@ impl<'a> Round<'a> {
                 });
             }
         }
+        self.move_groups_with_their_evicted();
     }
 
     /// Pass 2: every unplaced unit that should run, in name order; a unit replaced by one just
@@ -283,6 +297,14 @@ impl<'a> Round<'a> {
         let mut requeued = BTreeSet::new();
         while let Some(name) = queue.pop() {
             let job = self.jobs[name];
+            if self.placement.contains_key(name) {
+                // Placed with its group.
+                continue;
+            }
+            if self.groups.of(name).is_some() {
+                self.place_group(name);
+                continue;
+            }
             let waiting = match (self.evicted.contains(name), &job.hold) {
                 (true, _) => job
                     .evict
@@ -411,9 +433,19 @@ impl<'a> Round<'a> {
         }
         for peer in &c.peers {
             match self.placement.get(peer.as_str()) {
+                // A peer of its group is placed with it.
+                None if self.groups.together(&job.name, peer) => {}
                 None => return Some(Refusal::PeerNotPlaced(peer.clone())),
                 Some(m) if *m != machine.id => return Some(Refusal::PeerElsewhere(peer.clone())),
                 Some(_) => {}
+            }
+        }
+        for other in self.groups.of(&job.name).into_iter().flatten() {
+            match self.placement.get(*other) {
+                Some(m) if *other != job.name && *m != machine.id => {
+                    return Some(Refusal::GroupElsewhere((*other).to_owned()))
+                }
+                _ => {}
             }
         }
         // A unit with patterns of its own is checked against every unit there; one without,
@@ -449,6 +481,7 @@ fn describe(refusal: &Refusal) -> String {
         Refusal::Metadata => "lacks the required metadata".into(),
         Refusal::PeerNotPlaced(peer) => format!("MachineOf unit {peer} is not placed"),
         Refusal::PeerElsewhere(peer) => format!("MachineOf unit {peer} is elsewhere"),
+        Refusal::GroupElsewhere(other) => format!("runs with {other}, which is elsewhere"),
         Refusal::Conflict(other) => format!("conflicts with {other}"),
         Refusal::ReplacedBy(other) => format!("replaced by {other}"),
     }
@@ -550,13 +583,27 @@ mod tests {
                 other => panic!("unknown word {other} in {spec}"),
             }
         }
-        let mut text = String::from("[Service]\nExecStart=/bin/true\n[X-Fleet]\n");
-        for line in parts {
+        // `[Unit]` relations first, then `[X-Fleet]` lines.
+        let lines: Vec<&str> = parts.collect();
+        let (relations, x_fleet): (Vec<&str>, Vec<&str>) = lines.into_iter().partition(|l| {
+            fleet_unit::relations::PLACED_TOGETHER
+                .iter()
+                .any(|key| l.starts_with(&format!("{key}=")))
+        });
+        let mut text = String::from("[Unit]\n");
+        for line in relations {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.push_str("[Service]\nExecStart=/bin/true\n[X-Fleet]\n");
+        for line in x_fleet {
             text.push_str(line);
             text.push('\n');
         }
         let unit = UnitFile::parse(&text).unwrap();
         let constraints = Requirements::for_unit(&unit, &name).constraints();
+        let with =
+            fleet_unit::relations::related(&unit, &name, fleet_unit::relations::PLACED_TOGETHER);
         JobInfo {
             name,
             desired,
@@ -565,6 +612,7 @@ mod tests {
             evict,
             hold,
             avoid,
+            with,
         }
     }
 
@@ -809,6 +857,100 @@ mod tests {
             &["m1 region=eu", "m2 region=us", "m3 region=us"],
             &["a.service launched @m3", "b.service launched | MachineMetadata=region=us | Conflicts=a.service | MachineOf=c.service", "c.service launched @m3"],
             &["unplaceable b.service: no machine fits (m1: lacks the required metadata; m2: MachineOf unit c.service is elsewhere; m3: conflicts with a.service)"],
+        );
+    }
+
+    #[test]
+    fn related_units_are_placed_together() {
+        let group = "the units a.service, b.service run on one machine (Requires=, BindsTo=, Wants=, Requisite=, PartOf=), and none takes them all";
+        // The sidekick pattern: a group goes to the least-loaded machine that takes it all.
+        check(
+            &["m1", "m2"],
+            &[
+                "apache@1.service launched",
+                "disc@1.service launched | BindsTo=apache@%i.service",
+                "other.service launched @m1",
+            ],
+            &["place apache@1.service m2", "place disc@1.service m2"],
+        );
+        // One of it placed: the rest follows it.
+        check(
+            &["m1", "m2"],
+            &[
+                "a.service launched @m2",
+                "b.service launched | Requires=a.service",
+            ],
+            &["place b.service m2"],
+        );
+        // A cycle is one group.
+        check(
+            &["m1", "m2"],
+            &[
+                "a.service launched | Wants=b.service",
+                "b.service launched | Wants=a.service",
+                "c.service launched @m1",
+            ],
+            &["place a.service m2", "place b.service m2"],
+        );
+        // Units that are not fleet units are the machine's business.
+        check(
+            &["m1"],
+            &["a.service launched | Requires=docker.service network-online.target"],
+            &["place a.service m1"],
+        );
+        // No machine takes the group: each unit says which one refused where.
+        check(
+            &["m1 disk=ssd", "m2"],
+            &[
+                "a.service launched | Requires=b.service | MachineMetadata=disk=ssd",
+                "b.service launched | MachineMetadata=disk=hdd",
+            ],
+            &[
+                &format!("unplaceable a.service: {group} (m1: b.service lacks the required metadata; m2: a.service lacks the required metadata)"),
+                &format!("unplaceable b.service: {group} (m1: b.service lacks the required metadata; m2: a.service lacks the required metadata)"),
+            ],
+        );
+        // Units of a group placed apart (the relation came later) are brought together.
+        check(
+            &["m1", "m2"],
+            &["a.service launched @m1", "b.service launched @m2 | PartOf=a.service"],
+            &[
+                "unplace a.service m1: no longer fits machine m1: runs with b.service, which is elsewhere",
+                "place a.service m2",
+            ],
+        );
+        // A unit wanted inactive is in no group.
+        check(
+            &["m1", "m2"],
+            &[
+                "a.service inactive",
+                "b.service launched | Requires=a.service",
+                "c.service launched",
+            ],
+            &["place b.service m1", "place c.service m2"],
+        );
+        // A unit moved after a failure takes its group along, and the group waits with it.
+        check(
+            &["m1", "m2"],
+            &[
+                "a.service launched @m1 evict ~m1",
+                "b.service launched @m1 | BindsTo=a.service",
+            ],
+            &[
+                "unplace a.service m1: failed there",
+                "unplace b.service m1: moves with a.service, which runs with it",
+                "unplaceable a.service: failed there; waiting for it to stop there",
+                "unplaceable b.service: waiting with a.service, which runs with it: failed there; waiting for it to stop there",
+            ],
+        );
+        // Then placed together where none of it failed.
+        check(
+            &["m1", "m2"],
+            &[
+                "a.service launched ~m1",
+                "b.service launched | BindsTo=a.service",
+            ],
+            &["place a.service m2", "place b.service m2"],
         );
     }
 }
