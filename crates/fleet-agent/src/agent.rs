@@ -529,6 +529,11 @@ impl Agent {
                     && loaded.get(name).is_some_and(|hash| *hash == record.hash)
             })
         });
+        // A start refused for want of a unit (`Requires=` one not here yet) is tried again
+        // once new units are here.
+        if loads.iter().any(|(_, result)| result.is_ok()) {
+            self.refused_starts.clear();
+        }
         let mut failed = BTreeSet::new();
         for (name, result) in loads {
             if let Err(error) = result {

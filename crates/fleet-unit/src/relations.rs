@@ -3,16 +3,19 @@
 //! satisfy them only there), starting a unit pulls in the fleet units it [`PULLS_IN`], and a
 //! unit stops with those it [`STOPS_WITH`].
 
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
 use crate::name::NameInfo;
 use crate::requirements::substitute_specifiers;
+use crate::state::JobState;
 use crate::unit_file::UnitFile;
 
 /// Relations systemd satisfies only between units of one machine.
 pub const PLACED_TOGETHER: &[&str] = &["Requires", "BindsTo", "Wants", "Requisite", "PartOf"];
 /// Relations that start the named units with this one.
 pub const PULLS_IN: &[&str] = &["Requires", "BindsTo", "Wants"];
-/// Relations that stop this unit when the named unit stops.
-pub const STOPS_WITH: &[&str] = &["BindsTo", "PartOf"];
+/// Relations that stop this unit when the named unit is stopped.
+pub const STOPS_WITH: &[&str] = &["Requires", "BindsTo", "PartOf"];
 /// Relations that make this unit stop when the named unit does not run (systemd stops it
 /// with it, or never starts it).
 pub const NEEDS: &[&str] = &["Requires", "BindsTo", "Requisite", "PartOf"];
@@ -40,6 +43,102 @@ pub fn related(unit: &UnitFile, name: &str, keys: &[&str]) -> Vec<String> {
     names
 }
 
+/// A change of another unit's desired state that setting one unit's asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Follow {
+    /// Pulled in (`Requires=`, `BindsTo=`, `Wants=` of a unit wanted loaded or launched):
+    /// raised to `to`.
+    Raise { unit: String, to: JobState },
+    /// Pulled in, an instance of a submitted template: created from it, wanted `to`.
+    Create {
+        unit: String,
+        template: String,
+        to: JobState,
+    },
+    /// Stops with a unit no longer wanted launched (it `Requires=`, `BindsTo=` or is
+    /// `PartOf=` it): wanted loaded (stopped) from now on.
+    Lower { unit: String },
+}
+
+/// What setting `name`'s desired state to `desired` asks of the fleet units related to it,
+/// transitively, given each unit's desired state and file (`units`, templates included):
+/// what it pulls in is wanted at least as much, instances of submitted templates created; what
+/// stops with it is stopped when it is. Units wanted less (or inactive ones stopping) are
+/// left as they are.
+pub fn follow(
+    units: &BTreeMap<&str, (JobState, &UnitFile)>,
+    name: &str,
+    desired: JobState,
+) -> Vec<Follow> {
+    let mut changes = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::from([name.to_owned()]);
+    if desired >= JobState::Loaded {
+        // Files of instances created on the way: their templates'.
+        let mut created: BTreeMap<String, &UnitFile> = BTreeMap::new();
+        let mut queue = VecDeque::from([name.to_owned()]);
+        while let Some(unit) = queue.pop_front() {
+            let Some(file) = units
+                .get(unit.as_str())
+                .map(|(_, f)| *f)
+                .or_else(|| created.get(&unit).copied())
+            else {
+                continue;
+            };
+            for target in related(file, &unit, PULLS_IN) {
+                if !seen.insert(target.clone()) {
+                    continue;
+                }
+                match units.get(target.as_str()) {
+                    Some((state, _)) if *state < desired => {
+                        changes.push(Follow::Raise {
+                            unit: target.clone(),
+                            to: desired,
+                        });
+                        queue.push_back(target);
+                    }
+                    Some(_) => queue.push_back(target),
+                    None => {
+                        let Some(info) = NameInfo::parse(&target).filter(|i| i.is_instance())
+                        else {
+                            continue;
+                        };
+                        let template = info.template();
+                        if let Some((_, file)) = units.get(template.as_str()) {
+                            created.insert(target.clone(), file);
+                            changes.push(Follow::Create {
+                                unit: target.clone(),
+                                template,
+                                to: desired,
+                            });
+                            queue.push_back(target);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if desired < JobState::Launched {
+        // What it pulls in is not what stops with it: looked at afresh.
+        let mut seen: BTreeSet<String> = BTreeSet::from([name.to_owned()]);
+        let mut queue = VecDeque::from([name.to_owned()]);
+        while let Some(stopped) = queue.pop_front() {
+            for (unit, (state, file)) in units {
+                if *state != JobState::Launched || seen.contains(*unit) {
+                    continue;
+                }
+                if related(file, unit, STOPS_WITH).contains(&stopped) {
+                    seen.insert((*unit).to_owned());
+                    changes.push(Follow::Lower {
+                        unit: (*unit).to_owned(),
+                    });
+                    queue.push_back((*unit).to_owned());
+                }
+            }
+        }
+    }
+    changes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,7 +161,7 @@ mod tests {
             sidekick,
             "apache-discovery@80.service",
             STOPS_WITH,
-            &["apache@80.service"],
+            &["apache@80.service", "docker.service", "etcd.service"],
         );
         check(
             "[Unit]\nPartOf=%p.target\n",
@@ -76,6 +175,112 @@ mod tests {
             "[Service]\nExecStart=/bin/true\n",
             "a.service",
             PLACED_TOGETHER,
+            &[],
+        );
+    }
+
+    /// `units` as (name, desired, `[Unit]` lines); the changes as `raise a launched`,
+    /// `create a@1 from a@ launched`, `lower b`.
+    fn check_follow(
+        units: &[(&str, JobState, &str)],
+        name: &str,
+        desired: JobState,
+        expected: &[&str],
+    ) {
+        let files: Vec<(&str, JobState, UnitFile)> = units
+            .iter()
+            .map(|(n, s, text)| {
+                (
+                    *n,
+                    *s,
+                    UnitFile::parse(format!("[Unit]\n{text}\n[Service]\nExecStart=/bin/true\n"))
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let map: BTreeMap<&str, (JobState, &UnitFile)> =
+            files.iter().map(|(n, s, f)| (*n, (*s, f))).collect();
+        let got: Vec<String> = follow(&map, name, desired)
+            .into_iter()
+            .map(|f| match f {
+                Follow::Raise { unit, to } => format!("raise {unit} {to}"),
+                Follow::Create { unit, template, to } => {
+                    format!("create {unit} from {template} {to}")
+                }
+                Follow::Lower { unit } => format!("lower {unit}"),
+            })
+            .collect();
+        assert_eq!(got, expected, "{name} {desired}");
+    }
+
+    #[test]
+    fn starting_pulls_in_and_stopping_takes_along() {
+        use JobState::*;
+        let apache = [
+            (
+                "apache@.service",
+                Inactive,
+                "Requires=apache-discovery@%i.service",
+            ),
+            (
+                "apache@8888.service",
+                Inactive,
+                "Requires=apache-discovery@%i.service",
+            ),
+            (
+                "apache-discovery@.service",
+                Inactive,
+                "BindsTo=apache@%i.service\nWants=etcd.service",
+            ),
+        ];
+        // fleet's documented pattern: one start creates and starts the sidekick.
+        check_follow(
+            &apache,
+            "apache@8888.service",
+            Launched,
+            &["create apache-discovery@8888.service from apache-discovery@.service launched"],
+        );
+        // Transitively, each once, cycles included; what is wanted more is left.
+        let chain = [
+            ("a.service", Inactive, "Wants=b.service"),
+            ("b.service", Loaded, "Requires=c.service a.service"),
+            ("c.service", Launched, "BindsTo=a.service"),
+        ];
+        check_follow(&chain, "a.service", Launched, &["raise b.service launched"]);
+        // Wanted loaded (stopped): c, bound to it, stops.
+        check_follow(&chain, "a.service", Loaded, &["lower c.service"]);
+        // Stopping: what requires, binds to or is part of it stops too, transitively.
+        let running = [
+            ("a.service", Launched, ""),
+            ("b.service", Launched, "BindsTo=a.service"),
+            ("c.service", Launched, "PartOf=b.service"),
+            ("d.service", Launched, "Wants=a.service"),
+            ("e.service", Loaded, "Requires=a.service"),
+        ];
+        check_follow(
+            &running,
+            "a.service",
+            Loaded,
+            &["lower b.service", "lower c.service"],
+        );
+        check_follow(
+            &running,
+            "a.service",
+            Inactive,
+            &["lower b.service", "lower c.service"],
+        );
+        check_follow(&running, "d.service", Inactive, &[]);
+        // Stopped, what it requires stays wanted; what binds to it stops.
+        let pair = [
+            ("main.service", Launched, "Requires=side.service"),
+            ("side.service", Launched, "BindsTo=main.service"),
+        ];
+        check_follow(&pair, "main.service", Loaded, &["lower side.service"]);
+        // A relation to a unit that is no fleet unit is the machine's.
+        check_follow(
+            &[("a.service", Inactive, "Requires=docker.service")],
+            "a.service",
+            Launched,
             &[],
         );
     }

@@ -183,9 +183,21 @@ impl Client {
 
     /// `PUT units/<name>` with `unit` as the body.
     pub fn put_unit(&self, unit: &Unit) -> Result<()> {
+        self.put_unit_related(unit).map(drop)
+    }
+
+    /// [`Client::put_unit`], and what the change did to the units related to it, as fleetd
+    /// tells ([`crate::paths::RELATED_HEADER`]; none from a fleetd that does not).
+    pub fn put_unit_related(&self, unit: &Unit) -> Result<Vec<String>> {
         let body = serde_json::to_vec(unit).map_err(|e| ClientError::Transport(e.to_string()))?;
-        self.call("PUT", &format!("units/{}", escape(&unit.name)), Some(&body))?;
-        Ok(())
+        let path = format!("units/{}", escape(&unit.name));
+        let (head, _) = self.exchange("/fleet/v1/", "PUT", &path, Some(&body))?;
+        Ok(head
+            .headers
+            .into_iter()
+            .filter(|(name, _)| name == crate::paths::RELATED_HEADER)
+            .map(|(_, value)| value)
+            .collect())
     }
 
     /// `PATCH machines` with a JSON-patch body of metadata operations (`[{"op":"add",
@@ -393,7 +405,19 @@ impl Client {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<Vec<u8>> {
-        let (status, body) = match self.through.is_some() {
+        self.exchange(base, method, path, body)
+            .map(|(_, body)| body)
+    }
+
+    /// One request and its answer's head and body; an answer other than 2xx is the error.
+    fn exchange(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(http::Head, Vec<u8>)> {
+        let (head, body) = match self.through.is_some() {
             true => self.exchange_kept(&self.request(base, method, path, body, true))?,
             false => {
                 // The whole exchange, not only each read: a server that trickles its answer
@@ -406,15 +430,15 @@ impl Client {
                 http::read_response(stream).map_err(transport)?
             }
         };
-        if (200..300).contains(&status) {
-            return Ok(body);
+        if (200..300).contains(&head.status) {
+            return Ok((head, body));
         }
-        Err(api_error(status, &body))
+        Err(api_error(head.status, &body))
     }
 
     /// One exchange on the kept connection. A kept connection that the other end closed while
     /// idle is replaced once; one that timed out is not (the request may have been served).
-    fn exchange_kept(&self, request: &[u8]) -> Result<(u16, Vec<u8>)> {
+    fn exchange_kept(&self, request: &[u8]) -> Result<(http::Head, Vec<u8>)> {
         let mut kept = self
             .kept
             .lock()
@@ -446,7 +470,7 @@ impl Client {
         if head.delimited() && !closing {
             *kept = Some(reader);
         }
-        Ok((head.status, body))
+        Ok((head, body))
     }
 }
 

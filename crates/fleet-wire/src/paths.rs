@@ -14,3 +14,8 @@ pub const JOURNAL_HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// What the init system of the machine that runs a unit says of it.
 pub const STATUS: &str = "/fleet-rs/v1/status/";
+
+/// A header of the answer to `PUT units/<name>` (ours, one per change): what the change did to
+/// the fleet units related to the unit, as `pulled-in NAME STATE`, `created NAME STATE from
+/// TEMPLATE` or `stopped-with NAME`. fleet 1.0's fleetctl ignores it.
+pub const RELATED_HEADER: &str = "fleet-related";

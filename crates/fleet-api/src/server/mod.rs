@@ -30,6 +30,7 @@ mod audit;
 mod local;
 mod machines;
 mod metrics;
+mod related;
 mod snapshots;
 mod states;
 mod units;
@@ -37,6 +38,7 @@ mod units;
 use local::*;
 use machines::*;
 use metrics::*;
+use related::*;
 use snapshots::*;
 use states::*;
 use units::*;
@@ -176,6 +178,8 @@ struct Answer {
     content_type: &'static str,
     /// What the request changed, for the audit.
     change: Option<String>,
+    /// What it did to related units: a `fleet-related` header each.
+    related: Vec<String>,
 }
 
 impl Answer {
@@ -185,6 +189,7 @@ impl Answer {
             body: Some(serde_json::to_vec(value).expect("schema types serialize")),
             content_type: "application/json",
             change: None,
+            related: Vec::new(),
         }
     }
 
@@ -198,6 +203,7 @@ impl Answer {
             body: None,
             content_type: "application/json",
             change: None,
+            related: Vec::new(),
         }
     }
 
@@ -208,12 +214,26 @@ impl Answer {
             body: Some(body),
             content_type,
             change: None,
+            related: Vec::new(),
         }
     }
 
     /// The same answer, telling the audit what the request changed.
     fn changed(mut self, change: String) -> Answer {
         self.change = Some(change);
+        self
+    }
+
+    /// The same answer, telling what the change did to related units (in the audit too).
+    fn related(mut self, related: Vec<String>) -> Answer {
+        if !related.is_empty() {
+            let said = related.join("; ");
+            self.change = Some(match self.change.take() {
+                Some(change) => format!("{change}; {said}"),
+                None => said,
+            });
+        }
+        self.related = related;
         self
     }
 
@@ -229,6 +249,11 @@ impl Answer {
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        for line in &self.related {
+            if let Ok(value) = HeaderValue::from_str(line) {
+                headers.append(fleet_wire::paths::RELATED_HEADER, value);
+            }
         }
         if let Some(change) = self.change {
             response.extensions_mut().insert(Change(change));

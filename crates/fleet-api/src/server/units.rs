@@ -169,9 +169,21 @@ pub(super) async fn get_unit(state: &ApiState, name: &str) -> Reply {
 
 pub(super) async fn delete_unit(state: &ApiState, name: &str) -> Reply {
     let name = UnitName::new(name).map_err(|_| unit_missing())?;
+    let existing = state.registry.job(&name).await?;
     match state.registry.destroy_job(&name).await? {
         JobWrite::NotFound => Err(unit_missing()),
-        _ => Ok(Answer::empty(StatusCode::NO_CONTENT).changed(format!("destroyed {name}"))),
+        _ => {
+            // What requires, binds to or is part of it stops.
+            let related = match existing {
+                Some((record, _)) => {
+                    let own = (record.hash, None);
+                    follow_relations(state, &name, own, JobState::Inactive).await?
+                }
+                None => Vec::new(),
+            };
+            let answer = Answer::empty(StatusCode::NO_CONTENT).changed(format!("destroyed {name}"));
+            Ok(answer.related(related))
+        }
     }
 }
 
@@ -268,11 +280,17 @@ pub(super) async fn put_unit(state: &ApiState, url_name: &str, request: Request)
         let file = validate(options)?;
         let desired = desired.unwrap_or(JobState::Inactive);
         refuse_active_template(&name, is_template, desired)?;
+        // What it pulls in is there before it (its machine starts them together).
+        let own = (file.hash(), Some(&file));
+        let related = follow_relations(state, &name, own, desired).await?;
         return match state.registry.create_job(&name, &file, desired).await? {
-            JobWrite::Done => Ok(Answer::empty(StatusCode::CREATED).changed(format!(
-                "created {name} (unit file {}), desired state {desired}",
-                file.hash()
-            ))),
+            JobWrite::Done => {
+                let answer = Answer::empty(StatusCode::CREATED).changed(format!(
+                    "created {name} (unit file {}), desired state {desired}",
+                    file.hash()
+                ));
+                Ok(answer.related(related))
+            }
             _ => Err(Answer::error(
                 StatusCode::CONFLICT,
                 "unit was created concurrently",
@@ -286,12 +304,15 @@ pub(super) async fn put_unit(state: &ApiState, url_name: &str, request: Request)
             // given too.
             let desired = desired.unwrap_or(JobState::Inactive);
             refuse_active_template(&name, is_template, desired)?;
+            let own = (file.hash(), Some(&file));
+            let related = follow_relations(state, &name, own, desired).await?;
             state.registry.replace_job(&name, &file, desired).await?;
-            return Ok(Answer::empty(StatusCode::CREATED).changed(format!(
+            let answer = Answer::empty(StatusCode::CREATED).changed(format!(
                 "replaced {name} (unit file {} was {}), desired state {desired}",
                 file.hash(),
                 record.hash
-            )));
+            ));
+            return Ok(answer.related(related));
         }
     }
     let Some(desired) = desired else {
@@ -301,8 +322,11 @@ pub(super) async fn put_unit(state: &ApiState, url_name: &str, request: Request)
         ));
     };
     refuse_active_template(&name, is_template, desired)?;
+    let related = follow_relations(state, &name, (record.hash, None), desired).await?;
     state.registry.set_desired(&name, desired).await?;
-    Ok(Answer::empty(StatusCode::NO_CONTENT).changed(format!("{name} desired state {desired}")))
+    let answer =
+        Answer::empty(StatusCode::NO_CONTENT).changed(format!("{name} desired state {desired}"));
+    Ok(answer.related(related))
 }
 
 /// A request body as a unit: a JSON object (or null, as Go's decoder allowed); anything else

@@ -92,7 +92,7 @@ pub fn body<'a, R: BufRead + 'a>(reader: R, head: &Head) -> Box<dyn BufRead + 'a
 }
 
 /// Reads a whole response.
-pub fn read_response(stream: impl Read) -> io::Result<(u16, Vec<u8>)> {
+pub fn read_response(stream: impl Read) -> io::Result<(Head, Vec<u8>)> {
     let mut reader = io::BufReader::new(stream);
     let head = read_head(&mut reader)?;
     let mut bytes = Vec::new();
@@ -100,7 +100,7 @@ pub fn read_response(stream: impl Read) -> io::Result<(u16, Vec<u8>)> {
     if head.length.is_some_and(|length| bytes.len() < length) {
         return Err(malformed("body cut short"));
     }
-    Ok((head.status, bytes))
+    Ok((head, bytes))
 }
 
 /// A chunked body, de-chunked as it is read (so a streamed body is seen as it arrives).

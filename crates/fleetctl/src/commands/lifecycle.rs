@@ -623,12 +623,37 @@ fn set_desired(client: &Client, name: &str, state: &str, io: &mut Io<'_>) -> io:
         name: name.to_owned(),
         ..Unit::default()
     };
-    match client.put_unit(&put) {
-        Ok(()) => Ok(true),
+    match client.put_unit_related(&put) {
+        Ok(related) => {
+            for line in related {
+                if let Some(said) = related_line(name, &line) {
+                    writeln!(io.out, "{said}")?;
+                }
+            }
+            Ok(true)
+        }
         Err(e) => {
             writeln!(io.err, "Error setting target state for Unit({name}): {e}")?;
             Ok(false)
         }
+    }
+}
+
+/// What fleetd's `fleet-related` header says a change of `name` did to a related unit, in
+/// words; `None` for what this fleetctl does not know.
+fn related_line(name: &str, header: &str) -> Option<String> {
+    let words: Vec<&str> = header.split_whitespace().collect();
+    match words.as_slice() {
+        ["pulled-in", unit, state] => Some(format!(
+            "Unit {unit} pulled in by {name}, desired state {state}"
+        )),
+        ["created", unit, state, "from", template] => Some(format!(
+            "Unit {unit} created from {template} and pulled in by {name}, desired state {state}"
+        )),
+        ["stopped-with", unit] => Some(format!(
+            "Unit {unit} stops with {name}, desired state loaded"
+        )),
+        _ => None,
     }
 }
 

@@ -1,0 +1,116 @@
+//! Relations between fleet units on a real fleetd (embedded registry, native supervisor), as
+//! fleet's documentation used them: `apache@.service` requires its discovery sidekick, an
+//! instance of another template, which binds to it. One `fleetctl start` of the main instance
+//! creates and starts the sidekick; a stop of it stops the sidekick, in the registry too.
+
+mod common;
+use common::{eventually, Daemon};
+use fleet_testkit::measure::http_unix;
+
+use std::path::Path;
+use std::time::Duration;
+
+fn started(dir: &Path) -> Daemon {
+    common::serving(common::fleetd(dir, "node1"), dir)
+}
+
+fn fleetctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let endpoint = format!("--endpoint=unix://{}", dir.join("fleet.sock").display());
+    let mut all = vec![endpoint.as_str()];
+    all.extend(args);
+    common::fleetctl(&all, &[])
+}
+
+/// `unit`'s desired and current state and active state, as the API has them.
+fn states(dir: &Path, unit: &str) -> (String, String, String) {
+    let socket = dir.join("fleet.sock");
+    let (_, body) = http_unix(&socket, "GET", &format!("/fleet/v1/units/{unit}"), None);
+    let u: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let (_, body) = http_unix(&socket, "GET", &format!("/fleet/v1/state/{unit}"), None);
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    (
+        text(&u["desiredState"]),
+        text(&u["currentState"]),
+        text(&s["systemdActiveState"]),
+    )
+}
+
+const APACHE: &str = "[Unit]\nDescription=Apache on %i\nRequires=apache-discovery@%i.service\nAfter=docker.service\n\n[Service]\nExecStart=/bin/sleep 600\n";
+const DISCOVERY: &str = "[Unit]\nDescription=Announce apache@%i\nBindsTo=apache@%i.service\nAfter=apache@%i.service\n\n[Service]\nExecStart=/bin/sleep 600\n\n[X-Fleet]\nMachineOf=apache@%i.service\n";
+
+#[test]
+fn starting_the_main_instance_pulls_in_its_sidekick_and_stopping_it_stops_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleetd = started(dir.path());
+    let apache = dir.path().join("apache@.service");
+    let discovery = dir.path().join("apache-discovery@.service");
+    std::fs::write(&apache, APACHE).unwrap();
+    std::fs::write(&discovery, DISCOVERY).unwrap();
+    let (code, _, err) = fleetctl(
+        dir.path(),
+        &[
+            "submit",
+            &apache.display().to_string(),
+            &discovery.display().to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, err) = fleetctl(dir.path(), &["start", "apache@8888.service"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Unit apache-discovery@8888.service created from apache-discovery@.service and pulled in by apache@8888.service, desired state launched\n"),
+        "{out}"
+    );
+    let within = Duration::from_secs(15);
+    for unit in ["apache@8888.service", "apache-discovery@8888.service"] {
+        eventually(&format!("{unit} running"), within, || {
+            let (desired, _, active) = states(dir.path(), unit);
+            common::holds(desired == "launched" && active == "active")
+                .map_err(|_| format!("{desired} {active}"))
+        });
+    }
+
+    // Stopping the main unit stops what binds to it, and the registry says so: nothing starts
+    // it again.
+    let (code, out, err) = fleetctl(dir.path(), &["stop", "apache@8888.service"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Unit apache-discovery@8888.service stops with apache@8888.service, desired state loaded\n"),
+        "{out}"
+    );
+    for unit in ["apache@8888.service", "apache-discovery@8888.service"] {
+        eventually(&format!("{unit} stopped"), within, || {
+            let (desired, _, active) = states(dir.path(), unit);
+            common::holds(desired == "loaded" && active == "inactive")
+                .map_err(|_| format!("{desired} {active}"))
+        });
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        states(dir.path(), "apache-discovery@8888.service").2,
+        "inactive",
+        "started again"
+    );
+
+    // Started again, the sidekick comes with it (it exists now: raised, not created).
+    let (code, out, err) = fleetctl(dir.path(), &["start", "apache@8888.service"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Unit apache-discovery@8888.service pulled in by apache@8888.service, desired state launched\n"),
+        "{out}"
+    );
+    eventually("the sidekick back", within, || {
+        let (desired, _, active) = states(dir.path(), "apache-discovery@8888.service");
+        common::holds(desired == "launched" && active == "active")
+    });
+    // Destroyed, what binds to it stops (and stays, loaded).
+    let (code, _, err) = fleetctl(dir.path(), &["destroy", "apache@8888.service"]);
+    assert_eq!(code, 0, "{err}");
+    eventually("the sidekick stopped", within, || {
+        let (desired, _, active) = states(dir.path(), "apache-discovery@8888.service");
+        common::holds(desired == "loaded" && active == "inactive")
+    });
+    common::stop(&mut fleetd, "-TERM");
+}
