@@ -529,10 +529,11 @@ impl Agent {
                     && loaded.get(name).is_some_and(|hash| *hash == record.hash)
             })
         });
-        // A start refused for want of a unit (`Requires=` one not here yet) is tried again
-        // once new units are here.
-        if loads.iter().any(|(_, result)| result.is_ok()) {
-            self.refused_starts.clear();
+        // A start refused for want of a unit (`Requires=` one not here yet: the refusal
+        // names it) is tried again once that unit is here.
+        for (loaded_now, _) in loads.iter().filter(|(_, result)| result.is_ok()) {
+            self.refused_starts
+                .retain(|_, why| !why.contains(loaded_now.as_str()));
         }
         let mut failed = BTreeSet::new();
         for (name, result) in loads {

@@ -311,6 +311,7 @@ fn dispatch(
         "list-units" => commands::list_units::run(rest, globals, io),
         "list-machines" => commands::list_machines::run(rest, globals, io),
         "list-unit-files" => commands::list_unit_files::run(rest, globals, io),
+        "list-dependencies" => commands::list_dependencies::run(rest, globals, io),
         "submit" => commands::lifecycle::run(Target::Submit, rest, globals, io),
         "load" => commands::lifecycle::run(Target::Load, rest, globals, io),
         "start" => commands::lifecycle::run(Target::Start, rest, globals, io),

@@ -486,10 +486,12 @@ fn restart(client: &Client, unit: &Unit, bound: Bound, io: &mut Io<'_>) -> io::R
             return Ok(false);
         }
     };
+    let mut stopped = Vec::new();
     for state in steps {
-        if !set_desired(client, name, state, io)? {
+        let Some(with) = set_desired_telling(client, name, state, io)? else {
             return Ok(false);
-        }
+        };
+        stopped.extend(with);
         match wait_for(client, name, state, bound) {
             Some(unit) => print_placed(client, &unit, io)?,
             None => {
@@ -498,7 +500,10 @@ fn restart(client: &Client, unit: &Unit, bound: Bound, io: &mut Io<'_>) -> io::R
             }
         }
     }
-    active_or_explain(client, name, bound, io)
+    Ok(
+        start_again_with(client, name, &stopped, io)?
+            && active_or_explain(client, name, bound, io)?,
+    )
 }
 
 /// Restarts a global unit on every machine at once: fleet ran `systemctl restart` on each over
@@ -515,10 +520,12 @@ fn restart_global(client: &Client, unit: &Unit, bound: Bound, io: &mut Io<'_>) -
         return Ok(false);
     }
     let mut machines = 0;
+    let mut stopped = Vec::new();
     for (state, running) in [("loaded", false), ("launched", true)] {
-        if !set_desired(client, name, state, io)? {
+        let Some(with) = set_desired_telling(client, name, state, io)? else {
             return Ok(false);
-        }
+        };
+        stopped.extend(with);
         let settled = poll(bound.limit(STATE_BOUND), || {
             let states = client.states_of(name).ok()?;
             let active = |s: &UnitState| s.systemd_active_state == "active";
@@ -541,7 +548,7 @@ fn restart_global(client: &Client, unit: &Unit, bound: Bound, io: &mut Io<'_>) -
         io.out,
         "Restarted global unit {name} on {machines} machines"
     )?;
-    Ok(true)
+    start_again_with(client, name, &stopped, io)
 }
 
 /// `stop` (to loaded) and `unload` (to inactive): units already in the cluster only.
@@ -618,6 +625,17 @@ pub fn run_down(
 
 /// Sets the unit's desired state; `false` after saying why it could not.
 fn set_desired(client: &Client, name: &str, state: &str, io: &mut Io<'_>) -> io::Result<bool> {
+    Ok(set_desired_telling(client, name, state, io)?.is_some())
+}
+
+/// Sets the unit's desired state, printing what that did to related units; the units that
+/// stopped with it, or `None` after saying why it could not.
+fn set_desired_telling(
+    client: &Client,
+    name: &str,
+    state: &str,
+    io: &mut Io<'_>,
+) -> io::Result<Option<Vec<String>>> {
     let put = Unit {
         desired_state: state.into(),
         name: name.to_owned(),
@@ -625,18 +643,39 @@ fn set_desired(client: &Client, name: &str, state: &str, io: &mut Io<'_>) -> io:
     };
     match client.put_unit_related(&put) {
         Ok(related) => {
+            let mut stopped = Vec::new();
             for line in related {
                 if let Some(said) = related_line(name, &line) {
                     writeln!(io.out, "{said}")?;
                 }
+                if let Some(unit) = line.strip_prefix("stopped-with ") {
+                    stopped.push(unit.to_owned());
+                }
             }
-            Ok(true)
+            Ok(Some(stopped))
         }
         Err(e) => {
             writeln!(io.err, "Error setting target state for Unit({name}): {e}")?;
-            Ok(false)
+            Ok(None)
         }
     }
+}
+
+/// After a restart of `name`: what stopped with it starts again, as systemd propagates a
+/// restart to `BindsTo=`/`PartOf=` dependants. `false` after saying why one could not.
+fn start_again_with(
+    client: &Client,
+    name: &str,
+    stopped: &[String],
+    io: &mut Io<'_>,
+) -> io::Result<bool> {
+    for unit in stopped {
+        if !set_desired(client, unit, "launched", io)? {
+            return Ok(false);
+        }
+        writeln!(io.out, "Unit {unit} started again with {name}")?;
+    }
+    Ok(true)
 }
 
 /// What fleetd's `fleet-related` header says a change of `name` did to a related unit, in

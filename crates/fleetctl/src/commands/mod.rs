@@ -8,6 +8,7 @@ pub mod help;
 pub mod in_order;
 pub mod journal;
 pub mod lifecycle;
+pub mod list_dependencies;
 pub mod list_machines;
 pub mod list_unit_files;
 pub mod list_units;
