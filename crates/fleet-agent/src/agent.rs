@@ -790,6 +790,15 @@ impl Agent {
                 state: h.state.as_str().to_owned(),
                 output: h.output,
             });
+            // Checked but not judged yet: starting, never taken for healthy (`StartAfter=`
+            // waits on it).
+            let checked = || self.policies.get(hash).is_some_and(|p| p.health.is_some());
+            if record.health.is_none() && state.active == "active" && checked() {
+                record.health = Some(HealthRecord {
+                    state: "starting".into(),
+                    output: String::new(),
+                });
+            }
             if self.published.get(name) != Some(&record) {
                 changes.push((name.clone(), Some(record)));
             }

@@ -225,6 +225,7 @@ async fn the_discovery_document_describes_the_schema() {
         unplaceable_reason: "x".into(),
         failures: vec![fleet_wire::schema::UnitFailure::default()],
         rescheduling: "x".into(),
+        waiting_for: vec!["x".into()],
     })
     .unwrap();
     let state = serde_json::to_value(fleet_wire::schema::UnitState {

@@ -6,3 +6,4 @@ pub mod presence;
 pub mod reconciler;
 pub mod rescheduling;
 pub mod scheduler;
+pub mod start_after;

@@ -15,12 +15,13 @@ use fleet_registry::{
 };
 use fleet_unit::health::{reschedule_policy, ReschedulePolicy};
 use fleet_unit::relations::{related, PLACED_TOGETHER};
-use fleet_unit::{Constraints, MachineId, Requirements, UnitFile, UnitHash, UnitName};
+use fleet_unit::{Constraints, JobState, MachineId, Requirements, UnitFile, UnitHash, UnitName};
 use tokio::sync::watch;
 
 use crate::presence::Presence;
 use crate::rescheduling::{self, Failures};
 use crate::scheduler::{schedule, Decision, JobInfo, MachineInfo};
+use crate::start_after::{self, Readiness};
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -236,14 +237,24 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
     }
 }
 
+/// What a job's name and file say of where and when it runs.
+#[derive(Debug, Clone)]
+struct Placing {
+    constraints: Constraints,
+    /// The units it names in `Requires=`... (placed with it).
+    with: Vec<String>,
+    /// `StartAfter=`.
+    start_after: Vec<String>,
+}
+
 /// Unit files by hash: immutable, so cached while a job refers to them (a leader change keeps
 /// the cache).
 #[derive(Default)]
 struct UnitCache {
     files: BTreeMap<UnitHash, UnitFile>,
-    /// The constraints of each job as last derived, with the units it runs with (its name
-    /// and file decide them), so a pass over 10,000 jobs does not parse 10,000 files again.
-    constraints: HashMap<(UnitName, UnitHash), (Constraints, Vec<String>)>,
+    /// What each job's name and file say of where and when it runs, as last derived, so a
+    /// pass over 10,000 jobs does not parse 10,000 files again.
+    constraints: HashMap<(UnitName, UnitHash), Placing>,
     /// The reschedule policy of each file, as last derived (read once, not every pass).
     reschedule: HashMap<UnitHash, ReschedulePolicy>,
 }
@@ -272,7 +283,7 @@ impl UnitCache {
         registry: &Registry,
         name: &UnitName,
         hash: &UnitHash,
-    ) -> Result<Option<(Constraints, Vec<String>)>, RegistryError> {
+    ) -> Result<Option<Placing>, RegistryError> {
         let key = (name.clone(), *hash);
         if let Some(known) = self.constraints.get(&key) {
             return Ok(Some(known.clone()));
@@ -280,10 +291,12 @@ impl UnitCache {
         let Some(unit) = self.get(registry, hash).await? else {
             return Ok(None);
         };
-        let derived = (
-            Requirements::for_unit(unit, name.as_str()).constraints(),
-            related(unit, name.as_str(), PLACED_TOGETHER),
-        );
+        let requirements = Requirements::for_unit(unit, name.as_str());
+        let derived = Placing {
+            constraints: requirements.constraints(),
+            with: related(unit, name.as_str(), PLACED_TOGETHER),
+            start_after: requirements.start_after(),
+        };
         self.constraints.insert(key, derived.clone());
         Ok(Some(derived))
     }
@@ -355,6 +368,9 @@ async fn reconcile(
     let failed = failures_by_unit(snapshot);
     let now_ms = now_ms();
     let mut wake_at_ms: Option<u64> = None;
+    let mut readiness = Readiness::new(registry, snapshot, &placements);
+    // Units placed loaded for now: what they start after is not up yet.
+    let mut gated: BTreeMap<UnitName, Vec<String>> = BTreeMap::new();
     for (name, record) in &snapshot.jobs {
         let mut placed = placements
             .get(name)
@@ -368,7 +384,11 @@ async fn reconcile(
         }
         // A unit whose file is missing or unreadable is explained and left where it is (not
         // placed, not moved): the rest of the pass goes on.
-        let (constraints, with) = match units.constraints(registry, name, &record.hash).await {
+        let Placing {
+            constraints,
+            with,
+            start_after,
+        } = match units.constraints(registry, name, &record.hash).await {
             Ok(Some(derived)) => derived,
             Ok(None) => {
                 let reason = format!(
@@ -387,6 +407,20 @@ async fn reconcile(
             }
             Err(error) => return Err(error),
         };
+        // Not started before what it starts after is up (once started, it stays so).
+        let started_already = first
+            .as_ref()
+            .and_then(|m| snapshot.placed(name, m))
+            .is_some_and(|placed| placed.desired == JobState::Launched);
+        if record.desired == JobState::Launched && !start_after.is_empty() && !started_already {
+            let waiting = readiness.waiting_for(&start_after).await?;
+            if !waiting.is_empty() {
+                tracing::debug!(unit = %name, ?waiting, "engine: waiting to start (StartAfter=)");
+                gated.insert(name.clone(), waiting);
+                let recheck = now_ms + start_after::RECHECK.as_millis() as u64;
+                wake_at_ms = Some(wake_at_ms.map_or(recheck, |w| w.min(recheck)));
+            }
+        }
         let policy = units.reschedule(registry, &record.hash).await?;
         let reports = failed
             .get(name)
@@ -453,10 +487,9 @@ async fn reconcile(
         match decision {
             Decision::Place { unit, machine } => {
                 let name = unit_name(&unit);
-                let mut group = vec![EngineWrite::place(&machine, &name, &snapshot.jobs[&name])];
-                if snapshot.reasons.contains_key(&name) {
-                    group.push(EngineWrite::placeable(&name));
-                }
+                let wanted = scheduled(snapshot, &gated, &name);
+                let mut group = vec![EngineWrite::place(&machine, &name, &wanted)];
+                group.extend(placed_reason(snapshot, &gated, &name));
                 // A unit moved after a failure: its history says where it went.
                 if let Some(moves) = snapshot.moves.get(&name).and_then(|m| m.landed(&machine)) {
                     group.push(EngineWrite::moves(&name, Some(moves)));
@@ -484,17 +517,17 @@ async fn reconcile(
     for (unit, machine) in final_place {
         let Some(machine) = machine else { continue };
         let name = unit_name(&unit);
-        let wanted: &JobRecord = &snapshot.jobs[&name];
+        let wanted = scheduled(snapshot, &gated, &name);
         let current = snapshot
             .schedule
             .get(&machine)
             .and_then(|placed| placed.get(&name));
         let mut group = Vec::new();
-        if current.is_some_and(|current| current != wanted) {
-            group.push(EngineWrite::place(&machine, &name, wanted));
+        if current.is_some_and(|current| *current != wanted) {
+            group.push(EngineWrite::place(&machine, &name, &wanted));
         }
-        if current.is_some() && snapshot.reasons.contains_key(&name) {
-            group.push(EngineWrite::placeable(&name));
+        if current.is_some() {
+            group.extend(placed_reason(snapshot, &gated, &name));
         }
         if !group.is_empty() {
             groups.push(group);
@@ -514,6 +547,37 @@ async fn reconcile(
         "engine: decisions written"
     );
     Ok(committed.map_or(Pass::Deposed, |revision| Pass::Wrote { revision, writes }))
+}
+
+/// What the schedule says of a placed unit: its job, loaded while `StartAfter=` holds it.
+fn scheduled(
+    snapshot: &Snapshot,
+    gated: &BTreeMap<UnitName, Vec<String>>,
+    name: &UnitName,
+) -> JobRecord {
+    let job = &snapshot.jobs[name];
+    match gated.contains_key(name) {
+        true => JobRecord {
+            hash: job.hash,
+            desired: JobState::Loaded,
+        },
+        false => job.clone(),
+    }
+}
+
+/// The write that makes a placed unit's reason what it is: the units it waits for, or none.
+fn placed_reason(
+    snapshot: &Snapshot,
+    gated: &BTreeMap<UnitName, Vec<String>>,
+    name: &UnitName,
+) -> Option<EngineWrite> {
+    let recorded = snapshot.reasons.get(name);
+    match gated.get(name) {
+        Some(waiting) => recorded
+            .is_none_or(|r| r.waiting_for != *waiting)
+            .then(|| EngineWrite::waiting(name, waiting)),
+        None => recorded.map(|_| EngineWrite::placeable(name)),
+    }
 }
 
 /// Records why a unit is not placed, unless that is already what the registry says.

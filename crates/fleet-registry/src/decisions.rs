@@ -24,10 +24,10 @@ pub enum EngineWrite {
         machine: MachineId,
         unit: UnitName,
     },
-    /// Why `unit` cannot be placed.
+    /// Why `unit` cannot be placed, or (waiting for units) started.
     Unplaceable {
         unit: UnitName,
-        reason: String,
+        reason: ReasonRecord,
     },
     /// `unit` has no reason not to be placed (any more).
     Placeable {
@@ -59,7 +59,22 @@ impl EngineWrite {
     pub fn unplaceable(unit: &UnitName, reason: &str) -> EngineWrite {
         EngineWrite::Unplaceable {
             unit: unit.clone(),
-            reason: reason.to_owned(),
+            reason: ReasonRecord {
+                reason: reason.to_owned(),
+                waiting_for: Vec::new(),
+            },
+        }
+    }
+
+    /// `unit` is placed but not started: the units its `StartAfter=` names in `waiting_for`
+    /// are not up yet.
+    pub fn waiting(unit: &UnitName, waiting_for: &[String]) -> EngineWrite {
+        EngineWrite::Unplaceable {
+            unit: unit.clone(),
+            reason: ReasonRecord {
+                reason: fleet_unit::requirements::waiting_reason(waiting_for),
+                waiting_for: waiting_for.to_vec(),
+            },
         }
     }
 
@@ -88,10 +103,7 @@ impl EngineWrite {
                 Op::delete(RegistryKey::Schedule(machine.clone(), unit.clone()).path())
             }
             EngineWrite::Unplaceable { unit, reason } => {
-                let record = ReasonRecord {
-                    reason: reason.clone(),
-                };
-                Op::put(RegistryKey::Reason(unit.clone()).path(), encode(&record))
+                Op::put(RegistryKey::Reason(unit.clone()).path(), encode(reason))
             }
             EngineWrite::Placeable { unit } => Op::delete(RegistryKey::Reason(unit.clone()).path()),
             EngineWrite::Moves { unit, record } => {

@@ -163,6 +163,19 @@ impl Registry {
         self.on_lease(lease, failures, RegistryKey::Failure).await
     }
 
+    /// The state `machine` reported for `name`, if it did.
+    pub async fn unit_state(
+        &self,
+        machine: &MachineId,
+        name: &UnitName,
+    ) -> Result<Option<StateRecord>> {
+        let path = RegistryKey::State(machine.clone(), name.clone()).path();
+        match self.kv().get(&path).await? {
+            Some(kv) => Ok(Some(crate::records::decode(&path, &kv.value)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Writes (or, with `None`, deletes) this machine's records of the failures it handled
     /// itself, on its lease.
     pub async fn set_restarts(

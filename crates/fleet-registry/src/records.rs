@@ -29,6 +29,10 @@ pub struct JobRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReasonRecord {
     pub reason: String,
+    /// Ours: a placed unit not started yet, for the units its `StartAfter=` names that are
+    /// not up yet (the reason says so too); absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
 }
 
 /// A unit's state as the agent of its machine last saw it in the init system.
@@ -172,6 +176,11 @@ pub struct HealthRecord {
 impl StateRecord {
     pub fn systemd(&self) -> SystemdState {
         SystemdState::new(&self.load, &self.active, &self.sub)
+    }
+
+    /// What `StartAfter=` waits for: active, and healthy where its checks say.
+    pub fn is_up(&self) -> bool {
+        self.active == "active" && self.health.as_ref().is_none_or(|h| h.state == "healthy")
     }
 }
 

@@ -139,6 +139,40 @@ pub fn follow(
     changes
 }
 
+/// A cycle through `start` in `after` (each unit's `StartAfter=` names), as the names from
+/// `start` back to it; `None` when there is none. Such units would wait for each other
+/// forever.
+pub fn start_after_cycle(
+    after: &BTreeMap<String, Vec<String>>,
+    start: &str,
+) -> Option<Vec<String>> {
+    fn walk(
+        after: &BTreeMap<String, Vec<String>>,
+        start: &str,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> bool {
+        let here = path.last().cloned().unwrap_or_default();
+        for next in after.get(&here).into_iter().flatten() {
+            if next == start {
+                path.push(next.clone());
+                return true;
+            }
+            if done.insert(next.clone()) {
+                path.push(next.clone());
+                if walk(after, start, path, done) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![start.to_owned()];
+    let mut done = BTreeSet::from([start.to_owned()]);
+    walk(after, start, &mut path, &mut done).then_some(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +316,34 @@ mod tests {
             "a.service",
             Launched,
             &[],
+        );
+    }
+
+    #[test]
+    fn start_after_cycles_are_found_through_the_unit() {
+        let graph = |edges: &[(&str, &[&str])]| -> BTreeMap<String, Vec<String>> {
+            edges
+                .iter()
+                .map(|(n, a)| (n.to_string(), a.iter().map(|s| s.to_string()).collect()))
+                .collect()
+        };
+        let g = graph(&[
+            ("a.service", &["b.service", "x.service"]),
+            ("b.service", &["c.service"]),
+            ("c.service", &["a.service"]),
+            ("d.service", &["d2.service"]),
+            ("d2.service", &["d2.service"]),
+        ]);
+        assert_eq!(
+            start_after_cycle(&g, "a.service").unwrap(),
+            ["a.service", "b.service", "c.service", "a.service"]
+        );
+        // A cycle elsewhere is not this unit's.
+        assert_eq!(start_after_cycle(&g, "d.service"), None);
+        assert_eq!(start_after_cycle(&g, "x.service"), None);
+        assert_eq!(
+            start_after_cycle(&graph(&[("s.service", &["s.service"])]), "s.service").unwrap(),
+            ["s.service", "s.service"]
         );
     }
 }

@@ -21,6 +21,9 @@ pub const REPLACES: &str = "Replaces";
 /// Ours, not fleet's (fleet 1.0's fleetctl warns about it and submits the unit all the same):
 /// the unit is stopped on a machine that has lost its lease, so that it never runs on two.
 pub const STOP_WHEN_DISCONNECTED: &str = "StopWhenDisconnected";
+/// Ours: units that must be active somewhere in the cluster (and healthy, where checked)
+/// before this one starts, wherever it is placed.
+pub const START_AFTER: &str = "StartAfter";
 pub const LEGACY_MACHINE_ID: &str = "X-ConditionMachineID";
 pub const LEGACY_MACHINE_BOOT_ID: &str = "X-ConditionMachineBootID";
 pub const LEGACY_MACHINE_OF: &str = "X-ConditionMachineOf";
@@ -35,6 +38,7 @@ const KNOWN_KEYS: &[&str] = &[
     GLOBAL,
     REPLACES,
     STOP_WHEN_DISCONNECTED,
+    START_AFTER,
     LEGACY_MACHINE_ID,
     LEGACY_MACHINE_BOOT_ID,
     LEGACY_MACHINE_OF,
@@ -161,6 +165,21 @@ impl Requirements {
         })
     }
 
+    /// `StartAfter=`: the units this one starts after, each value split on whitespace.
+    pub fn start_after(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for name in self
+            .get(START_AFTER)
+            .iter()
+            .flat_map(|v| v.split_whitespace())
+        {
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+        names
+    }
+
     /// Keys of `[X-Fleet]` that fleet does not know, with fleet's warning text.
     pub fn unknown_keys(&self) -> Vec<String> {
         self.values
@@ -188,6 +207,14 @@ impl Requirements {
             global: self.is_global(),
         }
     }
+}
+
+/// How a unit placed but not started says what its `StartAfter=` waits for.
+pub fn waiting_reason(waiting_for: &[String]) -> String {
+    format!(
+        "waiting for {} to be up (StartAfter=)",
+        waiting_for.join(", ")
+    )
 }
 
 /// Everything that decides where a unit may be placed, ready for the scheduler.

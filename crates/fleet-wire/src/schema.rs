@@ -52,6 +52,10 @@ pub struct Unit {
     /// Ours: when it is to be moved after a failure (`rescheduling in 25s`); absent otherwise.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub rescheduling: String,
+    /// Ours: the units its `StartAfter=` names that are not up yet, while it waits to start;
+    /// absent otherwise.
+    #[serde(rename = "waitingFor", default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
 }
 
 /// One failure of a unit: where, when (RFC 3339), what failed, and what was done about it.

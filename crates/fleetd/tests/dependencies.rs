@@ -140,3 +140,102 @@ fn starting_the_main_instance_pulls_in_its_sidekick_and_stopping_it_stops_both()
     });
     common::stop(&mut fleetd, "-TERM");
 }
+
+/// `StartAfter=`: a unit placed before what it starts after is up waits, loaded, with the
+/// reason in the API and `list-unit-files`; it starts once that unit is active and healthy.
+/// A cycle of `StartAfter=` is refused at submit, naming the cycle.
+#[test]
+fn a_unit_starts_after_the_units_it_names_are_up_and_a_cycle_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleetd = started(dir.path());
+    let flag = dir.path().join("db-healthy");
+    let db = dir.path().join("db.service");
+    std::fs::write(
+        &db,
+        format!(
+            "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nHealthCheck=exec:/bin/test -f {}\nHealthCheckInterval=200ms\nHealthCheckStartPeriod=0\nHealthCheckFailures=1\n",
+            flag.display()
+        ),
+    )
+    .unwrap();
+    let web = dir.path().join("web.service");
+    std::fs::write(
+        &web,
+        "[Service]\nExecStart=/bin/sleep 601\n[X-Fleet]\nStartAfter=db.service\n",
+    )
+    .unwrap();
+    let socket = dir.path().join("fleet.sock");
+    let unit_json = |name: &str| -> serde_json::Value {
+        let (_, body) = http_unix(&socket, "GET", &format!("/fleet/v1/units/{name}"), None);
+        serde_json::from_str(&body).unwrap_or_default()
+    };
+    let (code, _, err) = fleetctl(dir.path(), &["submit", &db.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = fleetctl(
+        dir.path(),
+        &["start", "--no-block", &web.display().to_string()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let within = Duration::from_secs(15);
+    eventually("web waits, loaded", within, || {
+        let unit = unit_json("web.service");
+        common::holds(
+            unit["waitingFor"] == serde_json::json!(["db.service"])
+                && unit["currentState"] == "loaded",
+        )
+        .map_err(|_| unit.to_string())
+    });
+    let (_, files, _) = fleetctl(
+        dir.path(),
+        &["list-unit-files", "--no-legend", "--fields=unit,reason"],
+    );
+    assert!(
+        files.contains("web.service\twaiting for db.service to be up (StartAfter=)\n"),
+        "{files}"
+    );
+    // db active but unhealthy: web still waits.
+    let (code, _, err) = fleetctl(dir.path(), &["start", "--no-block", "db.service"]);
+    assert_eq!(code, 0, "{err}");
+    eventually("db active, unhealthy", within, || {
+        let (_, _, active) = states(dir.path(), "db.service");
+        common::holds(active == "active")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        states(dir.path(), "web.service").2,
+        "inactive",
+        "started before db was healthy"
+    );
+    // Healthy: web starts, and waits no more.
+    std::fs::write(&flag, "").unwrap();
+    eventually("web running", within, || {
+        let unit = unit_json("web.service");
+        let (_, _, active) = states(dir.path(), "web.service");
+        common::holds(active == "active" && unit["waitingFor"].is_null())
+            .map_err(|_| format!("{active} {unit}"))
+    });
+
+    // A cycle: refused, naming it; nothing of it is kept.
+    let a = dir.path().join("a.service");
+    std::fs::write(
+        &a,
+        "[Service]\nExecStart=/bin/sleep 1\n[X-Fleet]\nStartAfter=b.service\n",
+    )
+    .unwrap();
+    let b = dir.path().join("b.service");
+    std::fs::write(
+        &b,
+        "[Service]\nExecStart=/bin/sleep 1\n[X-Fleet]\nStartAfter=a.service\n",
+    )
+    .unwrap();
+    let (code, _, err) = fleetctl(dir.path(), &["submit", &a.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = fleetctl(dir.path(), &["submit", &b.display().to_string()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("StartAfter= cycle: b.service -> a.service -> b.service"),
+        "{err}"
+    );
+    assert!(unit_json("b.service")["name"].is_null());
+    common::stop(&mut fleetd, "-TERM");
+}

@@ -7,7 +7,8 @@
 
 use super::*;
 
-use fleet_unit::relations::{follow, related, Follow, PULLS_IN};
+use fleet_unit::relations::{follow, related, start_after_cycle, Follow, PULLS_IN};
+use fleet_unit::Requirements;
 
 /// Applies what setting `name` (now of the file `hash`, or `file` when it is at hand) to
 /// `desired` asks of its relations; what was done, as the `fleet-related` headers say it.
@@ -122,4 +123,55 @@ async fn set_desired_of(state: &ApiState, unit: &str, to: JobState) -> Result<()
         state.registry.set_desired(&unit, to).await?;
     }
     Ok(())
+}
+
+/// Refuses (400) a unit `name` of file `file` whose `StartAfter=` closes a cycle through the
+/// units of the registry: they would wait for each other forever.
+pub(super) async fn refuse_start_after_cycle(
+    state: &ApiState,
+    name: &UnitName,
+    file: &UnitFile,
+) -> Result<(), Answer> {
+    let first = Requirements::for_unit(file, name.as_str()).start_after();
+    if first.is_empty() {
+        return Ok(());
+    }
+    let hashes: BTreeMap<String, UnitHash> = read_now(state, |snapshot| {
+        snapshot
+            .jobs
+            .iter()
+            .chain(snapshot.global.iter())
+            .map(|(n, record)| (n.to_string(), record.hash))
+            .collect()
+    })
+    .await?;
+    // The units reachable through `StartAfter=`, with what each names.
+    let mut after: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut queue = first.clone();
+    after.insert(name.to_string(), first);
+    while let Some(next) = queue.pop() {
+        if after.contains_key(&next) {
+            continue;
+        }
+        let file = match hashes.get(&next) {
+            Some(hash) => match unit_file(state, hash, hashes.len()).await {
+                Ok(file) => file,
+                Err(RegistryError::Corrupt { .. }) => None,
+                Err(error) => return Err(error.into()),
+            },
+            None => None,
+        };
+        let names = file
+            .map(|f| Requirements::for_unit(&f, &next).start_after())
+            .unwrap_or_default();
+        queue.extend(names.iter().cloned());
+        after.insert(next, names);
+    }
+    match start_after_cycle(&after, name.as_str()) {
+        Some(cycle) => Err(bad_request(format!(
+            "StartAfter= cycle: {}: these units would wait for each other forever",
+            cycle.join(" -> ")
+        ))),
+        None => Ok(()),
+    }
 }

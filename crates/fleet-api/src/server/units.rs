@@ -30,10 +30,10 @@ pub(super) fn unit_fields(
             .as_str()
             .to_owned();
         unit.machine_id = placed.map(|m| m.to_string()).unwrap_or_default();
-        if placed.is_none() {
-            if let Some(reason) = snapshot.reasons.get(name) {
-                unit.unplaceable_reason = reason.reason.clone();
-            }
+        match (placed, snapshot.reasons.get(name)) {
+            (None, Some(reason)) => unit.unplaceable_reason = reason.reason.clone(),
+            (Some(_), Some(reason)) => unit.waiting_for = reason.waiting_for.clone(),
+            _ => {}
         }
     }
     unit.failures = failures(snapshot, name);
@@ -280,6 +280,7 @@ pub(super) async fn put_unit(state: &ApiState, url_name: &str, request: Request)
         let file = validate(options)?;
         let desired = desired.unwrap_or(JobState::Inactive);
         refuse_active_template(&name, is_template, desired)?;
+        refuse_start_after_cycle(state, &name, &file).await?;
         // What it pulls in is there before it (its machine starts them together).
         let own = (file.hash(), Some(&file));
         let related = follow_relations(state, &name, own, desired).await?;
@@ -304,6 +305,7 @@ pub(super) async fn put_unit(state: &ApiState, url_name: &str, request: Request)
             // given too.
             let desired = desired.unwrap_or(JobState::Inactive);
             refuse_active_template(&name, is_template, desired)?;
+            refuse_start_after_cycle(state, &name, &file).await?;
             let own = (file.hash(), Some(&file));
             let related = follow_relations(state, &name, own, desired).await?;
             state.registry.replace_job(&name, &file, desired).await?;

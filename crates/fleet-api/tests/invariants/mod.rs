@@ -42,7 +42,15 @@ pub async fn check_request(router: &axum::Router, sent: &Sent) -> Result<(), Str
     if status >= 500 {
         return Err(format!("{sent:?} answered {status}: {}", said()));
     }
-    if (400..500).contains(&status) && status != 404 && status != 405 && answer.is_empty() {
+    // A HEAD answer has no body, whatever it refuses (fleet answered HEAD as any other
+    // method that is not GET).
+    let bodiless = sent.method == "HEAD";
+    if (400..500).contains(&status)
+        && status != 404
+        && status != 405
+        && answer.is_empty()
+        && !bodiless
+    {
         return Err(format!("{sent:?} refused ({status}) without a word"));
     }
     let reading = sent.method == "GET" || sent.method == "HEAD";

@@ -117,7 +117,7 @@ pub fn run(target: Target, args: &[String], globals: &Globals, io: &mut Io<'_>) 
         io.out.write_all(&step.out)?;
         io.err.write_all(&step.err)?;
         match step.outcome {
-            Prepared::Ready(unit) => started.push(unit),
+            Prepared::Ready(unit) => started.push(*unit),
             Prepared::Skipped => {}
             Prepared::Failed => return Ok(1),
         }
@@ -222,7 +222,7 @@ struct Step {
 
 enum Prepared {
     /// In the cluster at its target state (`submit`: created).
-    Ready(Unit),
+    Ready(Box<Unit>),
     Skipped,
     /// The error is said; the command ends with it.
     Failed,
@@ -284,7 +284,7 @@ fn prepare_into(
     let unit = match client.unit(&name) {
         Ok(Some(unit)) => {
             match compare_local(client, arg, &name, unit, target, replace, bound, io)? {
-                Local::Proceed(unit) => unit,
+                Local::Proceed(unit) => *unit,
                 Local::Skip => return Ok(Prepared::Skipped),
                 Local::Fail => return Ok(Prepared::Failed),
             }
@@ -311,7 +311,7 @@ fn prepare_into(
     {
         return Ok(Prepared::Failed);
     }
-    Ok(Prepared::Ready(unit))
+    Ok(Prepared::Ready(Box::new(unit)))
 }
 
 /// A unit already launched whose run failed (or whose start was refused) is started again,
@@ -345,7 +345,7 @@ fn start_again_if_failed(
 
 /// What to do with a unit already in the cluster, given the local file of the same name.
 enum Local {
-    Proceed(Unit),
+    Proceed(Box<Unit>),
     Skip,
     Fail,
 }
@@ -364,24 +364,24 @@ fn compare_local(
     io: &mut Io<'_>,
 ) -> io::Result<Local> {
     let Ok(bytes) = std::fs::read(arg) else {
-        return Ok(Local::Proceed(unit));
+        return Ok(Local::Proceed(Box::new(unit)));
     };
     let Ok(local) = UnitFile::parse(&bytes) else {
-        return Ok(Local::Proceed(unit));
+        return Ok(Local::Proceed(Box::new(unit)));
     };
     let stored = unit.unit_file();
     if local.hash() == stored.hash() {
         if replace {
             writeln!(io.out, "Found same Unit({name}) in Registry, nothing to do")?;
         }
-        return Ok(Local::Proceed(unit));
+        return Ok(Local::Proceed(Box::new(unit)));
     }
     if !replace {
         writeln!(
             io.err,
             "WARNING: Unit {name} in registry differs from local unit file {arg}. Add --replace to override."
         )?;
-        return Ok(Local::Proceed(unit));
+        return Ok(Local::Proceed(Box::new(unit)));
     }
     let allowed: &[&str] = match target {
         Target::Submit => &["inactive"],
@@ -408,7 +408,7 @@ fn compare_local(
     match wait_for(client, name, "inactive", bound) {
         Some(unit) => {
             writeln!(io.out, "Unit {name} {}", shown_state(&unit))?;
-            Ok(Local::Proceed(unit))
+            Ok(Local::Proceed(Box::new(unit)))
         }
         None => {
             writeln!(io.err, "Error waiting for units: timed out waiting for unit {name} to report state inactive")?;

@@ -80,10 +80,14 @@ pub fn render(flags: &TableFlags, units: &[Unit], machines: &[Machine]) -> Strin
             "target" | "tmachine" => target(),
             "desc" => table::or_dash(file.description().unwrap_or_default()),
             "global" => global.to_string(),
-            // Ours: why the engine cannot place it.
-            "reason" => match unit.unplaceable_reason.is_empty() {
-                true => table::or_dash(&unit.rescheduling),
-                false => unit.unplaceable_reason.clone(),
+            // Ours: why the engine cannot place it, or start it yet.
+            "reason" => match (
+                unit.unplaceable_reason.is_empty(),
+                unit.waiting_for.is_empty(),
+            ) {
+                (false, _) => unit.unplaceable_reason.clone(),
+                (true, false) => fleet_unit::requirements::waiting_reason(&unit.waiting_for),
+                (true, true) => table::or_dash(&unit.rescheduling),
             },
             _ => "-".into(),
         }

@@ -65,6 +65,7 @@ pub fn wait_placed(
     io: &mut Io<'_>,
 ) -> io::Result<Placement> {
     let mut told = String::new();
+    let mut waited = String::new();
     let mut unplaceable = Steady::new();
     let mut refused = Steady::new();
     let placement_limit = bound.limit(PLACEMENT_BOUND);
@@ -77,7 +78,7 @@ pub fn wait_placed(
         if reached(&unit, state) {
             return Some(Placement::Reached(unit));
         }
-        let phase = match unit.machine_id.is_empty() {
+        let mut phase = match unit.machine_id.is_empty() {
             true => format!("{}, waiting for a machine", unit.current_state),
             false => format!(
                 "{} on {}",
@@ -85,6 +86,16 @@ pub fn wait_placed(
                 machine_column(&unit.machine_id, None, false)
             ),
         };
+        // Ours: placed, not started before what its `StartAfter=` names is up.
+        if !unit.waiting_for.is_empty() {
+            let waiting = fleet_unit::requirements::waiting_reason(&unit.waiting_for);
+            phase = format!("{phase}, {waiting}");
+            if waiting != waited {
+                let _ = progress.done(io.err);
+                let _ = writeln!(io.err, "Unit {name} is not started yet: {waiting}");
+                waited = waiting;
+            }
+        }
         let _ = progress.at(&phase, io.err);
         if !unit.unplaceable_reason.is_empty() {
             // fleet waited in silence; say why the unit does not move, once per reason.
