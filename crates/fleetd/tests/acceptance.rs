@@ -709,3 +709,100 @@ fn a_failing_unit_moves_until_it_runs_and_a_killed_one_is_started_again() {
 fn machines_but(machines: &[String], but: &str) -> Vec<String> {
     machines.iter().filter(|m| *m != but).cloned().collect()
 }
+
+/// fleet's documented sidekick pattern, with the relations meaning what they say: one
+/// `fleetctl start` of the main instance creates and starts its discovery sidekick (an
+/// instance of another template) on the same host; the host dies and the pair moves together;
+/// the sidekick fails, systemd's `BindsTo=` stops the main unit with it, and the pair moves
+/// together again, never back where it failed. The invariant checker (co-placement included)
+/// holds at every poll.
+#[test]
+fn a_service_and_its_sidekick_start_with_one_command_and_move_together() {
+    let mut cluster = Cluster::start(3, 1, |_| String::new());
+    let files = tempfile::tempdir().unwrap();
+    let process = "ExecStart=/bin/bash -c 'exec -a unit:%n:%m sleep infinity'";
+    let apache = files.path().join("apache@.service");
+    std::fs::write(
+        &apache,
+        format!("[Unit]\nRequires=apache-discovery@%i.service\nBindsTo=apache-discovery@%i.service\n\n[Service]\n{process}\n\n[X-Fleet]\nRescheduleDelay=1s\n"),
+    )
+    .unwrap();
+    let discovery = files.path().join("apache-discovery@.service");
+    std::fs::write(
+        &discovery,
+        format!("[Unit]\nBindsTo=apache@%i.service\nAfter=apache@%i.service\n\n[Service]\n{process}\n\n[X-Fleet]\nRescheduleDelay=1s\n"),
+    )
+    .unwrap();
+    cluster.fleetctl_ok(
+        0,
+        &[
+            "submit",
+            &apache.display().to_string(),
+            &discovery.display().to_string(),
+        ],
+    );
+    let started = cluster.fleetctl_ok(0, &["start", "apache@1.service"]);
+    assert!(
+        started.contains("Unit apache-discovery@1.service created from apache-discovery@.service and pulled in by apache@1.service, desired state launched"),
+        "{started}"
+    );
+    let pair = ["apache@1.service", "apache-discovery@1.service"];
+    let together = |not_on: Vec<String>| {
+        move |running: &BTreeMap<String, Vec<String>>| -> Result<(), String> {
+            let hosts: Vec<Option<&Vec<String>>> = pair.iter().map(|u| running.get(*u)).collect();
+            match hosts.as_slice() {
+                [Some(a), Some(b)] if a.len() == 1 && a == b && !not_on.contains(&a[0]) => Ok(()),
+                other => Err(format!("the pair on {other:?}")),
+            }
+        }
+    };
+    let within = Duration::from_secs(60);
+    let running = cluster.until_valid("the pair runs together", within, together(Vec::new()));
+    let first = running[pair[0]][0].clone();
+
+    // Its host dies: the pair moves, together.
+    let machines = cluster.machines();
+    let dead = machines.iter().position(|m| *m == first).unwrap();
+    let died = Instant::now();
+    cluster.kill_host(dead);
+    let running = cluster.until_valid("moved together", within, together(vec![first.clone()]));
+    let moved_in = died.elapsed();
+    let second = running[pair[0]][0].clone();
+
+    // The sidekick fails: BindsTo= stops the main unit; the pair moves together again.
+    let pid = cluster.unit_processes()[&(pair[1].to_owned(), second.clone())];
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let failed = Instant::now();
+    let running = cluster.until_valid(
+        "moved together after the sidekick failed",
+        within,
+        together(vec![first.clone(), second.clone()]),
+    );
+    let third = &running[pair[0]][0];
+    let units = cluster.client().units().unwrap();
+    let sidekick = units.iter().find(|u| u.name == pair[1]).unwrap();
+    assert_eq!(
+        sidekick
+            .failures
+            .last()
+            .map(|f| (f.machine_id.as_str(), f.action.clone())),
+        Some((second.as_str(), format!("moved to {third}"))),
+        "{:?}",
+        sidekick.failures
+    );
+    for unit in pair {
+        let desired = units
+            .iter()
+            .find(|u| u.name == unit)
+            .map(|u| u.desired_state.clone());
+        assert_eq!(desired.as_deref(), Some("launched"), "{unit}");
+    }
+    println!(
+        "sidekick pattern on three hosts: moved together {moved_in:?} after its host died, {:?} after the sidekick failed",
+        failed.elapsed()
+    );
+}
