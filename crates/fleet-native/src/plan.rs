@@ -17,6 +17,11 @@ pub trait Graph {
     fn active(&self, name: &str) -> bool;
     /// Every loaded unit with its relations.
     fn each(&self) -> Box<dyn Iterator<Item = (&str, &Relations)> + '_>;
+    /// Whether `name` is a unit of the machine outside fleet (`native_host_units=`): taken as
+    /// there and active, never started or stopped.
+    fn is_host(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 /// What the planner knows of one loaded unit, for a graph held in a table.
@@ -87,12 +92,18 @@ pub fn start_plan(units: &(impl Graph + ?Sized), target: &str) -> Result<StartPl
         }
         let relations = relations_of(units, &name);
         for required in relations.requires.iter().chain(&relations.binds_to) {
+            if units.is_host(required) && node(required).is_none() {
+                continue;
+            }
             if node(required).is_none() {
                 return Err(format!("Unit {required} not found."));
             }
             queue.push(required.clone());
         }
         for requisite in &relations.requisite {
+            if units.is_host(requisite) && node(requisite).is_none() {
+                continue;
+            }
             if node(requisite).is_none() {
                 return Err(format!("Unit {requisite} not found."));
             }

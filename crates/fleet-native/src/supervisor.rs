@@ -44,6 +44,9 @@ pub struct SupervisorConfig {
     pub hostname: String,
     pub boot_id: String,
     pub log_max_bytes: u64,
+    /// Units of the machine outside fleet (`native_host_units=`): a unit that requires one
+    /// takes it as active; any other required unit that is not loaded refuses the start.
+    pub host_units: std::collections::BTreeSet<String>,
 }
 
 impl SupervisorConfig {
@@ -62,6 +65,7 @@ impl SupervisorConfig {
             hostname: "host1".into(),
             boot_id: "b1".into(),
             log_max_bytes: 64 * 1024,
+            host_units: Default::default(),
         }
     }
 }
@@ -225,6 +229,10 @@ impl Graph for LoadedUnits<'_> {
                 .iter()
                 .map(|(name, loaded)| (name.as_str(), &loaded.relations)),
         )
+    }
+
+    fn is_host(&self, name: &str) -> bool {
+        self.supervisor.config.host_units.contains(name)
     }
 }
 

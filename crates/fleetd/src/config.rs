@@ -56,6 +56,10 @@ pub struct Config {
     /// Whether a unit that failed is moved to another machine when its own `Reschedule=`
     /// says nothing.
     pub reschedule_failed_units: bool,
+    /// Units of this machine outside fleet that the native supervisor takes as active when a
+    /// unit requires them (`docker.service`, `network-online.target`): any other required unit
+    /// that is not loaded refuses the start, naming it, as systemd would.
+    pub native_host_units: Vec<String>,
     /// Allow `http://` (no TLS) on addresses other than loopback.
     pub api_allow_plain_tcp: bool,
     /// Serve `http://` on loopback without a token (a warning at start: any local user can
@@ -118,6 +122,7 @@ impl Default for Config {
             api_token_file: None,
             api_audit_log: None,
             reschedule_failed_units: true,
+            native_host_units: Vec::new(),
             api_allow_plain_tcp: false,
             api_allow_unauthenticated_loopback: false,
             machine_id: String::new(),
@@ -298,6 +303,14 @@ impl Config {
             "api_audit_log" => self.api_audit_log = Some(PathBuf::from(value.trim())),
             "reschedule_failed_units" => {
                 self.reschedule_failed_units = go_bool(value).map_err(invalid)?
+            }
+            "native_host_units" => {
+                let mut units = Vec::new();
+                for unit in value.split([',', ' ']).filter(|u| !u.is_empty()) {
+                    fleet_unit::UnitName::new(unit).map_err(|e| invalid(e.to_string()))?;
+                    units.push(unit.to_owned());
+                }
+                self.native_host_units = units;
             }
             "api_allow_plain_tcp" => self.api_allow_plain_tcp = go_bool(value).map_err(invalid)?,
             "api_allow_unauthenticated_loopback" => {
@@ -525,6 +538,22 @@ mod tests {
             config.etcd_servers.is_empty(),
             "no etcd configured: embedded registry"
         );
+    }
+
+    #[test]
+    fn native_host_units_are_unit_names() {
+        let load = |value: &str| {
+            Config::load(None, &env(&[("FLEET_NATIVE_HOST_UNITS", value)]))
+                .map(|(config, _)| config.native_host_units)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            load("docker.service, network-online.target").unwrap(),
+            ["docker.service", "network-online.target"]
+        );
+        assert_eq!(load("").unwrap(), Vec::<String>::new());
+        let refused = load("docker.service ../etc").unwrap_err();
+        assert!(refused.contains("FLEET_NATIVE_HOST_UNITS"), "{refused}");
     }
 
     #[test]

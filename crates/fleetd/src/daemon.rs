@@ -552,6 +552,7 @@ async fn unit_manager(
                 hostname: fleet_native::host::hostname(),
                 boot_id: fleet_native::host::boot_id(),
                 log_max_bytes: 4 * 1024 * 1024,
+                host_units: config.native_host_units.iter().cloned().collect(),
             })
             .map_err(|e| StartError::UnitManager(e.to_string()))?;
             tracing::info!(units = %config.units_directory.display(), "unit manager: native supervisor");

@@ -318,6 +318,37 @@ async fn requirements_that_cannot_be_met_are_reported() {
     );
 }
 
+/// `native_host_units=`: units of the machine outside fleet are taken as active by a unit
+/// that requires them; any other unit that is not loaded still refuses the start, named.
+#[tokio::test]
+async fn host_units_are_taken_as_active_and_other_missing_units_are_named() {
+    let dir = Home::new();
+    let supervisor = Supervisor::open(SupervisorConfig {
+        host_units: [
+            "docker.service".to_owned(),
+            "network-online.target".to_owned(),
+        ]
+        .into(),
+        ..config(dir.path())
+    })
+    .unwrap();
+    let app = load(
+        &supervisor,
+        "app.service",
+        "[Unit]\nRequires=docker.service\nAfter=docker.service network-online.target\nRequisite=network-online.target\n[Service]\nExecStart=/bin/sleep 60\n",
+    );
+    supervisor.start(&app).await.unwrap();
+    assert_eq!(supervisor.state(&app).await.active, "active");
+    let other = load(
+        &supervisor,
+        "other.service",
+        "[Unit]\nRequires=docker.service flanneld.service\n[Service]\nExecStart=/bin/sleep 60\n",
+    );
+    let err = supervisor.start(&other).await.unwrap_err();
+    assert_eq!(err.to_string(), "Unit flanneld.service not found.");
+    supervisor.stop(&app).await.unwrap();
+}
+
 #[tokio::test]
 async fn through_the_unit_manager_trait_with_its_journal() {
     use fleet_agent::manager::{ManagerKind, UnitManager};
