@@ -193,6 +193,13 @@ fn a_unit_starts_after_the_units_it_names_are_up_and_a_cycle_is_refused() {
         files.contains("web.service\twaiting for db.service to be up (StartAfter=)\n"),
         "{files}"
     );
+    let (_, status, _) = fleetctl(dir.path(), &["status", "web.service"]);
+    assert!(
+        status.contains(
+            "Unit web.service: not started yet, waiting for db.service to be up (StartAfter=)\n"
+        ),
+        "{status}"
+    );
     // db active but unhealthy: web still waits.
     let (code, _, err) = fleetctl(dir.path(), &["start", "--no-block", "db.service"]);
     assert_eq!(code, 0, "{err}");
@@ -237,5 +244,41 @@ fn a_unit_starts_after_the_units_it_names_are_up_and_a_cycle_is_refused() {
         "{err}"
     );
     assert!(unit_json("b.service")["name"].is_null());
+    common::stop(&mut fleetd, "-TERM");
+}
+
+/// A unit that requires a global unit pulls it in, and is satisfied by its copy on its own
+/// machine (global units are in no group: they run everywhere).
+#[test]
+fn a_unit_requiring_a_global_unit_pulls_it_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleetd = started(dir.path());
+    let mon = dir.path().join("mon.service");
+    std::fs::write(
+        &mon,
+        "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nGlobal=true\n",
+    )
+    .unwrap();
+    let app = dir.path().join("app.service");
+    std::fs::write(
+        &app,
+        "[Unit]\nRequires=mon.service\nAfter=mon.service\n[Service]\nExecStart=/bin/sleep 601\n",
+    )
+    .unwrap();
+    let (code, _, err) = fleetctl(dir.path(), &["submit", &mon.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = fleetctl(dir.path(), &["start", &app.display().to_string()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Unit mon.service pulled in by app.service, desired state launched\n"),
+        "{out}"
+    );
+    for unit in ["mon.service", "app.service"] {
+        eventually(&format!("{unit} running"), Duration::from_secs(15), || {
+            let (desired, _, active) = states(dir.path(), unit);
+            common::holds(desired == "launched" && active == "active")
+                .map_err(|_| format!("{desired} {active}"))
+        });
+    }
     common::stop(&mut fleetd, "-TERM");
 }

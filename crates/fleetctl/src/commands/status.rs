@@ -110,12 +110,16 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
 }
 
 /// The unit's failures and what was done about them (ours: absent for a unit that had none),
-/// and when it is to move.
+/// when it is to move, and what its `StartAfter=` waits for.
 fn failures(unit: &Unit, out: &mut dyn io::Write) -> io::Result<()> {
-    if unit.failures.is_empty() && unit.rescheduling.is_empty() {
+    if unit.failures.is_empty() && unit.rescheduling.is_empty() && unit.waiting_for.is_empty() {
         return Ok(());
     }
     writeln!(out)?;
+    if !unit.waiting_for.is_empty() {
+        let waiting = fleet_unit::requirements::waiting_reason(&unit.waiting_for);
+        writeln!(out, "Unit {}: not started yet, {waiting}", unit.name)?;
+    }
     if !unit.rescheduling.is_empty() {
         writeln!(out, "Unit {}: {}", unit.name, unit.rescheduling)?;
     }
