@@ -14,6 +14,13 @@ fn started(dir: &Path) -> Daemon {
     common::serving(common::fleetd(dir, "node1"), dir)
 }
 
+/// Writes unit file `name` in `dir`; its path.
+fn write_unit(dir: &Path, name: &str, text: impl AsRef<str>) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text.as_ref()).unwrap();
+    path.display().to_string()
+}
+
 fn fleetctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let endpoint = format!("--endpoint=unix://{}", dir.join("fleet.sock").display());
     let mut all = vec![endpoint.as_str()];
@@ -43,18 +50,9 @@ const DISCOVERY: &str = "[Unit]\nDescription=Announce apache@%i\nBindsTo=apache@
 fn starting_the_main_instance_pulls_in_its_sidekick_and_stopping_it_stops_both() {
     let dir = tempfile::tempdir().unwrap();
     let mut fleetd = started(dir.path());
-    let apache = dir.path().join("apache@.service");
-    let discovery = dir.path().join("apache-discovery@.service");
-    std::fs::write(&apache, APACHE).unwrap();
-    std::fs::write(&discovery, DISCOVERY).unwrap();
-    let (code, _, err) = fleetctl(
-        dir.path(),
-        &[
-            "submit",
-            &apache.display().to_string(),
-            &discovery.display().to_string(),
-        ],
-    );
+    let apache = write_unit(dir.path(), "apache@.service", APACHE);
+    let discovery = write_unit(dir.path(), "apache-discovery@.service", DISCOVERY);
+    let (code, _, err) = fleetctl(dir.path(), &["submit", &apache, &discovery]);
     assert_eq!(code, 0, "{err}");
 
     let (code, out, err) = fleetctl(dir.path(), &["start", "apache@8888.service"]);
@@ -149,32 +147,23 @@ fn a_unit_starts_after_the_units_it_names_are_up_and_a_cycle_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut fleetd = started(dir.path());
     let flag = dir.path().join("db-healthy");
-    let db = dir.path().join("db.service");
-    std::fs::write(
-        &db,
-        format!(
+    let db = write_unit(dir.path(), "db.service", format!(
             "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nHealthCheck=exec:/bin/test -f {}\nHealthCheckInterval=200ms\nHealthCheckStartPeriod=0\nHealthCheckFailures=1\n",
             flag.display()
-        ),
-    )
-    .unwrap();
-    let web = dir.path().join("web.service");
-    std::fs::write(
-        &web,
+        ));
+    let web = write_unit(
+        dir.path(),
+        "web.service",
         "[Service]\nExecStart=/bin/sleep 601\n[X-Fleet]\nStartAfter=db.service\n",
-    )
-    .unwrap();
+    );
     let socket = dir.path().join("fleet.sock");
     let unit_json = |name: &str| -> serde_json::Value {
         let (_, body) = http_unix(&socket, "GET", &format!("/fleet/v1/units/{name}"), None);
         serde_json::from_str(&body).unwrap_or_default()
     };
-    let (code, _, err) = fleetctl(dir.path(), &["submit", &db.display().to_string()]);
+    let (code, _, err) = fleetctl(dir.path(), &["submit", &db]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = fleetctl(
-        dir.path(),
-        &["start", "--no-block", &web.display().to_string()],
-    );
+    let (code, _, err) = fleetctl(dir.path(), &["start", "--no-block", &web]);
     assert_eq!(code, 0, "{err}");
     let within = Duration::from_secs(15);
     eventually("web waits, loaded", within, || {
@@ -223,21 +212,19 @@ fn a_unit_starts_after_the_units_it_names_are_up_and_a_cycle_is_refused() {
     });
 
     // A cycle: refused, naming it; nothing of it is kept.
-    let a = dir.path().join("a.service");
-    std::fs::write(
-        &a,
+    let a = write_unit(
+        dir.path(),
+        "a.service",
         "[Service]\nExecStart=/bin/sleep 1\n[X-Fleet]\nStartAfter=b.service\n",
-    )
-    .unwrap();
-    let b = dir.path().join("b.service");
-    std::fs::write(
-        &b,
+    );
+    let b = write_unit(
+        dir.path(),
+        "b.service",
         "[Service]\nExecStart=/bin/sleep 1\n[X-Fleet]\nStartAfter=a.service\n",
-    )
-    .unwrap();
-    let (code, _, err) = fleetctl(dir.path(), &["submit", &a.display().to_string()]);
+    );
+    let (code, _, err) = fleetctl(dir.path(), &["submit", &a]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = fleetctl(dir.path(), &["submit", &b.display().to_string()]);
+    let (code, _, err) = fleetctl(dir.path(), &["submit", &b]);
     assert_eq!(code, 1);
     assert!(
         err.contains("StartAfter= cycle: b.service -> a.service -> b.service"),
@@ -253,21 +240,19 @@ fn a_unit_starts_after_the_units_it_names_are_up_and_a_cycle_is_refused() {
 fn a_unit_requiring_a_global_unit_pulls_it_in() {
     let dir = tempfile::tempdir().unwrap();
     let mut fleetd = started(dir.path());
-    let mon = dir.path().join("mon.service");
-    std::fs::write(
-        &mon,
+    let mon = write_unit(
+        dir.path(),
+        "mon.service",
         "[Service]\nExecStart=/bin/sleep 600\n[X-Fleet]\nGlobal=true\n",
-    )
-    .unwrap();
-    let app = dir.path().join("app.service");
-    std::fs::write(
-        &app,
+    );
+    let app = write_unit(
+        dir.path(),
+        "app.service",
         "[Unit]\nRequires=mon.service\nAfter=mon.service\n[Service]\nExecStart=/bin/sleep 601\n",
-    )
-    .unwrap();
-    let (code, _, err) = fleetctl(dir.path(), &["submit", &mon.display().to_string()]);
+    );
+    let (code, _, err) = fleetctl(dir.path(), &["submit", &mon]);
     assert_eq!(code, 0, "{err}");
-    let (code, out, err) = fleetctl(dir.path(), &["start", &app.display().to_string()]);
+    let (code, out, err) = fleetctl(dir.path(), &["start", &app]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("Unit mon.service pulled in by app.service, desired state launched\n"),
