@@ -182,6 +182,12 @@ fn a_unit_starts_after_the_units_it_names_are_up_and_a_cycle_is_refused() {
         files.contains("web.service\twaiting for db.service to be up (StartAfter=)\n"),
         "{files}"
     );
+    let (code, tree, err) = fleetctl(dir.path(), &["list-dependencies", "web.service"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        tree,
+        "web.service (desired launched, inactive on 6e6f6465.../192.0.2.2)\n└─StartAfter=db.service (desired inactive, not placed)\n"
+    );
     let (_, status, _) = fleetctl(dir.path(), &["status", "web.service"]);
     assert!(
         status.contains(

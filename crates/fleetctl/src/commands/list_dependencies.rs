@@ -1,6 +1,7 @@
 //! `fleetctl list-dependencies [--full] UNIT` (ours): the tree of fleet units a unit is related
-//! to (`Requires=`, `BindsTo=`, `Wants=`, `Requisite=`, `PartOf=`), as `systemctl
-//! list-dependencies` draws it, each with its desired state, its state and where it runs.
+//! to (`Requires=`, `BindsTo=`, `Wants=`, `Requisite=`, `PartOf=`) or starts after
+//! (`[X-Fleet] StartAfter=`), as `systemctl list-dependencies` draws it, each with its desired
+//! state, its state and where it runs.
 //! Relations to units that are not fleet units are the machine's, and not shown.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,6 +9,7 @@ use std::io;
 
 use fleet_unit::name::mangle;
 use fleet_unit::relations::related;
+use fleet_unit::Requirements;
 use fleet_wire::schema::{Machine, Unit, UnitState};
 
 use super::list_units::machine_column;
@@ -75,13 +77,20 @@ impl Tree<'_> {
         };
         let file = unit.unit_file();
         let mut children: Vec<(&str, String)> = Vec::new();
-        for key in SHOWN {
-            for other in related(&file, name, &[key]) {
-                if self.units.contains_key(other.as_str())
-                    && !children.iter().any(|(_, o)| *o == other)
-                {
-                    children.push((key, other));
-                }
+        let start_after = Requirements::for_unit(&file, name).start_after();
+        let named = SHOWN
+            .iter()
+            .flat_map(|key| {
+                related(&file, name, &[key])
+                    .into_iter()
+                    .map(move |o| (*key, o))
+            })
+            .chain(start_after.into_iter().map(|o| ("StartAfter", o)));
+        for (key, other) in named {
+            if self.units.contains_key(other.as_str())
+                && !children.iter().any(|(k, o)| *k == key && *o == other)
+            {
+                children.push((key, other));
             }
         }
         for (i, (key, other)) in children.iter().enumerate() {
