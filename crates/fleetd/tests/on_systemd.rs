@@ -427,10 +427,18 @@ fn units_stopped_by_hand_on_systemd_are_started_again() {
         ("side.service", &side_pid),
         ("killed.service", &killed_pid),
     ] {
-        eventually(&format!("{unit} started again"), within, || {
+        let again = || {
             let now = pid(unit);
             holds(now != *before && now != "0" && host.property(unit, "ActiveState") == "active")
-        });
+        };
+        let every = Duration::from_millis(100);
+        common::poll(
+            &format!("{unit} started again"),
+            within,
+            every,
+            again,
+            || host.fleetd_log(),
+        );
     }
     let socket = host.sandbox.shared_dir().join("fleet.sock");
     let stopped = common::failures_until(&socket, "trapping.service", "started again", within);

@@ -147,7 +147,7 @@ impl JobTracker {
     }
 
     /// Whether the last job of `unit` to end `done` was not fleetd's and ended at or after
-    /// `since` (when the unit last left `active`): then it was that job that stopped it.
+    /// `since` (about when the unit last left `active`): then it was that job that stopped it.
     pub fn stopped_by_another(&self, unit: &str, since: Instant) -> bool {
         let state = self.state();
         state

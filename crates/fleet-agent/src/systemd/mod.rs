@@ -48,6 +48,9 @@ pub struct SystemdConfig {
     pub root: PathBuf,
 }
 
+/// How far apart a job's `JobRemoved` and its unit's `PropertiesChanged` may be seen.
+const SIGNALS_APART: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long a start or stop waits for its unit to get there before leaving the rest to
 /// systemd.
 const JOB_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -869,7 +872,13 @@ impl UnitManager for SystemdManager {
                 known.main_exits.get(name.as_str()).copied(),
             )
         };
-        if left.is_some_and(|left| self.jobs.stopped_by_another(name.as_str(), left.max(since))) {
+        // The job's signal and the unit's own come on two streams, in either order: a stop
+        // job told up to a moment before the unit was seen leaving active stopped it.
+        let stopped = left.is_some_and(|left| {
+            let not_before = left.checked_sub(SIGNALS_APART).unwrap_or(left).max(since);
+            self.jobs.stopped_by_another(name.as_str(), not_before)
+        });
+        if stopped {
             return Some(
                 "stopped outside fleet (a stop job fleetd did not queue: systemctl stop)".into(),
             );
