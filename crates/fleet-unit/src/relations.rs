@@ -61,10 +61,11 @@ pub enum Follow {
 }
 
 /// What setting `name`'s desired state to `desired` asks of the fleet units related to it,
-/// transitively, given each unit's desired state and file (`units`, templates included):
-/// what it pulls in is wanted at least as much, instances of submitted templates created; what
-/// stops with it is stopped when it is. Units wanted less (or inactive ones stopping) are
-/// left as they are.
+/// transitively, given each unit's desired state and file (`units`, templates included; `name`
+/// with the state it had before, inactive when it is new): what it pulls in is wanted at
+/// least as much, instances of submitted templates created; what stops with it is stopped
+/// when it is (only a unit that was launched stops: a new one took nothing down). Units
+/// wanted less (or inactive ones stopping) are left as they are.
 pub fn follow(
     units: &BTreeMap<&str, (JobState, &UnitFile)>,
     name: &str,
@@ -117,7 +118,10 @@ pub fn follow(
             }
         }
     }
-    if desired < JobState::Launched {
+    let before = units
+        .get(name)
+        .map_or(JobState::Inactive, |(state, _)| *state);
+    if before == JobState::Launched && desired < JobState::Launched {
         // What it pulls in is not what stops with it: looked at afresh.
         let mut seen: BTreeSet<String> = BTreeSet::from([name.to_owned()]);
         let mut queue = VecDeque::from([name.to_owned()]);
@@ -281,8 +285,14 @@ mod tests {
             ("c.service", Launched, "BindsTo=a.service"),
         ];
         check_follow(&chain, "a.service", Launched, &["raise b.service launched"]);
-        // Wanted loaded (stopped): c, bound to it, stops.
-        check_follow(&chain, "a.service", Loaded, &["lower c.service"]);
+        // Not launched before: nothing stops with it.
+        check_follow(&chain, "a.service", Loaded, &[]);
+        // A unit submitted after one that requires it takes nothing down.
+        let later = [
+            ("a.service", Launched, "Requires=b.service"),
+            ("b.service", Inactive, ""),
+        ];
+        check_follow(&later, "b.service", Inactive, &[]);
         // Stopping: what requires, binds to or is part of it stops too, transitively.
         let running = [
             ("a.service", Launched, ""),

@@ -273,3 +273,31 @@ fn a_unit_requiring_a_global_unit_pulls_it_in() {
     }
     common::stop(&mut fleetd, "-TERM");
 }
+
+/// One `fleetctl start` of a unit and the unit it requires, in that order: the second unit's
+/// creation takes nothing down (only a unit that was launched stops what requires it).
+#[test]
+fn a_unit_and_what_it_requires_start_together_in_either_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleetd = started(dir.path());
+    let main = write_unit(
+        dir.path(),
+        "main.service",
+        "[Unit]\nRequires=side.service\n[Service]\nExecStart=/bin/sleep 600\n",
+    );
+    let side = write_unit(
+        dir.path(),
+        "side.service",
+        "[Service]\nExecStart=/bin/sleep 601\n",
+    );
+    let (code, out, err) = fleetctl(dir.path(), &["start", &main, &side]);
+    assert_eq!(code, 0, "{out}{err}");
+    for unit in ["main.service", "side.service"] {
+        eventually(&format!("{unit} running"), Duration::from_secs(15), || {
+            let (desired, _, active) = states(dir.path(), unit);
+            common::holds(desired == "launched" && active == "active")
+                .map_err(|_| format!("{desired} {active}"))
+        });
+    }
+    common::stop(&mut fleetd, "-TERM");
+}

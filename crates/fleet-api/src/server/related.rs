@@ -73,7 +73,12 @@ pub(super) async fn follow_relations(
             .iter()
             .filter_map(|(n, d, h)| cache.get(h).map(|f| (n.as_str(), (*d, f))))
             .collect();
-        units.insert(name.as_str(), (desired, file));
+        // Itself as it was (inactive when new), with its file as it is now.
+        let before = records
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map_or(JobState::Inactive, |(_, d, _)| *d);
+        units.insert(name.as_str(), (before, file));
         follow(&units, name.as_str(), desired)
             .into_iter()
             .map(|change| {

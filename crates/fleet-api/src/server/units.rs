@@ -169,18 +169,17 @@ pub(super) async fn get_unit(state: &ApiState, name: &str) -> Reply {
 
 pub(super) async fn delete_unit(state: &ApiState, name: &str) -> Reply {
     let name = UnitName::new(name).map_err(|_| unit_missing())?;
-    let existing = state.registry.job(&name).await?;
+    // What requires, binds to or is part of it stops (first: it is still there to tell).
+    let related = match state.registry.job(&name).await? {
+        Some((record, _)) => {
+            let own = (record.hash, None);
+            follow_relations(state, &name, own, JobState::Inactive).await?
+        }
+        None => Vec::new(),
+    };
     match state.registry.destroy_job(&name).await? {
         JobWrite::NotFound => Err(unit_missing()),
         _ => {
-            // What requires, binds to or is part of it stops.
-            let related = match existing {
-                Some((record, _)) => {
-                    let own = (record.hash, None);
-                    follow_relations(state, &name, own, JobState::Inactive).await?
-                }
-                None => Vec::new(),
-            };
             let answer = Answer::empty(StatusCode::NO_CONTENT).changed(format!("destroyed {name}"));
             Ok(answer.related(related))
         }
