@@ -693,7 +693,14 @@ fn bad_input_at_the_cluster_level() {
     cluster.wait_for_machines(1);
     let running = vec![("steady.service".to_owned(), unit(""))];
     fleetctl_on(&cluster, 0, &["start"], &files(&cluster, &running));
-    let before = cluster.unit_processes();
+    // Active once its shell runs; its title once that shell has exec'd.
+    let before = cluster.eventually("the unit's process titled", WITHIN, || {
+        let processes = cluster.unit_processes();
+        match processes.keys().any(|(unit, _)| unit == "steady.service") {
+            true => Ok(processes),
+            false => Err(format!("{processes:?}")),
+        }
+    });
     let log = |cluster: &Cluster, i: usize| {
         std::fs::read_to_string(cluster.home(i).join("fleetd.log")).unwrap_or_default()
     };
