@@ -14,6 +14,17 @@ fn started(dir: &Path) -> Daemon {
     common::serving(common::fleetd(dir, "node1"), dir)
 }
 
+/// Waits until each of `units` is wanted launched and active.
+fn until_running(dir: &Path, units: &[&str], within: Duration) {
+    for unit in units {
+        eventually(&format!("{unit} running"), within, || {
+            let (desired, _, active) = states(dir, unit);
+            common::holds(desired == "launched" && active == "active")
+                .map_err(|_| format!("{desired} {active}"))
+        });
+    }
+}
+
 /// Writes unit file `name` in `dir`; its path.
 fn write_unit(dir: &Path, name: &str, text: impl AsRef<str>) -> String {
     let path = dir.join(name);
@@ -62,13 +73,11 @@ fn starting_the_main_instance_pulls_in_its_sidekick_and_stopping_it_stops_both()
         "{out}"
     );
     let within = Duration::from_secs(15);
-    for unit in ["apache@8888.service", "apache-discovery@8888.service"] {
-        eventually(&format!("{unit} running"), within, || {
-            let (desired, _, active) = states(dir.path(), unit);
-            common::holds(desired == "launched" && active == "active")
-                .map_err(|_| format!("{desired} {active}"))
-        });
-    }
+    until_running(
+        dir.path(),
+        &["apache@8888.service", "apache-discovery@8888.service"],
+        within,
+    );
 
     // The tree of what it is related to, where each runs.
     let (_, listed, _) = fleetctl(
@@ -264,13 +273,11 @@ fn a_unit_requiring_a_global_unit_pulls_it_in() {
         out.contains("Unit mon.service pulled in by app.service, desired state launched\n"),
         "{out}"
     );
-    for unit in ["mon.service", "app.service"] {
-        eventually(&format!("{unit} running"), Duration::from_secs(15), || {
-            let (desired, _, active) = states(dir.path(), unit);
-            common::holds(desired == "launched" && active == "active")
-                .map_err(|_| format!("{desired} {active}"))
-        });
-    }
+    until_running(
+        dir.path(),
+        &["mon.service", "app.service"],
+        Duration::from_secs(15),
+    );
     common::stop(&mut fleetd, "-TERM");
 }
 
@@ -292,12 +299,10 @@ fn a_unit_and_what_it_requires_start_together_in_either_order() {
     );
     let (code, out, err) = fleetctl(dir.path(), &["start", &main, &side]);
     assert_eq!(code, 0, "{out}{err}");
-    for unit in ["main.service", "side.service"] {
-        eventually(&format!("{unit} running"), Duration::from_secs(15), || {
-            let (desired, _, active) = states(dir.path(), unit);
-            common::holds(desired == "launched" && active == "active")
-                .map_err(|_| format!("{desired} {active}"))
-        });
-    }
+    until_running(
+        dir.path(),
+        &["main.service", "side.service"],
+        Duration::from_secs(15),
+    );
     common::stop(&mut fleetd, "-TERM");
 }
