@@ -192,12 +192,7 @@ impl Client {
         let body = serde_json::to_vec(unit).map_err(|e| ClientError::Transport(e.to_string()))?;
         let path = format!("units/{}", escape(&unit.name));
         let (head, _) = self.exchange("/fleet/v1/", "PUT", &path, Some(&body))?;
-        Ok(head
-            .headers
-            .into_iter()
-            .filter(|(name, _)| name == crate::paths::RELATED_HEADER)
-            .map(|(_, value)| value)
-            .collect())
+        Ok(related(head))
     }
 
     /// `PATCH machines` with a JSON-patch body of metadata operations (`[{"op":"add",
@@ -211,9 +206,16 @@ impl Client {
 
     /// `DELETE units/<name>`: `false` on 404.
     pub fn delete_unit(&self, name: &str) -> Result<bool> {
-        match self.call("DELETE", &format!("units/{}", escape(name)), None) {
-            Ok(_) => Ok(true),
-            Err(ClientError::Api { code: 404, .. }) => Ok(false),
+        self.delete_unit_related(name)
+            .map(|deleted| deleted.is_some())
+    }
+
+    /// [`Client::delete_unit`], and what that did to the units related to it (`None` on 404).
+    pub fn delete_unit_related(&self, name: &str) -> Result<Option<Vec<String>>> {
+        let path = format!("units/{}", escape(name));
+        match self.exchange("/fleet/v1/", "DELETE", &path, None) {
+            Ok((head, _)) => Ok(Some(related(head))),
+            Err(ClientError::Api { code: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -472,6 +474,16 @@ impl Client {
         }
         Ok((head, body))
     }
+}
+
+/// What an answer's [`crate::paths::RELATED_HEADER`] headers say a change did to related
+/// units.
+fn related(head: http::Head) -> Vec<String> {
+    head.headers
+        .into_iter()
+        .filter(|(name, _)| name == crate::paths::RELATED_HEADER)
+        .map(|(_, value)| value)
+        .collect()
 }
 
 fn journal_path(name: &str, lines: usize, machine: Option<&str>, follow: bool) -> String {

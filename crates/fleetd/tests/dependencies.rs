@@ -138,8 +138,12 @@ fn starting_the_main_instance_pulls_in_its_sidekick_and_stopping_it_stops_both()
     });
     // Destroyed, what binds to it stops (and stays, wanted loaded; with its MachineOf= peer
     // gone, no machine holds it).
-    let (code, _, err) = fleetctl(dir.path(), &["destroy", "apache@8888.service"]);
+    let (code, out, err) = fleetctl(dir.path(), &["destroy", "apache@8888.service"]);
     assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "Destroyed apache@8888.service\nUnit apache-discovery@8888.service stops with apache@8888.service, desired state loaded\n"
+    );
     eventually("the sidekick stopped", within, || {
         let (desired, _, active) = states(dir.path(), "apache-discovery@8888.service");
         common::holds(desired == "loaded" && active != "active")

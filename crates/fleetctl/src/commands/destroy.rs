@@ -24,10 +24,22 @@ pub fn run(args: &[String], globals: &Globals, io: &mut Io<'_>) -> io::Result<i3
     // Several requests at once (a machine of a thousand units is emptied in a second, not in
     // a thousand round trips), reported in the order given; after a failure no new request
     // is sent, and what was destroyed before it is still said.
-    let results = super::in_order::each(&present, |name| client.delete_unit(name), Result::is_err);
+    let results = super::in_order::each(
+        &present,
+        |name| client.delete_unit_related(name),
+        Result::is_err,
+    );
     for (name, result) in present.iter().zip(results) {
         match result {
-            Some(Ok(_)) => writeln!(io.out, "Destroyed {name}")?,
+            Some(Ok(related)) => {
+                writeln!(io.out, "Destroyed {name}")?;
+                // Ours: what stopped with it (fleet had no relations across the cluster).
+                for line in related.into_iter().flatten() {
+                    if let Some(said) = super::lifecycle::related_line(name, &line) {
+                        writeln!(io.out, "{said}")?;
+                    }
+                }
+            }
             Some(Err(e)) => {
                 writeln!(io.err, "Error destroying units: {e}")?;
                 return Ok(1);

@@ -680,7 +680,7 @@ fn start_again_with(
 
 /// What fleetd's `fleet-related` header says a change of `name` did to a related unit, in
 /// words; `None` for what this fleetctl does not know.
-fn related_line(name: &str, header: &str) -> Option<String> {
+pub(super) fn related_line(name: &str, header: &str) -> Option<String> {
     let words: Vec<&str> = header.split_whitespace().collect();
     match words.as_slice() {
         ["pulled-in", unit, state] => Some(format!(
