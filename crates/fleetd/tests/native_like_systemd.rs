@@ -215,8 +215,10 @@ const CASES: &[Case] = &[
         // Every process of the unit is signalled (the default).
         name: "kill-group.service",
         // The trap undoes itself first: a second TERM (systemd's to the group and the shell's
-        // own, in either order) must not write twice.
-        unit: "[Service]\nExecStart=/bin/sh -c '(trap \"trap - TERM; echo child-killed >> OUT; exit\" TERM; sleep 1; echo child-lived >> OUT) & wait'\n",
+        // own, in either order) must not write twice. The unit is running only once the
+        // child's trap is set (ExecStartPost= waits for it): a stop before that (CI, loaded)
+        // killed the child before it could write.
+        unit: "[Service]\nExecStart=/bin/sh -c '(trap \"trap - TERM; echo child-killed >> OUT; exit\" TERM; : > OUT.armed; sleep 1; echo child-lived >> OUT) & wait'\nExecStartPost=/bin/sh -c 'while [ ! -e OUT.armed ]; do sleep 0.01; done'\n",
         stopped_at: Some(("active", "running")),
         settles: ("inactive", "dead"),
         writes: "child-killed\n",
