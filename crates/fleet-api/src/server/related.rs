@@ -10,22 +10,23 @@ use super::*;
 use fleet_unit::relations::{follow, related, start_after_cycle, Follow, PULLS_IN};
 use fleet_unit::Requirements;
 
-/// Applies what setting `name` (now of the file `hash`, or `file` when it is at hand) to
-/// `desired` asks of its relations; what was done, as the `fleet-related` headers say it.
+/// Applies what setting `name` (now of the file `hash`, or `file` when it is at hand) from
+/// `before` (inactive when new) to `desired` asks of its relations; what was done, as the `fleet-related` headers say it.
 pub(super) async fn follow_relations(
     state: &ApiState,
     name: &UnitName,
     (hash, file): (UnitHash, Option<&UnitFile>),
-    desired: JobState,
+    (before, desired): (JobState, JobState),
 ) -> Result<Vec<String>, Answer> {
-    // Starting a unit that names no unit to pull in asks nothing (the common case: a
-    // thousand starts do not each look at every unit).
-    if desired == JobState::Launched {
-        if let Some(file) = file {
-            if related(file, name.as_str(), PULLS_IN).is_empty() {
-                return Ok(Vec::new());
-            }
-        }
+    // Only a launched unit going below launched stops others; only one wanted loaded or
+    // more pulls others in, and only if it names some. Anything else asks nothing, without a
+    // look at every unit (the common case: fleetctl creates each unit inactive first).
+    let stops = before == JobState::Launched && desired < JobState::Launched;
+    let pulls_nothing = |file: &UnitFile| {
+        desired < JobState::Loaded || related(file, name.as_str(), PULLS_IN).is_empty()
+    };
+    if !stops && (desired < JobState::Loaded || file.is_some_and(pulls_nothing)) {
+        return Ok(Vec::new());
     }
     let records: Vec<(UnitName, JobState, UnitHash)> = read_now(state, |snapshot| {
         snapshot
@@ -64,7 +65,7 @@ pub(super) async fn follow_relations(
             None => return Ok(Vec::new()),
         },
     };
-    if desired == JobState::Launched && related(file, name.as_str(), PULLS_IN).is_empty() {
+    if !stops && pulls_nothing(file) {
         return Ok(Vec::new());
     }
     let planned: Vec<(Follow, Option<UnitFile>)> = {
@@ -74,10 +75,6 @@ pub(super) async fn follow_relations(
             .filter_map(|(n, d, h)| cache.get(h).map(|f| (n.as_str(), (*d, f))))
             .collect();
         // Itself as it was (inactive when new), with its file as it is now.
-        let before = records
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .map_or(JobState::Inactive, |(_, d, _)| *d);
         units.insert(name.as_str(), (before, file));
         follow(&units, name.as_str(), desired)
             .into_iter()

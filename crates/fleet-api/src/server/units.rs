@@ -173,7 +173,8 @@ pub(super) async fn delete_unit(state: &ApiState, name: &str) -> Reply {
     let related = match state.registry.job(&name).await? {
         Some((record, _)) => {
             let own = (record.hash, None);
-            follow_relations(state, &name, own, JobState::Inactive).await?
+            let change = (record.desired, JobState::Inactive);
+            follow_relations(state, &name, own, change).await?
         }
         None => Vec::new(),
     };
@@ -282,7 +283,7 @@ pub(super) async fn put_unit(state: &ApiState, url_name: &str, request: Request)
         refuse_start_after_cycle(state, &name, &file).await?;
         // What it pulls in is there before it (its machine starts them together).
         let own = (file.hash(), Some(&file));
-        let related = follow_relations(state, &name, own, desired).await?;
+        let related = follow_relations(state, &name, own, (JobState::Inactive, desired)).await?;
         return match state.registry.create_job(&name, &file, desired).await? {
             JobWrite::Done => {
                 let answer = Answer::empty(StatusCode::CREATED).changed(format!(
@@ -306,7 +307,8 @@ pub(super) async fn put_unit(state: &ApiState, url_name: &str, request: Request)
             refuse_active_template(&name, is_template, desired)?;
             refuse_start_after_cycle(state, &name, &file).await?;
             let own = (file.hash(), Some(&file));
-            let related = follow_relations(state, &name, own, desired).await?;
+            let change = (record.desired, desired);
+            let related = follow_relations(state, &name, own, change).await?;
             state.registry.replace_job(&name, &file, desired).await?;
             let answer = Answer::empty(StatusCode::CREATED).changed(format!(
                 "replaced {name} (unit file {} was {}), desired state {desired}",
@@ -323,7 +325,8 @@ pub(super) async fn put_unit(state: &ApiState, url_name: &str, request: Request)
         ));
     };
     refuse_active_template(&name, is_template, desired)?;
-    let related = follow_relations(state, &name, (record.hash, None), desired).await?;
+    let change = (record.desired, desired);
+    let related = follow_relations(state, &name, (record.hash, None), change).await?;
     state.registry.set_desired(&name, desired).await?;
     let answer =
         Answer::empty(StatusCode::NO_CONTENT).changed(format!("{name} desired state {desired}"));
