@@ -364,15 +364,12 @@ fn units_heal_on_systemd_as_on_the_native_supervisor() {
             .map_err(|_| line)
     });
     let socket = host.sandbox.shared_dir().join("fleet.sock");
-    let actions: Vec<String> = common::failures_until(
+    let actions = common::actions_until(
         &socket,
         "broken.service",
         "gave up",
         Duration::from_secs(30),
-    )
-    .into_iter()
-    .map(|(_, action)| action)
-    .collect();
+    );
     // The only machine: moved back to it.
     assert_eq!(actions.len(), 2, "{actions:?}");
     assert!(actions[0].starts_with("moved to "), "{actions:?}");

@@ -281,15 +281,12 @@ fn a_unit_failing_everywhere_backs_off_and_is_given_up_on() {
     assert_eq!(code, 0, "{err}");
     let began = Instant::now();
     let socket = dir.path().join("fleet.sock");
-    let moves: Vec<String> = common::failures_until(
+    let moves = common::actions_until(
         &socket,
         "broken.service",
         "gave up",
         Duration::from_secs(30),
-    )
-    .into_iter()
-    .map(|(_, action)| action)
-    .collect();
+    );
     assert_eq!(moves.len(), 3, "{moves:?}");
     assert!(
         moves[..2].iter().all(|a| a.starts_with("moved to ")),

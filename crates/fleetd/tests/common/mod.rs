@@ -183,3 +183,11 @@ pub fn failures_until(
         },
     )
 }
+
+/// The actions of [`failures_until`]'s history, oldest first.
+pub fn actions_until(socket: &Path, unit: &str, until: &str, within: Duration) -> Vec<String> {
+    failures_until(socket, unit, until, within)
+        .into_iter()
+        .map(|(_, action)| action)
+        .collect()
+}
