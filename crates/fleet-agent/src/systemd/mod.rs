@@ -846,6 +846,30 @@ impl UnitManager for SystemdManager {
         relations: &Relations,
         since: std::time::Instant,
     ) -> Option<String> {
+        // What fleetd saw first (no call to systemd for a unit that ended by itself).
+        let (left, exit) = {
+            let known = self.known();
+            (
+                known.left_active.get(name.as_str()).copied(),
+                known.main_exits.get(name.as_str()).copied(),
+            )
+        };
+        // The job's signal and the unit's own come on two streams, in either order: a stop
+        // job told up to a moment before the unit was seen leaving active stopped it.
+        let stopped = left.is_some_and(|left| {
+            let not_before = left.checked_sub(SIGNALS_APART).unwrap_or(left).max(since);
+            self.jobs.stopped_by_another(name.as_str(), not_before)
+        });
+        let what = match exit {
+            _ if stopped => {
+                "stopped outside fleet (a stop job fleetd did not queue: systemctl stop)".to_owned()
+            }
+            // `CLD_KILLED`, `CLD_DUMPED`.
+            Some((2 | 3, signal, at)) if at >= since => killed_outside(signal),
+            _ => return None,
+        };
+        // Not outside fleet after all: systemd stopped it with a unit it needs, for one it
+        // conflicts with, or with the machine.
         let others: Vec<&str> = relations
             .needs
             .iter()
@@ -865,29 +889,7 @@ impl UnitManager for SystemdManager {
         if self.bus().system_state().await.ok()? == "stopping" {
             return None;
         }
-        let (left, exit) = {
-            let known = self.known();
-            (
-                known.left_active.get(name.as_str()).copied(),
-                known.main_exits.get(name.as_str()).copied(),
-            )
-        };
-        // The job's signal and the unit's own come on two streams, in either order: a stop
-        // job told up to a moment before the unit was seen leaving active stopped it.
-        let stopped = left.is_some_and(|left| {
-            let not_before = left.checked_sub(SIGNALS_APART).unwrap_or(left).max(since);
-            self.jobs.stopped_by_another(name.as_str(), not_before)
-        });
-        if stopped {
-            return Some(
-                "stopped outside fleet (a stop job fleetd did not queue: systemctl stop)".into(),
-            );
-        }
-        // `CLD_KILLED`, `CLD_DUMPED`.
-        match exit {
-            Some((2 | 3, signal, at)) if at >= since => Some(killed_outside(signal)),
-            _ => None,
-        }
+        Some(what)
     }
 
     fn changes(&self) -> Option<watch::Receiver<()>> {
